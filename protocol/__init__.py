@@ -1,0 +1,71 @@
+"""jobwire's wire protocol: framing, messages, validation and error codes. Sans-I/O.
+
+``protocol/SPEC.md`` is the contract; this package implements it for both the broker and the
+Python client. Nothing here touches a socket or imports asyncio.
+"""
+
+from protocol.codec import DEFAULT_MAX_FRAME, FrameDecoder, decode_body, encode_frame, encode_frames
+from protocol.errors import ErrorCode, ProtocolError
+from protocol.messages import (
+    OK,
+    PROTOCOL_VERSION,
+    Ack,
+    AckItem,
+    Backoff,
+    BackoffKind,
+    Cancel,
+    Clean,
+    Enqueue,
+    EnqueueResult,
+    ErrorReply,
+    Event,
+    Extend,
+    ExtendItem,
+    Fail,
+    FailItem,
+    Get,
+    Hello,
+    JobInfo,
+    JobSpec,
+    JobState,
+    Kind,
+    ListFailed,
+    Op,
+    Outcome,
+    Pause,
+    Ping,
+    Progress,
+    QueueStats,
+    Reply,
+    Request,
+    Reserve,
+    ReservedJob,
+    Resume,
+    Retention,
+    RetryFailed,
+    ServerEvent,
+    Stats,
+    Wait,
+    error_message,
+    event_message,
+    parse_enqueued,
+    parse_outcomes,
+    parse_request,
+    parse_reserved,
+    parse_server_message,
+    reply_message,
+    request_id_of,
+    request_message,
+)
+
+__all__ = [
+    "DEFAULT_MAX_FRAME", "OK", "PROTOCOL_VERSION", "Ack", "AckItem", "Backoff", "BackoffKind",
+    "Cancel", "Clean", "Enqueue", "EnqueueResult", "ErrorCode", "ErrorReply", "Event", "Extend",
+    "ExtendItem", "Fail", "FailItem", "FrameDecoder", "Get", "Hello", "JobInfo", "JobSpec",
+    "JobState", "Kind", "ListFailed", "Op", "Outcome", "Pause", "Ping", "Progress",
+    "ProtocolError", "QueueStats", "Reply", "Request", "Reserve", "ReservedJob", "Resume",
+    "Retention", "RetryFailed", "ServerEvent", "Stats", "Wait", "decode_body", "encode_frame",
+    "encode_frames", "error_message", "event_message", "parse_enqueued", "parse_outcomes",
+    "parse_request", "parse_reserved", "parse_server_message", "reply_message",
+    "request_id_of", "request_message",
+]

@@ -1,0 +1,195 @@
+"""Framing: 4-byte big-endian length + one msgpack message. Sans-I/O.
+
+Theory of operation
+-------------------
+The decoder owns a byte buffer. ``feed(data)`` appends bytes; ``next_message()`` returns the next
+complete decoded message or ``None`` when more bytes are needed. Two rules keep a hostile peer from
+costing much memory:
+
+1. The 4-byte length prefix is checked against ``max_frame`` as soon as it is complete, *before*
+   any of the body is buffered; a too-large prefix raises ``FRAME_TOO_LARGE`` and the decoder is
+   poisoned (the stream cannot be resynchronised, so every later call raises the same error).
+2. Each body is decoded with msgpack limits derived from the body's own length, so a header that
+   claims a 4 GiB array inside a 10-byte frame fails instead of allocating. Ext types, non-string
+   map keys, invalid UTF-8 and nesting beyond msgpack's stack limit are rejected as ``BAD_FRAME``.
+
+Any split of the byte stream yields the same messages: the decoder never looks at a frame until
+all of its bytes are present.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable
+from typing import Any, Final, NoReturn
+
+import msgpack
+
+from protocol.errors import ErrorCode, ProtocolError
+
+DEFAULT_MAX_FRAME: Final = 8 * 1024 * 1024
+"""Default maximum body size of one frame, in bytes (the prefix is not counted)."""
+
+MAX_ARRAY_ITEMS: Final = 100_000
+"""No array in a message may hold more items than this (and never more than the body's bytes)."""
+
+MAX_MAP_ITEMS: Final = 10_000
+"""No map in a message may hold more pairs than this (and never more than half the body's bytes)."""
+
+_PREFIX = struct.Struct(">I")
+_PREFIX_SIZE: Final = 4
+_MAX_PREFIX_VALUE: Final = 0xFFFFFFFF
+
+
+def _reject_ext(code: int, data: bytes) -> NoReturn:
+    raise ProtocolError(ErrorCode.BAD_FRAME, f"msgpack ext type {code} is not allowed")
+
+
+def decode_body(body: bytes | memoryview) -> Any:
+    """Decode one frame body into a Python value, with limits derived from its size.
+
+    Arrays decode as tuples, maps as dicts with ``str`` keys, bin as ``bytes``, str as ``str``.
+
+    Raises:
+        ProtocolError: ``BAD_FRAME`` for anything that is not exactly one valid message.
+    """
+    size = len(body)
+    try:
+        return msgpack.unpackb(
+            body,
+            raw=False,
+            use_list=False,
+            strict_map_key=True,
+            ext_hook=_reject_ext,
+            max_str_len=size,
+            max_bin_len=size,
+            max_array_len=min(size, MAX_ARRAY_ITEMS),
+            max_map_len=min(size // 2, MAX_MAP_ITEMS),
+            max_ext_len=0,
+        )
+    except ProtocolError:
+        raise
+    except msgpack.ExtraData:
+        raise ProtocolError(ErrorCode.BAD_FRAME, "bytes left over after the message") from None
+    except msgpack.StackError:
+        raise ProtocolError(ErrorCode.BAD_FRAME, "message nested too deeply") from None
+    except UnicodeDecodeError:
+        raise ProtocolError(ErrorCode.BAD_FRAME, "str is not valid UTF-8") from None
+    except (ValueError, TypeError, msgpack.UnpackException, MemoryError, RecursionError) as exc:
+        raise ProtocolError(ErrorCode.BAD_FRAME, f"invalid msgpack: {exc}") from None
+
+
+class FrameDecoder:
+    """Incremental frame decoder: ``feed(bytes)``, then take messages with ``next_message()``.
+
+    Invariant: every length prefix that is complete in the buffer has been checked against
+    ``max_frame``; ``_frame_end`` is the buffer offset where the next unchecked prefix starts.
+
+    Args:
+        max_frame: the largest body accepted, in bytes.
+    """
+
+    __slots__ = ("_buffer", "_error", "_frame_end", "max_frame")
+
+    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+        if not 1 <= max_frame <= _MAX_PREFIX_VALUE:
+            raise ValueError(f"max_frame must be in 1..{_MAX_PREFIX_VALUE}, got {max_frame}")
+        self.max_frame = max_frame
+        self._buffer = bytearray()
+        self._frame_end = 0
+        self._error: ProtocolError | None = None
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held in the buffer (for memory accounting)."""
+        return len(self._buffer)
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        """Append received bytes, checking each length prefix as soon as it is complete.
+
+        Raises:
+            ProtocolError: ``FRAME_TOO_LARGE`` (prefix above ``max_frame``) or ``BAD_FRAME``
+                (prefix of 0). The decoder is then poisoned: every later call raises it again.
+        """
+        if self._error is not None:
+            raise self._error
+        view = memoryview(data)
+        buffer = self._buffer
+        while view:
+            inside = self._frame_end - len(buffer)
+            if inside > 0:  # in the body of a checked frame: take up to its end
+                buffer += view[:inside]
+                view = view[inside:]
+                continue
+            missing = _PREFIX_SIZE - (len(buffer) - self._frame_end)
+            buffer += view[:missing]
+            view = view[missing:]
+            if len(buffer) - self._frame_end == _PREFIX_SIZE:
+                (length,) = _PREFIX.unpack_from(buffer, self._frame_end)
+                if length > self.max_frame:
+                    self._fail(
+                        ErrorCode.FRAME_TOO_LARGE,
+                        f"frame of {length} bytes exceeds the maximum of {self.max_frame}",
+                    )
+                if length == 0:
+                    self._fail(ErrorCode.BAD_FRAME, "frame of length 0")
+                self._frame_end += _PREFIX_SIZE + length
+
+    def _fail(self, code: ErrorCode, message: str) -> NoReturn:
+        self._error = ProtocolError(code, message)
+        self._buffer.clear()
+        self._frame_end = 0
+        raise self._error
+
+    def next_message(self) -> Any | None:
+        """Return the next complete decoded message, or ``None`` if more bytes are needed.
+
+        Raises:
+            ProtocolError: ``BAD_FRAME`` if the body is not one valid message; the decoder is
+                then poisoned.
+        """
+        if self._error is not None:
+            raise self._error
+        buffer = self._buffer
+        if len(buffer) < _PREFIX_SIZE:
+            return None
+        (length,) = _PREFIX.unpack_from(buffer, 0)
+        end = _PREFIX_SIZE + length
+        if len(buffer) < end:
+            return None
+        body = bytes(buffer[_PREFIX_SIZE:end])
+        del buffer[:end]  # O(1): bytearray drops a prefix by moving its start
+        self._frame_end -= end
+        try:
+            return decode_body(body)
+        except ProtocolError as exc:
+            self._error = exc
+            buffer.clear()
+            self._frame_end = 0
+            raise
+
+    def messages(self) -> list[Any]:
+        """Take every complete message now buffered (possibly none)."""
+        out = []
+        while (message := self.next_message()) is not None:
+            out.append(message)
+        return out
+
+
+def encode_frame(message: Any) -> bytes:
+    """Encode one message as a frame (length prefix + msgpack body)."""
+    body = msgpack.packb(message, use_bin_type=True)
+    return _PREFIX.pack(len(body)) + body
+
+
+def encode_frames(messages: Iterable[Any]) -> bytes:
+    """Encode many messages into one bytes object of consecutive frames."""
+    pack = _PREFIX.pack
+    parts: list[bytes] = []
+    append = parts.append
+    packb = msgpack.packb
+    for message in messages:
+        body = packb(message, use_bin_type=True)
+        append(pack(len(body)))
+        append(body)
+    return b"".join(parts)
