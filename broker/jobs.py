@@ -1,0 +1,132 @@
+"""The broker's in-memory job record, its states and their legal transitions.
+
+A ``Job`` is the single source of truth for one job while it lives in the broker. It is kept
+small (``__slots__``, payload as ``bytes``, rarely-set options in one shared ``JobOptions``)
+because a broker holds millions of them: the budget is well under 600 bytes per waiting job.
+
+Invariants:
+- ``state`` changes only through ``Job.move_to``, which checks ``TRANSITIONS``.
+- ``lease_token``, ``lease_deadline`` and ``owner`` are set exactly while ``state`` is ACTIVE.
+- ``attempts`` counts deliveries that have started (a reservation starts one).
+- ``seq`` is unique and increases with enqueue order; broker-assigned ids are ``str(seq)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final, NamedTuple
+
+from protocol.messages import Backoff, JobState, Retention
+
+
+class IllegalTransition(Exception):
+    """A state change that the job model forbids: a bug in the caller, never a client error."""
+
+
+TRANSITIONS: Final[dict[JobState, frozenset[JobState]]] = {
+    JobState.WAITING: frozenset({JobState.ACTIVE, JobState.DELAYED}),
+    JobState.DELAYED: frozenset({JobState.WAITING}),
+    JobState.ACTIVE: frozenset(
+        {JobState.COMPLETED, JobState.FAILED, JobState.DELAYED, JobState.WAITING}
+    ),
+    JobState.COMPLETED: frozenset(),
+    JobState.FAILED: frozenset({JobState.WAITING}),
+}
+"""Legal moves. Removal (cancel, clean, retention) is not a state: the job is deleted."""
+
+
+class JobOptions(NamedTuple):
+    """Per-job overrides of the queue defaults. ``None`` means "use the default".
+
+    Jobs enqueued with no overrides share ``NO_OPTIONS``; equal overrides within a batch can
+    share one instance, so options cost nothing per job in the common case.
+    """
+
+    backoff: Backoff | None = None
+    lease_ms: int | None = None
+    keep_completed: Retention | None = None
+    keep_failed: Retention | None = None
+
+
+NO_OPTIONS: Final = JobOptions()
+
+
+class Job:
+    """One job. Times are integer milliseconds since the Unix epoch."""
+
+    __slots__ = (
+        "attempts",
+        "created_at",
+        "error",
+        "finished_at",
+        "id",
+        "lease_deadline",
+        "lease_token",
+        "max_attempts",
+        "name",
+        "options",
+        "owner",
+        "payload",
+        "priority",
+        "progress",
+        "queue",
+        "result",
+        "run_at",
+        "seq",
+        "started_at",
+        "state",
+    )
+
+    def __init__(
+        self,
+        seq: int,
+        job_id: str,
+        queue: str,
+        name: str,
+        payload: bytes,
+        *,
+        priority: int,
+        run_at: int,
+        max_attempts: int,
+        options: JobOptions,
+        state: JobState,
+        created_at: int,
+        attempts: int = 0,
+        started_at: int | None = None,
+        finished_at: int | None = None,
+        progress: Any = None,
+        result: bytes | None = None,
+        error: str | None = None,
+    ) -> None:
+        self.seq = seq
+        self.id = job_id
+        self.queue = queue
+        self.name = name
+        self.payload = payload
+        self.priority = priority
+        self.run_at = run_at
+        self.max_attempts = max_attempts
+        self.options = options
+        self.state = state
+        self.created_at = created_at
+        self.attempts = attempts
+        self.started_at = started_at
+        self.finished_at = finished_at
+        self.progress = progress
+        self.result = result
+        self.error = error
+        self.lease_token: int | None = None
+        self.lease_deadline: int | None = None
+        self.owner: int | None = None
+
+    def move_to(self, state: JobState) -> None:
+        """Change state, enforcing ``TRANSITIONS``.
+
+        Raises:
+            IllegalTransition: the move is not allowed from the current state.
+        """
+        if state not in TRANSITIONS[self.state]:
+            raise IllegalTransition(f"job {self.id}: {self.state} -> {state}")
+        self.state = state
+
+    def __repr__(self) -> str:
+        return f"<Job {self.id} {self.queue}/{self.name} {self.state} attempts={self.attempts}>"
