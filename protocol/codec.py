@@ -10,8 +10,9 @@ costing much memory:
    any of the body is buffered; a too-large prefix raises ``FRAME_TOO_LARGE`` and the decoder is
    poisoned (the stream cannot be resynchronised, so every later call raises the same error).
 2. Each body is decoded with msgpack limits derived from the body's own length, so a header that
-   claims a 4 GiB array inside a 10-byte frame fails instead of allocating. Ext types, non-string
-   map keys, invalid UTF-8 and nesting beyond msgpack's stack limit are rejected as ``BAD_FRAME``.
+   claims a 4 GiB array inside a 10-byte frame fails instead of allocating. Ext types (including
+   the timestamp ext), map keys that are not str (bin keys too), a key repeated within one map,
+   invalid UTF-8 and nesting beyond ``MAX_DEPTH`` are rejected as ``BAD_FRAME``.
 
 Any split of the byte stream yields the same messages: the decoder never looks at a frame until
 all of its bytes are present.
@@ -36,6 +37,10 @@ MAX_ARRAY_ITEMS: Final = 100_000
 MAX_MAP_ITEMS: Final = 10_000
 """No map in a message may hold more pairs than this (and never more than half the body's bytes)."""
 
+MAX_DEPTH: Final = 1023
+"""Deepest container nesting the decoder accepts (msgpack's own stack limit). The protocol only
+promises 64 levels (``protocol/SPEC.md``); deeper messages are refused when they exceed this."""
+
 _PREFIX = struct.Struct(">I")
 _PREFIX_SIZE: Final = 4
 _MAX_PREFIX_VALUE: Final = 0xFFFFFFFF
@@ -45,10 +50,27 @@ def _reject_ext(code: int, data: bytes) -> NoReturn:
     raise ProtocolError(ErrorCode.BAD_FRAME, f"msgpack ext type {code} is not allowed")
 
 
+def _str_keyed_map(pairs: list[tuple[Any, Any]]) -> dict[str, Any]:
+    """Build one decoded map, refusing non-str keys and repeated keys (msgpack lets both by)."""
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        raise ProtocolError(ErrorCode.BAD_FRAME, "a map repeats a key")
+    for key in result:
+        if type(key) is not str:
+            raise ProtocolError(ErrorCode.BAD_FRAME, "map keys must be str")
+    return result
+
+
 def decode_body(body: bytes | memoryview) -> Any:
     """Decode one frame body into a Python value, with limits derived from its size.
 
     Arrays decode as tuples, maps as dicts with ``str`` keys, bin as ``bytes``, str as ``str``.
+
+    Args:
+        body: exactly one msgpack message (no length prefix).
+
+    Returns:
+        The decoded value.
 
     Raises:
         ProtocolError: ``BAD_FRAME`` for anything that is not exactly one valid message.
@@ -60,6 +82,7 @@ def decode_body(body: bytes | memoryview) -> Any:
             raw=False,
             use_list=False,
             strict_map_key=True,
+            object_pairs_hook=_str_keyed_map,
             ext_hook=_reject_ext,
             max_str_len=size,
             max_bin_len=size,
@@ -76,7 +99,7 @@ def decode_body(body: bytes | memoryview) -> Any:
     except UnicodeDecodeError:
         raise ProtocolError(ErrorCode.BAD_FRAME, "str is not valid UTF-8") from None
     except (ValueError, TypeError, msgpack.UnpackException, MemoryError, RecursionError) as exc:
-        raise ProtocolError(ErrorCode.BAD_FRAME, f"invalid msgpack: {exc}") from None
+        raise ProtocolError(ErrorCode.BAD_FRAME, f"invalid msgpack: {str(exc)[:200]}") from None
 
 
 class FrameDecoder:
@@ -177,8 +200,15 @@ class FrameDecoder:
 
 
 def encode_frame(message: Any) -> bytes:
-    """Encode one message as a frame (length prefix + msgpack body)."""
-    body = msgpack.packb(message, use_bin_type=True)
+    """Encode one message as a frame (length prefix + msgpack body).
+
+    Args:
+        message: a msgpack-encodable value (tuples and lists become arrays, str keys only).
+
+    Returns:
+        The frame's bytes.
+    """
+    body: bytes = msgpack.packb(message, use_bin_type=True)
     return _PREFIX.pack(len(body)) + body
 
 

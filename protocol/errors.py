@@ -24,7 +24,8 @@ class ErrorCode(StrEnum):
     UNSUPPORTED_VERSION = "UNSUPPORTED_VERSION"
     """The handshake asked for a protocol version this peer does not speak."""
     HANDSHAKE_REQUIRED = "HANDSHAKE_REQUIRED"
-    """A request other than ``hello`` arrived before the handshake completed (or ``hello`` twice)."""
+    """A request other than ``hello`` arrived before the handshake completed, or a second
+    ``hello`` arrived after it. The connection stays open."""
     UNAUTHORIZED = "UNAUTHORIZED"
     """The handshake's token is missing or wrong."""
 

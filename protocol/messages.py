@@ -138,7 +138,7 @@ class Retention(NamedTuple):
     means remove at once (``[0, nil]``).
     """
 
-    count: int | None
+    count: int | None  # type: ignore[assignment]  # shadows tuple.count; the wire name wins
     age_ms: int | None
 
 
@@ -327,7 +327,10 @@ JOB_INFO_FIELDS: Final = (
 
 
 class JobInfo(NamedTuple):
-    """A job as ``get``, ``wait`` and ``list_failed`` describe it. Wire form: a map with these keys."""
+    """A job as ``get``, ``wait`` and ``list_failed`` describe it.
+
+    Wire form: a map with these keys (``JOB_INFO_FIELDS``).
+    """
 
     id: str
     queue: str
@@ -510,9 +513,9 @@ def parse_job(raw: Any, index: int) -> JobSpec:
         raise bad_argument(f"jobs[{index}].name", f"str of 0..{MAX_NAME_LEN} characters")
     if job_id is not None:
         _job_id(job_id, f"jobs[{index}].id")
-        if job_id.isdigit():
-            raise bad_argument(f"jobs[{index}].id", "a str that is not all digits (those are "
-                               "the broker's own ids)")
+        if job_id.isascii() and job_id.isdigit():
+            raise bad_argument(f"jobs[{index}].id", "a str that is not all ASCII digits (those "
+                               "are the broker's own ids)")
     if priority is None:
         priority = 0
     elif type(priority) is not int or not PRIORITY_MIN <= priority <= PRIORITY_MAX:
@@ -717,6 +720,7 @@ def request_id_of(message: Any) -> int | None:
     if (
         type(message) is tuple
         and len(message) == 4
+        and type(message[0]) is int
         and message[0] == Kind.REQUEST
         and type(message[1]) is int
         and 0 <= message[1] <= MAX_REQUEST_ID
@@ -741,7 +745,8 @@ def parse_request(message: Any) -> tuple[int, str, Request]:
     op, args = message[2], message[3]
     parser = _PARSERS.get(op) if type(op) is str else None
     if parser is None:
-        raise ProtocolError(ErrorCode.UNKNOWN_OP, f"unknown op {op!r}", "op")
+        shown = repr(op[:MAX_NAME_LEN]) if type(op) is str else f"of type {type(op).__name__}"
+        raise ProtocolError(ErrorCode.UNKNOWN_OP, f"unknown op {shown}", "op")
     if type(args) is not dict:
         raise bad_argument("args", "map")
     return request_id, op, parser(args)
@@ -848,7 +853,7 @@ def parse_server_message(message: Any) -> Reply | ErrorReply | ServerEvent:
     Raises:
         ProtocolError: ``BAD_FRAME`` if it is none of REPLY, ERROR or EVENT.
     """
-    if type(message) is tuple and message:
+    if type(message) is tuple and message and type(message[0]) is int:
         kind = message[0]
         if kind == Kind.REPLY and len(message) == 3 and type(message[1]) is int:
             body = message[2]
