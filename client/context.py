@@ -1,0 +1,117 @@
+"""What a handler receives: ``JobContext`` (id, name, data, attempt, progress(), extend()).
+
+Async handlers await ``ctx.progress(value)`` and ``ctx.extend(seconds)``. Plain ``def`` handlers
+run in a worker thread and call the blocking twins ``ctx.progress_sync`` and ``ctx.extend_sync``,
+which hand the request to the worker's event loop and wait for the broker's answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING, Any
+
+from protocol.messages import Extend, ExtendItem, Progress, ReservedJob, parse_outcomes
+
+if TYPE_CHECKING:
+    from client.worker import Worker
+
+
+class JobContext:
+    """One delivery (attempt) of a job, as a handler sees it.
+
+    Attributes:
+        id: the job id.
+        name: the job name (which handler runs it).
+        queue: the queue it came from.
+        data: the decoded payload.
+        attempt: 1 for the first delivery, 2 for the first retry, ...
+        max_attempts: attempts allowed in total.
+        token: the lease token (needed only when speaking the protocol directly).
+        lease: the lease length in seconds.
+        lease_lost: set when the broker refused to extend the lease (it expired or the job was
+            removed); the outcome of this attempt will be refused too.
+        result: the handler's return value, once it returned (for ``on_completed`` callbacks).
+    """
+
+    __slots__ = (
+        "_worker", "attempt", "created_at", "data", "deadline", "id", "lease",
+        "lease_lost", "max_attempts", "name", "payload", "queue", "result", "started",
+        "token",
+    )
+
+    def __init__(self, worker: Worker, reserved: ReservedJob, received_at: float) -> None:
+        self._worker = worker
+        self.id = reserved.job_id
+        self.queue = reserved.queue
+        self.name = reserved.name
+        self.payload = reserved.payload
+        self.data: Any = None
+        self.attempt = reserved.attempt
+        self.max_attempts = reserved.max_attempts
+        self.token = reserved.token
+        self.lease = reserved.lease_ms / 1000.0
+        self.deadline = received_at + self.lease
+        """Local monotonic time by which the lease must be extended (conservative)."""
+        self.created_at = reserved.created_at_ms / 1000.0
+        self.lease_lost = False
+        self.started = False
+        self.result: Any = None
+
+    @property
+    def is_last_attempt(self) -> bool:
+        """True when a failure of this attempt sends the job to ``failed``."""
+        return self.attempt >= self.max_attempts
+
+    async def progress(self, value: Any) -> None:
+        """Record a progress value (any small msgpack value) on the job.
+
+        Raises:
+            StaleLeaseError: the lease is no longer held.
+            NotFoundError: the job was removed.
+        """
+        await self._worker.connection.request(Progress(self.id, self.token, value))
+
+    async def extend(self, seconds: float | None = None) -> float:
+        """Extend the lease now (the worker also does this by itself while the handler runs).
+
+        Args:
+            seconds: the new lease length from now (default: the job's lease).
+
+        Returns:
+            The new lease deadline, Unix seconds.
+
+        Raises:
+            StaleLeaseError: the lease is no longer held.
+            NotFoundError: the job was removed.
+        """
+        from client.errors import broker_error
+
+        lease_ms = None if seconds is None else max(100, round(seconds * 1000))
+        sent_at = time.monotonic()
+        body = await self._worker.connection.request(
+            Extend((ExtendItem(self.id, self.token, lease_ms),))
+        )
+        outcome = parse_outcomes(body)[0]
+        if not outcome.ok:
+            self.lease_lost = True
+            raise broker_error(outcome.code, str(outcome.value))
+        self.deadline = sent_at + (self.lease if seconds is None else seconds)
+        return float(outcome.value) / 1000.0
+
+    def progress_sync(self, value: Any) -> None:
+        """``progress`` for plain ``def`` handlers (call from the handler's thread only)."""
+        self._worker.call_from_thread(self.progress(value))
+
+    def extend_sync(self, seconds: float | None = None) -> float:
+        """``extend`` for plain ``def`` handlers (call from the handler's thread only)."""
+        deadline: float = self._worker.call_from_thread(self.extend(seconds))
+        return deadline
+
+    def __repr__(self) -> str:
+        return f"<JobContext {self.id} {self.queue}/{self.name} attempt={self.attempt}>"
+
+
+def run_threadsafe(loop: asyncio.AbstractEventLoop, coro: Any) -> Any:
+    """Run ``coro`` on ``loop`` from another thread and wait for its result."""
+    return asyncio.run_coroutine_threadsafe(coro, loop).result()

@@ -1,0 +1,247 @@
+"""A job as the producer sees it: what the broker last said about it, plus ways to ask again.
+
+``JobRecord`` holds the fields (decoding ``data`` and ``result`` lazily with the queue's
+serializer); ``Job`` adds the asynchronous ``refresh()``, ``wait()``, ``remove()`` and
+``retry()``. The synchronous producer (``client.sync``) has its own subclass with blocking twins.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Final
+
+from client.errors import JobFailed, WaitTimeoutError
+from client.serializers import Serializer
+from protocol.messages import MAX_WAIT_MS, Cancel, Get, JobInfo, JobState, RetryFailed, Wait
+
+if TYPE_CHECKING:
+    from client.connection import Connection
+
+FINISHED_STATES: Final = frozenset({JobState.COMPLETED, JobState.FAILED})
+WAIT_CHUNK_S: Final = 30.0
+"""Longest single ``wait`` long-poll; a longer ``job.wait()`` asks again (cheaply) after it."""
+_UNSET: Final = object()
+
+
+def job_info_from_body(body: Mapping[str, Any]) -> JobInfo | None:
+    """The job in a ``get``/``wait`` reply body: the map itself, or under ``"job"``.
+
+    Returns:
+        The parsed job, or ``None`` if the body says there is none (``"job": nil``).
+    """
+    if "job" in body:
+        raw = body["job"]
+        return None if raw is None else JobInfo.from_wire(raw)
+    return JobInfo.from_wire(body)
+
+
+def ms_to_seconds(value: int | None) -> float | None:
+    """Broker milliseconds since the epoch → ``time.time()`` seconds (``None`` stays ``None``)."""
+    return None if value is None else value / 1000.0
+
+
+class JobRecord:
+    """A snapshot of one job.
+
+    Attributes:
+        id: the job id.
+        queue: its queue.
+        name: the handler name.
+        state: ``waiting``, ``delayed``, ``active``, ``completed`` or ``failed`` (``None`` when
+            unknown: a duplicate enqueue says nothing about the existing job's state).
+        priority, attempts, max_attempts: as the broker records them.
+        progress: the last progress value a worker reported.
+        error: the last error text (message and traceback), if any attempt failed.
+        created_at, run_at, started_at, finished_at: Unix times in seconds, or ``None``.
+        duplicate: true when an enqueue found this id already present (nothing was created).
+    """
+
+    __slots__ = (
+        "_data", "_payload", "_result", "_result_raw", "_serializer", "attempts",
+        "created_at", "duplicate", "error", "finished_at", "id", "lease_deadline",
+        "max_attempts", "name", "priority", "progress", "queue", "run_at", "started_at",
+        "state",
+    )
+
+    def __init__(
+        self,
+        job_id: str,
+        queue: str,
+        name: str,
+        serializer: Serializer,
+        *,
+        payload: bytes | None = None,
+        data: Any = _UNSET,
+        state: JobState | None = None,
+        priority: int = 0,
+        duplicate: bool = False,
+    ) -> None:
+        self.id = job_id
+        self.queue = queue
+        self.name = name
+        self._serializer = serializer
+        self._payload = payload
+        self._data = data
+        self._result_raw: bytes | None = None
+        self._result: Any = _UNSET
+        self.state = state
+        self.priority = priority
+        self.attempts = 0
+        self.max_attempts: int | None = None
+        self.progress: Any = None
+        self.error: str | None = None
+        self.created_at: float | None = None
+        self.run_at: float | None = None
+        self.started_at: float | None = None
+        self.finished_at: float | None = None
+        self.lease_deadline: float | None = None
+        self.duplicate = duplicate
+
+    def _apply(self, info: JobInfo) -> None:
+        """Take every field from a fresh broker description."""
+        self.queue = info.queue
+        self.name = info.name
+        self.state = info.state
+        self.priority = info.priority
+        self.attempts = info.attempts
+        self.max_attempts = info.max_attempts
+        if info.payload != self._payload:
+            self._payload = info.payload
+            self._data = _UNSET
+        if info.result != self._result_raw:
+            self._result_raw = info.result
+            self._result = _UNSET
+        self.progress = info.progress
+        self.error = info.error
+        self.created_at = ms_to_seconds(info.created_at)
+        self.run_at = ms_to_seconds(info.run_at)
+        self.started_at = ms_to_seconds(info.started_at)
+        self.finished_at = ms_to_seconds(info.finished_at)
+        self.lease_deadline = ms_to_seconds(info.lease_deadline)
+
+    @property
+    def data(self) -> Any:
+        """The job's data, decoded with the queue's serializer."""
+        if self._data is _UNSET:
+            self._data = None if self._payload is None else self._serializer.loads(self._payload)
+        return self._data
+
+    @property
+    def result(self) -> Any:
+        """The handler's return value once completed (decoded), else ``None``."""
+        if self._result is _UNSET:
+            raw = self._result_raw
+            self._result = None if raw is None else self._serializer.loads(raw)
+        return self._result
+
+    @property
+    def finished(self) -> bool:
+        """True once the job is ``completed`` or ``failed``."""
+        return self.state in FINISHED_STATES
+
+    def _outcome(self) -> Any:
+        """The result if completed; raises ``JobFailed`` if failed."""
+        if self.state is JobState.FAILED:
+            raise JobFailed(self)
+        return self.result
+
+    def __repr__(self) -> str:
+        state = self.state.value if self.state is not None else "unknown"
+        return f"<{type(self).__name__} {self.id} {self.queue}/{self.name} {state}>"
+
+
+class Job(JobRecord):
+    """A job handle bound to an asynchronous connection."""
+
+    __slots__ = ("_connection",)
+
+    def __init__(
+        self, connection: Connection, job_id: str, queue: str, name: str,
+        serializer: Serializer, **fields: Any,
+    ) -> None:
+        super().__init__(job_id, queue, name, serializer, **fields)
+        self._connection = connection
+
+    @classmethod
+    def from_info(cls, connection: Connection, info: JobInfo, serializer: Serializer) -> Job:
+        """A handle filled from a broker description."""
+        job = cls(connection, info.id, info.queue, info.name, serializer, payload=info.payload)
+        job._apply(info)
+        return job
+
+    async def refresh(self) -> Job:
+        """Fetch the job's current state from the broker.
+
+        Returns:
+            ``self``, updated.
+
+        Raises:
+            NotFoundError: the job no longer exists (removed or pruned by retention).
+        """
+        info = job_info_from_body(await self._connection.request(Get(self.id)))
+        if info is not None:
+            self._apply(info)
+        return self
+
+    async def wait(self, timeout: float | None = None) -> Any:  # noqa: ASYNC109 - BullMQ-like API
+        """Wait until the job finishes, with the broker's ``wait`` long-poll (no busy polling).
+
+        Args:
+            timeout: seconds to wait at most (``None``: no limit).
+
+        Returns:
+            The job's result (decoded) once it completed.
+
+        Raises:
+            JobFailed: the job ended in ``failed``; ``exc.job.error`` has the last error.
+            WaitTimeoutError: it did not finish within ``timeout``.
+            NotFoundError: the job was removed (e.g. ``remove_on_complete=True``).
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        conn = self._connection
+        while not self.finished:
+            chunk = WAIT_CHUNK_S
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise WaitTimeoutError(f"job {self.id} not finished within {timeout:g}s")
+                chunk = min(chunk, remaining)
+            timeout_ms = max(0, min(MAX_WAIT_MS, int(chunk * 1000)))
+            body = await conn.request(
+                Wait(self.id, timeout_ms), timeout=chunk + conn.request_timeout
+            )
+            info = job_info_from_body(body)
+            if info is not None:
+                self._apply(info)
+        return self._outcome()
+
+    async def remove(self) -> JobState:
+        """Delete the job from the broker (an active job's lease is revoked).
+
+        Returns:
+            The state it was in.
+
+        Raises:
+            NotFoundError: no such job.
+        """
+        body = await self._connection.request(Cancel(self.id))
+        return JobState(body.get("state", body.get("prior", JobState.WAITING)))
+
+    async def retry(self) -> None:
+        """Put a ``failed`` job back to ``waiting``.
+
+        Raises:
+            ConflictError: the job is not failed.
+        """
+        body = await self._connection.request(RetryFailed(self.queue, (self.id,)))
+        check_retried(body, self.id)
+
+
+def check_retried(body: Mapping[str, Any], job_id: str) -> None:
+    """Raise ``ConflictError`` if a ``retry_failed`` reply lists ``job_id`` as not failed."""
+    from client.errors import ConflictError
+
+    for key in ("not_failed", "missing", "skipped"):
+        if job_id in (body.get(key) or ()):
+            raise ConflictError("CONFLICT", f"job {job_id} is not failed in queue")

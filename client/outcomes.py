@@ -1,0 +1,209 @@
+"""Batched acknowledgements: the worker's outcome buffer.
+
+Handlers that finish in the same event-loop iteration put their outcomes into one buffer; one
+``call_soon`` flush sends every buffered completion as a single ``ack`` request and every
+failure as a single ``fail`` request, each with one future (never one per job). When the reply
+arrives, each item's result decides: ``OK`` counts and fires the worker's callbacks;
+``STALE_LEASE``/``NOT_FOUND`` (a lease from before a broker restart, an expired lease, a removed
+job) is logged and counted as refused. A request lost with the connection is logged: the broker
+gives those jobs to a worker again (at-least-once delivery).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import traceback
+from functools import partial
+from typing import TYPE_CHECKING, Any, Final
+
+import structlog
+
+from client.errors import ConnectionError_, Retry, UnrecoverableError
+from protocol.errors import ErrorCode
+from protocol.messages import (
+    MAX_ERROR_LEN,
+    Ack,
+    AckItem,
+    Fail,
+    FailItem,
+    Outcome,
+    parse_outcomes,
+)
+
+if TYPE_CHECKING:
+    from client.context import JobContext
+    from client.worker import Worker
+
+log = structlog.get_logger("jobwire.worker")
+
+REFUSED_CODES: Final = frozenset({ErrorCode.STALE_LEASE, ErrorCode.NOT_FOUND})
+HAND_BACK_ERROR: Final = "worker shut down before the job finished; handed back"
+_HEAD: Final = 2_000
+"""Characters of an over-long error text kept from its start (the rest from its end)."""
+
+
+def describe_exception(exc: BaseException, why: str | None = None) -> tuple[str, bool, int | None]:
+    """How a handler's exception is reported to the broker.
+
+    Args:
+        exc: what the handler raised.
+        why: a prefix saying what the worker was doing (e.g. decoding the payload).
+
+    Returns:
+        ``(error_text, retry, delay_ms)``: the text is ``"Type: message"`` then the traceback,
+        cut to the protocol's limit; ``Retry`` asks for its delay, ``UnrecoverableError``
+        for no retry.
+    """
+    retry, delay_ms = True, None
+    if isinstance(exc, Retry):
+        delay_ms = None if exc.delay is None else round(exc.delay * 1000)
+        summary = f"Retry: {exc.reason}"
+    else:
+        retry = not isinstance(exc, UnrecoverableError)
+        summary = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    if why:
+        summary = f"{why}: {summary}"
+    text = summary
+    if exc.__traceback__ is not None and not isinstance(exc, Retry):
+        text += "\n\n" + "".join(traceback.format_exception(exc)).rstrip()
+    if len(text) > MAX_ERROR_LEN:
+        tail = MAX_ERROR_LEN - _HEAD - 20
+        text = text[:_HEAD] + "\n[... cut ...]\n" + text[-tail:]
+    return text, retry, delay_ms
+
+
+class OutcomeBuffer:
+    """Buffers acks and fails and sends each kind as one request per loop iteration."""
+
+    __slots__ = (
+        "_acks", "_fails", "_flush_scheduled", "_in_flight", "_worker", "completed",
+        "failed", "refused", "requests", "retried", "unacknowledged",
+    )
+
+    def __init__(self, worker: Worker) -> None:
+        self._worker = worker
+        self._acks: list[tuple[JobContext, AckItem]] = []
+        self._fails: list[tuple[JobContext, FailItem, BaseException | None]] = []
+        self._flush_scheduled = False
+        self._in_flight: set[asyncio.Future[dict[str, Any]]] = set()
+        self.completed = 0
+        self.failed = 0
+        self.retried = 0
+        self.refused = 0
+        self.unacknowledged = 0
+        self.requests = 0
+
+    def ack(self, ctx: JobContext, result: bytes | None) -> None:
+        """Buffer a completion."""
+        self._acks.append((ctx, AckItem(ctx.id, ctx.token, result)))
+        self._schedule()
+
+    def fail(
+        self, ctx: JobContext, exc: BaseException, text: str, retry: bool, delay_ms: int | None
+    ) -> None:
+        """Buffer a failed attempt."""
+        self._fails.append((ctx, FailItem(ctx.id, ctx.token, text, retry, delay_ms), exc))
+        self._schedule()
+
+    def hand_back(self, ctx: JobContext) -> None:
+        """Buffer a shutdown hand-back: fail with retry and no delay; no callbacks fire."""
+        self._fails.append((ctx, FailItem(ctx.id, ctx.token, HAND_BACK_ERROR, True, 0), None))
+        self._schedule()
+
+    def _schedule(self) -> None:
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Send everything buffered now (one ``ack`` and one ``fail`` request at most per
+        ``max_batch`` items)."""
+        self._flush_scheduled = False
+        conn = self._worker.connection
+        max_batch = conn.server.max_batch if conn.server else 10_000
+        acks, self._acks = self._acks, []
+        fails, self._fails = self._fails, []
+        for start in range(0, len(acks), max_batch):
+            chunk = acks[start:start + max_batch]
+            self._send(Ack(tuple(item for _, item in chunk)), partial(self._on_acked, chunk))
+        for start in range(0, len(fails), max_batch):
+            fchunk = fails[start:start + max_batch]
+            self._send(Fail(tuple(item for _, item, _ in fchunk)), partial(self._on_failed, fchunk))
+
+    def _send(self, request: Ack | Fail, on_reply: Any) -> None:
+        count = len(request.items)
+        try:
+            future = self._worker.connection.request_nowait(request)
+        except ConnectionError_ as exc:
+            self._lost(count, exc)
+            return
+        self.requests += 1
+        self._in_flight.add(future)
+        future.add_done_callback(self._in_flight.discard)
+        future.add_done_callback(on_reply)
+
+    def _lost(self, count: int, exc: BaseException) -> None:
+        self.unacknowledged += count
+        log.warning("outcomes not acknowledged: connection lost; the broker will redeliver",
+                    count=count, error=str(exc))
+
+    def _results(self, count: int, future: asyncio.Future[dict[str, Any]]) -> list[Outcome] | None:
+        if future.cancelled():
+            self.unacknowledged += count
+            return None
+        exc = future.exception()
+        if exc is not None:
+            self._lost(count, exc)
+            return None
+        return parse_outcomes(future.result())
+
+    def _refused(self, ctx: JobContext, outcome: Outcome, what: str) -> None:
+        self.refused += 1
+        if outcome.code in REFUSED_CODES:
+            log.info(f"{what} refused: the lease is no longer held (expired, broker restarted "
+                     "or job removed)", job_id=ctx.id, code=outcome.code)
+        else:
+            log.warning(f"{what} refused", job_id=ctx.id, code=outcome.code,
+                        message=str(outcome.value))
+
+    def _on_acked(
+        self, chunk: list[tuple[JobContext, AckItem]], future: asyncio.Future[dict[str, Any]]
+    ) -> None:
+        outcomes = self._results(len(chunk), future)
+        if outcomes is None:
+            return
+        callbacks = self._worker.completed_callbacks
+        for (ctx, _), outcome in zip(chunk, outcomes, strict=False):
+            if outcome.ok:
+                self.completed += 1
+                if callbacks:
+                    self._worker.run_callbacks(callbacks, ctx, ctx.result)
+            else:
+                self._refused(ctx, outcome, "ack")
+
+    def _on_failed(
+        self, chunk: list[tuple[JobContext, FailItem, BaseException | None]],
+        future: asyncio.Future[dict[str, Any]],
+    ) -> None:
+        outcomes = self._results(len(chunk), future)
+        if outcomes is None:
+            return
+        callbacks = self._worker.failed_callbacks
+        for (ctx, _, exc), outcome in zip(chunk, outcomes, strict=False):
+            if not outcome.ok:
+                self._refused(ctx, outcome, "fail")
+                continue
+            if exc is None:  # a hand-back, not a handler failure
+                continue
+            if outcome.value == "failed":
+                self.failed += 1
+            else:
+                self.retried += 1
+            if callbacks:
+                self._worker.run_callbacks(callbacks, ctx, exc)
+
+    async def drain(self, timeout: float) -> None:  # noqa: ASYNC109
+        """Flush and wait (at most ``timeout`` seconds) for every outcome request's reply."""
+        self.flush()
+        if self._in_flight:
+            await asyncio.wait(set(self._in_flight), timeout=timeout)

@@ -1,0 +1,335 @@
+"""The asynchronous producer API: ``Client`` and ``Queue`` (names close to BullMQ's).
+
+::
+
+    async with Client("jobwire://127.0.0.1:7400") as client:
+        emails = client.queue("emails", attempts=5, backoff=exponential(2.0))
+        job = await emails.add("send", {"to": "ada@example.com"}, priority=1, delay=10)
+        print(await job.wait(timeout=60))
+
+A ``Queue`` is a cheap handle (a name, default job options and a serializer); the broker creates
+queues on first use. Every call is one request on the client's pipelined connection, so many
+concurrent ``add`` calls share one socket and overlap their round trips.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Self
+
+from client.connection import DEFAULT_URL, Connection, ConnectionStatistics
+from client.job import Job, check_retried, job_info_from_body
+from client.options import (
+    FRAME_BUDGET,
+    Duration,
+    build_spec,
+    check_options,
+    seconds_to_ms,
+    split_batches,
+)
+from client.serializers import Serializer, get_serializer
+from protocol.messages import (
+    MAX_LIST_LIMIT,
+    Cancel,
+    Clean,
+    Enqueue,
+    Get,
+    JobInfo,
+    JobSpec,
+    JobState,
+    ListFailed,
+    Pause,
+    Ping,
+    QueueStats,
+    Resume,
+    RetryFailed,
+    Stats,
+    parse_enqueued,
+)
+
+
+class Client:
+    """A producer/admin client on one pipelined, self-reconnecting connection.
+
+    Args:
+        url: ``jobwire://[token@]host[:port]`` (``jobwires://`` for TLS).
+        serializer: ``"msgpack"`` (default), ``"json"``, ``"raw"`` or an object with
+            ``dumps``/``loads``; queues inherit it unless given their own.
+        **connection_options: passed to ``Connection`` (``token``, ``ssl``, ``request_timeout``,
+            ``connect_timeout``, ``reconnect``, ``client_name``...).
+    """
+
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        *,
+        serializer: Serializer | str | None = None,
+        **connection_options: Any,
+    ) -> None:
+        self.connection = Connection(url, **connection_options)
+        self.serializer = get_serializer(serializer)
+
+    async def connect(self, *, wait: bool = False) -> Self:
+        """Connect and handshake (see ``Connection.connect``).
+
+        Raises:
+            OSError: the broker is unreachable (unless ``wait``).
+            AuthenticationError: the token was refused.
+        """
+        await self.connection.connect(wait=wait)
+        return self
+
+    async def close(self) -> None:
+        """Close the connection; pending requests fail. Safe to call twice."""
+        await self.connection.close()
+
+    async def __aenter__(self) -> Self:
+        return await self.connect()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    def queue(
+        self, name: str, *, serializer: Serializer | str | None = None, **defaults: Any
+    ) -> Queue:
+        """A handle on queue ``name`` whose ``add`` uses ``defaults`` for omitted options.
+
+        Raises:
+            TypeError: an unknown option name.
+        """
+        check_options(defaults)
+        return Queue(
+            self, name,
+            serializer=self.serializer if serializer is None else get_serializer(serializer),
+            defaults=defaults,
+        )
+
+    async def get_job(self, job_id: str, *, serializer: Serializer | str | None = None) -> Job:
+        """Fetch a job by id.
+
+        Raises:
+            NotFoundError: no such job (never existed, removed, or pruned).
+        """
+        info = job_info_from_body(await self.connection.request(Get(job_id)))
+        if info is None:
+            from client.errors import NotFoundError
+
+            raise NotFoundError("NOT_FOUND", f"no job {job_id!r}")
+        ser = self.serializer if serializer is None else get_serializer(serializer)
+        return Job.from_info(self.connection, info, ser)
+
+    async def remove_job(self, job_id: str) -> JobState:
+        """Delete a job (revoking its lease if active). Returns the state it was in.
+
+        Raises:
+            NotFoundError: no such job.
+        """
+        body = await self.connection.request(Cancel(job_id))
+        return JobState(body["state"])
+
+    async def stats(self, queue: str | None = None) -> dict[str, QueueStats]:
+        """Counters per queue (every queue, or just ``queue``)."""
+        body = await self.connection.request(Stats(queue))
+        return {name: QueueStats.from_wire(raw) for name, raw in body["queues"].items()}
+
+    async def broker_stats(self) -> dict[str, Any]:
+        """The broker-wide part of the ``stats`` reply (version, connections, uptime)."""
+        body = await self.connection.request(Stats(None))
+        return dict(body.get("broker") or {})
+
+    async def ping(self) -> int:
+        """Round-trip to the broker. Returns the broker's clock (Unix ms)."""
+        body = await self.connection.request(Ping())
+        return int(body.get("now", 0))
+
+    def statistics(self) -> ConnectionStatistics:
+        """A frozen snapshot of the connection's counters."""
+        return self.connection.statistics()
+
+
+class Queue:
+    """A producer/admin handle on one named queue. Get one from ``client.queue(name)``."""
+
+    __slots__ = ("_client", "_conn", "defaults", "name", "serializer")
+
+    def __init__(
+        self, client: Client, name: str, *, serializer: Serializer, defaults: Mapping[str, Any]
+    ) -> None:
+        self._client = client
+        self._conn = client.connection
+        self.name = name
+        self.serializer = serializer
+        self.defaults = dict(defaults)
+
+    def _spec(self, name: str, data: Any, options: Mapping[str, Any]) -> JobSpec:
+        if options:
+            check_options(options)
+            merged = {**self.defaults, **{k: v for k, v in options.items() if v is not None}}
+        else:
+            merged = self.defaults
+        return build_spec(name, self.serializer.dumps(data), merged)
+
+    def _job(self, spec: JobSpec, job_id: str, data: Any, duplicate: bool) -> Job:
+        state = None
+        if not duplicate:
+            state = JobState.DELAYED if spec.delay_ms or spec.run_at_ms else JobState.WAITING
+        job = Job(
+            self._conn, job_id, self.name, spec.name, self.serializer,
+            payload=spec.payload, data=data, state=state, priority=spec.priority,
+            duplicate=duplicate,
+        )
+        job.max_attempts = spec.max_attempts
+        return job
+
+    async def add(self, name: str, data: Any = None, **options: Any) -> Job:
+        """Enqueue one job; returns once the broker has made it durable.
+
+        Args:
+            name: the handler name (which function the worker runs).
+            data: anything the serializer can encode.
+            **options: ``priority`` (int, lower first), ``delay`` (seconds), ``run_at``
+                (datetime or Unix seconds), ``attempts``, ``backoff`` (seconds, ``exponential()``,
+                ``fixed()`` or a map), ``job_id`` (idempotency key), ``lease`` (seconds),
+                ``remove_on_complete``, ``remove_on_fail`` (see ``client.options``).
+
+        Returns:
+            The job; ``job.duplicate`` is true if ``job_id`` already existed (nothing created).
+
+        Raises:
+            BrokerError: e.g. ``QueueFullError``, ``PayloadTooLargeError``, ``DrainingError``.
+            ConnectionLostError: the connection dropped; the job may or may not exist (retry
+                with a ``job_id`` to be safe).
+        """
+        spec = self._spec(name, data, options)
+        body = await self._conn.request(Enqueue(self.name, (spec,)))
+        result = parse_enqueued(body)
+        return self._job(spec, result.ids[0], data, bool(result.duplicates))
+
+    async def add_bulk(self, jobs: Iterable[Any]) -> list[Job]:
+        """Enqueue many jobs in one round trip (split into several pipelined requests only
+        above the broker's batch or frame limits).
+
+        Args:
+            jobs: items as ``(name, data)``, ``(name, data, options)``, or maps
+                ``{"name": ..., "data": ..., "opts": {...}}`` (options may also sit at the top
+                level of the map).
+
+        Returns:
+            One ``Job`` per item, in order.
+
+        Raises:
+            BrokerError: a request was refused; each request is all-or-nothing, and with more
+                than one request the earlier ones may have succeeded.
+        """
+        items: list[tuple[JobSpec, Any]] = []
+        for item in jobs:
+            name, data, options = _bulk_item(item)
+            items.append((self._spec(name, data, options), data))
+        if not items:
+            return []
+        server = self._conn.server
+        max_batch = server.max_batch if server else 10_000
+        max_bytes = int((server.max_frame if server else 8 << 20) * FRAME_BUDGET)
+        specs = [spec for spec, _ in items]
+        batches = split_batches(specs, max_batch, max_bytes)
+        bodies = await asyncio.gather(
+            *(self._conn.request(Enqueue(self.name, tuple(batch))) for batch in batches)
+        )
+        out: list[Job] = []
+        index = 0
+        for batch, body in zip(batches, bodies, strict=True):
+            result = parse_enqueued(body)
+            duplicates = set(result.duplicates)
+            for offset, job_id in enumerate(result.ids):
+                spec, data = items[index + offset]
+                out.append(self._job(spec, job_id, data, offset in duplicates))
+            index += len(batch)
+        return out
+
+    async def get_job(self, job_id: str) -> Job:
+        """Fetch a job by id with this queue's serializer (see ``Client.get_job``)."""
+        return await self._client.get_job(job_id, serializer=self.serializer)
+
+    async def stats(self) -> QueueStats:
+        """This queue's counters (all zero for a queue never used)."""
+        stats = await self._client.stats(self.name)
+        return stats.get(self.name) or QueueStats(0, 0, 0, 0, 0, False, None, 0, 0)
+
+    async def pause(self) -> None:
+        """Stop handing out this queue's jobs (reservations get nothing) until ``resume``."""
+        await self._conn.request(Pause(self.name))
+
+    async def resume(self) -> None:
+        """Hand out jobs again after ``pause``."""
+        await self._conn.request(Resume(self.name))
+
+    async def clean(
+        self, state: JobState | str, *, older_than: Duration = 0, limit: int | None = None
+    ) -> int:
+        """Delete jobs in ``state`` (waiting, delayed, completed or failed) older than
+        ``older_than`` seconds (by finish time for finished jobs, else creation).
+
+        Returns:
+            How many were removed.
+        """
+        body = await self._conn.request(
+            Clean(self.name, JobState(state), seconds_to_ms(older_than, "older_than"), limit)
+        )
+        return int(body["removed"])
+
+    async def failed(self, limit: int = 100, offset: int = 0) -> list[Job]:
+        """The dead-letter set: failed jobs, newest first."""
+        jobs, _ = await self.failed_page(limit, offset)
+        return jobs
+
+    async def failed_page(self, limit: int = 100, offset: int = 0) -> tuple[list[Job], int]:
+        """Like ``failed`` and also the total number of failed jobs in the queue."""
+        body = await self._conn.request(
+            ListFailed(self.name, max(1, min(limit, MAX_LIST_LIMIT)), offset)
+        )
+        jobs = [
+            Job.from_info(self._conn, JobInfo.from_wire(raw), self.serializer)
+            for raw in body["jobs"]
+        ]
+        return jobs, int(body.get("total", len(jobs)))
+
+    async def retry_failed(
+        self, job_ids: Sequence[str] | None = None, *, limit: int | None = None
+    ) -> int:
+        """Move failed jobs back to waiting: the given ids, or all (up to ``limit``).
+
+        Returns:
+            How many were retried.
+
+        Raises:
+            ConflictError: a single given id is not a failed job of this queue.
+        """
+        ids = None if job_ids is None else tuple(job_ids)
+        body = await self._conn.request(RetryFailed(self.name, ids, limit))
+        if ids is not None and len(ids) == 1:
+            check_retried(body, ids[0])
+        return int(body["retried"])
+
+    async def remove(self, job_id: str) -> JobState:
+        """Delete one job (see ``Client.remove_job``)."""
+        return await self._client.remove_job(job_id)
+
+    def __repr__(self) -> str:
+        return f"<Queue {self.name!r}>"
+
+
+def _bulk_item(item: Any) -> tuple[str, Any, dict[str, Any]]:
+    if isinstance(item, Mapping):
+        options = {k: v for k, v in item.items() if k not in ("name", "data", "opts")}
+        options.update(item.get("opts") or {})
+        return item["name"], item.get("data"), options
+    if isinstance(item, tuple | list) and 1 <= len(item) <= 3:
+        name = item[0]
+        data = item[1] if len(item) > 1 else None
+        options = dict(item[2]) if len(item) > 2 and item[2] else {}
+        return name, data, options
+    raise TypeError("add_bulk items are (name, data[, options]) or {'name', 'data', 'opts'}")
+
+
+__all__ = ["Client", "Queue"]

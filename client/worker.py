@@ -1,0 +1,579 @@
+"""The worker runtime: reserve in batches, run handlers, acknowledge in batches, extend leases.
+
+Theory of operation
+-------------------
+``Worker.run()`` owns a ``TaskGroup`` with ``concurrency`` runner tasks, one reserve task and
+one lease task. Every job the worker holds (reserved, not yet given an outcome) is in
+``_held`` (keyed by lease token) and counts against ``concurrency``, whether it waits in
+``_ready`` for a runner or runs.
+
+* **Reserving**: the reserve task asks for ``concurrency - held - asked`` jobs with a long-poll
+  ``reserve``. A second request may overlap the first only when at least a quarter of the slots
+  are free, so a busy worker keeps its pipe full and an idle one holds one long-poll. Replies are
+  handled in a future callback (no task per batch): the jobs go to ``_ready`` and idle runners
+  are woken, one per job.
+* **Running**: a runner takes jobs from ``_ready`` until it is empty, so a burst of fast
+  handlers runs without task switches. Async handlers are awaited in the runner; plain ``def``
+  handlers run in a thread pool. An optional per-job timeout cancels the handler.
+* **Outcomes**: a finished handler appends an ``AckItem`` or ``FailItem`` to a buffer and
+  schedules one flush with ``call_soon``, so outcomes that finish in the same loop iteration go in
+  one ``ack`` / ``fail`` request with one future. The slot frees at once; ``on_completed`` /
+  ``on_failed`` run only when the broker's reply says the outcome was recorded.
+* **Leases**: the lease task extends, in one batched ``extend``, every held job past half its
+  lease. A refused extension marks the job ``lease_lost`` (its outcome will be refused too).
+* **Broker restarts**: the connection reconnects by itself. Leases from before a restart are
+  stale, so late outcomes get ``STALE_LEASE`` / ``NOT_FOUND``: logged, counted, never raised.
+  A ``draining`` event pauses reserving until the connection comes back.
+* **Shutdown** (``stop()``, SIGTERM, SIGINT): stop reserving, wait for the outstanding reserves
+  (their jobs run too), let held jobs finish within ``grace`` seconds, then cancel what is left
+  and hand each unfinished job back (``fail`` with retry, delay 0) so none waits for its lease.
+  Finally wait for outcome replies and close. A second signal skips the rest of the grace period.
+
+Invariants:
+1. A job is in ``_held`` from its reservation until its outcome is buffered (or it is handed
+   back); ``len(_held) + _asked <= concurrency``.
+2. Each held job gets exactly one outcome from this worker: ack, fail or hand-back.
+3. Callbacks fire only for outcomes whose per-item result was ``OK``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import signal
+import threading
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Final, TypeVar
+
+import structlog
+
+from client.connection import DEFAULT_URL, Connection, ConnectionStatistics
+from client.context import JobContext
+from client.errors import ConnectionError_, JobwireError
+from client.outcomes import OutcomeBuffer, describe_exception
+from client.serializers import Serializer, get_serializer
+from protocol.messages import (
+    MAX_RESERVE_JOBS,
+    MAX_WAIT_MS,
+    Extend,
+    ExtendItem,
+    Reserve,
+    parse_outcomes,
+    parse_reserved,
+)
+
+log = structlog.get_logger("jobwire.worker")
+_T = TypeVar("_T")
+
+Handler = Callable[[JobContext], Any]
+CompletedCallback = Callable[[JobContext, Any], Any]
+FailedCallback = Callable[[JobContext, BaseException], Any]
+LEASE_TICK_MAX: Final = 1.0
+"""Longest pause between two looks at the leases, seconds."""
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerStatistics:
+    """A snapshot of a worker's counters (``Worker.statistics()``)."""
+
+    held: int
+    running: int
+    completed: int
+    failed: int
+    retried: int
+    refused: int
+    """Outcomes the broker refused (stale lease or job gone), e.g. after a broker restart."""
+    unacknowledged: int
+    """Outcomes whose request was lost with the connection (the broker redelivers those jobs)."""
+    handed_back: int
+    reserve_requests: int
+    ack_requests: int
+    extended: int
+    connection: ConnectionStatistics
+
+
+class Worker:
+    """Runs handlers for jobs from one or more queues.
+
+    Args:
+        url: the broker URL (``jobwire://[token@]host[:port]``).
+        queues: a queue name or names, in priority order (earlier queues are served first).
+        handler: one function for every job, or ``{job_name: function}``. ``async def``
+            functions run on the event loop; plain ``def`` ones in a thread pool.
+        concurrency: most jobs handled at once.
+        lease: lease length in seconds to ask for (default: each job's own lease).
+        job_timeout: seconds a handler may run before it is cancelled and the attempt fails.
+        grace: seconds running handlers get to finish on shutdown.
+        poll_wait: seconds one long-poll ``reserve`` waits for jobs.
+        serializer: how payloads and results are encoded (default msgpack).
+        handle_signals: stop gracefully on SIGTERM/SIGINT while ``run()`` runs (main thread only).
+        **connection_options: passed to ``Connection`` (``token``, ``ssl``, ...).
+    """
+
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        queues: str | Sequence[str] = "default",
+        handler: Handler | Mapping[str, Handler] | None = None,
+        *,
+        concurrency: int = 10,
+        lease: float | None = None,
+        job_timeout: float | None = None,
+        grace: float = 30.0,
+        poll_wait: float = 2.0,
+        serializer: Serializer | str | None = None,
+        handle_signals: bool = True,
+        **connection_options: Any,
+    ) -> None:
+        if handler is None:
+            raise TypeError("Worker needs a handler function or a {name: handler} mapping")
+        if concurrency < 1:
+            raise ValueError("concurrency must be >= 1")
+        self.queues = (queues,) if isinstance(queues, str) else tuple(queues)
+        if not self.queues:
+            raise ValueError("Worker needs at least one queue")
+        if isinstance(handler, Mapping):
+            self._handlers: dict[str, Handler] = dict(handler)
+            self._default_handler: Handler | None = None
+        else:
+            self._handlers, self._default_handler = {}, handler
+        self._is_async = {
+            h: _is_async(h) for h in (*self._handlers.values(), self._default_handler) if h
+        }
+        self.concurrency = concurrency
+        self.lease_ms = None if lease is None else max(100, round(lease * 1000))
+        self.job_timeout = job_timeout
+        self.grace = grace
+        self.poll_wait_ms = max(0, min(MAX_WAIT_MS, round(poll_wait * 1000)))
+        self.serializer = get_serializer(serializer)
+        self.handle_signals = handle_signals
+        connection_options.setdefault("client_name", "jobwire-worker")
+        self.connection = Connection(url, **connection_options)
+        self.connection.on_event(self._on_connection_event)
+
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._held: dict[int, JobContext] = {}
+        self._ready: deque[JobContext] = deque()
+        self._idle_runners: list[asyncio.Future[None]] = []
+        self._running = 0
+        self._asked = 0
+        self._outstanding_reserves = 0
+        self._reserve_wake = asyncio.Event()
+        self._reserves_done = asyncio.Event()
+        self._reserves_done.set()
+        self._stop_requested = asyncio.Event()
+        self._force = asyncio.Event()
+        self._stopped = asyncio.Event()
+        self._stopping = False
+        self._draining = False
+        self._started = False
+        self._min_overlap = max(1, concurrency // 4)
+        self._executor: ThreadPoolExecutor | None = None
+        self._outcomes = OutcomeBuffer(self)
+        self._completed_callbacks: list[CompletedCallback] = []
+        self._failed_callbacks: list[FailedCallback] = []
+        self._callback_tasks: set[asyncio.Task[Any]] = set()
+        self._reserve_requests = 0
+        self._extended = 0
+        self._handed_back = 0
+
+    # ------------------------------------------------------------------ public API
+
+    def on_completed(self, callback: CompletedCallback) -> CompletedCallback:
+        """Call ``callback(job, result)`` after the broker acknowledged a completion.
+
+        Usable as a decorator; ``async def`` callbacks are run as tasks the worker owns.
+        """
+        self._completed_callbacks.append(callback)
+        return callback
+
+    def on_failed(self, callback: FailedCallback) -> FailedCallback:
+        """Call ``callback(job, exception)`` after the broker recorded a failed attempt.
+
+        The job's ``is_last_attempt`` tells whether it went to ``failed`` or will be retried.
+        """
+        self._failed_callbacks.append(callback)
+        return callback
+
+    def stop(self) -> None:
+        """Begin a graceful shutdown (safe from signal handlers; calling again forces it)."""
+        if self._stop_requested.is_set():
+            self._force.set()
+        self._stopping = True
+        self._stop_requested.set()
+        self._reserve_wake.set()
+
+    async def close(self) -> None:
+        """Stop and wait until ``run()`` has returned."""
+        self.stop()
+        if self._started:
+            await self._stopped.wait()
+
+    def statistics(self) -> WorkerStatistics:
+        """A frozen snapshot of the worker's counters."""
+        o = self._outcomes
+        return WorkerStatistics(
+            held=len(self._held), running=self._running, completed=o.completed,
+            failed=o.failed, retried=o.retried, refused=o.refused,
+            unacknowledged=o.unacknowledged, handed_back=self._handed_back,
+            reserve_requests=self._reserve_requests, ack_requests=o.requests,
+            extended=self._extended, connection=self.connection.statistics(),
+        )
+
+    def call_from_thread(self, coro: Coroutine[Any, Any, _T]) -> _T:
+        """Run ``coro`` on the worker's loop from a handler thread and return its result."""
+        assert self._loop is not None
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    async def run(self) -> None:
+        """Connect (retrying until the broker answers) and process jobs until stopped.
+
+        Raises:
+            AuthenticationError: the broker refused the token.
+            RuntimeError: ``run()`` was already called.
+        """
+        if self._started:
+            raise RuntimeError("a Worker runs once; make a new one")
+        self._started = True
+        self._loop = asyncio.get_running_loop()
+        removers = self._install_signals()
+        try:
+            connect = asyncio.ensure_future(self.connection.connect(wait=True))
+            stop = asyncio.ensure_future(self._stop_requested.wait())
+            try:
+                await asyncio.wait({connect, stop}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stop.cancel()
+            if not connect.done():
+                connect.cancel()
+                return
+            connect.result()
+            if any(not is_async for is_async in self._is_async.values()):
+                self._executor = ThreadPoolExecutor(
+                    max_workers=self.concurrency, thread_name_prefix="jobwire-handler"
+                )
+            log.info("worker started", queues=list(self.queues), concurrency=self.concurrency)
+            try:
+                async with asyncio.TaskGroup() as group:
+                    runners = [group.create_task(self._runner()) for _ in range(self.concurrency)]
+                    lease_task = group.create_task(self._lease_loop())
+                    group.create_task(self._reserve_loop())
+                    await self._stop_requested.wait()
+                    await self._drain(runners)
+                    lease_task.cancel()
+            finally:
+                await self._finish()
+        finally:
+            for remove in removers:
+                remove()
+            await self.connection.close()
+            if self._executor is not None:
+                self._executor.shutdown(wait=False, cancel_futures=True)
+            self._stopped.set()
+            log.info("worker stopped", **_counts(self.statistics()))
+
+    # ------------------------------------------------------------------ shutdown
+
+    def _install_signals(self) -> list[Callable[[], object]]:
+        if not self.handle_signals or threading.current_thread() is not threading.main_thread():
+            return []
+        loop = asyncio.get_running_loop()
+        removers: list[Callable[[], object]] = []
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(sig, self._on_signal, sig)
+            except (NotImplementedError, RuntimeError):  # not supported on this loop/platform
+                continue
+            removers.append(partial(loop.remove_signal_handler, sig))
+        return removers
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        log.info("signal received, shutting down", signal=sig.name, grace=self.grace)
+        self.stop()
+
+    async def _drain(self, runners: list[asyncio.Task[None]]) -> None:
+        """Stop reserving, let held jobs finish within the grace period, cancel the rest."""
+        deadline = time.monotonic() + self.grace
+        log.info("worker stopping", held=len(self._held), grace=self.grace)
+        # Jobs from reserves already sent are ours: wait for those replies, then run them.
+        await self._until(self._reserves_done, deadline)
+        while self._held and not self._force.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            self._idle_wake = asyncio.Event()
+            await self._until(self._idle_wake, deadline)
+        for runner in runners:
+            runner.cancel()
+
+    async def _until(self, event: asyncio.Event, deadline: float) -> None:
+        """Wait for ``event`` until ``deadline`` or a forced stop, whichever comes first."""
+        remaining = deadline - time.monotonic()
+        if event.is_set() or remaining <= 0:
+            return
+        waiters = {asyncio.ensure_future(event.wait()), asyncio.ensure_future(self._force.wait())}
+        try:
+            await asyncio.wait(waiters, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+
+    async def _finish(self) -> None:
+        """Hand back every job still held, then wait (bounded) for outcome replies."""
+        if self._held:
+            held = list(self._held.values())
+            self._held.clear()
+            self._ready.clear()
+            self._handed_back += len(held)
+            log.warning("handing back unfinished jobs", count=len(held))
+            for ctx in held:
+                self._outcomes.hand_back(ctx)
+        await self._outcomes.drain(timeout=max(5.0, self.connection.request_timeout))
+        if self._callback_tasks:
+            await asyncio.wait(self._callback_tasks, timeout=5.0)
+
+    # ------------------------------------------------------------------ reserving
+
+    def _on_connection_event(self, event: str, body: dict[str, Any]) -> None:
+        if event == "draining":
+            log.info("broker is draining: pausing reservations until it is back")
+            self._draining = True
+        elif event == "connected":
+            self._draining = False
+        self._reserve_wake.set()
+
+    async def _reserve_loop(self) -> None:
+        conn = self.connection
+        wake = self._reserve_wake
+        while not self._stopping:
+            if conn.connected and not self._draining:
+                free = self.concurrency - len(self._held) - self._asked
+                outstanding = self._outstanding_reserves
+                wanted = free > 0 and (
+                    outstanding == 0 or (outstanding == 1 and free >= self._min_overlap)
+                )
+                if wanted and self._issue_reserve(min(free, MAX_RESERVE_JOBS)):
+                    continue
+            wake.clear()
+            await wake.wait()
+
+    def _issue_reserve(self, count: int) -> bool:
+        request = Reserve(self.queues, count, self.poll_wait_ms, self.lease_ms)
+        try:
+            future = self.connection.request_nowait(
+                request, timeout=self.poll_wait_ms / 1000 + self.connection.request_timeout
+            )
+        except ConnectionError_:
+            return False
+        self._asked += count
+        self._outstanding_reserves += 1
+        self._reserves_done.clear()
+        self._reserve_requests += 1
+        future.add_done_callback(partial(self._on_reserved, count))
+        return True
+
+    def _on_reserved(self, count: int, future: asyncio.Future[dict[str, Any]]) -> None:
+        self._asked -= count
+        self._outstanding_reserves -= 1
+        if self._outstanding_reserves == 0:
+            self._reserves_done.set()
+        self._reserve_wake.set()
+        if future.cancelled():
+            return
+        exc = future.exception()
+        if exc is not None:
+            if not isinstance(exc, ConnectionError_):
+                log.warning("reserve failed", error=str(exc))
+            return
+        jobs = parse_reserved(future.result())
+        if not jobs:
+            return
+        now = time.monotonic()
+        held = self._held
+        ready = self._ready
+        for reserved in jobs:
+            ctx = JobContext(self, reserved, now)
+            held[ctx.token] = ctx
+            ready.append(ctx)
+        idle = self._idle_runners
+        for _ in range(min(len(jobs), len(idle))):
+            waiter = idle.pop()
+            if not waiter.done():
+                waiter.set_result(None)
+
+    # ------------------------------------------------------------------ running
+
+    async def _runner(self) -> None:
+        ready = self._ready
+        loop = asyncio.get_running_loop()
+        while True:
+            while not ready:
+                waiter: asyncio.Future[None] = loop.create_future()
+                self._idle_runners.append(waiter)
+                try:
+                    await waiter
+                except asyncio.CancelledError:
+                    if waiter in self._idle_runners:
+                        self._idle_runners.remove(waiter)
+                    raise
+            ctx = ready.popleft()
+            if ctx.token in self._held:
+                await self._execute(ctx)
+
+    async def _execute(self, ctx: JobContext) -> None:
+        handler = self._handlers.get(ctx.name, self._default_handler)
+        if handler is None:
+            self._fail(ctx, LookupError(f"no handler for job name {ctx.name!r} on this worker"))
+            return
+        try:
+            ctx.data = self.serializer.loads(ctx.payload)
+        except Exception as exc:
+            self._fail(ctx, exc, retry=False, why="payload could not be decoded")
+            return
+        ctx.started = True
+        self._running += 1
+        try:
+            if self._is_async[handler]:
+                call: Awaitable[Any] = handler(ctx)
+            else:
+                call = asyncio.get_running_loop().run_in_executor(self._executor, handler, ctx)
+            if self.job_timeout is None:
+                result = await call
+            else:
+                async with asyncio.timeout(self.job_timeout):
+                    result = await call
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # shutdown: the job is handed back by _finish
+            self._fail(ctx, JobwireError("the handler was cancelled"))
+        except TimeoutError as exc:
+            if self.job_timeout is not None and isinstance(exc.__context__, asyncio.CancelledError):
+                self._fail(ctx, TimeoutError(f"job timed out after {self.job_timeout:g}s"))
+            else:
+                self._fail(ctx, exc)
+        except Exception as exc:
+            self._fail(ctx, exc)
+        else:
+            self._complete(ctx, result)
+        finally:
+            self._running -= 1
+
+    def _complete(self, ctx: JobContext, result: Any) -> None:
+        try:
+            raw = None if result is None else self.serializer.dumps(result)
+        except Exception as exc:
+            self._fail(ctx, exc, retry=False, why="result could not be serialized")
+            return
+        ctx.result = result
+        if self._held.pop(ctx.token, None) is not None:
+            self._outcomes.ack(ctx, raw)
+            self._slot_freed()
+
+    def _fail(
+        self, ctx: JobContext, exc: BaseException, *, retry: bool | None = None,
+        why: str | None = None,
+    ) -> None:
+        if self._held.pop(ctx.token, None) is not None:
+            text, retry_it, delay_ms = describe_exception(exc, why)
+            self._outcomes.fail(ctx, exc, text, retry_it if retry is None else retry, delay_ms)
+            self._slot_freed()
+
+    def _slot_freed(self) -> None:
+        self._reserve_wake.set()
+        if self._stopping and not self._held:
+            wake = getattr(self, "_idle_wake", None)
+            if wake is not None:
+                wake.set()
+
+    # ------------------------------------------------------------------ leases
+
+    async def _lease_loop(self) -> None:
+        while True:
+            now = time.monotonic()
+            due: list[JobContext] = []
+            next_check = now + LEASE_TICK_MAX
+            for ctx in self._held.values():
+                extend_at = ctx.deadline - ctx.lease / 2
+                if extend_at <= now and not ctx.lease_lost:
+                    due.append(ctx)
+                else:
+                    next_check = min(next_check, extend_at)
+            if due and self.connection.connected:
+                self._send_extend(due, now)
+            await asyncio.sleep(max(0.01, next_check - now))
+
+    def _send_extend(self, due: list[JobContext], now: float) -> None:
+        server = self.connection.server
+        max_batch = server.max_batch if server else 10_000
+        for start in range(0, len(due), max_batch):
+            chunk = due[start:start + max_batch]
+            items = tuple(ExtendItem(ctx.id, ctx.token, self.lease_ms) for ctx in chunk)
+            try:
+                future = self.connection.request_nowait(Extend(items))
+            except ConnectionError_:
+                return
+            for ctx in chunk:  # do not ask again until this answer is in
+                ctx.deadline = now + ctx.lease
+            future.add_done_callback(partial(self._on_extended, chunk, now))
+
+    def _on_extended(
+        self, chunk: list[JobContext], sent_at: float, future: asyncio.Future[dict[str, Any]]
+    ) -> None:
+        if future.cancelled() or future.exception() is not None:
+            return
+        for ctx, outcome in zip(chunk, parse_outcomes(future.result()), strict=False):
+            if outcome.ok:
+                self._extended += 1
+                if self.lease_ms is not None:
+                    ctx.deadline = sent_at + self.lease_ms / 1000
+            elif not ctx.lease_lost:
+                ctx.lease_lost = True
+                log.warning("lease lost while the handler runs", job_id=ctx.id,
+                            code=outcome.code, message=str(outcome.value))
+
+    # ------------------------------------------------------------------ callbacks
+
+    def run_callbacks(self, callbacks: Sequence[Callable[..., Any]], *args: Any) -> None:
+        """Run event callbacks; an awaitable result becomes a task the worker owns."""
+        for callback in callbacks:
+            try:
+                result = callback(*args)
+            except Exception:
+                log.exception("event callback failed", callback=getattr(callback, "__name__", ""))
+                continue
+            if inspect.isawaitable(result):
+                task = asyncio.ensure_future(result)
+                self._callback_tasks.add(task)
+                task.add_done_callback(self._callback_done)
+
+    def _callback_done(self, task: asyncio.Task[Any]) -> None:
+        self._callback_tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("event callback failed", error=repr(task.exception()))
+
+    @property
+    def completed_callbacks(self) -> list[CompletedCallback]:
+        return self._completed_callbacks
+
+    @property
+    def failed_callbacks(self) -> list[FailedCallback]:
+        return self._failed_callbacks
+
+
+def _is_async(handler: Callable[..., Any]) -> bool:
+    return inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
+        getattr(handler, "__call__", None)  # noqa: B004 - an object with an async __call__
+    )
+
+
+def _counts(stats: WorkerStatistics) -> dict[str, int]:
+    return {
+        "completed": stats.completed, "failed": stats.failed, "retried": stats.retried,
+        "refused": stats.refused, "handed_back": stats.handed_back,
+    }
