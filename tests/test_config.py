@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import io
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 
 from broker.cli import add_serve_parser, build_parser
 from broker.config import (
@@ -108,6 +110,13 @@ def test_a_bad_token_value_is_not_echoed() -> None:
     assert "<redacted>" in str(info.value)
 
 
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    yield
+    structlog.reset_defaults()
+
+
+@pytest.mark.usefixtures("restore_logging")
 def test_json_logs_redact_secrets_and_payloads() -> None:
     stream = io.StringIO()
     configure_logging("info", "auto", stream)  # a StringIO is not a terminal: JSON lines
