@@ -1,0 +1,482 @@
+"""The broker's core: a pure, deterministic, synchronous job state machine (``Core``).
+
+No I/O, no clock reads, no asyncio: every operation takes ``now`` (integer ms since the epoch) and
+randomness (backoff jitter) comes from an injected ``random.Random``, so the same calls give the
+same results. The I/O layer calls the operations, persists ``take_changes()`` through the
+journal, wakes reservers for ``take_ready()`` and ``wait``-ers for ``take_finished()``, and keeps
+one timer armed for ``next_deadline()``, which fires ``tick(now)``. ``docs/internals.md`` is the
+contract; the indexes, rules and invariants are described in ``broker/core_state``.
+
+This file holds the hot path (enqueue, reserve, ack, fail, extend, progress), the clock (``tick``)
+and the hand-offs to the I/O layer; ``broker/core_admin`` holds the administrative operations.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections.abc import Sequence
+from typing import Any
+
+from broker.core_admin import CoreAdmin, job_info, packed_size
+from broker.core_state import (
+    _OK_COMPLETED,
+    _OUTCOME_OF_STATE,
+    ACTIVE,
+    COMPLETED,
+    CONNECTION_LOST,
+    DELAYED,
+    LEASE_EXPIRED,
+    WAITING,
+    Changes,
+    CoreConfig,
+    CoreError,
+    QueueMeta,
+    Snapshot,
+    _new_tuple,
+)
+from broker.jobs import NO_OPTIONS, Job, JobOptions
+from protocol.errors import ErrorCode
+from protocol.messages import (
+    OK,
+    AckItem,
+    EnqueueResult,
+    ExtendItem,
+    FailItem,
+    JobSpec,
+    Outcome,
+    ReservedJob,
+)
+
+__all__ = ["Changes", "Core", "CoreConfig", "CoreError", "QueueMeta", "Snapshot", "job_info"]
+
+
+class Core(CoreAdmin):
+    """The job state machine (see ``docs/internals.md`` for the contract)."""
+
+    @classmethod
+    def restore(
+        cls, config: CoreConfig, snapshot: Snapshot, now: int, *, rng: random.Random,
+        token_base: int,
+    ) -> Core:
+        """Rebuild a core from the journal's snapshot.
+
+        A job that was active counts that attempt as failed ("broker restarted during the
+        attempt"): delayed with backoff, or failed if none are left. Those changes, and
+        retention pruning, are recorded so the next commit persists them. Waiting jobs are
+        ordered by ``(priority, run_at, seq)``.
+
+        Args:
+            config: defaults and limits.
+            snapshot: every persisted job and queue (the jobs are adopted, not copied).
+            now: the current time.
+            rng: the random source for jitter.
+            token_base: the lease token base for this boot (see ``__init__``).
+
+        Returns:
+            The rebuilt core.
+        """
+        core = cls(config, rng=rng, token_base=token_base)
+        core._load(snapshot, now)
+        return core
+
+    # ------------------------------------------------------------------ producer operations
+
+    def enqueue(self, queue: str, specs: Sequence[JobSpec], now: int) -> EnqueueResult:
+        """Add a batch of jobs to ``queue``, all or nothing.
+
+        A spec with a ``job_id`` that already exists (in any state, until retention or a cancel
+        removes it) creates nothing: its index is reported in ``duplicates`` and its id is
+        returned. ``run_at_ms`` wins over ``delay_ms``; a job due by ``now`` starts waiting.
+
+        Args:
+            queue: the queue name (created on first use).
+            specs: the jobs; ``None`` fields take ``CoreConfig`` defaults.
+            now: the current time.
+
+        Returns:
+            The id of each spec, in order, and the indexes of the duplicates.
+
+        Raises:
+            CoreError: ``PAYLOAD_TOO_LARGE`` (a payload above ``max_payload``) or ``QUEUE_FULL``
+                (the new jobs would exceed ``max_queue_jobs`` or ``max_total_jobs``); nothing
+                is created.
+        """
+        config = self._config
+        jobs = self._jobs
+        max_payload = config.max_payload
+        fresh = 0
+        seen: set[str] | None = None
+        for index, spec in enumerate(specs):
+            if len(spec.payload) > max_payload:
+                raise CoreError(
+                    ErrorCode.PAYLOAD_TOO_LARGE,
+                    f"jobs[{index}].payload: {len(spec.payload)} bytes, limit {max_payload}",
+                )
+            job_id = spec.job_id
+            if job_id is not None:
+                if job_id in jobs:
+                    continue
+                if seen is None:
+                    seen = {job_id}
+                elif job_id in seen:
+                    continue
+                else:
+                    seen.add(job_id)
+            fresh += 1
+        existing = self._queues.get(queue)
+        if config.max_queue_jobs is not None:
+            held = existing.unfinished if existing is not None else 0
+            if held + fresh > config.max_queue_jobs:
+                raise CoreError(
+                    ErrorCode.QUEUE_FULL,
+                    f"queue {queue!r} holds {held} unfinished jobs, limit {config.max_queue_jobs}",
+                )
+        if config.max_total_jobs is not None and self._unfinished + fresh > config.max_total_jobs:
+            raise CoreError(
+                ErrorCode.QUEUE_FULL,
+                f"the broker holds {self._unfinished} unfinished jobs, "
+                f"limit {config.max_total_jobs}",
+            )
+        self._promote_due(now)
+        q = existing if existing is not None else self._queue(queue)
+        qname = q.name
+        ready = q.ready
+        names = self._names
+        changed = self._changed_jobs
+        default_attempts = config.default_max_attempts
+        delayed = self._delayed
+        ids: list[str] = []
+        duplicates: list[int] = []
+        last_options = NO_OPTIONS
+        seq = self._seq
+        waiting = 0
+        for index, spec in enumerate(specs):
+            (job_id, name, payload, priority, delay_ms, run_at_ms, max_attempts, backoff,
+             lease_ms, keep_completed, keep_failed) = spec
+            if job_id is None:
+                job_id = str(seq)
+            elif job_id in jobs:
+                ids.append(job_id)
+                duplicates.append(index)
+                continue
+            if run_at_ms is not None:
+                run_at = run_at_ms
+            elif delay_ms:
+                run_at = now + delay_ms
+            else:
+                run_at = now
+            if backoff is None and lease_ms is None and keep_completed is None and (
+                keep_failed is None
+            ):
+                options = NO_OPTIONS
+            else:
+                options = JobOptions(backoff, lease_ms, keep_completed, keep_failed)
+                if options == last_options:
+                    options = last_options
+                last_options = options
+            interned = names.get(name)
+            if interned is None:
+                interned = self._intern(name)
+            if run_at > now:
+                job = Job(
+                    seq, job_id, qname, interned, payload, priority=priority, run_at=run_at,
+                    max_attempts=max_attempts or default_attempts, options=options,
+                    state=DELAYED, created_at=now,
+                )
+                q.delayed += 1
+                delayed.push(run_at, seq, job)
+            else:
+                job = Job(
+                    seq, job_id, qname, interned, payload, priority=priority, run_at=now,
+                    max_attempts=max_attempts or default_attempts, options=options,
+                    state=WAITING, created_at=now,
+                )
+                waiting += 1
+                ready.push(job)
+            seq += 1
+            jobs[job_id] = job
+            changed[job_id] = job
+            ids.append(job_id)
+        self._seq = seq
+        self._unfinished += fresh
+        if waiting:
+            q.waiting += waiting
+            if not q.meta.paused:
+                self._ready.add(qname)
+        return EnqueueResult(tuple(ids), tuple(duplicates))
+
+    # ------------------------------------------------------------------ worker operations
+
+    def reserve(
+        self, queues: Sequence[str], max_jobs: int, lease_ms: int | None, owner: int, now: int
+    ) -> list[ReservedJob]:
+        """Lease up to ``max_jobs`` waiting jobs to a worker.
+
+        Queues are tried in the given order; within a queue the lowest priority comes first,
+        then the job that became waiting first. Paused and unknown queues give nothing. The lease
+        lasts the job's own ``lease_ms`` if it has one, else ``lease_ms``, else the default.
+
+        Args:
+            queues: queue names, most preferred first.
+            max_jobs: the most jobs to hand out.
+            lease_ms: the lease length the worker asks for, or ``None``.
+            owner: the connection id (see ``release_owner``).
+            now: the current time.
+
+        Returns:
+            The reserved jobs (possibly none), each with its lease token and deadline.
+        """
+        self._promote_due(now)
+        out: list[ReservedJob] = []
+        jobs = self._jobs
+        changed = self._changed_jobs
+        leases = self._leases
+        default_lease = lease_ms or self._config.default_lease_ms
+        owned: dict[Job, None] | None = None
+        token = self._token
+        for name in queues:
+            q = self._queues.get(name)
+            if q is None or not q.waiting or q.meta.paused:
+                continue
+            ready = q.ready
+            qname = q.name
+            taken = 0
+            while len(out) < max_jobs:
+                job = ready.pop()
+                if job is None:
+                    break
+                job_id = job.id
+                if job.state is not WAITING or jobs.get(job_id) is not job:
+                    ready.stale -= 1
+                    continue
+                lease = job.options.lease_ms or default_lease
+                deadline = now + lease
+                job.move_to(ACTIVE)
+                attempts = job.attempts = job.attempts + 1
+                job.started_at = now
+                job.lease_token = token
+                job.lease_deadline = deadline
+                job.owner = owner
+                leases.push(deadline, token, job)
+                if owned is None:
+                    owned = self._owned.get(owner)
+                    if owned is None:
+                        owned = self._owned[owner] = {}
+                owned[job] = None
+                changed[job_id] = job
+                out.append(_new_tuple(ReservedJob, (
+                    job_id, qname, job.name, job.payload, attempts, job.max_attempts, token,
+                    lease, deadline, job.created_at, job.progress,
+                )))
+                token += 1
+                taken += 1
+            q.waiting -= taken
+            q.active += taken
+            if len(out) >= max_jobs:
+                break
+        self._token = token
+        return out
+
+    def ack(self, items: Sequence[AckItem], now: int) -> list[Outcome]:
+        """Complete active jobs.
+
+        Args:
+            items: ``(job_id, token, result)`` per job.
+            now: the current time.
+
+        Returns:
+            Per item ``Outcome("OK", "completed")``, or ``NOT_FOUND`` (no such job),
+            ``STALE_LEASE`` (not active, or another token) or ``PAYLOAD_TOO_LARGE`` (result above
+            ``max_payload``), each of which changed nothing.
+        """
+        out: list[Outcome] = []
+        jobs = self._jobs
+        queues = self._queues
+        max_payload = self._config.max_payload
+        for job_id, token, result in items:
+            job = jobs.get(job_id)
+            problem = self._check_lease(job, job_id, token)
+            if problem is not None:
+                out.append(problem)
+                continue
+            assert job is not None
+            if result is not None and len(result) > max_payload:
+                out.append(Outcome(
+                    ErrorCode.PAYLOAD_TOO_LARGE.value,
+                    f"result of {len(result)} bytes, limit {max_payload}",
+                ))
+                continue
+            q = queues[job.queue]
+            self._end_lease(job, q, entry_popped=False)
+            job.move_to(COMPLETED)
+            job.result = result
+            job.finished_at = now
+            meta = q.meta
+            meta.total_completed += 1
+            self._changed_queues[q.name] = meta
+            self._finish(job, q, q.completed, now)
+            out.append(_OK_COMPLETED)
+        return out
+
+    def fail(self, items: Sequence[FailItem], now: int) -> list[Outcome]:
+        """Fail attempts of active jobs (see rule 2 in the module docstring).
+
+        Args:
+            items: ``(job_id, token, error, retry, delay_ms)`` per job; ``retry=False`` fails the
+                job for good, ``delay_ms`` replaces the backoff delay.
+            now: the current time.
+
+        Returns:
+            Per item ``Outcome("OK", new_state)`` with new_state ``"delayed"``, ``"waiting"``
+            (a zero delay) or ``"failed"``; or ``NOT_FOUND`` / ``STALE_LEASE``, changing nothing.
+        """
+        self._promote_due(now)
+        out: list[Outcome] = []
+        for job_id, token, error, retry, delay_ms in items:
+            job = self._jobs.get(job_id)
+            problem = self._check_lease(job, job_id, token)
+            if problem is not None:
+                out.append(problem)
+                continue
+            assert job is not None
+            state = self._fail_attempt(job, self._queues[job.queue], error, retry, delay_ms, now)
+            out.append(_OUTCOME_OF_STATE[state])
+        return out
+
+    def extend(self, items: Sequence[ExtendItem], now: int) -> list[Outcome]:
+        """Extend leases to ``now + lease_ms`` (the job's own lease length if ``None``).
+
+        Returns:
+            Per item ``Outcome("OK", new_deadline_ms)``, or ``NOT_FOUND`` / ``STALE_LEASE``,
+            changing nothing.
+        """
+        out: list[Outcome] = []
+        for job_id, token, lease_ms in items:
+            job = self._jobs.get(job_id)
+            problem = self._check_lease(job, job_id, token)
+            if problem is not None:
+                out.append(problem)
+                continue
+            assert job is not None and job.lease_deadline is not None
+            length = lease_ms or job.options.lease_ms or self._config.default_lease_ms
+            deadline = now + length
+            if deadline < job.lease_deadline:
+                # The heap entry is later than the new deadline: add an earlier one.
+                self._leases.push(deadline, token, job)
+                self._leases.stale += 1
+            job.lease_deadline = deadline
+            self._changed_jobs[job_id] = job
+            out.append(Outcome(OK, deadline))
+        return out
+
+    def progress(self, job_id: str, token: int, value: Any, now: int) -> None:
+        """Record an active job's progress (any small msgpack value).
+
+        Raises:
+            CoreError: ``NOT_FOUND``, ``STALE_LEASE``, or ``PAYLOAD_TOO_LARGE`` if the value
+                packs to more than ``max_payload`` bytes.
+        """
+        job = self._jobs.get(job_id)
+        problem = self._check_lease(job, job_id, token)
+        if problem is not None:
+            raise CoreError(ErrorCode(problem.code), problem.value)
+        assert job is not None
+        size = packed_size(value)
+        if size > self._config.max_payload:
+            raise CoreError(
+                ErrorCode.PAYLOAD_TOO_LARGE,
+                f"progress of {size} bytes, limit {self._config.max_payload}",
+            )
+        job.progress = value
+        self._changed_jobs[job_id] = job
+
+    @staticmethod
+    def _check_lease(job: Job | None, job_id: str, token: int) -> Outcome | None:
+        if job is None:
+            return Outcome(ErrorCode.NOT_FOUND.value, f"no job {job_id!r}")
+        if job.state is not ACTIVE or job.lease_token != token:
+            return Outcome(
+                ErrorCode.STALE_LEASE.value,
+                f"job {job_id!r} is {job.state.value}; the lease token is not its current one",
+            )
+        return None
+
+    def release_owner(self, owner: int, now: int) -> int:
+        """A connection closed: fail one attempt of each job it held ("worker connection lost").
+
+        Returns:
+            How many jobs it held.
+        """
+        held = self._owned.pop(owner, None)
+        if not held:
+            return 0
+        self._promote_due(now)
+        for job in list(held):
+            self._fail_attempt(job, self._queues[job.queue], CONNECTION_LOST, True, None, now)
+        return len(held)
+
+    # ------------------------------------------------------------------ time
+
+    def tick(self, now: int) -> None:
+        """Promote due delayed jobs, expire leases (one failed attempt, "lease expired") and
+        prune finished jobs by age.
+
+        Leases expire in ``(deadline, token)`` order.
+        """
+        self._promote_due(now)
+        leases = self._leases
+        while (entry := leases.pop_due(now)) is not None:
+            deadline, token, job = entry
+            if not self._lease_entry_live(entry):
+                leases.stale -= 1
+                continue
+            assert job.lease_deadline is not None
+            if job.lease_deadline > deadline:
+                leases.push(job.lease_deadline, token, job)  # extended: expire in its turn
+                continue
+            self._fail_attempt(
+                job, self._queues[job.queue], LEASE_EXPIRED, True, None, now, entry_popped=True
+            )
+        prunes = self._prunes
+        while prunes and prunes[0][0] <= now:
+            expiry, _, finished, queue = heapq.heappop(prunes)
+            if finished.scheduled != expiry:
+                continue
+            finished.prune(now, self._jobs, self._delete)
+            self._schedule_prune(finished, queue)
+
+    def next_deadline(self) -> int | None:
+        """The earliest time at which ``tick`` has work (possibly early, never late), or None."""
+        times = [
+            time for time in (
+                self._delayed.peek_time(),
+                self._leases.peek_time(),
+                self._prunes[0][0] if self._prunes else None,
+            )
+            if time is not None
+        ]
+        return min(times) if times else None
+
+    # ------------------------------------------------------------------ hand-offs to the I/O layer
+
+    def take_changes(self) -> Changes:
+        """Everything changed since the last call (the journal writes it as one transaction).
+
+        ``Changes.jobs`` maps each changed job id to the live ``Job`` (or ``None``: deleted);
+        the journal must read the job's fields when it builds the transaction.
+        """
+        changes = Changes(self._changed_jobs, self._changed_queues, self._seq)
+        self._changed_jobs = {}
+        self._changed_queues = {}
+        return changes
+
+    def take_ready(self) -> set[str]:
+        """Names of queues that gained reservable jobs since the last call."""
+        ready, self._ready = self._ready, set()
+        return ready
+
+    def take_finished(self) -> set[str]:
+        """Ids of jobs that completed, failed or were deleted since the last call."""
+        finished, self._finished = self._finished, set()
+        return finished

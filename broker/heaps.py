@@ -1,0 +1,145 @@
+"""The core's ordered structures: the per-queue ready structure and the deadline heaps.
+
+Theory of operation
+-------------------
+``ReadyQueue`` holds one queue's waiting jobs: one deque per distinct priority, and a heap of
+those priorities, so the next job is ``deques[min priority].popleft()``. With one priority in use
+(the common case) that is a deque pop; with k priorities in use it is O(log k). Jobs are appended
+in the order they become waiting, which gives FIFO within a priority.
+
+``DeadlineHeap`` is a heap of ``(time, tiebreak, job)`` entries (``tiebreak`` is unique, so jobs
+are never compared): the global delayed heap ``(run_at, seq, job)`` and the lease heap
+``(deadline, token, job)``.
+
+Both use lazy deletion: removing a job from the middle (cancel, clean, ack of an active job)
+leaves its entry in place, and the owner (``broker/core``) checks each popped entry against the
+job itself (still in the job index, still in the state and time the entry was made for) and drops
+it if stale. To keep stale entries from piling up (they also keep dead ``Job`` objects alive), each
+structure counts them and ``compact`` rebuilds it from the live entries once stale ones outnumber
+live ones by a margin; the rebuild is O(size) and happens at most once per that many removals, so
+it costs O(1) amortized per removal.
+
+Invariants:
+- ``ReadyQueue``: every priority in ``_priorities`` has a deque in ``_deques`` and vice versa (an
+  empty deque is dropped when met at the top).
+- ``len(entries) - stale`` is the number of live entries the owner believes are there.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from collections.abc import Callable, Iterator
+from typing import Final
+
+from broker.jobs import Job
+
+COMPACT_MARGIN: Final = 1024
+"""Stale entries tolerated on top of the live ones before a rebuild."""
+
+
+class ReadyQueue:
+    """The waiting jobs of one queue: lowest priority first, FIFO within a priority."""
+
+    __slots__ = ("_deques", "_priorities", "stale")
+
+    def __init__(self) -> None:
+        self._deques: dict[int, deque[Job]] = {}
+        self._priorities: list[int] = []
+        self.stale = 0
+        """Entries whose job left waiting without being popped (cancelled, cleaned)."""
+
+    def push(self, job: Job) -> None:
+        """Append ``job`` at the back of its priority."""
+        entries = self._deques.get(job.priority)
+        if entries is None:
+            entries = self._deques[job.priority] = deque()
+            heapq.heappush(self._priorities, job.priority)
+        entries.append(job)
+
+    def pop(self) -> Job | None:
+        """Remove and return the front entry (possibly stale; the caller checks), or ``None``."""
+        priorities = self._priorities
+        deques = self._deques
+        while priorities:
+            entries = deques[priorities[0]]
+            if entries:
+                return entries.popleft()
+            del deques[heapq.heappop(priorities)]
+        return None
+
+    def heads(self) -> Iterator[Job]:
+        """The front entry of each priority (possibly stale)."""
+        for entries in self._deques.values():
+            if entries:
+                yield entries[0]
+
+    def drop_stale_heads(self, is_live: Callable[[Job], bool]) -> None:
+        """Pop stale entries off the front of every priority (keeps ``heads`` meaningful)."""
+        for entries in self._deques.values():
+            while entries and not is_live(entries[0]):
+                entries.popleft()
+                self.stale -= 1
+
+    def __iter__(self) -> Iterator[Job]:
+        """Every entry, priority by priority (lowest first), front to back."""
+        for priority in sorted(self._deques):
+            yield from self._deques[priority]
+
+    def entry_count(self) -> int:
+        """How many entries (live and stale) the structure holds."""
+        return sum(len(entries) for entries in self._deques.values())
+
+    def rebuild(self, is_live: Callable[[Job], bool]) -> None:
+        """Drop every stale entry, keeping the order of the live ones. O(entries)."""
+        for priority in list(self._deques):
+            kept = deque(job for job in self._deques[priority] if is_live(job))
+            if kept:
+                self._deques[priority] = kept
+            else:
+                del self._deques[priority]
+        self._priorities = sorted(self._deques)
+        self.stale = 0
+
+    def maybe_compact(self, live: int, is_live: Callable[[Job], bool]) -> None:
+        """Rebuild when stale entries outnumber ``live`` ones by more than ``COMPACT_MARGIN``."""
+        if self.stale > live + COMPACT_MARGIN:
+            self.rebuild(is_live)
+
+
+class DeadlineHeap:
+    """A min-heap of ``(time, tiebreak, job)`` with lazy deletion (see the module docstring)."""
+
+    __slots__ = ("entries", "stale")
+
+    def __init__(self) -> None:
+        self.entries: list[tuple[int, int, Job]] = []
+        self.stale = 0
+
+    def push(self, time: int, tiebreak: int, job: Job) -> None:
+        heapq.heappush(self.entries, (time, tiebreak, job))
+
+    def peek_time(self) -> int | None:
+        """The earliest time in the heap (possibly of a stale entry), or ``None`` if empty."""
+        return self.entries[0][0] if self.entries else None
+
+    def pop_due(self, now: int) -> tuple[int, int, Job] | None:
+        """Remove and return the earliest entry if its time is ``<= now``, else ``None``."""
+        entries = self.entries
+        if entries and entries[0][0] <= now:
+            return heapq.heappop(entries)
+        return None
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def rebuild(self, is_live: Callable[[tuple[int, int, Job]], bool]) -> None:
+        """Drop every stale entry. O(entries)."""
+        self.entries = [entry for entry in self.entries if is_live(entry)]
+        heapq.heapify(self.entries)
+        self.stale = 0
+
+    def maybe_compact(self, is_live: Callable[[tuple[int, int, Job]], bool]) -> None:
+        """Rebuild when stale entries outnumber live ones by more than ``COMPACT_MARGIN``."""
+        if self.stale > len(self.entries) - self.stale + COMPACT_MARGIN:
+            self.rebuild(is_live)

@@ -1,0 +1,141 @@
+"""Retention of finished jobs: which completed and failed jobs to keep, pruned from the oldest end.
+
+Theory of operation
+-------------------
+Each queue has two ``FinishedList`` s, one for completed and one for failed jobs, holding the jobs
+in the order they finished. A job's retention is its own override (``JobOptions.keep_completed``
+/ ``keep_failed``) or else the broker default (``CoreConfig``). Pruning looks only at the oldest
+entry and removes it while
+
+* the list holds more live jobs than that entry's ``count`` allows, or
+* the entry finished at least ``age_ms`` ago,
+
+then stops at the first entry it keeps. Each job is appended once and removed once, so pruning
+costs O(1) amortized per finished job and never scans. The price of looking only at the oldest end
+is that a job kept longer by its own override (say ``keep_completed=True``) holds back the pruning
+of jobs that finished after it until it goes itself; with uniform retention (the common case)
+the order of finishing is also the order of expiry and nothing is held back.
+``Retention(0, None)`` (remove at once) never reaches a list: the core deletes the job as it
+finishes.
+
+Entries whose job left the list by other means (cancel, clean: the job is gone from the index)
+are skipped lazily when they reach the front. A job moved out of ``failed`` by ``retry_failed``
+is taken out of the list eagerly (``remove``), so a job is never in a list twice.
+
+Invariants:
+- ``count`` is the number of live entries (jobs in the index, in this list's state).
+- entries are in nondecreasing ``finished_at`` order (the clock passed in never goes back).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Collection, Iterator
+
+from broker.jobs import Job
+from protocol.messages import JobState, Retention
+
+
+def retention_of(job: Job, state: JobState, default: Retention) -> Retention:
+    """The retention that applies to ``job`` once finished in ``state`` (completed or failed)."""
+    override = (
+        job.options.keep_completed if state is JobState.COMPLETED else job.options.keep_failed
+    )
+    return default if override is None else override
+
+
+def removes_at_once(retention: Retention) -> bool:
+    """Whether a job with this retention is deleted the moment it finishes."""
+    return retention.count == 0
+
+
+def expires_at(finished_at: int, retention: Retention) -> int | None:
+    """When a job finished at ``finished_at`` becomes too old to keep, or ``None`` (never)."""
+    return None if retention.age_ms is None else finished_at + retention.age_ms
+
+
+class FinishedList:
+    """The finished jobs of one queue in one state (completed or failed), oldest first."""
+
+    __slots__ = ("_entries", "count", "default", "scheduled", "state")
+
+    def __init__(self, state: JobState, default: Retention) -> None:
+        self.state = state
+        self.default = default
+        self._entries: deque[Job] = deque()
+        self.count = 0
+        self.scheduled: int | None = None
+        """The age-pruning time the owner has scheduled for this list, if any."""
+
+    def append(self, job: Job) -> None:
+        """Add a job that has just finished (its ``finished_at`` is the latest so far)."""
+        self._entries.append(job)
+        self.count += 1
+
+    def prune(self, now: int, live: dict[str, Job], remove: Callable[[Job], None]) -> None:
+        """Remove entries from the oldest end while their retention says so.
+
+        Args:
+            now: the current time.
+            live: the core's job index, to recognise entries whose job is already gone.
+            remove: called with each job pruned (the core deletes it); ``count`` is already
+                decremented when it is called.
+        """
+        entries = self._entries
+        state = self.state
+        while entries:
+            head = entries[0]
+            if live.get(head.id) is not head or head.state is not state:
+                entries.popleft()
+                continue
+            options = head.options
+            keep = options.keep_completed if state is JobState.COMPLETED else options.keep_failed
+            if keep is None:
+                keep = self.default
+            finished_at = head.finished_at
+            if (keep.count is not None and self.count > keep.count) or (
+                keep.age_ms is not None
+                and finished_at is not None
+                and finished_at + keep.age_ms <= now
+            ):
+                entries.popleft()
+                self.count -= 1
+                remove(head)
+                continue
+            return
+
+    def next_expiry(self, live: dict[str, Job]) -> int | None:
+        """When the oldest live entry expires by age, or ``None`` (empty or kept forever)."""
+        entries = self._entries
+        while entries:
+            head = entries[0]
+            if live.get(head.id) is not head or head.state is not self.state:
+                entries.popleft()
+                continue
+            if head.finished_at is None:
+                return None
+            return expires_at(head.finished_at, retention_of(head, self.state, self.default))
+        return None
+
+    def live(self, live: dict[str, Job]) -> Iterator[Job]:
+        """The live entries, oldest first."""
+        state = self.state
+        for job in self._entries:
+            if live.get(job.id) is job and job.state is state:
+                yield job
+
+    def remove(self, jobs: Collection[Job], live: dict[str, Job]) -> None:
+        """Take ``jobs`` (live entries) out of the list, and drop stale entries. O(len(list)).
+
+        The caller changes those jobs' state (or deletes them) afterwards or has already.
+        """
+        state = self.state
+        self._entries = deque(
+            job for job in self._entries
+            if job not in jobs and live.get(job.id) is job and job.state is state
+        )
+        self.count = len(self._entries)
+
+    def rebuild(self, live: dict[str, Job]) -> None:
+        """Drop stale entries. O(len(list))."""
+        self.remove((), live)
