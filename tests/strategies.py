@@ -1,0 +1,365 @@
+"""Hypothesis strategies for every jobwire protocol message, reusable by any test.
+
+Every strategy draws values that the protocol accepts, in the exact form the decoder gives them
+back (arrays as tuples, maps as dicts with str keys, payloads as bytes), so a round trip through
+``request_message`` → ``encode_frame`` → ``FrameDecoder`` → ``parse_request`` compares equal.
+
+Requests: ``requests()`` (any op) or the per-op strategies (``enqueues()``, ``reserves()``, ...);
+``requests_by_op`` maps each ``Op`` to its strategy. Replies: ``reserved_jobs()``, ``outcomes()``,
+``job_infos()``, ``queue_stats()``, ``hello_bodies()``, ``reply_bodies()`` (``(op, body)`` pairs
+shaped like the broker's replies), ``error_replies()``, ``events()``. Values: ``msgpack_values()``
+(anything a progress field may hold), ``any_msgpack()`` (anything msgpack can carry, including
+values the protocol rejects: for fuzzing).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import strategies as st
+
+from protocol.errors import ErrorCode
+from protocol.messages import (
+    CLEANABLE_STATES,
+    MAX_ATTEMPTS,
+    MAX_DELAY_MS,
+    MAX_LEASE_MS,
+    MAX_LIST_LIMIT,
+    MAX_NAME_LEN,
+    MAX_REQUEST_ID,
+    MAX_RESERVE_JOBS,
+    MAX_RESERVE_QUEUES,
+    MAX_TIME_MS,
+    MAX_TOKEN,
+    MAX_VALUE_DEPTH,
+    MAX_WAIT_MS,
+    MIN_LEASE_MS,
+    OK,
+    PRIORITY_MAX,
+    PRIORITY_MIN,
+    PROTOCOL_VERSION,
+    Ack,
+    AckItem,
+    Backoff,
+    BackoffKind,
+    Cancel,
+    Clean,
+    Enqueue,
+    Event,
+    Extend,
+    ExtendItem,
+    Fail,
+    FailItem,
+    Get,
+    Hello,
+    JobInfo,
+    JobSpec,
+    JobState,
+    ListFailed,
+    Op,
+    Outcome,
+    Pause,
+    Ping,
+    Progress,
+    QueueStats,
+    Request,
+    Reserve,
+    ReservedJob,
+    Resume,
+    Retention,
+    RetryFailed,
+    Stats,
+    Wait,
+)
+
+INT64_MIN = -(2**63)
+UINT64_MAX = 2**64 - 1
+BATCH = 6
+"""Most items a drawn batch holds: enough to exercise indexing, few enough to stay fast."""
+
+# --------------------------------------------------------------------------- scalars
+
+request_ids = st.integers(0, MAX_REQUEST_ID)
+tokens = st.integers(0, MAX_TOKEN)
+times_ms = st.integers(0, MAX_TIME_MS)
+payloads = st.binary(max_size=64)
+
+names = st.one_of(
+    st.text(min_size=1, max_size=16),
+    st.text(alphabet="abcdefghijklmnopqrstuvwxyz-_.:0123456789", min_size=1, max_size=24),
+    st.just("q" * MAX_NAME_LEN),
+)
+"""Queue names and job ids as the broker accepts them (1..200 characters)."""
+
+job_names = st.one_of(st.just(""), names)
+"""Job names may also be empty."""
+
+producer_ids = names.filter(lambda s: not (s.isascii() and s.isdigit()))
+"""Ids a producer may choose: anything but all ASCII digits (reserved for broker ids)."""
+
+broker_ids = st.integers(1, 2**53).map(str)
+"""Ids as the broker assigns them."""
+
+job_ids = st.one_of(broker_ids, producer_ids)
+
+
+def _depth(value: Any) -> int:
+    if type(value) is tuple:
+        return 1 + max((_depth(v) for v in value), default=0)
+    if type(value) is dict:
+        return 1 + max((_depth(v) for v in value.values()), default=0)
+    return 0
+
+
+_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(INT64_MIN, UINT64_MAX),
+    st.floats(allow_nan=False),
+    st.text(max_size=16),
+    st.binary(max_size=16),
+)
+
+
+def msgpack_values(max_leaves: int = 12) -> st.SearchStrategy[Any]:
+    """Any value a progress field may hold: scalars, tuples, str-keyed maps, depth <= 32."""
+    return st.recursive(
+        _scalars,
+        lambda children: st.one_of(
+            st.lists(children, max_size=4).map(tuple),
+            st.dictionaries(st.text(max_size=8), children, max_size=4),
+        ),
+        max_leaves=max_leaves,
+    ).filter(lambda v: _depth(v) <= MAX_VALUE_DEPTH)
+
+
+def any_msgpack(max_leaves: int = 16) -> st.SearchStrategy[Any]:
+    """Anything msgpack can encode, including non-str keys: for fuzzing validators."""
+    keys = st.one_of(st.text(max_size=8), st.binary(max_size=4), st.integers(-5, 5), st.none(),
+                     st.booleans())
+    return st.recursive(
+        _scalars,
+        lambda children: st.one_of(
+            st.lists(children, max_size=5).map(tuple),
+            st.dictionaries(keys, children, max_size=4),
+        ),
+        max_leaves=max_leaves,
+    )
+
+
+# --------------------------------------------------------------------------- job options
+
+backoffs = st.builds(
+    Backoff,
+    st.sampled_from(BackoffKind),
+    st.integers(0, MAX_DELAY_MS),
+    st.one_of(st.none(), st.integers(0, MAX_DELAY_MS)),
+    st.one_of(st.just(0.0), st.floats(0.0, 1.0)),
+)
+
+retentions = st.builds(
+    Retention,
+    st.one_of(st.none(), st.integers(0, 2**31)),
+    st.one_of(st.none(), st.integers(0, MAX_DELAY_MS)),
+)
+
+
+def _opt(strategy: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.one_of(st.none(), strategy)
+
+
+job_specs = st.builds(
+    JobSpec,
+    _opt(producer_ids),
+    job_names,
+    payloads,
+    st.integers(PRIORITY_MIN, PRIORITY_MAX),
+    _opt(st.integers(0, MAX_DELAY_MS)),
+    _opt(times_ms),
+    _opt(st.integers(1, MAX_ATTEMPTS)),
+    _opt(backoffs),
+    _opt(st.integers(MIN_LEASE_MS, MAX_LEASE_MS)),
+    _opt(retentions),
+    _opt(retentions),
+)
+
+plain_job_specs = st.tuples(job_names, payloads).map(lambda t: JobSpec(None, *t))
+"""Jobs with every option left to the broker (the common case)."""
+
+
+def _batch(strategy: st.SearchStrategy[Any], max_size: int = BATCH) -> st.SearchStrategy[Any]:
+    return st.lists(strategy, min_size=1, max_size=max_size).map(tuple)
+
+
+# --------------------------------------------------------------------------- requests
+
+hellos = st.builds(
+    Hello,
+    st.one_of(st.just(PROTOCOL_VERSION), st.integers(0, 2**31)),
+    st.one_of(st.just(""), names),
+    _opt(st.text(max_size=64)),
+)
+pings = st.just(Ping())
+enqueues = st.builds(Enqueue, names, _batch(st.one_of(plain_job_specs, job_specs)))
+reserves = st.builds(
+    Reserve,
+    _batch(names, max_size=min(BATCH, MAX_RESERVE_QUEUES)),
+    st.integers(1, MAX_RESERVE_JOBS),
+    st.integers(0, MAX_WAIT_MS),
+    _opt(st.integers(MIN_LEASE_MS, MAX_LEASE_MS)),
+)
+ack_items = st.builds(AckItem, job_ids, tokens, _opt(payloads))
+fail_items = st.builds(
+    FailItem, job_ids, tokens, st.text(max_size=40), st.booleans(),
+    _opt(st.integers(0, MAX_DELAY_MS)),
+)
+extend_items = st.builds(ExtendItem, job_ids, tokens, _opt(st.integers(MIN_LEASE_MS, MAX_LEASE_MS)))
+acks = st.builds(Ack, _batch(ack_items))
+fails = st.builds(Fail, _batch(fail_items))
+extends = st.builds(Extend, _batch(extend_items))
+progresses = st.builds(Progress, job_ids, tokens, msgpack_values())
+gets = st.builds(Get, job_ids)
+waits = st.builds(Wait, job_ids, st.integers(0, MAX_WAIT_MS))
+cancels = st.builds(Cancel, job_ids)
+stats = st.builds(Stats, _opt(names))
+pauses = st.builds(Pause, names)
+resumes = st.builds(Resume, names)
+cleans = st.builds(
+    Clean, names, st.sampled_from(sorted(CLEANABLE_STATES)), times_ms,
+    _opt(st.integers(1, 2**31)),
+)
+list_faileds = st.builds(
+    ListFailed, names, st.integers(1, MAX_LIST_LIMIT), st.integers(0, 2**31)
+)
+retry_faileds = st.builds(
+    RetryFailed, names, _opt(_batch(job_ids)), _opt(st.integers(1, 2**31))
+)
+
+requests_by_op: dict[Op, st.SearchStrategy[Any]] = {
+    Op.HELLO: hellos,
+    Op.PING: pings,
+    Op.ENQUEUE: enqueues,
+    Op.RESERVE: reserves,
+    Op.ACK: acks,
+    Op.FAIL: fails,
+    Op.EXTEND: extends,
+    Op.PROGRESS: progresses,
+    Op.GET: gets,
+    Op.WAIT: waits,
+    Op.CANCEL: cancels,
+    Op.STATS: stats,
+    Op.PAUSE: pauses,
+    Op.RESUME: resumes,
+    Op.CLEAN: cleans,
+    Op.LIST_FAILED: list_faileds,
+    Op.RETRY_FAILED: retry_faileds,
+}
+
+
+def requests() -> st.SearchStrategy[Request]:
+    """Any valid typed request."""
+    return st.one_of(*requests_by_op.values())
+
+
+# --------------------------------------------------------------------------- replies
+
+reserved_jobs = st.builds(
+    ReservedJob,
+    job_ids, names, job_names, payloads,
+    st.integers(1, MAX_ATTEMPTS), st.integers(1, MAX_ATTEMPTS), tokens,
+    st.integers(MIN_LEASE_MS, MAX_LEASE_MS), times_ms, times_ms,
+    msgpack_values(max_leaves=4),
+)
+
+error_codes = st.sampled_from(ErrorCode)
+
+outcomes = st.one_of(
+    st.builds(Outcome, st.just(OK), st.sampled_from(["completed", "delayed", "failed"])),
+    st.builds(Outcome, st.just(OK), times_ms),
+    st.builds(Outcome, error_codes.map(str), st.text(max_size=40)),
+)
+
+job_infos = st.builds(
+    JobInfo,
+    job_ids, names, job_names, st.sampled_from(JobState),
+    st.integers(PRIORITY_MIN, PRIORITY_MAX), st.integers(0, MAX_ATTEMPTS),
+    st.integers(1, MAX_ATTEMPTS), payloads, msgpack_values(max_leaves=4), _opt(payloads),
+    _opt(st.text(max_size=40)), times_ms, times_ms, _opt(times_ms), _opt(times_ms),
+    _opt(times_ms),
+)
+
+queue_stats = st.builds(
+    QueueStats,
+    *(st.integers(0, 2**40) for _ in range(5)),
+    st.booleans(),
+    _opt(st.integers(0, 2**40)),
+    st.integers(0, 2**53),
+    st.integers(0, 2**53),
+)
+
+hello_bodies = st.fixed_dictionaries({
+    "version": st.just(PROTOCOL_VERSION),
+    "server": st.text(max_size=32),
+    "now": times_ms,
+    "max_frame": st.integers(1, 2**32 - 1),
+    "max_payload": st.integers(1, 2**32 - 1),
+    "max_batch": st.integers(1, 10_000),
+    "max_inflight": st.integers(1, 2**31),
+})
+
+
+@st.composite
+def _enqueue_bodies(draw: st.DrawFn) -> dict[str, Any]:
+    ids = draw(_batch(job_ids))
+    dups = draw(st.sets(st.integers(0, len(ids) - 1)))
+    return {"ids": ids, "duplicates": tuple(sorted(dups))}
+
+
+def reply_bodies() -> st.SearchStrategy[tuple[Op, dict[str, Any]]]:
+    """``(op, body)``: a reply body for each op, as the broker sends it (``protocol/SPEC.md``)."""
+    job_map = job_infos.map(JobInfo.to_wire)
+    per_op: list[st.SearchStrategy[tuple[Op, dict[str, Any]]]] = [
+        st.tuples(st.just(Op.HELLO), hello_bodies),
+        st.tuples(st.just(Op.PING), st.fixed_dictionaries({"now": times_ms})),
+        st.tuples(st.just(Op.ENQUEUE), _enqueue_bodies()),
+        st.tuples(st.just(Op.RESERVE), st.fixed_dictionaries(
+            {"jobs": st.lists(reserved_jobs, max_size=BATCH).map(tuple)})),
+        *(
+            st.tuples(st.just(op), st.fixed_dictionaries(
+                {"results": st.lists(outcomes, max_size=BATCH).map(tuple)}))
+            for op in (Op.ACK, Op.FAIL, Op.EXTEND)
+        ),
+        *(st.tuples(st.just(op), st.just({})) for op in (Op.PROGRESS, Op.PAUSE, Op.RESUME)),
+        *(st.tuples(st.just(op), st.fixed_dictionaries({"job": job_map}))
+          for op in (Op.GET, Op.WAIT)),
+        st.tuples(st.just(Op.CANCEL), st.fixed_dictionaries(
+            {"state": st.sampled_from(JobState).map(str)})),
+        st.tuples(st.just(Op.STATS), st.fixed_dictionaries({
+            "queues": st.dictionaries(names, queue_stats.map(QueueStats.to_wire), max_size=3),
+            "broker": st.fixed_dictionaries({
+                "version": st.text(max_size=8), "connections": st.integers(0, 10_000),
+                "uptime_ms": times_ms, "draining": st.booleans(),
+            }),
+        })),
+        st.tuples(st.just(Op.CLEAN), st.fixed_dictionaries({"removed": st.integers(0, 2**31)})),
+        st.tuples(st.just(Op.LIST_FAILED), st.fixed_dictionaries({
+            "jobs": st.lists(job_map, max_size=3).map(tuple), "total": st.integers(0, 2**31),
+        })),
+        st.tuples(st.just(Op.RETRY_FAILED), st.fixed_dictionaries({
+            "retried": st.integers(0, 2**31),
+            "not_failed": st.lists(job_ids, max_size=3).map(tuple),
+        })),
+    ]
+    return st.one_of(*per_op)
+
+
+error_replies = st.tuples(request_ids, error_codes, st.text(max_size=80))
+"""``(request_id, code, text)`` for ``error_message``."""
+
+events: st.SearchStrategy[tuple[Event, dict[str, Any]]] = st.one_of(
+    st.tuples(st.just(Event.DRAINING), st.just({})),
+    st.tuples(st.just(Event.ERROR), st.fixed_dictionaries({
+        "code": error_codes.map(str), "message": st.text(max_size=80),
+    })),
+)
+"""``(event, body)`` for ``event_message``."""
