@@ -1,0 +1,62 @@
+"""jobwire's Python client: producers, the worker runtime, and admin calls.
+
+::
+
+    from client import Client, Worker
+
+    async with Client("jobwire://127.0.0.1:7400") as client:
+        job = await client.queue("emails").add("send", {"to": "ada@example.com"})
+
+    async def send(job):                      # job.data == {"to": "ada@example.com"}
+        ...
+    await Worker("jobwire://127.0.0.1:7400", "emails", {"send": send}, concurrency=50).run()
+
+The client speaks only the wire protocol (``protocol/``); it never touches broker internals.
+"""
+
+from client.connection import (
+    DEFAULT_URL,
+    Connection,
+    ConnectionState,
+    ConnectionStatistics,
+    ServerInfo,
+    parse_url,
+)
+from client.context import JobContext
+from client.errors import (
+    AuthenticationError,
+    BrokerError,
+    ConflictError,
+    ConnectionClosedError,
+    ConnectionLostError,
+    DrainingError,
+    JobFailed,
+    JobwireError,
+    JournalFailureError,
+    NotFoundError,
+    PayloadTooLargeError,
+    QueueFullError,
+    RequestTimeoutError,
+    Retry,
+    StaleLeaseError,
+    UnrecoverableError,
+    WaitTimeoutError,
+)
+from client.job import Job, JobRecord
+from client.options import exponential, fixed
+from client.queue import Client, Queue
+from client.serializers import JSON, MSGPACK, RAW, JsonSerializer, MsgpackSerializer, Serializer
+from client.sync import SyncClient, SyncJob, SyncQueue
+from client.worker import Worker, WorkerStatistics
+from protocol.messages import JobState, QueueStats
+
+__all__ = [
+    "DEFAULT_URL", "JSON", "MSGPACK", "RAW", "AuthenticationError", "BrokerError", "Client",
+    "ConflictError", "Connection", "ConnectionClosedError", "ConnectionLostError",
+    "ConnectionState", "ConnectionStatistics", "DrainingError", "Job", "JobContext",
+    "JobFailed", "JobRecord", "JobState", "JobwireError", "JournalFailureError",
+    "JsonSerializer", "MsgpackSerializer", "NotFoundError", "PayloadTooLargeError", "Queue",
+    "QueueFullError", "QueueStats", "RequestTimeoutError", "Retry", "Serializer", "ServerInfo",
+    "StaleLeaseError", "SyncClient", "SyncJob", "SyncQueue", "UnrecoverableError",
+    "WaitTimeoutError", "Worker", "WorkerStatistics", "exponential", "fixed", "parse_url",
+]

@@ -1,0 +1,442 @@
+"""A synchronous producer for code without an event loop (Django, Flask, scripts, cron jobs).
+
+Design choice: a plain blocking socket speaking ``protocol/`` directly, with no background
+thread and no event loop. Each call sends its request frame(s) and reads until the matching
+reply arrives. A lock makes one ``SyncClient`` safe to share between threads (calls are then
+serialised; use one client per thread for parallel enqueues). The socket opens lazily on the
+first call and reopens on the next call after a failure, and after ``os.fork()`` (a child never
+shares its parent's socket). A call that fails with ``ConnectionLostError`` is not retried
+automatically: an enqueue may or may not have happened, so retry it with a ``job_id``.
+
+::
+
+    from client import SyncClient
+
+    jobs = SyncClient("jobwire://127.0.0.1:7400")
+    job = jobs.queue("emails").add("send", {"to": "ada@example.com"}, attempts=5)
+    print(job.wait(timeout=30))
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import ssl as ssl_module
+import threading
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Self
+
+from client.connection import DEFAULT_URL, ServerInfo, parse_url
+from client.errors import (
+    ConnectionClosedError,
+    ConnectionLostError,
+    NotFoundError,
+    RequestTimeoutError,
+    WaitTimeoutError,
+    broker_error,
+)
+from client.job import FINISHED_STATES, WAIT_CHUNK_S, JobRecord, check_retried, job_info_from_body
+from client.options import FRAME_BUDGET, build_spec, check_options, seconds_to_ms, split_batches
+from client.queue import _bulk_item
+from client.serializers import Serializer, get_serializer
+from protocol.codec import FrameDecoder, encode_frames
+from protocol.messages import (
+    MAX_LIST_LIMIT,
+    MAX_REQUEST_ID,
+    MAX_WAIT_MS,
+    PROTOCOL_VERSION,
+    Cancel,
+    Clean,
+    Enqueue,
+    ErrorReply,
+    Get,
+    Hello,
+    JobInfo,
+    JobSpec,
+    JobState,
+    ListFailed,
+    Pause,
+    Ping,
+    QueueStats,
+    Reply,
+    Request,
+    Resume,
+    RetryFailed,
+    Stats,
+    Wait,
+    parse_enqueued,
+    parse_server_message,
+    request_message,
+)
+
+_RECV_SIZE = 256 * 1024
+
+
+class SyncClient:
+    """A blocking producer/admin client.
+
+    Args:
+        url: ``jobwire://[token@]host[:port]`` or ``jobwires://`` (TLS).
+        serializer: ``"msgpack"`` (default), ``"json"``, ``"raw"`` or your own.
+        token: auth token (overrides one in the URL).
+        ssl: an ``ssl.SSLContext`` for TLS.
+        timeout: default seconds per call.
+        connect_timeout: seconds to connect and handshake.
+    """
+
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        *,
+        serializer: Serializer | str | None = None,
+        token: str | None = None,
+        ssl: ssl_module.SSLContext | None = None,
+        timeout: float = 30.0,
+        connect_timeout: float = 10.0,
+        client_name: str = "jobwire-sync",
+    ) -> None:
+        self.endpoint = parse_url(url)
+        self.serializer = get_serializer(serializer)
+        self._token = token if token is not None else self.endpoint.token
+        if ssl is None and self.endpoint.tls:
+            ssl = ssl_module.create_default_context()
+        self._ssl = ssl
+        self.timeout = timeout
+        self.connect_timeout = connect_timeout
+        self.client_name = client_name
+        self.server: ServerInfo | None = None
+        self._sock: socket.socket | None = None
+        self._pid = 0
+        self._decoder = FrameDecoder(64 * 1024 * 1024)
+        self._next_id = 1
+        self._lock = threading.Lock()
+        self._closed = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def connect(self) -> Self:
+        """Open the connection now (otherwise the first call does).
+
+        Raises:
+            OSError: the broker is unreachable.
+            AuthenticationError: the token was refused.
+        """
+        with self._lock:
+            self._ensure_open()
+        return self
+
+    def close(self) -> None:
+        """Close the socket. Safe to call twice; the client cannot be used afterwards."""
+        with self._lock:
+            self._closed = True
+            self._drop()
+
+    def __enter__(self) -> Self:
+        return self.connect()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _drop(self) -> None:
+        sock, self._sock = self._sock, None
+        self._decoder = FrameDecoder(64 * 1024 * 1024)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.close()
+
+    def _ensure_open(self) -> socket.socket:
+        if self._closed:
+            raise ConnectionClosedError("SyncClient is closed")
+        if self._sock is not None and self._pid == os.getpid():
+            return self._sock
+        self._sock = None  # after fork: never touch the parent's socket
+        self._decoder = FrameDecoder(64 * 1024 * 1024)
+        endpoint = self.endpoint
+        sock = socket.create_connection((endpoint.host, endpoint.port), self.connect_timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self._ssl is not None:
+            sock = self._ssl.wrap_socket(sock, server_hostname=endpoint.host)
+        self._sock, self._pid = sock, os.getpid()
+        try:
+            body = self._exchange(
+                [Hello(PROTOCOL_VERSION, self.client_name, self._token)], self.connect_timeout
+            )[0]
+        except BaseException:
+            self._drop()
+            raise
+        self.server = ServerInfo.from_body(body)
+        return sock
+
+    # ------------------------------------------------------------------ requests
+
+    def request(self, request: Request, *, timeout: float | None = None) -> dict[str, Any]:
+        """Send one request and wait for its reply body.
+
+        Raises:
+            BrokerError: the broker answered with an error.
+            ConnectionLostError: the connection failed (it reopens on the next call).
+            RequestTimeoutError: no reply within ``timeout`` (the connection is dropped).
+        """
+        return self.requests([request], timeout=timeout)[0]
+
+    def requests(
+        self, requests: Sequence[Request], *, timeout: float | None = None
+    ) -> list[dict[str, Any]]:
+        """Send several requests at once (pipelined) and return their reply bodies in order.
+
+        Raises:
+            BrokerError: the first error reply (the other requests were still answered).
+        """
+        with self._lock:
+            self._ensure_open()
+            return self._exchange(requests, self.timeout if timeout is None else timeout)
+
+    def _exchange(self, requests: Sequence[Request], timeout: float) -> list[dict[str, Any]]:
+        sock = self._sock
+        assert sock is not None
+        ids = []
+        messages = []
+        for request in requests:
+            ids.append(self._next_id)
+            messages.append(request_message(self._next_id, request))
+            self._next_id = self._next_id % MAX_REQUEST_ID + 1
+        deadline = time.monotonic() + timeout
+        replies: dict[int, Reply | ErrorReply] = {}
+        try:
+            sock.settimeout(timeout)
+            sock.sendall(encode_frames(messages))
+            wanted = set(ids)
+            while wanted:
+                message = self._decoder.next_message()
+                if message is None:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise TimeoutError
+                    sock.settimeout(remaining)
+                    data = sock.recv(_RECV_SIZE)
+                    if not data:
+                        raise ConnectionResetError("the broker closed the connection")
+                    self._decoder.feed(data)
+                    continue
+                parsed = parse_server_message(message)
+                if isinstance(parsed, Reply | ErrorReply) and parsed.request_id in wanted:
+                    wanted.discard(parsed.request_id)
+                    replies[parsed.request_id] = parsed
+                # events (draining, error) and stray replies need no action here
+        except TimeoutError:
+            self._drop()
+            raise RequestTimeoutError(f"no reply within {timeout:g}s") from None
+        except (OSError, ValueError) as exc:
+            self._drop()
+            raise ConnectionLostError(
+                f"connection to {self.endpoint.host}:{self.endpoint.port} lost"
+            ) from exc
+        bodies = []
+        for request_id in ids:
+            reply = replies[request_id]
+            if isinstance(reply, ErrorReply):
+                raise broker_error(reply.code, reply.message)
+            bodies.append(reply.body)
+        return bodies
+
+    # ------------------------------------------------------------------ producer API
+
+    def queue(
+        self, name: str, *, serializer: Serializer | str | None = None, **defaults: Any
+    ) -> SyncQueue:
+        """A handle on queue ``name``; ``defaults`` apply to every ``add``."""
+        check_options(defaults)
+        ser = self.serializer if serializer is None else get_serializer(serializer)
+        return SyncQueue(self, name, ser, defaults)
+
+    def get_job(self, job_id: str, *, serializer: Serializer | str | None = None) -> SyncJob:
+        """Fetch a job by id.
+
+        Raises:
+            NotFoundError: no such job.
+        """
+        info = job_info_from_body(self.request(Get(job_id)))
+        if info is None:
+            raise NotFoundError("NOT_FOUND", f"no job {job_id!r}")
+        ser = self.serializer if serializer is None else get_serializer(serializer)
+        return SyncJob.from_info(self, info, ser)
+
+    def remove_job(self, job_id: str) -> JobState:
+        """Delete a job; returns the state it was in."""
+        return JobState(self.request(Cancel(job_id))["state"])
+
+    def stats(self, queue: str | None = None) -> dict[str, QueueStats]:
+        """Counters per queue."""
+        body = self.request(Stats(queue))
+        return {name: QueueStats.from_wire(raw) for name, raw in body["queues"].items()}
+
+    def ping(self) -> int:
+        """Round-trip; returns the broker's clock (Unix ms)."""
+        return int(self.request(Ping()).get("now", 0))
+
+
+class SyncQueue:
+    """The blocking twin of ``client.Queue``."""
+
+    __slots__ = ("_client", "defaults", "name", "serializer")
+
+    def __init__(
+        self, client: SyncClient, name: str, serializer: Serializer, defaults: Mapping[str, Any]
+    ) -> None:
+        self._client = client
+        self.name = name
+        self.serializer = serializer
+        self.defaults = dict(defaults)
+
+    def _spec(self, name: str, data: Any, options: Mapping[str, Any]) -> JobSpec:
+        check_options(options)
+        merged = {**self.defaults, **{k: v for k, v in options.items() if v is not None}}
+        return build_spec(name, self.serializer.dumps(data), merged)
+
+    def _job(self, spec: JobSpec, job_id: str, data: Any, duplicate: bool) -> SyncJob:
+        state = None
+        if not duplicate:
+            state = JobState.DELAYED if spec.delay_ms or spec.run_at_ms else JobState.WAITING
+        return SyncJob(
+            self._client, job_id, self.name, spec.name, self.serializer, payload=spec.payload,
+            data=data, state=state, priority=spec.priority, duplicate=duplicate,
+        )
+
+    def add(self, name: str, data: Any = None, **options: Any) -> SyncJob:
+        """Enqueue one job (same options as ``client.Queue.add``); returns once durable."""
+        spec = self._spec(name, data, options)
+        result = parse_enqueued(self._client.request(Enqueue(self.name, (spec,))))
+        return self._job(spec, result.ids[0], data, bool(result.duplicates))
+
+    def add_bulk(self, jobs: Iterable[Any]) -> list[SyncJob]:
+        """Enqueue many jobs in one round trip (see ``client.Queue.add_bulk``)."""
+        items = []
+        for item in jobs:
+            name, data, options = _bulk_item(item)
+            items.append((self._spec(name, data, options), data))
+        if not items:
+            return []
+        server = self._client.server
+        batches = split_batches(
+            [spec for spec, _ in items],
+            server.max_batch if server else 10_000,
+            int((server.max_frame if server else 8 << 20) * FRAME_BUDGET),
+        )
+        bodies = self._client.requests([Enqueue(self.name, tuple(batch)) for batch in batches])
+        out: list[SyncJob] = []
+        index = 0
+        for batch, body in zip(batches, bodies, strict=True):
+            result = parse_enqueued(body)
+            duplicates = set(result.duplicates)
+            for offset, job_id in enumerate(result.ids):
+                spec, data = items[index + offset]
+                out.append(self._job(spec, job_id, data, offset in duplicates))
+            index += len(batch)
+        return out
+
+    def get_job(self, job_id: str) -> SyncJob:
+        """Fetch a job by id with this queue's serializer."""
+        return self._client.get_job(job_id, serializer=self.serializer)
+
+    def stats(self) -> QueueStats:
+        """This queue's counters."""
+        stats = self._client.stats(self.name)
+        return stats.get(self.name) or QueueStats(0, 0, 0, 0, 0, False, None, 0, 0)
+
+    def pause(self) -> None:
+        """Stop handing out this queue's jobs until ``resume``."""
+        self._client.request(Pause(self.name))
+
+    def resume(self) -> None:
+        """Hand out jobs again."""
+        self._client.request(Resume(self.name))
+
+    def clean(
+        self, state: JobState | str, *, older_than: float = 0, limit: int | None = None
+    ) -> int:
+        """Delete jobs in ``state`` older than ``older_than`` seconds; returns how many."""
+        body = self._client.request(
+            Clean(self.name, JobState(state), seconds_to_ms(older_than, "older_than"), limit)
+        )
+        return int(body["removed"])
+
+    def failed(self, limit: int = 100, offset: int = 0) -> list[SyncJob]:
+        """Failed jobs, newest first."""
+        body = self._client.request(
+            ListFailed(self.name, max(1, min(limit, MAX_LIST_LIMIT)), offset)
+        )
+        return [
+            SyncJob.from_info(self._client, JobInfo.from_wire(raw), self.serializer)
+            for raw in body["jobs"]
+        ]
+
+    def retry_failed(
+        self, job_ids: Sequence[str] | None = None, *, limit: int | None = None
+    ) -> int:
+        """Move failed jobs back to waiting; returns how many."""
+        ids = None if job_ids is None else tuple(job_ids)
+        body = self._client.request(RetryFailed(self.name, ids, limit))
+        if ids is not None and len(ids) == 1:
+            check_retried(body, ids[0])
+        return int(body["retried"])
+
+    def remove(self, job_id: str) -> JobState:
+        """Delete one job; returns the state it was in."""
+        return self._client.remove_job(job_id)
+
+
+class SyncJob(JobRecord):
+    """A job handle with blocking ``refresh``, ``wait`` and ``remove``."""
+
+    __slots__ = ("_client",)
+
+    def __init__(
+        self, client: SyncClient, job_id: str, queue: str, name: str, serializer: Serializer,
+        **fields: Any,
+    ) -> None:
+        super().__init__(job_id, queue, name, serializer, **fields)
+        self._client = client
+
+    @classmethod
+    def from_info(cls, client: SyncClient, info: JobInfo, serializer: Serializer) -> SyncJob:
+        """A handle filled from a broker description."""
+        job = cls(client, info.id, info.queue, info.name, serializer, payload=info.payload)
+        job._apply(info)
+        return job
+
+    def refresh(self) -> SyncJob:
+        """Fetch the current state. Raises ``NotFoundError`` if the job is gone."""
+        info = job_info_from_body(self._client.request(Get(self.id)))
+        if info is not None:
+            self._apply(info)
+        return self
+
+    def wait(self, timeout: float | None = None) -> Any:
+        """Block until the job finishes (broker long-poll); see ``client.Job.wait``.
+
+        Raises:
+            JobFailed: the job failed.
+            WaitTimeoutError: not finished within ``timeout``.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.state not in FINISHED_STATES:
+            chunk = WAIT_CHUNK_S
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise WaitTimeoutError(f"job {self.id} not finished within {timeout:g}s")
+                chunk = min(chunk, remaining)
+            timeout_ms = max(0, min(MAX_WAIT_MS, int(chunk * 1000)))
+            body = self._client.request(
+                Wait(self.id, timeout_ms), timeout=chunk + self._client.timeout
+            )
+            info = job_info_from_body(body)
+            if info is not None:
+                self._apply(info)
+        return self._outcome()
+
+    def remove(self) -> JobState:
+        """Delete the job; returns the state it was in."""
+        return self._client.remove_job(self.id)
