@@ -14,6 +14,9 @@ costing much memory:
    the timestamp ext), map keys that are not str (bin keys too), a key repeated within one map,
    invalid UTF-8 and nesting beyond ``MAX_DEPTH`` are rejected as ``BAD_FRAME``.
 
+3. Every message is a msgpack array; a body that decodes to anything else is ``BAD_FRAME``. So
+   ``next_message`` returning ``None`` always means "no complete frame yet", never a nil message.
+
 Any split of the byte stream yields the same messages: the decoder never looks at a frame until
 all of its bytes are present.
 """
@@ -164,12 +167,17 @@ class FrameDecoder:
         self._frame_end = 0
         raise self._error
 
-    def next_message(self) -> Any | None:
+    def next_message(self) -> tuple[Any, ...] | None:
         """Return the next complete decoded message, or ``None`` if more bytes are needed.
 
+        Every message is a msgpack array (decoded as a tuple), so ``None`` is never a message.
+
+        Returns:
+            The message, or ``None`` when no complete frame is buffered.
+
         Raises:
-            ProtocolError: ``BAD_FRAME`` if the body is not one valid message; the decoder is
-                then poisoned.
+            ProtocolError: ``BAD_FRAME`` if the body is not one valid msgpack array; the decoder
+                is then poisoned.
         """
         if self._error is not None:
             raise self._error
@@ -184,15 +192,23 @@ class FrameDecoder:
         del buffer[:end]  # O(1): bytearray drops a prefix by moving its start
         self._frame_end -= end
         try:
-            return decode_body(body)
+            message = decode_body(body)
+            if type(message) is not tuple:
+                raise ProtocolError(ErrorCode.BAD_FRAME, "a message must be an array")
         except ProtocolError as exc:
             self._error = exc
             buffer.clear()
             self._frame_end = 0
             raise
+        return message
 
-    def messages(self) -> list[Any]:
-        """Take every complete message now buffered (possibly none)."""
+    def messages(self) -> list[tuple[Any, ...]]:
+        """Take every complete message now buffered (possibly none).
+
+        Raises:
+            ProtocolError: as ``next_message``; messages before the bad frame are lost to the
+                caller, so a caller that must answer them uses ``next_message``.
+        """
         out = []
         while (message := self.next_message()) is not None:
             out.append(message)
