@@ -28,12 +28,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import socket
 import ssl as ssl_module
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Final, Self
+from typing import Any, Final, Self, cast
 from urllib.parse import unquote, urlsplit
 
 import structlog
@@ -194,8 +195,12 @@ class _Wire(asyncio.Protocol):
         self.writable.set()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports are not asyncio.Transport subclasses: no isinstance check here.
+        self.transport = cast(asyncio.Transport, transport)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def data_received(self, data: bytes) -> None:
         conn = self._conn
@@ -218,7 +223,7 @@ class _Wire(asyncio.Protocol):
         self.writable.set()
         if not self.closed.done():
             self.closed.set_result(exc)
-        self._conn._on_lost(self, self.closed.result())
+        self._conn._on_lost(self, exc if self.closed.cancelled() else self.closed.result())
 
     def abort(self, cause: BaseException) -> None:
         """Drop the transport, recording ``cause`` as why."""
@@ -461,7 +466,7 @@ class Connection:
                 if not first.done():
                     first.set_result(None)
                 self._notify("connected", {})
-                cause = await wire.closed
+                cause = await asyncio.shield(wire.closed)
                 self._on_lost(wire, cause)
                 if self.state is ConnectionState.CLOSED:
                     return

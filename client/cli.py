@@ -1,0 +1,328 @@
+"""``jobwire worker`` and the admin subcommands: ``stats``, ``job``, ``pause``, ``resume``,
+``clean``, ``failed``.
+
+``register(subparsers)`` adds them to the ``jobwire`` console script (``broker/cli.py`` calls it);
+each sets ``func(args) -> exit code``. Every command takes ``--url`` (default ``$JOBWIRE_URL``,
+else ``jobwire://127.0.0.1:7400``); the admin commands print readable tables, or JSON with
+``--json``. Errors print one ``jobwire: error: ...`` line on stderr and exit non-zero
+(1 for a broker or connection error, 2 for bad usage).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import re
+import sys
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from client.connection import DEFAULT_URL
+from client.errors import JobwireError, NotFoundError
+from client.job import JobRecord
+from client.queue import Client
+from client.serializers import get_serializer
+from protocol.messages import JobState, QueueStats
+
+_UNITS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+
+
+def _out(text: str) -> None:
+    """Command output (stdout); the CLI's only way to print."""
+    sys.stdout.write(text + "\n")
+
+
+def _err(text: str) -> None:
+    sys.stderr.write(text + "\n")
+
+
+def parse_duration(text: str) -> float:
+    """``"90"``, ``"90s"``, ``"15m"``, ``"1h"``, ``"7d"``, ``"250ms"`` → seconds.
+
+    Raises:
+        argparse.ArgumentTypeError: not a duration.
+    """
+    match = _DURATION.match(text)
+    if match is None:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (try 30s, 15m, 1h, 7d)")
+    return float(match.group(1)) * _UNITS[match.group(2) or "s"]
+
+
+def _default_url() -> str:
+    return os.environ.get("JOBWIRE_URL") or DEFAULT_URL
+
+
+def _common(parser: argparse.ArgumentParser, *, json_flag: bool = True) -> None:
+    parser.add_argument("--url", default=_default_url(),
+                        help="broker URL, jobwire://[token@]host:port (default: $JOBWIRE_URL or "
+                        f"{DEFAULT_URL})")
+    if json_flag:
+        parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def register(subparsers: Any) -> None:
+    """Add ``worker``, ``stats``, ``job``, ``pause``, ``resume``, ``clean`` and ``failed``."""
+    from client.worker_cli import add_worker_parser
+
+    add_worker_parser(subparsers)
+
+    p = subparsers.add_parser("stats", help="show queue counters",
+                              description="Counts per state for every queue (or one).")
+    p.add_argument("--queue", "-q", help="only this queue")
+    _common(p)
+    p.set_defaults(func=_command(_stats))
+
+    p = subparsers.add_parser("job", help="show one job", description="Everything the broker "
+                              "knows about one job: state, attempts, progress, result, last error.")
+    p.add_argument("job_id", metavar="ID")
+    p.add_argument("--serializer", default="msgpack", help="how to decode data and result "
+                   "(msgpack, json, raw; default msgpack)")
+    _common(p)
+    p.set_defaults(func=_command(_job))
+
+    for name, verb in (("pause", "stop handing out"), ("resume", "resume handing out")):
+        p = subparsers.add_parser(name, help=f"{verb} a queue's jobs",
+                                  description=f"{verb.capitalize()} the jobs of QUEUE.")
+        p.add_argument("queue", metavar="QUEUE")
+        _common(p)
+        p.set_defaults(func=_command(_pause if name == "pause" else _resume))
+
+    p = subparsers.add_parser("clean", help="delete old jobs of one state",
+                              description="Delete QUEUE's jobs in STATE older than a duration.")
+    p.add_argument("queue", metavar="QUEUE")
+    p.add_argument("--state", required=True,
+                   choices=["completed", "failed", "waiting", "delayed"])
+    p.add_argument("--older-than", type=parse_duration, default=0.0, metavar="DURATION",
+                   help="only jobs older than this (e.g. 1h, 7d; default 0: all)")
+    p.add_argument("--limit", type=int, help="delete at most this many")
+    _common(p)
+    p.set_defaults(func=_command(_clean))
+
+    p = subparsers.add_parser("failed", help="list (and retry) failed jobs",
+                              description="List QUEUE's failed jobs, newest first; --retry moves "
+                              "them back to waiting.")
+    p.add_argument("queue", metavar="QUEUE")
+    p.add_argument("--limit", type=int, default=50, help="list at most this many (default 50)")
+    p.add_argument("--retry", action="store_true", help="retry them (all, or --id)")
+    p.add_argument("--id", dest="ids", action="append", metavar="ID",
+                   help="with --retry: only this job (repeatable)")
+    _common(p)
+    p.set_defaults(func=_command(_failed))
+
+
+def _command(
+    body: Callable[[Client, argparse.Namespace], Coroutine[Any, Any, int]],
+) -> Callable[[argparse.Namespace], int]:
+    """Wrap an async command: connect, run, map errors to one stderr line and exit 1."""
+
+    def run(args: argparse.Namespace) -> int:
+        async def main() -> int:
+            async with Client(args.url, reconnect=False, client_name="jobwire-cli",
+                              connect_timeout=5.0, request_timeout=30.0) as client:
+                return await body(client, args)
+
+        try:
+            return asyncio.run(main())
+        except (JobwireError, OSError, ValueError) as exc:
+            message = exc.message if isinstance(exc, NotFoundError) else str(exc)
+            _err(f"jobwire: error: {message or type(exc).__name__}")
+            return 1
+
+    return run
+
+
+# --------------------------------------------------------------------------- commands
+
+
+async def _stats(client: Client, args: argparse.Namespace) -> int:
+    stats = await client.stats(args.queue)
+    if args.queue and args.queue not in stats:
+        stats[args.queue] = QueueStats(0, 0, 0, 0, 0, False, None, 0, 0)
+    if args.json:
+        _print_json({name: s.to_wire() for name, s in sorted(stats.items())})
+        return 0
+    if not stats:
+        _out("no queues yet")
+        return 0
+    headers = ["QUEUE", "WAITING", "DELAYED", "ACTIVE", "COMPLETED", "FAILED", "PAUSED",
+               "OLDEST WAITING", "TOTAL DONE", "TOTAL FAILED"]
+    rows = [[name, s.waiting, s.delayed, s.active, s.completed, s.failed,
+             "yes" if s.paused else "no", _age(s.oldest_waiting_ms), s.total_completed,
+             s.total_failed] for name, s in sorted(stats.items())]
+    _out(table(headers, rows))
+    return 0
+
+
+async def _job(client: Client, args: argparse.Namespace) -> int:
+    job = await client.get_job(args.job_id, serializer=get_serializer(args.serializer))
+    described = describe_job(job)
+    if args.json:
+        _print_json(described)
+        return 0
+    width = max(len(key) for key in described)
+    for key, value in described.items():
+        text = value if isinstance(value, str) else json.dumps(value, default=repr)
+        if key == "error" and value:
+            text = "\n" + "\n".join("    " + line for line in str(value).splitlines())
+        _out(f"{key.ljust(width)}  {'-' if value is None else text}")
+    return 0
+
+
+async def _pause(client: Client, args: argparse.Namespace) -> int:
+    await client.queue(args.queue).pause()
+    _say(args, {"queue": args.queue, "paused": True}, f"paused {args.queue}")
+    return 0
+
+
+async def _resume(client: Client, args: argparse.Namespace) -> int:
+    await client.queue(args.queue).resume()
+    _say(args, {"queue": args.queue, "paused": False}, f"resumed {args.queue}")
+    return 0
+
+
+async def _clean(client: Client, args: argparse.Namespace) -> int:
+    removed = await client.queue(args.queue).clean(
+        JobState(args.state), older_than=args.older_than, limit=args.limit
+    )
+    _say(args, {"queue": args.queue, "state": args.state, "removed": removed},
+         f"removed {removed} {args.state} job(s) from {args.queue}")
+    return 0
+
+
+async def _failed(client: Client, args: argparse.Namespace) -> int:
+    queue = client.queue(args.queue)
+    if args.retry:
+        retried = await queue.retry_failed(args.ids)
+        _say(args, {"queue": args.queue, "retried": retried},
+             f"retried {retried} failed job(s) in {args.queue}")
+        return 0
+    jobs, total = await queue.failed_page(limit=max(1, args.limit))
+    if args.json:
+        _print_json({"total": total, "jobs": [describe_job(job) for job in jobs]})
+        return 0
+    if not jobs:
+        _out(f"no failed jobs in {args.queue}")
+        return 0
+    rows = [[job.id, job.name, f"{job.attempts}/{job.max_attempts}", _when(job.finished_at),
+             _first_line(job.error, 60)] for job in jobs]
+    _out(table(["ID", "NAME", "ATTEMPTS", "FAILED AT", "ERROR"], rows))
+    if total > len(jobs):
+        _out(f"({len(jobs)} of {total} shown; --limit to see more)")
+    return 0
+
+
+# --------------------------------------------------------------------------- formatting
+
+
+def describe_job(job: JobRecord) -> dict[str, Any]:
+    """A job as a JSON-friendly mapping (times as ISO 8601 UTC, bytes as base64)."""
+    return {
+        "id": job.id, "queue": job.queue, "name": job.name,
+        "state": None if job.state is None else job.state.value,
+        "priority": job.priority, "attempts": job.attempts, "max_attempts": job.max_attempts,
+        "created_at": _iso(job.created_at), "run_at": _iso(job.run_at),
+        "started_at": _iso(job.started_at), "finished_at": _iso(job.finished_at),
+        "progress": _jsonable(job.progress), "data": _jsonable(_safe(lambda: job.data)),
+        "result": _jsonable(_safe(lambda: job.result)), "error": job.error,
+    }
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A plain-text table: left-aligned text, right-aligned numbers."""
+    cells = [[_cell(value) for value in row] for row in rows]
+    widths = [len(h) for h in headers]
+    for row in cells:
+        for i, text in enumerate(row):
+            widths[i] = max(widths[i], len(text))
+    numeric = [all(isinstance(row[i], int) for row in rows) if rows else False
+               for i in range(len(headers))]
+
+    def line(values: Sequence[str]) -> str:
+        parts = [v.rjust(widths[i]) if numeric[i] else v.ljust(widths[i])
+                 for i, v in enumerate(values)]
+        return "  ".join(parts).rstrip()
+
+    return "\n".join([line(list(headers)), *(line(row) for row in cells)])
+
+
+def _cell(value: Any) -> str:
+    return "-" if value is None else str(value)
+
+
+def _say(args: argparse.Namespace, data: Mapping[str, Any], text: str) -> None:
+    if args.json:
+        _print_json(data)
+    else:
+        _out(text)
+
+
+def _print_json(data: Any) -> None:
+    _out(json.dumps(data, indent=2, sort_keys=False, default=repr))
+
+
+def _safe(get: Callable[[], Any]) -> Any:
+    try:
+        return get()
+    except Exception:
+        return "<undecodable with this serializer: try --serializer>"
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return {"base64": base64.b64encode(value).decode()}
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def _iso(seconds: float | None) -> str | None:
+    if seconds is None:
+        return None
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds")
+
+
+def _when(seconds: float | None) -> str | None:
+    if seconds is None:
+        return None
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _age(ms: int | None) -> str:
+    if ms is None:
+        return "-"
+    seconds = ms / 1000
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f}{unit}"
+    return f"{seconds:.1f}s"
+
+
+def _first_line(text: str | None, limit: int) -> str:
+    line = (text or "").split("\n", 1)[0]
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the client subcommands alone (``python -m client.cli``); ``jobwire`` has them too."""
+    parser = argparse.ArgumentParser(prog="jobwire")
+    register(parser.add_subparsers(title="commands", metavar="COMMAND"))
+    args = parser.parse_args(argv)
+    func = getattr(args, "func", None)
+    if func is None:
+        parser.print_help(sys.stderr)
+        return 2
+    code: int = func(args)
+    return code
+
+
+__all__ = ["describe_job", "main", "parse_duration", "register", "table"]
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""``jobwire worker module:attribute --queue emails --concurrency 50``.
+
+``attribute`` names (dotted paths allowed) one of:
+
+* a handler function (``async def`` or plain ``def``) that runs every job of the queues;
+* a mapping ``{job_name: handler}``;
+* a ``Worker`` instance, run as it is configured (``--queue`` etc. are then not allowed).
+
+The current directory is put on ``sys.path`` first, so ``jobwire worker tasks:handlers`` finds
+``./tasks.py``. SIGTERM or SIGINT shuts down gracefully (``--grace`` seconds for running
+handlers; a second signal skips the wait). Exit code 0 after a graceful stop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import logging
+import os
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+import structlog
+
+from client.connection import DEFAULT_URL
+from client.errors import JobwireError
+from client.worker import Worker
+
+
+def _err(text: str) -> None:
+    sys.stderr.write(text + "\n")
+
+
+def add_worker_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``jobwire worker`` to an argparse subparsers object."""
+    p: argparse.ArgumentParser = subparsers.add_parser(
+        "worker", help="run a worker process",
+        description="Run jobs from one or more queues with the handler(s) at MODULE:ATTRIBUTE "
+        "(a function, a {job_name: function} mapping, or a Worker instance).",
+    )
+    p.add_argument("target", metavar="MODULE:ATTRIBUTE")
+    p.add_argument("--queue", "-q", dest="queues", action="append", metavar="QUEUE",
+                   help="queue to serve (repeatable; earlier queues first; default: default)")
+    p.add_argument("--concurrency", "-c", type=int, default=10,
+                   help="jobs handled at once (default 10)")
+    p.add_argument("--lease", type=float, metavar="SECONDS",
+                   help="lease length to ask for (default: each job's own)")
+    p.add_argument("--timeout", type=float, metavar="SECONDS",
+                   help="cancel a handler after this long and fail the attempt")
+    p.add_argument("--grace", type=float, default=30.0, metavar="SECONDS",
+                   help="on SIGTERM/SIGINT, how long running handlers may finish (default 30)")
+    p.add_argument("--serializer", default="msgpack",
+                   help="payload serializer: msgpack (default), json, raw")
+    p.add_argument("--url", default=os.environ.get("JOBWIRE_URL") or DEFAULT_URL,
+                   help=f"broker URL (default: $JOBWIRE_URL or {DEFAULT_URL})")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.set_defaults(func=run_worker_command)
+    return p
+
+
+def load_target(target: str) -> Any:
+    """Import ``module:attribute`` (attribute may be dotted).
+
+    Raises:
+        ValueError: the target is malformed or cannot be found.
+    """
+    module_name, sep, attribute = target.partition(":")
+    if not sep or not module_name or not attribute:
+        raise ValueError(f"expected MODULE:ATTRIBUTE, got {target!r}")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ValueError(f"cannot import {module_name!r}: {exc}") from exc
+    for part in attribute.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise ValueError(f"{module_name!r} has no attribute {attribute!r}") from None
+    return obj
+
+
+def build_worker(args: argparse.Namespace, target: Any) -> Worker:
+    """The ``Worker`` for the parsed arguments and the loaded target.
+
+    Raises:
+        ValueError: the target is not a handler, a mapping or a Worker.
+    """
+    if isinstance(target, Worker):
+        return target
+    if not (callable(target) or isinstance(target, Mapping)):
+        raise ValueError(f"{args.target} is not a function, a mapping of functions or a Worker")
+    return Worker(
+        args.url, args.queues or ["default"], target, concurrency=args.concurrency,
+        lease=args.lease, job_timeout=args.timeout, grace=args.grace,
+        serializer=args.serializer,
+    )
+
+
+def run_worker_command(args: argparse.Namespace) -> int:
+    """``func`` of ``jobwire worker``: returns the exit code."""
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelNamesMapping()[args.log_level.upper()]
+        )
+    )
+    try:
+        worker = build_worker(args, load_target(args.target))
+    except (ValueError, TypeError) as exc:
+        _err(f"jobwire: error: {exc}")
+        return 2
+    try:
+        _run(worker)
+    except (JobwireError, OSError) as exc:
+        _err(f"jobwire: error: {exc}")
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+def _run(worker: Worker) -> None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency
+        asyncio.run(worker.run())
+        return
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(worker.run())
