@@ -32,6 +32,7 @@ from broker.core_state import (
     CoreConfig,
     CoreError,
     QueueMeta,
+    QueueState,
     Snapshot,
     _new_tuple,
 )
@@ -293,31 +294,66 @@ class Core(CoreAdmin):
         out: list[Outcome] = []
         jobs = self._jobs
         queues = self._queues
+        owned_by = self._owned
+        changed = self._changed_jobs
+        finished_ids = self._finished
         max_payload = self._config.max_payload
+        leases = self._leases
+        delete = self._delete
+        done = 0
+        q: QueueState | None = None
         for job_id, token, result in items:
             job = jobs.get(job_id)
-            problem = self._check_lease(job, job_id, token)
-            if problem is not None:
-                out.append(problem)
+            if job is None or job.lease_token != token or job.state is not ACTIVE:
+                out.append(self._lease_problem(job, job_id))
                 continue
-            assert job is not None
             if result is not None and len(result) > max_payload:
                 out.append(Outcome(
                     ErrorCode.PAYLOAD_TOO_LARGE.value,
                     f"result of {len(result)} bytes, limit {max_payload}",
                 ))
                 continue
-            q = queues[job.queue]
-            self._end_lease(job, q, entry_popped=False)
-            job.move_to(COMPLETED)
+            if q is None or q.name is not job.queue:
+                if q is not None:
+                    self._after_completions(q, done)
+                    done = 0
+                q = queues[job.queue]
+            # The lease ends (as in _end_lease, inlined: this is the hot path).
+            owned = owned_by.get(job.owner)  # type: ignore[arg-type]
+            if owned is not None:
+                owned.pop(job, None)
+            job.lease_token = job.lease_deadline = job.owner = None
+            leases.stale += 1
+            # ACTIVE -> COMPLETED is legal (TRANSITIONS); assigned directly on the hot path.
+            job.state = COMPLETED
             job.result = result
             job.finished_at = now
-            meta = q.meta
-            meta.total_completed += 1
-            self._changed_queues[q.name] = meta
-            self._finish(job, q, q.completed, now)
+            done += 1
+            finished_ids.add(job_id)
+            completed = q.completed
+            limit = completed.limit_of(job)
+            if limit == 0:
+                delete(job)
+            else:
+                changed[job_id] = job
+                completed.append(job, limit)
+                if completed.count > completed.tightest:
+                    completed.prune_count(jobs, delete)
             out.append(_OK_COMPLETED)
+        if q is not None:
+            self._after_completions(q, done)
+        leases.maybe_compact(self._lease_entry_live)
         return out
+
+    def _after_completions(self, queue: QueueState, done: int) -> None:
+        """Counters and bookkeeping after ``done`` of the queue's active jobs completed."""
+        queue.active -= done
+        self._unfinished -= done
+        meta = queue.meta
+        meta.total_completed += done
+        self._changed_queues[queue.name] = meta
+        if queue.completed.scheduled is None:
+            self._schedule_prune(queue.completed, queue)
 
     def fail(self, items: Sequence[FailItem], now: int) -> list[Outcome]:
         """Fail attempts of active jobs (see rule 2 in the module docstring).
@@ -393,14 +429,19 @@ class Core(CoreAdmin):
 
     @staticmethod
     def _check_lease(job: Job | None, job_id: str, token: int) -> Outcome | None:
+        """``None`` if ``job`` is active under ``token``, else the per-item error."""
+        if job is None or job.state is not ACTIVE or job.lease_token != token:
+            return Core._lease_problem(job, job_id)
+        return None
+
+    @staticmethod
+    def _lease_problem(job: Job | None, job_id: str) -> Outcome:
         if job is None:
             return Outcome(ErrorCode.NOT_FOUND.value, f"no job {job_id!r}")
-        if job.state is not ACTIVE or job.lease_token != token:
-            return Outcome(
-                ErrorCode.STALE_LEASE.value,
-                f"job {job_id!r} is {job.state.value}; the lease token is not its current one",
-            )
-        return None
+        return Outcome(
+            ErrorCode.STALE_LEASE.value,
+            f"job {job_id!r} is {job.state.value}; the lease token is not its current one",
+        )
 
     def release_owner(self, owner: int, now: int) -> int:
         """A connection closed: fail one attempt of each job it held ("worker connection lost").

@@ -294,16 +294,17 @@ class CoreAdmin(CoreState):
         finished.sort(key=lambda job: (job.finished_at or 0, job.seq))
         for job in finished:
             queue = self._queues[job.queue]
-            (queue.completed if job.state is COMPLETED else queue.failed).append(job)
+            finished_list = queue.completed if job.state is COMPLETED else queue.failed
+            finished_list.append(job, finished_list.limit_of(job))
         for job in restarted:
             job.lease_token = job.lease_deadline = job.owner = None
             self._fail_attempt(
                 job, self._queues[job.queue], RESTARTED, True, None, now, entry_popped=True
             )
         for queue in self._queues.values():
-            for finished_list in (queue.completed, queue.failed):
-                finished_list.prune(now, self._jobs, self._delete)
-                self._schedule_prune(finished_list, queue)
+            for kept in (queue.completed, queue.failed):
+                kept.prune(now, self._jobs, self._delete)
+                self._schedule_prune(kept, queue)
             if queue.waiting and not queue.meta.paused:
                 self._ready.add(queue.name)
 

@@ -48,7 +48,7 @@ from typing import Final
 from broker import backoff as backoff_policy
 from broker.heaps import DeadlineHeap, ReadyQueue
 from broker.jobs import Job
-from broker.retention import FinishedList, retention_of
+from broker.retention import FinishedList
 from protocol.errors import ErrorCode
 from protocol.messages import (
     OK,
@@ -226,9 +226,11 @@ class CoreState:
     def _is_waiting(self, job: Job) -> bool:
         return job.state is WAITING and self._jobs.get(job.id) is job
 
-    def _lease_entry_live(self, entry: tuple[int, int, Job]) -> bool:
-        job = entry[2]
-        return job.state is ACTIVE and job.lease_token == entry[1] and self._is_live(job)
+    @staticmethod
+    def _lease_entry_live(entry: tuple[int, int, Job]) -> bool:
+        # Tokens are unique and a lease's token is cleared whenever the lease ends (ack, fail,
+        # expiry, cancel, release), so the token alone tells a live lease entry.
+        return entry[2].lease_token == entry[1]
 
     def _delayed_entry_live(self, entry: tuple[int, int, Job]) -> bool:
         job = entry[2]
@@ -287,13 +289,14 @@ class CoreState:
         """File a job that just completed or failed (state already set) under retention."""
         self._unfinished -= 1
         self._finished.add(job.id)
-        keep = retention_of(job, finished.state, finished.default)
-        if keep.count == 0:
+        limit = finished.limit_of(job)
+        if limit == 0:
             self._delete(job)
             return
         self._changed_jobs[job.id] = job
-        finished.append(job)
-        finished.prune(now, self._jobs, self._delete)
+        finished.append(job, limit)
+        if finished.count > finished.tightest:
+            finished.prune_count(self._jobs, self._delete)
         if finished.scheduled is None:
             self._schedule_prune(finished, queue)
 

@@ -31,9 +31,13 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Collection, Iterator
+from typing import Final
 
 from broker.jobs import Job
 from protocol.messages import JobState, Retention
+
+NO_LIMIT: Final = 1 << 62
+"""Stands for "no count limit" where an int is handier than ``None``."""
 
 
 def retention_of(job: Job, state: JobState, default: Retention) -> Retention:
@@ -57,23 +61,66 @@ def expires_at(finished_at: int, retention: Retention) -> int | None:
 class FinishedList:
     """The finished jobs of one queue in one state (completed or failed), oldest first."""
 
-    __slots__ = ("_entries", "count", "default", "scheduled", "state")
+    __slots__ = ("_completed", "_entries", "count", "default", "scheduled", "state", "tightest")
 
     def __init__(self, state: JobState, default: Retention) -> None:
         self.state = state
         self.default = default
+        self._completed = state is JobState.COMPLETED
         self._entries: deque[Job] = deque()
         self.count = 0
+        self.tightest = NO_LIMIT
+        """A lower bound of the count limits of the live entries: no count pruning is due
+        while ``count <= tightest``. Reset when the list empties or is rebuilt."""
         self.scheduled: int | None = None
         """The age-pruning time the owner has scheduled for this list, if any."""
 
-    def append(self, job: Job) -> None:
-        """Add a job that has just finished (its ``finished_at`` is the latest so far)."""
+    def limit_of(self, job: Job) -> int:
+        """The count limit that applies to ``job`` in this list (``NO_LIMIT`` for none)."""
+        options = job.options
+        keep = (options.keep_completed if self._completed else options.keep_failed) or self.default
+        return NO_LIMIT if keep.count is None else keep.count
+
+    def append(self, job: Job, limit: int) -> None:
+        """Add a job that has just finished (its ``finished_at`` is the latest so far).
+
+        Args:
+            job: the job, already in this list's state.
+            limit: ``limit_of(job)`` (the caller has usually computed it already).
+        """
+        if self.count == 0 or limit < self.tightest:
+            self.tightest = limit
         self._entries.append(job)
         self.count += 1
 
+    def prune_count(self, live: dict[str, Job], remove: Callable[[Job], None]) -> None:
+        """Remove entries from the oldest end while the list holds more than their count limit.
+
+        Args:
+            live: the core's job index, to recognise entries whose job is already gone.
+            remove: called with each job pruned (the core deletes it); ``count`` is already
+                decremented when it is called.
+        """
+        entries = self._entries
+        state = self.state
+        completed = self._completed
+        default = self.default
+        while self.count > self.tightest:
+            head = entries[0]
+            if head.state is not state or live.get(head.id) is not head:
+                entries.popleft()
+                continue
+            options = head.options
+            keep = (options.keep_completed if completed else options.keep_failed) or default
+            limit = keep.count
+            if limit is None or self.count <= limit:
+                return  # the oldest job's own retention keeps it, and so the rest
+            entries.popleft()
+            self.count -= 1
+            remove(head)
+
     def prune(self, now: int, live: dict[str, Job], remove: Callable[[Job], None]) -> None:
-        """Remove entries from the oldest end while their retention says so.
+        """Remove entries from the oldest end while their count or age limit says so.
 
         Args:
             now: the current time.
@@ -83,15 +130,14 @@ class FinishedList:
         """
         entries = self._entries
         state = self.state
+        completed = self._completed
         while entries:
             head = entries[0]
-            if live.get(head.id) is not head or head.state is not state:
+            if head.state is not state or live.get(head.id) is not head:
                 entries.popleft()
                 continue
             options = head.options
-            keep = options.keep_completed if state is JobState.COMPLETED else options.keep_failed
-            if keep is None:
-                keep = self.default
+            keep = (options.keep_completed if completed else options.keep_failed) or self.default
             finished_at = head.finished_at
             if (keep.count is not None and self.count > keep.count) or (
                 keep.age_ms is not None
@@ -135,6 +181,7 @@ class FinishedList:
             if job not in jobs and live.get(job.id) is job and job.state is state
         )
         self.count = len(self._entries)
+        self.tightest = min(map(self.limit_of, self._entries), default=NO_LIMIT)
 
     def rebuild(self, live: dict[str, Job]) -> None:
         """Drop stale entries. O(len(list))."""
