@@ -39,6 +39,7 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import signal
 import threading
@@ -164,6 +165,8 @@ class Worker:
         self._asked = 0
         self._outstanding_reserves = 0
         self._reserve_wake = asyncio.Event()
+        self._lease_wake = asyncio.Event()
+        self._lease_next_check = 0.0
         self._reserves_done = asyncio.Event()
         self._reserves_done.set()
         self._stop_requested = asyncio.Event()
@@ -325,6 +328,12 @@ class Worker:
 
     async def _finish(self) -> None:
         """Hand back every job still held, then wait (bounded) for outcome replies."""
+        # A reserve still parked at the broker could take a job we hand back: wait it out
+        # first (at most one long-poll); whatever it brings is handed back too.
+        if not self._reserves_done.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.poll_wait_ms / 1000 + 5.0):
+                    await self._reserves_done.wait()
         if self._held:
             held = list(self._held.values())
             self._held.clear()
@@ -396,10 +405,15 @@ class Worker:
         now = time.monotonic()
         held = self._held
         ready = self._ready
+        earliest = self._lease_next_check
         for reserved in jobs:
             ctx = JobContext(self, reserved, now)
             held[ctx.token] = ctx
             ready.append(ctx)
+            if ctx.deadline - ctx.lease / 2 < earliest:
+                earliest = 0.0
+        if earliest == 0.0:  # a lease shorter than the lease task's nap: wake it
+            self._lease_wake.set()
         idle = self._idle_runners
         for _ in range(min(len(jobs), len(idle))):
             waiter = idle.pop()
@@ -494,7 +508,9 @@ class Worker:
     # ------------------------------------------------------------------ leases
 
     async def _lease_loop(self) -> None:
+        wake = self._lease_wake
         while True:
+            wake.clear()
             now = time.monotonic()
             due: list[JobContext] = []
             next_check = now + LEASE_TICK_MAX
@@ -506,7 +522,12 @@ class Worker:
                     next_check = min(next_check, extend_at)
             if due and self.connection.connected:
                 self._send_extend(due, now)
-            await asyncio.sleep(max(0.01, next_check - now))
+                for ctx in due:
+                    next_check = min(next_check, ctx.deadline - ctx.lease / 2)
+            self._lease_next_check = next_check
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.01, next_check - now)):
+                    await wake.wait()
 
     def _send_extend(self, due: list[JobContext], now: float) -> None:
         server = self.connection.server
