@@ -1,0 +1,439 @@
+"""The broker daemon: listener, the one deadline timer, long-poll wake-ups, recovery and shutdown.
+
+Theory of operation
+-------------------
+``run_broker`` opens the journal, rebuilds the core from it, and runs a ``Server`` until a
+shutdown is requested. The server owns:
+
+* the listener, which makes one ``Session`` per connection;
+* the ``GroupCommitter`` task (in a ``TaskGroup``: it has an owner, and its failure stops the
+  broker instead of vanishing);
+* one timer, always armed for ``core.next_deadline()``. It fires ``core.tick(now)``, which promotes
+  due delayed jobs, expires leases and prunes retention; no job has a timer of its own;
+* the parked long-poll ``reserve`` and ``wait`` requests (``broker.longpoll``).
+
+After anything that may change the core (a batch of requests from one connection, a timer tick,
+a closed connection), ``after_ops`` hands the core's newly ready queues to the reserve waiters,
+its newly finished jobs to the job waiters, and re-arms the timer. Every op that changed state
+registers with the committer, so the changes are written in the next transaction.
+
+Shutdown (``request_shutdown``; SIGTERM and SIGINT call it) is one sequence, run once however often
+it is requested: stop accepting → ``draining`` event to every connection (enqueues now get
+``DRAINING``, reserves get nothing) → wait up to ``shutdown_grace`` for workers to ack the jobs they
+hold → release the leases still held → commit everything → checkpoint → close connections → close
+the journal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import secrets
+import signal
+import time
+from collections.abc import Callable, Iterable
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any, Final
+
+from broker.config import Settings
+from broker.core import Core, CoreConfig
+from broker.journal import GroupCommitter, Journal, JournalError, SyncMode
+from broker.log import get_logger
+from broker.longpoll import JobWaiters, ParkedReserve, ParkedWait, ReserveWaiters
+from broker.session import Session
+from protocol.messages import (
+    MAX_BATCH,
+    PROTOCOL_VERSION,
+    Backoff,
+    BackoffKind,
+    Event,
+    Reserve,
+    ReservedJob,
+    Retention,
+    Wait,
+)
+
+
+def _version() -> str:
+    try:
+        return version("jobwire")
+    except PackageNotFoundError:  # a source tree that was never installed
+        return "0.0.0"
+
+
+VERSION: Final = _version()
+
+_log = get_logger("server")
+_CLOSE_WAIT_S: Final = 1.0
+
+
+def wall_clock_ms() -> int:
+    """Milliseconds since the Unix epoch: the broker's one clock."""
+    return time.time_ns() // 1_000_000
+
+
+def core_config(settings: Settings) -> CoreConfig:
+    """The core's policy settings, from the broker's settings."""
+
+    def ms(seconds: float | None) -> int | None:
+        return None if seconds is None else round(seconds * 1000)
+
+    return CoreConfig(
+        default_max_attempts=settings.default_attempts,
+        default_backoff=Backoff(
+            BackoffKind(settings.default_backoff),
+            round(settings.backoff_base * 1000),
+            ms(settings.backoff_max),
+            settings.backoff_jitter,
+        ),
+        default_lease_ms=round(settings.default_lease * 1000),
+        keep_completed=Retention(settings.keep_completed_count, ms(settings.keep_completed_age)),
+        keep_failed=Retention(settings.keep_failed_count, ms(settings.keep_failed_age)),
+        max_payload=settings.max_payload,
+        max_queue_jobs=settings.max_queue_jobs,
+        max_total_jobs=settings.max_total_jobs,
+    )
+
+
+class Server:
+    """The running broker: connections, timer, waiters, shutdown.
+
+    Args:
+        settings: the broker's settings.
+        core: the restored state machine.
+        journal: the open journal (the server does not close it; ``run_broker`` does).
+        clock: wall-clock milliseconds (injectable for tests).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        core: Core,
+        journal: Journal,
+        *,
+        clock: Callable[[], int] = wall_clock_ms,
+    ) -> None:
+        self.settings = settings
+        self.core = core
+        self.journal = journal
+        self.committer = GroupCommitter(journal, core.take_changes)
+        self.now_ms = clock
+        self.sessions: dict[int, Session] = {}
+        self.draining = False
+        self.port = 0
+        """The port actually bound (useful with ``port=0``)."""
+        self._started_ms = clock()
+        self._conn_ids = 0
+        self._reserve_waiters = ReserveWaiters()
+        self._job_waiters = JobWaiters()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_deadline: int | None = None
+        self._listener: asyncio.AbstractServer | None = None
+        self._stop: asyncio.Event | None = None
+        self._activity = asyncio.Event()
+        self._closed = False
+
+    # ------------------------------------------------------------------ running
+
+    async def run(self, on_ready: Callable[[Server], None] | None = None) -> None:
+        """Listen, serve until ``request_shutdown``, then run the shutdown sequence.
+
+        Args:
+            on_ready: called once the listener accepts (``self.port`` is then set).
+
+        Raises:
+            OSError: the address cannot be bound.
+            Exception: the commit loop failed (the journal cannot be written).
+        """
+        loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        async with asyncio.TaskGroup() as tasks:
+            commit_task = tasks.create_task(self.committer.run(), name="jobwire-commit")
+            try:
+                self._listener = await loop.create_server(
+                    lambda: Session(self), self.settings.host, self.settings.port, backlog=1024
+                )
+                sockets = self._listener.sockets
+                self.port = sockets[0].getsockname()[1] if sockets else self.settings.port
+                _log.info("listening", host=self.settings.host, port=self.port)
+                self.after_ops()
+                if on_ready is not None:
+                    on_ready(self)
+                await self._stop.wait()
+                await self._shutdown()
+            finally:
+                commit_task.cancel()
+
+    def request_shutdown(self) -> None:
+        """Start the shutdown sequence (safe to call any number of times, from a signal handler)."""
+        if self._stop is not None and not self._stop.is_set():
+            _log.info("shutdown_requested")
+            self._stop.set()
+
+    async def _shutdown(self) -> None:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        _log.info("shutdown_started", connections=len(self.sessions))
+        self.draining = True
+        if self._listener is not None:
+            self._listener.close()
+        for session in list(self.sessions.values()):
+            session.send_event(Event.DRAINING, {})
+        for parked in self._reserve_waiters.all():
+            self._reserve_waiters.remove(parked)
+            parked.session.finish_reserve(parked.request_id, [])
+        grace_end = started + self.settings.shutdown_grace
+        await self._wait_until(lambda: not self.sessions or self._leases_held() == 0, grace_end)
+        now = self.now_ms()
+        released = 0
+        for session in list(self.sessions.values()):
+            released += self.core.release_owner(session.conn_id, now)
+        if released:
+            self.committer.after_commit(self._background_commit_done)
+        self.after_ops()
+        failure: JournalError | None = None
+        try:
+            await self.committer.flush()
+            await self.journal.checkpoint(truncate=True)
+        except JournalError as exc:  # still close every connection; then report it
+            _log.error("journal_failure", during="shutdown", error=str(exc))
+            failure = exc
+        for parked_wait in self._job_waiters.all():
+            self._job_waiters.remove(parked_wait)
+            parked_wait.session.finish_wait(parked_wait.request_id, parked_wait.request.job_id)
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for session in list(self.sessions.values()):
+            session.close("shutdown")
+        await self._wait_until(lambda: not self.sessions, loop.time() + _CLOSE_WAIT_S)
+        for session in list(self.sessions.values()):
+            session.abort()
+        _log.info("shutdown_complete", released_leases=released,
+                  seconds=round(loop.time() - started, 3), clean=failure is None)
+        if failure is not None:
+            raise failure
+
+    async def _wait_until(self, condition: Callable[[], bool], deadline: float) -> None:
+        """Wait until ``condition()`` holds or the loop clock passes ``deadline``.
+
+        The condition is re-checked whenever ``_activity`` is set (after requests are handled
+        and when a connection closes).
+        """
+        loop = asyncio.get_running_loop()
+        while not condition():
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            self._activity.clear()
+            try:
+                await asyncio.wait_for(self._activity.wait(), remaining)
+            except TimeoutError:
+                return
+
+    def _leases_held(self) -> int:
+        return sum(stats.active for stats in self.core.stats(None, self.now_ms()).values())
+
+    # ------------------------------------------------------------------ sessions
+
+    def next_conn_id(self) -> int:
+        self._conn_ids += 1
+        return self._conn_ids
+
+    def session_opened(self, session: Session) -> bool:
+        """Register a new connection; False if it is over ``max_connections`` (or shutting down)."""
+        if self.draining or len(self.sessions) >= self.settings.max_connections:
+            return False
+        self.sessions[session.conn_id] = session
+        _log.info("connection_opened", conn=session.conn_id, peer=session.peer)
+        return True
+
+    def session_closed(self, session: Session, reason: str) -> None:
+        """Forget a closed connection: drop its parked requests, give back the jobs it held."""
+        if self.sessions.pop(session.conn_id, None) is None:
+            _log.info("connection_refused", conn=session.conn_id, peer=session.peer,
+                      reason=reason)
+            return
+        for parked in list(session.parked):
+            if isinstance(parked, ParkedReserve):
+                self._reserve_waiters.remove(parked)
+            else:
+                self._job_waiters.remove(parked)
+        released = 0
+        if not self._closed:
+            released = self.core.release_owner(session.conn_id, self.now_ms())
+            if released:
+                self.committer.after_commit(self._background_commit_done)
+                self.after_ops()
+        self._activity.set()
+        _log.info("connection_closed", conn=session.conn_id, peer=session.peer,
+                  client=session.client_name, reason=reason, released_jobs=released)
+
+    def hello_body(self, now: int) -> dict[str, Any]:
+        """The body of the reply to a successful ``hello``."""
+        return {
+            "version": PROTOCOL_VERSION,
+            "server": f"jobwire/{VERSION}",
+            "now": now,
+            "max_frame": self.settings.max_frame,
+            "max_payload": self.settings.max_payload,
+            "max_batch": MAX_BATCH,
+            "max_inflight": self.settings.max_inflight,
+        }
+
+    def broker_stats(self, now: int) -> dict[str, Any]:
+        """Broker-wide figures for the ``stats`` reply."""
+        return {
+            "version": VERSION,
+            "connections": len(self.sessions),
+            "uptime_ms": now - self._started_ms,
+            "draining": self.draining,
+        }
+
+    # ------------------------------------------------------------------ reserve and wait
+
+    def reserve_for(self, session: Session, request: Reserve, now: int) -> list[ReservedJob]:
+        """Reserve jobs for a connection; registers the reservation with the committer."""
+        jobs: list[ReservedJob] = self.core.reserve(
+            request.queues, request.max_jobs, request.lease_ms, session.conn_id, now
+        )
+        if jobs:
+            # Journaled, but the reply does not wait: a reservation lost in a crash only leaves
+            # the job waiting with the attempt uncounted (docs/internals.md).
+            self.committer.after_commit(self._background_commit_done)
+        return jobs
+
+    def park_reserve(self, session: Session, request_id: int, request: Reserve) -> None:
+        """Park a reserve that found nothing until jobs come or ``wait_ms`` passes."""
+        parked = ParkedReserve(session, request_id, request)
+        self._reserve_waiters.park(parked)
+        parked.timer = asyncio.get_running_loop().call_later(
+            request.wait_ms / 1000, self._reserve_timed_out, parked
+        )
+
+    def _reserve_timed_out(self, parked: ParkedReserve) -> None:
+        parked.timer = None
+        if not parked.done:
+            self._reserve_waiters.remove(parked)
+            parked.session.finish_reserve(parked.request_id, [])
+
+    def _serve_parked(self, parked: ParkedReserve) -> bool:
+        jobs = self.reserve_for(parked.session, parked.request, self.now_ms())
+        if not jobs:
+            return False
+        self._reserve_waiters.remove(parked)
+        parked.session.finish_reserve(parked.request_id, jobs)
+        return True
+
+    def park_wait(self, session: Session, request_id: int, request: Wait) -> None:
+        """Park a ``wait`` until the job finishes or ``timeout_ms`` passes."""
+        parked = ParkedWait(session, request_id, request)
+        self._job_waiters.park(parked)
+        parked.timer = asyncio.get_running_loop().call_later(
+            request.timeout_ms / 1000, self._wait_timed_out, parked
+        )
+
+    def _wait_timed_out(self, parked: ParkedWait) -> None:
+        parked.timer = None
+        if not parked.done:
+            self._job_waiters.remove(parked)
+            parked.session.finish_wait(parked.request_id, parked.request.job_id)
+
+    def _wake(self, ready: Iterable[str], finished: Iterable[str]) -> None:
+        if self._reserve_waiters:
+            self._reserve_waiters.wake(ready, self._serve_parked)
+        if self._job_waiters:
+            for parked in self._job_waiters.take(finished):
+                parked.session.finish_wait(parked.request_id, parked.request.job_id)
+
+    # ------------------------------------------------------------------ timer and wake-ups
+
+    def after_ops(self) -> None:
+        """Wake waiters for what the core reports ready or finished, and re-arm the timer."""
+        self._activity.set()
+        ready = self.core.take_ready()
+        finished = self.core.take_finished()
+        if ready or finished:
+            self._wake(ready, finished)
+        self._arm_timer()
+
+    def _arm_timer(self) -> None:
+        deadline = self.core.next_deadline()
+        if deadline == self._timer_deadline and (deadline is None or self._timer is not None):
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_deadline = deadline
+        if deadline is None or self._closed:
+            return
+        delay_ms = max(0, deadline - self.now_ms() + 1)  # +1: never wake a hair too early
+        self._timer = asyncio.get_running_loop().call_later(delay_ms / 1000, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_deadline = None
+        self.core.tick(self.now_ms())
+        self.committer.after_commit(self._background_commit_done)
+        self.after_ops()
+
+    def _background_commit_done(self, exc: BaseException | None) -> None:
+        if exc is not None:
+            _log.error("journal_failure", error=repr(exc))
+
+
+def _log_loop_exception(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """Route errors the event loop catches (in protocol callbacks) to the structured log."""
+    exc = context.get("exception")
+    _log.error("internal_error", message=context.get("message"),
+               error=repr(exc) if exc is not None else None,
+               exc_info=exc if isinstance(exc, BaseException) else None)
+
+
+async def run_broker(
+    settings: Settings,
+    *,
+    on_ready: Callable[[Server], None] | None = None,
+    handle_signals: bool = True,
+) -> None:
+    """Open the journal, recover, serve until SIGTERM/SIGINT (or ``request_shutdown``), shut down.
+
+    Args:
+        settings: the broker's settings.
+        on_ready: called with the server once it accepts connections.
+        handle_signals: install SIGTERM/SIGINT handlers that start the graceful shutdown.
+
+    Raises:
+        OSError: the data directory or the address is unusable.
+        Exception: the journal failed to open, load or write.
+    """
+    loop = asyncio.get_running_loop()
+    _log.info("starting", version=VERSION, settings=settings.redacted())
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    journal = await Journal.open(settings.journal_path, sync=SyncMode(settings.sync))
+    try:
+        started = time.perf_counter()
+        snapshot = await journal.load()
+        core = Core.restore(
+            core_config(settings), snapshot, wall_clock_ms(),
+            rng=random.Random(), token_base=secrets.randbits(62),
+        )
+        _log.info("recovered", jobs=len(snapshot.jobs), queues=len(snapshot.queues),
+                  seconds=round(time.perf_counter() - started, 3))
+        del snapshot
+        server = Server(settings, core, journal)
+        previous_handler = loop.get_exception_handler()
+        loop.set_exception_handler(_log_loop_exception)
+        if handle_signals:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(signum, server.request_shutdown)
+        try:
+            await server.run(on_ready)
+        finally:
+            loop.set_exception_handler(previous_handler)
+            if handle_signals:
+                for signum in (signal.SIGTERM, signal.SIGINT):
+                    loop.remove_signal_handler(signum)
+    finally:
+        await journal.close()

@@ -1,0 +1,533 @@
+"""One client connection: handshake, request dispatch, batched replies, backpressure.
+
+Theory of operation
+-------------------
+A ``Session`` is the ``asyncio.Protocol`` of one TCP connection. ``data_received`` feeds the bytes
+to a ``FrameDecoder`` and handles every complete request in order; each handler calls the core
+synchronously and either queues its reply at once (reads, ``reserve``) or hands a callback to the
+group committer so the reply leaves only after the write's transaction committed. Replies queued
+while handling one chunk of input, or while one commit completes, go out in a single
+``transport.write`` of consecutive frames.
+
+Connection states and their moves (``ConnState``; an illegal move raises):
+
+    HANDSHAKE --hello ok--> OPEN --> CLOSING --> CLOSED
+        \\-------------------------------^----------^
+
+Rules:
+1. Before a successful ``hello`` every other request gets ``HANDSHAKE_REQUIRED`` (the connection
+   stays). A wrong version gets ``UNSUPPORTED_VERSION``, a wrong token ``UNAUTHORIZED``; both close.
+2. A request with a valid envelope (``[0, id, op, args]``) but a bad op or bad arguments gets an
+   ERROR reply and the connection stays. Anything the decoder rejects (bad msgpack, a frame over
+   the cap) or a message that is not a request gets an ``error`` event, then the connection closes.
+3. ``inflight`` counts requests read but not yet answered (waiting for a commit, parked long-polls
+   and waits). Reading pauses while ``inflight >= max_inflight`` or while the transport's write
+   buffer is above its high-water mark; a request already read when ``inflight`` is at the cap gets
+   ``OVERLOADED``.
+4. Once CLOSING, nothing more is read and replies still pending are dropped.
+
+Reply bodies (the ``body`` map of a REPLY):
+
+    hello        {version, server, now, max_frame, max_payload, max_batch, max_inflight}
+    ping         {now}
+    enqueue      {ids: [str], duplicates: [index]}
+    reserve      {jobs: [ReservedJob as array]}
+    ack/fail/extend  {results: [[code, value]]}
+    progress, pause, resume   {}
+    get, wait    {job: JobInfo map}             (NOT_FOUND error when the job does not exist)
+    cancel       {state: the state the job was in}
+    stats        {queues: {name: QueueStats map}, broker: {version, connections, uptime_ms}}
+    clean        {removed: int}
+    list_failed  {jobs: [JobInfo map], total: int}
+    retry_failed {retried: int, not_failed: [ids that were not failed jobs of the queue]}
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+from collections.abc import Callable
+from enum import Enum
+from typing import TYPE_CHECKING, Any, Final, cast
+
+from broker.core import CoreError
+from broker.log import get_logger
+from broker.longpoll import ParkedReserve, ParkedWait
+from protocol.codec import FrameDecoder, encode_frames
+from protocol.errors import ErrorCode, ProtocolError
+from protocol.messages import (
+    PROTOCOL_VERSION,
+    Ack,
+    Cancel,
+    Clean,
+    Enqueue,
+    Event,
+    Extend,
+    Fail,
+    Get,
+    Hello,
+    JobState,
+    ListFailed,
+    Op,
+    Pause,
+    Progress,
+    Request,
+    Reserve,
+    ReservedJob,
+    Resume,
+    RetryFailed,
+    Stats,
+    Wait,
+    error_message,
+    event_message,
+    parse_request,
+    reply_message,
+    request_id_of,
+)
+
+if TYPE_CHECKING:
+    from broker.server import Server
+
+WRITE_HIGH_WATER: Final = 1 << 20
+"""Bytes of unsent replies above which a connection stops being read."""
+WRITE_LOW_WATER: Final = 256 << 10
+"""Bytes of unsent replies below which reading resumes."""
+
+_log = get_logger("session")
+
+
+class ConnState(Enum):
+    HANDSHAKE = "handshake"
+    OPEN = "open"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+_MOVES: Final = {
+    ConnState.HANDSHAKE: frozenset({ConnState.OPEN, ConnState.CLOSING, ConnState.CLOSED}),
+    ConnState.OPEN: frozenset({ConnState.CLOSING, ConnState.CLOSED}),
+    ConnState.CLOSING: frozenset({ConnState.CLOSED}),
+    ConnState.CLOSED: frozenset(),
+}
+_FINISHED: Final = frozenset({JobState.COMPLETED, JobState.FAILED})
+
+
+class Session(asyncio.Protocol):
+    """The protocol of one connection. Created by the server's listener, one per accept.
+
+    Args:
+        server: the broker this connection belongs to.
+    """
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.conn_id = server.next_conn_id()
+        self.state = ConnState.HANDSHAKE
+        self.client_name = ""
+        self.peer: str = "?"
+        self.inflight = 0
+        self.parked: set[ParkedReserve | ParkedWait] = set()
+        self.read_pauses = 0
+        """How many times reading was paused (exposed for tests and stats)."""
+        self._settings = server.settings
+        self._decoder = FrameDecoder(server.settings.max_frame)
+        self._transport: asyncio.Transport | None = None
+        self._out: list[Any] = []
+        self._in_batch = False
+        self._flush_handle: asyncio.Handle | None = None
+        self._reading_paused = False
+        self._writing_paused = False
+        self._close_reason: str | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._last_input = 0.0
+
+    # ------------------------------------------------------------------ asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass, but is one
+        self._transport = transport
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        transport.set_write_buffer_limits(high=WRITE_HIGH_WATER, low=WRITE_LOW_WATER)
+        loop = asyncio.get_running_loop()
+        self._last_input = loop.time()
+        if not self.server.session_opened(self):
+            self.fail_connection(ErrorCode.OVERLOADED, "too many connections")
+            return
+        self._timer = loop.call_later(self._settings.handshake_timeout, self._on_timer)
+
+    def data_received(self, data: bytes) -> None:
+        if self.state is ConnState.CLOSING or self.state is ConnState.CLOSED:
+            return
+        self._last_input = asyncio.get_running_loop().time()
+        try:
+            self._decoder.feed(data)
+        except ProtocolError as exc:
+            self.fail_connection(exc.code, exc.message)
+            return
+        now = self.server.now_ms()
+        self._in_batch = True
+        try:
+            while self.state is ConnState.OPEN or self.state is ConnState.HANDSHAKE:
+                try:
+                    message = self._decoder.next_message()
+                except ProtocolError as exc:
+                    self.fail_connection(exc.code, exc.message)
+                    break
+                if message is None:
+                    break
+                self._on_message(message, now)
+        finally:
+            self._in_batch = False
+        self.server.after_ops()
+        self._flush()
+
+    def eof_received(self) -> bool | None:
+        self._close_reason = self._close_reason or "peer closed"
+        return None  # let the transport close itself
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.state is ConnState.CLOSED:
+            return
+        reason = self._close_reason or (
+            "peer closed" if exc is None else f"connection error: {exc}"
+        )
+        self._move(ConnState.CLOSED)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        self._out.clear()
+        self.server.session_closed(self, reason)
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+        self._update_reading()
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        self._update_reading()
+
+    # ------------------------------------------------------------------ output
+
+    def send(self, message: Any) -> None:
+        """Queue one outgoing message; it is written with the others of this batch."""
+        if self.state is ConnState.CLOSING or self.state is ConnState.CLOSED:
+            return
+        self._out.append(message)
+        if not self._in_batch and self._flush_handle is None:
+            self._flush_handle = asyncio.get_running_loop().call_soon(self._flush)
+
+    def send_event(self, event: Event, body: dict[str, Any]) -> None:
+        """Queue a server-initiated event."""
+        self.send(event_message(event, body))
+
+    def _flush(self) -> None:
+        self._flush_handle = None
+        if self._out and self._transport is not None and not self._transport.is_closing():
+            out, self._out = self._out, []
+            self._transport.write(encode_frames(out))
+
+    def reply(self, request_id: int, body: dict[str, Any]) -> None:
+        self.send(reply_message(request_id, body))
+
+    def error(self, request_id: int, code: ErrorCode, text: str) -> None:
+        self.send(error_message(request_id, code, text))
+
+    def finish(self, request_id: int, body: dict[str, Any]) -> None:
+        """Answer a request that was counted in ``inflight``."""
+        self._end()
+        self.reply(request_id, body)
+
+    def finish_error(self, request_id: int, code: ErrorCode, text: str) -> None:
+        """Answer, with an error, a request that was counted in ``inflight``."""
+        self._end()
+        self.error(request_id, code, text)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def close(self, reason: str) -> None:
+        """Flush what is queued and close the connection (idempotent)."""
+        if self.state is ConnState.CLOSING or self.state is ConnState.CLOSED:
+            return
+        self._flush()
+        self._close_reason = reason
+        self._move(ConnState.CLOSING)
+        if self._transport is not None:
+            self._transport.close()
+
+    def abort(self) -> None:
+        """Drop the connection without flushing (shutdown, for peers that stopped reading)."""
+        if self._transport is not None and self.state is not ConnState.CLOSED:
+            self._close_reason = self._close_reason or "shutdown"
+            self._transport.abort()
+
+    def fail_connection(self, code: ErrorCode, message: str) -> None:
+        """Send an ``error`` event and close: the stream cannot go on."""
+        _log.info("protocol_error", conn=self.conn_id, code=code.value, message=message)
+        self.send_event(Event.ERROR, {"code": code.value, "message": message})
+        self.close(f"{code.value}: {message}")
+
+    def _move(self, state: ConnState) -> None:
+        if state not in _MOVES[self.state]:
+            raise RuntimeError(f"connection {self.conn_id}: {self.state.value} -> {state.value}")
+        self.state = state
+
+    def _on_timer(self) -> None:
+        """The handshake deadline, then (when configured) the idle deadline."""
+        self._timer = None
+        if self.state is ConnState.HANDSHAKE:
+            self.fail_connection(
+                ErrorCode.TIMEOUT, f"no hello within {self._settings.handshake_timeout:g} s"
+            )
+            return
+        idle = self._settings.idle_timeout
+        if self.state is not ConnState.OPEN or idle <= 0:
+            return
+        loop = asyncio.get_running_loop()
+        quiet = loop.time() - self._last_input
+        if quiet >= idle and self.inflight == 0:
+            self.fail_connection(ErrorCode.TIMEOUT, f"idle for {idle:g} s")
+            return
+        self._timer = loop.call_later(max(idle - quiet, idle if self.inflight else 0.0),
+                                      self._on_timer)
+
+    def _begin(self) -> None:
+        self.inflight += 1
+        if self.inflight >= self._settings.max_inflight:
+            self._update_reading()
+
+    def _end(self) -> None:
+        self.inflight -= 1
+        if self._reading_paused:
+            self._update_reading()
+
+    def _update_reading(self) -> None:
+        transport = self._transport
+        if transport is None or self.state is ConnState.CLOSED:
+            return
+        pause = self._writing_paused or self.inflight >= self._settings.max_inflight
+        if pause and not self._reading_paused:
+            self._reading_paused = True
+            self.read_pauses += 1
+            transport.pause_reading()
+        elif not pause and self._reading_paused:
+            self._reading_paused = False
+            if self.state is ConnState.OPEN or self.state is ConnState.HANDSHAKE:
+                transport.resume_reading()
+
+    # ------------------------------------------------------------------ dispatch
+
+    def _on_message(self, message: Any, now: int) -> None:
+        request_id = request_id_of(message)
+        if request_id is None:
+            self.fail_connection(
+                ErrorCode.BAD_FRAME, "expected a request [0, request_id, op, args]"
+            )
+            return
+        if self.state is ConnState.HANDSHAKE and message[2] != Op.HELLO:
+            self.error(request_id, ErrorCode.HANDSHAKE_REQUIRED, "send hello first")
+            return
+        try:
+            _, op, request = parse_request(message)
+        except ProtocolError as exc:
+            self.error(request_id, exc.code, exc.message)
+            return
+        if isinstance(request, Hello):
+            self._hello(request_id, request, now)
+            return
+        if self.inflight >= self._settings.max_inflight:
+            self.error(request_id, ErrorCode.OVERLOADED,
+                       f"more than {self._settings.max_inflight} requests in flight")
+            return
+        try:
+            _HANDLERS[op](self, request_id, request, now)
+        except CoreError as exc:
+            self.error(request_id, exc.code, exc.message)
+        except Exception as exc:
+            _log.exception("internal_error", conn=self.conn_id, op=op, error=repr(exc))
+            self.error(request_id, ErrorCode.INTERNAL, f"internal error: {type(exc).__name__}")
+
+    def _hello(self, request_id: int, hello: Hello, now: int) -> None:
+        if self.state is not ConnState.HANDSHAKE:
+            self.error(request_id, ErrorCode.HANDSHAKE_REQUIRED, "hello was already done")
+            return
+        if hello.version != PROTOCOL_VERSION:
+            self.error(request_id, ErrorCode.UNSUPPORTED_VERSION,
+                       f"this broker speaks protocol version {PROTOCOL_VERSION}")
+            self.close(f"unsupported version {hello.version}")
+            return
+        token = self._settings.token
+        if token is not None:
+            given = (hello.token or "").encode()
+            if not hmac.compare_digest(given, token.encode()):
+                self.error(request_id, ErrorCode.UNAUTHORIZED, "missing or wrong token")
+                self.close("unauthorized")
+                return
+        self._move(ConnState.OPEN)
+        self.client_name = hello.client
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._settings.idle_timeout > 0:
+            self._timer = asyncio.get_running_loop().call_later(
+                self._settings.idle_timeout, self._on_timer
+            )
+        self.reply(request_id, self.server.hello_body(now))
+
+    def _after_commit(self, request_id: int, body: dict[str, Any]) -> None:
+        """Send ``body`` once everything the core changed so far is committed."""
+        self._begin()
+
+        def committed(exc: BaseException | None) -> None:
+            if exc is None:
+                self.finish(request_id, body)
+            else:
+                self.finish_error(request_id, ErrorCode.JOURNAL_FAILURE,
+                                  "not acknowledged: the write could not be made durable; it may "
+                                  "or may not take effect; retry (with the same job id) to be safe")
+
+        self.server.committer.after_commit(committed)
+
+    # ------------------------------------------------------------------ operations
+
+    def _ping(self, request_id: int, request: Request, now: int) -> None:
+        self.reply(request_id, {"now": now})
+
+    def _enqueue(self, request_id: int, request: Request, now: int) -> None:
+        assert isinstance(request, Enqueue)
+        if self.server.draining:
+            self.error(request_id, ErrorCode.DRAINING, "the broker is shutting down")
+            return
+        result = self.server.core.enqueue(request.queue, request.jobs, now)
+        self._after_commit(request_id, {"ids": result.ids, "duplicates": result.duplicates})
+
+    def _reserve(self, request_id: int, request: Request, now: int) -> None:
+        assert isinstance(request, Reserve)
+        if self.server.draining:
+            self.reply(request_id, {"jobs": ()})
+            return
+        jobs = self.server.reserve_for(self, request, now)
+        if jobs:
+            self.reply(request_id, {"jobs": jobs})
+        elif request.wait_ms > 0:
+            self._begin()
+            self.server.park_reserve(self, request_id, request)
+        else:
+            self.reply(request_id, {"jobs": ()})
+
+    def finish_reserve(self, request_id: int, jobs: list[ReservedJob]) -> None:
+        """Answer a parked reserve (woken with jobs, timed out or drained)."""
+        self.finish(request_id, {"jobs": jobs})
+
+    def _ack(self, request_id: int, request: Request, now: int) -> None:
+        assert isinstance(request, Ack)
+        outcomes = self.server.core.ack(request.items, now)
+        self._after_commit(request_id, {"results": outcomes})
+
+    def _fail(self, request_id: int, request: Request, now: int) -> None:
+        assert isinstance(request, Fail)
+        outcomes = self.server.core.fail(request.items, now)
+        self._after_commit(request_id, {"results": outcomes})
+
+    def _extend(self, request_id: int, request: Request, now: int) -> None:
+        assert isinstance(request, Extend)
+        outcomes = self.server.core.extend(request.items, now)
+        self._after_commit(request_id, {"results": outcomes})
+
+    def _progress(self, request_id: int, request: Request, now: int) -> None:
+        assert isinstance(request, Progress)
+        self.server.core.progress(request.job_id, request.token, request.progress, now)
+        self._after_commit(request_id, {})
+
+    def _get(self, request_id: int, request: Request, now: int) -> None:
+        assert isinstance(request, Get)
+        info = self.server.core.get(request.job_id)
+        if info is None:
+            self.error(request_id, ErrorCode.NOT_FOUND, f"no job {request.job_id!r}")
+        else:
+            self.reply(request_id, {"job": info.to_wire()})
+
+    def _wait(self, request_id: int, request: Request, now: int) -> None:
+        assert isinstance(request, Wait)
+        info = self.server.core.get(request.job_id)
+        if info is None:
+            self.error(request_id, ErrorCode.NOT_FOUND, f"no job {request.job_id!r}")
+        elif info.state in _FINISHED or request.timeout_ms == 0:
+            self.reply(request_id, {"job": info.to_wire()})
+        else:
+            self._begin()
+            self.server.park_wait(self, request_id, request)
+
+    def finish_wait(self, request_id: int, job_id: str) -> None:
+        """Answer a parked wait with the job as it is now."""
+        info = self.server.core.get(job_id)
+        if info is None:
+            self.finish_error(request_id, ErrorCode.NOT_FOUND, f"job {job_id!r} was removed")
+        else:
+            self.finish(request_id, {"job": info.to_wire()})
+
+    def _cancel(self, request_id: int, request: Request, now: int) -> None:
+        assert isinstance(request, Cancel)
+        prior = self.server.core.cancel(request.job_id, now)
+        self._after_commit(request_id, {"state": prior})
+
+    def _stats(self, request_id: int, request: Request, now: int) -> None:
+        assert isinstance(request, Stats)
+        queues = self.server.core.stats(request.queue, now)
+        self.reply(request_id, {
+            "queues": {name: stats.to_wire() for name, stats in queues.items()},
+            "broker": self.server.broker_stats(now),
+        })
+
+    def _pause(self, request_id: int, request: Request, now: int) -> None:
+        assert isinstance(request, Pause)
+        self.server.core.pause(request.queue, now)
+        self._after_commit(request_id, {})
+
+    def _resume(self, request_id: int, request: Request, now: int) -> None:
+        assert isinstance(request, Resume)
+        self.server.core.resume(request.queue, now)
+        self._after_commit(request_id, {})
+
+    def _clean(self, request_id: int, request: Request, now: int) -> None:
+        assert isinstance(request, Clean)
+        removed = self.server.core.clean(
+            request.queue, request.state, request.older_than_ms, request.limit, now
+        )
+        self._after_commit(request_id, {"removed": removed})
+
+    def _list_failed(self, request_id: int, request: Request, now: int) -> None:
+        assert isinstance(request, ListFailed)
+        jobs, total = self.server.core.list_failed(request.queue, request.limit, request.offset)
+        self.reply(request_id, {"jobs": [info.to_wire() for info in jobs], "total": total})
+
+    def _retry_failed(self, request_id: int, request: Request, now: int) -> None:
+        assert isinstance(request, RetryFailed)
+        retried, not_failed = self.server.core.retry_failed(
+            request.queue, request.job_ids, request.limit, now
+        )
+        self._after_commit(request_id, {"retried": retried, "not_failed": not_failed})
+
+
+_Handler = Callable[[Session, int, Request, int], None]
+_HANDLERS: Final[dict[str, _Handler]] = {
+    Op.PING: Session._ping,
+    Op.ENQUEUE: Session._enqueue,
+    Op.RESERVE: Session._reserve,
+    Op.ACK: Session._ack,
+    Op.FAIL: Session._fail,
+    Op.EXTEND: Session._extend,
+    Op.PROGRESS: Session._progress,
+    Op.GET: Session._get,
+    Op.WAIT: Session._wait,
+    Op.CANCEL: Session._cancel,
+    Op.STATS: Session._stats,
+    Op.PAUSE: Session._pause,
+    Op.RESUME: Session._resume,
+    Op.CLEAN: Session._clean,
+    Op.LIST_FAILED: Session._list_failed,
+    Op.RETRY_FAILED: Session._retry_failed,
+}
