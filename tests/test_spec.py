@@ -1,0 +1,73 @@
+"""protocol/SPEC.md stays true: its example bytes come from the encoder, and it names everything."""
+
+from __future__ import annotations
+
+import re
+
+from bench import spec_example
+from protocol.codec import FrameDecoder
+from protocol.errors import ErrorCode
+from protocol.messages import (
+    JOB_INFO_FIELDS,
+    QUEUE_STATS_FIELDS,
+    ErrorReply,
+    Event,
+    Op,
+    Reply,
+    ServerEvent,
+    parse_request,
+    parse_server_message,
+)
+
+SPEC = spec_example.SPEC_PATH.read_text(encoding="utf-8")
+
+
+def test_example_exchange_matches_the_encoder() -> None:
+    assert spec_example.current_block(SPEC) == spec_example.render(), (
+        "protocol/SPEC.md is out of date: run `.venv/bin/python -m bench.spec_example --write`"
+    )
+
+
+def _hex_frames(block: str) -> list[bytes]:
+    """Parse the hex dump back into frames (one per blank-line-separated step)."""
+    frames = []
+    for step in block.split("\n\n"):
+        data = bytearray()
+        for line in step.splitlines():
+            if re.match(r"^[0-9a-f]{8}  ", line):  # offset, then 16 bytes in columns 10..57
+                data += bytes.fromhex(line[10:58].replace(" ", ""))
+        frames.append(bytes(data))
+    return frames
+
+
+def test_example_hex_decodes_to_the_stated_exchange() -> None:
+    frames = _hex_frames(spec_example.current_block(SPEC))
+    steps = spec_example.exchange()
+    assert len(frames) == len(steps)
+    for frame, step in zip(frames, steps, strict=True):
+        decoder = FrameDecoder()
+        decoder.feed(frame)
+        (message,) = decoder.messages()
+        if step.direction == "C->B":
+            request_id, op, _ = parse_request(message)
+            assert (request_id, op) == (step.message[1], step.message[2])
+        else:
+            assert isinstance(parse_server_message(message), Reply)
+
+
+def test_spec_names_every_op_code_event_and_field() -> None:
+    for op in Op:
+        assert f"`{op.value}`" in SPEC, op
+    for code in ErrorCode:
+        assert f"`{code.value}`" in SPEC, code
+    for event in Event:
+        assert f"`{event.value}`" in SPEC, event
+    for key in (*JOB_INFO_FIELDS, *QUEUE_STATS_FIELDS):
+        assert f"`{key}`" in SPEC, key
+
+
+def test_error_and_event_shapes_in_spec_parse() -> None:
+    assert parse_server_message((2, 7, "NOT_FOUND", "no job '1'")) == ErrorReply(
+        7, "NOT_FOUND", "no job '1'"
+    )
+    assert parse_server_message((3, "draining", {})) == ServerEvent("draining", {})
