@@ -342,6 +342,7 @@ class Connection:
         wire = self._wire
         if wire is not None and wire.transport is not None:
             self._flush()
+            self._fail_pending(ConnectionClosedError("connection closed by the client"), None)
             wire.transport.close()
         supervisor, self._supervisor = self._supervisor, None
         if supervisor is not None:
