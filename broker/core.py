@@ -488,11 +488,25 @@ class Core(CoreAdmin):
             self._schedule_prune(finished, queue)
 
     def next_deadline(self) -> int | None:
-        """The earliest time at which ``tick`` has work (possibly early, never late), or None."""
+        """The earliest time at which ``tick`` has work, or ``None``.
+
+        Stale entries at the top of the heaps are dropped first, so an idle core (say, after
+        acks) arms no timer; the answer may still be early (an extended lease), never late.
+        """
+        leases = self._leases
+        entries = leases.entries
+        while entries and entries[0][2].lease_token != entries[0][1]:
+            heapq.heappop(entries)
+            leases.stale -= 1
+        delayed = self._delayed
+        entries = delayed.entries
+        while entries and not self._delayed_entry_live(entries[0]):
+            heapq.heappop(entries)
+            delayed.stale -= 1
         times = [
             time for time in (
-                self._delayed.peek_time(),
-                self._leases.peek_time(),
+                delayed.peek_time(),
+                leases.peek_time(),
                 self._prunes[0][0] if self._prunes else None,
             )
             if time is not None

@@ -5,7 +5,8 @@ small (``__slots__``, payload as ``bytes``, rarely-set options in one shared ``J
 because a broker holds millions of them: the budget is well under 600 bytes per waiting job.
 
 Invariants:
-- ``state`` changes only through ``Job.move_to``, which checks ``TRANSITIONS``.
+- ``state`` changes only through ``Job.move_to``, which checks ``TRANSITIONS`` (the core's ack
+  hot path assigns ACTIVE -> COMPLETED directly; that move is in the table and tested).
 - ``lease_token``, ``lease_deadline`` and ``owner`` are set exactly while ``state`` is ACTIVE.
 - ``attempts`` counts deliveries that have started (a reservation starts one).
 - ``seq`` is unique and increases with enqueue order; broker-assigned ids are ``str(seq)``.
@@ -127,6 +128,20 @@ class Job:
         if state not in TRANSITIONS[self.state]:
             raise IllegalTransition(f"job {self.id}: {self.state} -> {state}")
         self.state = state
+
+    def clone(self) -> Job:
+        """An independent copy with every field (as a journal row read back would give)."""
+        copy = Job(
+            self.seq, self.id, self.queue, self.name, self.payload, priority=self.priority,
+            run_at=self.run_at, max_attempts=self.max_attempts, options=self.options,
+            state=self.state, created_at=self.created_at, attempts=self.attempts,
+            started_at=self.started_at, finished_at=self.finished_at, progress=self.progress,
+            result=self.result, error=self.error,
+        )
+        copy.lease_token = self.lease_token
+        copy.lease_deadline = self.lease_deadline
+        copy.owner = self.owner
+        return copy
 
     def __repr__(self) -> str:
         return f"<Job {self.id} {self.queue}/{self.name} {self.state} attempts={self.attempts}>"
