@@ -5,9 +5,8 @@ callbacks, batching, shutdown. Waits only bound how long a test may hang; nothin
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -22,6 +21,7 @@ from client import (
     Worker,
     fixed,
 )
+from tests.clienttools import running, until
 from tests.conftest import RunningBroker
 
 NO_WAIT = fixed(0)
@@ -36,27 +36,6 @@ def url(broker: RunningBroker) -> str:
 async def client(url: str) -> AsyncIterator[Client]:
     async with Client(url) as c:
         yield c
-
-
-@contextlib.asynccontextmanager
-async def running(worker: Worker) -> AsyncIterator[Worker]:
-    task = asyncio.create_task(worker.run())
-    try:
-        yield worker
-    finally:
-        await worker.close()
-        await asyncio.wait_for(task, 30)
-
-
-async def until(predicate: Callable[[], Awaitable[bool] | bool], limit: float = 15) -> None:
-    async with asyncio.timeout(limit):
-        while True:
-            value = predicate()
-            if isinstance(value, Awaitable):
-                value = await value
-            if value:
-                return
-            await asyncio.sleep(0.01)
 
 
 def make_worker(url: str, queue: str, handler: Any, **kwargs: Any) -> Worker:

@@ -1,0 +1,116 @@
+"""The worker with real processes: ``jobwire worker`` shut down by SIGTERM without losing jobs,
+and a worker that keeps going while the broker is killed (SIGKILL) and restarted under it."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from client import Client, JobContext, JobState, Queue, Worker
+from tests.clienttools import until
+from tests.conftest import BrokerProcess, jobwire_command
+
+HANDLERS = textwrap.dedent("""
+    import asyncio
+    import pathlib
+
+    LOG = pathlib.Path(__file__).with_name("started.log")
+
+    async def slow(job):
+        with LOG.open("a") as log:
+            log.write(job.id + "\\n")
+        await asyncio.sleep(job.data["seconds"])
+        return {"slept": job.data["seconds"]}
+
+    handlers = {"slow": slow}
+""")
+
+
+def url_of(broker: BrokerProcess) -> str:
+    return f"jobwire://{broker.host}:{broker.port}"
+
+
+async def test_sigterm_finishes_running_jobs_and_loses_none(
+    broker_process: BrokerProcess, tmp_path: Path
+) -> None:
+    (tmp_path / "tasks_sigterm.py").write_text(HANDLERS)
+    started_log = tmp_path / "started.log"
+    async with Client(url_of(broker_process)) as client:
+        queue = client.queue("proc")
+        jobs = await queue.add_bulk([("slow", {"seconds": 0.5})] * 6)
+        worker = await asyncio.create_subprocess_exec(
+            *jobwire_command(), "worker", "tasks_sigterm:handlers", "--queue", "proc",
+            "--concurrency", "3", "--grace", "20", "--url", url_of(broker_process),
+            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )
+        try:
+            await until(lambda: started_log.exists()
+                        and len(started_log.read_text().split()) >= 3, 30)
+            worker.send_signal(signal.SIGTERM)
+            output, _ = await asyncio.wait_for(worker.communicate(), 30)
+        finally:
+            if worker.returncode is None:
+                worker.kill()
+                await worker.wait()
+        assert worker.returncode == 0, output.decode()
+        started = set(started_log.read_text().split())
+        states = {}
+        for job in jobs:
+            await job.refresh()
+            states[job.id] = job.state
+        # every job that started finished; the rest still wait; nothing is lost or active
+        assert started and all(states[i] is JobState.COMPLETED for i in started), states
+        assert all(s in (JobState.COMPLETED, JobState.WAITING) for s in states.values()), states
+        assert (await queue.stats()).active == 0
+
+
+async def test_worker_survives_a_broker_restart(broker_process: BrokerProcess) -> None:
+    total = 300
+    handled = 0
+
+    async def work(job: JobContext) -> int:
+        nonlocal handled
+        handled += 1
+        await asyncio.sleep(0.005)
+        return int(job.data)
+
+    worker = Worker(url_of(broker_process), "restart", work, concurrency=20,
+                    handle_signals=False, poll_wait=0.5, reconnect_cap=0.2)
+    async with Client(url_of(broker_process), reconnect_cap=0.2) as client:
+        queue = client.queue("restart", attempts=10, backoff={"type": "fixed", "delay": 0})
+        jobs = await queue.add_bulk([("w", i) for i in range(total)])
+        task = asyncio.create_task(worker.run())
+        try:
+            await until(lambda: handled >= total // 3, 30)
+            broker_process.kill()
+            await asyncio.to_thread(broker_process.start)
+            await until(lambda: _completed(queue, total), 60)
+        finally:
+            await worker.close()
+            await asyncio.wait_for(task, 30)
+        results = [await job.wait(timeout=10) for job in jobs]
+        assert results == list(range(total))
+        stats = worker.statistics()
+        assert stats.connection.connects >= 2
+        assert (await queue.stats()).active == 0
+
+
+async def _completed(queue: Queue, total: int) -> bool:
+    return (await queue.stats()).total_completed >= total
+
+
+def test_worker_command_reports_bad_targets(tmp_path: Path) -> None:
+    for target, message in (("nomodule_xyz:handler", "cannot import"),
+                            ("json:no_such_attr", "has no attribute"),
+                            ("json", "MODULE:ATTRIBUTE"),
+                            ("json:__doc__", "not a function")):
+        done = subprocess.run([*jobwire_command(), "worker", target, "--url",
+                               "jobwire://127.0.0.1:1"], cwd=tmp_path, capture_output=True,
+                              text=True, timeout=60)
+        assert done.returncode == 2, done
+        assert message in done.stderr and done.stderr.startswith("jobwire: error:")
+    assert sys.executable
