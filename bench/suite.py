@@ -1,0 +1,224 @@
+"""``jobwire bench suite``: the standard suite, one row per target of the bench issue.
+
+Each step runs one scenario against a fresh broker of its own (so no step inherits another's
+backlog), checks its target and adds a row. Then the micro benchmarks that exist in ``bench/``
+(``bench_codec``, ``bench_core``, ``bench_journal``: codec, core and journal alone, written with
+the protocol and broker) run as subprocesses and their output is kept verbatim. ``--json``
+writes ``{"results": [...], "micro": [...], ...}``; ``--markdown`` writes the table
+``bench/README.md`` shows. ``--scale`` multiplies job counts and durations (the smoke test runs
+the whole suite at a tiny scale; figures at a small scale say nothing about speed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import math
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from bench.broker_proc import BrokerStartError
+from bench.report import check_target, conditions, jobwire_version, markdown, table, write_json
+from bench.report import console as report_console
+from bench.runner import BenchError
+from bench.scenarios import Params, run_scenario
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One suite row: a scenario with fixed options and its target."""
+
+    name: str
+    scenario: str
+    options: dict[str, Any]
+    target: str = ""
+    checks: tuple[tuple[str, str, float], ...] = ()
+    scaled: tuple[str, ...] = ("jobs",)
+
+
+STANDARD: tuple[Step, ...] = (
+    Step("enqueue-bulk", "enqueue", {"jobs": 200_000, "batch": 1000, "producers": 1},
+         ">= 100,000 jobs/s", (("jobs_per_s", ">=", 100_000),)),
+    Step("enqueue-single", "enqueue",
+         {"jobs": 100_000, "batch": 1, "in_flight": 100, "producers": 1},
+         ">= 40,000 jobs/s", (("jobs_per_s", ">=", 40_000),)),
+    Step("drain", "drain", {"jobs": 50_000, "workers": 1, "concurrency": 50},
+         ">= 30,000 jobs/s", (("jobs_per_s", ">=", 30_000),)),
+    Step("latency-500", "latency", {"jobs": 5_000, "rate": 500.0, "workers": 1,
+                                    "concurrency": 50},
+         "start p50 <= 1 ms, p99 <= 3 ms",
+         (("latency_ms.p50", "<=", 1.0), ("latency_ms.p99", "<=", 3.0))),
+    Step("mixed", "mixed", {"jobs": 0, "duration": 10.0, "warmup": 2.0, "producers": 1,
+                            "workers": 1, "concurrency": 50, "batch": 100, "in_flight": 2},
+         ">= 20,000 jobs/s", (("jobs_per_s", ">=", 20_000),), scaled=("duration", "warmup")),
+    Step("rss-1m-waiting", "enqueue", {"jobs": 1_000_000, "batch": 1000, "producers": 1},
+         "RSS end <= 600 MiB", (("broker.rss_mb_end", "<=", 600.0),)),
+    Step("recovery", "recovery", {"jobs": 200_000, "stop_signal": "kill"}),
+)
+
+MICRO: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("bench.bench_codec", ()),
+    ("bench.bench_core", ("--jobs", "300000", "--repeat", "1", "--memory-jobs", "1000000")),
+    ("bench.bench_journal", ("--jobs", "100000")),
+)
+
+
+def add_suite_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``jobwire bench suite`` options."""
+    parser.add_argument("--json", metavar="PATH", help="write every result as JSON")
+    parser.add_argument("--markdown", metavar="PATH", help="write the table as markdown")
+    parser.add_argument("--only", metavar="NAMES",
+                        help="comma-separated step names (default: all): "
+                             + ", ".join(step.name for step in STANDARD))
+    parser.add_argument("--scale", type=float, default=1.0,
+                        help="multiply job counts and durations (default 1)")
+    parser.add_argument("--sync", choices=("full", "normal", "off"), default="full",
+                        help="the brokers' journal sync mode (default full)")
+    parser.add_argument("--data-dir", help="where the brokers' temporary data directories go")
+    parser.add_argument("--no-micro", action="store_true",
+                        help="skip the codec/core/journal micro benchmarks")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def scaled_step(step: Step, scale: float) -> Step:
+    """``step`` with its scaled options multiplied by ``scale`` (at least 1 job, 2 seconds)."""
+    if scale == 1.0:
+        return step
+    options = dict(step.options)
+    for key in step.scaled:
+        if key == "jobs":
+            options[key] = max(1, int(options[key] * scale))
+        elif key == "duration":
+            options[key] = max(2.0, math.ceil(options[key] * scale))
+        else:
+            options[key] = max(1.0, math.floor(options[key] * scale))
+    return replace(step, options=options)
+
+
+def step_command(step: Step, sync: str) -> str:
+    """The ``jobwire bench`` command line that runs the same as ``step``."""
+    flags = {"stop_signal": "signal"}
+    parts = ["jobwire", "bench", step.scenario]
+    for key, value in step.options.items():
+        if step.scenario == "mixed" and key == "jobs":
+            continue
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        parts += [f"--{flags.get(key, key).replace('_', '-')}", str(value)]
+    parts += ["--sync", sync]
+    return " ".join(parts)
+
+
+@dataclass(slots=True)
+class SuiteRun:
+    """Everything a suite run produced."""
+
+    results: list[dict[str, Any]] = field(default_factory=list)
+    micro: list[dict[str, Any]] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+
+def run_micro(module: str, extra: tuple[str, ...], timeout: float = 600.0) -> dict[str, Any]:
+    """Run one micro benchmark module as a subprocess; its output is kept verbatim."""
+    command = [sys.executable, "-m", module, *extra]
+    started = time.monotonic()
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
+                              check=False)
+        output, code = done.stdout + done.stderr, done.returncode
+    except subprocess.TimeoutExpired as exc:
+        partial = exc.stdout or b""
+        text = partial.decode(errors="replace") if isinstance(partial, bytes) else partial
+        output, code = f"timed out after {timeout} s\n{text}", -1
+    return {"module": module, "command": "python -m " + " ".join([module, *extra]),
+            "returncode": code, "seconds": round(time.monotonic() - started, 2),
+            "output": output.strip()}
+
+
+def execute(args: argparse.Namespace, console: Console) -> SuiteRun:
+    """Run the selected steps and micro benchmarks, printing progress and failures."""
+    wanted = {name.strip() for name in args.only.split(",")} if args.only else None
+    steps = [scaled_step(step, args.scale) for step in STANDARD
+             if wanted is None or step.name in wanted]
+    if wanted is not None and len(steps) != len(wanted):
+        known = {step.name for step in STANDARD}
+        raise BenchError(f"unknown step(s): {', '.join(sorted(wanted - known))}")
+    out = SuiteRun()
+    for step in steps:
+        params = Params(sync=args.sync, data_dir=args.data_dir, quiet=args.quiet)
+        for key, value in step.options.items():
+            setattr(params, key, value)
+        console.print(f"[bold]{step.name}[/bold]: {step_command(step, args.sync)}")
+        try:
+            result = run_scenario(step.scenario, params)
+        except (BenchError, BrokerStartError) as exc:
+            out.failures.append(f"{step.name}: {exc}")
+            console.print(f"[red]{step.name} failed:[/red] {exc}")
+            continue
+        result["name"] = step.name
+        result["command"] = step_command(step, args.sync)
+        if step.checks:
+            check_target(result, step.target, step.checks)
+        out.results.append(result)
+    if not args.no_micro:
+        for module, extra in MICRO:
+            if importlib.util.find_spec(module) is None:
+                continue
+            console.print(f"[bold]micro[/bold]: python -m {module} {' '.join(extra)}")
+            out.micro.append(run_micro(module, extra))
+    return out
+
+
+def suite_markdown(run: SuiteRun, scale: float) -> str:
+    """The markdown report: the table, conditions, commands and the micro outputs."""
+    notes = []
+    if scale != 1.0:
+        notes.append(f"scale {scale}: job counts and durations scaled; not comparable figures")
+    notes += [f"FAILED {failure}" for failure in run.failures]
+    text = markdown(run.results, notes)
+    for micro in run.micro:
+        text += f"\n`{micro['command']}` (exit {micro['returncode']}, {micro['seconds']} s):\n\n"
+        text += "```\n" + micro["output"] + "\n```\n"
+    return text
+
+
+def run_suite(args: argparse.Namespace) -> int:
+    """``jobwire bench suite``: run, print the table, write JSON and markdown.
+
+    Returns:
+        0 when every step ran (met targets or not), 1 when a step failed to run.
+    """
+    console = report_console()
+    try:
+        run = execute(args, console)
+    except BenchError as exc:
+        console.print(f"[red]{exc}[/red]")
+        return 2
+    console.print(table(run.results, title="jobwire bench suite"))
+    console.print(conditions(run.results))
+    for micro in run.micro:
+        console.print(f"\n[bold]{micro['command']}[/bold] (exit {micro['returncode']})")
+        console.print(micro["output"], markup=False, highlight=False)
+    if args.json:
+        write_json(args.json, {
+            "version": jobwire_version(), "scale": args.scale, "sync": args.sync,
+            "conditions": conditions(run.results), "results": run.results,
+            "micro": run.micro, "failures": run.failures,
+        })
+    if args.markdown:
+        write_text(args.markdown, suite_markdown(run, args.scale))
+    for failure in run.failures:
+        console.print(f"[red]FAILED[/red] {failure}")
+    return 1 if run.failures else 0
+
+
+def write_text(path: str, text: str) -> None:
+    """Write the markdown report (creating its directory)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(text)
