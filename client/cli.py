@@ -17,9 +17,10 @@ import json
 import os
 import re
 import sys
+import threading
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, TextIO
 
 from client.connection import DEFAULT_URL
 from client.errors import JobwireError, NotFoundError
@@ -32,13 +33,17 @@ _UNITS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
 
 
+_streams = threading.local()
+"""Per-thread output streams that ``main(stdout=, stderr=)`` sets; default: ``sys.std*``."""
+
+
 def _out(text: str) -> None:
-    """Command output (stdout); the CLI's only way to print."""
-    sys.stdout.write(text + "\n")
+    """Command output; the CLI's only way to print."""
+    (getattr(_streams, "out", None) or sys.stdout).write(text + "\n")
 
 
 def _err(text: str) -> None:
-    sys.stderr.write(text + "\n")
+    (getattr(_streams, "err", None) or sys.stderr).write(text + "\n")
 
 
 def parse_duration(text: str) -> float:
@@ -309,8 +314,20 @@ def _first_line(text: str | None, limit: int) -> str:
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the client subcommands alone (``python -m client.cli``); ``jobwire`` has them too."""
+def main(
+    argv: Sequence[str] | None = None, *, stdout: TextIO | None = None,
+    stderr: TextIO | None = None,
+) -> int:
+    """Run the client subcommands alone (``python -m client.cli``); ``jobwire`` has them too.
+
+    Args:
+        argv: the arguments (``sys.argv[1:]`` when ``None``).
+        stdout: where command output goes (default ``sys.stdout``).
+        stderr: where error lines go (default ``sys.stderr``).
+
+    Returns:
+        The exit code.
+    """
     parser = argparse.ArgumentParser(prog="jobwire")
     register(parser.add_subparsers(title="commands", metavar="COMMAND"))
     args = parser.parse_args(argv)
@@ -318,7 +335,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if func is None:
         parser.print_help(sys.stderr)
         return 2
-    code: int = func(args)
+    _streams.out, _streams.err = stdout, stderr
+    try:
+        code: int = func(args)
+    finally:
+        _streams.out = _streams.err = None
     return code
 
 
