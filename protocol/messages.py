@@ -496,6 +496,8 @@ def parse_retention(value: Any, field: str) -> Retention | None:
 
 
 _JOB_PAD: Final = tuple((None,) * (11 - n) for n in range(12))
+_PLAIN_TAIL: Final = (0, None, None, None, None, None, None, None)
+"""A ``JobSpec`` from ``priority`` on, when every option is left to the broker."""
 _new_tuple = tuple.__new__
 
 
@@ -561,7 +563,17 @@ def _parse_ping(args: Mapping[str, Any]) -> Ping:
 def _parse_enqueue(args: Mapping[str, Any]) -> Enqueue:
     queue = _str(args, "queue")
     raw_jobs = _array(args, "jobs")
-    return Enqueue(queue, tuple([parse_job(raw, i) for i, raw in enumerate(raw_jobs)]))
+    jobs: list[JobSpec] = []
+    append = jobs.append
+    for index, raw in enumerate(raw_jobs):
+        # Fast path for the common job: no id, no options ([nil, name, payload]).
+        if type(raw) is tuple and len(raw) == 3 and raw[0] is None:
+            name, payload = raw[1], raw[2]
+            if type(payload) is bytes and type(name) is str and len(name) <= MAX_NAME_LEN:
+                append(_new_tuple(JobSpec, (None, name, payload, *_PLAIN_TAIL)))
+                continue
+        append(parse_job(raw, index))
+    return Enqueue(queue, tuple(jobs))
 
 
 def _parse_reserve(args: Mapping[str, Any]) -> Reserve:
@@ -755,14 +767,16 @@ def parse_request(message: Any) -> tuple[int, str, Request]:
 # --------------------------------------------------------------------------- encoders
 
 
-def _job_to_wire(job: JobSpec) -> list[Any]:
-    wire: list[Any] = list(job)
-    for i in (7, 9, 10):  # backoff and retentions: tuples pack as arrays already
-        if wire[i] is not None:
-            wire[i] = list(wire[i])
-    while len(wire) > 3 and wire[-1] is None:
-        wire.pop()
-    return wire
+def _job_to_wire(job: JobSpec) -> tuple[Any, ...]:
+    """The positional wire form, without trailing defaults (tuples pack as msgpack arrays)."""
+    if job[3:] == _PLAIN_TAIL:
+        return job[:3]
+    end = 11
+    while end > 4 and job[end - 1] is None:
+        end -= 1
+    if end == 4 and job[3] == 0:
+        end = 3
+    return job[:end]
 
 
 def request_args(request: Request) -> dict[str, Any]:
