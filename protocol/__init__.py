@@ -48,6 +48,7 @@ from protocol.messages import (
     Wait,
     error_message,
     event_message,
+    job_to_wire,
     parse_enqueued,
     parse_outcomes,
     parse_request,
@@ -65,7 +66,7 @@ __all__ = [
     "JobState", "Kind", "ListFailed", "Op", "Outcome", "Pause", "Ping", "Progress",
     "ProtocolError", "QueueStats", "Reply", "Request", "Reserve", "ReservedJob", "Resume",
     "Retention", "RetryFailed", "ServerEvent", "Stats", "Wait", "decode_body", "encode_frame",
-    "encode_frames", "error_message", "event_message", "parse_enqueued", "parse_outcomes",
-    "parse_request", "parse_reserved", "parse_server_message", "reply_message",
+    "encode_frames", "error_message", "event_message", "job_to_wire", "parse_enqueued",
+    "parse_outcomes", "parse_request", "parse_reserved", "parse_server_message", "reply_message",
     "request_id_of", "request_message",
 ]

@@ -767,16 +767,30 @@ def parse_request(message: Any) -> tuple[int, str, Request]:
 # --------------------------------------------------------------------------- encoders
 
 
-def _job_to_wire(job: JobSpec) -> tuple[Any, ...]:
-    """The positional wire form, without trailing defaults (tuples pack as msgpack arrays)."""
+def job_to_wire(job: JobSpec) -> tuple[Any, ...] | list[Any]:
+    """The positional wire form of one job (``SPEC.md`` §9.1), without trailing defaults.
+
+    Args:
+        job: the job.
+
+    Returns:
+        ``(id, name, payload)`` for a job with every option left to the broker (the hot path:
+        a tuple packs as a msgpack array), else a list with backoff and retentions as lists.
+    """
     if job[3:] == _PLAIN_TAIL:
         return job[:3]
-    end = 11
-    while end > 4 and job[end - 1] is None:
-        end -= 1
-    if end == 4 and job[3] == 0:
-        end = 3
-    return job[:end]
+    wire: list[Any] = list(job)
+    for i in (7, 9, 10):
+        if wire[i] is not None:
+            wire[i] = list(wire[i])
+    while len(wire) > 4 and wire[-1] is None:
+        wire.pop()
+    if len(wire) == 4 and wire[3] == 0:
+        wire.pop()
+    return wire
+
+
+_job_to_wire = job_to_wire  # the name the client's tests import
 
 
 def request_args(request: Request) -> dict[str, Any]:
@@ -785,7 +799,7 @@ def request_args(request: Request) -> dict[str, Any]:
         case Hello(version, client, token):
             return {"version": version, "client": client, "token": token}
         case Enqueue(queue, jobs):
-            return {"queue": queue, "jobs": [_job_to_wire(job) for job in jobs]}
+            return {"queue": queue, "jobs": [job_to_wire(job) for job in jobs]}
         case Reserve(queues, max_jobs, wait_ms, lease_ms):
             return {"queues": list(queues), "max": max_jobs, "wait_ms": wait_ms,
                     "lease_ms": lease_ms}
