@@ -1,0 +1,147 @@
+"""Smoke tests of the bench harness: every scenario, tiny, against its own broker subprocess.
+
+They check that each run completes and that its JSON record has the documented schema
+(``bench/README.md``) with consistent figures. They never assert speed: figures from runs this
+small say nothing about it.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench.hdr import encode, merge, new_histogram, record_ns, summary_ms
+from bench.scenarios import Params, run_scenario
+
+PERCENTILE_KEYS = {"p50", "p90", "p99", "p999", "max", "mean", "count"}
+TOP_KEYS = {
+    "scenario", "name", "parameters", "jobs", "seconds", "jobs_per_s", "latency_ms",
+    "latency_of", "latencies_ms", "broker", "load", "version", "cpus", "python",
+    "loadavg_1m", "finished_at",
+}
+
+
+def check_latency(summary: Any, count: int | None = None) -> None:
+    assert set(summary) == PERCENTILE_KEYS
+    assert 0 < summary["p50"] <= summary["p90"] <= summary["p99"] <= summary["p999"]
+    assert summary["p999"] <= summary["max"]
+    if count is not None:
+        assert summary["count"] == count
+
+
+def check_schema(result: dict[str, Any], scenario: str, jobs: int | None) -> None:
+    assert set(result) >= TOP_KEYS
+    json.dumps(result)  # serializable as it is
+    assert result["scenario"] == scenario
+    assert isinstance(result["parameters"], dict)
+    assert result["parameters"]["payload_bytes"] == 100
+    if jobs is not None:
+        assert result["jobs"] == jobs
+    assert result["seconds"] > 0
+    assert result["jobs_per_s"] == pytest.approx(result["jobs"] / result["seconds"], rel=0.01)
+    broker = result["broker"]
+    assert set(broker) == {"rss_mb_peak", "rss_mb_end", "cpu_s", "sync", "managed"}
+    assert broker["sync"] == "full" and broker["managed"] is True
+    assert broker["rss_mb_peak"] >= broker["rss_mb_end"] > 1
+    assert broker["cpu_s"] >= 0
+    assert result["cpus"] >= 1 and result["version"]
+
+
+def tiny(**options: Any) -> Params:
+    params = Params(quiet=True, timeout=120.0)
+    for key, value in options.items():
+        setattr(params, key, value)
+    return params
+
+
+def test_histograms_merge_through_their_encoding() -> None:
+    first, second, both = new_histogram(), new_histogram(), new_histogram()
+    for micros in range(1, 1001):
+        record_ns(first if micros % 2 else second, micros * 1000)
+        record_ns(both, micros * 1000)
+    merged = merge([encode(first), encode(second)])
+    assert merged.get_total_count() == 1000
+    assert summary_ms(merged) == summary_ms(both)
+    assert summary_ms(new_histogram()) is None
+
+
+def test_enqueue_bulk_and_single() -> None:
+    bulk = run_scenario("enqueue", tiny(jobs=200, batch=50, producers=2))
+    check_schema(bulk, "enqueue", 200)
+    assert bulk["parameters"]["mode"] == "bulk"
+    assert bulk["requests"] == 4
+    check_latency(bulk["latency_ms"], count=4)
+    single = run_scenario("enqueue", tiny(jobs=200, batch=1, in_flight=10))
+    check_schema(single, "enqueue", 200)
+    assert single["parameters"] == {"payload_bytes": 100, "mode": "single", "producers": 1,
+                                    "batch": 1, "in_flight": 10}
+    check_latency(single["latency_ms"], count=200)
+
+
+def test_drain() -> None:
+    result = run_scenario("drain", tiny(jobs=200, workers=2, concurrency=5))
+    check_schema(result, "drain", 200)
+    assert result["latency_of"] == "ack"
+    check_latency(result["latency_ms"], count=200)
+    assert result["load"]["processes"] == 2
+
+
+def test_latency_records_start_and_completion() -> None:
+    result = run_scenario("latency", tiny(jobs=200, rate=400.0, concurrency=5))
+    check_schema(result, "latency", 200)
+    assert result["latency_of"] == "start"
+    for name in ("start", "complete", "enqueue_ack", "ack"):
+        check_latency(result["latencies_ms"][name], count=200)
+    # Every job starts before its completion is acknowledged.
+    assert result["latencies_ms"]["start"]["p50"] < result["latencies_ms"]["complete"]["p50"]
+
+
+def test_mixed_with_plot(tmp_path: Path) -> None:
+    params = tiny(duration=3.0, warmup=1.0, rate=300.0, batch=10, concurrency=5)
+    result = run_scenario("mixed", params)
+    check_schema(result, "mixed", None)
+    assert result["parameters"]["warmup_s"] == 1
+    assert result["seconds"] == 2.0
+    assert 0 < result["jobs"] <= result["completed_total"] <= result["enqueued_total"]
+    check_latency(result["latency_ms"], count=result["jobs"])
+    assert [point["t"] for point in result["series"]] == [0, 1, 2]
+    assert sum(point["completed_per_s"] for point in result["series"]) <= (
+        result["completed_total"])
+    pytest.importorskip("matplotlib")
+    from bench.report import plot_series
+
+    plot_series(result, str(tmp_path / "mixed.png"))
+    assert (tmp_path / "mixed.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("stop_signal", ["kill", "term"])
+def test_recovery(stop_signal: str) -> None:
+    result = run_scenario("recovery", tiny(jobs=300, stop_signal=stop_signal))
+    check_schema(result, "recovery", 300)
+    assert result["latency_ms"] is None
+    assert result["jobs_recovered"] == 300
+    assert result["exit_code"] == (-9 if stop_signal == "kill" else 0)
+
+
+def test_suite_command_writes_json_and_markdown(tmp_path: Path) -> None:
+    out_json, out_md = tmp_path / "latest.json", tmp_path / "latest.md"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "suite", "--scale", "0.001", "--no-micro", "--quiet",
+         "--only", "enqueue-single,drain,latency-500",
+         "--json", str(out_json), "--markdown", str(out_md)],
+        capture_output=True, text=True, timeout=240, check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    data = json.loads(out_json.read_text())
+    assert [r["name"] for r in data["results"]] == ["enqueue-single", "drain", "latency-500"]
+    for result in data["results"]:
+        assert set(result["target"]) == {"text", "checks", "met"}
+        assert result["command"].startswith("jobwire bench ")
+    assert data["failures"] == []
+    table = out_md.read_text()
+    assert "| enqueue-single |" in table and "| latency-500 |" in table
