@@ -84,13 +84,14 @@ class WireClient:
             for future in self._pending.values():
                 if not future.done():
                     future.set_exception(ConnectionError("connection closed"))
+                    future.exception()  # retrieved: a test that never asks is not an error
 
     def _dispatch(self, message: Reply | ErrorReply | ServerEvent) -> None:
         self.received.append(message)
         if isinstance(message, ServerEvent):
             self.events.put_nowait(message)
             return
-        future = self._pending.pop(message.request_id, None)
+        future = self._pending.get(message.request_id)
         if future is not None and not future.done():
             future.set_result(message)
 
@@ -99,7 +100,9 @@ class WireClient:
     def send(self, op: str, args: dict[str, Any], request_id: int | None = None) -> int:
         """Write one request frame without waiting; returns its request id."""
         rid = next(self._ids) if request_id is None else request_id
-        self._pending[rid] = asyncio.get_running_loop().create_future()
+        self._pending[rid] = future = asyncio.get_running_loop().create_future()
+        if self.closed.is_set():  # the read loop ended: nothing would ever resolve the future
+            future.set_exception(ConnectionError("connection closed"))
         self.writer.write(encode_frame([0, rid, op, args]))
         return rid
 
@@ -110,7 +113,9 @@ class WireClient:
         messages = []
         for op, args in requests:
             rid = next(self._ids)
-            self._pending[rid] = loop.create_future()
+            self._pending[rid] = future = loop.create_future()
+            if self.closed.is_set():
+                future.set_exception(ConnectionError("connection closed"))
             ids.append(rid)
             messages.append([0, rid, op, args])
         self.writer.write(encode_frames(messages))
@@ -120,15 +125,18 @@ class WireClient:
         """Write arbitrary bytes (malformed frames, partial frames)."""
         self.writer.write(data)
 
-    async def answer(self, request_id: int, within: float = 30.0) -> Answer:
-        """The reply or error for a request sent earlier."""
+    def answered(self, request_id: int) -> bool:
+        """Whether the answer to a request has arrived (and was not taken yet)."""
         future = self._pending.get(request_id)
-        if future is None:  # already answered: find it in what was received
-            for message in self.received:
-                if not isinstance(message, ServerEvent) and message.request_id == request_id:
-                    return message
-            raise KeyError(request_id)
-        return await asyncio.wait_for(asyncio.shield(future), within)
+        return future is not None and future.done()
+
+    async def answer(self, request_id: int, within: float = 30.0) -> Answer:
+        """Take the reply or error for a request sent earlier (each answer can be taken once)."""
+        future = self._pending[request_id]
+        if not future.done():
+            await asyncio.wait_for(asyncio.shield(future), within)
+        del self._pending[request_id]
+        return future.result()
 
     async def call(self, op: str, args: dict[str, Any], within: float = 30.0) -> Answer:
         """Send one request and wait for its answer (reply or error)."""
