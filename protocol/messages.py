@@ -598,13 +598,26 @@ def _item(raw: Any, index: int, low: int, high: int) -> tuple[Any, ...]:
 
 
 def _parse_ack(args: Mapping[str, Any]) -> Ack:
-    items = []
+    items: list[AckItem] = []
+    append = items.append
     for i, raw in enumerate(_array(args, "items")):
+        # Fast path: a well-formed item passes these checks inline; anything else takes the
+        # slow path below, which names the offending field.
+        if type(raw) is tuple and 2 <= len(raw) <= 3:
+            job_id, token = raw[0], raw[1]
+            result = raw[2] if len(raw) == 3 else None
+            if (
+                type(job_id) is str and 0 < len(job_id) <= MAX_NAME_LEN
+                and type(token) is int and 0 <= token <= MAX_TOKEN
+                and (result is None or type(result) is bytes)
+            ):
+                append(_new_tuple(AckItem, (job_id, token, result)))
+                continue
         raw = _item(raw, i, 2, 3)
         result = raw[2] if len(raw) > 2 else None
         if result is not None and type(result) is not bytes:
             raise bad_argument(f"items[{i}].result", "bin or nil")
-        items.append(_new_tuple(AckItem, (raw[0], raw[1], result)))
+        append(_new_tuple(AckItem, (raw[0], raw[1], result)))
     return Ack(tuple(items))
 
 
