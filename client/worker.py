@@ -204,7 +204,14 @@ class Worker:
         return callback
 
     def stop(self) -> None:
-        """Begin a graceful shutdown (safe from signal handlers; calling again forces it)."""
+        """Begin a graceful shutdown; calling it again skips the rest of the grace period.
+
+        Safe from signal handlers and from other threads (it then hops to the worker's loop).
+        """
+        loop = self._loop
+        if loop is not None and not loop.is_closed() and _running_loop() is not loop:
+            loop.call_soon_threadsafe(self.stop)
+            return
         if self._stop_requested.is_set():
             self._force.set()
         self._stopping = True
@@ -585,6 +592,13 @@ class Worker:
     @property
     def failed_callbacks(self) -> list[FailedCallback]:
         return self._failed_callbacks
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 def _is_async(handler: Callable[..., Any]) -> bool:
