@@ -150,7 +150,8 @@ class Worker:
         self.lease_ms = None if lease is None else max(100, round(lease * 1000))
         self.job_timeout = job_timeout
         self.grace = grace
-        self.poll_wait_ms = max(0, min(MAX_WAIT_MS, round(poll_wait * 1000)))
+        # At least 100 ms: an empty reply to a shorter poll would make the reserve loop spin.
+        self.poll_wait_ms = max(100, min(MAX_WAIT_MS, round(poll_wait * 1000)))
         self.serializer = get_serializer(serializer)
         self.handle_signals = handle_signals
         connection_options.setdefault("client_name", "jobwire-worker")
@@ -170,6 +171,9 @@ class Worker:
         self._reserves_done = asyncio.Event()
         self._reserves_done.set()
         self._stop_requested = asyncio.Event()
+        self._idle_wake = asyncio.Event()
+        self._reserve_pause = 0.0
+        """Seconds to wait before the next reserve after one failed (doubling, capped)."""
         self._force = asyncio.Event()
         self._stopped = asyncio.Event()
         self._stopping = False
@@ -316,7 +320,7 @@ class Worker:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
-            self._idle_wake = asyncio.Event()
+            self._idle_wake.clear()
             await self._until(self._idle_wake, deadline)
         for runner in runners:
             runner.cancel()
@@ -367,6 +371,13 @@ class Worker:
         conn = self.connection
         wake = self._reserve_wake
         while not self._stopping:
+            if self._reserve_pause and self._outstanding_reserves == 0:
+                wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._reserve_pause):
+                        await self._stop_requested.wait()
+                if self._stopping:
+                    break
             if conn.connected and not self._draining:
                 free = self.concurrency - len(self._held) - self._asked
                 outstanding = self._outstanding_reserves
@@ -404,8 +415,10 @@ class Worker:
         exc = future.exception()
         if exc is not None:
             if not isinstance(exc, ConnectionError_):
-                log.warning("reserve failed", error=str(exc))
+                self._reserve_pause = min(5.0, max(0.1, self._reserve_pause * 2))
+                log.warning("reserve failed", error=str(exc), retry_in=self._reserve_pause)
             return
+        self._reserve_pause = 0.0
         jobs = parse_reserved(future.result())
         if not jobs:
             return
@@ -508,9 +521,7 @@ class Worker:
     def _slot_freed(self) -> None:
         self._reserve_wake.set()
         if self._stopping and not self._held:
-            wake = getattr(self, "_idle_wake", None)
-            if wake is not None:
-                wake.set()
+            self._idle_wake.set()
 
     # ------------------------------------------------------------------ leases
 

@@ -172,3 +172,17 @@ async def test_draining_event_reaches_listeners(start_broker: StartBroker) -> No
         with pytest.raises((DrainingError, ConnectionLostError, ConnectionClosedError)):
             await client.queue("q").add("n")
         await stopping
+
+
+async def test_in_flight_requests_stay_within_the_brokers_limit(
+    start_broker: StartBroker,
+) -> None:
+    broker = await start_broker(max_inflight=4)
+    async with Client(url_of(broker)) as client:
+        assert client.connection.server is not None
+        assert client.connection.server.max_inflight == 4
+        queue = client.queue("limited")
+        # 4 parked long-polls would fill the broker's limit; the client queues the rest
+        jobs = await asyncio.gather(*(queue.add("n", i) for i in range(200)))
+        assert len({job.id for job in jobs}) == 200
+        assert client.statistics().error_replies == 0  # never OVERLOADED

@@ -341,3 +341,13 @@ async def test_worker_arguments_are_checked(url: str) -> None:
         Worker(url, "q", lambda job: None, concurrency=0)
     with pytest.raises(ValueError):
         Worker(url, [], lambda job: None)
+
+
+async def test_a_failing_reserve_backs_off_instead_of_spinning(url: str) -> None:
+    async def noop(job: JobContext) -> None:
+        return None
+
+    worker = make_worker(url, "x" * 300, noop)  # a queue name the broker refuses
+    async with running(worker):
+        await asyncio.sleep(0.5)
+    assert 1 <= worker.statistics().reserve_requests <= 10
