@@ -376,7 +376,7 @@ class Worker:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self._reserve_pause):
                         await self._stop_requested.wait()
-                if self._stopping:
+                if self._stop_requested.is_set():
                     break
             if conn.connected and not self._draining:
                 free = self.concurrency - len(self._held) - self._asked
