@@ -71,3 +71,19 @@ def test_error_and_event_shapes_in_spec_parse() -> None:
         7, "NOT_FOUND", "no job '1'"
     )
     assert parse_server_message((3, "draining", {})) == ServerEvent("draining", {})
+
+
+def test_limits_section_states_the_code_constants() -> None:
+    from protocol import codec, messages
+
+    limits = SPEC[SPEC.index("## 12. Limits"):SPEC.index("## 13.")]
+    for value in (
+        messages.MAX_BATCH, messages.MAX_RESERVE_QUEUES, messages.MAX_RESERVE_JOBS,
+        messages.MAX_WAIT_MS, messages.MIN_LEASE_MS, messages.MAX_LEASE_MS,
+        messages.MAX_DELAY_MS, messages.MAX_ATTEMPTS, messages.MAX_ERROR_LEN,
+        messages.MAX_LIST_LIMIT, messages.MAX_VALUE_DEPTH, messages.MAX_NAME_LEN,
+        codec.MAX_ARRAY_ITEMS, codec.MAX_MAP_ITEMS,
+    ):
+        assert f"{value:,}" in limits, value
+    assert f"{codec.DEFAULT_MAX_FRAME:,}" in SPEC
+    assert f"{codec.MAX_DEPTH:,}" in SPEC
