@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -351,3 +351,30 @@ async def test_a_failing_reserve_backs_off_instead_of_spinning(url: str) -> None
     async with running(worker):
         await asyncio.sleep(0.5)
     assert 1 <= worker.statistics().reserve_requests <= 10
+
+
+async def test_draining_broker_gets_the_running_jobs_outcome(
+    start_broker: Callable[..., Awaitable[RunningBroker]],
+) -> None:
+    broker = await start_broker(shutdown_grace=10.0)
+    url = f"jobwire://{broker.host}:{broker.port}"
+    started = asyncio.Event()
+
+    async def slow(job: JobContext) -> str:
+        started.set()
+        await asyncio.sleep(0.3)
+        return "made it"
+
+    async with Client(url) as client:
+        job = await client.queue("drain").add("slow")
+    worker = make_worker(url, "drain", slow, reconnect_cap=0.1)
+    async with running(worker):
+        await asyncio.wait_for(started.wait(), 15)
+        await broker.stop()  # draining: the worker stops reserving and acks what it holds
+        assert worker.statistics().completed == 1
+        reserves = worker.statistics().reserve_requests
+        restarted = await start_broker(data_dir=broker.data_dir)
+        async with Client(f"jobwire://{restarted.host}:{restarted.port}") as client:
+            done = await client.get_job(job.id)
+        assert done.state is JobState.COMPLETED and done.result == "made it"
+        assert worker.statistics().reserve_requests == reserves
