@@ -103,6 +103,7 @@ class WireClient:
         self._pending[rid] = future = asyncio.get_running_loop().create_future()
         if self.closed.is_set():  # the read loop ended: nothing would ever resolve the future
             future.set_exception(ConnectionError("connection closed"))
+            future.exception()  # retrieved: a test that never asks is not an error
         self.writer.write(encode_frame([0, rid, op, args]))
         return rid
 
@@ -116,6 +117,7 @@ class WireClient:
             self._pending[rid] = future = loop.create_future()
             if self.closed.is_set():
                 future.set_exception(ConnectionError("connection closed"))
+                future.exception()
             ids.append(rid)
             messages.append([0, rid, op, args])
         self.writer.write(encode_frames(messages))
