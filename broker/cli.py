@@ -88,12 +88,14 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
     add_serve_parser(subparsers)
     for name in EXTENSIONS:
-        if importlib.util.find_spec(name) is None:
-            continue
-        module = importlib.import_module(name)
-        register = getattr(module, "register", None)
-        if callable(register):
-            register(subparsers)
+        try:
+            if importlib.util.find_spec(name) is None:
+                continue
+            register = getattr(importlib.import_module(name), "register", None)
+            if callable(register):
+                register(subparsers)
+        except Exception as exc:  # a broken extension must not take `jobwire serve` down with it
+            sys.stderr.write(f"jobwire: the commands of {name} are unavailable: {exc!r}\n")
     return parser
 
 

@@ -26,7 +26,7 @@ from tests.conftest import BrokerProcess
 from tests.wire import R_ID, R_TOKEN, WireClient, job_spec
 
 JOBS = 20_000
-ENQUEUE_BATCH = 250
+ENQUEUE_BATCH = 100
 ENQUEUE_PIPELINE = 4
 RESERVE_BATCH = 100
 KILLS = 5
@@ -42,6 +42,9 @@ class Ledger:
         self.completed: set[str] = set()
         self.redelivered_after_ack: list[str] = []
         self.deliveries = 0
+        self.kill_at = float(JOBS)
+        self.reached = asyncio.Event()
+        """Set once ``kill_at`` enqueues are acknowledged."""
 
 
 async def _produce(client: WireClient, ledger: Ledger) -> None:
@@ -64,6 +67,8 @@ async def _settle_enqueue(client: WireClient, ledger: Ledger, request_id: int,
     assert isinstance(answer, Reply), answer
     assert answer.body["ids"] == tuple(batch)
     ledger.enqueued.update(batch)  # new or duplicate: either way it exists and is committed
+    if len(ledger.enqueued) >= ledger.kill_at:
+        ledger.reached.set()
 
 
 async def _work(client: WireClient, ledger: Ledger, until_done: bool) -> None:
@@ -123,7 +128,14 @@ async def test_acknowledged_work_survives_kill_9(
         if last:
             await asyncio.gather(*tasks)
         else:
-            await asyncio.wait(tasks, timeout=rng.uniform(0.2, 2.0))
+            # Kill somewhere inside the next fifth of the enqueues (so every kill lands while
+            # work is under way), after a random extra moment of up to 50 ms.
+            ledger.kill_at = rng.uniform(incarnation, incarnation + 1) * JOBS / KILLS
+            ledger.reached.clear()
+            reached = asyncio.create_task(ledger.reached.wait())
+            await asyncio.wait({reached, *tasks}, return_when=asyncio.FIRST_COMPLETED)
+            reached.cancel()
+            await asyncio.wait(tasks, timeout=rng.uniform(0.0, 0.05))
             process.kill()
             for task in tasks:
                 with contextlib.suppress(ConnectionError, asyncio.TimeoutError):

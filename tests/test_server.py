@@ -367,7 +367,7 @@ async def test_a_batch_wakes_as_many_waiters_as_it_has_jobs(
     await _until_parked(broker, 1)
     got = 0
     for worker, rid in zip(workers, parked, strict=True):
-        if rid not in worker._pending:
+        if worker.answered(rid):
             answer = await worker.answer(rid)
             assert isinstance(answer, Reply) and len(answer.body["jobs"]) == 1
             got += 1
