@@ -323,15 +323,21 @@ def parse_server_message(message: Any) -> Reply | ErrorReply | ServerEvent:
 
 
 def parse_reserved(body: Mapping[str, Any]) -> list[ReservedJob]:
-    """The jobs of a ``reserve`` reply body."""
+    """The jobs of a ``reserve`` reply body.
+
+    Items a later protocol version appends to a job's array are ignored (``SPEC.md`` §9.4).
+
+    Raises:
+        ProtocolError: ``BAD_ARGUMENT`` if the body is not shaped as SPEC.md says.
+    """
     jobs = body.get("jobs")
     if type(jobs) is not tuple:
         raise bad_argument("jobs", "array")
     out = []
     for i, raw in enumerate(jobs):
-        if type(raw) is not tuple or len(raw) != 11:
-            raise bad_argument(f"jobs[{i}]", "array of 11 items")
-        out.append(_new_tuple(ReservedJob, raw))
+        if type(raw) is not tuple or len(raw) < 11:
+            raise bad_argument(f"jobs[{i}]", "array of at least 11 items")
+        out.append(_new_tuple(ReservedJob, raw if len(raw) == 11 else raw[:11]))
     return out
 
 

@@ -42,6 +42,7 @@ from protocol.messages import (
     Reply,
     Request,
     Reserve,
+    ReservedJob,
     Retention,
     ServerEvent,
     Wait,
@@ -451,6 +452,7 @@ def test_parse_server_message_rejects(message: Any) -> None:
     [
         (parse_reserved, {}, "jobs"),
         (parse_reserved, {"jobs": ((1, 2),)}, "jobs[0]"),
+        (parse_reserved, {"jobs": (("1",) * 10,)}, "jobs[0]"),
         (parse_outcomes, {"results": ()}, None),
         (parse_outcomes, {"results": (("OK",),)}, "results[0]"),
         (parse_outcomes, {"results": ((1, 2),)}, "results[0]"),
@@ -464,6 +466,11 @@ def test_reply_body_parsers(parse: Any, body: dict[str, Any], field: str | None)
     with pytest.raises(ProtocolError) as caught:
         parse(body)
     assert caught.value.field == field
+
+
+@given(s.reserved_jobs)
+def test_reserved_job_arrays_may_grow(job: ReservedJob) -> None:
+    assert parse_reserved({"jobs": ((*job, "a later field"),)}) == [job]
 
 
 def test_job_info_from_wire_checks_keys_and_state() -> None:
