@@ -1,0 +1,99 @@
+"""Journal alone: rows/s of 1,000-row transactions (insert, update, delete), and load time.
+
+Run: ``.venv/bin/python -m bench.bench_journal [--jobs 200000] [--batch 1000] [--sync full]
+[--load 1000000] [--dir DIR]``. The database goes to a temporary directory on the same file system
+as ``--dir`` (default: the current directory, so the figure reflects the real disk, not tmpfs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import time
+from pathlib import Path
+
+from broker.core import Changes, Snapshot
+from broker.jobs import NO_OPTIONS, Job
+from broker.journal import Journal, SyncMode
+from protocol.messages import JobState
+
+PAYLOAD = b"p" * 100
+NOW = 1_700_000_000_000
+
+
+def make_job(seq: int) -> Job:
+    return Job(
+        seq, str(seq), "bench", "work", PAYLOAD, priority=0, run_at=NOW, max_attempts=3,
+        options=NO_OPTIONS, state=JobState.WAITING, created_at=NOW,
+    )
+
+
+async def timed_batches(journal: Journal, batches: list[Changes]) -> float:
+    started = time.perf_counter()
+    for changes in batches:
+        await journal.write(changes)
+    return time.perf_counter() - started
+
+
+async def run(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
+        path = Path(tmp) / "bench.db"
+        journal = await Journal.open(path, sync=SyncMode(args.sync))
+        try:
+            jobs = [make_job(seq) for seq in range(1, args.jobs + 1)]
+            chunks = [jobs[i : i + args.batch] for i in range(0, len(jobs), args.batch)]
+
+            def as_changes(chunk: list[Job], delete: bool = False) -> Changes:
+                return Changes(
+                    jobs={job.id: None if delete else job for job in chunk}, queues={}
+                )
+
+            seconds = await timed_batches(journal, [as_changes(c) for c in chunks])
+            report("insert", len(jobs), len(chunks), seconds)
+            for job in jobs:
+                job.state = JobState.ACTIVE
+                job.attempts = 1
+                job.started_at = NOW
+            seconds = await timed_batches(journal, [as_changes(c) for c in chunks])
+            report("update", len(jobs), len(chunks), seconds)
+            seconds = await timed_batches(journal, [as_changes(c, delete=True) for c in chunks])
+            report("delete", len(jobs), len(chunks), seconds)
+            if args.load:
+                await fill(journal, args.load, args.batch * 10)
+                started = time.perf_counter()
+                snapshot: Snapshot = await journal.load()
+                seconds = time.perf_counter() - started
+                print(f"load      {len(snapshot.jobs):>9,} jobs in {seconds:.2f} s "
+                      f"({len(snapshot.jobs) / seconds:,.0f} jobs/s)")
+            started = time.perf_counter()
+            await journal.checkpoint(truncate=True)
+            print(f"checkpoint (truncate) {time.perf_counter() - started:.3f} s; "
+                  f"db {path.stat().st_size >> 20} MiB")
+        finally:
+            await journal.close()
+
+
+async def fill(journal: Journal, count: int, batch: int) -> None:
+    for start in range(1, count + 1, batch):
+        chunk = [make_job(seq) for seq in range(start, min(count + 1, start + batch))]
+        await journal.write(Changes(jobs={job.id: job for job in chunk}, queues={}))
+
+
+def report(what: str, rows: int, transactions: int, seconds: float) -> None:
+    print(f"{what:<9} {rows / seconds:>9,.0f} rows/s  "
+          f"{seconds / transactions * 1000:.2f} ms per {rows // transactions}-row transaction")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--jobs", type=int, default=200_000)
+    parser.add_argument("--batch", type=int, default=1_000)
+    parser.add_argument("--sync", choices=[m.value for m in SyncMode], default="full")
+    parser.add_argument("--load", type=int, default=0, help="also time load() of this many jobs")
+    parser.add_argument("--dir", default=".", help="where the temporary database goes")
+    asyncio.run(run(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,599 @@
+"""The write-ahead journal: the core's state persisted to SQLite (WAL mode) through aiosqlite.
+
+Theory of operation:
+
+* ``Journal`` owns one aiosqlite connection (one SQLite thread). ``open`` sets every pragma and
+  reads it back (a pragma SQLite silently ignores is an error, as litestream does), then creates
+  or checks the schema (``broker.schema``). ``write`` turns a ``Changes`` into rows *at once*, in
+  the event loop, from the live ``Job`` objects, then runs one transaction for all of them in the
+  SQLite thread. ``load`` reads everything back as a ``Snapshot`` for ``Core.restore``.
+* ``GroupCommitter`` is the only writer while the broker runs. Requests that changed state
+  register a callback with ``after_commit``; the ``run`` loop takes the core's changes and every
+  callback gathered so far, writes one transaction and answers all the callbacks. While that
+  transaction runs, the next batch gathers, so the number of transactions adapts to the disk.
+* Checkpoints are chosen, not automatic: after a commit, when the WAL holds more than
+  ``checkpoint_bytes``, the committer runs a PASSIVE checkpoint (SQLite's own auto-checkpoint is
+  set far higher, only as a safety net); ``close`` runs a TRUNCATE checkpoint. Incremental vacuum
+  returns free pages once they are a large share of the file, so the files stay proportional to
+  the live and retained jobs.
+
+Invariants:
+
+1. Every journal operation holds ``Journal._lock`` for its whole duration, and a write runs in
+   a task that cannot be cancelled half-way: a transaction is never left open between calls.
+2. A failed write rolls back and raises ``JournalError``; the connection stays usable, so writes
+   resume once the fault (full disk, I/O error, a busy lock) clears.
+3. The changes of a failed batch are kept by the committer and merged under the next batch's
+   (newer changes win), so memory and disk converge once writes succeed again. Only the
+   callbacks of the failed batch see the error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import os
+import sqlite3
+import struct
+import sys
+from collections.abc import Callable
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Final
+
+import aiosqlite
+
+from broker.core import Changes, QueueMeta, Snapshot
+from broker.jobs import Job
+from broker.log import get_logger
+from broker.schema import (
+    APPLICATION_ID,
+    CREATE_STATEMENTS,
+    DELETE_JOB,
+    SCHEMA_VERSION,
+    SELECT_JOBS,
+    SELECT_NEXT_SEQ,
+    SELECT_QUEUES,
+    UPSERT_JOB,
+    UPSERT_NEXT_SEQ,
+    UPSERT_QUEUE,
+    RowDecoder,
+    RowEncoder,
+    SchemaError,
+)
+
+_log = get_logger("journal")
+
+DEFAULT_CHECKPOINT_BYTES: Final = 32 << 20
+"""Run a PASSIVE checkpoint after a commit once the WAL holds more than this."""
+AUTOCHECKPOINT_FACTOR: Final = 8
+"""SQLite's own auto-checkpoint (a safety net) fires at this multiple of ``checkpoint_bytes``."""
+LOAD_CHUNK: Final = 20_000
+"""Rows fetched per round trip to the SQLite thread while loading."""
+VACUUM_MIN_FREE_PAGES: Final = 2_048
+"""Free pages below which the file is left as it is (8 MiB of 4 KiB pages)."""
+VACUUM_STEP_PAGES: Final = 8_192
+"""At most this many pages are returned to the file system per checkpoint."""
+BUSY_TIMEOUT_MS: Final = 5_000
+CACHE_KIB: Final = 32 * 1024
+_WAL_HEADER_BYTES: Final = 32
+_WAL_FRAME_HEADER_BYTES: Final = 24
+_SHM_MXFRAME: Final = struct.Struct("=I")  # wal-index header: mxFrame, a native u32 at offset 16
+
+
+class JournalError(Exception):
+    """The journal cannot be opened, read or written; maps to ``JOURNAL_FAILURE`` on the wire."""
+
+
+class SyncMode(StrEnum):
+    """Durability of a commit: SQLite's ``synchronous`` setting."""
+
+    FULL = "full"  # survives power loss
+    NORMAL = "normal"  # survives a broker crash; the last commits may be lost on power loss
+    OFF = "off"  # no promise
+
+
+_SYNCHRONOUS: Final = {SyncMode.FULL: 2, SyncMode.NORMAL: 1, SyncMode.OFF: 0}
+_AUTO_VACUUM_INCREMENTAL: Final = 2
+
+
+class Journal:
+    """The SQLite journal. Create with ``await Journal.open(path, sync=...)``.
+
+    Attributes:
+        transactions: write transactions committed since open (a statistic).
+        checkpoints: checkpoints run since open (a statistic).
+    """
+
+    def __init__(
+        self, db: aiosqlite.Connection, path: Path, sync: SyncMode, checkpoint_bytes: int
+    ) -> None:
+        self._db: aiosqlite.Connection | None = db
+        self._path = path
+        self._wal_path = Path(f"{path}-wal")
+        self._shm_path = Path(f"{path}-shm")
+        self.sync = sync
+        self._checkpoint_bytes = checkpoint_bytes
+        self._lock = asyncio.Lock()
+        self._encoder = RowEncoder()
+        self._page_size = 4096
+        self._default_max_pages = 0
+        self._writes: set[asyncio.Task[None]] = set()
+        self.transactions = 0
+        self.checkpoints = 0
+
+    # ----------------------------------------------------------------------------- opening
+
+    @classmethod
+    async def open(
+        cls,
+        path: Path,
+        *,
+        sync: SyncMode = SyncMode.FULL,
+        checkpoint_bytes: int = DEFAULT_CHECKPOINT_BYTES,
+    ) -> Journal:
+        """Open (creating if needed) the journal at ``path``, check its pragmas and schema.
+
+        Args:
+            path: the database file; its directory must exist.
+            sync: the durability of each commit.
+            checkpoint_bytes: WAL size past which a commit is followed by a PASSIVE checkpoint.
+
+        Returns:
+            The open journal.
+
+        Raises:
+            JournalError: the file cannot be opened, is not a jobwire journal, was written by a
+                newer jobwire (an unknown schema version), or a pragma did not take effect.
+        """
+        try:
+            db = await aiosqlite.connect(path, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise JournalError(f"cannot open the journal {path}: {exc}") from exc
+        journal = cls(db, path, SyncMode(sync), checkpoint_bytes)
+        try:
+            await journal._configure(db)
+        except BaseException:
+            await db.close()
+            raise
+        return journal
+
+    async def _configure(self, db: aiosqlite.Connection) -> None:
+        try:
+            await self._set_pragma(db, "busy_timeout", BUSY_TIMEOUT_MS, BUSY_TIMEOUT_MS)
+            new = await self._scalar(db, "SELECT count(*) FROM sqlite_schema") == 0
+            if new:
+                # Only possible before the first table exists: lets checkpoint() shrink the file.
+                await self._set_pragma(
+                    db, "auto_vacuum", "INCREMENTAL", _AUTO_VACUUM_INCREMENTAL
+                )
+            await self._set_pragma(db, "journal_mode", "WAL", "wal")
+            await self._set_pragma(db, "synchronous", self.sync.upper(), _SYNCHRONOUS[self.sync])
+            self._page_size = int(await self._scalar(db, "PRAGMA page_size"))
+            autocheckpoint_pages = max(
+                1, AUTOCHECKPOINT_FACTOR * self._checkpoint_bytes // self._page_size
+            )
+            await self._set_pragma(db, "wal_autocheckpoint", autocheckpoint_pages,
+                                   autocheckpoint_pages)
+            await self._set_pragma(db, "journal_size_limit", self._checkpoint_bytes,
+                                   self._checkpoint_bytes)
+            await self._set_pragma(db, "cache_size", -CACHE_KIB, -CACHE_KIB)
+            await self._set_pragma(db, "temp_store", "MEMORY", 2)
+            self._default_max_pages = int(await self._scalar(db, "PRAGMA max_page_count"))
+            if new:
+                await self._create_schema(db)
+            await self._check_schema(db)
+        except sqlite3.Error as exc:
+            raise JournalError(f"cannot set up the journal {self._path}: {exc}") from exc
+
+    async def _set_pragma(
+        self, db: aiosqlite.Connection, name: str, value: object, expected: object
+    ) -> None:
+        await db.execute(f"PRAGMA {name} = {value}")
+        actual = await self._scalar(db, f"PRAGMA {name}")
+        if actual != expected:
+            raise JournalError(
+                f"PRAGMA {name} = {value} did not take effect on {self._path}: it is {actual!r}, "
+                f"expected {expected!r}"
+            )
+
+    @staticmethod
+    async def _scalar(db: aiosqlite.Connection, sql: str) -> Any:
+        async with db.execute(sql) as cursor:
+            row = await cursor.fetchone()
+        return None if row is None else row[0]
+
+    async def _create_schema(self, db: aiosqlite.Connection) -> None:
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in CREATE_STATEMENTS:
+                await db.execute(statement)
+            await db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            await db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            await db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                await db.execute("ROLLBACK")
+            raise
+
+    async def _check_schema(self, db: aiosqlite.Connection) -> None:
+        application_id = await self._scalar(db, "PRAGMA application_id")
+        version = await self._scalar(db, "PRAGMA user_version")
+        if application_id != APPLICATION_ID:
+            raise JournalError(
+                f"{self._path} is not a jobwire journal (application_id {application_id:#x}); "
+                "point --data-dir at a new directory or at a jobwire data directory"
+            )
+        if version > SCHEMA_VERSION:
+            raise JournalError(
+                f"{self._path} has schema version {version}, written by a newer jobwire; this "
+                f"version reads schema version {SCHEMA_VERSION}: upgrade jobwire"
+            )
+        if version != SCHEMA_VERSION:
+            raise JournalError(
+                f"{self._path} has unknown schema version {version} (expected {SCHEMA_VERSION})"
+            )
+
+    def _require_open(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise JournalError(f"the journal {self._path} is closed")
+        return self._db
+
+    # ----------------------------------------------------------------------------- reading
+
+    async def load(self) -> Snapshot:
+        """Read every job and queue.
+
+        Returns:
+            All persisted jobs (in ``seq`` order, ACTIVE ones as they were written), queues, and
+            ``next_seq``: the largest persisted ``next_seq``, and above every loaded ``seq``.
+
+        Raises:
+            JournalError: the database cannot be read, or holds a row that is not a valid job.
+        """
+        jobs: list[Job] = []
+        decoder = RowDecoder()
+        async with self._lock:
+            db = self._require_open()
+            # Millions of new container objects would trigger a full collection again and again
+            # (each one traversing every job built so far); nothing built here is garbage.
+            gc_was_enabled = gc.isenabled()
+            gc.disable()
+            try:
+                async with db.execute(SELECT_JOBS) as cursor:
+                    while rows := await cursor.fetchmany(LOAD_CHUNK):
+                        decoder.jobs_from_rows(rows, jobs)
+                async with db.execute(SELECT_QUEUES) as cursor:
+                    queue_rows = await cursor.fetchall()
+                stored_next_seq = await self._scalar(db, SELECT_NEXT_SEQ)
+            except sqlite3.Error as exc:
+                raise JournalError(f"cannot read the journal {self._path}: {exc}") from exc
+            except SchemaError as exc:
+                raise JournalError(f"the journal {self._path} is corrupt: {exc}") from exc
+            finally:
+                if gc_was_enabled:
+                    gc.enable()
+        queues = [
+            QueueMeta(sys.intern(name), bool(paused), completed, failed)
+            for name, paused, completed, failed in queue_rows
+        ]
+        next_seq = max(stored_next_seq or 0, jobs[-1].seq + 1 if jobs else 0)
+        return Snapshot(jobs=jobs, queues=queues, next_seq=next_seq)
+
+    # ----------------------------------------------------------------------------- writing
+
+    async def write(self, changes: Changes) -> None:
+        """Persist ``changes`` in one transaction.
+
+        The rows are built before this coroutine first yields, from the jobs as they are now; a
+        job changed later goes into a later write. Once started, the transaction runs to its end
+        even if the caller is cancelled.
+
+        Args:
+            changes: jobs to upsert (the live ``Job``) or delete (``None``), queue metadata, and
+                the core's ``next_seq`` (stored if above the stored one; 0 means unknown).
+
+        Raises:
+            JournalError: the transaction failed and was rolled back (the cause is chained), or
+                the journal is closed.
+        """
+        job_row = self._encoder.job_row
+        upserts: list[tuple[Any, ...]] = []
+        deletes: list[tuple[str]] = []
+        for job_id, job in changes.jobs.items():
+            if job is None:
+                deletes.append((job_id,))
+            else:
+                upserts.append(job_row(job))
+        queues = [
+            (meta.name, int(meta.paused), meta.total_completed, meta.total_failed)
+            for meta in changes.queues.values()
+        ]
+        next_seq = changes.next_seq
+        if not (upserts or deletes or queues):
+            return
+        task = asyncio.create_task(self._transaction(upserts, deletes, queues, next_seq))
+        self._writes.add(task)
+        task.add_done_callback(self._write_done)
+        await asyncio.shield(task)
+
+    def _write_done(self, task: asyncio.Task[None]) -> None:
+        self._writes.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved here too, in case the writer was cancelled meanwhile
+
+    async def _transaction(
+        self,
+        upserts: list[tuple[Any, ...]],
+        deletes: list[tuple[str]],
+        queues: list[tuple[str, int, int, int]],
+        next_seq: int,
+    ) -> None:
+        async with self._lock:
+            db = self._require_open()
+            try:
+                await db.execute("BEGIN IMMEDIATE")
+                if deletes:
+                    await db.executemany(DELETE_JOB, deletes)
+                if upserts:
+                    await db.executemany(UPSERT_JOB, upserts)
+                if queues:
+                    await db.executemany(UPSERT_QUEUE, queues)
+                if next_seq > 0:
+                    await db.execute(UPSERT_NEXT_SEQ, (next_seq,))
+                await db.execute("COMMIT")
+            except (sqlite3.Error, OverflowError) as exc:
+                await self._rollback(db)
+                raise JournalError(f"journal write failed: {exc}") from exc
+            self.transactions += 1
+
+    async def _rollback(self, db: aiosqlite.Connection) -> None:
+        try:
+            if db.in_transaction:
+                await db.execute("ROLLBACK")
+        except sqlite3.Error as exc:
+            _log.error("journal_rollback_failed", error=str(exc), path=str(self._path))
+
+    async def set_size_limit(self, max_bytes: int | None) -> int:
+        """Cap the database file's size (``PRAGMA max_page_count``), or lift the cap (``None``).
+
+        Writes that would grow the file past the cap fail as on a full disk. SQLite never sets
+        the cap below the file's current size.
+
+        Args:
+            max_bytes: the largest size in bytes, or ``None`` for SQLite's maximum.
+
+        Returns:
+            The cap in effect, in bytes.
+
+        Raises:
+            JournalError: the journal is closed or the pragma failed.
+        """
+        pages = (
+            self._default_max_pages
+            if max_bytes is None
+            else max(1, -(-max_bytes // self._page_size))
+        )
+        async with self._lock:
+            db = self._require_open()
+            try:
+                effective = int(await self._scalar(db, f"PRAGMA max_page_count = {pages}"))
+            except sqlite3.Error as exc:
+                raise JournalError(f"cannot set the journal size limit: {exc}") from exc
+        return effective * self._page_size
+
+    # ----------------------------------------------------------------------------- checkpoints
+
+    def wal_bytes(self) -> int:
+        """The bytes of WAL content not yet reset by a checkpoint (0 if unknown or empty).
+
+        Read from the wal-index header (``mxFrame``, see sqlite.org/walformat.html), which unlike
+        the WAL file's size falls back to zero when a checkpoint lets the WAL restart.
+        """
+        try:
+            with open(self._shm_path, "rb") as shm:
+                header = shm.read(20)
+            frames = _SHM_MXFRAME.unpack_from(header, 16)[0] if len(header) == 20 else 0
+        except OSError:
+            try:
+                return os.path.getsize(self._wal_path)
+            except OSError:
+                return 0
+        if frames == 0:
+            return 0
+        return _WAL_HEADER_BYTES + frames * (self._page_size + _WAL_FRAME_HEADER_BYTES)
+
+    async def maybe_checkpoint(self) -> bool:
+        """Run a PASSIVE checkpoint if the WAL holds more than ``checkpoint_bytes``.
+
+        Returns:
+            Whether a checkpoint ran.
+
+        Raises:
+            JournalError: the checkpoint failed.
+        """
+        if self.wal_bytes() <= self._checkpoint_bytes:
+            return False
+        await self.checkpoint()
+        return True
+
+    async def checkpoint(self, *, truncate: bool = False) -> None:
+        """Copy the WAL into the database file, and return free pages when they are many.
+
+        Args:
+            truncate: TRUNCATE mode (also empties the WAL file) rather than PASSIVE.
+
+        Raises:
+            JournalError: the journal is closed or the checkpoint failed.
+        """
+        async with self._lock:
+            await self._checkpoint(self._require_open(), truncate)
+
+    async def _checkpoint(self, db: aiosqlite.Connection, truncate: bool) -> None:
+        try:
+            free = int(await self._scalar(db, "PRAGMA freelist_count"))
+            if free >= VACUUM_MIN_FREE_PAGES:
+                pages = int(await self._scalar(db, "PRAGMA page_count"))
+                if free * 4 >= pages:
+                    await db.execute_fetchall(
+                        f"PRAGMA incremental_vacuum({min(free, VACUUM_STEP_PAGES)})"
+                    )
+            mode = "TRUNCATE" if truncate else "PASSIVE"
+            async with db.execute(f"PRAGMA wal_checkpoint({mode})") as cursor:
+                row = await cursor.fetchone()
+        except sqlite3.Error as exc:
+            raise JournalError(f"checkpoint failed: {exc}") from exc
+        self.checkpoints += 1
+        if row is not None and row[0]:
+            _log.warning("checkpoint_incomplete", mode=mode, wal_frames=row[1],
+                         checkpointed=row[2])
+
+    # ----------------------------------------------------------------------------- closing
+
+    async def close(self) -> None:
+        """Wait for a running write, checkpoint (TRUNCATE) and close. Safe to call twice.
+
+        A failing final checkpoint is logged, not raised: the WAL is replayed on the next open.
+        """
+        async with self._lock:
+            db = self._db
+            if db is None:
+                return
+            self._db = None
+            try:
+                await self._checkpoint(db, truncate=True)
+            except JournalError as exc:
+                _log.warning("final_checkpoint_failed", error=str(exc), path=str(self._path))
+            finally:
+                with contextlib.suppress(sqlite3.Error):
+                    await db.close()
+
+
+Callback = Callable[[BaseException | None], None]
+
+
+class GroupCommitter:
+    """Many requests per transaction: the broker's single writer to the journal.
+
+    Args:
+        journal: the open journal.
+        take_changes: returns (and forgets) everything the core changed since the last call.
+        retry_delay: seconds before the first retry of a failed batch when nothing new arrives;
+            doubles per consecutive failure up to ``max_retry_delay``.
+        max_retry_delay: the longest wait between retries.
+    """
+
+    def __init__(
+        self,
+        journal: Journal,
+        take_changes: Callable[[], Changes],
+        *,
+        retry_delay: float = 0.05,
+        max_retry_delay: float = 5.0,
+    ) -> None:
+        self._journal = journal
+        self._take_changes = take_changes
+        self._waiters: list[Callback] = []
+        self._retained: Changes | None = None
+        self._wakeup = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self._retry_delay = retry_delay
+        self._max_retry_delay = max_retry_delay
+        self._failures = 0
+        self.batches = 0
+        self.failed_batches = 0
+
+    @property
+    def pending_failure(self) -> bool:
+        """Whether changes of a failed batch wait to be written."""
+        return self._retained is not None
+
+    def after_commit(self, callback: Callback) -> None:
+        """Call ``callback`` once the transaction holding the caller's latest changes ends.
+
+        Call it right after a core operation that changed state. ``callback(None)`` runs after
+        that transaction committed (or after the in-flight one, if there was nothing to write);
+        ``callback(exc)`` runs if it failed (``exc`` is a ``JournalError``).
+
+        Args:
+            callback: a plain function; it must not block. Its exceptions are logged.
+        """
+        self._waiters.append(callback)
+        self._wakeup.set()
+
+    def wake(self) -> None:
+        """Commit the core's changes soon, with no one waiting for the result."""
+        self._wakeup.set()
+
+    async def run(self) -> None:
+        """The commit loop; runs until cancelled (``CancelledError`` is re-raised).
+
+        A failed batch is retried after ``retry_delay`` (doubling) even when no request arrives.
+        """
+        while True:
+            if self._retained is None:
+                await self._wakeup.wait()
+            else:
+                delay = min(self._max_retry_delay, self._retry_delay * 2 ** (self._failures - 1))
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await self._wakeup.wait()
+            self._wakeup.clear()
+            await self._commit_batch()
+
+    async def flush(self) -> None:
+        """Commit everything gathered so far (waiting for a running transaction first).
+
+        Safe to call when idle and any number of times.
+
+        Raises:
+            JournalError: the final transaction failed; its changes are still retained.
+        """
+        error = await self._commit_batch()
+        if error is not None:
+            raise error
+
+    async def _commit_batch(self) -> JournalError | None:
+        async with self._lock:
+            waiters, self._waiters = self._waiters, []
+            changes = self._take_changes()
+            retained, self._retained = self._retained, None
+            if retained is not None:
+                retained.jobs.update(changes.jobs)
+                retained.queues.update(changes.queues)
+                retained.next_seq = max(retained.next_seq, changes.next_seq)
+                changes = retained
+            error: JournalError | None = None
+            if changes:
+                try:
+                    await self._journal.write(changes)
+                except JournalError as exc:
+                    error = exc
+                    self._retained = changes
+                except asyncio.CancelledError:
+                    # The write itself finishes (it is shielded), but whether it committed is
+                    # unknown here: keep everything for the next run or flush (rewriting is
+                    # idempotent) and let the callbacks wait for it.
+                    self._retained = changes
+                    self._waiters[:0] = waiters
+                    raise
+                self.batches += 1
+            if error is None:
+                self._failures = 0
+            else:
+                self._failures += 1
+                self.failed_batches += 1
+                _log.error("journal_failure", error=str(error), jobs=len(changes.jobs),
+                           waiters=len(waiters), consecutive=self._failures)
+            for callback in waiters:
+                try:
+                    callback(error)
+                except Exception:
+                    _log.exception("commit_callback_failed")
+            if error is None and changes:
+                try:
+                    await self._journal.maybe_checkpoint()
+                except JournalError as exc:
+                    _log.warning("checkpoint_failed", error=str(exc))
+            return error

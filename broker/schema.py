@@ -1,0 +1,325 @@
+"""The journal's SQLite schema and the conversion between ``Job`` objects and table rows.
+
+Layout (``SCHEMA_VERSION`` 1, stored in ``PRAGMA user_version``; ``PRAGMA application_id`` marks
+the file as a jobwire journal):
+
+* ``jobs``: one row per job. ``seq`` is the ``INTEGER PRIMARY KEY`` (the rowid), so inserts of new
+  jobs append to the table's B-tree and a full scan returns jobs in enqueue order; ``id`` has a
+  UNIQUE index, the conflict target of the upsert and the key of deletes. ``state`` is a small
+  integer (``STATE_CODES``); ``options`` is NULL for ``NO_OPTIONS`` and otherwise a msgpack array
+  (see ``encode_options``); ``progress`` is msgpack, NULL when there is none. Lease fields
+  (``lease_token``, ``lease_deadline``, ``owner``) are never stored: a lease does not survive a
+  restart, and the core's recovery turns ACTIVE rows into failed attempts.
+* ``queues``: queue metadata keyed by name.
+* ``meta``: broker-wide integers; ``next_seq`` (the core's next sequence number, which only
+  grows, so broker-assigned ids stay unique after the newest job was deleted).
+
+Invariants: ``job_row`` and ``JOB_COLUMNS`` list the same columns in the same order, and
+``jobs_from_rows`` reads them in that order; changing any of them means a new schema version.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable, Sequence
+from typing import Any, Final
+
+import msgpack
+
+from broker.jobs import NO_OPTIONS, Job, JobOptions
+from protocol.messages import Backoff, BackoffKind, JobState, Retention
+
+SCHEMA_VERSION: Final = 1
+APPLICATION_ID: Final = 0x6A627772  # "jbwr": tells a jobwire journal from any other SQLite file
+
+JOB_COLUMNS: Final = (
+    "seq",
+    "id",
+    "queue",
+    "name",
+    "payload",
+    "priority",
+    "run_at",
+    "max_attempts",
+    "options",
+    "state",
+    "created_at",
+    "attempts",
+    "started_at",
+    "finished_at",
+    "progress",
+    "result",
+    "error",
+)
+
+CREATE_STATEMENTS: Final = (
+    """
+    CREATE TABLE jobs (
+        seq          INTEGER PRIMARY KEY,
+        id           TEXT    NOT NULL UNIQUE,
+        queue        TEXT    NOT NULL,
+        name         TEXT    NOT NULL,
+        payload      BLOB    NOT NULL,
+        priority     INTEGER NOT NULL,
+        run_at       INTEGER NOT NULL,
+        max_attempts INTEGER NOT NULL,
+        options      BLOB,
+        state        INTEGER NOT NULL,
+        created_at   INTEGER NOT NULL,
+        attempts     INTEGER NOT NULL,
+        started_at   INTEGER,
+        finished_at  INTEGER,
+        progress     BLOB,
+        result       BLOB,
+        error        TEXT
+    )
+    """,
+    """
+    CREATE TABLE queues (
+        name            TEXT    PRIMARY KEY,
+        paused          INTEGER NOT NULL,
+        total_completed INTEGER NOT NULL,
+        total_failed    INTEGER NOT NULL
+    ) WITHOUT ROWID
+    """,
+    """
+    CREATE TABLE meta (
+        key   TEXT    PRIMARY KEY,
+        value INTEGER NOT NULL
+    ) WITHOUT ROWID
+    """,
+)
+
+UPSERT_JOB: Final = (
+    f"INSERT INTO jobs ({', '.join(JOB_COLUMNS)}) VALUES ({', '.join('?' * len(JOB_COLUMNS))}) "
+    "ON CONFLICT (id) DO UPDATE SET "
+    + ", ".join(f"{column} = excluded.{column}" for column in JOB_COLUMNS if column != "id")
+)
+DELETE_JOB: Final = "DELETE FROM jobs WHERE id = ?"
+UPSERT_QUEUE: Final = (
+    "INSERT INTO queues (name, paused, total_completed, total_failed) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (name) DO UPDATE SET paused = excluded.paused, "
+    "total_completed = excluded.total_completed, total_failed = excluded.total_failed"
+)
+UPSERT_NEXT_SEQ: Final = (
+    "INSERT INTO meta (key, value) VALUES ('next_seq', ?) "
+    "ON CONFLICT (key) DO UPDATE SET value = max(value, excluded.value)"
+)
+SELECT_NEXT_SEQ: Final = "SELECT value FROM meta WHERE key = 'next_seq'"
+SELECT_JOBS: Final = f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs"
+SELECT_QUEUES: Final = "SELECT name, paused, total_completed, total_failed FROM queues"
+
+STATES: Final[tuple[JobState, ...]] = (
+    JobState.WAITING,
+    JobState.DELAYED,
+    JobState.ACTIVE,
+    JobState.COMPLETED,
+    JobState.FAILED,
+)
+"""Stored state code -> state (the code is the index). Append only: codes are on disk."""
+
+STATE_CODES: Final[dict[JobState, int]] = {state: code for code, state in enumerate(STATES)}
+
+_packb = msgpack.packb
+_unpackb = msgpack.unpackb
+
+
+class SchemaError(ValueError):
+    """A stored row cannot be turned back into a job (corrupt or foreign data)."""
+
+
+# --------------------------------------------------------------------------- options
+
+
+def _retention_to_wire(retention: Retention | None) -> list[int | None] | None:
+    return None if retention is None else [retention.count, retention.age_ms]
+
+
+def _retention_from_wire(value: Any) -> Retention | None:
+    return None if value is None else Retention(value[0], value[1])
+
+
+def encode_options(options: JobOptions) -> bytes | None:
+    """A job's overrides as stored: NULL (``None``) when it has none.
+
+    The stored form is the msgpack array ``[backoff, lease_ms, keep_completed, keep_failed]`` with
+    ``backoff`` as ``[kind, base_ms, cap_ms, jitter]`` and each retention as ``[count, age_ms]``;
+    ``nil`` means "use the default".
+    """
+    if options is NO_OPTIONS or options == NO_OPTIONS:
+        return None
+    backoff = options.backoff
+    encoded: bytes = _packb(
+        [
+            None
+            if backoff is None
+            else [str(backoff.kind), backoff.base_ms, backoff.cap_ms, backoff.jitter],
+            options.lease_ms,
+            _retention_to_wire(options.keep_completed),
+            _retention_to_wire(options.keep_failed),
+        ],
+        use_bin_type=True,
+    )
+    return encoded
+
+
+def decode_options(data: bytes) -> JobOptions:
+    """The inverse of ``encode_options`` for a non-NULL value.
+
+    Raises:
+        SchemaError: the bytes are not a stored options array.
+    """
+    try:
+        backoff, lease_ms, keep_completed, keep_failed = _unpackb(data, raw=False, use_list=False)
+        return JobOptions(
+            backoff=None
+            if backoff is None
+            else Backoff(BackoffKind(backoff[0]), backoff[1], backoff[2], backoff[3]),
+            lease_ms=lease_ms,
+            keep_completed=_retention_from_wire(keep_completed),
+            keep_failed=_retention_from_wire(keep_failed),
+        )
+    except (ValueError, TypeError, IndexError, msgpack.UnpackException) as exc:
+        raise SchemaError(f"stored job options {data!r} are not valid: {exc}") from exc
+
+
+# --------------------------------------------------------------------------- job rows
+
+
+class RowEncoder:
+    """Builds ``jobs`` rows from live ``Job`` objects, caching the encoding of shared options.
+
+    Jobs with equal overrides usually share one ``JobOptions`` instance, so the cache (bounded by
+    ``max_cached``) turns option encoding into one dict lookup per job.
+    """
+
+    __slots__ = ("_cache", "_max_cached")
+
+    def __init__(self, max_cached: int = 1024) -> None:
+        self._cache: dict[JobOptions, bytes | None] = {}
+        self._max_cached = max_cached
+
+    def _options(self, options: JobOptions) -> bytes | None:
+        if options is NO_OPTIONS:
+            return None
+        try:
+            return self._cache[options]
+        except KeyError:
+            encoded = encode_options(options)
+            if len(self._cache) >= self._max_cached:
+                self._cache.clear()
+            self._cache[options] = encoded
+            return encoded
+
+    def job_row(self, job: Job) -> tuple[Any, ...]:
+        """The row for ``job`` as it is now, columns in ``JOB_COLUMNS`` order."""
+        progress = job.progress
+        return (
+            job.seq,
+            job.id,
+            job.queue,
+            job.name,
+            job.payload,
+            job.priority,
+            job.run_at,
+            job.max_attempts,
+            self._options(job.options),
+            STATE_CODES[job.state],
+            job.created_at,
+            job.attempts,
+            job.started_at,
+            job.finished_at,
+            None if progress is None else _packb(progress, use_bin_type=True),
+            job.result,
+            job.error,
+        )
+
+
+class RowDecoder:
+    """Turns ``jobs`` rows back into ``Job`` objects, as fast as Python allows.
+
+    Queue and handler names are shared (one ``str`` per distinct name, interned), and equal stored
+    options decode to one shared ``JobOptions``, so a million loaded jobs cost no more memory than
+    a million enqueued ones.
+    """
+
+    __slots__ = ("_names", "_options")
+
+    def __init__(self) -> None:
+        self._names: dict[str, str] = {}
+        self._options: dict[bytes, JobOptions] = {}
+
+    def _name(self, text: str) -> str:
+        shared = sys.intern(text)
+        self._names[shared] = shared
+        return shared
+
+    def _decode_options(self, data: bytes) -> JobOptions:
+        options = self._options.get(data)
+        if options is None:
+            options = self._options[data] = decode_options(data)
+        return options
+
+    def jobs_from_rows(self, rows: Iterable[Sequence[Any]], out: list[Job]) -> None:
+        """Append one ``Job`` per row (columns in ``JOB_COLUMNS`` order) to ``out``.
+
+        Raises:
+            SchemaError: a row holds an unknown state code or unreadable options or progress.
+        """
+        names = self._names
+        intern_name = self._name
+        decode_options = self._decode_options
+        states = STATES
+        no_options = NO_OPTIONS
+        unpackb = _unpackb
+        append = out.append
+        for (
+            seq,
+            job_id,
+            queue,
+            name,
+            payload,
+            priority,
+            run_at,
+            max_attempts,
+            options,
+            state,
+            created_at,
+            attempts,
+            started_at,
+            finished_at,
+            progress,
+            result,
+            error,
+        ) in rows:
+            shared_queue = names.get(queue)
+            if shared_queue is None:
+                shared_queue = intern_name(queue)
+            shared_name = names.get(name)
+            if shared_name is None:
+                shared_name = intern_name(name)
+            try:
+                job = Job(
+                    seq,
+                    job_id,
+                    shared_queue,
+                    shared_name,
+                    payload,
+                    priority=priority,
+                    run_at=run_at,
+                    max_attempts=max_attempts,
+                    options=no_options if options is None else decode_options(options),
+                    state=states[state],
+                    created_at=created_at,
+                    attempts=attempts,
+                    started_at=started_at,
+                    finished_at=finished_at,
+                    progress=None
+                    if progress is None
+                    else unpackb(progress, raw=False, use_list=False, strict_map_key=False),
+                    result=result,
+                    error=error,
+                )
+            except (IndexError, ValueError, msgpack.UnpackException) as exc:
+                raise SchemaError(f"stored job {job_id!r} is not valid: {exc}") from exc
+            append(job)
