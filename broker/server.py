@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterable
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Final
 
+from broker.auth import FailureThrottle, exposure_warning
 from broker.config import Settings
 from broker.core import Core, CoreConfig
 from broker.journal import GroupCommitter, Journal, JournalError, SyncMode
@@ -132,6 +133,8 @@ class Server:
         self._stop: asyncio.Event | None = None
         self._activity = asyncio.Event()
         self._closed = False
+        self.auth_failures = FailureThrottle()
+        """Recent failed handshakes per peer host; slows their next attempts down."""
 
     # ------------------------------------------------------------------ running
 
@@ -410,6 +413,9 @@ async def run_broker(
     """
     loop = asyncio.get_running_loop()
     _log.info("starting", version=VERSION, settings=settings.redacted())
+    exposed = exposure_warning(settings.host, settings.token)
+    if exposed is not None:
+        _log.warning("no_token", host=settings.host, message=exposed)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     journal = await Journal.open(settings.journal_path, sync=SyncMode(settings.sync))
     try:

@@ -45,11 +45,11 @@ Reply bodies (the ``body`` map of a REPLY):
 from __future__ import annotations
 
 import asyncio
-import hmac
 from collections.abc import Callable
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Final, cast
 
+from broker.auth import peer_host, token_matches
 from broker.core import CoreError
 from broker.log import get_logger
 from broker.longpoll import ParkedReserve, ParkedWait
@@ -154,7 +154,25 @@ class Session(asyncio.Protocol):
         if not self.server.session_opened(self):
             self.fail_connection(ErrorCode.OVERLOADED, "too many connections")
             return
+        wait = self.server.auth_failures.admit(peer_host(peer), loop.time())
+        if wait is None:
+            self.fail_connection(ErrorCode.UNAUTHORIZED,
+                                 "too many failed handshakes from this address; retry later")
+            return
+        if wait > 0:  # recent failed handshakes from this host: read this one at its slot
+            transport.pause_reading()
+            self._timer = loop.call_later(wait, self._admitted)
+            return
         self._timer = loop.call_later(self._settings.handshake_timeout, self._on_timer)
+
+    def _admitted(self) -> None:
+        """This host's handshake slot came (``broker.auth``): read, with the usual deadline."""
+        self._timer = None
+        if self.state is ConnState.HANDSHAKE and self._transport is not None:
+            self._transport.resume_reading()
+            self._timer = asyncio.get_running_loop().call_later(
+                self._settings.handshake_timeout, self._on_timer
+            )
 
     def data_received(self, data: bytes) -> None:
         if self.state is ConnState.CLOSING or self.state is ConnState.CLOSED:
@@ -359,13 +377,14 @@ class Session(asyncio.Protocol):
                        f"this broker speaks protocol version {PROTOCOL_VERSION}")
             self.close(f"unsupported version {hello.version}")
             return
-        token = self._settings.token
-        if token is not None:
-            given = (hello.token or "").encode()
-            if not hmac.compare_digest(given, token.encode()):
-                self.error(request_id, ErrorCode.UNAUTHORIZED, "missing or wrong token")
-                self.close("unauthorized")
-                return
+        host = peer_host(self._transport.get_extra_info("peername") if self._transport else None)
+        if not token_matches(self._settings.token, hello.token):
+            self.server.auth_failures.record_failure(host, asyncio.get_running_loop().time())
+            self.error(request_id, ErrorCode.UNAUTHORIZED, "missing or wrong token")
+            self.close("unauthorized")
+            return
+        if self._settings.token is not None:
+            self.server.auth_failures.record_success(host)
         self._move(ConnState.OPEN)
         self.client_name = hello.client
         if self._timer is not None:
