@@ -150,15 +150,19 @@ class Server:
         """
         loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
+        # Bound before the commit task starts so a busy port is a plain OSError; connections
+        # accepted meanwhile wait for the loop, and their commits for the task.
+        self._listener = await loop.create_server(
+            lambda: Session(self), self.settings.host, self.settings.port, backlog=1024
+        )
+        sockets = self._listener.sockets
+        self.port = sockets[0].getsockname()[1] if sockets else self.settings.port
         async with asyncio.TaskGroup() as tasks:
             commit_task = tasks.create_task(self.committer.run(), name="jobwire-commit")
             try:
-                self._listener = await loop.create_server(
-                    lambda: Session(self), self.settings.host, self.settings.port, backlog=1024
-                )
-                sockets = self._listener.sockets
-                self.port = sockets[0].getsockname()[1] if sockets else self.settings.port
                 _log.info("listening", host=self.settings.host, port=self.port)
+                # Persist what Core.restore changed (attempts of jobs active at the crash).
+                self.committer.after_commit(self._background_commit_done)
                 self.after_ops()
                 if on_ready is not None:
                     on_ready(self)
