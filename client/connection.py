@@ -323,7 +323,7 @@ class Connection:
         """
         if self.state is ConnectionState.CLOSED:
             raise ConnectionClosedError("connection is closed")
-        if self._supervisor is None:
+        if self._supervisor is None or self._supervisor.done():
             self._loop = asyncio.get_running_loop()
             self._first_attempt = self._loop.create_future()
             self._supervisor = asyncio.create_task(
@@ -450,8 +450,10 @@ class Connection:
                         self._close_from_supervisor(fatal)
                         return
                     if raise_first and not first.done():
+                        # Back to IDLE, not CLOSED: the caller may call connect() again.
+                        self.state = ConnectionState.IDLE
+                        self._supervisor = None
                         first.set_exception(exc)
-                        self._close_from_supervisor(exc)
                         return
                     delay = reconnect_delay(
                         attempt, self._reconnect_base, self._reconnect_cap, self._rng

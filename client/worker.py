@@ -25,9 +25,11 @@ one lease task. Every job the worker holds (reserved, not yet given an outcome) 
   stale, so late outcomes get ``STALE_LEASE`` / ``NOT_FOUND``: logged, counted, never raised.
   A ``draining`` event pauses reserving until the connection comes back.
 * **Shutdown** (``stop()``, SIGTERM, SIGINT): stop reserving, wait for the outstanding reserves
-  (their jobs run too), let held jobs finish within ``grace`` seconds, then cancel what is left
-  and hand each unfinished job back (``fail`` with retry, delay 0) so none waits for its lease.
-  Finally wait for outcome replies and close. A second signal skips the rest of the grace period.
+  (their jobs run too), let held jobs finish within ``grace`` seconds, then cancel what is left.
+  A reserve still parked at the broker is waited out (at most one ``poll_wait``) so it cannot
+  take a job after it was handed back; then each unfinished job is handed back (``fail`` with
+  retry, delay 0) so none waits for its lease. Finally wait for outcome replies and close. A
+  second signal skips the rest of the grace period.
 
 Invariants:
 1. A job is in ``_held`` from its reservation until its outcome is buffered (or it is handed
@@ -126,7 +128,7 @@ class Worker:
         lease: float | None = None,
         job_timeout: float | None = None,
         grace: float = 30.0,
-        poll_wait: float = 2.0,
+        poll_wait: float = 1.0,
         serializer: Serializer | str | None = None,
         handle_signals: bool = True,
         **connection_options: Any,

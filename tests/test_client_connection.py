@@ -186,3 +186,18 @@ async def test_in_flight_requests_stay_within_the_brokers_limit(
         jobs = await asyncio.gather(*(queue.add("n", i) for i in range(200)))
         assert len({job.id for job in jobs}) == 200
         assert client.statistics().error_replies == 0  # never OVERLOADED
+
+
+async def test_connect_can_be_retried_after_a_refused_first_attempt(tmp_path: Path) -> None:
+    process = BrokerProcess(tmp_path / "retry", (), {})
+    conn = Connection(url_of(process))
+    with pytest.raises(OSError):
+        await conn.connect()
+    assert conn.state is ConnectionState.IDLE
+    try:
+        await asyncio.to_thread(process.start)
+        await conn.connect()
+        assert conn.connected
+    finally:
+        await conn.close()
+        process.kill()
