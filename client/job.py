@@ -11,7 +11,7 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final
 
-from client.errors import JobFailed, WaitTimeoutError
+from client.errors import ConnectionLostError, JobFailed, WaitTimeoutError
 from client.serializers import Serializer
 from protocol.messages import MAX_WAIT_MS, Cancel, Get, JobInfo, JobState, RetryFailed, Wait
 
@@ -197,6 +197,9 @@ class Job(JobRecord):
             JobFailed: the job ended in ``failed``; ``exc.job.error`` has the last error.
             WaitTimeoutError: it did not finish within ``timeout``.
             NotFoundError: the job was removed (e.g. ``remove_on_complete=True``).
+            RequestTimeoutError: the broker stayed unreachable for ``request_timeout``.
+
+        A connection lost while waiting is not an error: the wait resumes after the reconnect.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         conn = self._connection
@@ -208,9 +211,12 @@ class Job(JobRecord):
                     raise WaitTimeoutError(f"job {self.id} not finished within {timeout:g}s")
                 chunk = min(chunk, remaining)
             timeout_ms = max(0, min(MAX_WAIT_MS, int(chunk * 1000)))
-            body = await conn.request(
-                Wait(self.id, timeout_ms), timeout=chunk + conn.request_timeout
-            )
+            try:
+                body = await conn.request(
+                    Wait(self.id, timeout_ms), timeout=chunk + conn.request_timeout
+                )
+            except ConnectionLostError:
+                continue  # a read: ask again once the connection is back (request() waits)
             info = job_info_from_body(body)
             if info is not None:
                 self._apply(info)

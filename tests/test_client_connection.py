@@ -22,7 +22,16 @@ from client import (
     DrainingError,
     RequestTimeoutError,
 )
-from protocol.messages import Enqueue, JobSpec, Ping, Reserve, Wait
+from protocol.messages import (
+    Ack,
+    AckItem,
+    Enqueue,
+    JobSpec,
+    Ping,
+    Reserve,
+    Wait,
+    parse_reserved,
+)
 from tests.conftest import BrokerProcess, RunningBroker
 
 StartBroker = Callable[..., Awaitable[RunningBroker]]
@@ -201,3 +210,17 @@ async def test_connect_can_be_retried_after_a_refused_first_attempt(tmp_path: Pa
     finally:
         await conn.close()
         process.kill()
+
+
+async def test_job_wait_rides_out_a_broker_restart(broker_process: BrokerProcess) -> None:
+    async with Client(url_of(broker_process), reconnect_cap=0.2) as client:
+        job = await client.queue("ride").add("n", attempts=1)
+        waiting = asyncio.create_task(job.wait(timeout=60))
+        await asyncio.sleep(0.1)
+        broker_process.kill()
+        await asyncio.to_thread(broker_process.start)
+        reserved = parse_reserved(
+            await client.connection.request(Reserve(("ride",), 1, 5000, None)))
+        await client.connection.request(Ack((AckItem(reserved[0].job_id, reserved[0].token,
+                                                      client.serializer.dumps(7)),)))
+        assert await waiting == 7
