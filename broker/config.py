@@ -68,6 +68,9 @@ class Settings:
     shutdown_grace: float = 5.0
     token: str | None = field(default=None, repr=False)
     token_file: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
     log_level: str = "info"
     log_format: str = "auto"
 
@@ -274,6 +277,11 @@ OPTIONS: Final[tuple[Option, ...]] = (
     Option("token", _token, "shared secret clients must send in hello (prefer --token-file or "
            "the variable: flags show in ps)", "TOKEN"),
     Option("token_file", Path, "file holding the token (surrounding whitespace ignored)", "FILE"),
+    Option("tls_cert", Path, "PEM certificate chain: serve TLS (clients use jobwires://)",
+           "FILE"),
+    Option("tls_key", Path, "PEM private key of the TLS certificate", "FILE"),
+    Option("tls_client_ca", Path, "PEM CA certificates: require client certificates they "
+           "signed (mutual TLS)", "FILE"),
     Option("log_level", _choice(LOG_LEVELS), "least severe log level written", "LEVEL",
            LOG_LEVELS),
     Option("log_format", _choice(LOG_FORMATS), "auto = readable on a terminal, JSON lines "
@@ -346,6 +354,10 @@ def load_settings(
         if not token:
             raise ConfigError(f"the token file {settings.token_file} is empty")
         settings = replace(settings, token=token)
+    if (settings.tls_cert is None) != (settings.tls_key is None):
+        raise ConfigError("set both a TLS certificate and its key (--tls-cert, --tls-key)")
+    if settings.tls_client_ca is not None and settings.tls_cert is None:
+        raise ConfigError("a TLS client CA needs a TLS certificate and key as well")
     if settings.max_payload > settings.max_frame:
         raise ConfigError("max_payload must not exceed max_frame")
     return settings

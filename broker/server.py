@@ -42,6 +42,7 @@ from broker.journal import GroupCommitter, Journal, JournalError, SyncMode
 from broker.log import get_logger
 from broker.longpoll import JobWaiters, ParkedReserve, ParkedWait, ReserveWaiters
 from broker.session import Session
+from broker.tls import server_ssl_context
 from protocol.messages import (
     MAX_BATCH,
     PROTOCOL_VERSION,
@@ -153,7 +154,10 @@ class Server:
         # Bound before the commit task starts so a busy port is a plain OSError; connections
         # accepted meanwhile wait for the loop, and their commits for the task.
         self._listener = await loop.create_server(
-            lambda: Session(self), self.settings.host, self.settings.port, backlog=1024
+            lambda: Session(self), self.settings.host, self.settings.port, backlog=1024,
+            ssl=server_ssl_context(self.settings),
+            ssl_handshake_timeout=(self.settings.handshake_timeout
+                                   if self.settings.tls_cert is not None else None),
         )
         sockets = self._listener.sockets
         self.port = sockets[0].getsockname()[1] if sockets else self.settings.port
