@@ -400,8 +400,9 @@ class Connection:
     def on_event(self, callback: Callable[[str, dict[str, Any]], None]) -> None:
         """Call ``callback(event_name, body)`` for every server event (e.g. ``"draining"``).
 
-        Also called with ``("connected", {})`` after each successful handshake and
-        ``("disconnected", {})`` when the transport is lost.
+        Also called with ``("connected", {})`` after each successful handshake,
+        ``("disconnected", {})`` when the transport is lost, and ``("closed", {"error": ...})``
+        when the connection gives up by itself (a refused token, or reconnecting is off).
         """
         self._event_listeners.append(callback)
 
@@ -498,6 +499,12 @@ class Connection:
         self._ready.set()  # wake waiters so they observe CLOSED
         self._ready.clear()
         self._release_slot_waiters(ConnectionClosedError("connection closed"))
+        self._notify("closed", {"error": str(self._fatal) if self._fatal else None})
+
+    @property
+    def close_reason(self) -> BaseException | None:
+        """Why the connection closed by itself (a refused token, reconnect disabled), if it did."""
+        return self._fatal
 
     async def _sleep(self, delay: float) -> None:
         """Sleep ``delay`` seconds unless woken by ``close()``/``reconnect_now()``."""

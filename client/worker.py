@@ -57,7 +57,7 @@ import structlog
 
 from client.connection import DEFAULT_URL, Connection, ConnectionStatistics
 from client.context import JobContext
-from client.errors import ConnectionError_, JobwireError
+from client.errors import ConnectionClosedError, ConnectionError_, JobwireError
 from client.outcomes import OutcomeBuffer, describe_exception
 from client.serializers import Serializer, get_serializer
 from protocol.messages import (
@@ -175,6 +175,7 @@ class Worker:
         self._stop_requested = asyncio.Event()
         self._idle_wake = asyncio.Event()
         self._reserve_pause = 0.0
+        self._lost_connection = False
         """Seconds to wait before the next reserve after one failed (doubling, capped)."""
         self._force = asyncio.Event()
         self._stopped = asyncio.Event()
@@ -251,6 +252,8 @@ class Worker:
 
         Raises:
             AuthenticationError: the broker refused the token.
+            ConnectionClosedError: the connection closed for good while running (e.g. the
+                token was revoked); held jobs were handed back where possible.
             RuntimeError: ``run()`` was already called.
         """
         if self._started:
@@ -292,6 +295,10 @@ class Worker:
                 self._executor.shutdown(wait=False, cancel_futures=True)
             self._stopped.set()
             log.info("worker stopped", **_counts(self.statistics()))
+        if self._lost_connection:
+            raise ConnectionClosedError(
+                "the broker connection closed for good"
+            ) from self.connection.close_reason
 
     # ------------------------------------------------------------------ shutdown
 
@@ -367,6 +374,10 @@ class Worker:
             self._draining = True
         elif event == "connected":
             self._draining = False
+        elif event == "closed" and not self._stopping:
+            log.error("connection closed for good; stopping the worker", error=body.get("error"))
+            self._lost_connection = True
+            self.stop()
         self._reserve_wake.set()
 
     async def _reserve_loop(self) -> None:

@@ -378,3 +378,21 @@ async def test_draining_broker_gets_the_running_jobs_outcome(
             done = await client.get_job(job.id)
         assert done.state is JobState.COMPLETED and done.result == "made it"
         assert worker.statistics().reserve_requests == reserves
+
+
+async def test_worker_stops_when_its_connection_closes_for_good(
+    start_broker: Callable[..., Awaitable[RunningBroker]],
+) -> None:
+    from client import ConnectionClosedError
+
+    broker = await start_broker()
+
+    async def noop(job: JobContext) -> None:
+        return None
+
+    worker = make_worker(f"jobwire://{broker.host}:{broker.port}", "q", noop, reconnect=False)
+    task = asyncio.create_task(worker.run())
+    await until(lambda: worker.connection.connected)
+    await broker.stop()
+    with pytest.raises(ConnectionClosedError):
+        await asyncio.wait_for(task, 15)
