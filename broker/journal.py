@@ -96,6 +96,18 @@ class SyncMode(StrEnum):
 
 _SYNCHRONOUS: Final = {SyncMode.FULL: 2, SyncMode.NORMAL: 1, SyncMode.OFF: 0}
 _AUTO_VACUUM_INCREMENTAL: Final = 2
+_DESCRIBED: Final = (
+    "journal_mode",
+    "synchronous",
+    "wal_autocheckpoint",
+    "journal_size_limit",
+    "auto_vacuum",
+    "busy_timeout",
+    "page_size",
+    "cache_size",
+    "application_id",
+    "user_version",
+)
 
 
 class Journal:
@@ -147,6 +159,8 @@ class Journal:
             JournalError: the file cannot be opened, is not a jobwire journal, was written by a
                 newer jobwire (an unknown schema version), or a pragma did not take effect.
         """
+        if not path.parent.is_dir():
+            raise JournalError(f"cannot open the journal {path}: {path.parent} is not a directory")
         try:
             db = await aiosqlite.connect(path, isolation_level=None)
         except sqlite3.Error as exc:
@@ -234,6 +248,22 @@ class Journal:
             raise JournalError(
                 f"{self._path} has unknown schema version {version} (expected {SCHEMA_VERSION})"
             )
+
+    async def describe(self) -> dict[str, Any]:
+        """The journal connection's SQLite settings as they are now (for logs and checks).
+
+        Returns:
+            Pragma name -> value, e.g. ``{"journal_mode": "wal", "synchronous": 2, ...}``.
+
+        Raises:
+            JournalError: the journal is closed or a pragma cannot be read.
+        """
+        async with self._lock:
+            db = self._require_open()
+            try:
+                return {name: await self._scalar(db, f"PRAGMA {name}") for name in _DESCRIBED}
+            except sqlite3.Error as exc:
+                raise JournalError(f"cannot read the journal settings: {exc}") from exc
 
     def _require_open(self) -> aiosqlite.Connection:
         if self._db is None:
@@ -436,8 +466,9 @@ class Journal:
             if free >= VACUUM_MIN_FREE_PAGES:
                 pages = int(await self._scalar(db, "PRAGMA page_count"))
                 if free * 4 >= pages:
-                    await db.execute_fetchall(
-                        f"PRAGMA incremental_vacuum({min(free, VACUUM_STEP_PAGES)})"
+                    # executescript steps the pragma to its end; execute() frees one page.
+                    await db.executescript(
+                        f"PRAGMA incremental_vacuum({min(free, VACUUM_STEP_PAGES)});"
                     )
             mode = "TRUNCATE" if truncate else "PASSIVE"
             async with db.execute(f"PRAGMA wal_checkpoint({mode})") as cursor:
@@ -506,8 +537,8 @@ class GroupCommitter:
 
     @property
     def pending_failure(self) -> bool:
-        """Whether changes of a failed batch wait to be written."""
-        return self._retained is not None
+        """Whether the last batch failed (its changes wait to be written)."""
+        return self._failures > 0
 
     def after_commit(self, callback: Callback) -> None:
         """Call ``callback`` once the transaction holding the caller's latest changes ends.
