@@ -12,7 +12,10 @@ costing much memory:
 2. Each body is decoded with msgpack limits derived from the body's own length, so a header that
    claims a 4 GiB array inside a 10-byte frame fails instead of allocating. Ext types (including
    the timestamp ext), map keys that are not str (bin keys too), a key repeated within one map,
-   invalid UTF-8 and nesting beyond ``MAX_DEPTH`` are rejected as ``BAD_FRAME``.
+   more maps than ``MAPS_BASE + size // MAPS_PER_BYTE``, invalid UTF-8 and nesting beyond
+   ``MAX_DEPTH`` are rejected as ``BAD_FRAME``. What remains is the cost of Python objects:
+   an adversarial frame of tiny arrays or short non-Latin-1 strs still decodes to about 28 times
+   its size (measured), so the frame cap is also the memory knob.
 
 3. Every message is a msgpack array; a body that decodes to anything else is ``BAD_FRAME``. So
    ``next_message`` returning ``None`` always means "no complete frame yet", never a nil message.
@@ -40,6 +43,11 @@ MAX_ARRAY_ITEMS: Final = 100_000
 MAX_MAP_ITEMS: Final = 10_000
 """No map in a message may hold more pairs than this (and never more than half the body's bytes)."""
 
+MAPS_BASE: Final = 64
+MAPS_PER_BYTE: Final = 8
+"""A message may hold at most ``MAPS_BASE + len(body) // MAPS_PER_BYTE`` maps. A decoded dict
+costs 64+ bytes, so a frame of one-byte empty maps would otherwise cost 70 times its size."""
+
 MAX_DEPTH: Final = 1023
 """Deepest container nesting the decoder accepts (msgpack's own stack limit). The protocol only
 promises 64 levels (``protocol/SPEC.md``); deeper messages are refused when they exceed this."""
@@ -53,15 +61,26 @@ def _reject_ext(code: int, data: bytes) -> NoReturn:
     raise ProtocolError(ErrorCode.BAD_FRAME, f"msgpack ext type {code} is not allowed")
 
 
-def _str_keyed_map(pairs: list[tuple[Any, Any]]) -> dict[str, Any]:
-    """Build one decoded map, refusing non-str keys and repeated keys (msgpack lets both by)."""
-    result = dict(pairs)
-    if len(result) != len(pairs):
-        raise ProtocolError(ErrorCode.BAD_FRAME, "a map repeats a key")
-    for key in result:
-        if type(key) is not str:
-            raise ProtocolError(ErrorCode.BAD_FRAME, "map keys must be str")
-    return result
+class _MapBuilder:
+    """The ``object_pairs_hook`` of one decode: builds each map, refusing non-str keys, repeated
+    keys (msgpack lets both by) and more maps than the body's size allows."""
+
+    __slots__ = ("left",)
+
+    def __init__(self, size: int) -> None:
+        self.left = MAPS_BASE + size // MAPS_PER_BYTE
+
+    def __call__(self, pairs: list[tuple[Any, Any]]) -> dict[str, Any]:
+        self.left -= 1
+        if self.left < 0:
+            raise ProtocolError(ErrorCode.BAD_FRAME, "too many maps for the frame's size")
+        result = dict(pairs)
+        if len(result) != len(pairs):
+            raise ProtocolError(ErrorCode.BAD_FRAME, "a map repeats a key")
+        for key in result:
+            if type(key) is not str:
+                raise ProtocolError(ErrorCode.BAD_FRAME, "map keys must be str")
+        return result
 
 
 def decode_body(body: bytes | memoryview) -> Any:
@@ -85,7 +104,7 @@ def decode_body(body: bytes | memoryview) -> Any:
             raw=False,
             use_list=False,
             strict_map_key=True,
-            object_pairs_hook=_str_keyed_map,
+            object_pairs_hook=_MapBuilder(size),
             ext_hook=_reject_ext,
             max_str_len=size,
             max_bin_len=size,

@@ -13,6 +13,8 @@ from hypothesis import strategies as st
 
 from protocol.codec import (
     DEFAULT_MAX_FRAME,
+    MAPS_BASE,
+    MAPS_PER_BYTE,
     MAX_ARRAY_ITEMS,
     MAX_MAP_ITEMS,
     FrameDecoder,
@@ -265,6 +267,28 @@ def test_container_limits_are_capped() -> None:
     wide = msgpack.packb([{f"k{i}": None for i in range(MAX_MAP_ITEMS + 1)}])
     assert refused(frame(wide)).code is ErrorCode.BAD_FRAME
     assert len(decode_body(msgpack.packb([None] * MAX_ARRAY_ITEMS))) == MAX_ARRAY_ITEMS
+
+
+def test_a_frame_of_tiny_maps_is_refused() -> None:
+    body = b"\xdc\x27\x10" + b"\x80" * 10_000  # an array of 10,000 empty maps
+    assert refused(frame(body)).code is ErrorCode.BAD_FRAME
+    def maps(n: int) -> bytes:  # array16 of n empty maps: 3 + n bytes
+        return b"\xdc" + n.to_bytes(2, "big") + b"\x80" * n
+
+    most = max(n for n in range(1_000) if n <= MAPS_BASE + (3 + n) // MAPS_PER_BYTE)
+    assert len(decode_body(maps(most))) == most
+    with pytest.raises(ProtocolError):
+        decode_body(maps(most + 1))
+
+
+def test_a_full_list_failed_reply_decodes() -> None:
+    info = {key: 1 for key in ("id", "queue", "name", "state", "priority", "attempts",
+                               "max_attempts", "payload", "progress", "result", "error",
+                               "created_at", "run_at", "started_at", "finished_at",
+                               "lease_deadline")}
+    info["progress"] = {"step": {"a": 1}}
+    message = [1, 7, {"jobs": [info] * 1_000, "total": 1_000}]
+    assert decode_all(encode_frame(message))[0][2]["total"] == 1_000
 
 
 def test_decoded_types() -> None:
