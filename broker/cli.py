@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import importlib
 import importlib.util
 import os
@@ -35,9 +36,13 @@ def _serve(args: argparse.Namespace) -> int:
     from broker.server import run_broker  # deferred: `jobwire --help` needs no journal imports
 
     log = get_logger("cli")
+    # Jobs are many long-lived objects: at the default thresholds the cyclic GC rescans all of
+    # them again and again (bench: enqueueing 1M jobs ran 1.5-2x slower with 0.5-0.9 s pauses).
+    # Collect young objects less often, and take what recovery loaded out of future scans.
+    gc.set_threshold(50_000, 20, 10)
     try:
         with _event_loop_runner() as runner:
-            runner.run(run_broker(settings))
+            runner.run(run_broker(settings, on_ready=lambda _server: gc.freeze()))
     except KeyboardInterrupt:  # a second Ctrl-C while the runner was not yet handling signals
         log.warning("interrupted")
         return 130
