@@ -65,7 +65,7 @@ from broker.schema import (
 
 _log = get_logger("journal")
 
-DEFAULT_CHECKPOINT_BYTES: Final = 32 << 20
+DEFAULT_CHECKPOINT_BYTES: Final = 16 << 20
 """Run a PASSIVE checkpoint after a commit once the WAL holds more than this."""
 AUTOCHECKPOINT_FACTOR: Final = 8
 """SQLite's own auto-checkpoint (a safety net) fires at this multiple of ``checkpoint_bytes``."""
