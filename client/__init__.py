@@ -14,15 +14,15 @@
 The client speaks only the wire protocol (``protocol/``); it never touches broker internals.
 """
 
-from client.connection import (
+from client.connection import Connection
+from client.context import JobContext
+from client.endpoint import (
     DEFAULT_URL,
-    Connection,
     ConnectionState,
     ConnectionStatistics,
     ServerInfo,
     parse_url,
 )
-from client.context import JobContext
 from client.errors import (
     AuthenticationError,
     BrokerError,
@@ -42,12 +42,13 @@ from client.errors import (
     UnrecoverableError,
     WaitTimeoutError,
 )
+from client.events import WorkerStatistics
 from client.job import Job, JobRecord
 from client.options import exponential, fixed
 from client.queue import Client, Queue
 from client.serializers import JSON, MSGPACK, RAW, JsonSerializer, MsgpackSerializer, Serializer
 from client.sync import SyncClient, SyncJob, SyncQueue
-from client.worker import Worker, WorkerStatistics
+from client.worker import Worker
 from protocol.messages import JobState, QueueStats
 
 __all__ = [

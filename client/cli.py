@@ -22,7 +22,7 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final, TextIO
 
-from client.connection import DEFAULT_URL
+from client.endpoint import DEFAULT_URL
 from client.errors import JobwireError, NotFoundError
 from client.job import JobRecord
 from client.queue import Client

@@ -28,17 +28,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import socket
 import ssl as ssl_module
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from enum import Enum
-from typing import Any, Final, Self, cast
-from urllib.parse import unquote, urlsplit
+from typing import Any, Final, Self
 
 import structlog
 
+from client.endpoint import (
+    DEFAULT_URL,
+    ConnectionState,
+    ConnectionStatistics,
+    ServerInfo,
+    parse_url,
+    reconnect_delay,
+)
 from client.errors import (
     AuthenticationError,
     BrokerError,
@@ -49,7 +53,8 @@ from client.errors import (
     RequestTimeoutError,
     broker_error,
 )
-from protocol.codec import FrameDecoder, encode_frame
+from client.wire import Wire
+from protocol.codec import encode_frame
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.messages import (
     MAX_REQUEST_ID,
@@ -66,171 +71,7 @@ from protocol.messages import (
 
 log = structlog.get_logger("jobwire.client")
 
-DEFAULT_PORT: Final = 7400
-DEFAULT_URL: Final = f"jobwire://127.0.0.1:{DEFAULT_PORT}"
-_CLIENT_MAX_FRAME: Final = 64 * 1024 * 1024
-"""The largest reply frame this client accepts (the broker's own cap is lower)."""
 _FATAL_CODES: Final = frozenset({ErrorCode.UNAUTHORIZED, ErrorCode.UNSUPPORTED_VERSION})
-
-
-class ConnectionState(Enum):
-    """Where a connection is in its life."""
-
-    IDLE = "idle"
-    CONNECTING = "connecting"
-    CONNECTED = "connected"
-    CLOSED = "closed"
-
-
-@dataclass(frozen=True, slots=True)
-class Endpoint:
-    """Where to connect, parsed from a URL."""
-
-    host: str
-    port: int
-    token: str | None = None
-    tls: bool = False
-
-
-def parse_url(url: str) -> Endpoint:
-    """Parse ``jobwire://[token@]host[:port]`` or ``jobwires://...`` (TLS).
-
-    Args:
-        url: the broker URL; a bare ``host:port`` is accepted too.
-
-    Returns:
-        The endpoint (port 7400 when none is given).
-
-    Raises:
-        ValueError: a scheme other than ``jobwire``/``jobwires``, or a bad port.
-    """
-    if "://" not in url:
-        url = "jobwire://" + url
-    parts = urlsplit(url)
-    if parts.scheme not in ("jobwire", "jobwires"):
-        raise ValueError(f"unsupported URL scheme {parts.scheme!r}: use jobwire:// or jobwires://")
-    try:
-        port = parts.port or DEFAULT_PORT
-    except ValueError as exc:
-        raise ValueError(f"bad port in {url!r}") from exc
-    token = parts.username
-    if parts.password is not None:  # jobwire://user:token@host: the token is the password part
-        token = parts.password
-    return Endpoint(
-        host=parts.hostname or "127.0.0.1",
-        port=port,
-        token=unquote(token) if token else None,
-        tls=parts.scheme == "jobwires",
-    )
-
-
-def reconnect_delay(attempt: int, base: float, cap: float, rng: random.Random) -> float:
-    """Seconds to wait before reconnect attempt ``attempt`` (0-based): capped doubling, jittered.
-
-    The delay is uniform in ``[d/2, d]`` where ``d = min(cap, base * 2**attempt)``, so many
-    clients cut off together do not reconnect in lockstep.
-    """
-    ceiling = min(cap, base * 2.0 ** min(attempt, 32))
-    return ceiling * (0.5 + rng.random() / 2)
-
-
-@dataclass(frozen=True, slots=True)
-class ServerInfo:
-    """What the broker said about itself in the handshake."""
-
-    version: int
-    server: str
-    now_ms: int
-    max_frame: int
-    max_payload: int
-    max_batch: int
-    max_inflight: int
-
-    @classmethod
-    def from_body(cls, body: dict[str, Any]) -> ServerInfo:
-        return cls(
-            version=int(body.get("version", PROTOCOL_VERSION)),
-            server=str(body.get("server", "")),
-            now_ms=int(body.get("now", 0)),
-            max_frame=int(body.get("max_frame", 8 * 1024 * 1024)),
-            max_payload=int(body.get("max_payload", 1 << 20)),
-            max_batch=int(body.get("max_batch", 10_000)),
-            max_inflight=int(body.get("max_inflight", 10_000)),
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class ConnectionStatistics:
-    """A snapshot of a connection's counters (``Connection.statistics()``)."""
-
-    state: ConnectionState
-    endpoint: str
-    connects: int
-    """Successful handshakes, the first included."""
-    connect_failures: int
-    requests_sent: int
-    replies: int
-    error_replies: int
-    events: int
-    timeouts: int
-    pending: int
-    bytes_sent: int
-    bytes_received: int
-    server: ServerInfo | None
-
-
-class _Wire(asyncio.Protocol):
-    """The transport's protocol object: bytes in, messages to the connection."""
-
-    __slots__ = ("_conn", "_decoder", "closed", "transport", "writable")
-
-    def __init__(self, conn: Connection) -> None:
-        self._conn = conn
-        self._decoder = FrameDecoder(_CLIENT_MAX_FRAME)
-        self.transport: asyncio.Transport | None = None
-        self.closed: asyncio.Future[BaseException | None] = (
-            asyncio.get_running_loop().create_future()
-        )
-        self.writable = asyncio.Event()
-        self.writable.set()
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports are not asyncio.Transport subclasses: no isinstance check here.
-        self.transport = cast(asyncio.Transport, transport)
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    def data_received(self, data: bytes) -> None:
-        conn = self._conn
-        conn._bytes_received += len(data)
-        try:
-            self._decoder.feed(data)
-            while (message := self._decoder.next_message()) is not None:
-                conn._on_message(self, message)
-        except ProtocolError as exc:
-            log.error("bad frame from broker, closing", error=str(exc))
-            self.abort(exc)
-
-    def pause_writing(self) -> None:
-        self.writable.clear()
-
-    def resume_writing(self) -> None:
-        self.writable.set()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.writable.set()
-        if not self.closed.done():
-            self.closed.set_result(exc)
-        self._conn._on_lost(self, exc if self.closed.cancelled() else self.closed.result())
-
-    def abort(self, cause: BaseException) -> None:
-        """Drop the transport, recording ``cause`` as why."""
-        if not self.closed.done():
-            self.closed.set_result(cause)
-        if self.transport is not None:
-            self.transport.abort()
 
 
 class Connection:
@@ -278,7 +119,7 @@ class Connection:
 
         self.state = ConnectionState.IDLE
         self.server: ServerInfo | None = None
-        self._wire: _Wire | None = None
+        self._wire: Wire | None = None
         self._ready = asyncio.Event()
         self._wake = asyncio.Event()
         self._supervisor: asyncio.Task[None] | None = None
@@ -301,7 +142,7 @@ class Connection:
         self._events = 0
         self._timeouts = 0
         self._bytes_sent = 0
-        self._bytes_received = 0
+        self.bytes_received = 0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -420,7 +261,7 @@ class Connection:
             timeouts=self._timeouts,
             pending=len(self._pending),
             bytes_sent=self._bytes_sent,
-            bytes_received=self._bytes_received,
+            bytes_received=self.bytes_received,
             server=self.server,
         )
 
@@ -471,7 +312,7 @@ class Connection:
                     first.set_result(None)
                 self._notify("connected", {})
                 cause = await asyncio.shield(wire.closed)
-                self._on_lost(wire, cause)
+                self.wire_lost(wire, cause)
                 if self.state is ConnectionState.CLOSED:
                     return
                 if self._fatal is not None:
@@ -513,12 +354,12 @@ class Connection:
             async with asyncio.timeout(delay):
                 await self._wake.wait()
 
-    async def _open(self) -> _Wire:
+    async def _open(self) -> Wire:
         loop = asyncio.get_running_loop()
         endpoint = self.endpoint
         async with asyncio.timeout(self.connect_timeout):
             _, wire = await loop.create_connection(
-                lambda: _Wire(self), endpoint.host, endpoint.port, ssl=self._ssl,
+                lambda: Wire(self), endpoint.host, endpoint.port, ssl=self._ssl,
                 server_hostname=endpoint.host if self._ssl is not None else None,
             )
             self._wire = wire
@@ -528,7 +369,7 @@ class Connection:
                     self.connect_timeout, handshake=True,
                 )
             except BaseException:
-                self._on_lost(wire, ConnectionResetError("handshake failed"))
+                self.wire_lost(wire, ConnectionResetError("handshake failed"))
                 wire.abort(ConnectionResetError("handshake failed"))
                 raise
         self.server = ServerInfo.from_body(body)
@@ -605,7 +446,7 @@ class Connection:
         return await self._enqueue(wire, request, timeout)
 
     def _enqueue(
-        self, wire: _Wire, request: Request, timeout: float
+        self, wire: Wire, request: Request, timeout: float
     ) -> asyncio.Future[dict[str, Any]]:
         loop = self._loop or asyncio.get_running_loop()
         request_id = self._next_id
@@ -681,7 +522,7 @@ class Connection:
 
     # ------------------------------------------------------------------ incoming
 
-    def _on_lost(self, wire: _Wire, cause: BaseException | None) -> None:
+    def wire_lost(self, wire: Wire, cause: BaseException | None) -> None:
         """The transport of ``wire`` is gone: fail its pending requests at once."""
         if wire is not self._wire:
             return
@@ -692,7 +533,8 @@ class Connection:
             cause or ConnectionResetError("the broker closed the connection"),
         )
 
-    def _on_message(self, wire: _Wire, message: Any) -> None:
+    def wire_message(self, wire: Wire, message: Any) -> None:
+        """Handle one decoded broker message (called by ``Wire``)."""
         parsed = parse_server_message(message)
         if type(parsed) is Reply:
             future = self._pending.pop(parsed.request_id, None)
@@ -727,3 +569,9 @@ class Connection:
 def is_fatal(exc: BaseException) -> bool:
     """Whether ``exc`` means reconnecting cannot help (bad token, protocol version)."""
     return isinstance(exc, AuthenticationError | ProtocolMismatchError)
+
+
+__all__ = [
+    "DEFAULT_URL", "Connection", "ConnectionState", "ConnectionStatistics", "ServerInfo",
+    "is_fatal", "parse_url", "reconnect_delay",
+]

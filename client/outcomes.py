@@ -172,12 +172,13 @@ class OutcomeBuffer:
         outcomes = self._results(len(chunk), future)
         if outcomes is None:
             return
-        callbacks = self._worker.completed_callbacks
+        events = self._worker.events
+        callbacks = events.completed
         for (ctx, _), outcome in zip(chunk, outcomes, strict=False):
             if outcome.ok:
                 self.completed += 1
                 if callbacks:
-                    self._worker.run_callbacks(callbacks, ctx, ctx.result)
+                    events.fire(callbacks, ctx, ctx.result)
             else:
                 self._refused(ctx, outcome, "ack")
 
@@ -188,7 +189,8 @@ class OutcomeBuffer:
         outcomes = self._results(len(chunk), future)
         if outcomes is None:
             return
-        callbacks = self._worker.failed_callbacks
+        events = self._worker.events
+        callbacks = events.failed
         for (ctx, _, exc), outcome in zip(chunk, outcomes, strict=False):
             if not outcome.ok:
                 self._refused(ctx, outcome, "fail")
@@ -200,7 +202,7 @@ class OutcomeBuffer:
             else:
                 self.retried += 1
             if callbacks:
-                self._worker.run_callbacks(callbacks, ctx, exc)
+                events.fire(callbacks, ctx, exc)
 
     async def drain(self, timeout: float) -> None:  # noqa: ASYNC109
         """Flush and wait (at most ``timeout`` seconds) for every outcome request's reply."""

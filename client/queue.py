@@ -18,7 +18,8 @@ import asyncio
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Self
 
-from client.connection import DEFAULT_URL, Connection, ConnectionStatistics
+from client.connection import Connection
+from client.endpoint import DEFAULT_URL, ConnectionStatistics
 from client.job import Job, check_retried, job_info_from_body
 from client.options import (
     FRAME_BUDGET,

@@ -28,7 +28,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Self
 
-from client.connection import DEFAULT_URL, ServerInfo, parse_url
+from client.endpoint import DEFAULT_URL, ServerInfo, parse_url
 from client.errors import (
     ConnectionClosedError,
     ConnectionLostError,

@@ -19,8 +19,9 @@ one lease task. Every job the worker holds (reserved, not yet given an outcome) 
   schedules one flush with ``call_soon``, so outcomes that finish in the same loop iteration go in
   one ``ack`` / ``fail`` request with one future. The slot frees at once; ``on_completed`` /
   ``on_failed`` run only when the broker's reply says the outcome was recorded.
-* **Leases**: the lease task extends, in one batched ``extend``, every held job past half its
-  lease. A refused extension marks the job ``lease_lost`` (its outcome will be refused too).
+* **Leases** (``client/leases.py``): one task extends, in one batched ``extend``, every held
+  job past half its lease. A refused extension marks the job ``lease_lost`` (its outcome will
+  be refused too).
 * **Broker restarts**: the connection reconnects by itself. Leases from before a restart are
   stale, so late outcomes get ``STALE_LEASE`` / ``NOT_FOUND``: logged, counted, never raised.
   A ``draining`` event pauses reserving until the connection comes back.
@@ -49,24 +50,23 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from functools import partial
-from typing import Any, Final, TypeVar
+from typing import Any, TypeVar
 
 import structlog
 
-from client.connection import DEFAULT_URL, Connection, ConnectionStatistics
+from client.connection import Connection
 from client.context import JobContext
+from client.endpoint import DEFAULT_URL
 from client.errors import ConnectionClosedError, ConnectionError_, JobwireError
+from client.events import CompletedCallback, EventCallbacks, FailedCallback, WorkerStatistics
+from client.leases import LeaseKeeper
 from client.outcomes import OutcomeBuffer, describe_exception
 from client.serializers import Serializer, get_serializer
 from protocol.messages import (
     MAX_RESERVE_JOBS,
     MAX_WAIT_MS,
-    Extend,
-    ExtendItem,
     Reserve,
-    parse_outcomes,
     parse_reserved,
 )
 
@@ -74,30 +74,6 @@ log = structlog.get_logger("jobwire.worker")
 _T = TypeVar("_T")
 
 Handler = Callable[[JobContext], Any]
-CompletedCallback = Callable[[JobContext, Any], Any]
-FailedCallback = Callable[[JobContext, BaseException], Any]
-LEASE_TICK_MAX: Final = 1.0
-"""Longest pause between two looks at the leases, seconds."""
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerStatistics:
-    """A snapshot of a worker's counters (``Worker.statistics()``)."""
-
-    held: int
-    running: int
-    completed: int
-    failed: int
-    retried: int
-    refused: int
-    """Outcomes the broker refused (stale lease or job gone), e.g. after a broker restart."""
-    unacknowledged: int
-    """Outcomes whose request was lost with the connection (the broker redelivers those jobs)."""
-    handed_back: int
-    reserve_requests: int
-    ack_requests: int
-    extended: int
-    connection: ConnectionStatistics
 
 
 class Worker:
@@ -162,14 +138,13 @@ class Worker:
 
         self._loop: asyncio.AbstractEventLoop | None = None
         self._held: dict[int, JobContext] = {}
+        self._leases = LeaseKeeper(self.connection, self._held, self.lease_ms)
         self._ready: deque[JobContext] = deque()
         self._idle_runners: list[asyncio.Future[None]] = []
         self._running = 0
         self._asked = 0
         self._outstanding_reserves = 0
         self._reserve_wake = asyncio.Event()
-        self._lease_wake = asyncio.Event()
-        self._lease_next_check = 0.0
         self._reserves_done = asyncio.Event()
         self._reserves_done.set()
         self._stop_requested = asyncio.Event()
@@ -185,11 +160,8 @@ class Worker:
         self._min_overlap = max(1, concurrency // 4)
         self._executor: ThreadPoolExecutor | None = None
         self._outcomes = OutcomeBuffer(self)
-        self._completed_callbacks: list[CompletedCallback] = []
-        self._failed_callbacks: list[FailedCallback] = []
-        self._callback_tasks: set[asyncio.Task[Any]] = set()
+        self.events = EventCallbacks()
         self._reserve_requests = 0
-        self._extended = 0
         self._handed_back = 0
 
     # ------------------------------------------------------------------ public API
@@ -199,7 +171,7 @@ class Worker:
 
         Usable as a decorator; ``async def`` callbacks are run as tasks the worker owns.
         """
-        self._completed_callbacks.append(callback)
+        self.events.completed.append(callback)
         return callback
 
     def on_failed(self, callback: FailedCallback) -> FailedCallback:
@@ -207,7 +179,7 @@ class Worker:
 
         The job's ``is_last_attempt`` tells whether it went to ``failed`` or will be retried.
         """
-        self._failed_callbacks.append(callback)
+        self.events.failed.append(callback)
         return callback
 
     def stop(self) -> None:
@@ -239,7 +211,7 @@ class Worker:
             failed=o.failed, retried=o.retried, refused=o.refused,
             unacknowledged=o.unacknowledged, handed_back=self._handed_back,
             reserve_requests=self._reserve_requests, ack_requests=o.requests,
-            extended=self._extended, connection=self.connection.statistics(),
+            extended=self._leases.extended, connection=self.connection.statistics(),
         )
 
     def call_from_thread(self, coro: Coroutine[Any, Any, _T]) -> _T:
@@ -280,7 +252,7 @@ class Worker:
             try:
                 async with asyncio.TaskGroup() as group:
                     runners = [group.create_task(self._runner()) for _ in range(self.concurrency)]
-                    lease_task = group.create_task(self._lease_loop())
+                    lease_task = group.create_task(self._leases.run())
                     group.create_task(self._reserve_loop())
                     await self._stop_requested.wait()
                     await self._drain(runners)
@@ -363,8 +335,7 @@ class Worker:
             for ctx in held:
                 self._outcomes.hand_back(ctx)
         await self._outcomes.drain(timeout=max(5.0, self.connection.request_timeout))
-        if self._callback_tasks:
-            await asyncio.wait(self._callback_tasks, timeout=5.0)
+        await self.events.drain(5.0)
 
     # ------------------------------------------------------------------ reserving
 
@@ -438,15 +409,11 @@ class Worker:
         now = time.monotonic()
         held = self._held
         ready = self._ready
-        earliest = self._lease_next_check
-        for reserved in jobs:
-            ctx = JobContext(self, reserved, now)
+        fresh = [JobContext(self, reserved, now) for reserved in jobs]
+        for ctx in fresh:
             held[ctx.token] = ctx
-            ready.append(ctx)
-            if ctx.deadline - ctx.lease / 2 < earliest:
-                earliest = 0.0
-        if earliest == 0.0:  # a lease shorter than the lease task's nap: wake it
-            self._lease_wake.set()
+        ready.extend(fresh)
+        self._leases.watch(fresh)
         idle = self._idle_runners
         for _ in range(min(len(jobs), len(idle))):
             waiter = idle.pop()
@@ -535,87 +502,6 @@ class Worker:
         self._reserve_wake.set()
         if self._stopping and not self._held:
             self._idle_wake.set()
-
-    # ------------------------------------------------------------------ leases
-
-    async def _lease_loop(self) -> None:
-        wake = self._lease_wake
-        while True:
-            wake.clear()
-            now = time.monotonic()
-            due: list[JobContext] = []
-            next_check = now + LEASE_TICK_MAX
-            for ctx in self._held.values():
-                extend_at = ctx.deadline - ctx.lease / 2
-                if extend_at <= now and not ctx.lease_lost:
-                    due.append(ctx)
-                else:
-                    next_check = min(next_check, extend_at)
-            if due and self.connection.connected:
-                self._send_extend(due, now)
-                for ctx in due:
-                    next_check = min(next_check, ctx.deadline - ctx.lease / 2)
-            self._lease_next_check = next_check
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(max(0.01, next_check - now)):
-                    await wake.wait()
-
-    def _send_extend(self, due: list[JobContext], now: float) -> None:
-        server = self.connection.server
-        max_batch = server.max_batch if server else 10_000
-        for start in range(0, len(due), max_batch):
-            chunk = due[start:start + max_batch]
-            items = tuple(ExtendItem(ctx.id, ctx.token, self.lease_ms) for ctx in chunk)
-            try:
-                future = self.connection.request_nowait(Extend(items))
-            except ConnectionError_:
-                return
-            for ctx in chunk:  # do not ask again until this answer is in
-                ctx.deadline = now + ctx.lease
-            future.add_done_callback(partial(self._on_extended, chunk, now))
-
-    def _on_extended(
-        self, chunk: list[JobContext], sent_at: float, future: asyncio.Future[dict[str, Any]]
-    ) -> None:
-        if future.cancelled() or future.exception() is not None:
-            return
-        for ctx, outcome in zip(chunk, parse_outcomes(future.result()), strict=False):
-            if outcome.ok:
-                self._extended += 1
-                if self.lease_ms is not None:
-                    ctx.deadline = sent_at + self.lease_ms / 1000
-            elif not ctx.lease_lost:
-                ctx.lease_lost = True
-                log.warning("lease lost while the handler runs", job_id=ctx.id,
-                            code=outcome.code, message=str(outcome.value))
-
-    # ------------------------------------------------------------------ callbacks
-
-    def run_callbacks(self, callbacks: Sequence[Callable[..., Any]], *args: Any) -> None:
-        """Run event callbacks; an awaitable result becomes a task the worker owns."""
-        for callback in callbacks:
-            try:
-                result = callback(*args)
-            except Exception:
-                log.exception("event callback failed", callback=getattr(callback, "__name__", ""))
-                continue
-            if inspect.isawaitable(result):
-                task = asyncio.ensure_future(result)
-                self._callback_tasks.add(task)
-                task.add_done_callback(self._callback_done)
-
-    def _callback_done(self, task: asyncio.Task[Any]) -> None:
-        self._callback_tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("event callback failed", error=repr(task.exception()))
-
-    @property
-    def completed_callbacks(self) -> list[CompletedCallback]:
-        return self._completed_callbacks
-
-    @property
-    def failed_callbacks(self) -> list[FailedCallback]:
-        return self._failed_callbacks
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

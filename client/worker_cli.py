@@ -24,7 +24,7 @@ from typing import Any
 
 import structlog
 
-from client.connection import DEFAULT_URL
+from client.endpoint import DEFAULT_URL
 from client.errors import JobwireError
 from client.worker import Worker
 

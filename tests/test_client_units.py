@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from client.cli import parse_duration, table
-from client.connection import parse_url, reconnect_delay
+from client.endpoint import parse_url, reconnect_delay
 from client.errors import (
     BrokerError,
     NotFoundError,

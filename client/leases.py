@@ -1,0 +1,110 @@
+"""Lease upkeep for the worker: extend, in one batched ``extend`` request, every held job whose
+lease is past half its length.
+
+One task (``LeaseKeeper.run``, owned by the worker's task group) naps until the earliest time a
+held job needs extending, at most ``LEASE_TICK_MAX`` seconds; newly reserved jobs with a shorter
+lease wake it (``watch``). Deadlines are local monotonic times computed from when the job (or
+the extension) was *sent for*, so they err early, never late. A refused extension marks the job
+``lease_lost`` and is logged: its outcome will be refused too, and the broker redelivers it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Iterable, Mapping
+from functools import partial
+from typing import TYPE_CHECKING, Any, Final
+
+import structlog
+
+from client.context import JobContext
+from client.errors import ConnectionError_
+from protocol.messages import Extend, ExtendItem, parse_outcomes
+
+if TYPE_CHECKING:
+    from client.connection import Connection
+
+log = structlog.get_logger("jobwire.worker")
+
+LEASE_TICK_MAX: Final = 1.0
+"""Longest pause between two looks at the leases, seconds."""
+
+
+class LeaseKeeper:
+    """Keeps the leases of a worker's held jobs alive while their handlers run.
+
+    Args:
+        connection: the worker's connection.
+        held: the worker's held jobs (lease token → context), read on every look.
+        lease_ms: the lease length to ask for (``None``: each job's own).
+    """
+
+    __slots__ = ("_connection", "_held", "_next_check", "_wake", "extended", "lease_ms")
+
+    def __init__(
+        self, connection: Connection, held: Mapping[int, JobContext], lease_ms: int | None
+    ) -> None:
+        self._connection = connection
+        self._held = held
+        self.lease_ms = lease_ms
+        self._wake = asyncio.Event()
+        self._next_check = 0.0
+        self.extended = 0
+        """Leases extended successfully so far."""
+
+    def watch(self, jobs: Iterable[JobContext]) -> None:
+        """New held jobs: wake the task if one needs extending before its planned look."""
+        if any(ctx.deadline - ctx.lease / 2 < self._next_check for ctx in jobs):
+            self._wake.set()
+
+    async def run(self) -> None:
+        """Extend leases until cancelled."""
+        wake = self._wake
+        while True:
+            wake.clear()
+            now = time.monotonic()
+            due: list[JobContext] = []
+            next_check = now + LEASE_TICK_MAX
+            for ctx in self._held.values():
+                extend_at = ctx.deadline - ctx.lease / 2
+                if extend_at <= now and not ctx.lease_lost:
+                    due.append(ctx)
+                else:
+                    next_check = min(next_check, extend_at)
+            if due and self._connection.connected:
+                self._send(due, now)
+                for ctx in due:
+                    next_check = min(next_check, ctx.deadline - ctx.lease / 2)
+            self._next_check = next_check
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.01, next_check - now)):
+                    await wake.wait()
+
+    def _send(self, due: list[JobContext], now: float) -> None:
+        server = self._connection.server
+        max_batch = server.max_batch if server else 10_000
+        for start in range(0, len(due), max_batch):
+            chunk = due[start:start + max_batch]
+            items = tuple(ExtendItem(ctx.id, ctx.token, self.lease_ms) for ctx in chunk)
+            try:
+                future = self._connection.request_nowait(Extend(items))
+            except ConnectionError_:
+                return
+            for ctx in chunk:  # the new deadline counts from now; no second ask meanwhile
+                ctx.deadline = now + ctx.lease
+            future.add_done_callback(partial(self._on_extended, chunk))
+
+    def _on_extended(
+        self, chunk: list[JobContext], future: asyncio.Future[dict[str, Any]]
+    ) -> None:
+        if future.cancelled() or future.exception() is not None:
+            return  # connection lost: the broker releases these jobs itself
+        for ctx, outcome in zip(chunk, parse_outcomes(future.result()), strict=False):
+            if outcome.ok:
+                self.extended += 1
+            elif not ctx.lease_lost:
+                ctx.lease_lost = True
+                log.warning("lease lost while the handler runs", job_id=ctx.id,
+                            code=outcome.code, message=str(outcome.value))
