@@ -7,10 +7,8 @@ Theory of operation:
   or checks the schema (``broker.schema``). ``write`` turns a ``Changes`` into rows *at once*, in
   the event loop, from the live ``Job`` objects, then runs one transaction for all of them in the
   SQLite thread. ``load`` reads everything back as a ``Snapshot`` for ``Core.restore``.
-* ``GroupCommitter`` is the only writer while the broker runs. Requests that changed state
-  register a callback with ``after_commit``; the ``run`` loop takes the core's changes and every
-  callback gathered so far, writes one transaction and answers all the callbacks. While that
-  transaction runs, the next batch gathers, so the number of transactions adapts to the disk.
+* ``GroupCommitter`` (``broker/committer.py``) is the only writer while the broker runs: many
+  requests per transaction.
 * Checkpoints are chosen, not automatic: after a commit, when the WAL holds more than
   ``checkpoint_bytes``, the committer runs a PASSIVE checkpoint (SQLite's own auto-checkpoint is
   set far higher, only as a safety net); ``close`` runs a TRUNCATE checkpoint. Incremental vacuum
@@ -23,9 +21,6 @@ Invariants:
    a task that cannot be cancelled half-way: a transaction is never left open between calls.
 2. A failed write rolls back and raises ``JournalError``; the connection stays usable, so writes
    resume once the fault (full disk, I/O error, a busy lock) clears.
-3. The changes of a failed batch are kept by the committer and merged under the next batch's
-   (newer changes win), so memory and disk converge once writes succeed again. Only the
-   callbacks of the failed batch see the error.
 """
 
 from __future__ import annotations
@@ -37,7 +32,6 @@ import os
 import sqlite3
 import struct
 import sys
-from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final
@@ -499,132 +493,3 @@ class Journal:
             finally:
                 with contextlib.suppress(sqlite3.Error):
                     await db.close()
-
-
-Callback = Callable[[BaseException | None], None]
-
-
-class GroupCommitter:
-    """Many requests per transaction: the broker's single writer to the journal.
-
-    Args:
-        journal: the open journal.
-        take_changes: returns (and forgets) everything the core changed since the last call.
-        retry_delay: seconds before the first retry of a failed batch when nothing new arrives;
-            doubles per consecutive failure up to ``max_retry_delay``.
-        max_retry_delay: the longest wait between retries.
-    """
-
-    def __init__(
-        self,
-        journal: Journal,
-        take_changes: Callable[[], Changes],
-        *,
-        retry_delay: float = 0.05,
-        max_retry_delay: float = 5.0,
-    ) -> None:
-        self._journal = journal
-        self._take_changes = take_changes
-        self._waiters: list[Callback] = []
-        self._retained: Changes | None = None
-        self._wakeup = asyncio.Event()
-        self._lock = asyncio.Lock()
-        self._retry_delay = retry_delay
-        self._max_retry_delay = max_retry_delay
-        self._failures = 0
-        self.batches = 0
-        self.failed_batches = 0
-
-    @property
-    def pending_failure(self) -> bool:
-        """Whether the last batch failed (its changes wait to be written)."""
-        return self._failures > 0
-
-    def after_commit(self, callback: Callback) -> None:
-        """Call ``callback`` once the transaction holding the caller's latest changes ends.
-
-        Call it right after a core operation that changed state. ``callback(None)`` runs after
-        that transaction committed (or after the in-flight one, if there was nothing to write);
-        ``callback(exc)`` runs if it failed (``exc`` is a ``JournalError``).
-
-        Args:
-            callback: a plain function; it must not block. Its exceptions are logged.
-        """
-        self._waiters.append(callback)
-        self._wakeup.set()
-
-    def wake(self) -> None:
-        """Commit the core's changes soon, with no one waiting for the result."""
-        self._wakeup.set()
-
-    async def run(self) -> None:
-        """The commit loop; runs until cancelled (``CancelledError`` is re-raised).
-
-        A failed batch is retried after ``retry_delay`` (doubling) even when no request arrives.
-        """
-        while True:
-            if self._retained is None:
-                await self._wakeup.wait()
-            else:
-                delay = min(self._max_retry_delay, self._retry_delay * 2 ** (self._failures - 1))
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(delay):
-                        await self._wakeup.wait()
-            self._wakeup.clear()
-            await self._commit_batch()
-
-    async def flush(self) -> None:
-        """Commit everything gathered so far (waiting for a running transaction first).
-
-        Safe to call when idle and any number of times.
-
-        Raises:
-            JournalError: the final transaction failed; its changes are still retained.
-        """
-        error = await self._commit_batch()
-        if error is not None:
-            raise error
-
-    async def _commit_batch(self) -> JournalError | None:
-        async with self._lock:
-            waiters, self._waiters = self._waiters, []
-            changes = self._take_changes()
-            retained, self._retained = self._retained, None
-            if retained is not None:
-                retained.jobs.update(changes.jobs)
-                retained.queues.update(changes.queues)
-                retained.next_seq = max(retained.next_seq, changes.next_seq)
-                changes = retained
-            error: JournalError | None = None
-            if changes:
-                try:
-                    await self._journal.write(changes)
-                except JournalError as exc:
-                    error = exc
-                    self._retained = changes
-                except asyncio.CancelledError:
-                    # The write itself finishes (it is shielded), but whether it committed is
-                    # unknown here: keep everything for the next run or flush (rewriting is
-                    # idempotent) and let the callbacks wait for it.
-                    self._retained = changes
-                    self._waiters[:0] = waiters
-                    raise
-                self.batches += 1
-            if error is None:
-                self._failures = 0
-            else:
-                self._failures += 1
-                self.failed_batches += 1
-                _log.error("journal_failure", error=str(error), jobs=len(changes.jobs),
-                           waiters=len(waiters), consecutive=self._failures)
-            for callback in waiters:
-                try:
-                    callback(error)
-                except Exception:
-                    _log.exception("commit_callback_failed")
-            if error is None and changes:
-                try:
-                    await self._journal.maybe_checkpoint()
-                except JournalError as exc:
-                    _log.warning("checkpoint_failed", error=str(exc))
-            return error

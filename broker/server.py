@@ -36,9 +36,10 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Final
 
 from broker.auth import FailureThrottle, exposure_warning
+from broker.committer import GroupCommitter
 from broker.config import Settings
 from broker.core import Core, CoreConfig
-from broker.journal import GroupCommitter, Journal, JournalError, SyncMode
+from broker.journal import Journal, JournalError, SyncMode
 from broker.log import get_logger
 from broker.longpoll import JobWaiters, ParkedReserve, ParkedWait, ReserveWaiters
 from broker.session import Session

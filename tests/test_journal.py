@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 
+from broker.committer import GroupCommitter
 from broker.core import Changes, QueueMeta
 from broker.jobs import NO_OPTIONS, Job, JobOptions
-from broker.journal import GroupCommitter, Journal, JournalError, SyncMode
+from broker.journal import Journal, JournalError, SyncMode
 from protocol.messages import Backoff, BackoffKind, JobState, Retention
 
 NOW = 1_700_000_000_000

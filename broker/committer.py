@@ -1,0 +1,159 @@
+"""Group commit: many requests per journal transaction, and the broker's single journal writer.
+
+Theory of operation: a request that changed the core's state registers a callback with
+``after_commit``. The ``run`` loop wakes, takes the core's changes (``take_changes``) and every
+callback gathered so far, writes them in one transaction and then calls every callback with the
+outcome. While that transaction runs, the next batch gathers, so the number of transactions per
+second adapts to the disk rather than to the request rate. After a successful commit the loop
+asks the journal for a checkpoint if the WAL has grown past its threshold.
+
+Invariants:
+
+1. A callback is called exactly once, after the transaction that followed its registration ended:
+   with ``None`` if it committed, with the ``JournalError`` if it failed.
+2. The changes of a failed batch are never dropped: they are kept and merged under the next
+   batch's (newer changes win), and retried (after ``retry_delay``, doubling) even when no request
+   arrives, so memory and disk converge once the fault clears. Only the callbacks of the failed
+   batch see the error.
+3. One batch at a time (``_lock``): ``flush`` waits for a running batch, then commits the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+
+from broker.core import Changes
+from broker.journal import Journal, JournalError
+from broker.log import get_logger
+
+_log = get_logger("committer")
+
+Callback = Callable[[BaseException | None], None]
+
+
+class GroupCommitter:
+    """Many requests per transaction: the broker's single writer to the journal.
+
+    Args:
+        journal: the open journal.
+        take_changes: returns (and forgets) everything the core changed since the last call.
+        retry_delay: seconds before the first retry of a failed batch when nothing new arrives;
+            doubles per consecutive failure up to ``max_retry_delay``.
+        max_retry_delay: the longest wait between retries.
+    """
+
+    def __init__(
+        self,
+        journal: Journal,
+        take_changes: Callable[[], Changes],
+        *,
+        retry_delay: float = 0.05,
+        max_retry_delay: float = 5.0,
+    ) -> None:
+        self._journal = journal
+        self._take_changes = take_changes
+        self._waiters: list[Callback] = []
+        self._retained: Changes | None = None
+        self._wakeup = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self._retry_delay = retry_delay
+        self._max_retry_delay = max_retry_delay
+        self._failures = 0
+        self.batches = 0
+        self.failed_batches = 0
+
+    @property
+    def pending_failure(self) -> bool:
+        """Whether the last batch failed (its changes wait to be written)."""
+        return self._failures > 0
+
+    def after_commit(self, callback: Callback) -> None:
+        """Call ``callback`` once the transaction holding the caller's latest changes ends.
+
+        Call it right after a core operation that changed state. ``callback(None)`` runs after
+        that transaction committed (or after the in-flight one, if there was nothing to write);
+        ``callback(exc)`` runs if it failed (``exc`` is a ``JournalError``).
+
+        Args:
+            callback: a plain function; it must not block. Its exceptions are logged.
+        """
+        self._waiters.append(callback)
+        self._wakeup.set()
+
+    def wake(self) -> None:
+        """Commit the core's changes soon, with no one waiting for the result."""
+        self._wakeup.set()
+
+    async def run(self) -> None:
+        """The commit loop; runs until cancelled (``CancelledError`` is re-raised).
+
+        A failed batch is retried after ``retry_delay`` (doubling) even when no request arrives.
+        """
+        while True:
+            if self._retained is None:
+                await self._wakeup.wait()
+            else:
+                delay = min(self._max_retry_delay, self._retry_delay * 2 ** (self._failures - 1))
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await self._wakeup.wait()
+            self._wakeup.clear()
+            await self._commit_batch()
+
+    async def flush(self) -> None:
+        """Commit everything gathered so far (waiting for a running transaction first).
+
+        Safe to call when idle and any number of times.
+
+        Raises:
+            JournalError: the final transaction failed; its changes are still retained.
+        """
+        error = await self._commit_batch()
+        if error is not None:
+            raise error
+
+    async def _commit_batch(self) -> JournalError | None:
+        async with self._lock:
+            waiters, self._waiters = self._waiters, []
+            changes = self._take_changes()
+            retained, self._retained = self._retained, None
+            if retained is not None:
+                retained.jobs.update(changes.jobs)
+                retained.queues.update(changes.queues)
+                retained.next_seq = max(retained.next_seq, changes.next_seq)
+                changes = retained
+            error: JournalError | None = None
+            if changes:
+                try:
+                    await self._journal.write(changes)
+                except JournalError as exc:
+                    error = exc
+                    self._retained = changes
+                except asyncio.CancelledError:
+                    # The write itself finishes (it is shielded), but whether it committed is
+                    # unknown here: keep everything for the next run or flush (rewriting is
+                    # idempotent) and let the callbacks wait for it.
+                    self._retained = changes
+                    self._waiters[:0] = waiters
+                    raise
+                self.batches += 1
+            if error is None:
+                self._failures = 0
+            else:
+                self._failures += 1
+                self.failed_batches += 1
+                _log.error("journal_failure", error=str(error), jobs=len(changes.jobs),
+                           waiters=len(waiters), consecutive=self._failures)
+            for callback in waiters:
+                try:
+                    callback(error)
+                except Exception:
+                    _log.exception("commit_callback_failed")
+            if error is None and changes:
+                try:
+                    await self._journal.maybe_checkpoint()
+                except JournalError as exc:
+                    _log.warning("checkpoint_failed", error=str(exc))
+            return error
