@@ -63,7 +63,16 @@ class CoreAdmin(CoreState):
             queue.ready.maybe_compact(queue.waiting, self._is_waiting)
         elif state is DELAYED:
             self._delayed.maybe_compact(self._delayed_entry_live)
+        elif state is COMPLETED or state is FAILED:
+            self._reschedule(queue)
         return state
+
+    def _reschedule(self, queue: QueueState) -> None:
+        """After finished jobs were taken out by hand, make sure age pruning is scheduled for the
+        new oldest entries (a list whose old head was kept forever has nothing scheduled)."""
+        for finished in (queue.completed, queue.failed):
+            if finished.scheduled is None:
+                self._schedule_prune(finished, queue)
 
     def _forget(self, job: Job, queue: QueueState) -> None:
         """Fix counters for a deleted job (its lease, if any, already ended)."""
@@ -187,6 +196,7 @@ class CoreAdmin(CoreState):
                 self._delayed.maybe_compact(self._delayed_entry_live)
             else:
                 (target.completed if state is COMPLETED else target.failed).rebuild(self._jobs)
+                self._reschedule(target)
         return len(victims)
 
     # ------------------------------------------------------------------ the failed set
@@ -246,6 +256,7 @@ class CoreAdmin(CoreState):
             self._make_waiting(job, target, now)
             self._changed_jobs[job.id] = job
         self._unfinished += len(chosen)
+        self._reschedule(target)
         return len(chosen), not_failed
 
     # ------------------------------------------------------------------ restore

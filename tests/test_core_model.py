@@ -1,0 +1,622 @@
+"""The core against a plain-Python model: a hypothesis RuleBasedStateMachine with a fake clock.
+
+The model keeps jobs in a dict and derives every order by sorting (ready order by
+``(priority, ready_stamp)``, finish order by ``finish_stamp``, lease expiry by
+``(deadline, token)``, promotion by ``(run_at, seq)``), so it shares no data structure with the
+core. After every step the two must agree on every job's fields, per-queue stats, the queues
+that became ready and the jobs that finished.
+
+A fake journal (``FakeJournal``) applies ``take_changes()`` after every step, copying jobs as a
+real journal's rows would; the ``restore`` rule rebuilds the core from it with ``Core.restore``,
+which also checks that the changes the core reports are complete. The crash-and-replay rule
+against the real journal plugs in at the same place: swap ``FakeJournal`` for the SQLite one.
+
+Retention in the model is uniform per state (plus "remove at once" per job), which keeps the
+model a few lines; per-job retention overrides are covered by unit tests in test_core.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from broker.core import Core, CoreConfig, CoreError, QueueMeta, Snapshot
+from broker.jobs import Job
+from protocol.errors import ErrorCode
+from protocol.messages import (
+    AckItem,
+    Backoff,
+    BackoffKind,
+    ExtendItem,
+    FailItem,
+    JobSpec,
+    JobState,
+    Retention,
+)
+
+W, D, A, C, F = (JobState.WAITING, JobState.DELAYED, JobState.ACTIVE, JobState.COMPLETED,
+                 JobState.FAILED)
+T0 = 1_000_000
+QUEUES = ("a", "b", "c")
+IDS = ("x", "y", "z")
+OWNERS = (1, 2)
+KEEP_COMPLETED = Retention(2, 2_000)
+KEEP_FAILED = Retention(2, None)
+CONFIG = CoreConfig(
+    default_max_attempts=2,
+    default_backoff=Backoff(BackoffKind.EXPONENTIAL, 100, 400),
+    default_lease_ms=1_000,
+    keep_completed=KEEP_COMPLETED,
+    keep_failed=KEEP_FAILED,
+    max_payload=8,
+    max_queue_jobs=6,
+    max_total_jobs=10,
+)
+BACKOFFS = (None, Backoff(BackoffKind.FIXED, 0, None), Backoff(BackoffKind.FIXED, 300, None),
+            Backoff(BackoffKind.EXPONENTIAL, 50, 120))
+
+
+def backoff_delay(attempt: int, policy: Backoff) -> int:
+    if policy.kind is BackoffKind.FIXED:
+        value = policy.base_ms
+    else:
+        value = policy.base_ms * 2 ** (attempt - 1)
+    return value if policy.cap_ms is None else min(value, policy.cap_ms)
+
+
+@dataclass
+class MJob:
+    id: str
+    seq: int
+    queue: str
+    payload: bytes
+    priority: int
+    state: JobState
+    run_at: int
+    created_at: int
+    max_attempts: int
+    backoff: Backoff | None
+    lease_ms: int | None
+    remove_on_complete: bool
+    attempts: int = 0
+    error: str | None = None
+    result: bytes | None = None
+    progress: Any = None
+    started_at: int | None = None
+    finished_at: int | None = None
+    token: int | None = None
+    deadline: int | None = None
+    owner: int | None = None
+    ready_stamp: int = 0
+    finish_stamp: int = 0
+
+
+@dataclass
+class MQueue:
+    paused: bool = False
+    total_completed: int = 0
+    total_failed: int = 0
+
+
+class Model:
+    """What the core should do, written as plainly as possible."""
+
+    def __init__(self, token_base: int) -> None:
+        self.jobs: dict[str, MJob] = {}
+        self.queues: dict[str, MQueue] = {}
+        self.seq = 1
+        self.token = token_base + 1
+        self.stamp = 0
+        self.ready: set[str] = set()
+        self.finished: set[str] = set()
+
+    def _stamp(self) -> int:
+        self.stamp += 1
+        return self.stamp
+
+    def queue(self, name: str) -> MQueue:
+        return self.queues.setdefault(name, MQueue())
+
+    def in_state(self, queue: str, state: JobState) -> list[MJob]:
+        return [j for j in self.jobs.values() if j.queue == queue and j.state is state]
+
+    def unfinished(self, queue: str | None = None) -> int:
+        return sum(1 for j in self.jobs.values()
+                   if j.state in (W, D, A) and (queue is None or j.queue == queue))
+
+    def finish_list(self, queue: str, state: JobState) -> list[MJob]:
+        return sorted(self.in_state(queue, state), key=lambda j: j.finish_stamp)
+
+    # -- transitions
+
+    def make_waiting(self, job: MJob, run_at: int) -> None:
+        job.state, job.run_at, job.ready_stamp = W, run_at, self._stamp()
+        if not self.queue(job.queue).paused:
+            self.ready.add(job.queue)
+
+    def delete(self, job: MJob) -> None:
+        del self.jobs[job.id]
+        self.finished.add(job.id)
+
+    def promote(self, now: int) -> None:
+        for job in sorted((j for j in self.jobs.values() if j.state is D and j.run_at <= now),
+                          key=lambda j: (j.run_at, j.seq)):
+            self.make_waiting(job, job.run_at)
+
+    def prune(self, queue: str, state: JobState, now: int | None) -> None:
+        """Count pruning (and age pruning when ``now`` is given), from the oldest end."""
+        keep = KEEP_COMPLETED if state is C else KEEP_FAILED
+        entries = self.finish_list(queue, state)
+        while entries:
+            head = entries[0]
+            over = keep.count is not None and len(entries) > keep.count
+            old = (now is not None and keep.age_ms is not None and head.finished_at is not None
+                   and head.finished_at + keep.age_ms <= now)
+            if not (over or old):
+                break
+            entries.pop(0)
+            self.delete(head)
+
+    def finish(self, job: MJob, state: JobState, now: int) -> None:
+        job.state, job.finished_at, job.finish_stamp = state, now, self._stamp()
+        job.token = job.deadline = job.owner = None
+        self.finished.add(job.id)
+        if state is C and job.remove_on_complete:
+            self.delete(job)
+            return
+        self.prune(job.queue, state, None)
+
+    def fail_attempt(self, job: MJob, error: str, retry: bool, delay: int | None,
+                     now: int) -> JobState:
+        job.error = error
+        if not retry or job.attempts >= job.max_attempts:
+            self.queue(job.queue).total_failed += 1
+            self.finish(job, F, now)
+            return F
+        job.token = job.deadline = job.owner = None
+        if delay is None:
+            delay = backoff_delay(max(job.attempts, 1), job.backoff or CONFIG.default_backoff)
+        if delay <= 0:
+            self.make_waiting(job, now)
+            return W
+        job.state, job.run_at = D, now + delay
+        return D
+
+    def lease_problem(self, job_id: str, token: int) -> str | None:
+        job = self.jobs.get(job_id)
+        if job is None:
+            return "NOT_FOUND"
+        if job.state is not A or job.token != token:
+            return "STALE_LEASE"
+        return None
+
+    def age_prune_all(self, now: int) -> None:
+        for queue in list(self.queues):
+            for state in (C, F):
+                self.prune(queue, state, now)
+
+
+class FakeJournal:
+    """Applies ``Changes`` the way the real journal does: a copy of each job at commit time."""
+
+    def __init__(self) -> None:
+        self.jobs: dict[str, Job] = {}
+        self.queues: dict[str, QueueMeta] = {}
+        self.next_seq = 0
+
+    def apply(self, core: Core) -> None:
+        changes = core.take_changes()
+        for job_id, job in changes.jobs.items():
+            if job is None:
+                self.jobs.pop(job_id, None)
+            else:
+                self.jobs[job_id] = job.clone()
+        for name, meta in changes.queues.items():
+            self.queues[name] = dataclasses.replace(meta)
+        self.next_seq = changes.next_seq
+
+    def snapshot(self) -> Snapshot:
+        return Snapshot([job.clone() for job in self.jobs.values()],
+                        [dataclasses.replace(meta) for meta in self.queues.values()],
+                        self.next_seq)
+
+
+specs_strategy = st.lists(
+    st.tuples(
+        st.sampled_from((None, None, *IDS)),           # job id
+        st.binary(max_size=9),                         # payload (limit 8)
+        st.sampled_from((-1, 0, 0, 1)),                # priority
+        st.sampled_from((None, 0, 100, 1_500)),        # delay_ms
+        st.sampled_from((None, None, -10, 200)),       # run_at_ms offset from now
+        st.sampled_from((None, 1, 2, 3)),              # max_attempts
+        st.sampled_from(BACKOFFS),
+        st.sampled_from((None, None, 500)),            # lease_ms
+        st.sampled_from((False, False, False, True)),  # remove on complete
+    ),
+    min_size=1, max_size=4,
+)
+
+
+class CoreMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.now = T0
+        self.restores = 0
+        self.core = Core(CONFIG, rng=random.Random(0), token_base=0)
+        self.model = Model(0)
+        self.journal = FakeJournal()
+        self.leases: list[tuple[str, int]] = []
+
+    # ------------------------------------------------------------------ producer
+
+    @rule(queue=st.sampled_from(("a", "a", "a", "b", "c")), raw=specs_strategy)
+    def enqueue(self, queue: str, raw: list[tuple[Any, ...]]) -> None:
+        now, model = self.now, self.model
+        specs = [
+            JobSpec(job_id, "task", payload, priority, delay_ms,
+                    None if offset is None else now + offset, attempts, backoff, lease_ms,
+                    Retention(0, None) if remove else None)
+            for job_id, payload, priority, delay_ms, offset, attempts, backoff, lease_ms, remove
+            in raw
+        ]
+        expected_error: ErrorCode | None = None
+        seen: set[str] = set()
+        fresh = 0
+        for spec in specs:
+            if len(spec.payload) > CONFIG.max_payload:
+                expected_error = ErrorCode.PAYLOAD_TOO_LARGE
+                break
+            if spec.job_id is None or (spec.job_id not in model.jobs
+                                       and spec.job_id not in seen):
+                fresh += 1
+            if spec.job_id is not None:
+                seen.add(spec.job_id)
+        if expected_error is None and (
+            model.unfinished(queue) + fresh > (CONFIG.max_queue_jobs or 0)
+            or model.unfinished() + fresh > (CONFIG.max_total_jobs or 0)
+        ):
+            expected_error = ErrorCode.QUEUE_FULL
+        if expected_error is not None:
+            try:
+                self.core.enqueue(queue, specs, now)
+            except CoreError as exc:
+                assert exc.code is expected_error
+            else:
+                raise AssertionError(f"expected {expected_error}")
+            return
+        result = self.core.enqueue(queue, specs, now)
+        model.promote(now)
+        model.queue(queue)
+        ids, duplicates = [], []
+        for index, spec in enumerate(specs):
+            job_id = spec.job_id
+            if job_id is None:
+                job_id = str(model.seq)
+            elif job_id in model.jobs:
+                ids.append(job_id)
+                duplicates.append(index)
+                continue
+            run_at = (spec.run_at_ms if spec.run_at_ms is not None
+                      else now + spec.delay_ms if spec.delay_ms else now)
+            job = MJob(job_id, model.seq, queue, spec.payload, spec.priority, D, run_at, now,
+                       spec.max_attempts or CONFIG.default_max_attempts, spec.backoff,
+                       spec.lease_ms, spec.keep_completed is not None)
+            model.seq += 1
+            model.jobs[job_id] = job
+            if run_at <= now:
+                model.make_waiting(job, now)
+            ids.append(job_id)
+        assert result.ids == tuple(ids)
+        assert result.duplicates == tuple(duplicates)
+
+    # ------------------------------------------------------------------ worker
+
+    @rule(queues=st.lists(st.sampled_from((*QUEUES, "none")), min_size=1, max_size=3,
+                          unique=True),
+          max_jobs=st.integers(1, 4), lease_ms=st.sampled_from((None, 300, 2_000)),
+          owner=st.sampled_from(OWNERS))
+    def reserve(self, queues: list[str], max_jobs: int, lease_ms: int | None,
+                owner: int) -> None:
+        now, model = self.now, self.model
+        got = self.core.reserve(queues, max_jobs, lease_ms, owner, now)
+        model.promote(now)
+        expected = []
+        for name in queues:
+            if name not in model.queues or model.queues[name].paused:
+                continue
+            for job in sorted(model.in_state(name, W), key=lambda j: (j.priority, j.ready_stamp)):
+                if len(expected) >= max_jobs:
+                    break
+                lease = job.lease_ms or lease_ms or CONFIG.default_lease_ms
+                job.state, job.attempts, job.started_at = A, job.attempts + 1, now
+                job.token, job.deadline, job.owner = model.token, now + lease, owner
+                model.token += 1
+                expected.append((job.id, name, job.payload, job.attempts, job.max_attempts,
+                                 job.token, lease, job.deadline, job.created_at, job.progress))
+        assert [(j.job_id, j.queue, j.payload, j.attempt, j.max_attempts, j.token, j.lease_ms,
+                 j.lease_deadline_ms, j.created_at_ms, j.progress) for j in got] == expected
+        self.leases.extend((j.job_id, j.token) for j in got)
+
+    @rule(owner=st.sampled_from(OWNERS), data=st.data())
+    def reserve_and_ack(self, owner: int, data: st.DataObject) -> None:
+        """A worker's round trip, so runs reach deep finished lists quickly."""
+        self.reserve(list(QUEUES), 2, None, owner)
+        fresh = self.leases[-2:]
+        if fresh:
+            self._ack_items([AckItem(job_id, token, b"r") for job_id, token in fresh])
+
+    def _pick_leases(self, data: st.DataObject) -> list[tuple[str, int]]:
+        pool = [*self.leases[-8:], ("x", 12345), ("nope", 1)]
+        return data.draw(st.lists(st.sampled_from(pool), min_size=1, max_size=3))
+
+    @rule(data=st.data())
+    def ack(self, data: st.DataObject) -> None:
+        self._ack_items([AckItem(job_id, token, data.draw(st.none() | st.binary(max_size=9)))
+                         for job_id, token in self._pick_leases(data)])
+
+    def _ack_items(self, items: list[AckItem]) -> None:
+        now, model = self.now, self.model
+        got = self.core.ack(items, now)
+        expected = []
+        for item in items:
+            problem = model.lease_problem(item.job_id, item.token)
+            if problem is None and item.result is not None and len(item.result) > 8:
+                problem = "PAYLOAD_TOO_LARGE"
+            if problem is not None:
+                expected.append(problem)
+                continue
+            job = model.jobs[item.job_id]
+            job.result = item.result
+            model.queue(job.queue).total_completed += 1
+            model.finish(job, C, now)
+            expected.append("completed")
+        assert [o.value if o.ok else o.code for o in got] == expected
+
+    @rule(data=st.data())
+    def fail(self, data: st.DataObject) -> None:
+        now, model = self.now, self.model
+        items = [FailItem(job_id, token, data.draw(st.sampled_from(("e1", "e2"))),
+                          data.draw(st.booleans()),
+                          data.draw(st.sampled_from((None, None, 0, 250))))
+                 for job_id, token in self._pick_leases(data)]
+        got = self.core.fail(items, now)
+        model.promote(now)
+        expected = []
+        for item in items:
+            problem = model.lease_problem(item.job_id, item.token)
+            if problem is not None:
+                expected.append(problem)
+                continue
+            state = model.fail_attempt(model.jobs[item.job_id], item.error, item.retry,
+                                       item.delay_ms, now)
+            expected.append(state.value)
+        assert [o.value if o.ok else o.code for o in got] == expected
+
+    @rule(data=st.data())
+    def extend(self, data: st.DataObject) -> None:
+        now, model = self.now, self.model
+        items = [ExtendItem(job_id, token, data.draw(st.sampled_from((None, 100, 3_000))))
+                 for job_id, token in self._pick_leases(data)]
+        got = self.core.extend(items, now)
+        expected: list[Any] = []
+        for item in items:
+            problem = model.lease_problem(item.job_id, item.token)
+            if problem is not None:
+                expected.append(problem)
+                continue
+            job = model.jobs[item.job_id]
+            job.deadline = now + (item.lease_ms or job.lease_ms or CONFIG.default_lease_ms)
+            expected.append(job.deadline)
+        assert [o.value if o.ok else o.code for o in got] == expected
+
+    @rule(data=st.data(), value=st.sampled_from((1, "half", [1, 2], "x" * 10)))
+    def progress(self, data: st.DataObject, value: Any) -> None:
+        job_id, token = self._pick_leases(data)[0]
+        problem = self.model.lease_problem(job_id, token)
+        if problem is None and len(msgpack.packb(value)) > CONFIG.max_payload:
+            problem = "PAYLOAD_TOO_LARGE"
+        try:
+            self.core.progress(job_id, token, value, self.now)
+        except CoreError as exc:
+            assert exc.code == problem
+        else:
+            assert problem is None
+            self.model.jobs[job_id].progress = value
+
+    @rule(owner=st.sampled_from(OWNERS))
+    def release_owner(self, owner: int) -> None:
+        now, model = self.now, self.model
+        count = self.core.release_owner(owner, now)
+        held = sorted((j for j in model.jobs.values() if j.state is A and j.owner == owner),
+                      key=lambda j: j.token or 0)
+        if held:
+            model.promote(now)
+        for job in held:
+            model.fail_attempt(job, "worker connection lost", True, None, now)
+        assert count == len(held)
+
+    # ------------------------------------------------------------------ clock
+
+    @rule(step=st.sampled_from((1, 50, 100, 300, 1_000, 2_500)))
+    def tick(self, step: int) -> None:
+        self.now += step
+        now, model = self.now, self.model
+        self.core.tick(now)
+        model.promote(now)
+        for job in sorted((j for j in model.jobs.values()
+                           if j.state is A and (j.deadline or 0) <= now),
+                          key=lambda j: (j.deadline, j.token)):
+            model.fail_attempt(job, "lease expired", True, None, now)
+        model.age_prune_all(now)
+
+    @rule(step=st.sampled_from((1, 100, 1_000)))
+    def advance_without_tick(self, step: int) -> None:
+        self.now += step
+
+    # ------------------------------------------------------------------ admin
+
+    @rule(data=st.data())
+    def cancel(self, data: st.DataObject) -> None:
+        job_id = data.draw(st.sampled_from([*sorted(self.model.jobs), "nope"]))
+        job = self.model.jobs.get(job_id)
+        try:
+            prior = self.core.cancel(job_id, self.now)
+        except CoreError as exc:
+            assert job is None and exc.code is ErrorCode.NOT_FOUND
+            return
+        assert job is not None and prior is job.state
+        self.model.delete(job)
+
+    @rule(queue=st.sampled_from(QUEUES))
+    def pause(self, queue: str) -> None:
+        self.core.pause(queue, self.now)
+        self.model.queue(queue).paused = True
+
+    @rule(queue=st.sampled_from(QUEUES))
+    def resume(self, queue: str) -> None:
+        self.core.resume(queue, self.now)
+        self.model.queue(queue).paused = False
+        if self.model.in_state(queue, W):
+            self.model.ready.add(queue)
+
+    @rule(queue=st.sampled_from(QUEUES), data=st.data(),
+          limit=st.sampled_from((None, 1, 2)))
+    def retry_failed(self, queue: str, data: st.DataObject, limit: int | None) -> None:
+        now, model = self.now, self.model
+        job_ids = data.draw(st.none() | st.lists(st.sampled_from([*sorted(model.jobs), "nope"]),
+                                                 max_size=3))
+        retried, not_failed = self.core.retry_failed(queue, job_ids, limit, now)
+        model.promote(now)
+        chosen: list[MJob] = []
+        expected_not_failed = []
+        if job_ids is None:
+            chosen = model.finish_list(queue, F)[:limit]
+        else:
+            for job_id in job_ids:
+                job = model.jobs.get(job_id)
+                if job is None or job.queue != queue or job.state is not F:
+                    expected_not_failed.append(job_id)
+                elif job not in chosen:
+                    chosen.append(job)
+        for job in chosen:
+            job.attempts, job.finished_at, job.result = 0, None, None
+            model.make_waiting(job, now)
+        assert (retried, not_failed) == (len(chosen), expected_not_failed)
+
+    @rule(queue=st.sampled_from(QUEUES), state=st.sampled_from(list(JobState)),
+          older_than=st.sampled_from((0, 500, 3_000)), limit=st.sampled_from((None, 1, 3)))
+    def clean(self, queue: str, state: JobState, older_than: int, limit: int | None) -> None:
+        now, model = self.now, self.model
+        if state is A:
+            try:
+                self.core.clean(queue, state, older_than, limit, now)
+            except CoreError as exc:
+                assert exc.code is ErrorCode.BAD_ARGUMENT
+            else:
+                raise AssertionError("cleaning active jobs must be refused")
+            return
+        removed = self.core.clean(queue, state, older_than, limit, now)
+        cutoff = now - older_than
+        if state in (C, F):
+            victims = []
+            for job in model.finish_list(queue, state):
+                if (limit is not None and len(victims) >= limit) or (job.finished_at or 0) > cutoff:
+                    break
+                victims.append(job)
+        else:
+            victims = sorted((j for j in model.in_state(queue, state) if j.created_at <= cutoff),
+                             key=lambda j: j.seq)[:limit]
+        for job in victims:
+            model.delete(job)
+        assert removed == len(victims)
+
+    @rule(queue=st.sampled_from(QUEUES), limit=st.integers(1, 3), offset=st.integers(0, 2))
+    def list_failed(self, queue: str, limit: int, offset: int) -> None:
+        jobs, total = self.core.list_failed(queue, limit, offset)
+        expected = self.model.finish_list(queue, F)[::-1]
+        assert [j.id for j in jobs] == [j.id for j in expected[offset:offset + limit]]
+        assert total == len(expected)
+
+    # ------------------------------------------------------------------ restart
+
+    @precondition(lambda self: self.restores < 3)
+    @rule()
+    def restore(self) -> None:
+        """Rebuild the core from the journal's copy (everything was committed)."""
+        self.journal.apply(self.core)
+        self.core.take_ready()
+        self.core.take_finished()
+        self.model.ready.clear()
+        self.model.finished.clear()
+        self.restores += 1
+        base = self.restores * 1_000_000
+        now, model = self.now, self.model
+        self.core = Core.restore(CONFIG, self.journal.snapshot(), now, rng=random.Random(0),
+                                 token_base=base)
+        model.token = base + 1
+        for job in sorted(model.jobs.values(), key=lambda j: (j.priority, j.run_at, j.seq)):
+            if job.state is W:
+                job.ready_stamp = model._stamp()
+        for job in sorted(model.jobs.values(), key=lambda j: (j.finished_at or 0, j.seq)):
+            if job.state in (C, F):
+                job.finish_stamp = model._stamp()
+        for job in sorted(model.jobs.values(), key=lambda j: j.seq):
+            if job.state is A:
+                model.fail_attempt(job, "broker restarted during the attempt", True, None, now)
+        model.age_prune_all(now)
+        for name, queue in model.queues.items():
+            if not queue.paused and model.in_state(name, W):
+                model.ready.add(name)
+
+    # ------------------------------------------------------------------ agreement
+
+    @invariant()
+    def agree(self) -> None:
+        core, model, now = self.core, self.model, self.now
+        assert core.take_ready() == model.ready
+        assert core.take_finished() == model.finished
+        model.ready.clear()
+        model.finished.clear()
+        self.journal.apply(core)
+        assert {j.id for j in core.iter_jobs()} == set(model.jobs)
+        for job in model.jobs.values():
+            info = core.get(job.id)
+            assert info is not None
+            assert (info.state, info.queue, info.priority, info.attempts, info.max_attempts,
+                    info.payload, info.progress, info.result, info.error, info.created_at,
+                    info.run_at, info.started_at, info.finished_at, info.lease_deadline) == (
+                job.state, job.queue, job.priority, job.attempts, job.max_attempts,
+                job.payload, job.progress, job.result, job.error, job.created_at,
+                job.run_at, job.started_at, job.finished_at, job.deadline,
+            ), job.id
+        stats = core.stats(None, now)
+        assert set(stats) == set(model.queues)
+        for name, queue in model.queues.items():
+            waiting = model.in_state(name, W)
+            oldest = now - min(j.run_at for j in waiting) if waiting else None
+            assert tuple(stats[name]) == (
+                len(waiting), len(model.in_state(name, D)), len(model.in_state(name, A)),
+                len(model.in_state(name, C)), len(model.in_state(name, F)), queue.paused,
+                oldest, queue.total_completed, queue.total_failed,
+            ), name
+        due = [j.run_at for j in model.jobs.values() if j.state is D]
+        due += [j.deadline or 0 for j in model.jobs.values() if j.state is A]
+        due += [(j.finished_at or 0) + (KEEP_COMPLETED.age_ms or 0)
+                for j in model.jobs.values() if j.state is C]
+        deadline = core.next_deadline()
+        if due:
+            assert deadline is not None and deadline <= min(due)
+
+
+CoreMachine.TestCase.settings = settings(
+    max_examples=200, stateful_step_count=50, deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+TestCoreModel = CoreMachine.TestCase
