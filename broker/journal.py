@@ -70,7 +70,7 @@ VACUUM_MIN_FREE_PAGES: Final = 2_048
 VACUUM_STEP_PAGES: Final = 8_192
 """At most this many pages are returned to the file system per checkpoint."""
 BUSY_TIMEOUT_MS: Final = 5_000
-CACHE_KIB: Final = 32 * 1024
+CACHE_KIB: Final = 8 * 1024
 _WAL_HEADER_BYTES: Final = 32
 _WAL_FRAME_HEADER_BYTES: Final = 24
 _SHM_MXFRAME: Final = struct.Struct("=I")  # wal-index header: mxFrame, a native u32 at offset 16
@@ -291,6 +291,7 @@ class Journal:
                 async with db.execute(SELECT_QUEUES) as cursor:
                     queue_rows = await cursor.fetchall()
                 stored_next_seq = await self._scalar(db, SELECT_NEXT_SEQ)
+                await db.execute("PRAGMA shrink_memory")  # the scan's pages are of no more use
             except sqlite3.Error as exc:
                 raise JournalError(f"cannot read the journal {self._path}: {exc}") from exc
             except SchemaError as exc:

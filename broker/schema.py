@@ -273,6 +273,9 @@ class RowDecoder:
         no_options = NO_OPTIONS
         unpackb = _unpackb
         append = out.append
+        # Jobs of one enqueue batch share their timestamps; share the int objects too, as the
+        # core does for a batch it enqueues (64 bytes a job otherwise).
+        last_created = last_run_at = -1
         for (
             seq,
             job_id,
@@ -292,6 +295,16 @@ class RowDecoder:
             result,
             error,
         ) in rows:
+            if created_at == last_created:
+                created_at = last_created
+            else:
+                last_created = created_at
+            if run_at == created_at:
+                run_at = created_at
+            elif run_at == last_run_at:
+                run_at = last_run_at
+            else:
+                last_run_at = run_at
             shared_queue = names.get(queue)
             if shared_queue is None:
                 shared_queue = intern_name(queue)
