@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import struct
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from broker.config import Settings
 from protocol.codec import encode_frame
 from protocol.messages import ErrorReply, Reply
 from tests.conftest import BrokerProcess, RunningBroker
@@ -456,6 +458,44 @@ async def test_requests_beyond_max_inflight_are_refused_not_lost(
     assert stats["waiting"] == len(accepted)
     for job_id in accepted:
         assert (await client.get(job_id))["state"] == "waiting"
+
+
+# --------------------------------------------------------------------------- on uvloop
+
+
+def test_the_same_paths_on_uvloop(tmp_path: Path) -> None:
+    """The broker runs on uvloop in production: its transports differ from asyncio's."""
+    import uvloop
+
+    async def scenario() -> None:
+        broker = await RunningBroker(Settings(host="127.0.0.1", port=0, data_dir=tmp_path,
+                                              shutdown_grace=0.2)).start()
+        try:
+            holder, worker = await broker.connect(), await broker.connect()
+            parked = worker.send("reserve", {"queues": ["q"], "wait_ms": 30_000})
+            await _until_parked(broker, 1)
+            await holder.enqueue("q", job_spec("a", backoff=NO_BACKOFF),
+                                 job_spec("big", payload=b"x" * 65_536))
+            answer = await worker.answer(parked)
+            assert isinstance(answer, Reply) and answer.body["jobs"][0][R_ID] == "a"
+            assert (await holder.reserve("q", lease_ms=600_000))[0][R_ID] == "big"
+            await holder.close()  # releases "big"
+            [again] = await worker.reserve("q", wait_ms=30_000)
+            assert (again[R_ID], again[R_ATTEMPT]) == ("big", 2)
+            worker.reader._transport.pause_reading()  # type: ignore[attr-defined]
+            ids = worker.send_many([("get", {"id": "big"})] * 200)
+            assert broker.server is not None
+            session = next(iter(broker.server.sessions.values()))
+            await _eventually(lambda: session.read_pauses > 0)
+            worker.reader._transport.resume_reading()  # type: ignore[attr-defined]
+            for rid in ids:
+                assert isinstance(await worker.answer(rid), Reply)
+            await worker.close()
+        finally:
+            await broker.stop()
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(scenario())
 
 
 # --------------------------------------------------------------------------- real processes
