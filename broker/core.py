@@ -152,6 +152,8 @@ class Core(CoreAdmin):
         last_options = NO_OPTIONS
         seq = self._seq
         waiting = 0
+        lane_priority: int | None = None
+        lane = None
         for index, spec in enumerate(specs):
             (job_id, name, payload, priority, delay_ms, run_at_ms, max_attempts, backoff,
              lease_ms, keep_completed, keep_failed) = spec
@@ -194,7 +196,10 @@ class Core(CoreAdmin):
                     state=WAITING, created_at=now,
                 )
                 waiting += 1
-                ready.push(job)
+                if priority != lane_priority or lane is None:
+                    lane = ready.lane(priority)
+                    lane_priority = priority
+                lane.append(job)
             seq += 1
             jobs[job_id] = job
             changed[job_id] = job
@@ -232,7 +237,8 @@ class Core(CoreAdmin):
         out: list[ReservedJob] = []
         jobs = self._jobs
         changed = self._changed_jobs
-        leases = self._leases
+        lease_entries = self._leases.entries
+        heappush = heapq.heappush
         default_lease = lease_ms or self._config.default_lease_ms
         owned: dict[Job, None] | None = None
         token = self._token
@@ -244,34 +250,37 @@ class Core(CoreAdmin):
             qname = q.name
             taken = 0
             while len(out) < max_jobs:
-                job = ready.pop()
-                if job is None:
+                lane = ready.front()
+                if lane is None:
                     break
-                job_id = job.id
-                if job.state is not WAITING or jobs.get(job_id) is not job:
-                    ready.stale -= 1
-                    continue
-                lease = job.options.lease_ms or default_lease
-                deadline = now + lease
-                job.move_to(ACTIVE)
-                attempts = job.attempts = job.attempts + 1
-                job.started_at = now
-                job.lease_token = token
-                job.lease_deadline = deadline
-                job.owner = owner
-                leases.push(deadline, token, job)
-                if owned is None:
-                    owned = self._owned.get(owner)
+                while lane and len(out) < max_jobs:
+                    job = lane.popleft()
+                    job_id = job.id
+                    if job.state is not WAITING or jobs.get(job_id) is not job:
+                        ready.stale -= 1
+                        continue
+                    lease = job.options.lease_ms or default_lease
+                    deadline = now + lease
+                    # WAITING -> ACTIVE is legal (TRANSITIONS); assigned directly on the hot path.
+                    job.state = ACTIVE
+                    attempts = job.attempts = job.attempts + 1
+                    job.started_at = now
+                    job.lease_token = token
+                    job.lease_deadline = deadline
+                    job.owner = owner
+                    heappush(lease_entries, (deadline, token, job))
                     if owned is None:
-                        owned = self._owned[owner] = {}
-                owned[job] = None
-                changed[job_id] = job
-                out.append(_new_tuple(ReservedJob, (
-                    job_id, qname, job.name, job.payload, attempts, job.max_attempts, token,
-                    lease, deadline, job.created_at, job.progress,
-                )))
-                token += 1
-                taken += 1
+                        owned = self._owned.get(owner)
+                        if owned is None:
+                            owned = self._owned[owner] = {}
+                    owned[job] = None
+                    changed[job_id] = job
+                    out.append(_new_tuple(ReservedJob, (
+                        job_id, qname, job.name, job.payload, attempts, job.max_attempts, token,
+                        lease, deadline, job.created_at, job.progress,
+                    )))
+                    token += 1
+                    taken += 1
             q.waiting -= taken
             q.active += taken
             if len(out) >= max_jobs:
@@ -330,15 +339,8 @@ class Core(CoreAdmin):
             job.finished_at = now
             done += 1
             finished_ids.add(job_id)
-            completed = q.completed
-            limit = completed.limit_of(job)
-            if limit == 0:
-                delete(job)
-            else:
+            if q.completed.add(job, jobs, delete):
                 changed[job_id] = job
-                completed.append(job, limit)
-                if completed.count > completed.tightest:
-                    completed.prune_count(jobs, delete)
             out.append(_OK_COMPLETED)
         if q is not None:
             self._after_completions(q, done)

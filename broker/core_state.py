@@ -289,14 +289,8 @@ class CoreState:
         """File a job that just completed or failed (state already set) under retention."""
         self._unfinished -= 1
         self._finished.add(job.id)
-        limit = finished.limit_of(job)
-        if limit == 0:
-            self._delete(job)
-            return
-        self._changed_jobs[job.id] = job
-        finished.append(job, limit)
-        if finished.count > finished.tightest:
-            finished.prune_count(self._jobs, self._delete)
+        if finished.add(job, self._jobs, self._delete):
+            self._changed_jobs[job.id] = job
         if finished.scheduled is None:
             self._schedule_prune(finished, queue)
 

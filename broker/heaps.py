@@ -57,6 +57,32 @@ class ReadyQueue:
             heapq.heappush(self._priorities, job.priority)
         entries.append(job)
 
+    def lane(self, priority: int) -> deque[Job]:
+        """The deque of ``priority`` (created if new), for appending several jobs in a row.
+
+        Valid until the next ``pop``/``front``/``rebuild`` (an empty lane is dropped then).
+        """
+        entries = self._deques.get(priority)
+        if entries is None:
+            entries = self._deques[priority] = deque()
+            heapq.heappush(self._priorities, priority)
+        return entries
+
+    def front(self) -> deque[Job] | None:
+        """The non-empty deque of the lowest priority, to pop from its left; ``None`` if empty.
+
+        Its entries may be stale (the caller checks). Valid until the next ``lane``/``push``/
+        ``front``/``rebuild``.
+        """
+        priorities = self._priorities
+        deques = self._deques
+        while priorities:
+            entries = deques[priorities[0]]
+            if entries:
+                return entries
+            del deques[heapq.heappop(priorities)]
+        return None
+
     def pop(self) -> Job | None:
         """Remove and return the front entry (possibly stale; the caller checks), or ``None``."""
         priorities = self._priorities

@@ -93,6 +93,29 @@ class FinishedList:
         self._entries.append(job)
         self.count += 1
 
+    def add(self, job: Job, live: dict[str, Job], remove: Callable[[Job], None]) -> bool:
+        """File a job that has just finished, then prune by count (the hot path's one call).
+
+        Returns:
+            ``False`` if the job's retention removes it at once (``remove(job)`` was called and
+            the job is not in the list), else ``True``.
+        """
+        options = job.options
+        keep = options.keep_completed if self._completed else options.keep_failed
+        if keep is None:
+            keep = self.default
+        limit = NO_LIMIT if keep.count is None else keep.count
+        if limit == 0:
+            remove(job)
+            return False
+        if self.count == 0 or limit < self.tightest:
+            self.tightest = limit
+        self._entries.append(job)
+        self.count += 1
+        if self.count > self.tightest:
+            self.prune_count(live, remove)
+        return True
+
     def prune_count(self, live: dict[str, Job], remove: Callable[[Job], None]) -> None:
         """Remove entries from the oldest end while the list holds more than their count limit.
 
