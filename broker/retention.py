@@ -10,8 +10,10 @@ entry and removes it while
 * the list holds more live jobs than that entry's ``count`` allows, or
 * the entry finished at least ``age_ms`` ago,
 
-then stops at the first entry it keeps. Each job is appended once and removed once, so pruning
-costs O(1) amortized per finished job and never scans. The price of looking only at the oldest end
+then stops at the first entry it keeps. Count pruning runs when a job is added (``add``); age
+pruning runs from ``Core.tick`` at the time the core scheduled from the oldest entry's expiry
+(``scheduled``), and on restore. Each job is appended once and removed once, so pruning costs
+O(1) amortized per finished job and never scans. The price of looking only at the oldest end
 is that a job kept longer by its own override (say ``keep_completed=True``) holds back the pruning
 of jobs that finished after it until it goes itself; with uniform retention (the common case)
 the order of finishing is also the order of expiry and nothing is held back.
@@ -24,6 +26,8 @@ is taken out of the list eagerly (``remove``), so a job is never in a list twice
 
 Invariants:
 - ``count`` is the number of live entries (jobs in the index, in this list's state).
+- ``tightest`` is at most the count limit of every live entry, so ``count <= tightest`` proves
+  no count pruning is due (the hot path's one comparison).
 - entries are in nondecreasing ``finished_at`` order (the clock passed in never goes back).
 """
 
