@@ -3,11 +3,11 @@
 Theory of operation
 -------------------
 A ``Session`` is the ``asyncio.Protocol`` of one TCP connection. ``data_received`` feeds the bytes
-to a ``FrameDecoder`` and handles every complete request in order; each handler calls the core
-synchronously and either queues its reply at once (reads, ``reserve``) or hands a callback to the
-group committer so the reply leaves only after the write's transaction committed. Replies queued
-while handling one chunk of input, or while one commit completes, go out in a single
-``transport.write`` of consecutive frames.
+to a ``FrameDecoder`` and handles every complete request in order; each handler (``broker/ops.py``)
+calls the core synchronously and either queues its reply at once (reads, ``reserve``) or hands a
+callback to the group committer so the reply leaves only after the write's transaction
+committed. Replies queued while handling one chunk of input, or while one commit completes, go
+out in a single ``transport.write`` of consecutive frames.
 
 Connection states and their moves (``ConnState``; an illegal move raises):
 
@@ -45,7 +45,6 @@ Reply bodies (the ``body`` map of a REPLY):
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Final, cast
 
@@ -53,31 +52,15 @@ from broker.auth import peer_host, token_matches
 from broker.core import CoreError
 from broker.log import get_logger
 from broker.longpoll import ParkedReserve, ParkedWait
+from broker.ops import HANDLERS
 from protocol.codec import FrameDecoder, encode_frames
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.messages import (
     PROTOCOL_VERSION,
-    Ack,
-    Cancel,
-    Clean,
-    Enqueue,
     Event,
-    Extend,
-    Fail,
-    Get,
     Hello,
-    JobState,
-    ListFailed,
     Op,
-    Pause,
-    Progress,
-    Request,
-    Reserve,
     ReservedJob,
-    Resume,
-    RetryFailed,
-    Stats,
-    Wait,
     error_message,
     event_message,
     parse_request,
@@ -109,7 +92,6 @@ _MOVES: Final = {
     ConnState.CLOSING: frozenset({ConnState.CLOSED}),
     ConnState.CLOSED: frozenset(),
 }
-_FINISHED: Final = frozenset({JobState.COMPLETED, JobState.FAILED})
 
 
 class Session(asyncio.Protocol):
@@ -312,7 +294,8 @@ class Session(asyncio.Protocol):
         self._timer = loop.call_later(max(idle - quiet, idle if self.inflight else 0.0),
                                       self._on_timer)
 
-    def _begin(self) -> None:
+    def begin(self) -> None:
+        """Count one more request that will be answered later (``finish``)."""
         self.inflight += 1
         if self.inflight >= self._settings.max_inflight:
             self._update_reading()
@@ -361,7 +344,7 @@ class Session(asyncio.Protocol):
                        f"more than {self._settings.max_inflight} requests in flight")
             return
         try:
-            _HANDLERS[op](self, request_id, request, now)
+            HANDLERS[op](self, request_id, request, now)
         except CoreError as exc:
             self.error(request_id, exc.code, exc.message)
         except Exception as exc:
@@ -396,9 +379,9 @@ class Session(asyncio.Protocol):
             )
         self.reply(request_id, self.server.hello_body(now))
 
-    def _after_commit(self, request_id: int, body: dict[str, Any]) -> None:
+    def reply_after_commit(self, request_id: int, body: dict[str, Any]) -> None:
         """Send ``body`` once everything the core changed so far is committed."""
-        self._begin()
+        self.begin()
 
         def committed(exc: BaseException | None) -> None:
             if exc is None:
@@ -410,75 +393,11 @@ class Session(asyncio.Protocol):
 
         self.server.committer.after_commit(committed)
 
-    # ------------------------------------------------------------------ operations
-
-    def _ping(self, request_id: int, request: Request, now: int) -> None:
-        self.reply(request_id, {"now": now})
-
-    def _enqueue(self, request_id: int, request: Request, now: int) -> None:
-        assert isinstance(request, Enqueue)
-        if self.server.draining:
-            self.error(request_id, ErrorCode.DRAINING, "the broker is shutting down")
-            return
-        result = self.server.core.enqueue(request.queue, request.jobs, now)
-        self._after_commit(request_id, {"ids": result.ids, "duplicates": result.duplicates})
-
-    def _reserve(self, request_id: int, request: Request, now: int) -> None:
-        assert isinstance(request, Reserve)
-        if self.server.draining:
-            self.reply(request_id, {"jobs": ()})
-            return
-        jobs = self.server.reserve_for(self, request, now)
-        if jobs:
-            self.reply(request_id, {"jobs": jobs})
-        elif request.wait_ms > 0:
-            self._begin()
-            self.server.park_reserve(self, request_id, request)
-        else:
-            self.reply(request_id, {"jobs": ()})
+    # ------------------------------------------------------------------ parked requests
 
     def finish_reserve(self, request_id: int, jobs: list[ReservedJob]) -> None:
         """Answer a parked reserve (woken with jobs, timed out or drained)."""
         self.finish(request_id, {"jobs": jobs})
-
-    def _ack(self, request_id: int, request: Request, now: int) -> None:
-        assert isinstance(request, Ack)
-        outcomes = self.server.core.ack(request.items, now)
-        self._after_commit(request_id, {"results": outcomes})
-
-    def _fail(self, request_id: int, request: Request, now: int) -> None:
-        assert isinstance(request, Fail)
-        outcomes = self.server.core.fail(request.items, now)
-        self._after_commit(request_id, {"results": outcomes})
-
-    def _extend(self, request_id: int, request: Request, now: int) -> None:
-        assert isinstance(request, Extend)
-        outcomes = self.server.core.extend(request.items, now)
-        self._after_commit(request_id, {"results": outcomes})
-
-    def _progress(self, request_id: int, request: Request, now: int) -> None:
-        assert isinstance(request, Progress)
-        self.server.core.progress(request.job_id, request.token, request.progress, now)
-        self._after_commit(request_id, {})
-
-    def _get(self, request_id: int, request: Request, now: int) -> None:
-        assert isinstance(request, Get)
-        info = self.server.core.get(request.job_id)
-        if info is None:
-            self.error(request_id, ErrorCode.NOT_FOUND, f"no job {request.job_id!r}")
-        else:
-            self.reply(request_id, {"job": info.to_wire()})
-
-    def _wait(self, request_id: int, request: Request, now: int) -> None:
-        assert isinstance(request, Wait)
-        info = self.server.core.get(request.job_id)
-        if info is None:
-            self.error(request_id, ErrorCode.NOT_FOUND, f"no job {request.job_id!r}")
-        elif info.state in _FINISHED or request.timeout_ms == 0:
-            self.reply(request_id, {"job": info.to_wire()})
-        else:
-            self._begin()
-            self.server.park_wait(self, request_id, request)
 
     def finish_wait(self, request_id: int, job_id: str) -> None:
         """Answer a parked wait with the job as it is now."""
@@ -487,66 +406,3 @@ class Session(asyncio.Protocol):
             self.finish_error(request_id, ErrorCode.NOT_FOUND, f"job {job_id!r} was removed")
         else:
             self.finish(request_id, {"job": info.to_wire()})
-
-    def _cancel(self, request_id: int, request: Request, now: int) -> None:
-        assert isinstance(request, Cancel)
-        prior = self.server.core.cancel(request.job_id, now)
-        self._after_commit(request_id, {"state": prior})
-
-    def _stats(self, request_id: int, request: Request, now: int) -> None:
-        assert isinstance(request, Stats)
-        queues = self.server.core.stats(request.queue, now)
-        self.reply(request_id, {
-            "queues": {name: stats.to_wire() for name, stats in queues.items()},
-            "broker": self.server.broker_stats(now),
-        })
-
-    def _pause(self, request_id: int, request: Request, now: int) -> None:
-        assert isinstance(request, Pause)
-        self.server.core.pause(request.queue, now)
-        self._after_commit(request_id, {})
-
-    def _resume(self, request_id: int, request: Request, now: int) -> None:
-        assert isinstance(request, Resume)
-        self.server.core.resume(request.queue, now)
-        self._after_commit(request_id, {})
-
-    def _clean(self, request_id: int, request: Request, now: int) -> None:
-        assert isinstance(request, Clean)
-        removed = self.server.core.clean(
-            request.queue, request.state, request.older_than_ms, request.limit, now
-        )
-        self._after_commit(request_id, {"removed": removed})
-
-    def _list_failed(self, request_id: int, request: Request, now: int) -> None:
-        assert isinstance(request, ListFailed)
-        jobs, total = self.server.core.list_failed(request.queue, request.limit, request.offset)
-        self.reply(request_id, {"jobs": [info.to_wire() for info in jobs], "total": total})
-
-    def _retry_failed(self, request_id: int, request: Request, now: int) -> None:
-        assert isinstance(request, RetryFailed)
-        retried, not_failed = self.server.core.retry_failed(
-            request.queue, request.job_ids, request.limit, now
-        )
-        self._after_commit(request_id, {"retried": retried, "not_failed": not_failed})
-
-
-_Handler = Callable[[Session, int, Request, int], None]
-_HANDLERS: Final[dict[str, _Handler]] = {
-    Op.PING: Session._ping,
-    Op.ENQUEUE: Session._enqueue,
-    Op.RESERVE: Session._reserve,
-    Op.ACK: Session._ack,
-    Op.FAIL: Session._fail,
-    Op.EXTEND: Session._extend,
-    Op.PROGRESS: Session._progress,
-    Op.GET: Session._get,
-    Op.WAIT: Session._wait,
-    Op.CANCEL: Session._cancel,
-    Op.STATS: Session._stats,
-    Op.PAUSE: Session._pause,
-    Op.RESUME: Session._resume,
-    Op.CLEAN: Session._clean,
-    Op.LIST_FAILED: Session._list_failed,
-    Op.RETRY_FAILED: Session._retry_failed,
-}
