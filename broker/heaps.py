@@ -60,7 +60,7 @@ class ReadyQueue:
     def lane(self, priority: int) -> deque[Job]:
         """The deque of ``priority`` (created if new), for appending several jobs in a row.
 
-        Valid until the next ``pop``/``front``/``rebuild`` (an empty lane is dropped then).
+        Valid until the next ``front``/``rebuild`` (an empty lane is dropped then).
         """
         entries = self._deques.get(priority)
         if entries is None:
@@ -83,17 +83,6 @@ class ReadyQueue:
             del deques[heapq.heappop(priorities)]
         return None
 
-    def pop(self) -> Job | None:
-        """Remove and return the front entry (possibly stale; the caller checks), or ``None``."""
-        priorities = self._priorities
-        deques = self._deques
-        while priorities:
-            entries = deques[priorities[0]]
-            if entries:
-                return entries.popleft()
-            del deques[heapq.heappop(priorities)]
-        return None
-
     def heads(self) -> Iterator[Job]:
         """The front entry of each priority (possibly stale)."""
         for entries in self._deques.values():
@@ -111,10 +100,6 @@ class ReadyQueue:
         """Every entry, priority by priority (lowest first), front to back."""
         for priority in sorted(self._deques):
             yield from self._deques[priority]
-
-    def entry_count(self) -> int:
-        """How many entries (live and stale) the structure holds."""
-        return sum(len(entries) for entries in self._deques.values())
 
     def rebuild(self, is_live: Callable[[Job], bool]) -> None:
         """Drop every stale entry, keeping the order of the live ones. O(entries)."""

@@ -52,11 +52,6 @@ def retention_of(job: Job, state: JobState, default: Retention) -> Retention:
     return default if override is None else override
 
 
-def removes_at_once(retention: Retention) -> bool:
-    """Whether a job with this retention is deleted the moment it finishes."""
-    return retention.count == 0
-
-
 def expires_at(finished_at: int, retention: Retention) -> int | None:
     """When a job finished at ``finished_at`` becomes too old to keep, or ``None`` (never)."""
     return None if retention.age_ms is None else finished_at + retention.age_ms
