@@ -1,9 +1,9 @@
 """The broker over real TCP on 127.0.0.1, spoken to with raw protocol frames (no ``client/``).
 
 In-process brokers (``broker``/``start_broker`` fixtures) cover the handshake, every operation,
-pipelining, long-polls, leases and backpressure; real ``jobwire serve`` processes cover what needs
-a process: a reply only after its commit (SIGKILL right after the reply) and graceful shutdown on
-SIGTERM. No assertion depends on timing: waits only bound how long a test may hang.
+pipelining, long-polls, leases and backpressure, on asyncio's loop and once on uvloop;
+``tests/test_server_process.py`` covers what needs a real process. No assertion depends on timing:
+waits only bound how long a test may hang.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import pytest
 from broker.config import Settings
 from protocol.codec import encode_frame
 from protocol.messages import ErrorReply, Reply
-from tests.conftest import BrokerProcess, RunningBroker
+from tests.conftest import RunningBroker
 from tests.wire import R_ATTEMPT, R_ID, R_PAYLOAD, R_TOKEN, WireClient, job_spec
 
 Connect = Callable[..., Awaitable[WireClient]]
@@ -496,82 +496,6 @@ def test_the_same_paths_on_uvloop(tmp_path: Path) -> None:
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(scenario())
-
-
-# --------------------------------------------------------------------------- real processes
-
-
-async def test_a_reply_to_a_write_means_it_survives_kill_9(
-    broker_process: BrokerProcess,
-) -> None:
-    for round_ in range(3):
-        client = await WireClient.connect(broker_process.host, broker_process.port)
-        await client.enqueue("q", job_spec(f"r{round_}", keep_completed=True))
-        broker_process.kill()  # at once: no chance to commit anything after the reply
-        await client.close()
-        broker_process.restart()
-        client = await WireClient.connect(broker_process.host, broker_process.port)
-        for earlier in range(round_ + 1):
-            assert (await client.get(f"r{earlier}"))["state"] in ("waiting", "completed")
-        [job] = await client.reserve("q")
-        [result] = await client.ack([job[R_ID], job[R_TOKEN]])
-        assert result[0] == "OK"
-        broker_process.kill()
-        await client.close()
-        broker_process.restart()
-        client = await WireClient.connect(broker_process.host, broker_process.port)
-        assert (await client.get(job[R_ID]))["state"] == "completed"
-        await client.close()
-
-
-async def test_sigterm_drains_lets_workers_ack_and_exits_0(
-    spawn_broker: Callable[..., BrokerProcess],
-) -> None:
-    process = spawn_broker("--shutdown-grace", "30s")
-    client = await WireClient.connect(process.host, process.port)
-    await client.enqueue("q", job_spec("held"), job_spec("left", keep_completed=True))
-    [job] = await client.reserve("q")
-    assert process.proc is not None
-    process.proc.terminate()
-    event = await client.next_event()
-    assert event.event == "draining"
-    assert (await client.error("enqueue", {"queue": "q", "jobs": [job_spec()]})).code == "DRAINING"
-    assert await client.reserve("q", wait_ms=10_000) == []  # nothing new is handed out
-    [result] = await client.ack([job[R_ID], job[R_TOKEN]])
-    assert result[0] == "OK"
-    await client.wait_closed()  # no lease left: no need to wait out the grace period
-    await client.close()
-    assert await asyncio.to_thread(process.proc.wait, 30) == 0
-    events = [line["event"] for line in process.log_lines()]
-    assert "shutdown_complete" in events
-
-    process.start()
-    client = await WireClient.connect(process.host, process.port)
-    assert (await client.get("held"))["state"] == "completed"
-    assert (await client.get("left"))["state"] == "waiting"
-    await client.close()
-
-
-async def test_sigterm_twice_releases_unfinished_leases_and_exits_0(
-    spawn_broker: Callable[..., BrokerProcess],
-) -> None:
-    process = spawn_broker("--shutdown-grace", "300ms")
-    client = await WireClient.connect(process.host, process.port)
-    await client.enqueue("q", job_spec("held", backoff=NO_BACKOFF))
-    await client.reserve("q", lease_ms=600_000)
-    assert process.proc is not None
-    process.proc.terminate()
-    process.proc.terminate()
-    assert (await client.next_event()).event == "draining"
-    await client.wait_closed()
-    await client.close()
-    assert await asyncio.to_thread(process.proc.wait, 30) == 0
-
-    process.start()
-    client = await WireClient.connect(process.host, process.port)
-    job = await client.get("held")
-    assert (job["state"], job["attempts"]) in (("waiting", 1), ("delayed", 1))
-    await client.close()
 
 
 # --------------------------------------------------------------------------- helpers
