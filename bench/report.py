@@ -14,6 +14,7 @@ import operator
 import os
 import platform
 import sys
+import textwrap
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -101,10 +102,12 @@ def make_result(
             "rss_mb_peak": usage.rss_mb_peak if usage else None,
             "rss_mb_end": usage.rss_mb_end if usage else None,
             "cpu_s": usage.cpu_s if usage else None,
+            "cpu_us_per_job": _per_job_us(usage.cpu_s if usage else None, jobs),
             "sync": sync,
             "managed": managed,
         },
-        "load": {"processes": load_processes, "cpu_s": load_cpu_s},
+        "load": {"processes": load_processes, "cpu_s": load_cpu_s,
+                 "cpu_us_per_job": _per_job_us(load_cpu_s, jobs)},
         "version": jobwire_version(),
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
@@ -114,6 +117,13 @@ def make_result(
     if extra:
         result.update(extra)
     return result
+
+
+def _per_job_us(cpu_s: float | None, jobs: int) -> float | None:
+    """CPU microseconds per job: robust to other load on the machine, unlike jobs/s."""
+    if cpu_s is None or jobs <= 0:
+        return None
+    return round(cpu_s * 1e6 / jobs, 2)
 
 
 def _lookup(result: Mapping[str, Any], path: str) -> Any:
@@ -154,12 +164,14 @@ def _fmt(value: Any, digits: int = 2) -> str:
 
 
 COLUMNS = ("name", "jobs", "seconds", "jobs/s", "p50 ms", "p99 ms", "p99.9 ms", "max ms",
-           "RSS peak MiB", "RSS end MiB", "broker CPU s", "target", "met")
+           "RSS peak MiB", "RSS end MiB", "broker CPU s", "broker µs/job", "load µs/job",
+           "target", "met")
 
 
 def _row(result: Mapping[str, Any]) -> list[str]:
     latency = result.get("latency_ms") or {}
     broker = result.get("broker") or {}
+    load = result.get("load") or {}
     target = result.get("target")
     met = "-" if target is None else ("yes" if target["met"] else "NO")
     return [
@@ -168,6 +180,7 @@ def _row(result: Mapping[str, Any]) -> list[str]:
         _fmt(latency.get("p50"), 3), _fmt(latency.get("p99"), 3), _fmt(latency.get("p999"), 3),
         _fmt(latency.get("max"), 3), _fmt(broker.get("rss_mb_peak"), 1),
         _fmt(broker.get("rss_mb_end"), 1), _fmt(broker.get("cpu_s"), 2),
+        _fmt(broker.get("cpu_us_per_job"), 1), _fmt(load.get("cpu_us_per_job"), 1),
         target["text"] if target else "-", met,
     ]
 
@@ -242,6 +255,7 @@ def plot_series(result: Mapping[str, Any], path: str) -> None:
     top.plot(seconds, [p["enqueued_per_s"] for p in series], label="enqueued/s")
     top.plot(seconds, [p["completed_per_s"] for p in series], label="completed/s")
     top.set_ylabel("jobs/s")
+    top.set_ylim(bottom=0)
     top.legend(loc="lower right")
     top.grid(alpha=0.3)
     for key, label in (("start_p50_ms", "start p50"), ("start_p99_ms", "start p99"),
@@ -257,7 +271,7 @@ def plot_series(result: Mapping[str, Any], path: str) -> None:
     if warmup:
         for axis in (top, bottom):
             axis.axvline(warmup, color="grey", linestyle=":")
-    figure.suptitle(f"jobwire mixed: {parameters_text(result)}", fontsize=9)
+    figure.suptitle(textwrap.fill(f"jobwire mixed: {parameters_text(result)}", 110), fontsize=9)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)

@@ -43,10 +43,11 @@ class Step:
 
 
 STANDARD: tuple[Step, ...] = (
-    Step("enqueue-bulk", "enqueue", {"jobs": 200_000, "batch": 1000, "producers": 1},
+    Step("enqueue-bulk", "enqueue",
+         {"jobs": 300_000, "batch": 1000, "in_flight": 2, "producers": 1},
          ">= 100,000 jobs/s", (("jobs_per_s", ">=", 100_000),)),
     Step("enqueue-single", "enqueue",
-         {"jobs": 100_000, "batch": 1, "in_flight": 100, "producers": 1},
+         {"jobs": 200_000, "batch": 1, "in_flight": 100, "producers": 1},
          ">= 40,000 jobs/s", (("jobs_per_s", ">=", 40_000),)),
     Step("drain", "drain", {"jobs": 50_000, "workers": 1, "concurrency": 50},
          ">= 30,000 jobs/s", (("jobs_per_s", ">=", 30_000),)),
@@ -54,12 +55,13 @@ STANDARD: tuple[Step, ...] = (
                                     "concurrency": 50},
          "start p50 <= 1 ms, p99 <= 3 ms",
          (("latency_ms.p50", "<=", 1.0), ("latency_ms.p99", "<=", 3.0))),
-    Step("mixed", "mixed", {"jobs": 0, "duration": 10.0, "warmup": 2.0, "producers": 1,
+    Step("mixed", "mixed", {"jobs": 0, "duration": 15.0, "warmup": 3.0, "producers": 1,
                             "workers": 1, "concurrency": 50, "batch": 100, "in_flight": 2},
          ">= 20,000 jobs/s", (("jobs_per_s", ">=", 20_000),), scaled=("duration", "warmup")),
-    Step("rss-1m-waiting", "enqueue", {"jobs": 1_000_000, "batch": 1000, "producers": 1},
+    Step("rss-1m-waiting", "enqueue",
+         {"jobs": 1_000_000, "batch": 1000, "in_flight": 2, "producers": 1},
          "RSS end <= 600 MiB", (("broker.rss_mb_end", "<=", 600.0),)),
-    Step("recovery", "recovery", {"jobs": 200_000, "stop_signal": "kill"}),
+    Step("recovery-1m", "recovery", {"jobs": 1_000_000, "stop_signal": "kill"}),
 )
 
 MICRO: tuple[tuple[str, tuple[str, ...]], ...] = (

@@ -45,7 +45,8 @@ def check_schema(result: dict[str, Any], scenario: str, jobs: int | None) -> Non
     assert result["seconds"] > 0
     assert result["jobs_per_s"] == pytest.approx(result["jobs"] / result["seconds"], rel=0.01)
     broker = result["broker"]
-    assert set(broker) == {"rss_mb_peak", "rss_mb_end", "cpu_s", "sync", "managed"}
+    assert set(broker) == {"rss_mb_peak", "rss_mb_end", "cpu_s", "cpu_us_per_job", "sync",
+                           "managed"}
     assert broker["sync"] == "full" and broker["managed"] is True
     assert broker["rss_mb_peak"] >= broker["rss_mb_end"] > 1
     assert broker["cpu_s"] >= 0
