@@ -15,7 +15,8 @@ shutdown is requested. The server owns:
 After anything that may change the core (a batch of requests from one connection, a timer tick,
 a closed connection), ``after_ops`` hands the core's newly ready queues to the reserve waiters,
 its newly finished jobs to the job waiters, and re-arms the timer. Every op that changed state
-registers with the committer, so the changes are written in the next transaction.
+registers with the committer (``after_commit`` when its reply waits for durability, ``wake``
+when nothing waits: reservations, ticks, released leases), so the next transaction writes it.
 
 Shutdown (``request_shutdown``; SIGTERM and SIGINT call it) is one sequence, run once however often
 it is requested: stop accepting → ``draining`` event to every connection (enqueues now get
@@ -167,7 +168,7 @@ class Server:
             try:
                 _log.info("listening", host=self.settings.host, port=self.port)
                 # Persist what Core.restore changed (attempts of jobs active at the crash).
-                self.committer.after_commit(self._background_commit_done)
+                self.committer.wake()
                 self.after_ops()
                 if on_ready is not None:
                     on_ready(self)
@@ -201,7 +202,7 @@ class Server:
         for session in list(self.sessions.values()):
             released += self.core.release_owner(session.conn_id, now)
         if released:
-            self.committer.after_commit(self._background_commit_done)
+            self.committer.wake()
         self.after_ops()
         failure: JournalError | None = None
         try:
@@ -276,7 +277,7 @@ class Server:
         if not self._closed:
             released = self.core.release_owner(session.conn_id, self.now_ms())
             if released:
-                self.committer.after_commit(self._background_commit_done)
+                self.committer.wake()
                 self.after_ops()
         self._activity.set()
         _log.info("connection_closed", conn=session.conn_id, peer=session.peer,
@@ -313,7 +314,7 @@ class Server:
         if jobs:
             # Journaled, but the reply does not wait: a reservation lost in a crash only leaves
             # the job waiting with the attempt uncounted (docs/internals.md).
-            self.committer.after_commit(self._background_commit_done)
+            self.committer.wake()
         return jobs
 
     def park_reserve(self, session: Session, request_id: int, request: Reserve) -> None:
@@ -387,12 +388,9 @@ class Server:
         self._timer = None
         self._timer_deadline = None
         self.core.tick(self.now_ms())
-        self.committer.after_commit(self._background_commit_done)
+        self.committer.wake()
         self.after_ops()
 
-    def _background_commit_done(self, exc: BaseException | None) -> None:
-        if exc is not None:
-            _log.error("journal_failure", error=repr(exc))
 
 
 def _log_loop_exception(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
