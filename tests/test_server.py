@@ -439,6 +439,21 @@ async def test_large_pipelined_replies_do_not_deadlock(
         assert isinstance(answer, Reply) and len(answer.body["job"]["payload"]) == 65_536
 
 
+async def test_shutdown_completes_when_a_client_stopped_reading(
+    start_broker: StartBroker, wire: Connect
+) -> None:
+    broker = await start_broker()
+    client = await wire(broker)
+    await client.enqueue("q", job_spec("big", payload=b"x" * 65_536))
+    client.reader._transport.pause_reading()  # type: ignore[attr-defined]
+    client.send_many([("get", {"id": "big"})] * 200)
+    assert broker.server is not None
+    session = next(iter(broker.server.sessions.values()))
+    await _eventually(lambda: session.read_pauses > 0)
+    await asyncio.wait_for(broker.stop(), 30)  # unsent replies do not hold the shutdown up
+    assert not broker.server.sessions
+
+
 async def test_requests_beyond_max_inflight_are_refused_not_lost(
     start_broker: StartBroker, wire: Connect
 ) -> None:
