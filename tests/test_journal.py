@@ -60,6 +60,7 @@ class Source:
     def __init__(self) -> None:
         self.pending = Changes(jobs={}, queues={})
         self.next_seq = 1
+        self.taken = asyncio.Event()  # set whenever the committer takes a non-empty batch
 
     def new_job(self, **fields: Any) -> Job:
         job = make_job(self.next_seq, **fields)
@@ -76,6 +77,8 @@ class Source:
     def take_changes(self) -> Changes:
         taken, self.pending = self.pending, Changes(jobs={}, queues={})
         taken.next_seq = self.next_seq
+        if taken:
+            self.taken.set()
         return taken
 
 
@@ -355,8 +358,7 @@ async def test_the_next_batch_gathers_while_a_transaction_runs(
     for _ in range(2_000):
         source.new_job(payload=b"x" * 200)
     first = asyncio.ensure_future(commit(committer))
-    await asyncio.sleep(0)
-    await asyncio.sleep(0)  # the first transaction is now running in the SQLite thread
+    await source.taken.wait()  # the committer took them and built the first transaction
     later = []
     for _ in range(50):
         source.new_job()
@@ -375,6 +377,24 @@ async def test_a_waiter_with_nothing_to_write_is_still_answered(
 
     assert await commit(committer) is None
     assert journal.transactions == 0
+
+
+async def test_a_waiter_without_changes_is_answered_after_the_running_commit(
+    committed: tuple[Journal, Source, GroupCommitter],
+) -> None:
+    journal, source, committer = committed
+    order: list[str] = []
+    for _ in range(2_000):
+        source.new_job()
+    committer.after_commit(lambda error: order.append("writer"))
+    await source.taken.wait()
+    assert journal.transactions == 0  # the writer's transaction is still running
+
+    committer.after_commit(lambda error: order.append("reader"))
+    await committer.flush()
+
+    assert order == ["writer", "reader"]
+    assert journal.transactions == 1
 
 
 async def test_a_failing_callback_does_not_stop_the_loop(
