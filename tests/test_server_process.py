@@ -87,3 +87,32 @@ async def test_sigterm_twice_releases_unfinished_leases_and_exits_0(
     job = await client.get("held")
     assert (job["state"], job["attempts"]) in (("waiting", 1), ("delayed", 1))
     await client.close()
+
+
+async def test_logs_are_json_events_without_secrets(
+    spawn_broker: Callable[..., BrokerProcess],
+) -> None:
+    secret = "correct-horse-battery-staple"
+    process = spawn_broker(env={"JOBWIRE_TOKEN": secret})
+    client = await WireClient.connect(process.host, process.port, token=secret)
+    await client.enqueue("q", job_spec("a", payload=b"payload-bytes-never-logged"))
+    await client.close()
+    rejected = await WireClient.connect(process.host, process.port, hello=False)
+    assert (await rejected.error("hello", {"version": 1, "token": "guess"})).code == "UNAUTHORIZED"
+    await rejected.wait_closed()
+    await rejected.close()
+    assert process.proc is not None
+    process.proc.terminate()
+    assert await asyncio.to_thread(process.proc.wait, 30) == 0
+
+    text = process.log_path.read_text()
+    assert secret not in text and "guess" not in text and "payload-bytes" not in text
+    lines = process.log_lines()
+    events = [line["event"] for line in lines]
+    for expected in ("starting", "recovered", "listening", "connection_opened",
+                     "connection_closed", "shutdown_started", "shutdown_complete"):
+        assert expected in events, expected
+    [start] = [line for line in lines if line["event"] == "starting"]
+    assert start["settings"]["token"] == "<set>"
+    reasons = {line["reason"] for line in lines if line["event"] == "connection_closed"}
+    assert {"peer closed", "unauthorized"} <= reasons
