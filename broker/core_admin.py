@@ -9,7 +9,9 @@ the only operation that visits every job. Everything else stays O(log n) per job
 from __future__ import annotations
 
 import heapq
+from collections import deque
 from collections.abc import Iterator, Sequence
+from operator import attrgetter
 from typing import Any
 
 from broker.core_state import (
@@ -272,17 +274,22 @@ class CoreAdmin(CoreState):
             known.meta = meta
             meta.name = known.name
         self._changed_queues.clear()
-        jobs = sorted(snapshot.jobs, key=lambda job: job.seq)
+        jobs = sorted(snapshot.jobs, key=attrgetter("seq"))
         self._seq = max(snapshot.next_seq, jobs[-1].seq + 1 if jobs else 1, 1)
         waiting: list[Job] = []
         delayed: list[tuple[int, int, Job]] = []
         finished: list[Job] = []
         restarted: list[Job] = []
+        index = self._jobs
+        names = self._names
+        queue: QueueState | None = None
         for job in jobs:
-            queue = self._queue(job.queue)
+            if queue is None or job.queue != queue.name:
+                queue = self._queue(job.queue)
             job.queue = queue.name
-            job.name = self._intern(job.name)
-            self._jobs[job.id] = job
+            name = names.get(job.name)
+            job.name = self._intern(job.name) if name is None else name
+            index[job.id] = job
             state = job.state
             if state is WAITING:
                 waiting.append(job)
@@ -295,14 +302,18 @@ class CoreAdmin(CoreState):
                 queue.active += 1
             else:
                 finished.append(job)
-            if state is WAITING or state is DELAYED or state is ACTIVE:
-                self._unfinished += 1
-        waiting.sort(key=lambda job: (job.priority, job.run_at, job.seq))
+        self._unfinished = len(waiting) + len(delayed) + len(restarted)
+        waiting.sort(key=attrgetter("queue", "priority", "run_at", "seq"))
+        lane_key: tuple[str, int] | None = None
+        lane: deque[Job] | None = None
         for job in waiting:
-            self._queues[job.queue].ready.push(job)
+            if lane is None or lane_key != (job.queue, job.priority):
+                lane_key = (job.queue, job.priority)
+                lane = self._queues[job.queue].ready.lane(job.priority)
+            lane.append(job)
         self._delayed.entries = delayed
         heapq.heapify(delayed)
-        finished.sort(key=lambda job: (job.finished_at or 0, job.seq))
+        finished.sort(key=lambda job: (job.finished_at or 0, job.seq))  # retained: few
         for job in finished:
             queue = self._queues[job.queue]
             finished_list = queue.completed if job.state is COMPLETED else queue.failed
