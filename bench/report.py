@@ -30,8 +30,8 @@ _OPS: dict[str, Callable[[Any, Any], bool]] = {">=": operator.ge, "<=": operator
 
 
 def console() -> Console:
-    """A stdout console; 180 columns wide when stdout is not a terminal, so tables fit."""
-    return Console() if sys.stdout.isatty() else Console(width=180)
+    """A stdout console; 230 columns wide when stdout is not a terminal, so tables fit."""
+    return Console() if sys.stdout.isatty() else Console(width=230)
 
 
 def jobwire_version() -> str:
