@@ -102,7 +102,7 @@ class ReserveWaiters:
 
         Args:
             ready: queues that gained reservable jobs.
-            serve: tries to reserve for one waiter; returns True (after answering it and
+            serve: tries to reserve for one waiter; returns True (after answering or dropping it and
                 calling ``remove``) if it got jobs, False if the core had none for it.
 
         Returns:

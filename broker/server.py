@@ -332,6 +332,9 @@ class Server:
             parked.session.finish_reserve(parked.request_id, [])
 
     def _serve_parked(self, parked: ParkedReserve) -> bool:
+        if not parked.session.is_open:  # closing: jobs leased to it would only come back failed
+            self._reserve_waiters.remove(parked)
+            return True
         jobs = self.reserve_for(parked.session, parked.request, self.now_ms())
         if not jobs:
             return False

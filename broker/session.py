@@ -202,6 +202,11 @@ class Session(asyncio.Protocol):
         self._out.clear()
         self.server.session_closed(self, reason)
 
+    @property
+    def is_open(self) -> bool:
+        """Whether the handshake is done and the connection is not closing."""
+        return self.state is ConnState.OPEN
+
     def pause_writing(self) -> None:
         self._writing_paused = True
         self._update_reading()
