@@ -138,14 +138,18 @@ class GroupCommitter:
                     self._retained = changes
                     self._waiters[:0] = waiters
                     raise
-                self.batches += 1
+                else:
+                    self.batches += 1
             if error is None:
+                if self._failures:
+                    _log.info("journal_recovered", failed_batches=self._failures)
                 self._failures = 0
             else:
                 self._failures += 1
                 self.failed_batches += 1
-                _log.error("journal_failure", error=str(error), jobs=len(changes.jobs),
-                           waiters=len(waiters), consecutive=self._failures)
+                if self._failures & (self._failures - 1) == 0:  # 1st, 2nd, 4th, 8th...: bounded
+                    _log.error("journal_failure", error=str(error), jobs=len(changes.jobs),
+                               waiters=len(waiters), consecutive=self._failures)
             for callback in waiters:
                 try:
                     callback(error)
