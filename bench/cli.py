@@ -91,9 +91,9 @@ def _add_load(parser: argparse.ArgumentParser, name: str) -> None:
         group.add_argument("--duration", type=float, default=10.0, help="seconds (default 10)")
         group.add_argument("--warmup", type=float, default=2.0,
                            help="seconds left out of the steady-state figures (default 2)")
-        group.add_argument("--max-backlog", type=int, default=10_000,
+        group.add_argument("--max-backlog", type=int, default=2_000,
                            help="flat out: pause producing while more jobs than this wait "
-                                "unfinished (default 10,000; 0: no limit)")
+                                "unfinished (default 2,000; 0: no limit)")
         group.add_argument("--plot", metavar="PATH.png",
                            help="draw throughput and latency over time (needs matplotlib)")
     if name == "recovery":

@@ -62,7 +62,7 @@ class Params:
     rate: float = 0.0
     duration: float = 10.0
     warmup: float = 2.0
-    max_backlog: int = 10_000
+    max_backlog: int = 2_000
     stop_signal: str = "kill"
     quiet: bool = False
     data_dir: str | None = None
