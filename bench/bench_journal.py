@@ -1,8 +1,11 @@
-"""Journal alone: rows/s of 1,000-row transactions (insert, update, delete), and load time.
+"""Journal alone: rows/s of 1,000-row transactions (insert, update, delete), group commit, load.
 
 Run: ``.venv/bin/python -m bench.bench_journal [--jobs 200000] [--batch 1000] [--sync full]
-[--load 1000000] [--dir DIR]``. The database goes to a temporary directory on the same file system
-as ``--dir`` (default: the current directory, so the figure reflects the real disk, not tmpfs).
+[--producers 8] [--load 1000000] [--dir DIR]``. The group-commit figure has ``--producers``
+tasks each enqueue 100 jobs and wait for the commit, again and again, through ``GroupCommitter``
+(no core, no network: the journal's share of an end-to-end enqueue). The database goes to a
+temporary directory under ``--dir`` (default: the current directory, so the figure reflects the
+real disk, not tmpfs).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from broker.committer import GroupCommitter
 from broker.core import Changes, Snapshot
 from broker.jobs import NO_OPTIONS, Job
 from broker.journal import Journal, SyncMode
@@ -59,6 +63,8 @@ async def run(args: argparse.Namespace) -> None:
             report("update", len(jobs), len(chunks), seconds)
             seconds = await timed_batches(journal, [as_changes(c, delete=True) for c in chunks])
             report("delete", len(jobs), len(chunks), seconds)
+            if args.producers:
+                await group_commit(journal, args.jobs, args.producers)
             if args.load:
                 await fill(journal, args.load, args.batch * 10)
                 started = time.perf_counter()
@@ -72,6 +78,43 @@ async def run(args: argparse.Namespace) -> None:
                   f"db {path.stat().st_size >> 20} MiB")
         finally:
             await journal.close()
+
+
+async def group_commit(journal: Journal, count: int, producers: int) -> None:
+    pending: dict[str, Job | None] = {}
+    next_seq = 10_000_000
+
+    def take_changes() -> Changes:
+        nonlocal pending
+        taken, pending = pending, {}
+        return Changes(jobs=taken, queues={})
+
+    committer = GroupCommitter(journal, take_changes)
+    loop = asyncio.get_running_loop()
+
+    async def producer(batches: int) -> None:
+        nonlocal next_seq
+        for _ in range(batches):
+            for _ in range(100):
+                job = make_job(next_seq)
+                next_seq += 1
+                pending[job.id] = job
+            done: asyncio.Future[BaseException | None] = loop.create_future()
+            committer.after_commit(done.set_result)
+            if (error := await done) is not None:
+                raise error
+
+    before = journal.transactions
+    started = time.perf_counter()
+    async with asyncio.TaskGroup() as tasks:
+        runner = tasks.create_task(committer.run())
+        await asyncio.gather(*(producer(count // 100 // producers) for _ in range(producers)))
+        runner.cancel()
+    seconds = time.perf_counter() - started
+    transactions = journal.transactions - before
+    jobs = count // 100 // producers * 100 * producers
+    print(f"group     {jobs / seconds:>9,.0f} jobs/s  {producers} producers x 100-job batches, "
+          f"{jobs / transactions:,.0f} jobs per transaction")
 
 
 async def fill(journal: Journal, count: int, batch: int) -> None:
@@ -90,6 +133,8 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=200_000)
     parser.add_argument("--batch", type=int, default=1_000)
     parser.add_argument("--sync", choices=[m.value for m in SyncMode], default="full")
+    parser.add_argument("--producers", type=int, default=8,
+                        help="group-commit producers (0 skips that part)")
     parser.add_argument("--load", type=int, default=0, help="also time load() of this many jobs")
     parser.add_argument("--dir", default=".", help="where the temporary database goes")
     asyncio.run(run(parser.parse_args()))
