@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -11,10 +12,10 @@ from typing import Any
 import pytest
 
 from broker.committer import GroupCommitter
-from broker.core import Changes, QueueMeta
+from broker.core import Changes, Core, CoreConfig, QueueMeta
 from broker.jobs import NO_OPTIONS, Job, JobOptions
 from broker.journal import Journal, JournalError, SyncMode
-from protocol.messages import Backoff, BackoffKind, JobState, Retention
+from protocol.messages import AckItem, Backoff, BackoffKind, JobSpec, JobState, Retention
 
 NOW = 1_700_000_000_000
 FIELDS = (
@@ -569,3 +570,41 @@ async def test_free_pages_go_back_to_the_file_system(tmp_path: Path) -> None:
 def test_job_fields_list_matches_the_job_record() -> None:
     assert set(FIELDS) | {"lease_token", "lease_deadline", "owner"} == set(Job.__slots__)
 
+
+
+# --------------------------------------------------------------------------- recovery with the core
+
+
+async def test_a_restart_rebuilds_the_core_from_what_was_committed(tmp_path: Path) -> None:
+    path = tmp_path / "jobwire.db"
+    journal = await Journal.open(path)
+    core = Core(CoreConfig(), rng=random.Random(1), token_base=1_000)
+    committer = GroupCommitter(journal, core.take_changes)
+    core.enqueue("q", [JobSpec(f"job-{i}", "work", b"%d" % i) for i in range(5)], NOW)
+    await committer.flush()
+    leased = {job.job_id: job for job in core.reserve(["q"], 3, None, owner=1, now=NOW + 1)}
+    core.ack([AckItem("job-0", leased["job-0"].token, b"done")], NOW + 2)
+    core.pause("q", NOW + 2)
+    await committer.flush()
+    core.enqueue("q", [JobSpec("never-committed", "work", b"")], NOW + 3)
+    await journal.close()  # "crash": the last enqueue was never committed
+
+    journal = await Journal.open(path)
+    try:
+        restarted = Core.restore(CoreConfig(), await journal.load(), NOW + 10,
+                                 rng=random.Random(2), token_base=2_000)
+    finally:
+        await journal.close()
+
+    def state(job_id: str) -> tuple[JobState, int] | None:
+        info = restarted.get(job_id)
+        return None if info is None else (info.state, info.attempts)
+
+    assert state("job-0") == (JobState.COMPLETED, 1)
+    # Leased when the broker stopped: that attempt counts as failed, with backoff.
+    assert state("job-1") == (JobState.DELAYED, 1)
+    assert state("job-2") == (JobState.DELAYED, 1)
+    assert state("job-3") == (JobState.WAITING, 0)
+    assert state("job-4") == (JobState.WAITING, 0)
+    assert state("never-committed") is None
+    assert restarted.stats("q", NOW + 10)["q"].paused
