@@ -62,7 +62,10 @@ class LoadRun:
     def last_ns(self, role: str) -> int:
         return max((int(r["last_ns"]) for r in self.of_role(role)), default=self.end_ns)
 
-    def cpu_s(self) -> float:
+    def cpu_s(self) -> float | None:
+        """CPU seconds the load processes used in the measured phase (``None``: there were none)."""
+        if not self.results:
+            return None
         return round(sum(float(r["cpu_s"]) for r in self.results), 3)
 
 
