@@ -63,8 +63,6 @@ async def run(args: argparse.Namespace) -> None:
             report("update", len(jobs), len(chunks), seconds)
             seconds = await timed_batches(journal, [as_changes(c, delete=True) for c in chunks])
             report("delete", len(jobs), len(chunks), seconds)
-            if args.producers:
-                await group_commit(journal, args.jobs, args.producers)
             if args.load:
                 await fill(journal, args.load, args.batch * 10)
                 started = time.perf_counter()
@@ -72,6 +70,8 @@ async def run(args: argparse.Namespace) -> None:
                 seconds = time.perf_counter() - started
                 print(f"load      {len(snapshot.jobs):>9,} jobs in {seconds:.2f} s "
                       f"({len(snapshot.jobs) / seconds:,.0f} jobs/s)")
+            if args.producers:
+                await group_commit(journal, args.jobs, args.producers)
             started = time.perf_counter()
             await journal.checkpoint(truncate=True)
             print(f"checkpoint (truncate) {time.perf_counter() - started:.3f} s; "
