@@ -426,6 +426,24 @@ async def run_broker(
     exposed = exposure_warning(settings.host, settings.token)
     if exposed is not None:
         _log.warning("no_token", host=settings.host, message=exposed)
+    signals = (signal.SIGTERM, signal.SIGINT) if handle_signals else ()
+    stop_early = asyncio.Event()  # a signal during recovery: stop once the journal is consistent
+    for signum in signals:
+        loop.add_signal_handler(signum, stop_early.set)
+    try:
+        await _recover_and_serve(settings, stop_early, signals, on_ready)
+    finally:
+        for signum in signals:
+            loop.remove_signal_handler(signum)
+
+
+async def _recover_and_serve(
+    settings: Settings,
+    stop_early: asyncio.Event,
+    signals: tuple[signal.Signals, ...],
+    on_ready: Callable[[Server], None] | None,
+) -> None:
+    loop = asyncio.get_running_loop()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     journal = await Journal.open(settings.journal_path, sync=SyncMode(settings.sync))
     try:
@@ -438,18 +456,17 @@ async def run_broker(
         _log.info("recovered", jobs=len(snapshot.jobs), queues=len(snapshot.queues),
                   seconds=round(time.perf_counter() - started, 3))
         del snapshot
+        if stop_early.is_set():
+            _log.info("shutdown_complete", before="serving")
+            return
         server = Server(settings, core, journal)
+        for signum in signals:
+            loop.add_signal_handler(signum, server.request_shutdown)
         previous_handler = loop.get_exception_handler()
         loop.set_exception_handler(_log_loop_exception)
-        if handle_signals:
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(signum, server.request_shutdown)
         try:
             await server.run(on_ready)
         finally:
             loop.set_exception_handler(previous_handler)
-            if handle_signals:
-                for signum in (signal.SIGTERM, signal.SIGINT):
-                    loop.remove_signal_handler(signum)
     finally:
         await journal.close()
