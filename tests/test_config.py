@@ -149,3 +149,11 @@ def test_python_m_broker_and_bad_settings_exit_2() -> None:
     bad = subprocess.run([sys.executable, "-m", "broker"], capture_output=True, text=True,
                          timeout=60, check=False, env={**os.environ, "JOBWIRE_SYNC": "maybe"})
     assert bad.returncode == 2 and "JOBWIRE_SYNC" in bad.stderr
+
+
+def test_the_readme_lists_every_setting() -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    start = readme.index("<!-- section: configuration -->")
+    section = readme[start:readme.index("<!-- /section: configuration -->", start)]
+    for option in OPTIONS:
+        assert f"| `{option.flag}` | `{option.env}` |" in section, option.flag
