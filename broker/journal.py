@@ -45,6 +45,7 @@ from broker.schema import (
     APPLICATION_ID,
     CREATE_STATEMENTS,
     DELETE_JOB,
+    REPLACE_JOB,
     SCHEMA_VERSION,
     SELECT_JOBS,
     SELECT_NEXT_SEQ,
@@ -362,7 +363,9 @@ class Journal:
                 if deletes:
                     await db.executemany(DELETE_JOB, deletes)
                 if upserts:
-                    await db.executemany(UPSERT_JOB, upserts)
+                    cursor = await db.executemany(UPSERT_JOB, upserts)
+                    if cursor.rowcount != len(upserts):  # an id reused with a new seq (rare)
+                        await db.executemany(REPLACE_JOB, upserts)
                 if queues:
                     await db.executemany(UPSERT_QUEUE, queues)
                 if next_seq > 0:

@@ -608,3 +608,18 @@ async def test_a_restart_rebuilds_the_core_from_what_was_committed(tmp_path: Pat
     assert state("job-4") == (JobState.WAITING, 0)
     assert state("never-committed") is None
     assert restarted.stats("q", NOW + 10)["q"].paused
+
+
+async def test_an_id_reused_by_a_new_job_replaces_the_old_row(journal: Journal) -> None:
+    await journal.write(upserts(*(make_job(seq) for seq in range(1, 4))))
+    # Job "2" was cancelled and enqueued again before the next commit: only the new one is left.
+    reborn = Job(9, "2", "q", "again", b"new", priority=1, run_at=NOW, max_attempts=3,
+                 options=NO_OPTIONS, state=JobState.WAITING, created_at=NOW + 5)
+    first = make_job(1, state=JobState.ACTIVE, attempts=1)
+    await journal.write(upserts(first, reborn))
+
+    jobs = (await journal.load()).jobs
+
+    assert [as_tuple(job) for job in jobs] == [
+        as_tuple(first), as_tuple(make_job(3)), as_tuple(reborn)
+    ]
