@@ -116,7 +116,8 @@ UPSERT_NEXT_SEQ: Final = (
     "ON CONFLICT (key) DO UPDATE SET value = max(value, excluded.value)"
 )
 SELECT_NEXT_SEQ: Final = "SELECT value FROM meta WHERE key = 'next_seq'"
-SELECT_JOBS: Final = f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs"
+SELECT_JOBS: Final = f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs ORDER BY seq"
+"""Every job in ``seq`` order (the rowid: a plain scan, no sort step)."""
 SELECT_QUEUES: Final = "SELECT name, paused, total_completed, total_failed FROM queues"
 
 STATES: Final[tuple[JobState, ...]] = (
