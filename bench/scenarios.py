@@ -99,6 +99,11 @@ class Target:
                 self.broker.close()
                 raise
             self.address = self.broker.address
+        else:
+            host, _, port = self.address.rpartition(":")
+            reachable = port.isdigit() and asyncio.run(_probe(host, int(port), None)) is not None
+            if not reachable:
+                raise BenchError(f"no jobwire broker answers hello at {self.address}")
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -302,7 +307,7 @@ def mixed(params: Params, target: Target) -> dict[str, Any]:
     )
 
 
-async def _probe(host: str, port: int, queue: str) -> dict[str, Any] | None:
+async def _probe(host: str, port: int, queue: str | None) -> dict[str, Any] | None:
     """One ``hello`` + ``stats`` exchange over a fresh connection; ``None`` if it fails."""
     try:
         reader, writer = await asyncio.open_connection(host, port)

@@ -146,3 +146,20 @@ def test_suite_command_writes_json_and_markdown(tmp_path: Path) -> None:
     assert data["failures"] == []
     table = out_md.read_text()
     assert "| enqueue-single |" in table and "| latency-500 |" in table
+
+
+def test_connect_to_a_running_broker() -> None:
+    from bench.broker_proc import BrokerProcess
+    from bench.runner import BenchError
+
+    with BrokerProcess() as broker:
+        broker.start()
+        result = run_scenario("enqueue", tiny(jobs=200, batch=20, connect=broker.address,
+                                              broker_pid=broker.pid))
+        assert result["jobs"] == 200
+        assert result["broker"]["managed"] is False and result["broker"]["sync"] is None
+        assert result["broker"]["rss_mb_peak"] > 1  # sampled through --broker-pid
+        with pytest.raises(BenchError, match="no jobwire broker answers"):
+            run_scenario("recovery", tiny(jobs=10, connect="127.0.0.1:1"))
+        with pytest.raises(BenchError, match="needs the bench's own broker"):
+            run_scenario("recovery", tiny(jobs=10, connect=broker.address))
