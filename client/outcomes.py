@@ -2,7 +2,12 @@
 
 Handlers that finish in the same event-loop iteration put their outcomes into one buffer; one
 ``call_soon`` flush sends every buffered completion as a single ``ack`` request and every
-failure as a single ``fail`` request, each with one future (never one per job). When the reply
+failure as a single ``fail`` request, each with one future (never one per job). Requests are
+not held back while others are outstanding: the broker's group commit already merges every
+request that arrives during a commit into the next transaction, and measurements showed that
+holding acks back (Nagle-style) only added a commit's latency to the pipeline. At most
+``MAX_IN_FLIGHT`` requests of each kind are outstanding (a bound on memory, never reached in
+practice); beyond it outcomes wait in the buffer and leave with the next reply. When the reply
 arrives, each item's result decides: ``OK`` counts and fires the worker's callbacks;
 ``STALE_LEASE``/``NOT_FOUND`` (a lease from before a broker restart, an expired lease, a removed
 job) is logged and counted as refused. A request lost with the connection is logged: the broker
@@ -12,6 +17,7 @@ gives those jobs to a worker again (at-least-once delivery).
 from __future__ import annotations
 
 import asyncio
+import time
 import traceback
 from functools import partial
 from typing import TYPE_CHECKING, Any, Final
@@ -37,6 +43,8 @@ if TYPE_CHECKING:
 log = structlog.get_logger("jobwire.worker")
 
 REFUSED_CODES: Final = frozenset({ErrorCode.STALE_LEASE, ErrorCode.NOT_FOUND})
+MAX_IN_FLIGHT: Final = 64
+"""Outstanding ``ack`` (and, separately, ``fail``) requests at most; the rest waits and batches."""
 HAND_BACK_ERROR: Final = "worker shut down before the job finished; handed back"
 _HEAD: Final = 2_000
 """Characters of an over-long error text kept from its start (the rest from its end)."""
@@ -76,8 +84,8 @@ class OutcomeBuffer:
     """Buffers acks and fails and sends each kind as one request per loop iteration."""
 
     __slots__ = (
-        "_acks", "_fails", "_flush_scheduled", "_in_flight", "_worker", "completed",
-        "failed", "refused", "requests", "retried", "unacknowledged",
+        "_acks", "_acks_out", "_fails", "_fails_out", "_flush_scheduled", "_in_flight",
+        "_worker", "completed", "failed", "refused", "requests", "retried", "unacknowledged",
     )
 
     def __init__(self, worker: Worker) -> None:
@@ -86,6 +94,8 @@ class OutcomeBuffer:
         self._fails: list[tuple[JobContext, FailItem, BaseException | None]] = []
         self._flush_scheduled = False
         self._in_flight: set[asyncio.Future[dict[str, Any]]] = set()
+        self._acks_out = 0
+        self._fails_out = 0
         self.completed = 0
         self.failed = 0
         self.retried = 0
@@ -116,31 +126,46 @@ class OutcomeBuffer:
             asyncio.get_running_loop().call_soon(self.flush)
 
     def flush(self) -> None:
-        """Send everything buffered now (one ``ack`` and one ``fail`` request at most per
-        ``max_batch`` items)."""
+        """Send what is buffered, unless ``MAX_IN_FLIGHT`` requests of that kind are out
+        (then it leaves with the next reply). Batches are cut at the broker's ``max_batch``."""
         self._flush_scheduled = False
         conn = self._worker.connection
         max_batch = conn.server.max_batch if conn.server else 10_000
-        acks, self._acks = self._acks, []
-        fails, self._fails = self._fails, []
-        for start in range(0, len(acks), max_batch):
-            chunk = acks[start:start + max_batch]
-            self._send(Ack(tuple(item for _, item in chunk)), partial(self._on_acked, chunk))
-        for start in range(0, len(fails), max_batch):
-            fchunk = fails[start:start + max_batch]
-            self._send(Fail(tuple(item for _, item, _ in fchunk)), partial(self._on_failed, fchunk))
+        if self._acks and self._acks_out < MAX_IN_FLIGHT:
+            acks, self._acks = self._acks, []
+            for start in range(0, len(acks), max_batch):
+                chunk = acks[start:start + max_batch]
+                if self._send(Ack(tuple(item for _, item in chunk)),
+                              partial(self._on_acked, chunk)):
+                    self._acks_out += 1
+        if self._fails and self._fails_out < MAX_IN_FLIGHT:
+            fails, self._fails = self._fails, []
+            for start in range(0, len(fails), max_batch):
+                fchunk = fails[start:start + max_batch]
+                if self._send(Fail(tuple(item for _, item, _ in fchunk)),
+                              partial(self._on_failed, fchunk)):
+                    self._fails_out += 1
 
-    def _send(self, request: Ack | Fail, on_reply: Any) -> None:
+    def _send(self, request: Ack | Fail, on_reply: Any) -> bool:
         count = len(request.items)
         try:
             future = self._worker.connection.request_nowait(request)
         except ConnectionError_ as exc:
             self._lost(count, exc)
-            return
+            return False
         self.requests += 1
         self._in_flight.add(future)
         future.add_done_callback(self._in_flight.discard)
         future.add_done_callback(on_reply)
+        return True
+
+    def _reply_in(self, kind_acks: bool) -> None:
+        if kind_acks:
+            self._acks_out -= 1
+        else:
+            self._fails_out -= 1
+        if self._acks or self._fails:
+            self._schedule()
 
     def _lost(self, count: int, exc: BaseException) -> None:
         self.unacknowledged += count
@@ -169,6 +194,7 @@ class OutcomeBuffer:
     def _on_acked(
         self, chunk: list[tuple[JobContext, AckItem]], future: asyncio.Future[dict[str, Any]]
     ) -> None:
+        self._reply_in(True)
         outcomes = self._results(len(chunk), future)
         if outcomes is None:
             return
@@ -186,6 +212,7 @@ class OutcomeBuffer:
         self, chunk: list[tuple[JobContext, FailItem, BaseException | None]],
         future: asyncio.Future[dict[str, Any]],
     ) -> None:
+        self._reply_in(False)
         outcomes = self._results(len(chunk), future)
         if outcomes is None:
             return
@@ -204,8 +231,13 @@ class OutcomeBuffer:
             if callbacks:
                 events.fire(callbacks, ctx, exc)
 
-    async def drain(self, timeout: float) -> None:  # noqa: ASYNC109
-        """Flush and wait (at most ``timeout`` seconds) for every outcome request's reply."""
-        self.flush()
-        if self._in_flight:
-            await asyncio.wait(set(self._in_flight), timeout=timeout)
+    async def drain(self, limit: float) -> None:
+        """Send everything and wait (at most ``limit`` seconds) for every reply."""
+        deadline = time.monotonic() + limit
+        while True:
+            self.flush()
+            remaining = deadline - time.monotonic()
+            if not self._in_flight or remaining <= 0:
+                return
+            await asyncio.wait(set(self._in_flight), timeout=remaining,
+                               return_when=asyncio.FIRST_COMPLETED)

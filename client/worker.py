@@ -334,7 +334,7 @@ class Worker:
             log.warning("handing back unfinished jobs", count=len(held))
             for ctx in held:
                 self._outcomes.hand_back(ctx)
-        await self._outcomes.drain(timeout=max(5.0, self.connection.request_timeout))
+        await self._outcomes.drain(max(5.0, self.connection.request_timeout))
         await self.events.drain(5.0)
 
     # ------------------------------------------------------------------ reserving
