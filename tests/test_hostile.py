@@ -34,6 +34,7 @@ from protocol.messages import (
     request_message,
 )
 from tests.conftest import BrokerProcess
+from tests.fuzz_decoder import fuzz_one
 from tests.strategies import any_msgpack, requests
 
 MAX_FRAME = 64 * 1024
@@ -310,6 +311,24 @@ def test_mutated_requests_never_crash_the_broker(hostile_broker: BrokerProcess, 
     except (OverflowError, ValueError, TypeError):
         return  # not encodable by msgpack at all
     exchange(hostile_broker, _frame(body), hello=hello)
+
+
+@FUZZ
+@given(control=st.integers(0, 255), stream=st.one_of(
+    st.binary(max_size=2000),
+    st.lists(mutated_requests(), max_size=5).map(
+        lambda ms: b"".join(_frame(b) for b in map(_pack, ms) if b is not None)),
+))
+def test_fuzz_target_without_atheris(control: int, stream: bytes) -> None:
+    """The atheris target (``tests/fuzz_decoder.py``: decoder + session dispatcher) in CI."""
+    fuzz_one(bytes([control]) + stream)
+
+
+def _pack(message: Any) -> bytes | None:
+    try:
+        return bytes(msgpack.packb(message, use_bin_type=True))
+    except (OverflowError, ValueError, TypeError):
+        return None
 
 
 # --------------------------------------------------------------------------- handshake
