@@ -1,51 +1,29 @@
-"""The SQLite journal and the group committer, against real database files in ``tmp_path``."""
+"""The SQLite journal against real database files in ``tmp_path``: rows, pragmas, schema, size."""
 
 from __future__ import annotations
 
 import asyncio
-import random
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from broker.committer import GroupCommitter
-from broker.core import Changes, Core, CoreConfig, QueueMeta
+from broker.core import Changes, QueueMeta
 from broker.jobs import NO_OPTIONS, Job, JobOptions
 from broker.journal import Journal, JournalError, SyncMode
-from protocol.messages import AckItem, Backoff, BackoffKind, JobSpec, JobState, Retention
-
-NOW = 1_700_000_000_000
-FIELDS = (
-    "seq", "id", "queue", "name", "payload", "priority", "run_at", "max_attempts", "options",
-    "state", "created_at", "attempts", "started_at", "finished_at", "progress", "result", "error",
+from protocol.messages import Backoff, BackoffKind, JobState, Retention
+from tests.journaltools import (
+    FIELDS,
+    NOW,
+    Source,
+    as_tuple,
+    deletes,
+    file_size,
+    make_job,
+    upserts,
 )
-
-
-def make_job(
-    seq: int, *, queue: str = "q", name: str = "handler", payload: bytes = b"payload",
-    **fields: Any,
-) -> Job:
-    values: dict[str, Any] = {
-        "priority": 0, "run_at": NOW, "max_attempts": 3, "options": NO_OPTIONS,
-        "state": JobState.WAITING, "created_at": NOW,
-    }
-    values.update(fields)
-    return Job(seq, str(seq), queue, name, payload, **values)
-
-
-def as_tuple(job: Job) -> tuple[Any, ...]:
-    return tuple(getattr(job, name) for name in FIELDS)
-
-
-def upserts(*jobs: Job) -> Changes:
-    return Changes(jobs={job.id: job for job in jobs}, queues={})
-
-
-def deletes(*job_ids: str) -> Changes:
-    return Changes(jobs=dict.fromkeys(job_ids), queues={})
 
 
 @pytest.fixture
@@ -54,57 +32,6 @@ async def journal(tmp_path: Path) -> AsyncIterator[Journal]:
     yield opened
     await opened.close()
 
-
-class Source:
-    """Stands in for the core's change log: jobs changed since the last ``take_changes``."""
-
-    def __init__(self) -> None:
-        self.pending = Changes(jobs={}, queues={})
-        self.next_seq = 1
-        self.taken = asyncio.Event()  # set whenever the committer takes a non-empty batch
-
-    def new_job(self, **fields: Any) -> Job:
-        job = make_job(self.next_seq, **fields)
-        self.next_seq += 1
-        self.pending.jobs[job.id] = job
-        return job
-
-    def changed(self, job: Job) -> None:
-        self.pending.jobs[job.id] = job
-
-    def deleted(self, job_id: str) -> None:
-        self.pending.jobs[job_id] = None
-
-    def take_changes(self) -> Changes:
-        taken, self.pending = self.pending, Changes(jobs={}, queues={})
-        taken.next_seq = self.next_seq
-        if taken:
-            self.taken.set()
-        return taken
-
-
-@pytest.fixture
-async def committed(
-    journal: Journal,
-) -> AsyncIterator[tuple[Journal, Source, GroupCommitter]]:
-    source = Source()
-    committer = GroupCommitter(journal, source.take_changes, retry_delay=0.01)
-    task = asyncio.create_task(committer.run())
-    yield journal, source, committer
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-
-
-def failing(committer: GroupCommitter) -> bool:
-    return committer.pending_failure  # a call, so mypy does not narrow it between asserts
-
-
-async def commit(committer: GroupCommitter) -> BaseException | None:
-    """Register one waiter and return what it is called with."""
-    future: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
-    committer.after_commit(future.set_result)
-    return await future
 
 
 # --------------------------------------------------------------------------- round trips
@@ -332,193 +259,8 @@ async def test_close_is_safe_twice_and_later_writes_fail_clearly(tmp_path: Path)
     assert file_size(Path(f"{tmp_path / 'j.db'}-wal")) == 0
 
 
-# --------------------------------------------------------------------------- group commit
-
-
-async def test_many_requests_share_few_transactions(
-    committed: tuple[Journal, Source, GroupCommitter],
-) -> None:
-    journal, source, committer = committed
-
-    async def request() -> BaseException | None:
-        source.new_job()
-        return await commit(committer)
-
-    results = await asyncio.gather(*(request() for _ in range(300)))
-
-    assert results == [None] * 300
-    assert journal.transactions <= 3
-    assert committer.batches == journal.transactions
-    assert len((await journal.load()).jobs) == 300
-
-
-async def test_the_next_batch_gathers_while_a_transaction_runs(
-    committed: tuple[Journal, Source, GroupCommitter],
-) -> None:
-    journal, source, committer = committed
-    for _ in range(2_000):
-        source.new_job(payload=b"x" * 200)
-    first = asyncio.ensure_future(commit(committer))
-    await source.taken.wait()  # the committer took them and built the first transaction
-    later = []
-    for _ in range(50):
-        source.new_job()
-        later.append(asyncio.ensure_future(commit(committer)))
-
-    assert await first is None
-    assert await asyncio.gather(*later) == [None] * 50
-    assert journal.transactions == 2
-    assert len((await journal.load()).jobs) == 2_050
-
-
-async def test_a_waiter_with_nothing_to_write_is_still_answered(
-    committed: tuple[Journal, Source, GroupCommitter],
-) -> None:
-    journal, _, committer = committed
-
-    assert await commit(committer) is None
-    assert journal.transactions == 0
-
-
-async def test_a_waiter_without_changes_is_answered_after_the_running_commit(
-    committed: tuple[Journal, Source, GroupCommitter],
-) -> None:
-    journal, source, committer = committed
-    order: list[str] = []
-    for _ in range(2_000):
-        source.new_job()
-    committer.after_commit(lambda error: order.append("writer"))
-    await source.taken.wait()
-    assert journal.transactions == 0  # the writer's transaction is still running
-
-    committer.after_commit(lambda error: order.append("reader"))
-    await committer.flush()
-
-    assert order == ["writer", "reader"]
-    assert journal.transactions == 1
-
-
-async def test_a_failing_callback_does_not_stop_the_loop(
-    committed: tuple[Journal, Source, GroupCommitter],
-) -> None:
-    _, source, committer = committed
-
-    def broken(error: BaseException | None) -> None:
-        raise RuntimeError("callback bug")
-
-    source.new_job()
-    committer.after_commit(broken)
-    assert await commit(committer) is None
-    source.new_job()
-    assert await commit(committer) is None
-
-
-async def test_flush_commits_everything_and_is_safe_when_idle(journal: Journal) -> None:
-    source = Source()
-    committer = GroupCommitter(journal, source.take_changes)  # no run() task at all
-    await committer.flush()
-    answers: list[BaseException | None] = []
-    source.new_job()
-    committer.after_commit(answers.append)
-    await committer.flush()
-    await committer.flush()
-
-    assert answers == [None]
-    assert len((await journal.load()).jobs) == 1
-
-
-async def test_run_reraises_cancellation_and_keeps_an_unanswered_batch(journal: Journal) -> None:
-    source = Source()
-    committer = GroupCommitter(journal, source.take_changes)
-    task = asyncio.create_task(committer.run())
-    for _ in range(1_000):
-        source.new_job()
-    answers: list[BaseException | None] = []
-    committer.after_commit(answers.append)
-    await asyncio.sleep(0)
-    await asyncio.sleep(0)  # mid-transaction
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-
-    await committer.flush()  # shutdown's final commit answers the waiter
-    assert answers == [None]
-    assert len((await journal.load()).jobs) == 1_000
-
-
-async def test_a_failed_write_is_reported_and_retried_once_the_disk_has_room(
-    committed: tuple[Journal, Source, GroupCommitter],
-) -> None:
-    journal, source, committer = committed
-    kept = source.new_job()
-    doomed = source.new_job()
-    assert await commit(committer) is None
-
-    await journal.set_size_limit(0)  # the file may not grow: as good as a full disk
-    for _ in range(300):
-        source.new_job(payload=b"z" * 1_000)
-    kept.state = JobState.ACTIVE
-    source.changed(kept)
-    failure = await commit(committer)
-
-    assert isinstance(failure, JournalError)
-    assert isinstance(failure.__cause__, sqlite3.Error)
-    assert failing(committer)
-    with pytest.raises(JournalError, match="full"):
-        await journal.write(upserts(make_job(10_000, payload=b"y" * 100_000)))
-
-    # Newer changes made while the disk is full are merged over the retained ones.
-    kept.attempts = 1
-    source.changed(kept)
-    source.deleted(doomed.id)
-    assert isinstance(await commit(committer), JournalError)
-
-    await journal.set_size_limit(None)
-    assert await commit(committer) is None
-    assert not failing(committer)
-    assert committer.batches == journal.transactions
-    assert committer.failed_batches >= 2  # the retry timer may have added failures of its own
-    jobs = {job.id: job for job in (await journal.load()).jobs}
-    assert len(jobs) == 301
-    assert doomed.id not in jobs
-    assert (jobs[kept.id].state, jobs[kept.id].attempts) == (JobState.ACTIVE, 1)
-
-
-async def test_retained_changes_are_retried_without_new_requests(
-    committed: tuple[Journal, Source, GroupCommitter],
-) -> None:
-    journal, source, committer = committed
-    await journal.set_size_limit(0)
-    for _ in range(300):
-        source.new_job(payload=b"z" * 1_000)
-    assert isinstance(await commit(committer), JournalError)
-
-    await journal.set_size_limit(None)
-    for _ in range(1_000):  # the committer's own retry timer (10 ms, doubling) gets there
-        if not failing(committer):
-            break
-        await asyncio.sleep(0.01)
-    assert not failing(committer)
-    assert len((await journal.load()).jobs) == 300
-
-
-async def test_flush_raises_when_the_final_commit_fails(journal: Journal) -> None:
-    source = Source()
-    committer = GroupCommitter(journal, source.take_changes)
-    await journal.set_size_limit(0)
-    for _ in range(300):
-        source.new_job(payload=b"z" * 1_000)
-
-    with pytest.raises(JournalError):
-        await committer.flush()
-    assert failing(committer)
-
-
 # --------------------------------------------------------------------------- bounded files
 
-
-def file_size(path: Path) -> int:
-    return path.stat().st_size if path.exists() else 0
 
 
 async def test_files_stay_bounded_over_a_long_insert_delete_run(tmp_path: Path) -> None:
@@ -572,43 +314,6 @@ def test_job_fields_list_matches_the_job_record() -> None:
 
 
 
-# --------------------------------------------------------------------------- recovery with the core
-
-
-async def test_a_restart_rebuilds_the_core_from_what_was_committed(tmp_path: Path) -> None:
-    path = tmp_path / "jobwire.db"
-    journal = await Journal.open(path)
-    core = Core(CoreConfig(), rng=random.Random(1), token_base=1_000)
-    committer = GroupCommitter(journal, core.take_changes)
-    core.enqueue("q", [JobSpec(f"job-{i}", "work", b"%d" % i) for i in range(5)], NOW)
-    await committer.flush()
-    leased = {job.job_id: job for job in core.reserve(["q"], 3, None, owner=1, now=NOW + 1)}
-    core.ack([AckItem("job-0", leased["job-0"].token, b"done")], NOW + 2)
-    core.pause("q", NOW + 2)
-    await committer.flush()
-    core.enqueue("q", [JobSpec("never-committed", "work", b"")], NOW + 3)
-    await journal.close()  # "crash": the last enqueue was never committed
-
-    journal = await Journal.open(path)
-    try:
-        restarted = Core.restore(CoreConfig(), await journal.load(), NOW + 10,
-                                 rng=random.Random(2), token_base=2_000)
-    finally:
-        await journal.close()
-
-    def state(job_id: str) -> tuple[JobState, int] | None:
-        info = restarted.get(job_id)
-        return None if info is None else (info.state, info.attempts)
-
-    assert state("job-0") == (JobState.COMPLETED, 1)
-    # Leased when the broker stopped: that attempt counts as failed, with backoff.
-    assert state("job-1") == (JobState.DELAYED, 1)
-    assert state("job-2") == (JobState.DELAYED, 1)
-    assert state("job-3") == (JobState.WAITING, 0)
-    assert state("job-4") == (JobState.WAITING, 0)
-    assert state("never-committed") is None
-    assert restarted.stats("q", NOW + 10)["q"].paused
-
 
 async def test_an_id_reused_by_a_new_job_replaces_the_old_row(journal: Journal) -> None:
     await journal.write(upserts(*(make_job(seq) for seq in range(1, 4))))
@@ -623,3 +328,4 @@ async def test_an_id_reused_by_a_new_job_replaces_the_old_row(journal: Journal) 
     assert [as_tuple(job) for job in jobs] == [
         as_tuple(first), as_tuple(make_job(3)), as_tuple(reborn)
     ]
+
