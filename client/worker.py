@@ -150,8 +150,8 @@ class Worker:
         self._stop_requested = asyncio.Event()
         self._idle_wake = asyncio.Event()
         self._reserve_pause = 0.0
-        self._lost_connection = False
         """Seconds to wait before the next reserve after one failed (doubling, capped)."""
+        self._lost_connection = False
         self._force = asyncio.Event()
         self._stopped = asyncio.Event()
         self._stopping = False
@@ -240,8 +240,9 @@ class Worker:
                 await asyncio.wait({connect, stop}, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 stop.cancel()
-            if not connect.done():
-                connect.cancel()
+                if not connect.done():  # stopped (or cancelled) before the broker answered
+                    connect.cancel()
+            if connect.cancelled():
                 return
             connect.result()
             if any(not is_async for is_async in self._is_async.values()):

@@ -396,3 +396,17 @@ async def test_worker_stops_when_its_connection_closes_for_good(
     await broker.stop()
     with pytest.raises(ConnectionClosedError):
         await asyncio.wait_for(task, 15)
+
+
+async def test_a_worker_waits_for_the_broker_and_can_be_stopped_meanwhile() -> None:
+    from tests.conftest import free_port
+
+    async def noop(job: JobContext) -> None:
+        return None
+
+    worker = make_worker(f"jobwire://127.0.0.1:{free_port()}", "q", noop, reconnect_cap=0.05)
+    task = asyncio.create_task(worker.run())
+    await until(lambda: worker.connection.statistics().connect_failures >= 2)
+    assert not task.done()  # still trying: a worker may start before its broker
+    worker.stop()
+    await asyncio.wait_for(task, 10)
