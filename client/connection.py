@@ -167,6 +167,8 @@ class Connection:
         if self._supervisor is None or self._supervisor.done():
             self._loop = asyncio.get_running_loop()
             self._first_attempt = self._loop.create_future()
+            # connect() may have been cancelled meanwhile: an outcome nobody awaits is no error.
+            self._first_attempt.add_done_callback(_consume)
             self._supervisor = asyncio.create_task(
                 self._supervise(raise_first=not wait), name=f"jobwire-conn-{self.endpoint.port}"
             )
@@ -564,6 +566,11 @@ class Connection:
                     self._fatal = error
                 wire.abort(error)
             self._notify(parsed.event, parsed.body)
+
+
+def _consume(future: asyncio.Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def is_fatal(exc: BaseException) -> bool:

@@ -242,6 +242,7 @@ class Worker:
                 stop.cancel()
                 if not connect.done():  # stopped (or cancelled) before the broker answered
                     connect.cancel()
+                    await asyncio.wait({connect})
             if connect.cancelled():
                 return
             connect.result()
