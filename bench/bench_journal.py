@@ -65,11 +65,15 @@ async def run(args: argparse.Namespace) -> None:
             report("delete", len(jobs), len(chunks), seconds)
             if args.load:
                 await fill(journal, args.load, args.batch * 10)
+                await journal.checkpoint(truncate=True)  # as a restart after a clean shutdown
                 started = time.perf_counter()
+                cpu_started = time.process_time()
                 snapshot: Snapshot = await journal.load()
                 seconds = time.perf_counter() - started
+                cpu_seconds = time.process_time() - cpu_started
                 print(f"load      {len(snapshot.jobs):>9,} jobs in {seconds:.2f} s "
-                      f"({len(snapshot.jobs) / seconds:,.0f} jobs/s)")
+                      f"({len(snapshot.jobs) / seconds:,.0f} jobs/s; {cpu_seconds:.2f} s of CPU, "
+                      "all threads: the figure for an idle machine)")
             if args.producers:
                 await group_commit(journal, args.jobs, args.producers)
             started = time.perf_counter()
