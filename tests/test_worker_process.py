@@ -114,3 +114,35 @@ def test_worker_command_reports_bad_targets(tmp_path: Path) -> None:
         assert done.returncode == 2, done
         assert message in done.stderr and done.stderr.startswith("jobwire: error:")
     assert sys.executable
+
+
+async def test_an_ack_for_a_lease_from_before_a_restart_is_refused_and_logged(
+    broker_process: BrokerProcess,
+) -> None:
+    release = asyncio.Event()
+    attempts: list[int] = []
+
+    async def handler(job: JobContext) -> str:
+        attempts.append(job.attempt)
+        if job.attempt == 1:
+            await release.wait()  # still running while the broker restarts
+        return f"attempt {job.attempt}"
+
+    worker = Worker(url_of(broker_process), "stale-restart", handler, handle_signals=False,
+                    poll_wait=0.5, reconnect_cap=0.1)
+    async with Client(url_of(broker_process), reconnect_cap=0.1) as client:
+        job = await client.queue("stale-restart", backoff={"type": "fixed", "delay": 0}).add("h")
+        task = asyncio.create_task(worker.run())
+        try:
+            await until(lambda: attempts == [1])
+            broker_process.kill()
+            await asyncio.to_thread(broker_process.start)
+            await until(lambda: worker.connection.statistics().connects == 2)
+            release.set()  # the old lease is stale now: the broker must refuse this ack
+            await until(lambda: worker.statistics().refused == 1)
+            assert await job.wait(timeout=30) == "attempt 2"
+        finally:
+            await worker.close()
+            await asyncio.wait_for(task, 30)
+    assert attempts == [1, 2]
+    assert job.attempts == 2 and worker.statistics().completed == 1
