@@ -184,10 +184,10 @@ async def test_unknown_job_name_fails_the_attempt(url: str, client: Client) -> N
 
 async def test_leases_are_extended_while_the_handler_runs(url: str, client: Client) -> None:
     async def slow(job: JobContext) -> str:
-        await asyncio.sleep(1.0)  # far longer than the 0.3 s lease
+        await asyncio.sleep(1.5)  # far longer than the 0.6 s lease
         return "done"
 
-    job = await client.queue("lease").add("slow", lease=0.3, attempts=1)
+    job = await client.queue("lease").add("slow", lease=0.6, attempts=1)
     worker = make_worker(url, "lease", slow)
     async with running(worker):
         assert await job.wait(timeout=15) == "done"
