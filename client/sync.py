@@ -419,6 +419,7 @@ class SyncJob(JobRecord):
         Raises:
             JobFailed: the job failed.
             WaitTimeoutError: not finished within ``timeout``.
+            OSError: the broker went away and cannot be reached again.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         while self.state not in FINISHED_STATES:
@@ -429,9 +430,12 @@ class SyncJob(JobRecord):
                     raise WaitTimeoutError(f"job {self.id} not finished within {timeout:g}s")
                 chunk = min(chunk, remaining)
             timeout_ms = max(0, min(MAX_WAIT_MS, int(chunk * 1000)))
-            body = self._client.request(
-                Wait(self.id, timeout_ms), timeout=chunk + self._client.timeout
-            )
+            try:
+                body = self._client.request(
+                    Wait(self.id, timeout_ms), timeout=chunk + self._client.timeout
+                )
+            except ConnectionLostError:
+                continue  # a read: the next call reconnects (or raises OSError if it cannot)
             info = job_info_from_body(body)
             if info is not None:
                 self._apply(info)
