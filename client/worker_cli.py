@@ -90,6 +90,9 @@ def build_worker(args: argparse.Namespace, target: Any) -> Worker:
         ValueError: the target is not a handler, a mapping or a Worker.
     """
     if isinstance(target, Worker):
+        if args.queues:
+            raise ValueError(f"{args.target} is a configured Worker: drop --queue (it has its "
+                             f"own queues: {', '.join(target.queues)})")
         return target
     if not (callable(target) or isinstance(target, Mapping)):
         raise ValueError(f"{args.target} is not a function, a mapping of functions or a Worker")

@@ -4,6 +4,7 @@ and a worker that keeps going while the broker is killed (SIGKILL) and restarted
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import subprocess
 import sys
@@ -146,3 +147,43 @@ async def test_an_ack_for_a_lease_from_before_a_restart_is_refused_and_logged(
             await asyncio.wait_for(task, 30)
     assert attempts == [1, 2]
     assert job.attempts == 2 and worker.statistics().completed == 1
+
+
+WORKER_MODULE = textwrap.dedent("""
+    import os
+    from client import Worker
+
+    async def double(job):
+        return job.data * 2
+
+    worker = Worker(os.environ["JOBWIRE_URL"], "configured", {"double": double},
+                    concurrency=4, grace=5)
+""")
+
+
+async def test_worker_command_runs_a_configured_worker_instance(
+    broker_process: BrokerProcess, tmp_path: Path
+) -> None:
+    (tmp_path / "configured_worker.py").write_text(WORKER_MODULE)
+    env = {**os.environ, "JOBWIRE_URL": url_of(broker_process)}
+    refused = await asyncio.create_subprocess_exec(
+        *jobwire_command(), "worker", "configured_worker:worker", "-q", "x", cwd=tmp_path,
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    _, refused_err = await asyncio.wait_for(refused.communicate(), 60)
+    assert refused.returncode == 2 and b"drop --queue" in refused_err
+    proc = await asyncio.create_subprocess_exec(
+        *jobwire_command(), "worker", "configured_worker:worker", cwd=tmp_path, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    try:
+        async with Client(url_of(broker_process)) as client:
+            job = await client.queue("configured").add("double", 21)
+            assert await job.wait(timeout=30) == 42
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(proc.communicate(), 30)
+        assert proc.returncode == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
