@@ -7,7 +7,6 @@ which hand the request to the worker's event loop and wait for the broker's answ
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -36,8 +35,7 @@ class JobContext:
 
     __slots__ = (
         "_worker", "attempt", "created_at", "data", "deadline", "id", "lease",
-        "lease_lost", "max_attempts", "name", "payload", "queue", "result", "started",
-        "token",
+        "lease_lost", "max_attempts", "name", "payload", "queue", "result", "token",
     )
 
     def __init__(self, worker: Worker, reserved: ReservedJob, received_at: float) -> None:
@@ -55,7 +53,6 @@ class JobContext:
         """Local monotonic time by which the lease must be extended (conservative)."""
         self.created_at = reserved.created_at_ms / 1000.0
         self.lease_lost = False
-        self.started = False
         self.result: Any = None
 
     @property
@@ -110,8 +107,3 @@ class JobContext:
 
     def __repr__(self) -> str:
         return f"<JobContext {self.id} {self.queue}/{self.name} attempt={self.attempt}>"
-
-
-def run_threadsafe(loop: asyncio.AbstractEventLoop, coro: Any) -> Any:
-    """Run ``coro`` on ``loop`` from another thread and wait for its result."""
-    return asyncio.run_coroutine_threadsafe(coro, loop).result()

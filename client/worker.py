@@ -451,7 +451,6 @@ class Worker:
         except Exception as exc:
             self._fail(ctx, exc, retry=False, why="payload could not be decoded")
             return
-        ctx.started = True
         self._running += 1
         try:
             if self._is_async[handler]:
