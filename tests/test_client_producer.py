@@ -238,3 +238,17 @@ async def test_bad_options_are_refused_before_sending(client: Client) -> None:
         client.queue("bad", colour="red")
     with pytest.raises(BadArgumentError):  # the broker's own validation: ids of digits only
         await q.add("n", job_id="12345")
+
+
+async def test_remove_on_fail_and_backoff_reach_the_broker(client: Client) -> None:
+    q = client.queue("rof")
+    gone = await q.add("n", attempts=1, remove_on_fail=True)
+    backing_off = await q.add("n", attempts=3, backoff=exponential(3600))
+    for reserved in await take(client, "rof", 2):
+        await client.connection.request(
+            Fail((FailItem(reserved.job_id, reserved.token, "boom"),)))
+    with pytest.raises(NotFoundError):
+        await gone.refresh()
+    await backing_off.refresh()
+    assert backing_off.state is JobState.DELAYED
+    assert backing_off.run_at is not None and backing_off.run_at > time.time() + 3000
