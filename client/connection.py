@@ -12,7 +12,10 @@ Requests are pipelined: ``request()`` picks a fresh request id, registers a futu
 ``_pending``, queues the encoded frame, and returns the future's result. Frames queued in one
 event-loop iteration leave in one ``transport.write`` (write coalescing). Replies resolve futures
 by request id in whatever order the broker sends them. A request made while the connection is
-down waits (within its timeout) for the next successful handshake.
+down waits (within its timeout) for the next successful handshake. At most the broker's
+``max_inflight`` (from its ``hello`` reply) requests are outstanding; more wait for a slot, so
+the broker never has to answer ``OVERLOADED``. Bytes arrive through ``client/wire.py``; URLs,
+the server description and the statistics snapshot live in ``client/endpoint.py``.
 
 Invariants:
 1. A future is in ``_pending`` exactly while its request awaits a reply on the current
