@@ -95,6 +95,7 @@ async def test_missing_or_wrong_token_gets_unauthorized_then_close(
         assert (error.code, error.message) == ("UNAUTHORIZED", "missing or wrong token")
         assert SECRET not in error.message
         await client.wait_closed()
+        assert broker.server is not None
         broker.server.auth_failures.record_success("127.0.0.1")  # keep this test fast
     client = await wire(broker, token=SECRET)
     assert (await client.ok("ping", {}))["now"] > 0

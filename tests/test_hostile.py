@@ -290,7 +290,8 @@ def _mutations(draw: st.DrawFn) -> list[Any]:
     message = request_message(draw(st.integers(1, 2**32 - 1)), request)
     paths = list(_paths(message[3]))
     for _ in range(draw(st.integers(1, 3))):
-        if paths and draw(st.booleans()):
+        inside: bool = draw(st.booleans())
+        if paths and inside:
             path = draw(st.sampled_from(paths))
             message[3] = _replace(message[3], path, draw(any_msgpack(max_leaves=6)))
         else:

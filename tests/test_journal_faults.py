@@ -91,7 +91,8 @@ async def test_full_disk_fails_writes_serves_reads_and_recovers(
     disk = on_disk(broker.data_dir)
     assert "during" not in disk  # what failed is not on disk...
     assert {"before-1", "before-2"} <= disk.keys()  # ...and what was acknowledged is
-    assert broker.server.committer.pending_failure
+    held_back: bool = broker.server.committer.pending_failure
+    assert held_back
 
     await journal.set_size_limit(None)  # space again: the committer's retry writes the backlog
     after = await until_acknowledged(client, "enqueue", {"queue": "faults", "jobs": [
