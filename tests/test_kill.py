@@ -1,7 +1,8 @@
 """The kill test (``tests/killtest.py``) as pytest tests.
 
 ``test_kill_short`` runs in CI: 5 SIGKILLs of a real ``jobwire serve`` over 5,000 jobs (4
-producers, 8 workers, 1 s leases). ``test_kill_long`` is the on-demand soak (``pytest -m slow``):
+producers, 8 workers, 1 s leases); ``test_kill_short_sync_normal`` does 3 over 2,000 jobs with
+``--sync normal``. ``test_kill_long`` is the on-demand soak (``pytest -m slow``):
 20 kills over 50,000 jobs, 8 producers, 16 workers, 5 s leases, the same as
 ``python -m tests.killtest --kills 20 --jobs 50000 --producers 8 --workers 16 --lease-ms 5000``.
 
@@ -39,6 +40,14 @@ async def _run(cfg: KillConfig, tmp_path: Path) -> None:
 async def test_kill_short(tmp_path: Path) -> None:
     await _run(KillConfig(kills=5, jobs=5_000, producers=4, workers=8, lease_ms=1_000,
                           seed=_seed(), deadline_s=400), tmp_path)
+
+
+@pytest.mark.timeout(600)
+async def test_kill_short_sync_normal(tmp_path: Path) -> None:
+    """``--sync normal`` skips the fsync per commit, but a broker crash (not a power loss)
+    still loses nothing: the committed pages are in the OS's cache."""
+    await _run(KillConfig(kills=3, jobs=2_000, producers=2, workers=4, lease_ms=1_000,
+                          seed=_seed(), sync="normal", deadline_s=300), tmp_path)
 
 
 @pytest.mark.slow
