@@ -207,11 +207,11 @@ class Report:
         width = max(len(name) for name, _ in rows)
         lines = [f"{name:<{width}}  {value}" for name, value in rows]
         lines.append("")
-        lines.append(f"{'#':>3}  {'mode':<14} {'downtime s':>10} {'recovered s':>11} {'jobs':>7}")
+        lines.append(f"{'#':>3}  {'mode':<22} {'downtime s':>10} {'recovered s':>11} {'jobs':>7}")
         for i, r in enumerate(self.restarts, 1):
             rec = "?" if r.recovered_s is None else f"{r.recovered_s:.3f}"
             jobs = "?" if r.jobs_loaded is None else str(r.jobs_loaded)
-            lines.append(f"{i:>3}  {r.mode:<14} {r.downtime_s:>10.3f} {rec:>11} {jobs:>7}")
+            lines.append(f"{i:>3}  {r.mode:<22} {r.downtime_s:>10.3f} {rec:>11} {jobs:>7}")
         if self.restarts:
             downs = sorted(r.downtime_s for r in self.restarts)
             lines.append(f"downtime: median {downs[len(downs) // 2]:.3f} s, max {downs[-1]:.3f} s")
@@ -378,6 +378,7 @@ def _progress_reached(ledger: Ledger, cfg: KillConfig, target: float) -> bool:
 async def _killer(broker: BrokerProcess, ledger: Ledger, cfg: KillConfig,
                   rng: random.Random) -> None:
     loop = asyncio.get_running_loop()
+    log_mark = len(broker.log_lines())
     for k in range(cfg.kills):
         target = (k + 1) / (cfg.kills + 1) + rng.uniform(-0.3, 0.3) / (cfg.kills + 1)
         await _until(ledger, functools.partial(_progress_reached, ledger, cfg, target))
@@ -397,14 +398,18 @@ async def _killer(broker: BrokerProcess, ledger: Ledger, cfg: KillConfig,
         assert broker.proc is not None
         if mode == "shutdown":
             broker.proc.send_signal(signal.SIGTERM)
-            await asyncio.sleep(rng.uniform(0, 0.4))
+            await asyncio.sleep(rng.uniform(0, 0.3))  # the grace is 0.2 s, then commit, checkpoint
         killed_at = loop.time()
         broker.kill()
-        logs_before = len(_recovered_events(broker))
+        lines = broker.log_lines()
+        if mode == "shutdown":
+            mode += "/" + _shutdown_phase(lines[log_mark:])
         await asyncio.to_thread(broker.start, 60.0)
         downtime = loop.time() - killed_at
-        recovered = _recovered_events(broker)
-        event = recovered[-1] if len(recovered) > logs_before else {}
+        lines = broker.log_lines()
+        log_mark = len(lines)
+        event: dict[str, Any] = next(
+            (e for e in reversed(lines) if e.get("event") == "recovered"), {})
         ledger.restarts.append(Restart(mode, downtime, event.get("seconds"), event.get("jobs")))
         ledger.generation += 1  # connections made while it was down are discarded too
         ledger.up.set()
@@ -416,8 +421,19 @@ async def _until(ledger: Ledger, condition: Callable[[], bool]) -> None:
         await ledger.activity.wait()
 
 
-def _recovered_events(broker: BrokerProcess) -> list[dict[str, Any]]:
-    return [e for e in broker.log_lines() if e.get("event") == "recovered"]
+def _shutdown_phase(lines: list[dict[str, Any]]) -> str:
+    """How far a graceful shutdown got before its SIGKILL, from the broker's log.
+
+    ``signalled`` (not started), ``draining`` (grace, releases, final commit or TRUNCATE
+    checkpoint: the connections are closed only after the checkpoint), ``closing``, ``complete``.
+    """
+    events = [e.get("event") for e in lines]
+    if "shutdown_complete" in events:
+        return "complete"
+    if any(e.get("event") == "connection_closed" and e.get("reason") == "shutdown"
+           for e in lines):
+        return "closing"
+    return "draining" if "shutdown_started" in events else "signalled"
 
 
 # --------------------------------------------------------------------------- the run
