@@ -360,13 +360,14 @@ def test_progress_records_value_and_checks_lease_and_size() -> None:
     core.progress(job.job_id, job.token, {"done": 3, "of": [1, 2]}, T0)
     info = core.get(job.job_id)
     assert info is not None and info.progress == {"done": 3, "of": [1, 2]}
-    for args, code in (
-        (("nope", 1, 1), ErrorCode.NOT_FOUND),
-        ((job.job_id, job.token + 1, 1), ErrorCode.STALE_LEASE),
-        ((job.job_id, job.token, "x" * 100), ErrorCode.PAYLOAD_TOO_LARGE),
-    ):
+    cases: tuple[tuple[str, int, Any, ErrorCode], ...] = (
+        ("nope", 1, 1, ErrorCode.NOT_FOUND),
+        (job.job_id, job.token + 1, 1, ErrorCode.STALE_LEASE),
+        (job.job_id, job.token, "x" * 100, ErrorCode.PAYLOAD_TOO_LARGE),
+    )
+    for job_id, token, value, code in cases:
         with pytest.raises(CoreError) as caught:
-            core.progress(*args, T0)
+            core.progress(job_id, token, value, T0)
         assert caught.value.code is code
     info = core.get(job.job_id)
     assert info is not None and info.progress == {"done": 3, "of": [1, 2]}

@@ -334,7 +334,7 @@ class CoreMachine(RuleBasedStateMachine):
         now, model = self.now, self.model
         got = self.core.reserve(queues, max_jobs, lease_ms, owner, now)
         model.promote(now)
-        expected = []
+        expected: list[tuple[Any, ...]] = []
         for name in queues:
             if name not in model.queues or model.queues[name].paused:
                 continue
@@ -402,7 +402,7 @@ class CoreMachine(RuleBasedStateMachine):
                  for job_id, token in self._pick_leases(data)]
         got = self.core.fail(items, now)
         model.promote(now)
-        expected = []
+        expected: list[str] = []
         for item in items:
             problem = model.lease_problem(item.job_id, item.token)
             if problem is not None:
@@ -538,8 +538,8 @@ class CoreMachine(RuleBasedStateMachine):
             return
         removed = self.core.clean(queue, state, older_than, limit, now)
         cutoff = now - older_than
+        victims: list[MJob] = []
         if state in (C, F):
-            victims = []
             for job in model.finish_list(queue, state):
                 if (limit is not None and len(victims) >= limit) or (job.finished_at or 0) > cutoff:
                     break

@@ -115,7 +115,7 @@ def test_finished_list_counts_limits_and_prunes_from_the_oldest_end() -> None:
 def test_finished_list_override_holds_back_and_tightest_bounds() -> None:
     finished = FinishedList(JobState.FAILED, Retention(1, None))
     live: dict[str, Job] = {}
-    removed: list[str] = []
+    removed: list[Job] = []
     keep_all = JobOptions(keep_failed=Retention(None, None))
     first = job(1, state=JobState.FAILED, options=keep_all, finished_at=0)
     live[first.id] = first
