@@ -126,14 +126,16 @@ class Core(CoreAdmin):
                     seen.add(job_id)
             fresh += 1
         existing = self._queues.get(queue)
-        if config.max_queue_jobs is not None:
+        if fresh and config.max_queue_jobs is not None:
             held = existing.unfinished if existing is not None else 0
             if held + fresh > config.max_queue_jobs:
                 raise CoreError(
                     ErrorCode.QUEUE_FULL,
                     f"queue {queue!r} holds {held} unfinished jobs, limit {config.max_queue_jobs}",
                 )
-        if config.max_total_jobs is not None and self._unfinished + fresh > config.max_total_jobs:
+        if fresh and config.max_total_jobs is not None and (
+            self._unfinished + fresh > config.max_total_jobs
+        ):
             raise CoreError(
                 ErrorCode.QUEUE_FULL,
                 f"the broker holds {self._unfinished} unfinished jobs, "

@@ -761,3 +761,14 @@ def test_same_calls_same_results_with_jitter() -> None:
         return log
 
     assert run() == run()
+
+
+def test_duplicates_only_pass_even_over_the_limit() -> None:
+    core = make()
+    core.enqueue("q", [spec(job_id="a"), spec(job_id="b")], T0)
+    lower = CoreConfig(max_queue_jobs=1)  # restarted with a lower limit than it holds
+    restored = Core.restore(lower, snapshot_of(core), T0, rng=random.Random(0), token_base=0)
+    assert restored.enqueue("q", [spec(job_id="a")], T0).duplicates == (0,)
+    with pytest.raises(CoreError) as caught:
+        restored.enqueue("q", [spec(job_id="c")], T0)
+    assert caught.value.code is ErrorCode.QUEUE_FULL
