@@ -303,7 +303,11 @@ class CoreAdmin(CoreState):
             else:
                 finished.append(job)
         self._unfinished = len(waiting) + len(delayed) + len(restarted)
-        waiting.sort(key=attrgetter("queue", "priority", "run_at", "seq"))
+        # Already in seq order: stable sorts by run_at, then priority, then queue give the order
+        # (queue, priority, run_at, seq) without building a key tuple per job (memory at 1M).
+        waiting.sort(key=attrgetter("run_at"))
+        waiting.sort(key=attrgetter("priority"))
+        waiting.sort(key=attrgetter("queue"))
         lane_key: tuple[str, int] | None = None
         lane: deque[Job] | None = None
         for job in waiting:
