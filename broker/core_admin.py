@@ -1,9 +1,11 @@
 """The core's administrative operations: cancel, get, queue control, stats, clean, the failed
 set, and rebuilding from a snapshot.
 
-These are not on the hot path. ``clean`` and ``list_failed`` may scan the one queue and state
-they name (bounded work per call where a limit is given); ``_load`` (used by ``Core.restore``) is
-the only operation that visits every job. Everything else stays O(log n) per job.
+These are not on the hot path. ``list_failed``, ``retry_failed`` and ``clean`` scan the one
+queue and state they name (completed and failed lists are bounded by retention); ``clean`` of
+delayed jobs scans the one global delayed heap, filtering by queue. ``_load`` (used by
+``Core.restore``) is the only operation that visits every job. Everything else stays O(log n)
+per job.
 """
 
 from __future__ import annotations
