@@ -85,6 +85,8 @@ from protocol.model import (
     Ping,
     Progress,
     QueueStats,
+    Release,
+    ReleaseItem,
     Request,
     Reserve,
     ReservedJob,
@@ -157,6 +159,8 @@ __all__ = [
     "Ping",
     "Progress",
     "QueueStats",
+    "Release",
+    "ReleaseItem",
     "Reply",
     "Request",
     "Reserve",
@@ -225,7 +229,7 @@ def request_args(request: Request) -> dict[str, Any]:
         case Reserve(queues, max_jobs, wait_ms, lease_ms):
             return {"queues": list(queues), "max": max_jobs, "wait_ms": wait_ms,
                     "lease_ms": lease_ms}
-        case Ack(items) | Fail(items) | Extend(items):
+        case Ack(items) | Fail(items) | Extend(items) | Release(items):
             return {"items": [list(item) for item in items]}
         case Progress(job_id, token, value):
             return {"id": job_id, "token": token, "progress": value}
@@ -252,9 +256,9 @@ def request_args(request: Request) -> dict[str, Any]:
 
 OP_OF: Final[dict[type[Any], Op]] = {
     Hello: Op.HELLO, Ping: Op.PING, Enqueue: Op.ENQUEUE, Reserve: Op.RESERVE, Ack: Op.ACK,
-    Fail: Op.FAIL, Extend: Op.EXTEND, Progress: Op.PROGRESS, Get: Op.GET, Wait: Op.WAIT,
-    Cancel: Op.CANCEL, Stats: Op.STATS, Pause: Op.PAUSE, Resume: Op.RESUME, Clean: Op.CLEAN,
-    ListFailed: Op.LIST_FAILED, RetryFailed: Op.RETRY_FAILED,
+    Fail: Op.FAIL, Extend: Op.EXTEND, Release: Op.RELEASE, Progress: Op.PROGRESS, Get: Op.GET,
+    Wait: Op.WAIT, Cancel: Op.CANCEL, Stats: Op.STATS, Pause: Op.PAUSE, Resume: Op.RESUME,
+    Clean: Op.CLEAN, ListFailed: Op.LIST_FAILED, RetryFailed: Op.RETRY_FAILED,
 }
 
 
@@ -342,7 +346,7 @@ def parse_reserved(body: Mapping[str, Any]) -> list[ReservedJob]:
 
 
 def parse_outcomes(body: Mapping[str, Any]) -> list[Outcome]:
-    """The per-item outcomes of an ``ack``, ``fail`` or ``extend`` reply body."""
+    """The per-item outcomes of an ``ack``, ``fail``, ``extend`` or ``release`` reply body."""
     results = body.get("results")
     if type(results) is not tuple:
         raise bad_argument("results", "array")

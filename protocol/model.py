@@ -20,7 +20,7 @@ _E = TypeVar("_E", bound=StrEnum)
 
 # Limits enforced by validation (the broker may impose tighter ones; it says so in ``hello``).
 MAX_BATCH: Final = 10_000
-"""Most items in one enqueue, ack, fail or extend request."""
+"""Most items in one enqueue, ack, fail, extend or release request."""
 MAX_NAME_LEN: Final = 200
 """Longest queue name, job name or job id, in characters."""
 MAX_RESERVE_QUEUES: Final = 64
@@ -61,6 +61,7 @@ class Op(StrEnum):
     ACK = "ack"
     FAIL = "fail"
     EXTEND = "extend"
+    RELEASE = "release"
     PROGRESS = "progress"
     GET = "get"
     WAIT = "wait"
@@ -171,6 +172,14 @@ class ExtendItem(NamedTuple):
     lease_ms: int | None = None
 
 
+class ReleaseItem(NamedTuple):
+    """Hand a leased job back without counting its attempt; ``delay_ms`` > 0 delays it."""
+
+    job_id: str
+    token: int
+    delay_ms: int | None = None
+
+
 # --------------------------------------------------------------------------- requests
 
 
@@ -206,6 +215,10 @@ class Fail(NamedTuple):
 
 class Extend(NamedTuple):
     items: tuple[ExtendItem, ...]
+
+
+class Release(NamedTuple):
+    items: tuple[ReleaseItem, ...]
 
 
 class Progress(NamedTuple):
@@ -259,8 +272,8 @@ class RetryFailed(NamedTuple):
 
 
 Request = (
-    Hello | Ping | Enqueue | Reserve | Ack | Fail | Extend | Progress | Get | Wait | Cancel
-    | Stats | Pause | Resume | Clean | ListFailed | RetryFailed
+    Hello | Ping | Enqueue | Reserve | Ack | Fail | Extend | Release | Progress | Get | Wait
+    | Cancel | Stats | Pause | Resume | Clean | ListFailed | RetryFailed
 )
 
 # --------------------------------------------------------------------------- replies

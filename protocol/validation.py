@@ -59,6 +59,8 @@ from protocol.model import (
     Pause,
     Ping,
     Progress,
+    Release,
+    ReleaseItem,
     Request,
     Reserve,
     Resume,
@@ -310,6 +312,17 @@ def _parse_extend(args: Mapping[str, Any]) -> Extend:
     return Extend(tuple(items))
 
 
+def _parse_release(args: Mapping[str, Any]) -> Release:
+    items = []
+    for i, raw in enumerate(_array(args, "items")):
+        raw = _item(raw, i, 2, 3)
+        delay_ms = raw[2] if len(raw) > 2 else None
+        if delay_ms is not None:
+            _int(delay_ms, f"items[{i}].delay_ms", 0, MAX_DELAY_MS)
+        items.append(ReleaseItem(raw[0], raw[1], delay_ms))
+    return Release(tuple(items))
+
+
 def _parse_progress(args: Mapping[str, Any]) -> Progress:
     job_id = _job_id(args.get("id"), "id")
     token = _token(args.get("token"), "token")
@@ -384,6 +397,7 @@ _PARSERS: Final[dict[str, Callable[[Mapping[str, Any]], Request]]] = {
     Op.ACK: _parse_ack,
     Op.FAIL: _parse_fail,
     Op.EXTEND: _parse_extend,
+    Op.RELEASE: _parse_release,
     Op.PROGRESS: _parse_progress,
     Op.GET: _parse_get,
     Op.WAIT: _parse_wait,

@@ -62,6 +62,8 @@ from protocol.messages import (
     Ping,
     Progress,
     QueueStats,
+    Release,
+    ReleaseItem,
     Request,
     Reserve,
     ReservedJob,
@@ -214,9 +216,11 @@ fail_items = st.builds(
     _opt(st.integers(0, MAX_DELAY_MS)),
 )
 extend_items = st.builds(ExtendItem, job_ids, tokens, _opt(st.integers(MIN_LEASE_MS, MAX_LEASE_MS)))
+release_items = st.builds(ReleaseItem, job_ids, tokens, _opt(st.integers(0, MAX_DELAY_MS)))
 acks = st.builds(Ack, _batch(ack_items))
 fails = st.builds(Fail, _batch(fail_items))
 extends = st.builds(Extend, _batch(extend_items))
+releases = st.builds(Release, _batch(release_items))
 progresses = st.builds(Progress, job_ids, tokens, msgpack_values())
 gets = st.builds(Get, job_ids)
 waits = st.builds(Wait, job_ids, st.integers(0, MAX_WAIT_MS))
@@ -243,6 +247,7 @@ requests_by_op: dict[Op, st.SearchStrategy[Any]] = {
     Op.ACK: acks,
     Op.FAIL: fails,
     Op.EXTEND: extends,
+    Op.RELEASE: releases,
     Op.PROGRESS: progresses,
     Op.GET: gets,
     Op.WAIT: waits,
@@ -274,7 +279,8 @@ reserved_jobs = st.builds(
 error_codes = st.sampled_from(ErrorCode)
 
 outcomes = st.one_of(
-    st.builds(Outcome, st.just(OK), st.sampled_from(["completed", "delayed", "failed"])),
+    st.builds(Outcome, st.just(OK),
+              st.sampled_from(["completed", "waiting", "delayed", "failed"])),
     st.builds(Outcome, st.just(OK), times_ms),
     st.builds(Outcome, error_codes.map(str), st.text(max_size=40)),
 )
@@ -327,7 +333,7 @@ def reply_bodies() -> st.SearchStrategy[tuple[Op, dict[str, Any]]]:
         *(
             st.tuples(st.just(op), st.fixed_dictionaries(
                 {"results": st.lists(outcomes, max_size=BATCH).map(tuple)}))
-            for op in (Op.ACK, Op.FAIL, Op.EXTEND)
+            for op in (Op.ACK, Op.FAIL, Op.EXTEND, Op.RELEASE)
         ),
         *(st.tuples(st.just(op), st.just({})) for op in (Op.PROGRESS, Op.PAUSE, Op.RESUME)),
         *(st.tuples(st.just(op), st.fixed_dictionaries({"job": job_map}))

@@ -39,6 +39,8 @@ from protocol.messages import (
     ListFailed,
     Op,
     QueueStats,
+    Release,
+    ReleaseItem,
     Reply,
     Request,
     Reserve,
@@ -103,7 +105,7 @@ def test_every_reply_round_trips(request_id: int, op_body: tuple[Op, dict[str, A
         assert parse_enqueued(got) == EnqueueResult(body["ids"], body["duplicates"])
     elif op is Op.RESERVE:
         assert parse_reserved(got) == list(body["jobs"])
-    elif op in (Op.ACK, Op.FAIL, Op.EXTEND):
+    elif op in (Op.ACK, Op.FAIL, Op.EXTEND, Op.RELEASE):
         assert parse_outcomes(got) == list(body["results"])
     elif op in (Op.GET, Op.WAIT):
         assert JobInfo.from_wire(got["job"]) == JobInfo.from_wire(body["job"])
@@ -202,6 +204,8 @@ def test_defaults() -> None:
     assert parse_request((0, 1, "reserve", {"queues": ("q",)}))[2] == Reserve(("q",), 1, 0, None)
     assert parse_request((0, 1, "wait", {"id": "1"}))[2] == Wait("1", 30_000)
     assert parse_request((0, 1, "list_failed", {"queue": "q"}))[2] == ListFailed("q", 100, 0)
+    release = parse_request((0, 1, "release", {"items": (("1", 7), ("2", 8, None))}))[2]
+    assert release == Release((ReleaseItem("1", 7, None), ReleaseItem("2", 8, None)))
     _, _, enqueue = parse_request((0, 1, "enqueue", {"queue": "q", "jobs": ((None, "n", b""),)}))
     assert enqueue.jobs == (JobSpec(None, "n", b""),)  # type: ignore[union-attr]
 
@@ -261,6 +265,7 @@ VALID: dict[str, dict[str, Any]] = {
     "ack": {"items": (("1", 7, b"result"),)},
     "fail": {"items": (("1", 7, "boom", True, 100),)},
     "extend": {"items": (("1", 7, 1_000),)},
+    "release": {"items": (("1", 7, 250),)},
     "progress": {"id": "1", "token": 7, "progress": {"pct": 50, "stage": ("a", 1)}},
     "get": {"id": "1"},
     "wait": {"id": "1", "timeout_ms": 10},
@@ -349,6 +354,11 @@ CASES: list[tuple[str, tuple[Any, ...], str, list[Any]]] = [
     ("extend", ("items", 0, 0), "items[0].id", ID_BAD[1:]),
     ("extend", ("items", 0, 1), "items[0].token", TOKEN_BAD[1:]),
     ("extend", ("items", 0, 2), "items[0].lease_ms", _int_bad(100, MAX_LEASE_MS)),
+    ("release", ("items",), "items", [*ITEMS_BAD, (("1", 7),) * (MAX_BATCH + 1)]),
+    ("release", ("items", 0), "items[0]", [None, "x", (), ("1",), ("1", 7, 0, None), {}]),
+    ("release", ("items", 0, 0), "items[0].id", ID_BAD[1:]),
+    ("release", ("items", 0, 1), "items[0].token", TOKEN_BAD[1:]),
+    ("release", ("items", 0, 2), "items[0].delay_ms", _int_bad(0, MAX_DELAY_MS)),
     ("progress", ("id",), "id", ID_BAD),
     ("progress", ("token",), "token", TOKEN_BAD),
     ("progress", ("progress",), "progress",
