@@ -7,8 +7,9 @@ journal, wakes reservers for ``take_ready()`` and ``wait``-ers for ``take_finish
 one timer armed for ``next_deadline()``, which fires ``tick(now)``. ``docs/internals.md`` is the
 contract; the indexes, rules and invariants are described in ``broker/core_state``.
 
-This file holds the hot path (enqueue, reserve, ack, fail, extend, progress), the clock (``tick``)
-and the hand-offs to the I/O layer; ``broker/core_admin`` holds the administrative operations.
+This file holds the hot path (enqueue, reserve, ack, fail, extend, release, progress), the clock
+(``tick``) and the hand-offs to the I/O layer; ``broker/core_admin`` holds the administrative
+operations.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from protocol.messages import (
     FailItem,
     JobSpec,
     Outcome,
+    ReleaseItem,
     ReservedJob,
 )
 
@@ -408,6 +410,43 @@ class Core(CoreAdmin):
             job.lease_deadline = deadline
             self._changed_jobs[job_id] = job
             out.append(Outcome(OK, deadline))
+        return out
+
+    def release(self, items: Sequence[ReleaseItem], now: int) -> list[Outcome]:
+        """Hand leased jobs back without counting their attempt (a worker that stops early).
+
+        The lease ends and ``attempts`` goes back down by one (the reservation counted it), so a
+        job on its last attempt is not failed; progress, the last error and ``started_at`` stay.
+        A ``delay_ms`` of 0 or ``None`` makes the job waiting at once (its queue is reported by
+        ``take_ready``), else delayed until ``now + delay_ms``.
+
+        Args:
+            items: ``(job_id, token, delay_ms)`` per job.
+            now: the current time.
+
+        Returns:
+            Per item ``Outcome("OK", "waiting")`` or ``Outcome("OK", "delayed")``; or
+            ``NOT_FOUND`` / ``STALE_LEASE`` (as ``ack``), changing nothing.
+        """
+        self._promote_due(now)
+        out: list[Outcome] = []
+        for job_id, token, delay_ms in items:
+            job = self._jobs.get(job_id)
+            problem = self._check_lease(job, job_id, token)
+            if problem is not None:
+                out.append(problem)
+                continue
+            assert job is not None
+            queue = self._queues[job.queue]
+            self._end_lease(job, queue, entry_popped=False)
+            job.attempts = max(0, job.attempts - 1)
+            self._changed_jobs[job_id] = job
+            if delay_ms:
+                self._make_delayed(job, queue, now + delay_ms)
+                out.append(_OUTCOME_OF_STATE[DELAYED])
+            else:
+                self._make_waiting(job, queue, now)
+                out.append(_OUTCOME_OF_STATE[WAITING])
         return out
 
     def progress(self, job_id: str, token: int, value: Any, now: int) -> None:

@@ -28,6 +28,8 @@ Rules:
 2. A job's attempt is counted when it is reserved. A failed attempt (``fail``, an expired lease,
    a lost connection, a restart) goes to ``failed`` when retry is off or attempts are used up,
    else to ``delayed`` for the backoff (or the given delay; ``waiting`` at once if it is 0).
+   ``release`` is not a failure: it takes the attempt back (``attempts - 1``) and makes the job
+   waiting (or delayed for the given delay).
 3. Ready order after ``restore`` is ``(priority, run_at, seq)``, which is the live order except
    for jobs that became waiting in the same millisecond.
 

@@ -8,7 +8,8 @@ Invariants:
 - ``state`` changes only through ``Job.move_to``, which checks ``TRANSITIONS`` (the core's ack
   hot path assigns ACTIVE -> COMPLETED directly; that move is in the table and tested).
 - ``lease_token``, ``lease_deadline`` and ``owner`` are set exactly while ``state`` is ACTIVE.
-- ``attempts`` counts deliveries that have started (a reservation starts one).
+- ``attempts`` counts deliveries that have started (a reservation starts one; a ``release``
+  hands the job back and takes its one back).
 - ``seq`` is unique and increases with enqueue order; broker-assigned ids are ``str(seq)``.
 """
 

@@ -18,6 +18,7 @@ from protocol.messages import (
     FailItem,
     JobSpec,
     JobState,
+    ReleaseItem,
     ReservedJob,
     Retention,
 )
@@ -351,6 +352,55 @@ def test_extend_errors() -> None:
     core.ack([AckItem(job.job_id, job.token)], T0)
     out = core.extend([ExtendItem("x", 1), ExtendItem(job.job_id, job.token)], T0)
     assert [o.code for o in out] == ["NOT_FOUND", "STALE_LEASE"]
+
+
+def test_release_hands_back_without_counting_the_attempt() -> None:
+    core = make()
+    put(core, job_id="last", max_attempts=1)
+    put(core, job_id="other")
+    job = take(core, owner=7)[0]
+    core.progress("last", job.token, {"pct": 30}, T0)
+    core.take_ready()
+    core.take_changes()
+    out = core.release([ReleaseItem("last", job.token)], T0 + 5)
+    assert out == [("OK", "waiting")]
+    info = core.get("last")
+    assert info is not None
+    assert (info.state, info.attempts, info.progress, info.error) == (
+        JobState.WAITING, 0, {"pct": 30}, None)
+    assert (info.run_at, info.started_at, info.lease_deadline) == (T0 + 5, T0, None)
+    assert core.take_ready() == {"q"}
+    assert "last" in core.take_changes().jobs
+    assert core.ack([AckItem("last", job.token)], T0 + 5)[0].code == "STALE_LEASE"
+    assert core.release_owner(7, T0 + 5) == 0  # the connection no longer holds it
+    check_counts(core, T0 + 5)
+    # It went to the back of its priority, and runs again as attempt 1 of 1.
+    assert [j.job_id for j in take(core, n=2, now=T0 + 6)] == ["other", "last"]
+    again = core.get("last")
+    assert again is not None and again.attempts == 1
+    check_counts(core, T0 + 6)
+
+
+def test_release_with_a_delay_and_errors() -> None:
+    core = make()
+    put(core, count=2)
+    a, b = take(core, n=2)
+    out = core.release([
+        ReleaseItem(a.job_id, a.token, 500),
+        ReleaseItem("nope", 1),
+        ReleaseItem(b.job_id, b.token + 1, 0),
+    ], T0)
+    assert out[0] == ("OK", "delayed")
+    assert [o.code for o in out[1:]] == ["NOT_FOUND", "STALE_LEASE"]
+    info = core.get(a.job_id)
+    assert info is not None and (info.state, info.attempts, info.run_at) == (
+        JobState.DELAYED, 0, T0 + 500)
+    assert state(core, b.job_id) is JobState.ACTIVE
+    assert core.release([ReleaseItem(a.job_id, a.token)], T0)[0].code == "STALE_LEASE"
+    assert core.next_deadline() == T0 + 500
+    assert take(core, now=T0 + 499) == []
+    assert take(core, now=T0 + 500)[0].job_id == a.job_id
+    check_counts(core, T0 + 500)
 
 
 def test_progress_records_value_and_checks_lease_and_size() -> None:
