@@ -26,6 +26,7 @@ from protocol.messages import (
     Op,
     Pause,
     Progress,
+    Release,
     Request,
     Reserve,
     Resume,
@@ -84,6 +85,12 @@ def fail(session: Session, request_id: int, request: Request, now: int) -> None:
 def extend(session: Session, request_id: int, request: Request, now: int) -> None:
     assert isinstance(request, Extend)
     outcomes = session.server.core.extend(request.items, now)
+    session.reply_after_commit(request_id, {"results": outcomes})
+
+
+def release(session: Session, request_id: int, request: Request, now: int) -> None:
+    assert isinstance(request, Release)
+    outcomes = session.server.core.release(request.items, now)
     session.reply_after_commit(request_id, {"results": outcomes})
 
 
@@ -171,6 +178,7 @@ HANDLERS: Final[dict[str, Handler]] = {
     Op.ACK: ack,
     Op.FAIL: fail,
     Op.EXTEND: extend,
+    Op.RELEASE: release,
     Op.PROGRESS: progress,
     Op.GET: get,
     Op.WAIT: wait,

@@ -32,7 +32,7 @@ Reply bodies (the ``body`` map of a REPLY):
     ping         {now}
     enqueue      {ids: [str], duplicates: [index]}
     reserve      {jobs: [ReservedJob as array]}
-    ack/fail/extend  {results: [[code, value]]}
+    ack/fail/extend/release  {results: [[code, value]]}
     progress, pause, resume   {}
     get, wait    {job: JobInfo map}             (NOT_FOUND error when the job does not exist)
     cancel       {state: the state the job was in}

@@ -417,6 +417,35 @@ async def test_closing_a_connection_releases_its_jobs(broker: RunningBroker, wir
     assert "connection" in (await other.get("a"))["error"]
 
 
+async def test_release_hands_jobs_back_uncounted_and_wakes_a_long_poll(
+    broker: RunningBroker, wire: Connect
+) -> None:
+    holder, other = await wire(broker), await wire(broker)
+    await holder.enqueue("q", job_spec("a", max_attempts=1), job_spec("b"))
+    jobs = {j[R_ID]: j for j in await holder.reserve("q", max_jobs=2)}
+    await holder.ok("progress", {"id": "a", "token": jobs["a"][R_TOKEN], "progress": 70})
+    parked = other.send("reserve", {"queues": ["q"], "wait_ms": 60_000})
+    await _until_parked(broker, 1)
+    body = await holder.ok("release", {"items": [
+        ["a", jobs["a"][R_TOKEN]],
+        ["b", jobs["b"][R_TOKEN], 600_000],
+        ["a", jobs["a"][R_TOKEN]],
+        ["gone", 1, 0],
+    ]})
+    assert body["results"][:2] == (("OK", "waiting"), ("OK", "delayed"))
+    assert [code for code, _ in body["results"][2:]] == ["STALE_LEASE", "NOT_FOUND"]
+    answer = await other.answer(parked)
+    assert isinstance(answer, Reply)
+    [again] = answer.body["jobs"]
+    assert (again[R_ID], again[R_ATTEMPT], again[10]) == ("a", 1, 70)  # not counted; progress kept
+    b = await holder.get("b")
+    assert (b["state"], b["attempts"], b["error"]) == ("delayed", 0, None)
+    assert (await holder.ack(["a", jobs["a"][R_TOKEN]]))[0][0] == "STALE_LEASE"
+    assert (await other.ack([again[R_ID], again[R_TOKEN]]))[0] == ("OK", "completed")
+    error = await holder.error("release", {"items": [["b", jobs["b"][R_TOKEN], -1]]})
+    assert error.code == "BAD_ARGUMENT" and error.message.startswith("items[0].delay_ms:")
+
+
 # --------------------------------------------------------------------------- backpressure
 
 
