@@ -44,7 +44,9 @@ def _positive(text: str) -> int:
 
 def _add_common(parser: argparse.ArgumentParser, jobs: int) -> None:
     group = parser.add_argument_group("common options")
-    group.add_argument("--jobs", type=int, default=jobs, help=f"jobs to run (default {jobs:,})")
+    group.add_argument("--jobs", type=int, default=jobs,
+                       help=f"jobs to run (default {jobs:,})" if jobs else
+                       "not used: the run lasts --duration")
     group.add_argument("--payload-bytes", type=int, default=100,
                        help="payload size per job (default 100)")
     group.add_argument("--sync", choices=("full", "normal", "off"), default="full",
