@@ -38,6 +38,7 @@ from protocol.messages import (
     FailItem,
     JobSpec,
     JobState,
+    ReleaseItem,
     Retention,
 )
 
@@ -428,6 +429,42 @@ class CoreMachine(RuleBasedStateMachine):
             job = model.jobs[item.job_id]
             job.deadline = now + (item.lease_ms or job.lease_ms or CONFIG.default_lease_ms)
             expected.append(job.deadline)
+        assert [o.value if o.ok else o.code for o in got] == expected
+
+    @rule(data=st.data())
+    def release(self, data: st.DataObject) -> None:
+        self._release_items([ReleaseItem(job_id, token, data.draw(st.sampled_from((None, 0, 250))))
+                             for job_id, token in self._pick_leases(data)])
+
+    @rule(queue=st.sampled_from(("a", "b")), count=st.integers(1, 3),
+          owner=st.sampled_from(OWNERS), delay_ms=st.sampled_from((None, 0, 250)))
+    def reserve_and_release(self, queue: str, count: int, owner: int,
+                            delay_ms: int | None) -> None:
+        """A worker that stops before starting its jobs (live leases, unlike most picks)."""
+        before = len(self.leases)
+        self.reserve([queue], count, None, owner)
+        fresh = self.leases[before:]
+        if fresh:
+            self._release_items([ReleaseItem(job_id, token, delay_ms) for job_id, token in fresh])
+
+    def _release_items(self, items: list[ReleaseItem]) -> None:
+        now, model = self.now, self.model
+        got = self.core.release(items, now)
+        model.promote(now)
+        expected: list[str] = []
+        for item in items:
+            problem = model.lease_problem(item.job_id, item.token)
+            if problem is not None:
+                expected.append(problem)
+                continue
+            job = model.jobs[item.job_id]
+            job.attempts -= 1  # the attempt its reservation counted is taken back
+            job.token = job.deadline = job.owner = None
+            if item.delay_ms:
+                job.state, job.run_at = D, now + item.delay_ms
+            else:
+                model.make_waiting(job, now)
+            expected.append(job.state.value)
         assert [o.value if o.ok else o.code for o in got] == expected
 
     @rule(data=st.data(), value=st.sampled_from((1, "half", [1, 2], "x" * 10)))
