@@ -1,8 +1,9 @@
 """Batched acknowledgements: the worker's outcome buffer.
 
 Handlers that finish in the same event-loop iteration put their outcomes into one buffer; one
-``call_soon`` flush sends every buffered completion as a single ``ack`` request and every
-failure as a single ``fail`` request, each with one future (never one per job). Requests are
+``call_soon`` flush sends every buffered completion as a single ``ack`` request, every failure
+as a single ``fail`` request and every shutdown hand-back as a single ``release`` request (no
+attempt counted), each with one future (never one per job). Requests are
 not held back while others are outstanding: the broker's group commit already merges every
 request that arrives during a commit into the next transaction, and measurements showed that
 holding acks back (Nagle-style) only added a commit's latency to the pipeline. At most
@@ -33,6 +34,8 @@ from protocol.messages import (
     Fail,
     FailItem,
     Outcome,
+    Release,
+    ReleaseItem,
     parse_outcomes,
 )
 
@@ -44,8 +47,7 @@ log = structlog.get_logger("jobwire.worker")
 
 REFUSED_CODES: Final = frozenset({ErrorCode.STALE_LEASE, ErrorCode.NOT_FOUND})
 MAX_IN_FLIGHT: Final = 64
-"""Outstanding ``ack`` (and, separately, ``fail``) requests at most; the rest waits and batches."""
-HAND_BACK_ERROR: Final = "worker shut down before the job finished; handed back"
+"""Outstanding requests of each kind (``ack``, ``fail``, ``release``) at most; the rest waits."""
 _HEAD: Final = 2_000
 """Characters of an over-long error text kept from its start (the rest from its end)."""
 
@@ -85,19 +87,24 @@ class OutcomeBuffer:
 
     __slots__ = (
         "_acks", "_acks_out", "_fails", "_fails_out", "_flush_scheduled", "_in_flight",
-        "_worker", "completed", "failed", "refused", "requests", "retried", "unacknowledged",
+        "_releases", "_releases_out", "_worker", "completed", "failed", "refused", "released",
+        "requests", "retried", "unacknowledged",
     )
 
     def __init__(self, worker: Worker) -> None:
         self._worker = worker
         self._acks: list[tuple[JobContext, AckItem]] = []
-        self._fails: list[tuple[JobContext, FailItem, BaseException | None]] = []
+        self._fails: list[tuple[JobContext, FailItem, BaseException]] = []
+        self._releases: list[tuple[JobContext, ReleaseItem]] = []
         self._flush_scheduled = False
         self._in_flight: set[asyncio.Future[dict[str, Any]]] = set()
         self._acks_out = 0
         self._fails_out = 0
+        self._releases_out = 0
         self.completed = 0
         self.failed = 0
+        self.released = 0
+        """Jobs handed back that the broker confirmed (waiting again, attempt not counted)."""
         self.retried = 0
         self.refused = 0
         self.unacknowledged = 0
@@ -116,8 +123,9 @@ class OutcomeBuffer:
         self._schedule()
 
     def hand_back(self, ctx: JobContext) -> None:
-        """Buffer a shutdown hand-back: fail with retry and no delay; no callbacks fire."""
-        self._fails.append((ctx, FailItem(ctx.id, ctx.token, HAND_BACK_ERROR, True, 0), None))
+        """Buffer a shutdown hand-back: ``release`` with no delay, so the job is waiting again
+        at once and its attempt is not counted; no callbacks fire."""
+        self._releases.append((ctx, ReleaseItem(ctx.id, ctx.token)))
         self._schedule()
 
     def _schedule(self) -> None:
@@ -145,8 +153,15 @@ class OutcomeBuffer:
                 if self._send(Fail(tuple(item for _, item, _ in fchunk)),
                               partial(self._on_failed, fchunk)):
                     self._fails_out += 1
+        if self._releases and self._releases_out < MAX_IN_FLIGHT:
+            releases, self._releases = self._releases, []
+            for start in range(0, len(releases), max_batch):
+                rchunk = releases[start:start + max_batch]
+                if self._send(Release(tuple(item for _, item in rchunk)),
+                              partial(self._on_released, rchunk)):
+                    self._releases_out += 1
 
-    def _send(self, request: Ack | Fail, on_reply: Any) -> bool:
+    def _send(self, request: Ack | Fail | Release, on_reply: Any) -> bool:
         count = len(request.items)
         try:
             future = self._worker.connection.request_nowait(request)
@@ -159,12 +174,14 @@ class OutcomeBuffer:
         future.add_done_callback(on_reply)
         return True
 
-    def _reply_in(self, kind_acks: bool) -> None:
-        if kind_acks:
+    def _reply_in(self, request: type[Ack | Fail | Release]) -> None:
+        if request is Ack:
             self._acks_out -= 1
-        else:
+        elif request is Fail:
             self._fails_out -= 1
-        if self._acks or self._fails:
+        else:
+            self._releases_out -= 1
+        if self._acks or self._fails or self._releases:
             self._schedule()
 
     def _lost(self, count: int, exc: BaseException) -> None:
@@ -194,7 +211,7 @@ class OutcomeBuffer:
     def _on_acked(
         self, chunk: list[tuple[JobContext, AckItem]], future: asyncio.Future[dict[str, Any]]
     ) -> None:
-        self._reply_in(True)
+        self._reply_in(Ack)
         outcomes = self._results(len(chunk), future)
         if outcomes is None:
             return
@@ -209,10 +226,10 @@ class OutcomeBuffer:
                 self._refused(ctx, outcome, "ack")
 
     def _on_failed(
-        self, chunk: list[tuple[JobContext, FailItem, BaseException | None]],
+        self, chunk: list[tuple[JobContext, FailItem, BaseException]],
         future: asyncio.Future[dict[str, Any]],
     ) -> None:
-        self._reply_in(False)
+        self._reply_in(Fail)
         outcomes = self._results(len(chunk), future)
         if outcomes is None:
             return
@@ -222,14 +239,25 @@ class OutcomeBuffer:
             if not outcome.ok:
                 self._refused(ctx, outcome, "fail")
                 continue
-            if exc is None:  # a hand-back, not a handler failure
-                continue
             if outcome.value == "failed":
                 self.failed += 1
             else:
                 self.retried += 1
             if callbacks:
                 events.fire(callbacks, ctx, exc)
+
+    def _on_released(
+        self, chunk: list[tuple[JobContext, ReleaseItem]], future: asyncio.Future[dict[str, Any]]
+    ) -> None:
+        self._reply_in(Release)
+        outcomes = self._results(len(chunk), future)
+        if outcomes is None:
+            return
+        for (ctx, _), outcome in zip(chunk, outcomes, strict=False):
+            if outcome.ok:
+                self.released += 1
+            else:
+                self._refused(ctx, outcome, "release")
 
     async def drain(self, limit: float) -> None:
         """Send everything and wait (at most ``limit`` seconds) for every reply."""

@@ -28,9 +28,11 @@ one lease task. Every job the worker holds (reserved, not yet given an outcome) 
 * **Shutdown** (``stop()``, SIGTERM, SIGINT): stop reserving, wait for the outstanding reserves
   (their jobs run too), let held jobs finish within ``grace`` seconds, then cancel what is left.
   A reserve still parked at the broker is waited out (at most one ``poll_wait``) so it cannot
-  take a job after it was handed back; then each unfinished job is handed back (``fail`` with
-  retry, delay 0) so none waits for its lease. Finally wait for outcome replies and close. A
-  second signal skips the rest of the grace period.
+  take a job after it was handed back; then each unfinished job is handed back with
+  ``release`` (waiting again at once, none waits for its lease, and the attempt is not counted,
+  so a job on its last attempt is not failed by a shutdown). Finally wait for outcome replies and
+  close. A second signal skips the rest of the grace period. (A handler cancelled by the per-job
+  timeout is not a hand-back: that attempt fails.)
 
 Invariants:
 1. A job is in ``_held`` from its reservation until its outcome is buffered (or it is handed
