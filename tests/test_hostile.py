@@ -51,10 +51,22 @@ def hostile_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerP
     process = BrokerProcess(directory, ("--max-frame", str(MAX_FRAME), "--max-payload", "16KiB",
                                         "--log-level", "debug"), {})
     process.start()
+    control = socket.create_connection((process.host, process.port), timeout=10)
+    control.sendall(HELLO)  # a well-behaved client connected through all the hostile traffic
     yield process
+    control.sendall(encode_frame([0, 99, "ping", {}]))
+    decoder = FrameDecoder(1 << 20)
+    deadline = time.monotonic() + 10
+    answers: list[Message] = []
+    while len(answers) < 2 and (chunk := _recv(control, deadline)):
+        decoder.feed(chunk)
+        answers += [parse_server_message(m) for m in decoder.messages()]
+    control.close()
     alive = process.running
     process.kill()
     assert alive, "the broker died"
+    assert all(isinstance(a, Reply) for a in answers) and len(answers) == 2, answers
+    assert isinstance(answers[1], Reply) and answers[1].request_id == 99
     internal = [e for e in process.log_lines() if e.get("event") == "internal_error"]
     assert internal == [], internal[:3]
 
@@ -239,6 +251,7 @@ def _example_args() -> dict[str, dict[str, Any]]:
         Op.ACK: {"items": [["id-1", 1, b"r"]]},
         Op.FAIL: {"items": [["id-1", 1, "boom", True, 5]]},
         Op.EXTEND: {"items": [["id-1", 1, 1000]]},
+        Op.RELEASE: {"items": [["id-1", 1, 250]]},
         Op.PROGRESS: {"id": "id-1", "token": 1, "progress": {"done": [1, 2]}},
         Op.GET: {"id": "id-1"},
         Op.WAIT: {"id": "id-1", "timeout_ms": 0},
@@ -274,9 +287,9 @@ def test_a_wrong_type_in_every_field_is_an_error_reply_not_a_crash(
         for message in chunk:  # every request answered: a reply or a clean error, connection kept
             answer = by_id.get(message[1])
             if answer is None:  # writes answer after their commit, long-polls later: EOF
-                assert message[2] in ("enqueue", "ack", "fail", "extend", "progress", "cancel",
-                                      "pause", "resume", "clean", "retry_failed", "wait",
-                                      "reserve"), message
+                assert message[2] in ("enqueue", "ack", "fail", "extend", "release", "progress",
+                                      "cancel", "pause", "resume", "clean", "retry_failed",
+                                      "wait", "reserve"), message
                 continue
             if isinstance(answer, ErrorReply):
                 assert answer.code in ("BAD_ARGUMENT", "NOT_FOUND", "STALE_LEASE", "CONFLICT",
