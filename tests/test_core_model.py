@@ -8,8 +8,9 @@ that became ready and the jobs that finished.
 
 A fake journal (``FakeJournal``) applies ``take_changes()`` after every step, copying jobs as a
 real journal's rows would; the ``restore`` rule rebuilds the core from it with ``Core.restore``,
-which also checks that the changes the core reports are complete. The crash-and-replay rule
-against the real journal plugs in at the same place: swap ``FakeJournal`` for the SQLite one.
+which also checks that the changes the core reports are complete. The crash-and-replay machine
+against the real SQLite journal (tests/test_core_journal_model.py) overrides ``commit`` and
+``recovered_snapshot``.
 
 Retention in the model is uniform per state (plus "remove at once" per job), which keeps the
 model a few lines; per-job retention overrides are covered by unit tests in test_core.py.
@@ -27,7 +28,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from broker.core import Core, CoreConfig, CoreError, QueueMeta, Snapshot
+from broker.core import Changes, Core, CoreConfig, CoreError, QueueMeta, Snapshot
 from broker.jobs import Job
 from protocol.errors import ErrorCode
 from protocol.messages import (
@@ -215,7 +216,9 @@ class FakeJournal:
         self.next_seq = 0
 
     def apply(self, core: Core) -> None:
-        changes = core.take_changes()
+        self.apply_changes(core.take_changes())
+
+    def apply_changes(self, changes: Changes) -> None:
         for job_id, job in changes.jobs.items():
             if job is None:
                 self.jobs.pop(job_id, None)
@@ -597,10 +600,23 @@ class CoreMachine(RuleBasedStateMachine):
 
     # ------------------------------------------------------------------ restart
 
+    def commit(self) -> None:
+        """Persist the core's changes (after every step, so everything is committed)."""
+        self.journal.apply(self.core)
+
+    def recovered_snapshot(self) -> Snapshot:
+        """What a restarted broker loads (test_core_journal_model.py: the real journal)."""
+        return self.journal.snapshot()
+
     @rule()
     def restore(self) -> None:
         """Rebuild the core from the journal's copy (everything was committed)."""
-        self.journal.apply(self.core)
+        self.commit()
+        self.restart()
+
+    def restart(self) -> None:
+        """Drop the core, rebuild it from ``recovered_snapshot`` and apply the recovery rule
+        to the model (which must hold what was committed)."""
         self.core.take_ready()
         self.core.take_finished()
         self.model.ready.clear()
@@ -608,7 +624,7 @@ class CoreMachine(RuleBasedStateMachine):
         self.restores += 1
         base = self.restores * 1_000_000
         now, model = self.now, self.model
-        self.core = Core.restore(CONFIG, self.journal.snapshot(), now, rng=random.Random(0),
+        self.core = Core.restore(CONFIG, self.recovered_snapshot(), now, rng=random.Random(0),
                                  token_base=base)
         model.token = base + 1
         for job in sorted(model.jobs.values(), key=lambda j: (j.priority, j.run_at, j.seq)):
@@ -634,7 +650,7 @@ class CoreMachine(RuleBasedStateMachine):
         assert core.take_finished() == model.finished
         model.ready.clear()
         model.finished.clear()
-        self.journal.apply(core)
+        self.commit()
         assert {j.id for j in core.iter_jobs()} == set(model.jobs)
         for job in model.jobs.values():
             info = core.get(job.id)
