@@ -38,6 +38,7 @@ from broker.core_state import (
     _new_tuple,
 )
 from broker.jobs import NO_OPTIONS, Job, JobOptions
+from broker.replysize import RESERVED_JOB_OVERHEAD, UTF8_MAX
 from protocol.errors import ErrorCode
 from protocol.messages import (
     OK,
@@ -219,7 +220,8 @@ class Core(CoreAdmin):
     # ------------------------------------------------------------------ worker operations
 
     def reserve(
-        self, queues: Sequence[str], max_jobs: int, lease_ms: int | None, owner: int, now: int
+        self, queues: Sequence[str], max_jobs: int, lease_ms: int | None, owner: int, now: int,
+        max_bytes: int | None = None,
     ) -> list[ReservedJob]:
         """Lease up to ``max_jobs`` waiting jobs to a worker.
 
@@ -233,6 +235,9 @@ class Core(CoreAdmin):
             lease_ms: the lease length the worker asks for, or ``None``.
             owner: the connection id (see ``release_owner``).
             now: the current time.
+            max_bytes: the room for the reply's jobs (``broker.replysize``), or ``None`` for no
+                limit. A job whose size (``broker.replysize.reserve_budget``) would take the total
+                past it is not taken, nor is any after it; the first job is always taken.
 
         Returns:
             The reserved jobs (possibly none), each with its lease token and deadline.
@@ -246,12 +251,14 @@ class Core(CoreAdmin):
         default_lease = lease_ms or self._config.default_lease_ms
         owned: dict[Job, None] | None = None
         token = self._token
+        room = max_bytes
         for name in queues:
             q = self._queues.get(name)
             if q is None or not q.waiting or q.meta.paused:
                 continue
             ready = q.ready
             qname = q.name
+            fixed = RESERVED_JOB_OVERHEAD + UTF8_MAX * len(qname)
             taken = 0
             while len(out) < max_jobs:
                 lane = ready.front()
@@ -263,6 +270,15 @@ class Core(CoreAdmin):
                     if job.state is not WAITING or jobs.get(job_id) is not job:
                         ready.stale -= 1
                         continue
+                    if room is not None:
+                        size = fixed + len(job.payload) + UTF8_MAX * (len(job_id) + len(job.name))
+                        if job.progress is not None:
+                            size += packed_size(job.progress)
+                        if size > room and out:
+                            lane.appendleft(job)  # stays first in line
+                            max_jobs = len(out)
+                            break
+                        room -= size
                     lease = job.options.lease_ms or default_lease
                     deadline = now + lease
                     # WAITING -> ACTIVE is legal (TRANSITIONS); assigned directly on the hot path.

@@ -1,0 +1,117 @@
+"""Reply sizes: keep a ``reserve`` or ``list_failed`` reply within the peer's ``max_frame``.
+
+A reply that lists jobs (up to 1,000 for ``reserve`` and ``list_failed``, each with a payload of up
+to ``max_payload``) could be far larger than the frame a client accepts. The broker stops adding
+jobs once the next one would take the reply past the frame, always giving at least one job.
+
+Sizes are upper bounds computed without encoding anything: the bytes a job's payload, result and
+error texts take, plus a fixed per-job overhead covering every msgpack header and integer at its
+largest. A string's UTF-8 size is bounded by four bytes per character. Only a job's progress value
+(rare, and small) is measured by packing it.
+
+Invariant: ``Settings`` validated by ``broker.config`` have ``max_frame >= max_job_frame(
+max_payload)``, so one job, described in full, always fits in a frame: "at least one job" never
+produces a frame the client refuses.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from broker.core_admin import packed_size
+from protocol.messages import JOB_INFO_FIELDS, MAX_ERROR_LEN, MAX_NAME_LEN, JobInfo
+
+UTF8_MAX: Final = 4
+"""Bytes per character at most in UTF-8."""
+_INT: Final = 9  # a msgpack integer at its largest (uint64 / int64)
+_STR_HEADER: Final = 5  # str32 / bin32 header at its largest
+
+REPLY_ENVELOPE: Final = 64
+"""``[1, request_id, {"jobs": [...], "total": n}]`` around the list: 40 bytes at most."""
+
+RESERVED_JOB_OVERHEAD: Final = 1 + 3 * _STR_HEADER + _STR_HEADER + 6 * _INT + 1
+"""A ``ReservedJob`` array beyond its payload and strings: the array header, three string
+headers, the payload's bin header, six integers and a ``nil`` progress."""
+
+JOB_INFO_OVERHEAD: Final = (
+    3 + sum(1 + len(key) for key in JOB_INFO_FIELDS) + 5 * _STR_HEADER + 8 * _INT + 2
+)
+"""A ``JobInfo`` map beyond its payload, result, error and strings: the map header, every key,
+five string/bin headers (id, queue, name, payload, result), eight integers (``nil`` fits an
+integer's room), the state and the error header (counted with the error below)."""
+
+_STATE_MAX: Final = 1 + len("completed")
+
+
+def reserve_budget(max_frame: int) -> int:
+    """The bytes a ``reserve`` reply's jobs may take (``Core.reserve``'s ``max_bytes``).
+
+    ``Core.reserve`` counts a job as ``RESERVED_JOB_OVERHEAD`` plus its payload, its id, queue and
+    name at ``UTF8_MAX`` bytes a character, and its progress value packed.
+
+    Args:
+        max_frame: the largest frame body the peer accepts.
+
+    Returns:
+        ``max_frame`` less the reply envelope.
+    """
+    return max_frame - REPLY_ENVELOPE
+
+
+def job_info_size(info: JobInfo) -> int:
+    """An upper bound on the encoded size of ``info.to_wire()``, without encoding it.
+
+    Args:
+        info: a job as ``list_failed`` describes it.
+
+    Returns:
+        Bytes: never less than the msgpack encoding takes.
+    """
+    size = (
+        JOB_INFO_OVERHEAD + _STATE_MAX + len(info.payload)
+        + UTF8_MAX * (len(info.id) + len(info.queue) + len(info.name))
+    )
+    if info.result is not None:
+        size += len(info.result)
+    if info.error is not None:
+        size += _STR_HEADER + UTF8_MAX * len(info.error)
+    if info.progress is not None:
+        size += packed_size(info.progress)
+    return size
+
+
+def fit_job_infos(infos: list[JobInfo], max_frame: int) -> list[JobInfo]:
+    """The longest prefix of ``infos`` whose reply fits in ``max_frame`` (at least one job).
+
+    Args:
+        infos: jobs in reply order.
+        max_frame: the largest frame body the peer accepts.
+
+    Returns:
+        ``infos`` itself when all fit, else its first jobs (never empty if ``infos`` is not).
+    """
+    budget = max_frame - REPLY_ENVELOPE
+    used = 0
+    for index, info in enumerate(infos):
+        used += job_info_size(info)
+        if used > budget and index > 0:
+            return infos[:index]
+    return infos
+
+
+def max_job_frame(max_payload: int) -> int:
+    """The largest frame one job's full description can need (``get``, ``wait``, a reply of one).
+
+    A job's payload, result and progress value are each at most ``max_payload`` bytes; its error
+    at most ``MAX_ERROR_LEN`` characters; its id, queue and name at most ``MAX_NAME_LEN``.
+
+    Args:
+        max_payload: the broker's payload limit.
+
+    Returns:
+        The smallest ``max_frame`` that the broker accepts with this ``max_payload``.
+    """
+    return (
+        REPLY_ENVELOPE + JOB_INFO_OVERHEAD + _STATE_MAX + 3 * max_payload
+        + _STR_HEADER + UTF8_MAX * MAX_ERROR_LEN + 3 * UTF8_MAX * MAX_NAME_LEN
+    )
