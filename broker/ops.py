@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
+from broker.replysize import fit_job_infos
 from protocol.errors import ErrorCode
 from protocol.messages import (
     Ack,
@@ -159,6 +160,7 @@ def clean(session: Session, request_id: int, request: Request, now: int) -> None
 def list_failed(session: Session, request_id: int, request: Request, now: int) -> None:
     assert isinstance(request, ListFailed)
     jobs, total = session.server.core.list_failed(request.queue, request.limit, request.offset)
+    jobs = fit_job_infos(jobs, session.server.settings.max_frame)  # "total" tells there is more
     session.reply(request_id, {"jobs": [info.to_wire() for info in jobs], "total": total})
 
 

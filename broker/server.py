@@ -43,6 +43,7 @@ from broker.core import Core, CoreConfig
 from broker.journal import Journal, JournalError, SyncMode
 from broker.log import get_logger
 from broker.longpoll import JobWaiters, ParkedReserve, ParkedWait, ReserveWaiters
+from broker.replysize import reserve_budget
 from broker.session import Session
 from broker.tls import server_ssl_context
 from protocol.messages import (
@@ -129,6 +130,7 @@ class Server:
         self._started_ms = clock()
         self._conn_ids = 0
         self._reserve_waiters = ReserveWaiters()
+        self._reserve_budget = reserve_budget(settings.max_frame)
         self._job_waiters = JobWaiters()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_deadline: int | None = None
@@ -307,9 +309,13 @@ class Server:
     # ------------------------------------------------------------------ reserve and wait
 
     def reserve_for(self, session: Session, request: Reserve, now: int) -> list[ReservedJob]:
-        """Reserve jobs for a connection; registers the reservation with the committer."""
+        """Reserve jobs for a connection; registers the reservation with the committer.
+
+        The reply stays within ``max_frame``: the core stops before the job that would pass it.
+        """
         jobs: list[ReservedJob] = self.core.reserve(
-            request.queues, request.max_jobs, request.lease_ms, session.conn_id, now
+            request.queues, request.max_jobs, request.lease_ms, session.conn_id, now,
+            self._reserve_budget,
         )
         if jobs:
             # Journaled, but the reply does not wait: a reservation lost in a crash only leaves

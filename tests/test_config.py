@@ -36,9 +36,9 @@ def test_defaults() -> None:
 
 
 def test_a_flag_wins_over_the_environment_which_wins_over_the_default() -> None:
-    env = {"JOBWIRE_PORT": "8000", "JOBWIRE_SYNC": "normal", "JOBWIRE_MAX_FRAME": "2MiB"}
+    env = {"JOBWIRE_PORT": "8000", "JOBWIRE_SYNC": "normal", "JOBWIRE_MAX_FRAME": "4MiB"}
     settings = load_settings({"port": "9000"}, env)
-    assert (settings.port, settings.sync, settings.max_frame) == (9000, "normal", 2 << 20)
+    assert (settings.port, settings.sync, settings.max_frame) == (9000, "normal", 4 << 20)
     assert settings.host == "127.0.0.1"
 
 
