@@ -136,6 +136,16 @@ def fuzz_one(data: bytes) -> None:
     _target.run(data)
 
 
+def close_target() -> None:
+    """Close the shared target's journal and loop (an open aiosqlite thread blocks exit)."""
+    global _target
+    if _target is not None:
+        target, _target = _target, None
+        target.loop.run_until_complete(target.journal.close())
+        target.loop.close()
+        target._directory.cleanup()
+
+
 def main() -> None:
     """Start atheris on ``fuzz_one`` with the command line's libFuzzer options."""
     import atheris  # type: ignore[import-untyped,unused-ignore]  # optional: pip install atheris

@@ -34,7 +34,7 @@ from protocol.messages import (
     request_message,
 )
 from tests.conftest import BrokerProcess
-from tests.fuzz_decoder import fuzz_one
+from tests.fuzz_decoder import close_target, fuzz_one
 from tests.strategies import any_msgpack, requests
 
 MAX_FRAME = 64 * 1024
@@ -326,6 +326,12 @@ def test_mutated_requests_never_crash_the_broker(hostile_broker: BrokerProcess, 
     except (OverflowError, ValueError, TypeError):
         return  # not encodable by msgpack at all
     exchange(hostile_broker, _frame(body), hello=hello)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _close_fuzz_target() -> Iterator[None]:
+    yield
+    close_target()
 
 
 @FUZZ
