@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Final
 
-from broker.replysize import max_job_frame
+from broker.replysize import min_max_frame
 
 SYNC_MODES: Final = ("full", "normal", "off")
 LOG_LEVELS: Final = ("debug", "info", "warning", "error")
@@ -360,10 +360,10 @@ def load_settings(
         raise ConfigError("set both a TLS certificate and its key (--tls-cert, --tls-key)")
     if settings.tls_client_ca is not None and settings.tls_cert is None:
         raise ConfigError("a TLS client CA needs a TLS certificate and key as well")
-    if settings.max_frame < max_job_frame(settings.max_payload):
+    if settings.max_frame < min_max_frame(settings.max_payload):
         raise ConfigError(
-            f"max_frame must be at least {max_job_frame(settings.max_payload)} bytes with "
-            f"max_payload {settings.max_payload}: a job described in full (payload, result and "
-            "progress of max_payload each, and its error text) must fit in one frame"
+            f"max_frame must be at least {min_max_frame(settings.max_payload)} bytes with "
+            f"max_payload {settings.max_payload}: a reserved job (a payload and a progress value "
+            "of max_payload bytes each) must fit in one frame"
         )
     return settings

@@ -9,9 +9,11 @@ error texts take, plus a fixed per-job overhead covering every msgpack header an
 largest. A string's UTF-8 size is bounded by four bytes per character. Only a job's progress value
 (rare, and small) is measured by packing it.
 
-Invariant: ``Settings`` validated by ``broker.config`` have ``max_frame >= max_job_frame(
-max_payload)``, so one job, described in full, always fits in a frame: "at least one job" never
-produces a frame the client refuses.
+Invariant: ``Settings`` validated by ``broker.config`` have ``max_frame >= min_max_frame(
+max_payload)``, so one reserved job always fits in a frame: "at least one job" never produces a
+``reserve`` reply the client refuses. (A ``list_failed`` job also carries a result and an error
+text of up to 65,536 characters: with a ``max_frame`` below ``3 * max_payload`` plus 260 KiB, one
+such job alone may pass it; it is still sent, alone.)
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from __future__ import annotations
 from typing import Final
 
 from broker.core_admin import packed_size
-from protocol.messages import JOB_INFO_FIELDS, MAX_ERROR_LEN, MAX_NAME_LEN, JobInfo
+from protocol.messages import JOB_INFO_FIELDS, MAX_NAME_LEN, JobInfo
 
 UTF8_MAX: Final = 4
 """Bytes per character at most in UTF-8."""
@@ -99,19 +101,18 @@ def fit_job_infos(infos: list[JobInfo], max_frame: int) -> list[JobInfo]:
     return infos
 
 
-def max_job_frame(max_payload: int) -> int:
-    """The largest frame one job's full description can need (``get``, ``wait``, a reply of one).
+def min_max_frame(max_payload: int) -> int:
+    """The smallest ``max_frame`` the broker accepts with this ``max_payload``.
 
-    A job's payload, result and progress value are each at most ``max_payload`` bytes; its error
-    at most ``MAX_ERROR_LEN`` characters; its id, queue and name at most ``MAX_NAME_LEN``.
+    A ``reserve`` reply of one job at its largest must fit: a payload and a packed progress value
+    of ``max_payload`` bytes each, and an id, queue and name of ``MAX_NAME_LEN`` characters.
+    (A job described in full by ``get``, ``wait`` or ``list_failed`` adds a result and an error
+    text of up to ``MAX_ERROR_LEN`` characters; protocol/SPEC.md §2 says when that can be larger.)
 
     Args:
         max_payload: the broker's payload limit.
 
     Returns:
-        The smallest ``max_frame`` that the broker accepts with this ``max_payload``.
+        Bytes.
     """
-    return (
-        REPLY_ENVELOPE + JOB_INFO_OVERHEAD + _STATE_MAX + 3 * max_payload
-        + _STR_HEADER + UTF8_MAX * MAX_ERROR_LEN + 3 * UTF8_MAX * MAX_NAME_LEN
-    )
+    return REPLY_ENVELOPE + RESERVED_JOB_OVERHEAD + 2 * max_payload + 3 * UTF8_MAX * MAX_NAME_LEN

@@ -20,15 +20,14 @@ import pytest
 from broker.config import ConfigError, load_settings
 from broker.core import Core, CoreConfig
 from broker.replysize import (
-    REPLY_ENVELOPE,
     RESERVED_JOB_OVERHEAD,
     UTF8_MAX,
     job_info_size,
-    max_job_frame,
+    min_max_frame,
     reserve_budget,
 )
 from protocol.codec import FrameDecoder, encode_frame
-from protocol.messages import JobInfo, JobSpec, JobState
+from protocol.messages import MAX_NAME_LEN, JobInfo, JobSpec, JobState, ReservedJob
 from tests.conftest import RunningBroker
 from tests.wire import R_ID, R_PAYLOAD, R_TOKEN, job_spec
 
@@ -237,13 +236,22 @@ def test_job_info_size_bounds_the_encoding() -> None:
     assert job_info_size(info) >= len(msgpack.packb(info.to_wire(), use_bin_type=True))
 
 
-def test_config_requires_max_frame_to_hold_one_job_in_full() -> None:
-    assert max_job_frame(1 << 20) <= load_settings({}, {}).max_frame  # the defaults agree
+def test_config_requires_max_frame_to_hold_one_reserved_job() -> None:
+    assert min_max_frame(1 << 20) <= load_settings({}, {}).max_frame  # the defaults agree
     with pytest.raises(ConfigError, match="max_frame must be at least"):
         load_settings({}, {"JOBWIRE_MAX_FRAME": "2MiB", "JOBWIRE_MAX_PAYLOAD": "1MiB"})
-    need = max_job_frame(64 * 1024)
+    need = min_max_frame(16 * 1024)
     assert load_settings({}, {"JOBWIRE_MAX_FRAME": str(need),
-                              "JOBWIRE_MAX_PAYLOAD": "64KiB"}).max_frame == need
+                              "JOBWIRE_MAX_PAYLOAD": "16KiB"}).max_frame == need
     with pytest.raises(ConfigError):
-        load_settings({}, {"JOBWIRE_MAX_FRAME": str(need - 1), "JOBWIRE_MAX_PAYLOAD": "64KiB"})
-    assert need > REPLY_ENVELOPE
+        load_settings({}, {"JOBWIRE_MAX_FRAME": str(need - 1), "JOBWIRE_MAX_PAYLOAD": "16KiB"})
+
+
+def test_one_reserved_job_at_its_largest_fits_the_smallest_frame() -> None:
+    import msgpack
+
+    name = "名" * MAX_NAME_LEN  # 3 bytes a character in UTF-8
+    job = ReservedJob(name, name, name, b"p" * 1_000, 2**20, 2**20, 2**64 - 1, 86_400_000,
+                      2**53, 2**53, "x" * (1_000 - 3))  # progress packs to 1,000 bytes
+    frame = msgpack.packb([1, 2**32 - 1, {"jobs": [job]}], use_bin_type=True)
+    assert len(frame) <= min_max_frame(1_000)
