@@ -244,7 +244,8 @@ OPTIONS: Final[tuple[Option, ...]] = (
     Option("data_dir", Path, "directory of the journal (created if missing)", "DIR"),
     Option("sync", _choice(SYNC_MODES), "durability: full survives power loss, normal a broker "
            "crash, off promises nothing", "MODE", SYNC_MODES),
-    Option("max_frame", parse_size, "largest frame accepted", "SIZE"),
+    Option("max_frame", parse_size, "largest frame accepted (at least 2 x max-payload + 2540)",
+           "SIZE"),
     Option("max_payload", parse_size, "largest job payload, result or progress value", "SIZE"),
     Option("max_connections", _positive_int, "open connections; more are refused with "
            "OVERLOADED", "N"),
