@@ -30,6 +30,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from broker.core import Changes, Core, CoreConfig, CoreError, QueueMeta, Snapshot
 from broker.jobs import Job
+from broker.replysize import RESERVED_JOB_OVERHEAD, UTF8_MAX
 from protocol.errors import ErrorCode
 from protocol.messages import (
     AckItem,
@@ -332,18 +333,26 @@ class CoreMachine(RuleBasedStateMachine):
     @rule(queues=st.lists(st.sampled_from((*QUEUES, "none")), min_size=1, max_size=3,
                           unique=True),
           max_jobs=st.integers(1, 4), lease_ms=st.sampled_from((None, 300, 2_000)),
-          owner=st.sampled_from(OWNERS))
+          owner=st.sampled_from(OWNERS), max_bytes=st.sampled_from((None, None, 0, 202, 210, 300)))
     def reserve(self, queues: list[str], max_jobs: int, lease_ms: int | None,
-                owner: int) -> None:
+                owner: int, max_bytes: int | None = None) -> None:
         now, model = self.now, self.model
-        got = self.core.reserve(queues, max_jobs, lease_ms, owner, now)
+        got = self.core.reserve(queues, max_jobs, lease_ms, owner, now, max_bytes)
         model.promote(now)
         expected: list[tuple[Any, ...]] = []
+        used = 0
         for name in queues:
             if name not in model.queues or model.queues[name].paused:
                 continue
             for job in sorted(model.in_state(name, W), key=lambda j: (j.priority, j.ready_stamp)):
                 if len(expected) >= max_jobs:
+                    break
+                # The reply's byte budget (broker.replysize): the first job always goes.
+                used += (RESERVED_JOB_OVERHEAD + len(job.payload)
+                         + UTF8_MAX * (len(job.id) + len(name) + len("task"))
+                         + (0 if job.progress is None else len(msgpack.packb(job.progress))))
+                if max_bytes is not None and used > max_bytes and expected:
+                    max_jobs = len(expected)
                     break
                 lease = job.lease_ms or lease_ms or CONFIG.default_lease_ms
                 job.state, job.attempts, job.started_at = A, job.attempts + 1, now
