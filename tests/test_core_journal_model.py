@@ -58,7 +58,11 @@ class JournalCoreMachine(CoreMachine):
         self.directory = Path(tempfile.mkdtemp(prefix="jobwire-model-"))
         self.path = self.directory / "jobwire.db"
         self.disk: Journal | None = None
-        self.disk = self.runner.run(Journal.open(self.path, sync=SYNC))
+        try:
+            self.disk = self.runner.run(Journal.open(self.path, sync=SYNC))
+        except BaseException:
+            self.teardown()  # hypothesis calls teardown only for a machine it built
+            raise
 
     def teardown(self) -> None:
         try:
