@@ -252,7 +252,6 @@ def _example_args() -> dict[str, dict[str, Any]]:
         Op.FAIL: {"items": [["id-1", 1, "boom", True, 5]]},
         Op.EXTEND: {"items": [["id-1", 1, 1000]]},
         Op.RELEASE: {"items": [["id-1", 1, 5]]},
-        Op.RELEASE: {"items": [["id-1", 1, 250]]},
         Op.PROGRESS: {"id": "id-1", "token": 1, "progress": {"done": [1, 2]}},
         Op.GET: {"id": "id-1"},
         Op.WAIT: {"id": "id-1", "timeout_ms": 0},
