@@ -339,6 +339,9 @@ class Worker:
             for ctx in held:
                 self._outcomes.hand_back(ctx)
         await self._outcomes.drain(max(5.0, self.connection.request_timeout))
+        if self._handed_back:
+            log.info("unfinished jobs handed back", count=self._handed_back,
+                     released=self._outcomes.released)
         await self.events.drain(5.0)
 
     # ------------------------------------------------------------------ reserving
