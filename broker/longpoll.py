@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from protocol.messages import Reserve, Wait
 
@@ -35,30 +35,32 @@ if TYPE_CHECKING:
     from broker.session import Session
 
 
-class ParkedReserve:
+_R = TypeVar("_R", Reserve, Wait)
+
+
+class Parked(Generic[_R]):
+    """A request parked until it can be answered or its timer fires."""
+
+    __slots__ = ("done", "request", "request_id", "session", "timer")
+
+    def __init__(self, session: Session, request_id: int, request: _R) -> None:
+        self.session = session
+        self.request_id = request_id
+        self.request: _R = request
+        self.timer: asyncio.TimerHandle | None = None
+        self.done = False
+
+
+class ParkedReserve(Parked[Reserve]):
     """A ``reserve`` request waiting for jobs."""
 
-    __slots__ = ("done", "request", "request_id", "session", "timer")
-
-    def __init__(self, session: Session, request_id: int, request: Reserve) -> None:
-        self.session = session
-        self.request_id = request_id
-        self.request = request
-        self.timer: asyncio.TimerHandle | None = None
-        self.done = False
+    __slots__ = ()
 
 
-class ParkedWait:
+class ParkedWait(Parked[Wait]):
     """A ``wait`` request waiting for one job to finish."""
 
-    __slots__ = ("done", "request", "request_id", "session", "timer")
-
-    def __init__(self, session: Session, request_id: int, request: Wait) -> None:
-        self.session = session
-        self.request_id = request_id
-        self.request = request
-        self.timer: asyncio.TimerHandle | None = None
-        self.done = False
+    __slots__ = ()
 
 
 class ReserveWaiters:

@@ -12,9 +12,9 @@ the broker's queue default.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from protocol.messages import (
     KEEP_ALL,
@@ -24,7 +24,10 @@ from protocol.messages import (
     BackoffKind,
     JobSpec,
     Retention,
+    parse_enqueued,
 )
+
+_J = TypeVar("_J")
 
 OPTION_NAMES: Final = frozenset({
     "priority", "delay", "run_at", "attempts", "backoff", "job_id", "lease",
@@ -199,3 +202,32 @@ def split_batches(
     if current:
         batches.append(current)
     return batches
+
+
+def enqueued_jobs(
+    items: list[tuple[JobSpec, Any]],
+    batches: list[list[JobSpec]],
+    bodies: Sequence[Mapping[str, Any]],
+    make_job: Callable[[JobSpec, str, Any, bool], _J],
+) -> list[_J]:
+    """Pair each enqueued ``(spec, data)`` with the id the broker gave it, in order.
+
+    Args:
+        items: every job of the call, as ``(spec, data)``, in the order of ``batches``.
+        batches: the requests the jobs were split into (``split_batches``).
+        bodies: the broker's reply body for each batch.
+        make_job: builds a job handle from ``(spec, job_id, data, duplicate)``.
+
+    Returns:
+        One handle per job, in call order; ``duplicate`` is true where the id already existed.
+    """
+    out: list[_J] = []
+    index = 0
+    for batch, body in zip(batches, bodies, strict=True):
+        result = parse_enqueued(body)
+        duplicates = set(result.duplicates)
+        for offset, job_id in enumerate(result.ids):
+            spec, data = items[index + offset]
+            out.append(make_job(spec, job_id, data, offset in duplicates))
+        index += len(batch)
+    return out

@@ -26,6 +26,7 @@ from client.options import (
     Duration,
     build_spec,
     check_options,
+    enqueued_jobs,
     seconds_to_ms,
     split_batches,
 )
@@ -237,16 +238,7 @@ class Queue:
         bodies = await asyncio.gather(
             *(self._conn.request(Enqueue(self.name, tuple(batch))) for batch in batches)
         )
-        out: list[Job] = []
-        index = 0
-        for batch, body in zip(batches, bodies, strict=True):
-            result = parse_enqueued(body)
-            duplicates = set(result.duplicates)
-            for offset, job_id in enumerate(result.ids):
-                spec, data = items[index + offset]
-                out.append(self._job(spec, job_id, data, offset in duplicates))
-            index += len(batch)
-        return out
+        return enqueued_jobs(items, batches, bodies, self._job)
 
     async def get_job(self, job_id: str) -> Job:
         """Fetch a job by id with this queue's serializer (see ``Client.get_job``)."""

@@ -38,7 +38,14 @@ from client.errors import (
     broker_error,
 )
 from client.job import FINISHED_STATES, WAIT_CHUNK_S, JobRecord, check_retried, job_info_from_body
-from client.options import FRAME_BUDGET, build_spec, check_options, seconds_to_ms, split_batches
+from client.options import (
+    FRAME_BUDGET,
+    build_spec,
+    check_options,
+    enqueued_jobs,
+    seconds_to_ms,
+    split_batches,
+)
 from client.queue import _bulk_item
 from client.serializers import Serializer, get_serializer
 from protocol.codec import FrameDecoder, encode_frames
@@ -325,16 +332,7 @@ class SyncQueue:
             int((server.max_frame if server else 8 << 20) * FRAME_BUDGET),
         )
         bodies = self._client.requests([Enqueue(self.name, tuple(batch)) for batch in batches])
-        out: list[SyncJob] = []
-        index = 0
-        for batch, body in zip(batches, bodies, strict=True):
-            result = parse_enqueued(body)
-            duplicates = set(result.duplicates)
-            for offset, job_id in enumerate(result.ids):
-                spec, data = items[index + offset]
-                out.append(self._job(spec, job_id, data, offset in duplicates))
-            index += len(batch)
-        return out
+        return enqueued_jobs(items, batches, bodies, self._job)
 
     def get_job(self, job_id: str) -> SyncJob:
         """Fetch a job by id with this queue's serializer."""
