@@ -275,8 +275,8 @@ OPTIONS: Final[tuple[Option, ...]] = (
     Option("keep_failed_count", _retention_count, "failed jobs kept per queue (none = all)", "N"),
     Option("keep_failed_age", _retention_age, "failed jobs kept at most this long (none = "
            "forever)", "DUR"),
-    Option("shutdown_grace", parse_duration, "on SIGTERM/SIGINT, time workers get to ack the "
-           "jobs they hold before their leases are released", "DUR"),
+    Option("shutdown_grace", parse_duration, "on SIGTERM/SIGINT, time workers get to ack (or "
+           "release) the jobs they hold; leases still held then fail one attempt", "DUR"),
     Option("token", _token, "shared secret clients must send in hello (prefer --token-file or "
            "the variable: flags show in ps)", "TOKEN"),
     Option("token_file", Path, "file holding the token (surrounding whitespace ignored)", "FILE"),
