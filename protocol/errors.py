@@ -53,7 +53,9 @@ class ErrorCode(StrEnum):
     DRAINING = "DRAINING"
     """The broker is shutting down and accepts no new jobs."""
     JOURNAL_FAILURE = "JOURNAL_FAILURE"
-    """The write could not be made durable (disk full, I/O error). It was not applied."""
+    """The write could not be made durable (disk full, I/O error): it is not acknowledged. The
+    broker keeps the change in memory and writes it once the fault clears, so it may still take
+    effect; retry idempotently (enqueue with the same job id)."""
     TIMEOUT = "TIMEOUT"
     """The peer did not complete something in time (e.g. the handshake deadline)."""
     INTERNAL = "INTERNAL"
