@@ -10,11 +10,22 @@ doubling, jittered delay and tries again. The sleep is wakeable: ``close()`` end
 
 Requests are pipelined: ``request()`` picks a fresh request id, registers a future under it in
 ``_pending``, queues the encoded frame, and returns the future's result. Frames queued in one
-event-loop iteration leave in one ``transport.write`` (write coalescing). Replies resolve futures
+event-loop iteration leave in one ``transport.write`` (write coalescing), except that once
+``FLUSH_BYTES`` are queued they leave at once, so the broker starts on the first requests of a
+burst while later ones are still being encoded (the two processes overlap instead of taking
+turns). Replies resolve futures
 by request id in whatever order the broker sends them. A request made while the connection is
 down waits (within its timeout) for the next successful handshake. At most the broker's
 ``max_inflight`` (from its ``hello`` reply) requests are outstanding; more wait for a slot, so
-the broker never has to answer ``OVERLOADED``. Bytes arrive through ``client/wire.py``; URLs,
+the broker never has to answer ``OVERLOADED``.
+
+Timeouts: one timer serves every pending request. Each request pushes ``(deadline, seq, id,
+future, timeout)`` on a heap (``_deadlines``); the single sweep timer is armed for the earliest
+live deadline, but never sooner than ``TIMEOUT_SLACK`` after the previous sweep, so a request
+times out after at least its timeout and at most its timeout plus ``TIMEOUT_SLACK``. Entries of
+answered requests stay in the heap until they reach its top or the heap is compacted (when it
+holds more than twice the pending requests plus ``_COMPACT_MIN``), so its size stays bounded.
+Bytes arrive through ``client/wire.py``; URLs,
 the server description and the statistics snapshot live in ``client/endpoint.py``.
 
 Invariants:
@@ -30,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import random
 import ssl as ssl_module
 import time
@@ -73,6 +85,12 @@ from protocol.messages import (
 )
 
 log = structlog.get_logger("jobwire.client")
+
+TIMEOUT_SLACK: Final = 0.01
+"""Seconds a request may outlive its timeout: the sweep timer runs at most once per slack."""
+FLUSH_BYTES: Final = 2048
+"""Queued request bytes that are written at once instead of at the end of the loop iteration."""
+_COMPACT_MIN: Final = 256
 
 _FATAL_CODES: Final = frozenset({ErrorCode.UNAUTHORIZED, ErrorCode.UNSUPPORTED_VERSION})
 
@@ -131,7 +149,11 @@ class Connection:
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._next_id = 1
         self._out: list[bytes] = []
+        self._out_bytes = 0
         self._flush_scheduled = False
+        self._deadlines: list[tuple[float, int, int, asyncio.Future[dict[str, Any]], float]] = []
+        self._sweep_handle: asyncio.TimerHandle | None = None
+        self._sweep_at = 0.0
         self._inflight_limit = 10_000
         self._slot_waiters: list[asyncio.Future[None]] = []
         self._event_listeners: list[Callable[[str, dict[str, Any]], None]] = []
@@ -459,34 +481,84 @@ class Connection:
         while request_id in pending:
             request_id = request_id % MAX_REQUEST_ID + 1
         self._next_id = request_id % MAX_REQUEST_ID + 1
+        frame = encode_frame(request_message(request_id, request))
         future: asyncio.Future[dict[str, Any]] = loop.create_future()
         pending[request_id] = future
-        timer = loop.call_later(timeout, self._expire, request_id, future, timeout)
-        future.add_done_callback(lambda _f: timer.cancel())
-        frame = encode_frame(request_message(request_id, request))
+        deadline = loop.time() + timeout
+        deadlines = self._deadlines
+        heapq.heappush(deadlines, (deadline, self._requests_sent, request_id, future, timeout))
+        if self._sweep_handle is None or deadline < self._sweep_at:
+            self._arm_sweep(loop, deadline)
+        elif len(deadlines) > 2 * len(pending) + _COMPACT_MIN:
+            self._compact_deadlines()
         self._out.append(frame)
-        self._bytes_sent += len(frame)
+        size = len(frame)
+        self._out_bytes += size
+        self._bytes_sent += size
         self._requests_sent += 1
-        if not self._flush_scheduled:
+        if self._out_bytes >= FLUSH_BYTES:
+            self._flush()
+        elif not self._flush_scheduled:
             self._flush_scheduled = True
-            loop.call_soon(self._flush)
+            loop.call_soon(self._flush_soon)
         return future
 
-    def _flush(self) -> None:
+    def _flush_soon(self) -> None:
         self._flush_scheduled = False
+        self._flush()
+
+    def _flush(self) -> None:
         out, self._out = self._out, []
+        self._out_bytes = 0
         wire = self._wire
         if not out or wire is None or wire.transport is None or wire.transport.is_closing():
             return
         wire.transport.write(out[0] if len(out) == 1 else b"".join(out))
 
-    def _expire(self, request_id: int, future: asyncio.Future[Any], timeout: float) -> None:
-        if self._pending.get(request_id) is future:
-            del self._pending[request_id]
-            self._timeouts += 1
-            if not future.done():
+    # ------------------------------------------------------------------ timeouts
+
+    def _arm_sweep(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+        if self._sweep_handle is not None:
+            self._sweep_handle.cancel()
+        self._sweep_at = when
+        self._sweep_handle = loop.call_at(when, self._sweep)
+
+    def _sweep(self) -> None:
+        """Expire every pending request whose deadline passed; re-arm for the next one."""
+        self._sweep_handle = None
+        loop = self._loop or asyncio.get_running_loop()
+        now = loop.time()
+        deadlines, pending = self._deadlines, self._pending
+        expired = 0
+        while deadlines:
+            deadline, _, request_id, future, timeout = deadlines[0]
+            live = pending.get(request_id) is future
+            if live and deadline > now:
+                break
+            heapq.heappop(deadlines)
+            # A future the caller cancelled keeps its slot until the reply comes, as before.
+            if live and not future.done():
+                del pending[request_id]
+                self._timeouts += 1
+                expired += 1
                 future.set_exception(RequestTimeoutError(f"no reply within {timeout:g}s"))
+        if deadlines:
+            self._arm_sweep(loop, max(deadlines[0][0], now + TIMEOUT_SLACK))
+        for _ in range(expired):
             self._release_slot()
+
+    def _compact_deadlines(self) -> None:
+        """Drop the heap entries of requests that are no longer pending."""
+        pending = self._pending
+        live = [entry for entry in self._deadlines if pending.get(entry[2]) is entry[3]]
+        heapq.heapify(live)
+        self._deadlines = live
+
+    def _clear_deadlines(self) -> None:
+        self._deadlines = []
+        if self._sweep_handle is not None:
+            self._sweep_handle.cancel()
+            self._sweep_handle = None
 
     async def _wait_slot(self) -> None:
         loop = self._loop or asyncio.get_running_loop()
@@ -511,6 +583,8 @@ class Connection:
     def _fail_pending(self, error: JobwireError, cause: BaseException | None) -> None:
         pending, self._pending = self._pending, {}
         self._out.clear()
+        self._out_bytes = 0
+        self._clear_deadlines()
         for future in pending.values():
             if not future.done():
                 exc = type(error)(*error.args)

@@ -77,6 +77,26 @@ async def test_per_request_timeout(broker: RunningBroker) -> None:
         assert "now" in await conn.request(Ping())  # the connection is still fine
 
 
+async def test_timeouts_share_one_sweep_and_fire_in_deadline_order(broker: RunningBroker) -> None:
+    """Requests with different timeouts, added out of deadline order, each time out by
+    themselves (the single sweep timer re-arms for earlier deadlines); answered requests in
+    between are unaffected, and the deadline heap does not keep answered requests forever."""
+    async with Connection(url_of(broker)) as conn:
+        long = asyncio.ensure_future(conn.request(Reserve(("a",), 1, 10_000, None), timeout=1.5))
+        short = asyncio.ensure_future(conn.request(Reserve(("b",), 1, 10_000, None), timeout=0.2))
+        for _ in range(8):  # 8 x 256 answered requests, each with the default 30 s timeout
+            await asyncio.gather(*(conn.request(Ping()) for _ in range(256)))
+        # Compaction bounds the heap by 2 x pending (at most 258) + 256, well below 2,050.
+        assert len(conn._deadlines) <= 2 * 258 + 256 + 1
+        with pytest.raises(RequestTimeoutError, match=r"0\.2s"):
+            await short
+        assert not long.done() and conn.statistics().timeouts == 1
+        with pytest.raises(RequestTimeoutError, match=r"1\.5s"):
+            await long
+        assert conn.statistics().timeouts == 2 and conn.statistics().pending == 0
+        assert "now" in await conn.request(Ping())
+
+
 async def test_close_fails_every_pending_request(broker: RunningBroker) -> None:
     conn = await Connection(url_of(broker)).connect()
     pending = [asyncio.create_task(conn.request(Reserve((f"q{i}",), 1, 30_000, None)))
