@@ -63,6 +63,10 @@ class GroupCommitter:
         self._failures = 0
         self.batches = 0
         self.failed_batches = 0
+        self.generation = 0
+        """Counts the batches that took their callbacks. A callback registered while this is
+        unchanged sees the same transaction as one registered now (``Session`` gathers its
+        replies under one callback per generation)."""
 
     @property
     def pending_failure(self) -> bool:
@@ -117,6 +121,7 @@ class GroupCommitter:
     async def _commit_batch(self) -> JournalError | None:
         async with self._lock:
             waiters, self._waiters = self._waiters, []
+            self.generation += 1
             changes = self._take_changes()
             retained, self._retained = self._retained, None
             if retained is not None:

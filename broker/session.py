@@ -6,8 +6,10 @@ A ``Session`` is the ``asyncio.Protocol`` of one TCP connection. ``data_received
 to a ``FrameDecoder`` and handles every complete request in order; each handler (``broker/ops.py``)
 calls the core synchronously and either queues its reply at once (reads, ``reserve``) or hands a
 callback to the group committer so the reply leaves only after the write's transaction
-committed. Replies queued while handling one chunk of input, or while one commit completes, go
-out in a single ``transport.write`` of consecutive frames.
+committed. Such replies gather in one list per session and commit batch
+(``committer.generation``) under a single callback, so a commit answers all of a session's
+requests in one pass. Replies queued while handling one chunk of input, or while one commit
+completes, go out in a single ``transport.write`` of consecutive frames.
 
 Connection states and their moves (``ConnState``; an illegal move raises):
 
@@ -45,6 +47,7 @@ Reply bodies (the ``body`` map of a REPLY):
 from __future__ import annotations
 
 import asyncio
+import functools
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Final, cast
 
@@ -75,6 +78,11 @@ WRITE_HIGH_WATER: Final = 1 << 20
 """Bytes of unsent replies above which a connection stops being read."""
 WRITE_LOW_WATER: Final = 256 << 10
 """Bytes of unsent replies below which reading resumes."""
+
+_NOT_DURABLE: Final = (
+    "not acknowledged: the write could not be made durable; it may or may not take effect; "
+    "retry (with the same job id) to be safe"
+)
 
 _log = get_logger("session")
 
@@ -122,6 +130,8 @@ class Session(asyncio.Protocol):
         self._close_reason: str | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._last_input = 0.0
+        self._committing: list[tuple[int, dict[str, Any]]] | None = None
+        self._committing_generation = -1
 
     # ------------------------------------------------------------------ asyncio.Protocol
 
@@ -222,6 +232,14 @@ class Session(asyncio.Protocol):
         if self.state is ConnState.CLOSING or self.state is ConnState.CLOSED:
             return
         self._out.append(message)
+        if not self._in_batch and self._flush_handle is None:
+            self._flush_handle = asyncio.get_running_loop().call_soon(self._flush)
+
+    def send_many(self, messages: list[Any]) -> None:
+        """Queue several outgoing messages at once (like ``send`` for each, in order)."""
+        if self.state is ConnState.CLOSING or self.state is ConnState.CLOSED:
+            return
+        self._out.extend(messages)
         if not self._in_batch and self._flush_handle is None:
             self._flush_handle = asyncio.get_running_loop().call_soon(self._flush)
 
@@ -385,18 +403,36 @@ class Session(asyncio.Protocol):
         self.reply(request_id, self.server.hello_body(now))
 
     def reply_after_commit(self, request_id: int, body: dict[str, Any]) -> None:
-        """Send ``body`` once everything the core changed so far is committed."""
+        """Send ``body`` once everything the core changed so far is committed.
+
+        Replies gather in one list per commit batch: the first of a batch registers the list's
+        callback, later ones join it while the committer has not taken that batch yet (its
+        transaction will then hold their changes too).
+        """
         self.begin()
+        committer = self.server.committer
+        batch = self._committing
+        if batch is None or self._committing_generation != committer.generation:
+            batch = []
+            self._committing = batch
+            self._committing_generation = committer.generation
+            committer.after_commit(functools.partial(self._committed, batch))
+        batch.append((request_id, body))
 
-        def committed(exc: BaseException | None) -> None:
-            if exc is None:
-                self.finish(request_id, body)
-            else:
-                self.finish_error(request_id, ErrorCode.JOURNAL_FAILURE,
-                                  "not acknowledged: the write could not be made durable; it may "
-                                  "or may not take effect; retry (with the same job id) to be safe")
-
-        self.server.committer.after_commit(committed)
+    def _committed(self, batch: list[tuple[int, dict[str, Any]]],
+                   exc: BaseException | None) -> None:
+        """Answer every request of ``batch`` (its transaction ended, ``exc`` if it failed)."""
+        if self._committing is batch:
+            self._committing = None
+        self.inflight -= len(batch)
+        if exc is None:
+            messages = [reply_message(request_id, body) for request_id, body in batch]
+        else:
+            messages = [error_message(request_id, ErrorCode.JOURNAL_FAILURE, _NOT_DURABLE)
+                        for request_id, _ in batch]
+        self.send_many(messages)
+        if self._reading_paused:
+            self._update_reading()
 
     # ------------------------------------------------------------------ parked requests
 
