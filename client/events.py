@@ -25,6 +25,10 @@ class WorkerStatistics:
     """A snapshot of a worker's counters (``Worker.statistics()``)."""
 
     held: int
+    """Jobs reserved and not yet acknowledged by the broker (running, waiting to run, or
+    finished with the outcome in flight); at most the worker's ``max_held``."""
+    settling: int
+    """Held jobs whose outcome is buffered or in flight, waiting for the broker's answer."""
     running: int
     completed: int
     failed: int

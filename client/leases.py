@@ -6,6 +6,11 @@ held job needs extending, at most ``LEASE_TICK_MAX`` seconds; newly reserved job
 lease wake it (``watch``). Deadlines are local monotonic times computed from when the job (or
 the extension) was *sent for*, so they err early, never late. A refused extension marks the job
 ``lease_lost`` and is logged: its outcome will be refused too, and the broker redelivers it.
+
+Jobs whose outcome is already on its way (``settling``) stay held, and so are extended too, until
+the broker answers that outcome: an ack stuck behind a slow commit must not let the lease lapse.
+Once the broker has applied the outcome it refuses the extension (the lease is gone); for a
+settling job that is expected, so it only stops further extensions and is not logged as a loss.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from functools import partial
 from typing import TYPE_CHECKING, Any, Final
 
@@ -39,15 +44,20 @@ class LeaseKeeper:
         connection: the worker's connection.
         held: the worker's held jobs (lease token → context), read on every look.
         lease_ms: the lease length to ask for (``None``: each job's own).
+        settling: tokens of held jobs whose outcome is already sent or buffered.
     """
 
-    __slots__ = ("_connection", "_held", "_next_check", "_wake", "extended", "lease_ms")
+    __slots__ = (
+        "_connection", "_held", "_next_check", "_settling", "_wake", "extended", "lease_ms",
+    )
 
     def __init__(
-        self, connection: Connection, held: Mapping[int, JobContext], lease_ms: int | None
+        self, connection: Connection, held: Mapping[int, JobContext], lease_ms: int | None,
+        settling: Collection[int] = frozenset(),
     ) -> None:
         self._connection = connection
         self._held = held
+        self._settling = settling
         self.lease_ms = lease_ms
         self._wake = asyncio.Event()
         self._next_check = 0.0
@@ -106,5 +116,7 @@ class LeaseKeeper:
                 self.extended += 1
             elif not ctx.lease_lost:
                 ctx.lease_lost = True
+                if ctx.token in self._settling or ctx.token not in self._held:
+                    continue  # the outcome got there first: the lease ended with it
                 log.warning("lease lost while the handler runs", job_id=ctx.id,
                             code=outcome.code, message=str(outcome.value))

@@ -8,8 +8,11 @@ not held back while others are outstanding: the broker's group commit already me
 request that arrives during a commit into the next transaction, and measurements showed that
 holding acks back (Nagle-style) only added a commit's latency to the pipeline. At most
 ``MAX_IN_FLIGHT`` requests of each kind are outstanding (a bound on memory, never reached in
-practice); beyond it outcomes wait in the buffer and leave with the next reply. When the reply
-arrives, each item's result decides: ``OK`` counts and fires the worker's callbacks;
+practice); beyond it outcomes wait in the buffer and leave with the next reply. The worker
+bounds what can pile up here: a job stays held (counted against the worker's capacity, its lease
+extended) until its outcome is answered, and every answered or lost item is reported back with
+the ``settled`` callback. When the reply arrives, each item's result decides: ``OK`` counts and
+fires the worker's callbacks;
 ``STALE_LEASE``/``NOT_FOUND`` (a lease from before a broker restart, an expired lease, a removed
 job) is logged and counted as refused. A request lost with the connection is logged: the broker
 gives those jobs to a worker again (at-least-once delivery).
@@ -20,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import time
 import traceback
+from collections.abc import Callable, Iterable
 from functools import partial
 from typing import TYPE_CHECKING, Any, Final
 
@@ -83,16 +87,25 @@ def describe_exception(exc: BaseException, why: str | None = None) -> tuple[str,
 
 
 class OutcomeBuffer:
-    """Buffers acks and fails and sends each kind as one request per loop iteration."""
+    """Buffers acks and fails and sends each kind as one request per loop iteration.
+
+    Args:
+        worker: the worker whose connection, events and callbacks are used.
+        settled: called once per job when the broker answered its outcome (accepted or
+            refused) or the request carrying it was lost; the worker then stops holding it.
+    """
 
     __slots__ = (
         "_acks", "_acks_out", "_fails", "_fails_out", "_flush_scheduled", "_in_flight",
-        "_releases", "_releases_out", "_worker", "completed", "failed", "refused", "released",
-        "requests", "retried", "unacknowledged",
+        "_releases", "_releases_out", "_settled", "_worker", "completed", "failed", "refused",
+        "released", "requests", "retried", "unacknowledged",
     )
 
-    def __init__(self, worker: Worker) -> None:
+    def __init__(
+        self, worker: Worker, settled: Callable[[JobContext], None] = lambda ctx: None
+    ) -> None:
         self._worker = worker
+        self._settled = settled
         self._acks: list[tuple[JobContext, AckItem]] = []
         self._fails: list[tuple[JobContext, FailItem, BaseException]] = []
         self._releases: list[tuple[JobContext, ReleaseItem]] = []
@@ -144,29 +157,32 @@ class OutcomeBuffer:
             for start in range(0, len(acks), max_batch):
                 chunk = acks[start:start + max_batch]
                 if self._send(Ack(tuple(item for _, item in chunk)),
-                              partial(self._on_acked, chunk)):
+                              partial(self._on_acked, chunk), (ctx for ctx, _ in chunk)):
                     self._acks_out += 1
         if self._fails and self._fails_out < MAX_IN_FLIGHT:
             fails, self._fails = self._fails, []
             for start in range(0, len(fails), max_batch):
                 fchunk = fails[start:start + max_batch]
                 if self._send(Fail(tuple(item for _, item, _ in fchunk)),
-                              partial(self._on_failed, fchunk)):
+                              partial(self._on_failed, fchunk), (ctx for ctx, _, _ in fchunk)):
                     self._fails_out += 1
         if self._releases and self._releases_out < MAX_IN_FLIGHT:
             releases, self._releases = self._releases, []
             for start in range(0, len(releases), max_batch):
                 rchunk = releases[start:start + max_batch]
                 if self._send(Release(tuple(item for _, item in rchunk)),
-                              partial(self._on_released, rchunk)):
+                              partial(self._on_released, rchunk), (ctx for ctx, _ in rchunk)):
                     self._releases_out += 1
 
-    def _send(self, request: Ack | Fail | Release, on_reply: Any) -> bool:
+    def _send(
+        self, request: Ack | Fail | Release, on_reply: Any, jobs: Iterable[JobContext]
+    ) -> bool:
         count = len(request.items)
         try:
             future = self._worker.connection.request_nowait(request)
         except ConnectionError_ as exc:
             self._lost(count, exc)
+            self._settle(jobs)
             return False
         self.requests += 1
         self._in_flight.add(future)
@@ -183,6 +199,11 @@ class OutcomeBuffer:
             self._releases_out -= 1
         if self._acks or self._fails or self._releases:
             self._schedule()
+
+    def _settle(self, jobs: Iterable[JobContext]) -> None:
+        settled = self._settled
+        for ctx in jobs:
+            settled(ctx)
 
     def _lost(self, count: int, exc: BaseException) -> None:
         self.unacknowledged += count
@@ -212,6 +233,7 @@ class OutcomeBuffer:
         self, chunk: list[tuple[JobContext, AckItem]], future: asyncio.Future[dict[str, Any]]
     ) -> None:
         self._reply_in(Ack)
+        self._settle(ctx for ctx, _ in chunk)
         outcomes = self._results(len(chunk), future)
         if outcomes is None:
             return
@@ -230,6 +252,7 @@ class OutcomeBuffer:
         future: asyncio.Future[dict[str, Any]],
     ) -> None:
         self._reply_in(Fail)
+        self._settle(ctx for ctx, _, _ in chunk)
         outcomes = self._results(len(chunk), future)
         if outcomes is None:
             return
@@ -250,6 +273,7 @@ class OutcomeBuffer:
         self, chunk: list[tuple[JobContext, ReleaseItem]], future: asyncio.Future[dict[str, Any]]
     ) -> None:
         self._reply_in(Release)
+        self._settle(ctx for ctx, _ in chunk)
         outcomes = self._results(len(chunk), future)
         if outcomes is None:
             return

@@ -3,41 +3,55 @@
 Theory of operation
 -------------------
 ``Worker.run()`` owns a ``TaskGroup`` with ``concurrency`` runner tasks, one reserve task and
-one lease task. Every job the worker holds (reserved, not yet given an outcome) is in
-``_held`` (keyed by lease token) and counts against ``concurrency``, whether it waits in
-``_ready`` for a runner or runs.
+one lease task. Every job the worker holds is in ``_held`` (keyed by lease token) from its
+reservation until the broker *answered* its outcome: while it waits in ``_ready`` for a
+runner, while it runs, and while its ack/fail is buffered or in flight (then its token is also
+in ``_settling``). Jobs without an outcome yet (``held - settling``) count against
+``concurrency``; every held job counts against ``max_held`` (default ``4 * concurrency``), so
+the outcomes the broker has not answered yet are bounded too: when acks are slow (a slow disk,
+a busy broker), the worker stops reserving instead of piling up finished jobs.
 
-* **Reserving**: the reserve task asks for ``concurrency - held - asked`` jobs with a long-poll
-  ``reserve``. A second request may overlap the first only when at least a quarter of the slots
-  are free, so a busy worker keeps its pipe full and an idle one holds one long-poll. Replies are
-  handled in a future callback (no task per batch): the jobs go to ``_ready`` and idle runners
-  are woken, one per job.
+* **Reserving**: the reserve task asks for
+  ``free = min(concurrency - (held - settling), max_held - held) - asked`` jobs with a long-poll
+  ``reserve``, once at least a quarter of the slots are free (or nothing is held at all), so a
+  worker whose acks are in flight does not reserve a few jobs at a time. A second request may
+  overlap the first only when that quarter is free too, so a busy worker keeps its pipe full
+  and an idle one holds one long-poll. Replies are handled in a future callback (no task per
+  batch): the jobs go to ``_ready`` and idle runners are woken, one per job.
 * **Running**: a runner takes jobs from ``_ready`` until it is empty, so a burst of fast
   handlers runs without task switches. Async handlers are awaited in the runner; plain ``def``
   handlers run in a thread pool. An optional per-job timeout cancels the handler.
 * **Outcomes**: a finished handler appends an ``AckItem`` or ``FailItem`` to a buffer and
   schedules one flush with ``call_soon``, so outcomes that finish in the same loop iteration go in
-  one ``ack`` / ``fail`` request with one future. The slot frees at once; ``on_completed`` /
-  ``on_failed`` run only when the broker's reply says the outcome was recorded.
+  one ``ack`` / ``fail`` request with one future; several such requests may be in flight. The
+  runner's slot frees at once, but the job stays held (and its lease extended) until the reply
+  arrives; then it leaves ``_held``. ``on_completed`` / ``on_failed`` run only when the broker's
+  reply says the outcome was recorded.
 * **Leases** (``client/leases.py``): one task extends, in one batched ``extend``, every held
-  job past half its lease. A refused extension marks the job ``lease_lost`` (its outcome will
-  be refused too).
+  job past half its lease, including jobs whose outcome is not answered yet (a slow ack must not
+  let the lease expire and the job be redelivered). A refused extension marks the job
+  ``lease_lost`` (its outcome will be refused too).
 * **Broker restarts**: the connection reconnects by itself. Leases from before a restart are
   stale, so late outcomes get ``STALE_LEASE`` / ``NOT_FOUND``: logged, counted, never raised.
   A ``draining`` event pauses reserving until the connection comes back.
 * **Shutdown** (``stop()``, SIGTERM, SIGINT): stop reserving, wait for the outstanding reserves
-  (their jobs run too), let held jobs finish within ``grace`` seconds, then cancel what is left.
+  (their jobs run too), let running jobs finish within ``grace`` seconds, then cancel what is left.
   A reserve still parked at the broker is waited out (at most one ``poll_wait``) so it cannot
   take a job after it was handed back; then each unfinished job is handed back with
   ``release`` (waiting again at once, none waits for its lease, and the attempt is not counted,
-  so a job on its last attempt is not failed by a shutdown). Finally wait for outcome replies and
-  close. A second signal skips the rest of the grace period. (A handler cancelled by the per-job
-  timeout is not a hand-back: that attempt fails.)
+  so a job on its last attempt is not failed by a shutdown); a job whose outcome is already
+  sent is not handed back. Finally wait for outcome replies (bounded) and close. A second
+  signal skips the rest of the grace period. (A handler cancelled by the per-job timeout is not
+  a hand-back: that attempt fails.)
 
 Invariants:
-1. A job is in ``_held`` from its reservation until its outcome is buffered (or it is handed
-   back); ``len(_held) + _asked <= concurrency``.
-2. Each held job gets exactly one outcome from this worker: ack, fail or hand-back.
+1. A job is in ``_held`` from its reservation until the broker answered its outcome (ack, fail
+   or hand-back), or the request carrying it was lost with the connection; it is in
+   ``_settling`` from the moment its outcome is buffered until then. ``settling ⊆ held``,
+   ``len(_held) - len(_settling) + _asked <= concurrency`` and
+   ``len(_held) + _asked <= max_held``.
+2. Each held job gets exactly one outcome from this worker: ack, fail or hand-back (a job in
+   ``_settling`` gets no other).
 3. Callbacks fire only for outcomes whose per-item result was ``OK``.
 """
 
@@ -53,7 +67,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import structlog
 
@@ -75,6 +89,13 @@ from protocol.messages import (
 log = structlog.get_logger("jobwire.worker")
 _T = TypeVar("_T")
 
+HELD_PER_SLOT: Final = 4
+"""By default a worker holds at most ``HELD_PER_SLOT * concurrency`` jobs, counting finished
+jobs whose outcome the broker has not answered yet (``Worker.max_held``). Measured with
+``jobwire bench drain --concurrency 50`` (fsync on every commit): 2 kept fewer jobs per commit
+and cost about a quarter of the throughput; 4 keeps it while handler-start to ack stays a few
+milliseconds."""
+
 Handler = Callable[[JobContext], Any]
 
 
@@ -87,6 +108,10 @@ class Worker:
         handler: one function for every job, or ``{job_name: function}``. ``async def``
             functions run on the event loop; plain ``def`` ones in a thread pool.
         concurrency: most jobs handled at once.
+        max_held: most jobs held at once, counting finished ones whose outcome the broker has
+            not answered yet (default ``4 * concurrency``; at least ``concurrency``). Beyond it
+            the worker stops reserving until outcome replies come back, so slow
+            acknowledgements cannot pile up.
         lease: lease length in seconds to ask for (default: each job's own lease).
         job_timeout: seconds a handler may run before it is cancelled and the attempt fails.
         grace: seconds running handlers get to finish on shutdown.
@@ -103,6 +128,7 @@ class Worker:
         handler: Handler | Mapping[str, Handler] | None = None,
         *,
         concurrency: int = 10,
+        max_held: int | None = None,
         lease: float | None = None,
         job_timeout: float | None = None,
         grace: float = 30.0,
@@ -127,6 +153,10 @@ class Worker:
             h: _is_async(h) for h in (*self._handlers.values(), self._default_handler) if h
         }
         self.concurrency = concurrency
+        self.max_held = HELD_PER_SLOT * concurrency if max_held is None else max_held
+        if self.max_held < concurrency:
+            raise ValueError("max_held must be >= concurrency")
+        """Most jobs held at once, running or finished but not yet acknowledged."""
         self.lease_ms = None if lease is None else max(100, round(lease * 1000))
         self.job_timeout = job_timeout
         self.grace = grace
@@ -140,7 +170,9 @@ class Worker:
 
         self._loop: asyncio.AbstractEventLoop | None = None
         self._held: dict[int, JobContext] = {}
-        self._leases = LeaseKeeper(self.connection, self._held, self.lease_ms)
+        self._settling: set[int] = set()
+        """Tokens of held jobs whose outcome is buffered or in flight (see invariant 1)."""
+        self._leases = LeaseKeeper(self.connection, self._held, self.lease_ms, self._settling)
         self._ready: deque[JobContext] = deque()
         self._idle_runners: list[asyncio.Future[None]] = []
         self._running = 0
@@ -161,7 +193,7 @@ class Worker:
         self._started = False
         self._min_overlap = max(1, concurrency // 4)
         self._executor: ThreadPoolExecutor | None = None
-        self._outcomes = OutcomeBuffer(self)
+        self._outcomes = OutcomeBuffer(self, self._settled)
         self.events = EventCallbacks()
         self._reserve_requests = 0
         self._handed_back = 0
@@ -209,8 +241,8 @@ class Worker:
         """A frozen snapshot of the worker's counters."""
         o = self._outcomes
         return WorkerStatistics(
-            held=len(self._held), running=self._running, completed=o.completed,
-            failed=o.failed, retried=o.retried, refused=o.refused,
+            held=len(self._held), settling=len(self._settling), running=self._running,
+            completed=o.completed, failed=o.failed, retried=o.retried, refused=o.refused,
             unacknowledged=o.unacknowledged, handed_back=self._handed_back,
             reserve_requests=self._reserve_requests, ack_requests=o.requests,
             extended=self._leases.extended, connection=self.connection.statistics(),
@@ -301,7 +333,7 @@ class Worker:
         log.info("worker stopping", held=len(self._held), grace=self.grace)
         # Jobs from reserves already sent are ours: wait for those replies, then run them.
         await self._until(self._reserves_done, deadline)
-        while self._held and not self._force.is_set():
+        while self._unfinished() and not self._force.is_set():
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
@@ -330,15 +362,18 @@ class Worker:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.poll_wait_ms / 1000 + 5.0):
                     await self._reserves_done.wait()
-        if self._held:
-            held = list(self._held.values())
-            self._held.clear()
-            self._ready.clear()
-            self._handed_back += len(held)
-            log.warning("handing back unfinished jobs", count=len(held))
-            for ctx in held:
+        self._ready.clear()
+        settling = self._settling
+        unfinished = [ctx for token, ctx in self._held.items() if token not in settling]
+        if unfinished:
+            self._handed_back += len(unfinished)
+            log.warning("handing back unfinished jobs", count=len(unfinished))
+            for ctx in unfinished:
+                settling.add(ctx.token)
                 self._outcomes.hand_back(ctx)
         await self._outcomes.drain(max(5.0, self.connection.request_timeout))
+        self._held.clear()  # what is left was never answered: the broker redelivers it
+        settling.clear()
         if self._handed_back:
             log.info("unfinished jobs handed back", count=self._handed_back,
                      released=self._outcomes.released)
@@ -370,10 +405,15 @@ class Worker:
                 if self._stop_requested.is_set():
                     break
             if conn.connected and not self._draining:
-                free = self.concurrency - len(self._held) - self._asked
+                held = len(self._held)
+                free = min(self.concurrency - held + len(self._settling),
+                           self.max_held - held) - self._asked
                 outstanding = self._outstanding_reserves
-                wanted = free > 0 and (
-                    outstanding == 0 or (outstanding == 1 and free >= self._min_overlap)
+                # Small asks only when nothing is held: a worker whose acks are in flight
+                # waits for a quarter of its slots instead of reserving a few jobs at a time.
+                big = free >= self._min_overlap
+                wanted = (big or (free > 0 and held == 0)) and (
+                    outstanding == 0 or (outstanding == 1 and big)
                 )
                 if wanted and self._issue_reserve(min(free, MAX_RESERVE_JOBS)):
                     continue
@@ -491,7 +531,8 @@ class Worker:
             self._fail(ctx, exc, retry=False, why="result could not be serialized")
             return
         ctx.result = result
-        if self._held.pop(ctx.token, None) is not None:
+        if ctx.token in self._held and ctx.token not in self._settling:
+            self._settling.add(ctx.token)
             self._outcomes.ack(ctx, raw)
             self._slot_freed()
 
@@ -499,15 +540,27 @@ class Worker:
         self, ctx: JobContext, exc: BaseException, *, retry: bool | None = None,
         why: str | None = None,
     ) -> None:
-        if self._held.pop(ctx.token, None) is not None:
+        if ctx.token in self._held and ctx.token not in self._settling:
+            self._settling.add(ctx.token)
             text, retry_it, delay_ms = describe_exception(exc, why)
             self._outcomes.fail(ctx, exc, text, retry_it if retry is None else retry, delay_ms)
             self._slot_freed()
 
     def _slot_freed(self) -> None:
         self._reserve_wake.set()
-        if self._stopping and not self._held:
+        if self._stopping and not self._unfinished():
             self._idle_wake.set()
+
+    def _settled(self, ctx: JobContext) -> None:
+        """The broker answered ``ctx``'s outcome (or its request was lost): it is no longer
+        held, and its place counts for reserving again."""
+        if self._held.pop(ctx.token, None) is not None:
+            self._settling.discard(ctx.token)
+            self._reserve_wake.set()
+
+    def _unfinished(self) -> int:
+        """Held jobs without an outcome yet (waiting for a runner or running)."""
+        return len(self._held) - len(self._settling)
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
