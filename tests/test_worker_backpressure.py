@@ -68,7 +68,7 @@ async def test_unacknowledged_jobs_are_bounded_and_none_is_redelivered(
     # Leases far shorter than a burst's acks take to commit: extended while the acks wait.
     worker = make_worker(url, "burst", instant, concurrency=5, lease=0.5)
     worker.on_completed(on_completed)
-    assert worker.max_held == 20
+    assert worker.max_held == 40
     held_peak = 0
 
     async def watch() -> None:
