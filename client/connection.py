@@ -77,6 +77,7 @@ from protocol.messages import (
     ErrorReply,
     Event,
     Hello,
+    Kind,
     Reply,
     Request,
     ServerEvent,
@@ -92,6 +93,7 @@ FLUSH_BYTES: Final = 2048
 """Queued request bytes that are written at once instead of at the end of the loop iteration."""
 _COMPACT_MIN: Final = 256
 
+_REPLY: Final = int(Kind.REPLY)
 _FATAL_CODES: Final = frozenset({ErrorCode.UNAUTHORIZED, ErrorCode.UNSUPPORTED_VERSION})
 
 
@@ -436,6 +438,10 @@ class Connection:
         """
         if timeout is None:
             timeout = self.request_timeout
+        wire = self._wire
+        if (wire is not None and self._ready.is_set()
+                and len(self._pending) < self._inflight_limit and wire.writable.is_set()):
+            return await self._enqueue(wire, request, timeout)  # the hot path: nothing to wait for
         if not self._ready.is_set():
             started = time.monotonic()
             await self.wait_connected(timeout)
@@ -614,6 +620,16 @@ class Connection:
 
     def wire_message(self, wire: Wire, message: Any) -> None:
         """Handle one decoded broker message (called by ``Wire``)."""
+        if (len(message) == 3 and message[0] == _REPLY and type(message[1]) is int
+                and type(message[2]) is dict):
+            # A REPLY (what ``parse_server_message`` checks), without building a ``Reply``.
+            future = self._pending.pop(message[1], None)
+            self._replies += 1
+            if future is not None and not future.done():
+                future.set_result(message[2])
+            if self._slot_waiters:
+                self._release_slot()
+            return
         parsed = parse_server_message(message)
         if type(parsed) is Reply:
             future = self._pending.pop(parsed.request_id, None)
