@@ -13,11 +13,12 @@ a busy broker), the worker stops reserving instead of piling up finished jobs.
 
 * **Reserving**: the reserve task asks for
   ``free = min(concurrency - (held - settling), max_held - held) - asked`` jobs with a long-poll
-  ``reserve``, once at least a quarter of the slots are free (or nothing is held at all), so a
-  worker whose acks are in flight does not reserve a few jobs at a time. A second request may
-  overlap the first only when that quarter is free too, so a busy worker keeps its pipe full
-  and an idle one holds one long-poll. Replies are handled in a future callback (no task per
-  batch): the jobs go to ``_ready`` and idle runners are woken, one per job.
+  ``reserve``. When ``max_held`` is what limits it (outcomes in flight), it waits until a
+  quarter of the slots are free rather than reserving a few jobs per ack reply. A second request
+  may overlap the first only when at least a quarter of the slots are free, so a busy worker
+  keeps its pipe full and an idle one holds one long-poll. Replies are handled in a future
+  callback (no task per batch): the jobs go to ``_ready`` and idle runners are woken, one per
+  job.
 * **Running**: a runner takes jobs from ``_ready`` until it is empty, so a burst of fast
   handlers runs without task switches. Async handlers are awaited in the runner; plain ``def``
   handlers run in a thread pool. An optional per-job timeout cancels the handler.
@@ -407,13 +408,14 @@ class Worker:
                     break
             if conn.connected and not self._draining:
                 held = len(self._held)
-                free = min(self.concurrency - held + len(self._settling),
-                           self.max_held - held) - self._asked
+                slots = self.concurrency - held + len(self._settling)
+                window = self.max_held - held
+                free = min(slots, window) - self._asked
                 outstanding = self._outstanding_reserves
-                # Small asks only when nothing is held: a worker whose acks are in flight
-                # waits for a quarter of its slots instead of reserving a few jobs at a time.
+                # When unanswered outcomes are what limits us (the window binds), wait for a
+                # quarter of the slots instead of reserving a few jobs per ack reply.
                 big = free >= self._min_overlap
-                wanted = (big or (free > 0 and held == 0)) and (
+                wanted = free > 0 and (big or slots <= window) and (
                     outstanding == 0 or (outstanding == 1 and big)
                 )
                 if wanted and self._issue_reserve(min(free, MAX_RESERVE_JOBS)):

@@ -129,3 +129,33 @@ async def test_a_finished_job_stays_held_until_its_ack_is_answered(
 async def test_max_held_below_concurrency_is_refused() -> None:
     with pytest.raises(ValueError, match="max_held"):
         Worker("jobwire://127.0.0.1:1", "q", lambda job: None, concurrency=4, max_held=3)
+
+
+async def test_the_last_free_slot_is_filled_while_long_jobs_run(
+    start_broker: Callable[..., Awaitable[RunningBroker]],
+) -> None:
+    broker = await start_broker()
+    url = f"jobwire://{broker.host}:{broker.port}"
+    release = asyncio.Event()
+    running_now = 0
+
+    async def long(job: JobContext) -> None:
+        nonlocal running_now
+        running_now += 1
+        if job.data != "last":
+            await release.wait()
+
+    async with Client(url) as client:
+        q = client.queue("long")
+        await q.add_bulk([("w", i) for i in range(7)])
+        worker = make_worker(url, "long", long, concurrency=8)
+        async with running(worker):
+            await until(lambda: running_now == 7)
+            # One slot of eight is free: small, but slots (not unanswered acks) bind, so it
+            # is reserved at once rather than after a quarter of the slots free up.
+            last = await q.add("w", "last")
+            assert await last.wait(timeout=15) is None
+            await until(lambda: worker.statistics().completed == 1)
+            assert running_now == 8
+            release.set()
+            await until(lambda: worker.statistics().completed == 8)
