@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import math
+import os
 import subprocess
 import sys
 import time
@@ -158,6 +159,9 @@ def execute(args: argparse.Namespace, console: Console) -> SuiteRun:
         for key, value in step.options.items():
             setattr(params, key, value)
         console.print(f"[bold]{step.name}[/bold]: {step_command(step, args.sync)}")
+        # Flush dirty pages left by earlier steps (the 1M-job journals), so their writeback does
+        # not compete with this step's fsyncs.
+        os.sync()
         try:
             result = run_scenario(step.scenario, params)
         except (BenchError, BrokerStartError) as exc:
