@@ -93,7 +93,7 @@ def make_result(
         "name": scenario,
         "parameters": dict(parameters),
         "jobs": jobs,
-        "seconds": round(seconds, 4),
+        "seconds": round(seconds, 6),
         "jobs_per_s": round(jobs / seconds, 1) if seconds > 0 else None,
         "latency_ms": latencies.get(latency) if latency else None,
         "latency_of": latency,

@@ -58,6 +58,7 @@ class GroupCommitter:
         self._retained: Changes | None = None
         self._wakeup = asyncio.Event()
         self._lock = asyncio.Lock()
+        self._unanswered: _Deferred | None = None
         self._retry_delay = retry_delay
         self._max_retry_delay = max_retry_delay
         self._failures = 0
@@ -94,75 +95,130 @@ class GroupCommitter:
         """The commit loop; runs until cancelled (``CancelledError`` is re-raised).
 
         A failed batch is retried after ``retry_delay`` (doubling) even when no request arrives.
+
+        The callbacks of a batch are called once the next batch's transaction has been handed to
+        the SQLite thread (or at once when nothing is waiting to be written): encoding and sending
+        one batch's replies then overlaps the next commit instead of delaying its start.
         """
-        while True:
-            if self._retained is None:
-                await self._wakeup.wait()
-            else:
-                delay = min(self._max_retry_delay, self._retry_delay * 2 ** (self._failures - 1))
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(delay):
-                        await self._wakeup.wait()
-            self._wakeup.clear()
-            await self._commit_batch()
+        try:
+            while True:
+                if not self._wakeup.is_set():
+                    self._answer_previous()
+                if self._retained is None:
+                    await self._wakeup.wait()
+                else:
+                    delay = min(self._max_retry_delay,
+                                self._retry_delay * 2 ** (self._failures - 1))
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(delay):
+                            await self._wakeup.wait()
+                self._wakeup.clear()
+                await self._commit_batch(defer=True)
+        finally:
+            self._answer_previous()
 
     async def flush(self) -> None:
         """Commit everything gathered so far (waiting for a running transaction first).
 
-        Safe to call when idle and any number of times.
+        Safe to call when idle and any number of times. Every callback registered before the
+        call has been called when it returns.
 
         Raises:
             JournalError: the final transaction failed; its changes are still retained.
         """
-        error = await self._commit_batch()
+        error = await self._commit_batch(defer=False)
         if error is not None:
             raise error
 
-    async def _commit_batch(self) -> JournalError | None:
+    def _answer_previous(self) -> None:
+        previous, self._unanswered = self._unanswered, None
+        if previous is not None:
+            previous()
+
+    async def _commit_batch(self, *, defer: bool) -> JournalError | None:
+        """Write one batch. The previous batch's callbacks, if ``run`` left them unanswered, are
+        called as soon as this batch's transaction is in the SQLite thread's hands (and in any
+        case before this returns), so callbacks are always called in batch order. This batch's
+        own are left for the next one with ``defer``, else called before returning.
+        """
         async with self._lock:
-            waiters, self._waiters = self._waiters, []
-            self.generation += 1
-            changes = self._take_changes()
-            retained, self._retained = self._retained, None
-            if retained is not None:
-                retained.jobs.update(changes.jobs)
-                retained.queues.update(changes.queues)
-                retained.next_seq = max(retained.next_seq, changes.next_seq)
-                changes = retained
-            error: JournalError | None = None
-            if changes:
-                try:
-                    await self._journal.write(changes)
-                except JournalError as exc:
-                    error = exc
-                    self._retained = changes
-                except asyncio.CancelledError:
-                    # The write itself finishes (it is shielded), but whether it committed is
-                    # unknown here: keep everything for the next run or flush (rewriting is
-                    # idempotent) and let the callbacks wait for it.
-                    self._retained = changes
-                    self._waiters[:0] = waiters
-                    raise
-                else:
-                    self.batches += 1
-            if error is None:
-                if self._failures:
-                    _log.info("journal_recovered", failed_batches=self._failures)
-                self._failures = 0
+            previous, self._unanswered = self._unanswered, None
+            try:
+                error, answer = await self._write_batch(previous)
+            finally:
+                if previous is not None:
+                    previous()
+            if defer:
+                self._unanswered = answer
             else:
-                self._failures += 1
-                self.failed_batches += 1
-                if self._failures & (self._failures - 1) == 0:  # 1st, 2nd, 4th, 8th...: bounded
-                    _log.error("journal_failure", error=str(error), jobs=len(changes.jobs),
-                               waiters=len(waiters), consecutive=self._failures)
-            for callback in waiters:
-                try:
-                    callback(error)
-                except Exception:
-                    _log.exception("commit_callback_failed")
-            if error is None and changes:
-                try:
-                    await self._journal.maybe_checkpoint()
-                except JournalError as exc:
-                    _log.warning("checkpoint_failed", error=str(exc))
+                answer()
             return error
+
+    async def _write_batch(
+        self, previous: _Deferred | None
+    ) -> tuple[JournalError | None, _Deferred]:
+        waiters, self._waiters = self._waiters, []
+        self.generation += 1
+        changes = self._take_changes()
+        retained, self._retained = self._retained, None
+        if retained is not None:
+            retained.jobs.update(changes.jobs)
+            retained.queues.update(changes.queues)
+            retained.next_seq = max(retained.next_seq, changes.next_seq)
+            changes = retained
+        error: JournalError | None = None
+        if changes:
+            try:
+                await self._journal.write(changes, dispatched=previous)
+            except JournalError as exc:
+                error = exc
+                self._retained = changes
+            except asyncio.CancelledError:
+                # The write itself finishes (it is shielded), but whether it committed is
+                # unknown here: keep everything for the next run or flush (rewriting is
+                # idempotent) and let the callbacks wait for it.
+                self._retained = changes
+                self._waiters[:0] = waiters
+                raise
+            else:
+                self.batches += 1
+        if error is None:
+            if self._failures:
+                _log.info("journal_recovered", failed_batches=self._failures)
+            self._failures = 0
+        else:
+            self._failures += 1
+            self.failed_batches += 1
+            if self._failures & (self._failures - 1) == 0:  # 1st, 2nd, 4th, 8th...: bounded
+                _log.error("journal_failure", error=str(error), jobs=len(changes.jobs),
+                           waiters=len(waiters), consecutive=self._failures)
+        answer = _Deferred(waiters, error)
+        if error is None and changes and self._journal.checkpoint_due():
+            if previous is not None:
+                previous()
+            answer()  # a checkpoint takes a while: answer before it, not after
+            try:
+                await self._journal.checkpoint()
+            except JournalError as exc:
+                _log.warning("checkpoint_failed", error=str(exc))
+        return error, answer
+
+
+class _Deferred:
+    """A batch's callbacks with the batch's outcome; calling it calls each of them exactly once."""
+
+    __slots__ = ("_callbacks", "_error")
+
+    def __init__(self, callbacks: list[Callback], error: JournalError | None) -> None:
+        self._callbacks: list[Callback] | None = callbacks
+        self._error = error
+
+    def __call__(self) -> None:
+        callbacks, self._callbacks = self._callbacks, None
+        if not callbacks:
+            return
+        for callback in callbacks:
+            try:
+                callback(self._error)
+            except Exception:
+                _log.exception("commit_callback_failed")

@@ -147,6 +147,7 @@ class Journal:
         self._path = path
         self._wal_path = Path(f"{path}-wal")
         self._shm_path = Path(f"{path}-shm")
+        self._shm_fd: int | None = None
         self.sync = sync
         self._checkpoint_bytes = checkpoint_bytes
         self._lock = asyncio.Lock()
@@ -336,7 +337,9 @@ class Journal:
 
     # ----------------------------------------------------------------------------- writing
 
-    async def write(self, changes: Changes) -> None:
+    async def write(
+        self, changes: Changes, *, dispatched: Callable[[], None] | None = None
+    ) -> None:
         """Persist ``changes`` in one transaction.
 
         The rows are built before this coroutine first yields, from the jobs as they are now; a
@@ -346,6 +349,9 @@ class Journal:
         Args:
             changes: jobs to upsert (the live ``Job``) or delete (``None``), queue metadata, and
                 the core's ``next_seq`` (stored if above the stored one; 0 means unknown).
+            dispatched: scheduled with ``call_soon`` just as the transaction is handed to the
+                SQLite thread (not called when there is nothing to write or the journal is
+                closed; the caller covers those cases).
 
         Raises:
             JournalError: the transaction failed and was rolled back (the cause is chained), or
@@ -366,7 +372,9 @@ class Journal:
         next_seq = changes.next_seq
         if not (upserts or deletes or queues):
             return
-        task = asyncio.create_task(self._transaction(upserts, deletes, queues, next_seq))
+        task = asyncio.create_task(
+            self._transaction(upserts, deletes, queues, next_seq, dispatched)
+        )
         self._writes.add(task)
         task.add_done_callback(self._write_done)
         await asyncio.shield(task)
@@ -382,9 +390,13 @@ class Journal:
         deletes: list[tuple[str]],
         queues: list[tuple[str, int, int, int]],
         next_seq: int,
+        dispatched: Callable[[], None] | None,
     ) -> None:
         async with self._lock:
             db = self._require_open()
+            if dispatched is not None:
+                # Runs at the next loop turn, after the hop below has been queued.
+                asyncio.get_running_loop().call_soon(dispatched)
             try:
                 # One trip to the SQLite thread for the whole transaction: awaiting each statement
                 # cost a thread hand-off and a loop wake-up per statement. ``_execute`` and
@@ -440,10 +452,13 @@ class Journal:
         the WAL file's size falls back to zero when a checkpoint lets the WAL restart.
         """
         try:
-            with open(self._shm_path, "rb") as shm:
-                header = shm.read(20)
+            # Kept open: this runs after every commit. The file lives as long as our connection.
+            if self._shm_fd is None:
+                self._shm_fd = os.open(self._shm_path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            header = os.pread(self._shm_fd, 20, 0)
             frames = _SHM_MXFRAME.unpack_from(header, 16)[0] if len(header) == 20 else 0
         except OSError:
+            self._close_shm()
             try:
                 return os.path.getsize(self._wal_path)
             except OSError:
@@ -452,19 +467,15 @@ class Journal:
             return 0
         return _WAL_HEADER_BYTES + frames * (self._page_size + _WAL_FRAME_HEADER_BYTES)
 
-    async def maybe_checkpoint(self) -> bool:
-        """Run a PASSIVE checkpoint if the WAL holds more than ``checkpoint_bytes``.
+    def _close_shm(self) -> None:
+        fd, self._shm_fd = self._shm_fd, None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
-        Returns:
-            Whether a checkpoint ran.
-
-        Raises:
-            JournalError: the checkpoint failed.
-        """
-        if self.wal_bytes() <= self._checkpoint_bytes:
-            return False
-        await self.checkpoint()
-        return True
+    def checkpoint_due(self) -> bool:
+        """Whether the WAL holds more than ``checkpoint_bytes`` (time for a PASSIVE checkpoint)."""
+        return self.wal_bytes() > self._checkpoint_bytes
 
     async def checkpoint(self, *, truncate: bool = False) -> None:
         """Copy the WAL into the database file, and return free pages when they are many.
@@ -510,6 +521,7 @@ class Journal:
             if db is None:
                 return
             self._db = None
+            self._close_shm()
             try:
                 await self._checkpoint(db, truncate=True)
             except JournalError as exc:

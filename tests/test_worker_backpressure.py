@@ -29,8 +29,8 @@ def slow_commits(broker: RunningBroker, seconds: float) -> None:
     journal: Journal = broker.server.journal
     write = journal.write
 
-    async def slow_write(changes: Any) -> None:
-        await write(changes)
+    async def slow_write(changes: Any, **kwargs: Any) -> None:
+        await write(changes, **kwargs)
         await asyncio.sleep(seconds)
 
     journal.write = slow_write  # type: ignore[method-assign]
