@@ -45,18 +45,19 @@ from broker.log import get_logger
 from broker.schema import (
     APPLICATION_ID,
     CREATE_STATEMENTS,
-    DELETE_JOB,
     REPLACE_JOB,
     SCHEMA_VERSION,
     SELECT_JOBS,
     SELECT_NEXT_SEQ,
     SELECT_QUEUES,
-    UPSERT_JOB,
+    UPSERT_CHUNKS,
     UPSERT_NEXT_SEQ,
     UPSERT_QUEUE,
     RowDecoder,
     RowEncoder,
     SchemaError,
+    delete_jobs_sql,
+    upsert_jobs_sql,
 )
 
 _log = get_logger("journal")
@@ -92,16 +93,46 @@ def _write_rows(
     """
     conn.execute("BEGIN IMMEDIATE")
     if deletes:
-        conn.executemany(DELETE_JOB, deletes)
-    if upserts:
-        cursor = conn.executemany(UPSERT_JOB, upserts)
-        if cursor.rowcount != len(upserts):  # an id reused with a new seq (rare)
-            conn.executemany(REPLACE_JOB, upserts)
+        _delete_rows(conn, deletes)
+    # Fewer rows changed than given: an id came back with a new seq (rare); rewrite with REPLACE.
+    if upserts and _upsert_rows(conn, upserts) != len(upserts):
+        conn.executemany(REPLACE_JOB, upserts)
     if queues:
         conn.executemany(UPSERT_QUEUE, queues)
     if next_seq > 0:
         conn.execute(UPSERT_NEXT_SEQ, (next_seq,))
     conn.execute("COMMIT")
+
+
+def _upsert_rows(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> int:
+    """Upsert ``rows`` with multi-row statements (``UPSERT_CHUNKS``); return the rows changed."""
+    changed = 0
+    start = 0
+    total = len(rows)
+    for size in UPSERT_CHUNKS:
+        if total - start < size:
+            continue
+        sql = upsert_jobs_sql(size)
+        while total - start >= size:
+            end = start + size
+            params = [value for row in rows[start:end] for value in row]
+            changed += conn.execute(sql, params).rowcount
+            start = end
+    return changed
+
+
+def _delete_rows(conn: sqlite3.Connection, ids: list[tuple[str]]) -> None:
+    """Delete the rows of ``ids`` with ``DELETE ... IN (...)`` statements of ``UPSERT_CHUNKS``."""
+    start = 0
+    total = len(ids)
+    for size in UPSERT_CHUNKS:
+        if total - start < size:
+            continue
+        sql = delete_jobs_sql(size)
+        while total - start >= size:
+            end = start + size
+            conn.execute(sql, [row[0] for row in ids[start:end]])
+            start = end
 
 
 class JournalError(Exception):

@@ -104,8 +104,35 @@ UPSERT_JOB: Final = (
 out of the update makes it about 30% faster. The one way an id can come back with another ``seq``
 (deleted and enqueued again between two commits) matches no row here; the writer sees that in
 the row count and rewrites that batch with ``REPLACE_JOB``."""
+_UPSERT_SET: Final = UPSERT_JOB[UPSERT_JOB.index(" ON CONFLICT"):]
+_ROW_PARAMS: Final = f"({', '.join('?' * len(JOB_COLUMNS))})"
+UPSERT_CHUNKS: Final = (256, 64, 16, 4, 1)
+"""Rows per multi-row upsert statement: a batch is written as the fewest statements of these
+sizes (43 rows: 2 x 16, 2 x 4, 3 x 1). One statement binds all its rows at once and steps once,
+where ``executemany`` steps once per row; each step gives up the GIL, and taking it back waits for
+the event loop's callback to end (the SQLite thread spent about 40% of its time in that)."""
+
+
+def upsert_jobs_sql(rows: int) -> str:
+    """``UPSERT_JOB`` for ``rows`` rows in one statement (``rows`` in ``UPSERT_CHUNKS``)."""
+    return _UPSERT_MANY[rows]
+
+
+_UPSERT_MANY: Final = {
+    rows: f"INSERT INTO jobs ({', '.join(JOB_COLUMNS)}) VALUES "
+    + ", ".join([_ROW_PARAMS] * rows) + _UPSERT_SET
+    for rows in UPSERT_CHUNKS
+}
 REPLACE_JOB: Final = f"INSERT OR REPLACE {_INSERT_JOB}"
-DELETE_JOB: Final = "DELETE FROM jobs WHERE id = ?"
+_DELETE_MANY: Final = {
+    rows: f"DELETE FROM jobs WHERE id IN ({', '.join('?' * rows)})" for rows in UPSERT_CHUNKS
+}
+
+
+def delete_jobs_sql(rows: int) -> str:
+    """Delete the jobs of ``rows`` ids in one statement (``rows`` in ``UPSERT_CHUNKS``)."""
+    return _DELETE_MANY[rows]
+
 UPSERT_QUEUE: Final = (
     "INSERT INTO queues (name, paused, total_completed, total_failed) VALUES (?, ?, ?, ?) "
     "ON CONFLICT (name) DO UPDATE SET paused = excluded.paused, "
