@@ -106,9 +106,9 @@ out of the update makes it about 30% faster. The one way an id can come back wit
 the row count and rewrites that batch with ``REPLACE_JOB``."""
 _UPSERT_SET: Final = UPSERT_JOB[UPSERT_JOB.index(" ON CONFLICT"):]
 _ROW_PARAMS: Final = f"({', '.join('?' * len(JOB_COLUMNS))})"
-UPSERT_CHUNKS: Final = (256, 64, 16, 4, 1)
+UPSERT_CHUNKS: Final = (256, 128, 64, 32, 16, 8, 4, 2, 1)
 """Rows per multi-row upsert statement: a batch is written as the fewest statements of these
-sizes (43 rows: 2 x 16, 2 x 4, 3 x 1). One statement binds all its rows at once and steps once,
+sizes (43 rows: 32 + 8 + 2 + 1). 256 rows bind 4,352 parameters (SQLite allows 32,766). One statement binds all its rows at once and steps once,
 where ``executemany`` steps once per row; each step gives up the GIL, and taking it back waits for
 the event loop's callback to end (the SQLite thread spent about 40% of its time in that)."""
 

@@ -12,7 +12,8 @@ import pytest
 from broker.committer import GroupCommitter
 from broker.core import Changes, QueueMeta
 from broker.jobs import NO_OPTIONS, Job, JobOptions
-from broker.journal import Journal, JournalError, SyncMode
+from broker.journal import Journal, JournalError, SyncMode, _upsert_rows
+from broker.schema import CREATE_STATEMENTS, RowEncoder
 from protocol.messages import Backoff, BackoffKind, JobState, Retention
 from tests.journaltools import (
     FIELDS,
@@ -123,6 +124,42 @@ async def test_deletes(journal: Journal) -> None:
     await journal.write(deletes("2", "4", "no-such-job"))
 
     assert [job.id for job in (await journal.load()).jobs] == ["1", "3", "5"]
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 43, 255, 256, 257, 511, 1_000])
+async def test_batches_of_any_size_are_written_and_deleted_whole(
+    journal: Journal, count: int
+) -> None:
+    # Rows go out in multi-row statements of UPSERT_CHUNKS sizes; every split must be exact.
+    jobs = [make_job(seq, payload=seq.to_bytes(4, "big")) for seq in range(1, count + 1)]
+    await journal.write(upserts(*jobs))
+    for job in jobs[::3]:
+        job.state = JobState.ACTIVE
+        job.attempts = 1
+    await journal.write(upserts(*jobs[::3]))
+    await journal.write(deletes(*(job.id for job in jobs[1::3])))
+
+    loaded = (await journal.load()).jobs
+
+    kept = [job for index, job in enumerate(jobs) if index % 3 != 1]
+    assert [as_tuple(job) for job in loaded] == [as_tuple(job) for job in kept]
+
+
+@pytest.mark.parametrize("count", [1, 7, 43, 256, 700])
+def test_multi_row_upserts_change_every_row_without_the_replace_fallback(
+    tmp_path: Path, count: int
+) -> None:
+    conn = sqlite3.connect(tmp_path / "rows.db", isolation_level=None)
+    for statement in CREATE_STATEMENTS:
+        conn.execute(statement)
+    encoder = RowEncoder()
+    rows = [encoder.job_row(make_job(seq)) for seq in range(1, count + 1)]
+
+    assert _upsert_rows(conn, rows) == count  # inserted
+    assert _upsert_rows(conn, rows) == count  # updated in place
+    assert conn.execute("SELECT count(*), min(seq), max(seq) FROM jobs").fetchone() == (
+        count, 1, count)
+    conn.close()
 
 
 async def test_one_write_mixes_upserts_deletes_and_queues(journal: Journal) -> None:
