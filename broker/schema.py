@@ -108,9 +108,10 @@ _UPSERT_SET: Final = UPSERT_JOB[UPSERT_JOB.index(" ON CONFLICT"):]
 _ROW_PARAMS: Final = f"({', '.join('?' * len(JOB_COLUMNS))})"
 UPSERT_CHUNKS: Final = (256, 128, 64, 32, 16, 8, 4, 2, 1)
 """Rows per multi-row upsert statement: a batch is written as the fewest statements of these
-sizes (43 rows: 32 + 8 + 2 + 1). 256 rows bind 4,352 parameters (SQLite allows 32,766). One statement binds all its rows at once and steps once,
-where ``executemany`` steps once per row; each step gives up the GIL, and taking it back waits for
-the event loop's callback to end (the SQLite thread spent about 40% of its time in that)."""
+sizes (43 rows: 32 + 8 + 2 + 1); 256 rows bind 4,352 parameters (SQLite allows 32,766). One
+statement binds all its rows at once and steps once, where ``executemany`` steps once per row;
+each step gives up the GIL, and taking it back waits for the event loop's current callback to
+end (the SQLite thread spent about 40% of its time in that)."""
 
 
 def upsert_jobs_sql(rows: int) -> str:

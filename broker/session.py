@@ -56,7 +56,7 @@ from broker.core import CoreError
 from broker.log import get_logger
 from broker.longpoll import ParkedReserve, ParkedWait
 from broker.ops import HANDLERS
-from protocol.codec import FrameDecoder, encode_frames
+from protocol.codec import FrameDecoder, FrameEncoder
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.messages import (
     PROTOCOL_VERSION,
@@ -121,6 +121,7 @@ class Session(asyncio.Protocol):
         """How many times reading was paused (exposed for tests and stats)."""
         self._settings = server.settings
         self._decoder = FrameDecoder(server.settings.max_frame)
+        self._encoder = FrameEncoder()
         self._transport: asyncio.Transport | None = None
         self._out: list[Any] = []
         self._in_batch = False
@@ -251,7 +252,7 @@ class Session(asyncio.Protocol):
         self._flush_handle = None
         if self._out and self._transport is not None and not self._transport.is_closing():
             out, self._out = self._out, []
-            self._transport.write(encode_frames(out))
+            self._transport.write(self._encoder.frames(out))
 
     def reply(self, request_id: int, body: dict[str, Any]) -> None:
         self.send(reply_message(request_id, body))

@@ -69,7 +69,7 @@ from client.errors import (
     broker_error,
 )
 from client.wire import Wire
-from protocol.codec import encode_frame
+from protocol.codec import FrameEncoder
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.messages import (
     MAX_REQUEST_ID,
@@ -151,6 +151,7 @@ class Connection:
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._next_id = 1
         self._out: list[bytes] = []
+        self._encoder = FrameEncoder()
         self._out_bytes = 0
         self._flush_scheduled = False
         self._deadlines: list[tuple[float, int, int, asyncio.Future[dict[str, Any]], float]] = []
@@ -487,7 +488,7 @@ class Connection:
         while request_id in pending:
             request_id = request_id % MAX_REQUEST_ID + 1
         self._next_id = request_id % MAX_REQUEST_ID + 1
-        frame = encode_frame(request_message(request_id, request))
+        frame = self._encoder.frame(request_message(request_id, request))
         future: asyncio.Future[dict[str, Any]] = loop.create_future()
         pending[request_id] = future
         deadline = loop.time() + timeout

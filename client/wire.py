@@ -28,7 +28,8 @@ class Wire(asyncio.Protocol):
 
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
-        self._decoder = FrameDecoder(CLIENT_MAX_FRAME)
+        # The broker's maps are trusted (str keys, none repeated): lenient decoding is faster.
+        self._decoder = FrameDecoder(CLIENT_MAX_FRAME, strict=False)
         self.transport: asyncio.Transport | None = None
         self.closed: asyncio.Future[BaseException | None] = (
             asyncio.get_running_loop().create_future()

@@ -6,9 +6,11 @@ The decoder owns a byte buffer. ``feed(data)`` appends bytes; ``next_message()``
 complete decoded message or ``None`` when more bytes are needed. Two rules keep a hostile peer from
 costing much memory:
 
-1. The 4-byte length prefix is checked against ``max_frame`` as soon as it is complete, *before*
-   any of the body is buffered; a too-large prefix raises ``FRAME_TOO_LARGE`` and the decoder is
-   poisoned (the stream cannot be resynchronised, so every later call raises the same error).
+1. The 4-byte length prefix is checked against ``max_frame`` by the ``feed`` that completes it,
+   before any later bytes are accepted; a too-large prefix raises ``FRAME_TOO_LARGE``, the buffer
+   is dropped and the decoder is poisoned (the stream cannot be resynchronised, so every later
+   call raises the same error). So the buffer holds at most one checked frame plus the chunk
+   being fed.
 2. Each body is decoded with msgpack limits derived from the body's own length, so a header that
    claims a 4 GiB array inside a 10-byte frame fails instead of allocating. Ext types (including
    the timestamp ext), map keys that are not str (bin keys too), a key repeated within one map,
@@ -83,13 +85,16 @@ class _MapBuilder:
         return result
 
 
-def decode_body(body: bytes | memoryview) -> Any:
+def decode_body(body: bytes | memoryview, *, strict: bool = True) -> Any:
     """Decode one frame body into a Python value, with limits derived from its size.
 
     Arrays decode as tuples, maps as dicts with ``str`` keys, bin as ``bytes``, str as ``str``.
 
     Args:
         body: exactly one msgpack message (no length prefix).
+        strict: enforce the map rules (str keys only, no repeated key, a bounded number of
+            maps). The broker always does; a client may trust its broker's maps (``False``
+            saves about half the decoding time of a small reply). Every other limit applies.
 
     Returns:
         The decoded value.
@@ -104,7 +109,7 @@ def decode_body(body: bytes | memoryview) -> Any:
             raw=False,
             use_list=False,
             strict_map_key=True,
-            object_pairs_hook=_MapBuilder(size),
+            object_pairs_hook=_MapBuilder(size) if strict else None,
             ext_hook=_reject_ext,
             max_str_len=size,
             max_bin_len=size,
@@ -132,14 +137,16 @@ class FrameDecoder:
 
     Args:
         max_frame: the largest body accepted, in bytes.
+        strict: passed to ``decode_body`` (the broker's decoders are strict).
     """
 
-    __slots__ = ("_buffer", "_error", "_frame_end", "max_frame")
+    __slots__ = ("_buffer", "_error", "_frame_end", "_strict", "max_frame")
 
-    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME, *, strict: bool = True) -> None:
         if not 1 <= max_frame <= _MAX_PREFIX_VALUE:
             raise ValueError(f"max_frame must be in 1..{_MAX_PREFIX_VALUE}, got {max_frame}")
         self.max_frame = max_frame
+        self._strict = strict
         self._buffer = bytearray()
         self._frame_end = 0
         self._error: ProtocolError | None = None
@@ -158,27 +165,22 @@ class FrameDecoder:
         """
         if self._error is not None:
             raise self._error
-        view = memoryview(data)
         buffer = self._buffer
-        while view:
-            inside = self._frame_end - len(buffer)
-            if inside > 0:  # in the body of a checked frame: take up to its end
-                buffer += view[:inside]
-                view = view[inside:]
-                continue
-            missing = _PREFIX_SIZE - (len(buffer) - self._frame_end)
-            buffer += view[:missing]
-            view = view[missing:]
-            if len(buffer) - self._frame_end == _PREFIX_SIZE:
-                (length,) = _PREFIX.unpack_from(buffer, self._frame_end)
-                if length > self.max_frame:
-                    self._fail(
-                        ErrorCode.FRAME_TOO_LARGE,
-                        f"frame of {length} bytes exceeds the maximum of {self.max_frame}",
-                    )
-                if length == 0:
-                    self._fail(ErrorCode.BAD_FRAME, "frame of length 0")
-                self._frame_end += _PREFIX_SIZE + length
+        buffer += data
+        end = self._frame_end
+        size = len(buffer)
+        max_frame = self.max_frame
+        while size - end >= _PREFIX_SIZE:  # a complete prefix not yet checked
+            (length,) = _PREFIX.unpack_from(buffer, end)
+            if length > max_frame:
+                self._fail(
+                    ErrorCode.FRAME_TOO_LARGE,
+                    f"frame of {length} bytes exceeds the maximum of {max_frame}",
+                )
+            if length == 0:
+                self._fail(ErrorCode.BAD_FRAME, "frame of length 0")
+            end += _PREFIX_SIZE + length
+        self._frame_end = end
 
     def _fail(self, code: ErrorCode, message: str) -> NoReturn:
         self._error = ProtocolError(code, message)
@@ -211,7 +213,7 @@ class FrameDecoder:
         del buffer[:end]  # O(1): bytearray drops a prefix by moving its start
         self._frame_end -= end
         try:
-            message = decode_body(body)
+            message = decode_body(body, strict=self._strict)
             if type(message) is not tuple:
                 raise ProtocolError(ErrorCode.BAD_FRAME, "a message must be an array")
         except ProtocolError as exc:
@@ -258,3 +260,33 @@ def encode_frames(messages: Iterable[Any]) -> bytes:
         append(pack(len(body)))
         append(body)
     return b"".join(parts)
+
+
+class FrameEncoder:
+    """Encodes messages as frames with one reused msgpack ``Packer``.
+
+    ``msgpack.packb`` builds a new ``Packer`` per call, which costs as much as packing a small
+    message; a connection's encoder keeps one. Not thread-safe: one per connection (or thread).
+    """
+
+    __slots__ = ("_pack",)
+
+    def __init__(self) -> None:
+        self._pack = msgpack.Packer(use_bin_type=True).pack
+
+    def frame(self, message: Any) -> bytes:
+        """One message as a frame (like ``encode_frame``)."""
+        body: bytes = self._pack(message)
+        return _PREFIX.pack(len(body)) + body
+
+    def frames(self, messages: Iterable[Any]) -> bytes:
+        """Many messages as consecutive frames in one bytes object (like ``encode_frames``)."""
+        pack = self._pack
+        prefix = _PREFIX.pack
+        parts: list[bytes] = []
+        append = parts.append
+        for message in messages:
+            body = pack(message)
+            append(prefix(len(body)))
+            append(body)
+        return b"".join(parts)

@@ -18,6 +18,7 @@ from protocol.codec import (
     MAX_ARRAY_ITEMS,
     MAX_MAP_ITEMS,
     FrameDecoder,
+    FrameEncoder,
     decode_body,
     encode_frame,
     encode_frames,
@@ -91,6 +92,36 @@ def test_one_byte_at_a_time(messages: list[Any]) -> None:
 @given(st.lists(_messages(), max_size=5))
 def test_encode_frames_is_concatenated_encode_frame(messages: list[Any]) -> None:
     assert encode_frames(messages) == b"".join(encode_frame(m) for m in messages)
+
+
+@given(st.lists(_messages(), max_size=5))
+def test_a_reused_frame_encoder_matches_encode_frame(messages: list[Any]) -> None:
+    encoder = FrameEncoder()
+    with contextlib.suppress(TypeError):
+        encoder.frame(object())  # a failed pack must not leave bytes behind in the packer
+    assert [encoder.frame(m) for m in messages] == [encode_frame(m) for m in messages]
+    assert encoder.frames(messages) == encode_frames(messages)
+
+
+def test_many_frames_in_one_feed_are_each_checked() -> None:
+    good = encode_frame([0, 1, "ping", {}])
+    decoder = FrameDecoder(max_frame=64)
+    decoder.feed(good * 50 + good[:2])  # 50 frames and half a prefix
+    assert decoder.messages() == [(0, 1, "ping", {})] * 50
+    with pytest.raises(ProtocolError) as caught:  # the feed that completes the prefix refuses it
+        decoder.feed(good[2:] + struct.pack(">I", 65) + b"x" * 10)
+    assert caught.value.code is ErrorCode.FRAME_TOO_LARGE
+    assert decoder.buffered == 0
+
+
+def test_lenient_decoding_keeps_every_other_rule() -> None:
+    body = b"\x92\x82\xa1k\x01\xa1k\x02\x01"  # [{"k": 1, "k": 2}, 1]
+    with pytest.raises(ProtocolError):
+        decode_body(body)
+    assert decode_body(body, strict=False) == ({"k": 2}, 1)
+    for bad in (b"\xc1", b"\x91\xd4\x01\x00", b"\x92\x01"):  # never used, ext, short array
+        with pytest.raises(ProtocolError):
+            decode_body(bad, strict=False)
 
 
 @given(s.request_ids, s.requests())
