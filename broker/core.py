@@ -52,6 +52,9 @@ from protocol.messages import (
     ReservedJob,
 )
 
+_PLAIN_TAIL = JobSpec(None, "", b"")[3:]
+"""The fields after the payload of a spec that leaves every option to the broker."""
+
 __all__ = ["Changes", "Core", "CoreConfig", "CoreError", "QueueMeta", "Snapshot", "job_info"]
 
 
@@ -106,6 +109,10 @@ class Core(CoreAdmin):
                 (the new jobs would exceed ``max_queue_jobs`` or ``max_total_jobs``); nothing
                 is created.
         """
+        if len(specs) == 1:
+            spec = specs[0]
+            if spec.job_id is None and spec[3:] == _PLAIN_TAIL:
+                return self._enqueue_plain(queue, spec.name, spec.payload, now)
         config = self._config
         jobs = self._jobs
         max_payload = config.max_payload
@@ -216,6 +223,53 @@ class Core(CoreAdmin):
             if not q.meta.paused:
                 self._ready.add(qname)
         return EnqueueResult(tuple(ids), tuple(duplicates))
+
+    def _enqueue_plain(self, queue: str, name: str, payload: bytes, now: int) -> EnqueueResult:
+        """``enqueue`` of one job with no id and no options (the one-at-a-time hot path)."""
+        config = self._config
+        if len(payload) > config.max_payload:
+            raise CoreError(
+                ErrorCode.PAYLOAD_TOO_LARGE,
+                f"jobs[0].payload: {len(payload)} bytes, limit {config.max_payload}",
+            )
+        q = self._queues.get(queue)
+        if config.max_queue_jobs is not None:
+            held = q.unfinished if q is not None else 0
+            if held + 1 > config.max_queue_jobs:
+                raise CoreError(
+                    ErrorCode.QUEUE_FULL,
+                    f"queue {queue!r} holds {held} unfinished jobs, limit {config.max_queue_jobs}",
+                )
+        if config.max_total_jobs is not None and self._unfinished + 1 > config.max_total_jobs:
+            raise CoreError(
+                ErrorCode.QUEUE_FULL,
+                f"the broker holds {self._unfinished} unfinished jobs, "
+                f"limit {config.max_total_jobs}",
+            )
+        entries = self._delayed.entries
+        if entries and entries[0][0] <= now:
+            self._promote_due(now)
+        if q is None:
+            q = self._queue(queue)
+        seq = self._seq
+        job_id = str(seq)
+        interned = self._names.get(name)
+        if interned is None:
+            interned = self._intern(name)
+        job = Job(
+            seq, job_id, q.name, interned, payload, priority=0, run_at=now,
+            max_attempts=config.default_max_attempts, options=NO_OPTIONS, state=WAITING,
+            created_at=now,
+        )
+        q.ready.lane(0).append(job)
+        self._seq = seq + 1
+        self._jobs[job_id] = job
+        self._changed_jobs[job_id] = job
+        self._unfinished += 1
+        q.waiting += 1
+        if not q.meta.paused:
+            self._ready.add(q.name)
+        return EnqueueResult((job_id,), ())
 
     # ------------------------------------------------------------------ worker operations
 

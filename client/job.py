@@ -158,9 +158,34 @@ class Job(JobRecord):
 
     def __init__(
         self, connection: Connection, job_id: str, queue: str, name: str,
-        serializer: Serializer, **fields: Any,
+        serializer: Serializer, *,
+        payload: bytes | None = None,
+        data: Any = _UNSET,
+        state: JobState | None = None,
+        priority: int = 0,
+        duplicate: bool = False,
     ) -> None:
-        super().__init__(job_id, queue, name, serializer, **fields)
+        # JobRecord.__init__ spelled out: this runs once per enqueued job.
+        self.id = job_id
+        self.queue = queue
+        self.name = name
+        self._serializer = serializer
+        self._payload = payload
+        self._data = data
+        self._result_raw = None
+        self._result = _UNSET
+        self.state = state
+        self.priority = priority
+        self.attempts = 0
+        self.max_attempts = None
+        self.progress = None
+        self.error = None
+        self.created_at = None
+        self.run_at = None
+        self.started_at = None
+        self.finished_at = None
+        self.lease_deadline = None
+        self.duplicate = duplicate
         self._connection = connection
 
     @classmethod

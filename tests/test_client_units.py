@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from datetime import UTC, datetime, timedelta
+from typing import Any, cast
 
 import pytest
 
@@ -17,6 +18,7 @@ from client.errors import (
     UnrecoverableError,
     broker_error,
 )
+from client.job import Job, JobRecord
 from client.options import build_spec, exponential, fixed, split_batches, to_retention
 from client.outcomes import describe_exception
 from client.serializers import JSON, MSGPACK, RAW, get_serializer
@@ -168,3 +170,12 @@ def test_cli_helpers() -> None:
         parse_duration("soon")
     text = table(["NAME", "N"], [["a", 1], ["long name", 100]])
     assert text.splitlines() == ["NAME         N", "a            1", "long name  100"]
+
+
+def test_a_new_job_handle_sets_every_field_of_a_job_record() -> None:
+    # Job.__init__ spells out JobRecord.__init__ for speed: both must set every slot.
+    serializer = get_serializer("raw")
+    record = JobRecord("7", "q", "n", serializer, payload=b"p", priority=3)
+    job = Job(cast(Any, None), "7", "q", "n", serializer, payload=b"p", priority=3)
+    for slot in JobRecord.__slots__:
+        assert getattr(job, slot) == getattr(record, slot), slot
