@@ -76,6 +76,7 @@ BUSY_TIMEOUT_MS: Final = 5_000
 CACHE_KIB: Final = 8 * 1024
 _WAL_HEADER_BYTES: Final = 32
 _WAL_FRAME_HEADER_BYTES: Final = 24
+_sched_yield: Final[Callable[[], None] | None] = getattr(os, "sched_yield", None)
 _SHM_MXFRAME: Final = struct.Struct("=I")  # wal-index header: mxFrame, a native u32 at offset 16
 
 
@@ -135,6 +136,25 @@ def _delete_rows(conn: sqlite3.Connection, ids: list[tuple[str]]) -> None:
             start = end
 
 
+def _write_transaction(
+    conn: sqlite3.Connection,
+    upserts: list[tuple[Any, ...]],
+    deletes: list[tuple[str]],
+    queues: list[tuple[str, int, int, int]],
+    next_seq: int,
+) -> None:
+    """``_write_rows``, rolled back in the same thread hop if it fails."""
+    try:
+        _write_rows(conn, upserts, deletes, queues, next_seq)
+    except BaseException:
+        if conn.in_transaction:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error as exc:
+                _log.error("journal_rollback_failed", error=str(exc))
+        raise
+
+
 class JournalError(Exception):
     """The journal cannot be opened, read or written; maps to ``JOURNAL_FAILURE`` on the wire."""
 
@@ -185,7 +205,6 @@ class Journal:
         self._encoder = RowEncoder()
         self._page_size = 4096
         self._default_max_pages = 0
-        self._writes: set[asyncio.Task[None]] = set()
         self.transactions = 0
         self.checkpoints = 0
 
@@ -374,8 +393,9 @@ class Journal:
         """Persist ``changes`` in one transaction.
 
         The rows are built before this coroutine first yields, from the jobs as they are now; a
-        job changed later goes into a later write. Once started, the transaction runs to its end
-        even if the caller is cancelled.
+        job changed later goes into a later write. The transaction is handed to the SQLite
+        thread before the first yield too (unless another journal operation holds the lock);
+        once handed over it runs to its end even if the caller is cancelled.
 
         Args:
             changes: jobs to upsert (the live ``Job``) or delete (``None``), queue metadata, and
@@ -403,48 +423,32 @@ class Journal:
         next_seq = changes.next_seq
         if not (upserts or deletes or queues):
             return
-        task = asyncio.create_task(
-            self._transaction(upserts, deletes, queues, next_seq, dispatched)
-        )
-        self._writes.add(task)
-        task.add_done_callback(self._write_done)
-        await asyncio.shield(task)
-
-    def _write_done(self, task: asyncio.Task[None]) -> None:
-        self._writes.discard(task)
-        if not task.cancelled():
-            task.exception()  # retrieved here too, in case the writer was cancelled meanwhile
-
-    async def _transaction(
-        self,
-        upserts: list[tuple[Any, ...]],
-        deletes: list[tuple[str]],
-        queues: list[tuple[str, int, int, int]],
-        next_seq: int,
-        dispatched: Callable[[], None] | None,
-    ) -> None:
+        # Handed to the SQLite thread in this task's own step: a task created for it would only
+        # start after the next I/O poll, behind every data_received that poll brings (measured:
+        # 300-500 us during which the SQLite thread sat idle).
         async with self._lock:
             db = self._require_open()
+            loop = asyncio.get_running_loop()
+            if _sched_yield is not None:
+                # Let the SQLite thread, just woken by the hop below, have this CPU now: with
+                # every core busy (the bench's 2 cores, producers and workers included) it
+                # otherwise waits for the scheduler while this loop parses more requests
+                # (measured: median 300-680 us from hand-over to start, 40-55 us with this).
+                loop.call_soon(_sched_yield)
             if dispatched is not None:
                 # Runs at the next loop turn, after the hop below has been queued.
-                asyncio.get_running_loop().call_soon(dispatched)
+                loop.call_soon(dispatched)
+            # One trip to the SQLite thread for the whole transaction (rolled back there if it
+            # fails): awaiting each statement cost a thread hand-off and a loop wake-up per
+            # statement. ``_execute`` and ``_conn`` are aiosqlite's own way to run a function
+            # in its thread (>= 0.17). If this caller is cancelled, the queued transaction still
+            # runs to its end in the thread, before any later journal operation.
+            in_thread = cast(Callable[..., Awaitable[None]], db._execute)
             try:
-                # One trip to the SQLite thread for the whole transaction: awaiting each statement
-                # cost a thread hand-off and a loop wake-up per statement. ``_execute`` and
-                # ``_conn`` are aiosqlite's own way to run a function in its thread (>= 0.17).
-                in_thread = cast(Callable[..., Awaitable[None]], db._execute)
-                await in_thread(_write_rows, db._conn, upserts, deletes, queues, next_seq)
+                await in_thread(_write_transaction, db._conn, upserts, deletes, queues, next_seq)
             except (sqlite3.Error, OverflowError) as exc:
-                await self._rollback(db)
                 raise JournalError(f"journal write failed: {exc}") from exc
             self.transactions += 1
-
-    async def _rollback(self, db: aiosqlite.Connection) -> None:
-        try:
-            if db.in_transaction:
-                await db.execute("ROLLBACK")
-        except sqlite3.Error as exc:
-            _log.error("journal_rollback_failed", error=str(exc), path=str(self._path))
 
     async def set_size_limit(self, max_bytes: int | None) -> int:
         """Cap the database file's size (``PRAGMA max_page_count``), or lift the cap (``None``).
