@@ -151,6 +151,8 @@ def build_spec(name: str, payload: bytes, options: Mapping[str, Any]) -> JobSpec
     Raises:
         TypeError, ValueError: an option of the wrong type or range.
     """
+    if not options:  # every option left to the broker: the common case, and the cheapest
+        return JobSpec(None, name, payload)
     get = options.get
     delay = get("delay")
     run_at = get("run_at")

@@ -313,6 +313,8 @@ class Queue:
 
 
 def _bulk_item(item: Any) -> tuple[str, Any, dict[str, Any]]:
+    if type(item) is tuple and len(item) == 2:  # (name, data): the common case, checked first
+        return item[0], item[1], _NO_OPTIONS
     if isinstance(item, Mapping):
         options = {k: v for k, v in item.items() if k not in ("name", "data", "opts")}
         options.update(item.get("opts") or {})
@@ -324,5 +326,8 @@ def _bulk_item(item: Any) -> tuple[str, Any, dict[str, Any]]:
         return name, data, options
     raise TypeError("add_bulk items are (name, data[, options]) or {'name', 'data', 'opts'}")
 
+
+_NO_OPTIONS: dict[str, Any] = {}
+"""Shared empty options of ``_bulk_item`` (never mutated: ``Queue._spec`` only reads them)."""
 
 __all__ = ["Client", "Queue"]
