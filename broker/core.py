@@ -109,10 +109,9 @@ class Core(CoreAdmin):
                 (the new jobs would exceed ``max_queue_jobs`` or ``max_total_jobs``); nothing
                 is created.
         """
-        if len(specs) == 1:
-            spec = specs[0]
-            if spec.job_id is None and spec[3:] == _PLAIN_TAIL:
-                return self._enqueue_plain(queue, spec.name, spec.payload, now)
+        plain = self._enqueue_plain(queue, specs, now)
+        if plain is not None:
+            return plain
         config = self._config
         jobs = self._jobs
         max_payload = config.max_payload
@@ -224,23 +223,35 @@ class Core(CoreAdmin):
                 self._ready.add(qname)
         return EnqueueResult(tuple(ids), tuple(duplicates))
 
-    def _enqueue_plain(self, queue: str, name: str, payload: bytes, now: int) -> EnqueueResult:
-        """``enqueue`` of one job with no id and no options (the one-at-a-time hot path)."""
+    def _enqueue_plain(
+        self, queue: str, specs: Sequence[JobSpec], now: int
+    ) -> EnqueueResult | None:
+        """``enqueue`` when no spec has an id or an option (the hot path, one job or a bulk
+        batch); ``None``, having changed nothing, when one does."""
         config = self._config
-        if len(payload) > config.max_payload:
-            raise CoreError(
-                ErrorCode.PAYLOAD_TOO_LARGE,
-                f"jobs[0].payload: {len(payload)} bytes, limit {config.max_payload}",
-            )
+        max_payload = config.max_payload
+        for index, spec in enumerate(specs):
+            if spec[0] is not None or spec[3:] != _PLAIN_TAIL:
+                return None
+            if len(spec[2]) > max_payload:
+                raise CoreError(
+                    ErrorCode.PAYLOAD_TOO_LARGE,
+                    f"jobs[{index}].payload: {len(spec[2])} bytes, limit {max_payload}",
+                )
+        fresh = len(specs)
+        if not fresh:
+            return None
         q = self._queues.get(queue)
         if config.max_queue_jobs is not None:
             held = q.unfinished if q is not None else 0
-            if held + 1 > config.max_queue_jobs:
+            if held + fresh > config.max_queue_jobs:
                 raise CoreError(
                     ErrorCode.QUEUE_FULL,
                     f"queue {queue!r} holds {held} unfinished jobs, limit {config.max_queue_jobs}",
                 )
-        if config.max_total_jobs is not None and self._unfinished + 1 > config.max_total_jobs:
+        if config.max_total_jobs is not None and (
+            self._unfinished + fresh > config.max_total_jobs
+        ):
             raise CoreError(
                 ErrorCode.QUEUE_FULL,
                 f"the broker holds {self._unfinished} unfinished jobs, "
@@ -251,25 +262,35 @@ class Core(CoreAdmin):
             self._promote_due(now)
         if q is None:
             q = self._queue(queue)
+        qname = q.name
+        lane = q.ready.lane(0)
+        jobs = self._jobs
+        changed = self._changed_jobs
+        names = self._names
+        attempts = config.default_max_attempts
         seq = self._seq
-        job_id = str(seq)
-        interned = self._names.get(name)
-        if interned is None:
-            interned = self._intern(name)
-        job = Job(
-            seq, job_id, q.name, interned, payload, priority=0, run_at=now,
-            max_attempts=config.default_max_attempts, options=NO_OPTIONS, state=WAITING,
-            created_at=now,
-        )
-        q.ready.lane(0).append(job)
-        self._seq = seq + 1
-        self._jobs[job_id] = job
-        self._changed_jobs[job_id] = job
-        self._unfinished += 1
-        q.waiting += 1
+        ids: list[str] = []
+        for spec in specs:
+            name = spec[1]
+            interned = names.get(name)
+            if interned is None:
+                interned = self._intern(name)
+            job_id = str(seq)
+            job = Job(
+                seq, job_id, qname, interned, spec[2], priority=0, run_at=now,
+                max_attempts=attempts, options=NO_OPTIONS, state=WAITING, created_at=now,
+            )
+            lane.append(job)
+            jobs[job_id] = job
+            changed[job_id] = job
+            ids.append(job_id)
+            seq += 1
+        self._seq = seq
+        self._unfinished += fresh
+        q.waiting += fresh
         if not q.meta.paused:
-            self._ready.add(q.name)
-        return EnqueueResult((job_id,), ())
+            self._ready.add(qname)
+        return EnqueueResult(tuple(ids), ())
 
     # ------------------------------------------------------------------ worker operations
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import itertools
 import os
 import sqlite3
 import struct
@@ -76,6 +77,7 @@ BUSY_TIMEOUT_MS: Final = 5_000
 CACHE_KIB: Final = 8 * 1024
 _WAL_HEADER_BYTES: Final = 32
 _WAL_FRAME_HEADER_BYTES: Final = 24
+_chain: Final = itertools.chain.from_iterable
 _sched_yield: Final[Callable[[], None] | None] = getattr(os, "sched_yield", None)
 _SHM_MXFRAME: Final = struct.Struct("=I")  # wal-index header: mxFrame, a native u32 at offset 16
 
@@ -116,8 +118,7 @@ def _upsert_rows(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> int:
         sql = upsert_jobs_sql(size)
         while total - start >= size:
             end = start + size
-            params = [value for row in rows[start:end] for value in row]
-            changed += conn.execute(sql, params).rowcount
+            changed += conn.execute(sql, list(_chain(rows[start:end]))).rowcount
             start = end
     return changed
 
