@@ -33,6 +33,51 @@ def record_ns(histogram: Any, elapsed_ns: int) -> None:
     histogram.record_value(micros)
 
 
+class Recorder:
+    """Records latencies for one HDR histogram with a per-sample cost of a dict update.
+
+    ``HdrHistogram.record_value`` is pure Python (about 0.7 µs), and a load process records one
+    sample per job on the same two cores as the broker it measures. Samples are counted per
+    whole microsecond (the histogram's own unit, so nothing is lost) and folded into the
+    histogram with ``record_value(value, count)`` when it is read, or when more than
+    ``max_pending`` distinct values are waiting.
+    """
+
+    __slots__ = ("_histogram", "_max_pending", "_pending")
+
+    def __init__(self, max_pending: int = 8192) -> None:
+        self._histogram = new_histogram()
+        self._pending: dict[int, int] = {}
+        self._max_pending = max_pending
+
+    def record_ns(self, elapsed_ns: int) -> None:
+        """Record one latency given in nanoseconds (clamped into the histogram's range)."""
+        micros = elapsed_ns // 1000
+        if micros < LOWEST_US:
+            micros = LOWEST_US
+        elif micros > HIGHEST_US:
+            micros = HIGHEST_US
+        pending = self._pending
+        pending[micros] = pending.get(micros, 0) + 1
+        if len(pending) > self._max_pending:
+            self._fold()
+
+    def _fold(self) -> None:
+        histogram = self._histogram
+        for micros, count in self._pending.items():
+            histogram.record_value(micros, count)
+        self._pending.clear()
+
+    def histogram(self) -> Any:
+        """The histogram with every sample recorded so far."""
+        self._fold()
+        return self._histogram
+
+    def encode(self) -> bytes:
+        """``encode(self.histogram())``."""
+        return encode(self.histogram())
+
+
 def encode(histogram: Any) -> bytes:
     """The histogram's compressed, portable form (what a load process sends back)."""
     data: bytes = histogram.encode()

@@ -43,7 +43,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
-from bench.hdr import encode, new_histogram, record_ns
+from bench.hdr import Recorder
 
 STAMP: Final = struct.Struct("<q")
 JOB_NAME: Final = "bench"
@@ -180,7 +180,7 @@ class Producer:
         self.done = 0
         """Jobs acknowledged by the broker."""
         self.requests = 0
-        self.hist = new_histogram()
+        self.hist = Recorder()
         self.last_ns = 0
         self.padding = b"x" * max(0, spec.payload_bytes - (STAMP.size if spec.stamp else 0))
         self.fixed_payload = b"x" * spec.payload_bytes
@@ -224,7 +224,7 @@ class Producer:
         return {
             "index": self.spec.index, "role": "producer", "count": self.done,
             "requests": self.requests, "go_ns": go_ns, "last_ns": self.last_ns, "cpu_s": cpu_s,
-            "hist": {"enqueue_ack": encode(self.hist)}, "series": {}, "error": None,
+            "hist": {"enqueue_ack": self.hist.encode()}, "series": {}, "error": None,
         }
 
     async def _send(self, queue: Any, count: int) -> None:
@@ -235,7 +235,7 @@ class Producer:
             payload = self.payload()
             await queue.add_bulk([(JOB_NAME, payload)] * count)
         now = time.monotonic_ns()
-        record_ns(self.hist, now - started)
+        self.hist.record_ns(now - started)
         self.requests += 1
         self.done += count
         self.last_ns = now
@@ -294,7 +294,7 @@ class WorkerLoad:
         self.last_ns = 0
         self.go_ns = 0
         self.started: dict[str, int] = {}
-        self.hist = {"start": new_histogram(), "complete": new_histogram(), "ack": new_histogram()}
+        self.hist = {"start": Recorder(), "complete": Recorder(), "ack": Recorder()}
         self.per_second: dict[int, dict[str, Any]] = {}
         self.counts: dict[int, int] = {}
         self.work_s = spec.work_ms / 1000.0
@@ -304,8 +304,8 @@ class WorkerLoad:
         second = (now - self.go_ns) // 1_000_000_000
         bucket = self.per_second.get(second)
         if bucket is None:
-            bucket = self.per_second[second] = {"start": new_histogram(),
-                                                "complete": new_histogram()}
+            bucket = self.per_second[second] = {"start": Recorder(max_pending=1024),
+                                                "complete": Recorder(max_pending=1024)}
         return bucket
 
     async def handler(self, ctx: Any) -> None:
@@ -313,9 +313,9 @@ class WorkerLoad:
         self.started[ctx.id] = now
         if self.spec.stamp:
             elapsed = now - STAMP.unpack_from(ctx.payload)[0]
-            record_ns(self.hist["start"], elapsed)
+            self.hist["start"].record_ns(elapsed)
             if self.spec.series:
-                record_ns(self._second(now)["start"], elapsed)
+                self._second(now)["start"].record_ns(elapsed)
         if self.spec.work == "sleep":
             await asyncio.sleep(self.work_s)
         elif self.spec.work == "spin":
@@ -327,12 +327,12 @@ class WorkerLoad:
         now = time.monotonic_ns()
         started = self.started.pop(ctx.id, None)
         if started is not None:
-            record_ns(self.hist["ack"], now - started)
+            self.hist["ack"].record_ns(now - started)
         if self.spec.stamp:
             elapsed = now - STAMP.unpack_from(ctx.payload)[0]
-            record_ns(self.hist["complete"], elapsed)
+            self.hist["complete"].record_ns(elapsed)
             if self.spec.series:
-                record_ns(self._second(now)["complete"], elapsed)
+                self._second(now)["complete"].record_ns(elapsed)
         if self.spec.series:
             second = (now - self.go_ns) // 1_000_000_000
             self.counts[second] = self.counts.get(second, 0) + 1
@@ -363,11 +363,11 @@ class WorkerLoad:
         return {
             "index": self.spec.index, "role": "worker", "count": self.completed,
             "go_ns": self.go_ns, "last_ns": self.last_ns, "cpu_s": cpu_s,
-            "hist": {name: encode(h) for name, h in self.hist.items()},
+            "hist": {name: h.encode() for name, h in self.hist.items()},
             "series": {
                 "completed": dict(self.counts),
-                "start": {s: encode(b["start"]) for s, b in self.per_second.items()},
-                "complete": {s: encode(b["complete"]) for s, b in self.per_second.items()},
+                "start": {s: b["start"].encode() for s, b in self.per_second.items()},
+                "complete": {s: b["complete"].encode() for s, b in self.per_second.items()},
             },
             "worker": {"failed": stats.failed, "refused": stats.refused,
                        "reserve_requests": stats.reserve_requests,

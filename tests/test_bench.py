@@ -8,6 +8,7 @@ small say nothing about it.
 from __future__ import annotations
 
 import json
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from bench.hdr import encode, merge, new_histogram, record_ns, summary_ms
+from bench.hdr import Recorder, encode, merge, new_histogram, record_ns, summary_ms
 from bench.scenarios import Params, run_scenario
 
 PERCENTILE_KEYS = {"p50", "p90", "p99", "p999", "max", "mean", "count"}
@@ -69,6 +70,20 @@ def test_histograms_merge_through_their_encoding() -> None:
     assert merged.get_total_count() == 1000
     assert summary_ms(merged) == summary_ms(both)
     assert summary_ms(new_histogram()) is None
+
+
+def test_a_recorder_holds_exactly_what_direct_recording_does() -> None:
+    rng = random.Random(5)
+    direct, folded, big = new_histogram(), Recorder(max_pending=16), Recorder()
+    for _ in range(5_000):
+        elapsed_ns = int(rng.lognormvariate(13, 2))  # ~0.4 ms median, long tail, some < 1 us
+        record_ns(direct, elapsed_ns)
+        folded.record_ns(elapsed_ns)
+        big.record_ns(elapsed_ns)
+    for recorder in (folded, big):
+        assert recorder.histogram().get_total_count() == 5_000
+        assert summary_ms(recorder.histogram()) == summary_ms(direct)
+        assert summary_ms(merge([recorder.encode()])) == summary_ms(direct)
 
 
 def test_enqueue_bulk_and_single() -> None:
