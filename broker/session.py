@@ -66,7 +66,7 @@ from protocol.messages import (
     ReservedJob,
     error_message,
     event_message,
-    parse_request,
+    parse_request_body,
     reply_message,
     request_id_of,
 )
@@ -356,7 +356,7 @@ class Session(asyncio.Protocol):
             self.error(request_id, ErrorCode.HANDSHAKE_REQUIRED, "send hello first")
             return
         try:
-            _, op, request = parse_request(message)
+            op, request = parse_request_body(message)
         except ProtocolError as exc:
             self.error(request_id, exc.code, exc.message)
             return

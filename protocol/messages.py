@@ -102,6 +102,7 @@ from protocol.validation import (
     parse_backoff,
     parse_job,
     parse_request,
+    parse_request_body,
     parse_retention,
     request_id_of,
 )
@@ -181,6 +182,7 @@ __all__ = [
     "parse_job",
     "parse_outcomes",
     "parse_request",
+    "parse_request_body",
     "parse_reserved",
     "parse_retention",
     "parse_server_message",

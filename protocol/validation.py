@@ -442,6 +442,19 @@ def parse_request(message: Any) -> tuple[int, str, Request]:
     request_id = request_id_of(message)
     if request_id is None:
         raise ProtocolError(ErrorCode.BAD_FRAME, "expected a request [0, request_id, op, args]")
+    op, request = parse_request_body(message)
+    return request_id, op, request
+
+
+def parse_request_body(message: tuple[Any, ...]) -> tuple[str, Request]:
+    """``parse_request`` for a message whose envelope ``request_id_of`` already accepted.
+
+    Returns:
+        ``(op, request)``.
+
+    Raises:
+        ProtocolError: ``UNKNOWN_OP``; ``BAD_ARGUMENT`` naming the field.
+    """
     op, args = message[2], message[3]
     parser = _PARSERS.get(op) if type(op) is str else None
     if parser is None:
@@ -449,5 +462,5 @@ def parse_request(message: Any) -> tuple[int, str, Request]:
         raise ProtocolError(ErrorCode.UNKNOWN_OP, f"unknown op {shown}", "op")
     if type(args) is not dict:
         raise bad_argument("args", "map")
-    return request_id, op, parser(args)
+    return op, parser(args)
 
