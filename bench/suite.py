@@ -41,17 +41,19 @@ class Step:
     target: str = ""
     checks: tuple[tuple[str, str, float], ...] = ()
     scaled: tuple[str, ...] = ("jobs",)
+    repeat: int = 1
+    """Runs of the step; the row is the run with the median jobs/s (all runs are kept)."""
 
 
 STANDARD: tuple[Step, ...] = (
     Step("enqueue-bulk", "enqueue",
          {"jobs": 300_000, "batch": 1000, "in_flight": 2, "producers": 1},
-         ">= 100,000 jobs/s", (("jobs_per_s", ">=", 100_000),)),
+         ">= 100,000 jobs/s", (("jobs_per_s", ">=", 100_000),), repeat=3),
     Step("enqueue-single", "enqueue",
          {"jobs": 200_000, "batch": 1, "in_flight": 100, "producers": 1},
-         ">= 40,000 jobs/s", (("jobs_per_s", ">=", 40_000),)),
+         ">= 40,000 jobs/s", (("jobs_per_s", ">=", 40_000),), repeat=3),
     Step("drain", "drain", {"jobs": 50_000, "workers": 1, "concurrency": 50},
-         ">= 30,000 jobs/s", (("jobs_per_s", ">=", 30_000),)),
+         ">= 30,000 jobs/s", (("jobs_per_s", ">=", 30_000),), repeat=3),
     Step("latency-500", "latency", {"jobs": 5_000, "rate": 500.0, "workers": 1,
                                     "concurrency": 50},
          "start p50 <= 1 ms, p99 <= 3 ms",
@@ -87,6 +89,9 @@ def add_suite_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", help="where the brokers' temporary data directories go")
     parser.add_argument("--no-micro", action="store_true",
                         help="skip the codec/core/journal micro benchmarks")
+    parser.add_argument("--repeat", type=int, metavar="N",
+                        help="runs per step, the median (by jobs/s) reported (default: 3 for "
+                             "the short throughput steps, 1 for the others)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -159,15 +164,19 @@ def execute(args: argparse.Namespace, console: Console) -> SuiteRun:
         for key, value in step.options.items():
             setattr(params, key, value)
         console.print(f"[bold]{step.name}[/bold]: {step_command(step, args.sync)}")
-        # Flush dirty pages left by earlier steps (the 1M-job journals), so their writeback does
-        # not compete with this step's fsyncs.
-        os.sync()
+        repeat = max(1, args.repeat if getattr(args, "repeat", None) else step.repeat)
+        runs: list[dict[str, Any]] = []
         try:
-            result = run_scenario(step.scenario, params)
+            for _ in range(repeat):
+                # Flush dirty pages left by earlier runs (the 1M-job journals), so their
+                # writeback does not compete with this run's fsyncs.
+                os.sync()
+                runs.append(run_scenario(step.scenario, params))
         except (BenchError, BrokerStartError) as exc:
             out.failures.append(f"{step.name}: {exc}")
             console.print(f"[red]{step.name} failed:[/red] {exc}")
             continue
+        result = median_run(runs)
         result["name"] = step.name
         result["command"] = step_command(step, args.sync)
         if step.checks:
@@ -182,12 +191,28 @@ def execute(args: argparse.Namespace, console: Console) -> SuiteRun:
     return out
 
 
+def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median jobs/s (the lower middle of an even count), carrying
+    ``runs_jobs_per_s``: every run's figure in the order they ran."""
+    ranked = sorted(runs, key=lambda result: result.get("jobs_per_s") or 0.0)
+    chosen = dict(ranked[(len(ranked) - 1) // 2])
+    if len(runs) > 1:
+        chosen["runs_jobs_per_s"] = [result.get("jobs_per_s") for result in runs]
+    return chosen
+
+
 def suite_markdown(run: SuiteRun, scale: float) -> str:
     """The markdown report: the table, conditions, commands and the micro outputs."""
     notes = []
     if scale != 1.0:
         notes.append(f"scale {scale}: job counts and durations scaled; not comparable figures")
     notes += [f"FAILED {failure}" for failure in run.failures]
+    for result in run.results:
+        figures = result.get("runs_jobs_per_s")
+        if figures:
+            shown = ", ".join(f"{figure:,.0f}" for figure in figures)
+            notes.append(f"{result['name']}: {len(figures)} runs, jobs/s {shown} "
+                         "(in run order); the row is the median run")
     text = markdown(run.results, notes)
     for micro in run.micro:
         text += f"\n`{micro['command']}` (exit {micro['returncode']}, {micro['seconds']} s):\n\n"
@@ -209,6 +234,10 @@ def run_suite(args: argparse.Namespace) -> int:
         return 2
     console.print(table(run.results, title="jobwire bench suite"))
     console.print(conditions(run.results))
+    for result in run.results:
+        if result.get("runs_jobs_per_s"):
+            figures = ", ".join(f"{figure:,.0f}" for figure in result["runs_jobs_per_s"])
+            console.print(f"{result['name']}: jobs/s of each run {figures}; the row is the median")
     for micro in run.micro:
         console.print(f"\n[bold]{micro['command']}[/bold] (exit {micro['returncode']})")
         console.print(micro["output"], markup=False, highlight=False)

@@ -18,6 +18,7 @@ import pytest
 
 from bench.hdr import Recorder, encode, merge, new_histogram, record_ns, summary_ms
 from bench.scenarios import Params, run_scenario
+from bench.suite import median_run
 
 PERCENTILE_KEYS = {"p50", "p90", "p99", "p999", "max", "mean", "count"}
 TOP_KEYS = {
@@ -159,8 +160,21 @@ def test_suite_command_writes_json_and_markdown(tmp_path: Path) -> None:
         assert set(result["target"]) == {"text", "checks", "met"}
         assert result["command"].startswith("jobwire bench ")
     assert data["failures"] == []
+    single, drain, latency = data["results"]
+    assert len(single["runs_jobs_per_s"]) == 3 and len(drain["runs_jobs_per_s"]) == 3
+    assert single["jobs_per_s"] == sorted(single["runs_jobs_per_s"])[1]
+    assert "runs_jobs_per_s" not in latency  # one run
     table = out_md.read_text()
     assert "| enqueue-single |" in table and "| latency-500 |" in table
+    assert "enqueue-single: 3 runs, jobs/s" in table
+
+
+def test_the_median_run_is_reported_with_every_runs_figure() -> None:
+    runs = [{"jobs_per_s": 3.0, "id": "a"}, {"jobs_per_s": 1.0, "id": "b"},
+            {"jobs_per_s": 2.0, "id": "c"}, {"jobs_per_s": 4.0, "id": "d"}]
+    chosen = median_run(runs)
+    assert chosen["id"] == "c" and chosen["runs_jobs_per_s"] == [3.0, 1.0, 2.0, 4.0]
+    assert "runs_jobs_per_s" not in median_run(runs[:1])
 
 
 def test_connect_to_a_running_broker() -> None:
