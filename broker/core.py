@@ -7,9 +7,9 @@ journal, wakes reservers for ``take_ready()`` and ``wait``-ers for ``take_finish
 one timer armed for ``next_deadline()``, which fires ``tick(now)``. ``docs/internals.md`` is the
 contract; the indexes, rules and invariants are described in ``broker/core_state``.
 
-This file holds the hot path (enqueue, reserve, ack, fail, extend, release, progress), the clock
-(``tick``) and the hand-offs to the I/O layer; ``broker/core_admin`` holds the administrative
-operations.
+This file holds the worker operations (reserve, ack, fail, extend, release, progress), the clock
+(``tick``) and the hand-offs to the I/O layer; ``broker/core_enqueue`` holds ``enqueue`` and
+``broker/core_admin`` the administrative operations.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
-from broker.core_admin import CoreAdmin, job_info, packed_size
+from broker.core_admin import job_info, packed_size
+from broker.core_enqueue import CoreProducer
 from broker.core_state import (
     _OK_COMPLETED,
     _OUTCOME_OF_STATE,
@@ -37,28 +38,23 @@ from broker.core_state import (
     Snapshot,
     _new_tuple,
 )
-from broker.jobs import NO_OPTIONS, Job, JobOptions
+from broker.jobs import Job
 from broker.replysize import RESERVED_JOB_OVERHEAD, UTF8_MAX
 from protocol.errors import ErrorCode
 from protocol.messages import (
     OK,
     AckItem,
-    EnqueueResult,
     ExtendItem,
     FailItem,
-    JobSpec,
     Outcome,
     ReleaseItem,
     ReservedJob,
 )
 
-_PLAIN_TAIL = JobSpec(None, "", b"")[3:]
-"""The fields after the payload of a spec that leaves every option to the broker."""
-
 __all__ = ["Changes", "Core", "CoreConfig", "CoreError", "QueueMeta", "Snapshot", "job_info"]
 
 
-class Core(CoreAdmin):
+class Core(CoreProducer):
     """The job state machine (see ``docs/internals.md`` for the contract)."""
 
     @classmethod
@@ -86,211 +82,6 @@ class Core(CoreAdmin):
         core = cls(config, rng=rng, token_base=token_base)
         core._load(snapshot, now)
         return core
-
-    # ------------------------------------------------------------------ producer operations
-
-    def enqueue(self, queue: str, specs: Sequence[JobSpec], now: int) -> EnqueueResult:
-        """Add a batch of jobs to ``queue``, all or nothing.
-
-        A spec with a ``job_id`` that already exists (in any state, until retention or a cancel
-        removes it) creates nothing: its index is reported in ``duplicates`` and its id is
-        returned. ``run_at_ms`` wins over ``delay_ms``; a job due by ``now`` starts waiting.
-
-        Args:
-            queue: the queue name (created on first use).
-            specs: the jobs; ``None`` fields take ``CoreConfig`` defaults.
-            now: the current time.
-
-        Returns:
-            The id of each spec, in order, and the indexes of the duplicates.
-
-        Raises:
-            CoreError: ``PAYLOAD_TOO_LARGE`` (a payload above ``max_payload``) or ``QUEUE_FULL``
-                (the new jobs would exceed ``max_queue_jobs`` or ``max_total_jobs``); nothing
-                is created.
-        """
-        plain = self._enqueue_plain(queue, specs, now)
-        if plain is not None:
-            return plain
-        config = self._config
-        jobs = self._jobs
-        max_payload = config.max_payload
-        fresh = 0
-        seen: set[str] | None = None
-        for index, spec in enumerate(specs):
-            if len(spec.payload) > max_payload:
-                raise CoreError(
-                    ErrorCode.PAYLOAD_TOO_LARGE,
-                    f"jobs[{index}].payload: {len(spec.payload)} bytes, limit {max_payload}",
-                )
-            job_id = spec.job_id
-            if job_id is not None:
-                if job_id in jobs:
-                    continue
-                if seen is None:
-                    seen = {job_id}
-                elif job_id in seen:
-                    continue
-                else:
-                    seen.add(job_id)
-            fresh += 1
-        existing = self._queues.get(queue)
-        if fresh and config.max_queue_jobs is not None:
-            held = existing.unfinished if existing is not None else 0
-            if held + fresh > config.max_queue_jobs:
-                raise CoreError(
-                    ErrorCode.QUEUE_FULL,
-                    f"queue {queue!r} holds {held} unfinished jobs, limit {config.max_queue_jobs}",
-                )
-        if fresh and config.max_total_jobs is not None and (
-            self._unfinished + fresh > config.max_total_jobs
-        ):
-            raise CoreError(
-                ErrorCode.QUEUE_FULL,
-                f"the broker holds {self._unfinished} unfinished jobs, "
-                f"limit {config.max_total_jobs}",
-            )
-        self._promote_due(now)
-        q = existing if existing is not None else self._queue(queue)
-        qname = q.name
-        ready = q.ready
-        names = self._names
-        changed = self._changed_jobs
-        default_attempts = config.default_max_attempts
-        delayed = self._delayed
-        ids: list[str] = []
-        duplicates: list[int] = []
-        last_options = NO_OPTIONS
-        seq = self._seq
-        waiting = 0
-        lane_priority: int | None = None
-        lane = None
-        for index, spec in enumerate(specs):
-            (job_id, name, payload, priority, delay_ms, run_at_ms, max_attempts, backoff,
-             lease_ms, keep_completed, keep_failed) = spec
-            if job_id is None:
-                job_id = str(seq)
-            elif job_id in jobs:
-                ids.append(job_id)
-                duplicates.append(index)
-                continue
-            if run_at_ms is not None:
-                run_at = run_at_ms
-            elif delay_ms:
-                run_at = now + delay_ms
-            else:
-                run_at = now
-            if backoff is None and lease_ms is None and keep_completed is None and (
-                keep_failed is None
-            ):
-                options = NO_OPTIONS
-            else:
-                options = JobOptions(backoff, lease_ms, keep_completed, keep_failed)
-                if options == last_options:
-                    options = last_options
-                last_options = options
-            interned = names.get(name)
-            if interned is None:
-                interned = self._intern(name)
-            if run_at > now:
-                job = Job(
-                    seq, job_id, qname, interned, payload, priority=priority, run_at=run_at,
-                    max_attempts=max_attempts or default_attempts, options=options,
-                    state=DELAYED, created_at=now,
-                )
-                q.delayed += 1
-                delayed.push(run_at, seq, job)
-            else:
-                job = Job(
-                    seq, job_id, qname, interned, payload, priority=priority, run_at=now,
-                    max_attempts=max_attempts or default_attempts, options=options,
-                    state=WAITING, created_at=now,
-                )
-                waiting += 1
-                if priority != lane_priority or lane is None:
-                    lane = ready.lane(priority)
-                    lane_priority = priority
-                lane.append(job)
-            seq += 1
-            jobs[job_id] = job
-            changed[job_id] = job
-            ids.append(job_id)
-        self._seq = seq
-        self._unfinished += fresh
-        if waiting:
-            q.waiting += waiting
-            if not q.meta.paused:
-                self._ready.add(qname)
-        return EnqueueResult(tuple(ids), tuple(duplicates))
-
-    def _enqueue_plain(
-        self, queue: str, specs: Sequence[JobSpec], now: int
-    ) -> EnqueueResult | None:
-        """``enqueue`` when no spec has an id or an option (the hot path, one job or a bulk
-        batch); ``None``, having changed nothing, when one does."""
-        config = self._config
-        max_payload = config.max_payload
-        for index, spec in enumerate(specs):
-            if spec[0] is not None or spec[3:] != _PLAIN_TAIL:
-                return None
-            if len(spec[2]) > max_payload:
-                raise CoreError(
-                    ErrorCode.PAYLOAD_TOO_LARGE,
-                    f"jobs[{index}].payload: {len(spec[2])} bytes, limit {max_payload}",
-                )
-        fresh = len(specs)
-        if not fresh:
-            return None
-        q = self._queues.get(queue)
-        if config.max_queue_jobs is not None:
-            held = q.unfinished if q is not None else 0
-            if held + fresh > config.max_queue_jobs:
-                raise CoreError(
-                    ErrorCode.QUEUE_FULL,
-                    f"queue {queue!r} holds {held} unfinished jobs, limit {config.max_queue_jobs}",
-                )
-        if config.max_total_jobs is not None and (
-            self._unfinished + fresh > config.max_total_jobs
-        ):
-            raise CoreError(
-                ErrorCode.QUEUE_FULL,
-                f"the broker holds {self._unfinished} unfinished jobs, "
-                f"limit {config.max_total_jobs}",
-            )
-        entries = self._delayed.entries
-        if entries and entries[0][0] <= now:
-            self._promote_due(now)
-        if q is None:
-            q = self._queue(queue)
-        qname = q.name
-        lane = q.ready.lane(0)
-        jobs = self._jobs
-        changed = self._changed_jobs
-        names = self._names
-        attempts = config.default_max_attempts
-        seq = self._seq
-        ids: list[str] = []
-        for spec in specs:
-            name = spec[1]
-            interned = names.get(name)
-            if interned is None:
-                interned = self._intern(name)
-            job_id = str(seq)
-            job = Job(
-                seq, job_id, qname, interned, spec[2], priority=0, run_at=now,
-                max_attempts=attempts, options=NO_OPTIONS, state=WAITING, created_at=now,
-            )
-            lane.append(job)
-            jobs[job_id] = job
-            changed[job_id] = job
-            ids.append(job_id)
-            seq += 1
-        self._seq = seq
-        self._unfinished += fresh
-        q.waiting += fresh
-        if not q.meta.paused:
-            self._ready.add(qname)
-        return EnqueueResult(tuple(ids), ())
 
     # ------------------------------------------------------------------ worker operations
 
