@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from broker.core_admin import CoreAdmin
-from broker.core_state import DELAYED, WAITING, CoreError
+from broker.core_state import DELAYED, WAITING, CoreError, QueueState
 from broker.jobs import NO_OPTIONS, Job, JobOptions
 from protocol.errors import ErrorCode
 from protocol.messages import EnqueueResult, JobSpec
@@ -68,21 +68,8 @@ class CoreProducer(CoreAdmin):
                     seen.add(job_id)
             fresh += 1
         existing = self._queues.get(queue)
-        if fresh and config.max_queue_jobs is not None:
-            held = existing.unfinished if existing is not None else 0
-            if held + fresh > config.max_queue_jobs:
-                raise CoreError(
-                    ErrorCode.QUEUE_FULL,
-                    f"queue {queue!r} holds {held} unfinished jobs, limit {config.max_queue_jobs}",
-                )
-        if fresh and config.max_total_jobs is not None and (
-            self._unfinished + fresh > config.max_total_jobs
-        ):
-            raise CoreError(
-                ErrorCode.QUEUE_FULL,
-                f"the broker holds {self._unfinished} unfinished jobs, "
-                f"limit {config.max_total_jobs}",
-            )
+        if fresh:
+            self._check_room(queue, existing, fresh)
         self._promote_due(now)
         q = existing if existing is not None else self._queue(queue)
         qname = q.name
@@ -175,21 +162,7 @@ class CoreProducer(CoreAdmin):
         if not fresh:
             return None
         q = self._queues.get(queue)
-        if config.max_queue_jobs is not None:
-            held = q.unfinished if q is not None else 0
-            if held + fresh > config.max_queue_jobs:
-                raise CoreError(
-                    ErrorCode.QUEUE_FULL,
-                    f"queue {queue!r} holds {held} unfinished jobs, limit {config.max_queue_jobs}",
-                )
-        if config.max_total_jobs is not None and (
-            self._unfinished + fresh > config.max_total_jobs
-        ):
-            raise CoreError(
-                ErrorCode.QUEUE_FULL,
-                f"the broker holds {self._unfinished} unfinished jobs, "
-                f"limit {config.max_total_jobs}",
-            )
+        self._check_room(queue, q, fresh)
         entries = self._delayed.entries
         if entries and entries[0][0] <= now:
             self._promote_due(now)
@@ -224,3 +197,22 @@ class CoreProducer(CoreAdmin):
         if not q.meta.paused:
             self._ready.add(qname)
         return EnqueueResult(tuple(ids), ())
+
+    def _check_room(self, queue: str, existing: QueueState | None, fresh: int) -> None:
+        """Raise ``QUEUE_FULL`` if ``fresh`` more unfinished jobs would pass a limit."""
+        config = self._config
+        if config.max_queue_jobs is not None:
+            held = existing.unfinished if existing is not None else 0
+            if held + fresh > config.max_queue_jobs:
+                raise CoreError(
+                    ErrorCode.QUEUE_FULL,
+                    f"queue {queue!r} holds {held} unfinished jobs, limit {config.max_queue_jobs}",
+                )
+        if config.max_total_jobs is not None and (
+            self._unfinished + fresh > config.max_total_jobs
+        ):
+            raise CoreError(
+                ErrorCode.QUEUE_FULL,
+                f"the broker holds {self._unfinished} unfinished jobs, "
+                f"limit {config.max_total_jobs}",
+            )

@@ -33,7 +33,7 @@ import os
 import sqlite3
 import struct
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final, cast
@@ -89,64 +89,24 @@ def _write_rows(
     queues: list[tuple[str, int, int, int]],
     next_seq: int,
 ) -> None:
-    """One journal transaction, run in the SQLite thread (``Journal._transaction``).
+    """One journal transaction, run in the SQLite thread (``Journal.write``); a failed one is
+    rolled back here, in the same thread hop.
 
     Raises:
-        sqlite3.Error: a statement failed; the caller rolls back (the transaction may be open).
+        sqlite3.Error: a statement failed (nothing of the transaction was kept).
     """
     conn.execute("BEGIN IMMEDIATE")
-    if deletes:
-        _delete_rows(conn, deletes)
-    # Fewer rows changed than given: an id came back with a new seq (rare); rewrite with REPLACE.
-    if upserts and _upsert_rows(conn, upserts) != len(upserts):
-        conn.executemany(REPLACE_JOB, upserts)
-    if queues:
-        conn.executemany(UPSERT_QUEUE, queues)
-    if next_seq > 0:
-        conn.execute(UPSERT_NEXT_SEQ, (next_seq,))
-    conn.execute("COMMIT")
-
-
-def _upsert_rows(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> int:
-    """Upsert ``rows`` with multi-row statements (``UPSERT_CHUNKS``); return the rows changed."""
-    changed = 0
-    start = 0
-    total = len(rows)
-    for size in UPSERT_CHUNKS:
-        if total - start < size:
-            continue
-        sql = upsert_jobs_sql(size)
-        while total - start >= size:
-            end = start + size
-            changed += conn.execute(sql, list(_chain(rows[start:end]))).rowcount
-            start = end
-    return changed
-
-
-def _delete_rows(conn: sqlite3.Connection, ids: list[tuple[str]]) -> None:
-    """Delete the rows of ``ids`` with ``DELETE ... IN (...)`` statements of ``UPSERT_CHUNKS``."""
-    start = 0
-    total = len(ids)
-    for size in UPSERT_CHUNKS:
-        if total - start < size:
-            continue
-        sql = delete_jobs_sql(size)
-        while total - start >= size:
-            end = start + size
-            conn.execute(sql, [row[0] for row in ids[start:end]])
-            start = end
-
-
-def _write_transaction(
-    conn: sqlite3.Connection,
-    upserts: list[tuple[Any, ...]],
-    deletes: list[tuple[str]],
-    queues: list[tuple[str, int, int, int]],
-    next_seq: int,
-) -> None:
-    """``_write_rows``, rolled back in the same thread hop if it fails."""
     try:
-        _write_rows(conn, upserts, deletes, queues, next_seq)
+        if deletes:
+            _delete_rows(conn, deletes)
+        # Fewer rows changed than given: an id came back with a new seq (rare): use REPLACE.
+        if upserts and _upsert_rows(conn, upserts) != len(upserts):
+            conn.executemany(REPLACE_JOB, upserts)
+        if queues:
+            conn.executemany(UPSERT_QUEUE, queues)
+        if next_seq > 0:
+            conn.execute(UPSERT_NEXT_SEQ, (next_seq,))
+        conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
             try:
@@ -154,6 +114,30 @@ def _write_transaction(
             except sqlite3.Error as exc:
                 _log.error("journal_rollback_failed", error=str(exc))
         raise
+
+
+def _chunks(total: int) -> Iterator[tuple[int, int]]:
+    """``(start, end)`` of each multi-row statement: the fewest ``UPSERT_CHUNKS`` sizes."""
+    start = 0
+    for size in UPSERT_CHUNKS:
+        while total - start >= size:
+            yield start, start + size
+            start += size
+
+
+def _upsert_rows(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> int:
+    """Upsert ``rows`` with multi-row statements; return the number of rows changed."""
+    changed = 0
+    for start, end in _chunks(len(rows)):
+        sql = upsert_jobs_sql(end - start)
+        changed += conn.execute(sql, list(_chain(rows[start:end]))).rowcount
+    return changed
+
+
+def _delete_rows(conn: sqlite3.Connection, ids: list[tuple[str]]) -> None:
+    """Delete the rows of ``ids`` with multi-row ``DELETE ... IN (...)`` statements."""
+    for start, end in _chunks(len(ids)):
+        conn.execute(delete_jobs_sql(end - start), [row[0] for row in ids[start:end]])
 
 
 class JournalError(Exception):
@@ -446,7 +430,7 @@ class Journal:
             # runs to its end in the thread, before any later journal operation.
             in_thread = cast(Callable[..., Awaitable[None]], db._execute)
             try:
-                await in_thread(_write_transaction, db._conn, upserts, deletes, queues, next_seq)
+                await in_thread(_write_rows, db._conn, upserts, deletes, queues, next_seq)
             except (sqlite3.Error, OverflowError) as exc:
                 raise JournalError(f"journal write failed: {exc}") from exc
             self.transactions += 1
