@@ -479,7 +479,9 @@ class CoreMachine(RuleBasedStateMachine):
             expected.append(job.state.value)
         assert [o.value if o.ok else o.code for o in got] == expected
 
-    @rule(data=st.data(), value=st.sampled_from((1, "half", [1, 2], "x" * 10)))
+    # Values as the wire delivers them: arrays decode as tuples (a list would come back from
+    # the journal as a tuple and differ from the model after a restart).
+    @rule(data=st.data(), value=st.sampled_from((1, "half", (1, 2), "x" * 10)))
     def progress(self, data: st.DataObject, value: Any) -> None:
         job_id, token = self._pick_leases(data)[0]
         problem = self.model.lease_problem(job_id, token)
