@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -57,6 +57,61 @@ async def test_many_requests_share_few_transactions(
     assert journal.transactions <= 3
     assert committer.batches == journal.transactions
     assert len((await journal.load()).jobs) == 300
+
+
+async def test_callbacks_run_in_batch_order_each_after_its_own_commit(
+    committed: tuple[Journal, Source, GroupCommitter],
+) -> None:
+    # The run loop answers a batch once the next one is in the SQLite thread: the order of
+    # answers must still follow the batches, and each answer must see its own rows on disk.
+    journal, source, committer = committed
+    answered: list[tuple[int, int]] = []  # (request, transactions committed when answered)
+    done = asyncio.Event()
+
+    def make_callback(index: int) -> Callable[[BaseException | None], None]:
+        def callback(error: BaseException | None) -> None:
+            assert error is None
+            answered.append((index, journal.transactions))
+            if len(answered) == 200:
+                done.set()
+        return callback
+
+    committed_at: dict[int, int] = {}
+    for index in range(200):
+        source.new_job(payload=b"x" * 2_000)
+        committed_at[index] = journal.transactions
+        committer.after_commit(make_callback(index))
+        if index % 10 == 9:
+            await asyncio.sleep(0.001)  # let batches form and commit in between
+    await asyncio.wait_for(done.wait(), 30)
+
+    assert [index for index, _ in answered] == list(range(200))
+    # Each answer came after at least one more transaction than when it registered.
+    assert all(at > committed_at[index] for index, at in answered)
+    assert journal.transactions >= 2
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.0005, 0.001, 0.003, 0.01])
+async def test_every_callback_is_answered_once_however_the_run_loop_is_stopped(
+    journal: Journal, delay: float
+) -> None:
+    source = Source()
+    committer = GroupCommitter(journal, source.take_changes)
+    answers: list[tuple[str, BaseException | None]] = []
+    task = asyncio.create_task(committer.run())
+    source.new_job(payload=b"x" * 50_000)
+    committer.after_commit(lambda error: answers.append(("first", error)))
+    await source.taken.wait()  # the first batch is being written
+    source.new_job()
+    committer.after_commit(lambda error: answers.append(("second", error)))
+    await asyncio.sleep(delay)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await committer.flush()
+
+    assert answers == [("first", None), ("second", None)]
+    assert len((await journal.load()).jobs) == 2
 
 
 async def test_the_next_batch_gathers_while_a_transaction_runs(
