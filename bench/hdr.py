@@ -23,14 +23,14 @@ def new_histogram() -> Any:
     return HdrHistogram(LOWEST_US, HIGHEST_US, SIGNIFICANT_DIGITS)
 
 
+def _micros(elapsed_ns: int) -> int:
+    """Nanoseconds as whole microseconds, clamped into the histogram's range."""
+    return min(max(elapsed_ns // 1000, LOWEST_US), HIGHEST_US)
+
+
 def record_ns(histogram: Any, elapsed_ns: int) -> None:
     """Record one latency given in nanoseconds (clamped into the histogram's range)."""
-    micros = elapsed_ns // 1000
-    if micros < LOWEST_US:
-        micros = LOWEST_US
-    elif micros > HIGHEST_US:
-        micros = HIGHEST_US
-    histogram.record_value(micros)
+    histogram.record_value(_micros(elapsed_ns))
 
 
 class Recorder:
@@ -52,11 +52,7 @@ class Recorder:
 
     def record_ns(self, elapsed_ns: int) -> None:
         """Record one latency given in nanoseconds (clamped into the histogram's range)."""
-        micros = elapsed_ns // 1000
-        if micros < LOWEST_US:
-            micros = LOWEST_US
-        elif micros > HIGHEST_US:
-            micros = HIGHEST_US
+        micros = _micros(elapsed_ns)
         pending = self._pending
         pending[micros] = pending.get(micros, 0) + 1
         if len(pending) > self._max_pending:

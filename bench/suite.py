@@ -164,7 +164,7 @@ def execute(args: argparse.Namespace, console: Console) -> SuiteRun:
         for key, value in step.options.items():
             setattr(params, key, value)
         console.print(f"[bold]{step.name}[/bold]: {step_command(step, args.sync)}")
-        repeat = max(1, args.repeat if getattr(args, "repeat", None) else step.repeat)
+        repeat = max(1, args.repeat or step.repeat)
         runs: list[dict[str, Any]] = []
         try:
             for _ in range(repeat):
@@ -201,18 +201,23 @@ def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return chosen
 
 
+def runs_note(result: dict[str, Any]) -> str | None:
+    """``"NAME: N runs, jobs/s A, B, C (in run order); ..."`` for a repeated step, else None."""
+    figures = result.get("runs_jobs_per_s")
+    if not figures:
+        return None
+    shown = ", ".join(f"{figure:,.0f}" for figure in figures)
+    return (f"{result['name']}: {len(figures)} runs, jobs/s {shown} (in run order); "
+            "the row is the median run")
+
+
 def suite_markdown(run: SuiteRun, scale: float) -> str:
     """The markdown report: the table, conditions, commands and the micro outputs."""
     notes = []
     if scale != 1.0:
         notes.append(f"scale {scale}: job counts and durations scaled; not comparable figures")
     notes += [f"FAILED {failure}" for failure in run.failures]
-    for result in run.results:
-        figures = result.get("runs_jobs_per_s")
-        if figures:
-            shown = ", ".join(f"{figure:,.0f}" for figure in figures)
-            notes.append(f"{result['name']}: {len(figures)} runs, jobs/s {shown} "
-                         "(in run order); the row is the median run")
+    notes += [note for note in map(runs_note, run.results) if note]
     text = markdown(run.results, notes)
     for micro in run.micro:
         text += f"\n`{micro['command']}` (exit {micro['returncode']}, {micro['seconds']} s):\n\n"
@@ -235,9 +240,9 @@ def run_suite(args: argparse.Namespace) -> int:
     console.print(table(run.results, title="jobwire bench suite"))
     console.print(conditions(run.results))
     for result in run.results:
-        if result.get("runs_jobs_per_s"):
-            figures = ", ".join(f"{figure:,.0f}" for figure in result["runs_jobs_per_s"])
-            console.print(f"{result['name']}: jobs/s of each run {figures}; the row is the median")
+        note = runs_note(result)
+        if note:
+            console.print(note)
     for micro in run.micro:
         console.print(f"\n[bold]{micro['command']}[/bold] (exit {micro['returncode']})")
         console.print(micro["output"], markup=False, highlight=False)

@@ -174,8 +174,8 @@ class GroupCommitter:
                 error = exc
                 self._retained = changes
             except asyncio.CancelledError:
-                # The write itself finishes (it is shielded), but whether it committed is
-                # unknown here: keep everything for the next run or flush (rewriting is
+                # The transaction still runs to its end in the SQLite thread, but whether it
+                # committed is unknown here: keep everything for the next run or flush (rewriting is
                 # idempotent) and let the callbacks wait for it.
                 self._retained = changes
                 self._waiters[:0] = waiters

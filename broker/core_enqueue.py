@@ -14,9 +14,7 @@ from broker.core_state import DELAYED, WAITING, CoreError, QueueState
 from broker.jobs import NO_OPTIONS, Job, JobOptions
 from protocol.errors import ErrorCode
 from protocol.messages import EnqueueResult, JobSpec
-
-_PLAIN_TAIL = JobSpec(None, "", b"")[3:]
-"""The fields after the payload of a spec that leaves every option to the broker."""
+from protocol.model import PLAIN_TAIL
 
 
 class CoreProducer(CoreAdmin):
@@ -151,7 +149,7 @@ class CoreProducer(CoreAdmin):
         config = self._config
         max_payload = config.max_payload
         for index, spec in enumerate(specs):
-            if spec[0] is not None or spec[3:] != _PLAIN_TAIL:
+            if spec[0] is not None or spec[3:] != PLAIN_TAIL:
                 return None
             if len(spec[2]) > max_payload:
                 raise CoreError(

@@ -165,27 +165,9 @@ class Job(JobRecord):
         priority: int = 0,
         duplicate: bool = False,
     ) -> None:
-        # JobRecord.__init__ spelled out: this runs once per enqueued job.
-        self.id = job_id
-        self.queue = queue
-        self.name = name
-        self._serializer = serializer
-        self._payload = payload
-        self._data = data
-        self._result_raw = None
-        self._result = _UNSET
-        self.state = state
-        self.priority = priority
-        self.attempts = 0
-        self.max_attempts = None
-        self.progress = None
-        self.error = None
-        self.created_at = None
-        self.run_at = None
-        self.started_at = None
-        self.finished_at = None
-        self.lease_deadline = None
-        self.duplicate = duplicate
+        # Explicit keywords, not **fields: this runs once per enqueued job.
+        JobRecord.__init__(self, job_id, queue, name, serializer, payload=payload, data=data,
+                           state=state, priority=priority, duplicate=duplicate)
         self._connection = connection
 
     @classmethod

@@ -236,32 +236,6 @@ class FrameDecoder:
         return out
 
 
-def encode_frame(message: Any) -> bytes:
-    """Encode one message as a frame (length prefix + msgpack body).
-
-    Args:
-        message: a msgpack-encodable value (tuples and lists become arrays, str keys only).
-
-    Returns:
-        The frame's bytes.
-    """
-    body: bytes = msgpack.packb(message, use_bin_type=True)
-    return _PREFIX.pack(len(body)) + body
-
-
-def encode_frames(messages: Iterable[Any]) -> bytes:
-    """Encode many messages into one bytes object of consecutive frames."""
-    pack = _PREFIX.pack
-    parts: list[bytes] = []
-    append = parts.append
-    packb = msgpack.packb
-    for message in messages:
-        body = packb(message, use_bin_type=True)
-        append(pack(len(body)))
-        append(body)
-    return b"".join(parts)
-
-
 class FrameEncoder:
     """Encodes messages as frames with one reused msgpack ``Packer``.
 
@@ -290,3 +264,20 @@ class FrameEncoder:
             append(prefix(len(body)))
             append(body)
         return b"".join(parts)
+
+
+def encode_frame(message: Any) -> bytes:
+    """Encode one message as a frame (length prefix + msgpack body).
+
+    Args:
+        message: a msgpack-encodable value (tuples and lists become arrays, str keys only).
+
+    Returns:
+        The frame's bytes.
+    """
+    return FrameEncoder().frame(message)
+
+
+def encode_frames(messages: Iterable[Any]) -> bytes:
+    """Encode many messages into one bytes object of consecutive frames."""
+    return FrameEncoder().frames(messages)

@@ -34,7 +34,6 @@ from typing import Any, Final, NamedTuple
 
 from protocol.errors import ErrorCode, ProtocolError, bad_argument
 from protocol.model import (
-    _PLAIN_TAIL,
     CLEANABLE_STATES,
     JOB_INFO_FIELDS,
     KEEP_ALL,
@@ -54,6 +53,7 @@ from protocol.model import (
     MAX_WAIT_MS,
     MIN_LEASE_MS,
     OK,
+    PLAIN_TAIL,
     PRIORITY_MAX,
     PRIORITY_MIN,
     PROTOCOL_VERSION,
@@ -205,7 +205,7 @@ def job_to_wire(job: JobSpec) -> tuple[Any, ...] | list[Any]:
         ``(id, name, payload)`` for a job with every option left to the broker (the hot path:
         a tuple packs as a msgpack array), else a list with backoff and retentions as lists.
     """
-    if job[3:] == _PLAIN_TAIL:
+    if job[3:] == PLAIN_TAIL:
         return job[:3]
     wire: list[Any] = list(job)
     for i in (7, 9, 10):
@@ -221,13 +221,17 @@ def job_to_wire(job: JobSpec) -> tuple[Any, ...] | list[Any]:
 _job_to_wire = job_to_wire  # the name the client's tests import
 
 
+def _enqueue_args(request: Enqueue) -> dict[str, Any]:
+    return {"queue": request.queue, "jobs": [job_to_wire(job) for job in request.jobs]}
+
+
 def request_args(request: Request) -> dict[str, Any]:
     """The wire ``args`` map of a typed request (client side)."""
     match request:
         case Hello(version, client, token):
             return {"version": version, "client": client, "token": token}
-        case Enqueue(queue, jobs):
-            return {"queue": queue, "jobs": [job_to_wire(job) for job in jobs]}
+        case Enqueue():
+            return _enqueue_args(request)
         case Reserve(queues, max_jobs, wait_ms, lease_ms):
             return {"queues": list(queues), "max": max_jobs, "wait_ms": wait_ms,
                     "lease_ms": lease_ms}
@@ -272,9 +276,7 @@ _ENQUEUE: Final = Op.ENQUEUE.value
 def request_message(request_id: int, request: Request) -> list[Any]:
     """The wire message for a typed request: ``[0, request_id, op, args]``."""
     if type(request) is Enqueue:  # the producer's hot path, without the match in request_args
-        jobs = request.jobs
-        wire_jobs = [job[:3] if job[3:] == _PLAIN_TAIL else job_to_wire(job) for job in jobs]
-        return [_REQUEST, request_id, _ENQUEUE, {"queue": request.queue, "jobs": wire_jobs}]
+        return [_REQUEST, request_id, _ENQUEUE, _enqueue_args(request)]
     return [_REQUEST, request_id, _OP_NAME[type(request)], request_args(request)]
 
 

@@ -401,8 +401,8 @@ class QueueStats(NamedTuple):
 _new_tuple = tuple.__new__
 """Builds a NamedTuple from a tuple without the keyword-argument machinery (hot paths)."""
 
-_PLAIN_TAIL: Final = (0, None, None, None, None, None, None, None)
-"""A ``JobSpec`` from ``priority`` on, when every option is left to the broker."""
+PLAIN_TAIL: Final = (0, None, None, None, None, None, None, None)
+"""A ``JobSpec`` from ``priority`` on, when every option is left to the broker (``spec[3:]``)."""
 
 
 def _enum(enum: type[_E], value: Any, field: str) -> _E:

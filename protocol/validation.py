@@ -17,7 +17,6 @@ from typing import Any, Final
 
 from protocol.errors import ErrorCode, ProtocolError, bad_argument
 from protocol.model import (
-    _PLAIN_TAIL,
     CLEANABLE_STATES,
     KEEP_ALL,
     MAX_ATTEMPTS,
@@ -35,6 +34,7 @@ from protocol.model import (
     MAX_VALUE_DEPTH,
     MAX_WAIT_MS,
     MIN_LEASE_MS,
+    PLAIN_TAIL,
     PRIORITY_MAX,
     PRIORITY_MIN,
     REMOVE_AT_ONCE,
@@ -233,7 +233,7 @@ def _parse_enqueue(args: Mapping[str, Any]) -> Enqueue:
         if type(raw) is tuple and len(raw) == 3 and raw[0] is None:
             name, payload = raw[1], raw[2]
             if type(payload) is bytes and type(name) is str and len(name) <= MAX_NAME_LEN:
-                append(_new_tuple(JobSpec, (None, name, payload, *_PLAIN_TAIL)))
+                append(_new_tuple(JobSpec, (None, name, payload, *PLAIN_TAIL)))
                 continue
         append(parse_job(raw, index))
     return Enqueue(queue, tuple(jobs))
