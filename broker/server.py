@@ -206,6 +206,9 @@ class Server:
         if released:
             self.committer.wake()
         self.after_ops()
+        for parked_wait in self._job_waiters.all():  # answered by the final commit below
+            self._job_waiters.remove(parked_wait)
+            parked_wait.session.finish_wait(parked_wait.request_id, parked_wait.request.job_id)
         failure: JournalError | None = None
         try:
             await self.committer.flush()
@@ -213,9 +216,6 @@ class Server:
         except JournalError as exc:  # still close every connection; then report it
             _log.error("journal_failure", during="shutdown", error=str(exc))
             failure = exc
-        for parked_wait in self._job_waiters.all():
-            self._job_waiters.remove(parked_wait)
-            parked_wait.session.finish_wait(parked_wait.request_id, parked_wait.request.job_id)
         self._closed = True
         if self._timer is not None:
             self._timer.cancel()

@@ -4,9 +4,10 @@ Theory of operation
 -------------------
 A ``Session`` is the ``asyncio.Protocol`` of one TCP connection. ``data_received`` feeds the bytes
 to a ``FrameDecoder`` and handles every complete request in order; each handler (``broker/ops.py``)
-calls the core synchronously and either queues its reply at once (reads, ``reserve``) or hands a
-callback to the group committer so the reply leaves only after the write's transaction
-committed. Such replies gather in one list per session and commit batch
+calls the core synchronously and either queues its reply at once (``ping``, ``stats``,
+``list_failed``, ``reserve``) or hands a callback to the group committer so the reply leaves only
+after the transaction holding every change made so far committed (writes, and the job reads
+``get``/``wait``, which must never show a state a crash could revert). Such replies gather in one list per session and commit batch
 (``committer.generation``) under a single callback, so a commit answers all of a session's
 requests in one pass. Replies queued while handling one chunk of input, or while one commit
 completes, go out in a single ``transport.write`` of consecutive frames.
@@ -84,6 +85,10 @@ _NOT_DURABLE: Final = (
     "retry (with the same job id) to be safe"
 )
 
+_READ_NOT_DURABLE: Final = (
+    "the job's state is not durable yet: the journal could not commit it; ask again"
+)
+
 _log = get_logger("session")
 
 
@@ -131,7 +136,7 @@ class Session(asyncio.Protocol):
         self._close_reason: str | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._last_input = 0.0
-        self._committing: list[tuple[int, dict[str, Any]]] | None = None
+        self._committing: list[tuple[int, Any, str]] | None = None
         self._committing_generation = -1
 
     # ------------------------------------------------------------------ asyncio.Protocol
@@ -403,13 +408,23 @@ class Session(asyncio.Protocol):
             )
         self.reply(request_id, self.server.hello_body(now))
 
-    def reply_after_commit(self, request_id: int, body: dict[str, Any]) -> None:
+    def reply_after_commit(self, request_id: int, body: dict[str, Any],
+                           not_durable: str = _NOT_DURABLE) -> None:
         """Send ``body`` once everything the core changed so far is committed.
 
         Replies gather in one list per commit batch: the first of a batch registers the list's
         callback, later ones join it while the committer has not taken that batch yet (its
-        transaction will then hold their changes too).
+        transaction will then hold their changes too). If the transaction fails, the request
+        gets ``JOURNAL_FAILURE`` with the text ``not_durable`` instead.
         """
+        self._after_commit(request_id, reply_message(request_id, body), not_durable)
+
+    def error_after_commit(self, request_id: int, code: ErrorCode, text: str) -> None:
+        """Send an error once everything the core changed so far is committed (a read whose
+        answer, such as "no such job", a crash could otherwise revert)."""
+        self._after_commit(request_id, error_message(request_id, code, text), _NOT_DURABLE)
+
+    def _after_commit(self, request_id: int, message: Any, not_durable: str) -> None:
         self.begin()
         committer = self.server.committer
         batch = self._committing
@@ -418,19 +433,18 @@ class Session(asyncio.Protocol):
             self._committing = batch
             self._committing_generation = committer.generation
             committer.after_commit(functools.partial(self._committed, batch))
-        batch.append((request_id, body))
+        batch.append((request_id, message, not_durable))
 
-    def _committed(self, batch: list[tuple[int, dict[str, Any]]],
-                   exc: BaseException | None) -> None:
+    def _committed(self, batch: list[tuple[int, Any, str]], exc: BaseException | None) -> None:
         """Answer every request of ``batch`` (its transaction ended, ``exc`` if it failed)."""
         if self._committing is batch:
             self._committing = None
         self.inflight -= len(batch)
         if exc is None:
-            messages = [reply_message(request_id, body) for request_id, body in batch]
+            messages = [message for _, message, _ in batch]
         else:
-            messages = [error_message(request_id, ErrorCode.JOURNAL_FAILURE, _NOT_DURABLE)
-                        for request_id, _ in batch]
+            messages = [error_message(request_id, ErrorCode.JOURNAL_FAILURE, not_durable)
+                        for request_id, _, not_durable in batch]
         self.send_many(messages)
         if self._reading_paused:
             self._update_reading()
@@ -442,9 +456,21 @@ class Session(asyncio.Protocol):
         self.finish(request_id, {"jobs": jobs})
 
     def finish_wait(self, request_id: int, job_id: str) -> None:
-        """Answer a parked wait with the job as it is now."""
+        """Answer a parked wait (its job finished or its time ran out)."""
+        self._end()
+        self.reply_job(request_id, job_id, f"job {job_id!r} was removed")
+
+    def reply_job(self, request_id: int, job_id: str, missing: str) -> None:
+        """Answer ``get``/``wait`` with the job as it is now, once that state is durable.
+
+        The core may hold changes that are not committed yet (an ack whose transaction is
+        running, or a batch held back by a journal fault): a state read now could be reverted by
+        a crash. So the answer leaves after the transaction holding every change made so far
+        commits; if that transaction fails, the caller gets ``JOURNAL_FAILURE`` and asks again.
+        ``missing`` is the ``NOT_FOUND`` text when there is no such job.
+        """
         info = self.server.core.get(job_id)
         if info is None:
-            self.finish_error(request_id, ErrorCode.NOT_FOUND, f"job {job_id!r} was removed")
+            self.error_after_commit(request_id, ErrorCode.NOT_FOUND, missing)
         else:
-            self.finish(request_id, {"job": info.to_wire()})
+            self.reply_after_commit(request_id, {"job": info.to_wire()}, _READ_NOT_DURABLE)
