@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from broker.replysize import min_max_frame
+from protocol.model import MAX_AUTH_TOKEN_LEN
 
 SYNC_MODES: Final = ("full", "normal", "off")
 LOG_LEVELS: Final = ("debug", "info", "warning", "error")
@@ -357,6 +358,9 @@ def load_settings(
         if not token:
             raise ConfigError(f"the token file {settings.token_file} is empty")
         settings = replace(settings, token=token)
+    if settings.token is not None and len(settings.token) > MAX_AUTH_TOKEN_LEN:
+        raise ConfigError(f"the token has {len(settings.token)} characters; a hello can carry at "
+                          f"most {MAX_AUTH_TOKEN_LEN}, so no client could authenticate")
     if (settings.tls_cert is None) != (settings.tls_key is None):
         raise ConfigError("set both a TLS certificate and its key (--tls-cert, --tls-key)")
     if settings.tls_client_ca is not None and settings.tls_cert is None:

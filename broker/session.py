@@ -7,10 +7,10 @@ to a ``FrameDecoder`` and handles every complete request in order; each handler 
 calls the core synchronously and either queues its reply at once (``ping``, ``stats``,
 ``list_failed``, ``reserve``) or hands a callback to the group committer so the reply leaves only
 after the transaction holding every change made so far committed (writes, and the job reads
-``get``/``wait``, which must never show a state a crash could revert). Such replies gather in one list per session and commit batch
-(``committer.generation``) under a single callback, so a commit answers all of a session's
-requests in one pass. Replies queued while handling one chunk of input, or while one commit
-completes, go out in a single ``transport.write`` of consecutive frames.
+``get``/``wait``, which must never show a state a crash could revert). Such replies gather in one
+list per session and commit batch (``committer.generation``) under a single callback, so a commit
+answers all of a session's requests in one pass. Replies queued while handling one chunk of input,
+or while one commit completes, go out in a single ``transport.write`` of consecutive frames.
 
 Connection states and their moves (``ConnState``; an illegal move raises):
 
@@ -85,6 +85,9 @@ _NOT_DURABLE: Final = (
     "retry (with the same job id) to be safe"
 )
 
+_MAX_HELD: Final = 64 << 10
+"""Bytes a connection may send before its handshake slot comes (a hello needs about 4 KiB)."""
+
 _READ_NOT_DURABLE: Final = (
     "the job's state is not durable yet: the journal could not commit it; ask again"
 )
@@ -138,6 +141,9 @@ class Session(asyncio.Protocol):
         self._last_input = 0.0
         self._committing: list[tuple[int, Any, str]] | None = None
         self._committing_generation = -1
+        self._held: list[bytes] | None = None
+        """Bytes received before this connection's handshake slot (``None``: not held)."""
+        self._held_bytes = 0
 
     # ------------------------------------------------------------------ asyncio.Protocol
 
@@ -154,10 +160,16 @@ class Session(asyncio.Protocol):
             return
         wait = self.server.auth_failures.admit(peer_host(peer), loop.time())
         if wait is None:
-            self.fail_connection(ErrorCode.UNAUTHORIZED,
-                                 "too many failed handshakes from this address; retry later")
+            # Not UNAUTHORIZED: no token was checked, and a client with the right token must
+            # not take this for a verdict on it. OVERLOADED tells it to retry later.
+            self.fail_connection(ErrorCode.OVERLOADED,
+                                 "slowed down: too many failed handshakes from this address; "
+                                 "retry later")
             return
-        if wait > 0:  # recent failed handshakes from this host: read this one at its slot
+        if wait > 0:  # recent failed handshakes from this host: handle this one at its slot
+            # Bytes that arrive before the slot are held, not handled: pause_reading() alone is
+            # not enough, uvloop ignores it inside connection_made.
+            self._held = []
             transport.pause_reading()
             self._timer = loop.call_later(wait, self._admitted)
             return
@@ -166,14 +178,25 @@ class Session(asyncio.Protocol):
     def _admitted(self) -> None:
         """This host's handshake slot came (``broker.auth``): read, with the usual deadline."""
         self._timer = None
+        held, self._held = self._held, None
         if self.state is ConnState.HANDSHAKE and self._transport is not None:
             self._transport.resume_reading()
             self._timer = asyncio.get_running_loop().call_later(
                 self._settings.handshake_timeout, self._on_timer
             )
+            if held:
+                self.data_received(b"".join(held))
 
     def data_received(self, data: bytes) -> None:
         if self.state is ConnState.CLOSING or self.state is ConnState.CLOSED:
+            return
+        if self._held is not None:  # waiting for this host's handshake slot
+            self._held.append(data)
+            self._held_bytes += len(data)
+            if self._held_bytes > _MAX_HELD:
+                self._held = None
+                self.fail_connection(ErrorCode.OVERLOADED,
+                                     "sent too much before its handshake slot; retry later")
             return
         self._last_input = asyncio.get_running_loop().time()
         try:

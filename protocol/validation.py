@@ -20,6 +20,7 @@ from protocol.model import (
     CLEANABLE_STATES,
     KEEP_ALL,
     MAX_ATTEMPTS,
+    MAX_AUTH_TOKEN_LEN,
     MAX_BATCH,
     MAX_DELAY_MS,
     MAX_ERROR_LEN,
@@ -214,8 +215,8 @@ def _parse_hello(args: Mapping[str, Any]) -> Hello:
     if type(client) is not str or len(client) > MAX_NAME_LEN:
         raise bad_argument("client", f"str of 0..{MAX_NAME_LEN} characters")
     token = args.get("token")
-    if token is not None and (type(token) is not str or len(token) > 4096):
-        raise bad_argument("token", "str of 0..4096 characters or nil")
+    if token is not None and (type(token) is not str or len(token) > MAX_AUTH_TOKEN_LEN):
+        raise bad_argument("token", f"str of 0..{MAX_AUTH_TOKEN_LEN} characters or nil")
     return Hello(version, client, token)
 
 
