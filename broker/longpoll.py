@@ -3,8 +3,8 @@
 Theory of operation
 -------------------
 A ``reserve`` that finds nothing and may wait is *parked*: it joins a FIFO per queue it names.
-When the core reports that queues gained reservable jobs (``Core.take_ready``), the server calls
-``ReserveWaiters.wake`` with those queues. For each one, the oldest waiter is offered the chance to
+When the core reports that queues gained reservable jobs (``Core.take_ready``), ``Parking.wake``
+calls ``ReserveWaiters.wake`` with those queues. For each one, the oldest waiter is offered the chance to
 reserve; if it got jobs it leaves every FIFO and the next one is tried; the first that gets nothing
 stops the walk for that queue. So one enqueued job wakes exactly one waiter (no thundering herd),
 and a batch of N jobs wakes waiters until the N are gone.
@@ -19,20 +19,37 @@ Invariants:
 A FIFO is a dict used as an ordered set: O(1) append, O(1) removal of any member (a timed-out or
 disconnected waiter), O(1) peek at the oldest.
 
-``JobWaiters`` is the same idea keyed by job id, for ``wait`` requests: the server passes it the
-ids from ``Core.take_finished`` and answers every waiter of each.
+``JobWaiters`` is the same idea keyed by job id, for ``wait`` requests: ``Parking.wake`` passes
+it the ids from ``Core.take_finished`` and answers every waiter of each.
+
+``Parking`` owns both, with each waiter's timer; it reserves for a woken waiter through the
+callable it is given (the same route to the core as a fresh ``reserve``) and answers through the
+waiter's connection, of which it knows only ``Waiter``.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
-from protocol.messages import Reserve, Wait
+from protocol.model import ReservedJob
+from protocol.operations import Reserve, Wait
 
-if TYPE_CHECKING:
-    from broker.session import Session
+
+class Waiter(Protocol):
+    """What parking needs of the connection a parked request came on."""
+
+    conn_id: int
+    parked: set[ParkedReserve | ParkedWait]
+    """The connection's parked requests (invariant 2)."""
+
+    @property
+    def is_open(self) -> bool: ...
+
+    def finish_reserve(self, request_id: int, jobs: list[ReservedJob]) -> None: ...
+
+    def finish_wait(self, request_id: int, job_id: str) -> None: ...
 
 
 _R = TypeVar("_R", Reserve, Wait)
@@ -43,7 +60,7 @@ class Parked(Generic[_R]):
 
     __slots__ = ("done", "request", "request_id", "session", "timer")
 
-    def __init__(self, session: Session, request_id: int, request: _R) -> None:
+    def __init__(self, session: Waiter, request_id: int, request: _R) -> None:
         self.session = session
         self.request_id = request_id
         self.request: _R = request
@@ -175,3 +192,85 @@ class JobWaiters:
 
     def all(self) -> list[ParkedWait]:
         return [w for ws in self._by_job.values() for w in ws]
+
+
+class Parking:
+    """Every parked request of the broker, each with its timer.
+
+    Args:
+        reserve: reserves for a parked waiter now (empty when the core has nothing for it).
+    """
+
+    __slots__ = ("_reserve", "reserves", "waits")
+
+    def __init__(self, reserve: Callable[[ParkedReserve], list[ReservedJob]]) -> None:
+        self.reserves = ReserveWaiters()
+        self.waits = JobWaiters()
+        self._reserve = reserve
+
+    def park_reserve(self, session: Waiter, request_id: int, request: Reserve) -> None:
+        """Park a reserve that found nothing until jobs come or ``wait_ms`` passes."""
+        parked = ParkedReserve(session, request_id, request)
+        self.reserves.park(parked)
+        parked.timer = asyncio.get_running_loop().call_later(
+            request.wait_ms / 1000, self._reserve_timed_out, parked
+        )
+
+    def park_wait(self, session: Waiter, request_id: int, request: Wait) -> None:
+        """Park a ``wait`` until the job finishes or ``timeout_ms`` passes."""
+        parked = ParkedWait(session, request_id, request)
+        self.waits.park(parked)
+        parked.timer = asyncio.get_running_loop().call_later(
+            request.timeout_ms / 1000, self._wait_timed_out, parked
+        )
+
+    def wake(self, ready: Iterable[str], finished: Iterable[str]) -> None:
+        """Offer jobs of the ``ready`` queues to their waiters; answer waits of ``finished`` jobs."""
+        if self.reserves:
+            self.reserves.wake(ready, self._serve)
+        if self.waits:
+            for parked in self.waits.take(finished):
+                parked.session.finish_wait(parked.request_id, parked.request.job_id)
+
+    def drop(self, session: Waiter) -> None:
+        """Forget every request parked by a closed connection, unanswered."""
+        for parked in list(session.parked):
+            if isinstance(parked, ParkedReserve):
+                self.reserves.remove(parked)
+            else:
+                self.waits.remove(parked)
+
+    def answer_reserves(self) -> None:
+        """Answer every parked reserve with no jobs (shutdown)."""
+        for parked in self.reserves.all():
+            self.reserves.remove(parked)
+            parked.session.finish_reserve(parked.request_id, [])
+
+    def answer_waits(self) -> None:
+        """Answer every parked wait with its job as it is now (shutdown)."""
+        for parked in self.waits.all():
+            self.waits.remove(parked)
+            parked.session.finish_wait(parked.request_id, parked.request.job_id)
+
+    def _serve(self, parked: ParkedReserve) -> bool:
+        if not parked.session.is_open:  # closing: jobs leased to it would only come back failed
+            self.reserves.remove(parked)
+            return True
+        jobs = self._reserve(parked)
+        if not jobs:
+            return False
+        self.reserves.remove(parked)
+        parked.session.finish_reserve(parked.request_id, jobs)
+        return True
+
+    def _reserve_timed_out(self, parked: ParkedReserve) -> None:
+        parked.timer = None
+        if not parked.done:
+            self.reserves.remove(parked)
+            parked.session.finish_reserve(parked.request_id, [])
+
+    def _wait_timed_out(self, parked: ParkedWait) -> None:
+        parked.timer = None
+        if not parked.done:
+            self.waits.remove(parked)
+            parked.session.finish_wait(parked.request_id, parked.request.job_id)

@@ -1,20 +1,46 @@
-"""One handler per operation: a validated request in, a core call, a reply (now or after commit).
+"""One handler per operation: a parsed request in, a core call, the reply body out.
 
-Each handler takes ``(session, request_id, request, now)``. Writes call the core, then
-``session.reply_after_commit`` so the reply leaves only once the change is durable; reads and
-``reserve`` reply at once (docs/internals.md says which is which). A ``CoreError`` raised here
-is turned into an ERROR reply by the session. The reply bodies are listed in
-``protocol/SPEC.md`` and at the top of ``broker/session.py``.
+A handler takes ``(broker, conn, request_id, request, now)``. ``broker`` is the ``OpContext``:
+what every handler may use (the core, the committer, the parked requests, whether the broker is
+draining); ``conn`` is the connection the request came on, seen only as ``Conn``. The handler
+returns the reply body, which the session sends at once or only after the commit, as the op's
+declaration in ``protocol.operations`` says (``after_commit``); or ``None`` when it answered or
+parked the request itself. A ``CoreError`` it raises becomes an ERROR reply at once. Every
+declared operation but ``hello`` (the session's handshake) has a handler; importing this module
+checks that.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Final
+from typing import Any, Final, Protocol, TypeVar
 
-from broker.replysize import fit_job_infos
+from broker.committer import GroupCommitter
+from broker.core import Core, CoreError
+from broker.longpoll import ParkedReserve, Parking, Waiter
+from broker.replysize import fit_job_infos, reserve_budget
 from protocol.errors import ErrorCode
-from protocol.messages import (
+from protocol.model import JobState, ReservedJob
+from protocol.operations import (
+    ACK,
+    CANCEL,
+    CLEAN,
+    ENQUEUE,
+    EXTEND,
+    FAIL,
+    GET,
+    HELLO,
+    LIST_FAILED,
+    OPERATIONS,
+    PAUSE,
+    PING,
+    PROGRESS,
+    RELEASE,
+    RESERVE,
+    RESUME,
+    RETRY_FAILED,
+    STATS,
+    WAIT,
     Ack,
     Cancel,
     Clean,
@@ -22,13 +48,11 @@ from protocol.messages import (
     Extend,
     Fail,
     Get,
-    JobState,
     ListFailed,
-    Op,
+    Operation,
     Pause,
     Progress,
     Release,
-    Request,
     Reserve,
     Resume,
     RetryFailed,
@@ -36,155 +60,212 @@ from protocol.messages import (
     Wait,
 )
 
-if TYPE_CHECKING:
-    from broker.session import Session
-
 _FINISHED: Final = frozenset({JobState.COMPLETED, JobState.FAILED})
 
+Body = dict[str, Any]
 
 
-def ping(session: Session, request_id: int, request: Request, now: int) -> None:
-    session.reply(request_id, {"now": now})
+class Conn(Waiter, Protocol):
+    """What a handler needs of the connection a request came on."""
+
+    def begin(self) -> None:
+        """Count one more request that will be answered later."""
+
+    def reply_job(self, request_id: int, job_id: str, missing: str) -> None:
+        """Answer ``get``/``wait`` with the job as it is now, once that state is durable."""
 
 
-def enqueue(session: Session, request_id: int, request: Request, now: int) -> None:
-    assert isinstance(request, Enqueue)
-    if session.server.draining:
-        session.error(request_id, ErrorCode.DRAINING, "the broker is shutting down")
-        return
-    result = session.server.core.enqueue(request.queue, request.jobs, now)
-    # Duplicates wait too: the first enqueue of that id may not be committed yet.
-    session.reply_after_commit(request_id, {"ids": result.ids, "duplicates": result.duplicates})
+class OpContext:
+    """What the handlers may use of the broker.
+
+    Args:
+        core: the state machine.
+        committer: the group committer of the core's changes.
+        max_frame: the broker's frame cap (replies are cut to fit it).
+        clock: wall-clock milliseconds (for reservations made when a parked reserve wakes).
+        broker_stats: the broker-wide figures of a ``stats`` reply, given ``now``.
+    """
+
+    __slots__ = ("_budget", "broker_stats", "clock", "committer", "core", "draining",
+                 "max_frame", "parking")
+
+    def __init__(
+        self,
+        core: Core,
+        committer: GroupCommitter,
+        *,
+        max_frame: int,
+        clock: Callable[[], int],
+        broker_stats: Callable[[int], Body],
+    ) -> None:
+        self.core = core
+        self.committer = committer
+        self.max_frame = max_frame
+        self.clock = clock
+        self.broker_stats = broker_stats
+        self.draining = False
+        """Set once shutdown starts: enqueues get ``DRAINING``, reserves get nothing."""
+        self.parking = Parking(self._reserve_parked)
+        self._budget = reserve_budget(max_frame)
+
+    def reserve(self, conn_id: int, request: Reserve, now: int) -> list[ReservedJob]:
+        """Lease jobs to a connection, within ``max_frame``: the one route to ``Core.reserve``.
+
+        Journaled, but the reply does not wait: a reservation lost in a crash only leaves the job
+        waiting with the attempt uncounted (docs/internals.md).
+        """
+        jobs: list[ReservedJob] = self.core.reserve(
+            request.queues, request.max_jobs, request.lease_ms, conn_id, now, self._budget
+        )
+        if jobs:
+            self.committer.wake()
+        return jobs
+
+    def _reserve_parked(self, parked: ParkedReserve) -> list[ReservedJob]:
+        return self.reserve(parked.session.conn_id, parked.request, self.clock())
 
 
-def reserve(session: Session, request_id: int, request: Request, now: int) -> None:
-    assert isinstance(request, Reserve)
-    if session.server.draining:
-        session.reply(request_id, {"jobs": ()})
-        return
-    jobs = session.server.reserve_for(session, request, now)
-    if jobs:
-        session.reply(request_id, {"jobs": jobs})
-    elif request.wait_ms > 0:
-        session.begin()
-        session.server.park_reserve(session, request_id, request)
-    else:
-        session.reply(request_id, {"jobs": ()})
+Handler = Callable[[OpContext, Conn, int, Any, int], Body | None]
+HANDLERS: Final[dict[str, Handler]] = {}
+"""Every handler by op name."""
+_H = TypeVar("_H", bound=Callable[..., Body | None])
 
 
-def ack(session: Session, request_id: int, request: Request, now: int) -> None:
-    assert isinstance(request, Ack)
-    outcomes = session.server.core.ack(request.items, now)
-    session.reply_after_commit(request_id, {"results": outcomes})
+def handles(operation: Operation[Any, Any]) -> Callable[[_H], _H]:
+    """Register the decorated function as the handler of ``operation``."""
+
+    def register(handler: _H) -> _H:
+        HANDLERS[operation.name] = handler
+        return handler
+
+    return register
 
 
-def fail(session: Session, request_id: int, request: Request, now: int) -> None:
-    assert isinstance(request, Fail)
-    outcomes = session.server.core.fail(request.items, now)
-    session.reply_after_commit(request_id, {"results": outcomes})
+@handles(PING)
+def ping(broker: OpContext, conn: Conn, request_id: int, request: Any, now: int) -> Body:
+    return {"now": now}
 
 
-def extend(session: Session, request_id: int, request: Request, now: int) -> None:
-    assert isinstance(request, Extend)
-    outcomes = session.server.core.extend(request.items, now)
-    session.reply_after_commit(request_id, {"results": outcomes})
+@handles(ENQUEUE)
+def enqueue(broker: OpContext, conn: Conn, request_id: int, request: Enqueue, now: int) -> Body:
+    if broker.draining:
+        raise CoreError(ErrorCode.DRAINING, "the broker is shutting down")
+    return broker.core.enqueue(request.queue, request.jobs, now).to_wire()
 
 
-def release(session: Session, request_id: int, request: Request, now: int) -> None:
-    assert isinstance(request, Release)
-    outcomes = session.server.core.release(request.items, now)
-    session.reply_after_commit(request_id, {"results": outcomes})
+@handles(RESERVE)
+def reserve(
+    broker: OpContext, conn: Conn, request_id: int, request: Reserve, now: int
+) -> Body | None:
+    if broker.draining:
+        return {"jobs": ()}
+    jobs = broker.reserve(conn.conn_id, request, now)
+    if jobs or request.wait_ms == 0:
+        return {"jobs": jobs or ()}
+    conn.begin()
+    broker.parking.park_reserve(conn, request_id, request)
+    return None
 
 
-def progress(session: Session, request_id: int, request: Request, now: int) -> None:
-    assert isinstance(request, Progress)
-    session.server.core.progress(request.job_id, request.token, request.progress, now)
-    session.reply_after_commit(request_id, {})
+@handles(ACK)
+def ack(broker: OpContext, conn: Conn, request_id: int, request: Ack, now: int) -> Body:
+    return {"results": broker.core.ack(request.items, now)}
 
 
-def get(session: Session, request_id: int, request: Request, now: int) -> None:
-    assert isinstance(request, Get)
-    session.reply_job(request_id, request.job_id, f"no job {request.job_id!r}")
+@handles(FAIL)
+def fail(broker: OpContext, conn: Conn, request_id: int, request: Fail, now: int) -> Body:
+    return {"results": broker.core.fail(request.items, now)}
 
 
-def wait(session: Session, request_id: int, request: Request, now: int) -> None:
-    assert isinstance(request, Wait)
-    info = session.server.core.get(request.job_id)
+@handles(EXTEND)
+def extend(broker: OpContext, conn: Conn, request_id: int, request: Extend, now: int) -> Body:
+    return {"results": broker.core.extend(request.items, now)}
+
+
+@handles(RELEASE)
+def release(broker: OpContext, conn: Conn, request_id: int, request: Release, now: int) -> Body:
+    return {"results": broker.core.release(request.items, now)}
+
+
+@handles(PROGRESS)
+def progress(broker: OpContext, conn: Conn, request_id: int, request: Progress, now: int) -> Body:
+    broker.core.progress(request.job_id, request.token, request.progress, now)
+    return {}
+
+
+@handles(GET)
+def get(broker: OpContext, conn: Conn, request_id: int, request: Get, now: int) -> None:
+    conn.reply_job(request_id, request.job_id, f"no job {request.job_id!r}")
+
+
+@handles(WAIT)
+def wait(broker: OpContext, conn: Conn, request_id: int, request: Wait, now: int) -> None:
+    info = broker.core.get(request.job_id)
     if info is None or info.state in _FINISHED or request.timeout_ms == 0:
-        session.reply_job(request_id, request.job_id, f"no job {request.job_id!r}")
+        conn.reply_job(request_id, request.job_id, f"no job {request.job_id!r}")
     else:
-        session.begin()
-        session.server.park_wait(session, request_id, request)
+        conn.begin()
+        broker.parking.park_wait(conn, request_id, request)
 
 
-def cancel(session: Session, request_id: int, request: Request, now: int) -> None:
-    assert isinstance(request, Cancel)
-    prior = session.server.core.cancel(request.job_id, now)
-    session.reply_after_commit(request_id, {"state": prior})
+@handles(CANCEL)
+def cancel(broker: OpContext, conn: Conn, request_id: int, request: Cancel, now: int) -> Body:
+    return {"state": broker.core.cancel(request.job_id, now)}
 
 
-def stats(session: Session, request_id: int, request: Request, now: int) -> None:
-    assert isinstance(request, Stats)
-    queues = session.server.core.stats(request.queue, now)
-    session.reply(request_id, {
+@handles(STATS)
+def stats(broker: OpContext, conn: Conn, request_id: int, request: Stats, now: int) -> Body:
+    queues = broker.core.stats(request.queue, now)
+    return {
         "queues": {name: queue.to_wire() for name, queue in queues.items()},
-        "broker": session.server.broker_stats(now),
-    })
+        "broker": broker.broker_stats(now),
+    }
 
 
-def pause(session: Session, request_id: int, request: Request, now: int) -> None:
-    assert isinstance(request, Pause)
-    session.server.core.pause(request.queue, now)
-    session.reply_after_commit(request_id, {})
+@handles(PAUSE)
+def pause(broker: OpContext, conn: Conn, request_id: int, request: Pause, now: int) -> Body:
+    broker.core.pause(request.queue, now)
+    return {}
 
 
-def resume(session: Session, request_id: int, request: Request, now: int) -> None:
-    assert isinstance(request, Resume)
-    session.server.core.resume(request.queue, now)
-    session.reply_after_commit(request_id, {})
+@handles(RESUME)
+def resume(broker: OpContext, conn: Conn, request_id: int, request: Resume, now: int) -> Body:
+    broker.core.resume(request.queue, now)
+    return {}
 
 
-def clean(session: Session, request_id: int, request: Request, now: int) -> None:
-    assert isinstance(request, Clean)
-    removed = session.server.core.clean(
+@handles(CLEAN)
+def clean(broker: OpContext, conn: Conn, request_id: int, request: Clean, now: int) -> Body:
+    removed = broker.core.clean(
         request.queue, request.state, request.older_than_ms, request.limit, now
     )
-    session.reply_after_commit(request_id, {"removed": removed})
+    return {"removed": removed}
 
 
-def list_failed(session: Session, request_id: int, request: Request, now: int) -> None:
-    assert isinstance(request, ListFailed)
-    jobs, total = session.server.core.list_failed(request.queue, request.limit, request.offset)
-    jobs = fit_job_infos(jobs, session.server.settings.max_frame)  # "total" tells there is more
-    session.reply(request_id, {"jobs": [info.to_wire() for info in jobs], "total": total})
+@handles(LIST_FAILED)
+def list_failed(
+    broker: OpContext, conn: Conn, request_id: int, request: ListFailed, now: int
+) -> Body:
+    jobs, total = broker.core.list_failed(request.queue, request.limit, request.offset)
+    jobs = fit_job_infos(jobs, broker.max_frame)  # "total" tells there is more
+    return {"jobs": [info.to_wire() for info in jobs], "total": total}
 
 
-def retry_failed(session: Session, request_id: int, request: Request, now: int) -> None:
-    assert isinstance(request, RetryFailed)
-    retried, not_failed = session.server.core.retry_failed(
+@handles(RETRY_FAILED)
+def retry_failed(
+    broker: OpContext, conn: Conn, request_id: int, request: RetryFailed, now: int
+) -> Body:
+    retried, not_failed = broker.core.retry_failed(
         request.queue, request.job_ids, request.limit, now
     )
-    session.reply_after_commit(request_id, {"retried": retried, "not_failed": not_failed})
+    return {"retried": retried, "not_failed": not_failed}
 
 
-Handler = Callable[["Session", int, Request, int], None]
-HANDLERS: Final[dict[str, Handler]] = {
-    Op.PING: ping,
-    Op.ENQUEUE: enqueue,
-    Op.RESERVE: reserve,
-    Op.ACK: ack,
-    Op.FAIL: fail,
-    Op.EXTEND: extend,
-    Op.RELEASE: release,
-    Op.PROGRESS: progress,
-    Op.GET: get,
-    Op.WAIT: wait,
-    Op.CANCEL: cancel,
-    Op.STATS: stats,
-    Op.PAUSE: pause,
-    Op.RESUME: resume,
-    Op.CLEAN: clean,
-    Op.LIST_FAILED: list_failed,
-    Op.RETRY_FAILED: retry_failed,
+_UNHANDLED: Final = set(OPERATIONS) - set(HANDLERS) - {HELLO.name}
+if _UNHANDLED:
+    raise RuntimeError(f"operations without a handler in broker.ops: {sorted(_UNHANDLED)}")
+
+DISPATCH: Final[dict[str, tuple[Handler, bool]]] = {
+    name: (handler, OPERATIONS[name].after_commit) for name, handler in HANDLERS.items()
 }
-"""Every operation but ``hello`` (the session handles the handshake itself)."""
+"""Each op's handler and whether its reply waits for the commit."""

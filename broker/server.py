@@ -10,7 +10,9 @@ shutdown is requested. The server owns:
   broker instead of vanishing);
 * one timer, always armed for ``core.next_deadline()``. It fires ``core.tick(now)``, which promotes
   due delayed jobs, expires leases and prunes retention; no job has a timer of its own;
-* the parked long-poll ``reserve`` and ``wait`` requests (``broker.longpoll``).
+* the ``OpContext`` the op handlers use (``broker.ops``), which holds the parked long-poll
+  ``reserve`` and ``wait`` requests (``broker.longpoll``) and the ``draining`` flag;
+* the ``SessionHooks`` each connection calls back through (the server's own methods).
 
 After anything that may change the core (a batch of requests from one connection, a timer tick,
 a closed connection), ``after_ops`` hands the core's newly ready queues to the reserve waiters,
@@ -32,7 +34,7 @@ import random
 import secrets
 import signal
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Final
 
@@ -42,21 +44,12 @@ from broker.config import Settings
 from broker.core import Core, CoreConfig
 from broker.journal import Journal, JournalError, SyncMode
 from broker.log import get_logger
-from broker.longpoll import JobWaiters, ParkedReserve, ParkedWait, ReserveWaiters
-from broker.replysize import reserve_budget
-from broker.session import Session
+from broker.ops import OpContext
+from broker.session import Session, SessionHooks
 from broker.tls import server_ssl_context
-from protocol.messages import (
-    MAX_BATCH,
-    PROTOCOL_VERSION,
-    Backoff,
-    BackoffKind,
-    Event,
-    Reserve,
-    ReservedJob,
-    Retention,
-    Wait,
-)
+from protocol.checks import MAX_BATCH
+from protocol.messages import PROTOCOL_VERSION, Event
+from protocol.model import Backoff, BackoffKind, Retention
 
 
 def _version() -> str:
@@ -124,14 +117,19 @@ class Server:
         self.committer = GroupCommitter(journal, core.take_changes)
         self.now_ms = clock
         self.sessions: dict[int, Session] = {}
-        self.draining = False
+        self.ops = OpContext(core, self.committer, max_frame=settings.max_frame, clock=clock,
+                             broker_stats=self.broker_stats)
         self.port = 0
         """The port actually bound (useful with ``port=0``)."""
         self._started_ms = clock()
         self._conn_ids = 0
-        self._reserve_waiters = ReserveWaiters()
-        self._reserve_budget = reserve_budget(settings.max_frame)
-        self._job_waiters = JobWaiters()
+        self._hooks = SessionHooks(
+            opened=self.session_opened, closed=self.session_closed, after_ops=self.after_ops,
+            hello_body=self.hello_body, now_ms=clock,
+            admit=lambda host, now: self.auth_failures.admit(host, now),
+            handshake_failed=lambda host, now: self.auth_failures.record_failure(host, now),
+            handshake_succeeded=lambda host: self.auth_failures.record_success(host),
+        )
         self._timer: asyncio.TimerHandle | None = None
         self._timer_deadline: int | None = None
         self._listener: asyncio.AbstractServer | None = None
@@ -158,7 +156,7 @@ class Server:
         # Bound before the commit task starts so a busy port is a plain OSError; connections
         # accepted meanwhile wait for the loop, and their commits for the task.
         self._listener = await loop.create_server(
-            lambda: Session(self), self.settings.host, self.settings.port, backlog=1024,
+            self.new_session, self.settings.host, self.settings.port, backlog=1024,
             ssl=server_ssl_context(self.settings),
             ssl_handshake_timeout=(self.settings.handshake_timeout
                                    if self.settings.tls_cert is not None else None),
@@ -189,14 +187,12 @@ class Server:
         loop = asyncio.get_running_loop()
         started = loop.time()
         _log.info("shutdown_started", connections=len(self.sessions))
-        self.draining = True
+        self.ops.draining = True
         if self._listener is not None:
             self._listener.close()
         for session in list(self.sessions.values()):
             session.send_event(Event.DRAINING, {})
-        for parked in self._reserve_waiters.all():
-            self._reserve_waiters.remove(parked)
-            parked.session.finish_reserve(parked.request_id, [])
+        self.ops.parking.answer_reserves()
         grace_end = started + self.settings.shutdown_grace
         await self._wait_until(lambda: not self.sessions or self._leases_held() == 0, grace_end)
         now = self.now_ms()
@@ -206,9 +202,7 @@ class Server:
         if released:
             self.committer.wake()
         self.after_ops()
-        for parked_wait in self._job_waiters.all():  # answered by the final commit below
-            self._job_waiters.remove(parked_wait)
-            parked_wait.session.finish_wait(parked_wait.request_id, parked_wait.request.job_id)
+        self.ops.parking.answer_waits()  # answered by the final commit below
         failure: JournalError | None = None
         try:
             await self.committer.flush()
@@ -252,13 +246,19 @@ class Server:
 
     # ------------------------------------------------------------------ sessions
 
-    def next_conn_id(self) -> int:
+    @property
+    def draining(self) -> bool:
+        """Whether the shutdown sequence has started."""
+        return self.ops.draining
+
+    def new_session(self) -> Session:
+        """The protocol of a new connection (the listener makes one per accept)."""
         self._conn_ids += 1
-        return self._conn_ids
+        return Session(self.ops, self._hooks, self.settings, self._conn_ids)
 
     def session_opened(self, session: Session) -> bool:
         """Register a new connection; False if it is over ``max_connections`` (or shutting down)."""
-        if self.draining or len(self.sessions) >= self.settings.max_connections:
+        if self.ops.draining or len(self.sessions) >= self.settings.max_connections:
             return False
         self.sessions[session.conn_id] = session
         _log.info("connection_opened", conn=session.conn_id, peer=session.peer)
@@ -270,11 +270,7 @@ class Server:
             _log.info("connection_refused", conn=session.conn_id, peer=session.peer,
                       reason=reason)
             return
-        for parked in list(session.parked):
-            if isinstance(parked, ParkedReserve):
-                self._reserve_waiters.remove(parked)
-            else:
-                self._job_waiters.remove(parked)
+        self.ops.parking.drop(session)
         released = 0
         if not self._closed:
             released = self.core.release_owner(session.conn_id, self.now_ms())
@@ -303,71 +299,8 @@ class Server:
             "version": VERSION,
             "connections": len(self.sessions),
             "uptime_ms": now - self._started_ms,
-            "draining": self.draining,
+            "draining": self.ops.draining,
         }
-
-    # ------------------------------------------------------------------ reserve and wait
-
-    def reserve_for(self, session: Session, request: Reserve, now: int) -> list[ReservedJob]:
-        """Reserve jobs for a connection; registers the reservation with the committer.
-
-        The reply stays within ``max_frame``: the core stops before the job that would pass it.
-        """
-        jobs: list[ReservedJob] = self.core.reserve(
-            request.queues, request.max_jobs, request.lease_ms, session.conn_id, now,
-            self._reserve_budget,
-        )
-        if jobs:
-            # Journaled, but the reply does not wait: a reservation lost in a crash only leaves
-            # the job waiting with the attempt uncounted (docs/internals.md).
-            self.committer.wake()
-        return jobs
-
-    def park_reserve(self, session: Session, request_id: int, request: Reserve) -> None:
-        """Park a reserve that found nothing until jobs come or ``wait_ms`` passes."""
-        parked = ParkedReserve(session, request_id, request)
-        self._reserve_waiters.park(parked)
-        parked.timer = asyncio.get_running_loop().call_later(
-            request.wait_ms / 1000, self._reserve_timed_out, parked
-        )
-
-    def _reserve_timed_out(self, parked: ParkedReserve) -> None:
-        parked.timer = None
-        if not parked.done:
-            self._reserve_waiters.remove(parked)
-            parked.session.finish_reserve(parked.request_id, [])
-
-    def _serve_parked(self, parked: ParkedReserve) -> bool:
-        if not parked.session.is_open:  # closing: jobs leased to it would only come back failed
-            self._reserve_waiters.remove(parked)
-            return True
-        jobs = self.reserve_for(parked.session, parked.request, self.now_ms())
-        if not jobs:
-            return False
-        self._reserve_waiters.remove(parked)
-        parked.session.finish_reserve(parked.request_id, jobs)
-        return True
-
-    def park_wait(self, session: Session, request_id: int, request: Wait) -> None:
-        """Park a ``wait`` until the job finishes or ``timeout_ms`` passes."""
-        parked = ParkedWait(session, request_id, request)
-        self._job_waiters.park(parked)
-        parked.timer = asyncio.get_running_loop().call_later(
-            request.timeout_ms / 1000, self._wait_timed_out, parked
-        )
-
-    def _wait_timed_out(self, parked: ParkedWait) -> None:
-        parked.timer = None
-        if not parked.done:
-            self._job_waiters.remove(parked)
-            parked.session.finish_wait(parked.request_id, parked.request.job_id)
-
-    def _wake(self, ready: Iterable[str], finished: Iterable[str]) -> None:
-        if self._reserve_waiters:
-            self._reserve_waiters.wake(ready, self._serve_parked)
-        if self._job_waiters:
-            for parked in self._job_waiters.take(finished):
-                parked.session.finish_wait(parked.request_id, parked.request.job_id)
 
     # ------------------------------------------------------------------ timer and wake-ups
 
@@ -377,7 +310,7 @@ class Server:
         ready = self.core.take_ready()
         finished = self.core.take_finished()
         if ready or finished:
-            self._wake(ready, finished)
+            self.ops.parking.wake(ready, finished)
         self._arm_timer()
 
     def _arm_timer(self) -> None:

@@ -4,13 +4,15 @@ Theory of operation
 -------------------
 A ``Session`` is the ``asyncio.Protocol`` of one TCP connection. ``data_received`` feeds the bytes
 to a ``FrameDecoder`` and handles every complete request in order; each handler (``broker/ops.py``)
-calls the core synchronously and either queues its reply at once (``ping``, ``stats``,
-``list_failed``, ``reserve``) or hands a callback to the group committer so the reply leaves only
-after the transaction holding every change made so far committed (writes, and the job reads
-``get``/``wait``, which must never show a state a crash could revert). Such replies gather in one
-list per session and commit batch (``committer.generation``) under a single callback, so a commit
-answers all of a session's requests in one pass. Replies queued while handling one chunk of input,
-or while one commit completes, go out in a single ``transport.write`` of consecutive frames.
+calls the core synchronously and returns the reply body. The session queues it at once or hands it
+to the group committer so it leaves only after the transaction holding every change made so far
+committed, as the op's declaration says (``after_commit`` in ``protocol/operations.py``: writes,
+and the job reads ``get``/``wait``, which must never show a state a crash could revert). Such
+replies gather in one list per session and commit batch (``committer.generation``) under a single
+callback, so a commit answers all of a session's requests in one pass. Replies queued while
+handling one chunk of input, or while one commit completes, go out in a single
+``transport.write`` of consecutive frames. The session knows the rest of the broker only through
+the ``OpContext`` its handlers use and the ``SessionHooks`` callbacks the server gives it.
 
 Connection states and their moves (``ConnState``; an illegal move raises):
 
@@ -29,51 +31,36 @@ Rules:
    ``OVERLOADED``.
 4. Once CLOSING, nothing more is read and replies still pending are dropped.
 
-Reply bodies (the ``body`` map of a REPLY):
-
-    hello        {version, server, now, max_frame, max_payload, max_batch, max_inflight}
-    ping         {now}
-    enqueue      {ids: [str], duplicates: [index]}
-    reserve      {jobs: [ReservedJob as array]}
-    ack/fail/extend/release  {results: [[code, value]]}
-    progress, pause, resume   {}
-    get, wait    {job: JobInfo map}             (NOT_FOUND error when the job does not exist)
-    cancel       {state: the state the job was in}
-    stats        {queues: {name: QueueStats map}, broker: {version, connections, uptime_ms}}
-    clean        {removed: int}
-    list_failed  {jobs: [JobInfo map], total: int}
-    retry_failed {retried: int, not_failed: [ids that were not failed jobs of the queue]}
+The body of each op's reply is given with its declaration (``protocol/operations.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+from collections.abc import Callable
 from enum import Enum
-from typing import TYPE_CHECKING, Any, Final, cast
+from typing import Any, Final, NamedTuple, cast
 
 from broker.auth import peer_host, token_matches
+from broker.config import Settings
 from broker.core import CoreError
 from broker.log import get_logger
 from broker.longpoll import ParkedReserve, ParkedWait
-from broker.ops import HANDLERS
+from broker.ops import DISPATCH, OpContext
 from protocol.codec import FrameDecoder, FrameEncoder
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.messages import (
     PROTOCOL_VERSION,
     Event,
-    Hello,
-    Op,
-    ReservedJob,
     error_message,
     event_message,
     parse_request_body,
     reply_message,
     request_id_of,
 )
-
-if TYPE_CHECKING:
-    from broker.server import Server
+from protocol.model import ReservedJob
+from protocol.operations import HELLO, Hello
 
 WRITE_HIGH_WATER: Final = 1 << 20
 """Bytes of unsent replies above which a connection stops being read."""
@@ -110,16 +97,43 @@ _MOVES: Final = {
 }
 
 
+class SessionHooks(NamedTuple):
+    """What a session tells the broker, and asks of it beyond its handlers' ``OpContext``."""
+
+    opened: Callable[[Session], bool]
+    """A connection was made; False refuses it (too many connections, or shutting down)."""
+    closed: Callable[[Session, str], None]
+    """A connection was lost (with the reason); it has been counted as opened or refused."""
+    after_ops: Callable[[], None]
+    """Requests were handled: wake waiters for what the core changed, re-arm the timer."""
+    hello_body: Callable[[int], dict[str, Any]]
+    """The reply to a successful ``hello``, given ``now``."""
+    now_ms: Callable[[], int]
+    """The broker's clock."""
+    admit: Callable[[str, float], float | None]
+    """Seconds until a host may hand-shake (0: now), or None when it is refused for now."""
+    handshake_failed: Callable[[str, float], None]
+    """A host sent a wrong token (at this loop time)."""
+    handshake_succeeded: Callable[[str], None]
+    """A host sent the right token."""
+
+
 class Session(asyncio.Protocol):
     """The protocol of one connection. Created by the server's listener, one per accept.
 
     Args:
-        server: the broker this connection belongs to.
+        broker: what the op handlers use.
+        hooks: the broker's callbacks.
+        settings: the broker's settings.
+        conn_id: this connection's id, unique in the broker.
     """
 
-    def __init__(self, server: Server) -> None:
-        self.server = server
-        self.conn_id = server.next_conn_id()
+    def __init__(
+        self, broker: OpContext, hooks: SessionHooks, settings: Settings, conn_id: int
+    ) -> None:
+        self.broker = broker
+        self.hooks = hooks
+        self.conn_id = conn_id
         self.state = ConnState.HANDSHAKE
         self.client_name = ""
         self.peer: str = "?"
@@ -127,8 +141,8 @@ class Session(asyncio.Protocol):
         self.parked: set[ParkedReserve | ParkedWait] = set()
         self.read_pauses = 0
         """How many times reading was paused (exposed for tests and stats)."""
-        self._settings = server.settings
-        self._decoder = FrameDecoder(server.settings.max_frame)
+        self._settings = settings
+        self._decoder = FrameDecoder(settings.max_frame)
         self._encoder = FrameEncoder()
         self._transport: asyncio.Transport | None = None
         self._out: list[Any] = []
@@ -155,10 +169,10 @@ class Session(asyncio.Protocol):
         transport.set_write_buffer_limits(high=WRITE_HIGH_WATER, low=WRITE_LOW_WATER)
         loop = asyncio.get_running_loop()
         self._last_input = loop.time()
-        if not self.server.session_opened(self):
+        if not self.hooks.opened(self):
             self.fail_connection(ErrorCode.OVERLOADED, "too many connections")
             return
-        wait = self.server.auth_failures.admit(peer_host(peer), loop.time())
+        wait = self.hooks.admit(peer_host(peer), loop.time())
         if wait is None:
             # Not UNAUTHORIZED: no token was checked, and a client with the right token must
             # not take this for a verdict on it. OVERLOADED tells it to retry later.
@@ -204,7 +218,7 @@ class Session(asyncio.Protocol):
         except ProtocolError as exc:
             self.fail_connection(exc.code, exc.message)
             return
-        now = self.server.now_ms()
+        now = self.hooks.now_ms()
         self._in_batch = True
         try:
             while self.state is ConnState.OPEN or self.state is ConnState.HANDSHAKE:
@@ -218,7 +232,7 @@ class Session(asyncio.Protocol):
                 self._on_message(message, now)
         finally:
             self._in_batch = False
-        self.server.after_ops()
+        self.hooks.after_ops()
         self._flush()
 
     def eof_received(self) -> bool | None:
@@ -239,7 +253,7 @@ class Session(asyncio.Protocol):
             self._flush_handle.cancel()
             self._flush_handle = None
         self._out.clear()
-        self.server.session_closed(self, reason)
+        self.hooks.closed(self, reason)
 
     @property
     def is_open(self) -> bool:
@@ -380,7 +394,7 @@ class Session(asyncio.Protocol):
                 ErrorCode.BAD_FRAME, "expected a request [0, request_id, op, args]"
             )
             return
-        if self.state is ConnState.HANDSHAKE and message[2] != Op.HELLO:
+        if self.state is ConnState.HANDSHAKE and message[2] != HELLO.name:
             self.error(request_id, ErrorCode.HANDSHAKE_REQUIRED, "send hello first")
             return
         try:
@@ -395,8 +409,14 @@ class Session(asyncio.Protocol):
             self.error(request_id, ErrorCode.OVERLOADED,
                        f"more than {self._settings.max_inflight} requests in flight")
             return
+        handler, after_commit = DISPATCH[op]
         try:
-            HANDLERS[op](self, request_id, request, now)
+            body = handler(self.broker, self, request_id, request, now)
+            if body is not None:
+                if after_commit:
+                    self.reply_after_commit(request_id, body)
+                else:
+                    self.reply(request_id, body)
         except CoreError as exc:
             self.error(request_id, exc.code, exc.message)
         except Exception as exc:
@@ -414,12 +434,12 @@ class Session(asyncio.Protocol):
             return
         host = peer_host(self._transport.get_extra_info("peername") if self._transport else None)
         if not token_matches(self._settings.token, hello.token):
-            self.server.auth_failures.record_failure(host, asyncio.get_running_loop().time())
+            self.hooks.handshake_failed(host, asyncio.get_running_loop().time())
             self.error(request_id, ErrorCode.UNAUTHORIZED, "missing or wrong token")
             self.close("unauthorized")
             return
         if self._settings.token is not None:
-            self.server.auth_failures.record_success(host)
+            self.hooks.handshake_succeeded(host)
         self._move(ConnState.OPEN)
         self.client_name = hello.client
         if self._timer is not None:
@@ -429,7 +449,7 @@ class Session(asyncio.Protocol):
             self._timer = asyncio.get_running_loop().call_later(
                 self._settings.idle_timeout, self._on_timer
             )
-        self.reply(request_id, self.server.hello_body(now))
+        self.reply(request_id, self.hooks.hello_body(now))
 
     def reply_after_commit(self, request_id: int, body: dict[str, Any],
                            not_durable: str = _NOT_DURABLE) -> None:
@@ -449,7 +469,7 @@ class Session(asyncio.Protocol):
 
     def _after_commit(self, request_id: int, message: Any, not_durable: str) -> None:
         self.begin()
-        committer = self.server.committer
+        committer = self.broker.committer
         batch = self._committing
         if batch is None or self._committing_generation != committer.generation:
             batch = []
@@ -492,7 +512,7 @@ class Session(asyncio.Protocol):
         commits; if that transaction fails, the caller gets ``JOURNAL_FAILURE`` and asks again.
         ``missing`` is the ``NOT_FOUND`` text when there is no such job.
         """
-        info = self.server.core.get(job_id)
+        info = self.broker.core.get(job_id)
         if info is None:
             self.error_after_commit(request_id, ErrorCode.NOT_FOUND, missing)
         else:

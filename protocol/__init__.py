@@ -1,74 +1,9 @@
-"""jobwire's wire protocol: framing, messages, validation and error codes. Sans-I/O.
+"""jobwire's wire protocol, sans-I/O: nothing here touches a socket or imports asyncio.
 
 ``protocol/SPEC.md`` is the contract; this package implements it for both the broker and the
-Python client. Nothing here touches a socket or imports asyncio.
+Python client. ``codec`` turns bytes into msgpack messages and back; ``messages`` builds and takes
+apart the four kinds of message; ``operations`` declares each operation once (request fields and
+their checks, reply, durability), from which both sides' encoders and parsers come; ``model``
+holds the values those carry, each with its wire form both ways; ``checks`` holds the limits and
+the field checks; ``errors`` the wire error codes. Import names from the module that defines them.
 """
-
-from protocol.codec import DEFAULT_MAX_FRAME, FrameDecoder, decode_body, encode_frame, encode_frames
-from protocol.errors import ErrorCode, ProtocolError
-from protocol.messages import (
-    OK,
-    PROTOCOL_VERSION,
-    Ack,
-    AckItem,
-    Backoff,
-    BackoffKind,
-    Cancel,
-    Clean,
-    Enqueue,
-    EnqueueResult,
-    ErrorReply,
-    Event,
-    Extend,
-    ExtendItem,
-    Fail,
-    FailItem,
-    Get,
-    Hello,
-    JobInfo,
-    JobSpec,
-    JobState,
-    Kind,
-    ListFailed,
-    Op,
-    Outcome,
-    Pause,
-    Ping,
-    Progress,
-    QueueStats,
-    Release,
-    ReleaseItem,
-    Reply,
-    Request,
-    Reserve,
-    ReservedJob,
-    Resume,
-    Retention,
-    RetryFailed,
-    ServerEvent,
-    Stats,
-    Wait,
-    error_message,
-    event_message,
-    job_to_wire,
-    parse_enqueued,
-    parse_outcomes,
-    parse_request,
-    parse_reserved,
-    parse_server_message,
-    reply_message,
-    request_id_of,
-    request_message,
-)
-
-__all__ = [
-    "DEFAULT_MAX_FRAME", "OK", "PROTOCOL_VERSION", "Ack", "AckItem", "Backoff", "BackoffKind",
-    "Cancel", "Clean", "Enqueue", "EnqueueResult", "ErrorCode", "ErrorReply", "Event", "Extend",
-    "ExtendItem", "Fail", "FailItem", "FrameDecoder", "Get", "Hello", "JobInfo", "JobSpec",
-    "JobState", "Kind", "ListFailed", "Op", "Outcome", "Pause", "Ping", "Progress",
-    "ProtocolError", "QueueStats", "Release", "ReleaseItem", "Reply", "Request", "Reserve",
-    "ReservedJob", "Resume", "Retention", "RetryFailed", "ServerEvent", "Stats", "Wait",
-    "decode_body", "encode_frame", "encode_frames", "error_message", "event_message",
-    "job_to_wire", "parse_enqueued", "parse_outcomes", "parse_request", "parse_reserved",
-    "parse_server_message", "reply_message", "request_id_of", "request_message",
-]

@@ -1,88 +1,44 @@
-"""The vocabulary of protocol version 1: limits, enums and the typed messages. Sans-I/O.
+"""The values both sides share, each with its wire form both ways. Sans-I/O.
 
-Every request, reply item and shared structure of ``protocol/SPEC.md`` is a ``NamedTuple`` here
-(or a ``StrEnum``/``IntEnum``), so both the broker and the client handle typed values while the
-wire carries plain msgpack arrays and maps. Validation of incoming requests lives in
-``protocol.validation``; envelopes and reply parsing in ``protocol.messages``, which re-exports
-everything defined here (import from ``protocol.messages`` or ``protocol``).
+Every structure that ``protocol/SPEC.md`` names (a job to enqueue, a batch item, a reserved job,
+an outcome, a job description, a queue's counters) is a ``NamedTuple`` or enum here, and beside
+each one are its encoder (client → wire, or broker → wire) and its parser: strict for what the
+broker receives (``parse_*`` raising ``BAD_ARGUMENT`` that names the field), lenient for what the
+client receives (it trusts the broker's shapes and ignores items a later version appends).
+
+The hot paths (enqueue jobs, ack items) accept a well-formed item with inline checks and fall
+back to the per-field checks only to name what is wrong, so a valid batch costs one tuple per
+item and no dict churn.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from enum import IntEnum, StrEnum
-from typing import Any, Final, NamedTuple, TypeVar
+from enum import StrEnum
+from typing import Any, Final, NamedTuple
 
+from protocol.checks import (
+    MAX_ATTEMPTS,
+    MAX_COUNT,
+    MAX_DELAY_MS,
+    MAX_ERROR_LEN,
+    MAX_LEASE_MS,
+    MAX_NAME_LEN,
+    MAX_TIME_MS,
+    MAX_TOKEN,
+    MIN_LEASE_MS,
+    PRIORITY_MAX,
+    PRIORITY_MIN,
+    check_array,
+    check_enum,
+    check_int,
+    check_name,
+    check_token,
+)
 from protocol.errors import bad_argument
 
-PROTOCOL_VERSION: Final = 1
-_E = TypeVar("_E", bound=StrEnum)
-
-# Limits enforced by validation (the broker may impose tighter ones; it says so in ``hello``).
-MAX_BATCH: Final = 10_000
-"""Most items in one enqueue, ack, fail, extend or release request."""
-MAX_NAME_LEN: Final = 200
-"""Longest queue name, job name or job id, in characters."""
-MAX_RESERVE_QUEUES: Final = 64
-MAX_RESERVE_JOBS: Final = 1_000
-MAX_WAIT_MS: Final = 600_000
-MIN_LEASE_MS: Final = 100
-MAX_LEASE_MS: Final = 86_400_000
-MAX_DELAY_MS: Final = 10 * 365 * 86_400_000
-MAX_ATTEMPTS: Final = 1_000_000
-MAX_ERROR_LEN: Final = 65_536
-"""Longest error text in a fail item, in characters."""
-MAX_LIST_LIMIT: Final = 1_000
-MAX_VALUE_DEPTH: Final = 32
-"""Deepest nesting allowed in a progress value."""
-PRIORITY_MIN: Final = -(2**31)
-PRIORITY_MAX: Final = 2**31 - 1
-MAX_REQUEST_ID: Final = 2**32 - 1
-MAX_TOKEN: Final = 2**64 - 1
-MAX_AUTH_TOKEN_LEN: Final = 4096
-"""Longest auth token a ``hello`` carries (characters); the broker refuses a longer one at start."""
-MAX_TIME_MS: Final = 2**53
-
-
-class Kind(IntEnum):
-    """The first item of every message."""
-
-    REQUEST = 0
-    REPLY = 1
-    ERROR = 2
-    EVENT = 3
-
-
-class Op(StrEnum):
-    """Operation names carried in requests."""
-
-    HELLO = "hello"
-    PING = "ping"
-    ENQUEUE = "enqueue"
-    RESERVE = "reserve"
-    ACK = "ack"
-    FAIL = "fail"
-    EXTEND = "extend"
-    RELEASE = "release"
-    PROGRESS = "progress"
-    GET = "get"
-    WAIT = "wait"
-    CANCEL = "cancel"
-    STATS = "stats"
-    PAUSE = "pause"
-    RESUME = "resume"
-    CLEAN = "clean"
-    LIST_FAILED = "list_failed"
-    RETRY_FAILED = "retry_failed"
-
-
-class Event(StrEnum):
-    """Names of server-initiated events."""
-
-    ERROR = "error"
-    """``{"code": str, "message": str}``: a connection-level error; the broker closes after it."""
-    DRAINING = "draining"
-    """``{}``: the broker is shutting down; stop reserving, finish and ack what you hold."""
+new_tuple: Final = tuple.__new__
+"""Builds a NamedTuple from a tuple of its fields without the keyword machinery (hot paths)."""
 
 
 class JobState(StrEnum):
@@ -107,7 +63,7 @@ OK: Final = "OK"
 """The code of a successful per-item outcome."""
 
 
-# --------------------------------------------------------------------------- value types
+# --------------------------------------------------------------------------- job options
 
 
 class Backoff(NamedTuple):
@@ -117,6 +73,23 @@ class Backoff(NamedTuple):
     base_ms: int
     cap_ms: int | None = None
     jitter: float = 0.0
+
+
+def parse_backoff(value: Any, field: str) -> Backoff | None:
+    """Parse ``nil`` or ``[kind, base_ms, cap_ms?, jitter?]``."""
+    if value is None:
+        return None
+    if type(value) is not tuple or not 2 <= len(value) <= 4:
+        raise bad_argument(field, "[kind, base_ms, cap_ms?, jitter?]")
+    kind = check_enum(BackoffKind, value[0], field + ".kind")
+    base_ms = check_int(value[1], field + ".base_ms", 0, MAX_DELAY_MS)
+    cap_ms = None if len(value) < 3 or value[2] is None else check_int(
+        value[2], field + ".cap_ms", 0, MAX_DELAY_MS
+    )
+    jitter: Any = 0.0 if len(value) < 4 or value[3] is None else value[3]
+    if type(jitter) not in (int, float) or not 0 <= jitter <= 1:
+        raise bad_argument(field + ".jitter", "number in 0..1")
+    return Backoff(kind, base_ms, cap_ms, float(jitter))
 
 
 class Retention(NamedTuple):
@@ -132,6 +105,24 @@ class Retention(NamedTuple):
 
 KEEP_ALL: Final = Retention(None, None)
 REMOVE_AT_ONCE: Final = Retention(0, None)
+
+
+def parse_retention(value: Any, field: str) -> Retention | None:
+    """Parse ``nil``, ``true``, ``false`` or ``[count?, age_ms?]``."""
+    if value is None:
+        return None
+    if value is True:
+        return KEEP_ALL
+    if value is False:
+        return REMOVE_AT_ONCE
+    if type(value) is not tuple or len(value) != 2:
+        raise bad_argument(field, "nil, bool or [count?, age_ms?]")
+    count = None if value[0] is None else check_int(value[0], field + ".count", 0, MAX_COUNT)
+    age_ms = None if value[1] is None else check_int(value[1], field + ".age_ms", 0, MAX_DELAY_MS)
+    return Retention(count, age_ms)
+
+
+# --------------------------------------------------------------------------- enqueue
 
 
 class JobSpec(NamedTuple):
@@ -154,13 +145,125 @@ class JobSpec(NamedTuple):
     keep_failed: Retention | None = None
 
 
+PLAIN_TAIL: Final = (0, None, None, None, None, None, None, None)
+"""A ``JobSpec`` from ``priority`` on, when every option is left to the broker (``spec[3:]``)."""
+
+
+def job_to_wire(job: JobSpec) -> tuple[Any, ...] | list[Any]:
+    """The positional wire form of one job (``SPEC.md`` §9.1), without trailing defaults.
+
+    Returns:
+        ``(id, name, payload)`` for a job with every option left to the broker (the hot path:
+        a tuple packs as a msgpack array), else a list with backoff and retentions as lists.
+    """
+    if job[3:] == PLAIN_TAIL:
+        return job[:3]
+    wire: list[Any] = list(job)
+    for i in (7, 9, 10):
+        if wire[i] is not None:
+            wire[i] = list(wire[i])
+    while len(wire) > 4 and wire[-1] is None:
+        wire.pop()
+    if len(wire) == 4 and wire[3] == 0:
+        wire.pop()
+    return wire
+
+
+def jobs_to_wire(jobs: tuple[JobSpec, ...]) -> list[tuple[Any, ...] | list[Any]]:
+    """The ``jobs`` array of an enqueue request."""
+    return [job_to_wire(job) for job in jobs]
+
+
+_JOB_PAD: Final = tuple((None,) * (11 - n) for n in range(12))
+
+
+def parse_job(raw: Any, index: int) -> JobSpec:
+    """Validate one enqueue item in any form ``job_to_wire`` may give."""
+    if type(raw) is not tuple or not 3 <= len(raw) <= 11:
+        raise bad_argument(f"jobs[{index}]", "array of 3..11 items")
+    if len(raw) < 11:
+        raw = raw + _JOB_PAD[len(raw)]
+    (job_id, name, payload, priority, delay_ms, run_at_ms, max_attempts, backoff, lease_ms,
+     keep_completed, keep_failed) = raw
+    if type(payload) is not bytes:
+        raise bad_argument(f"jobs[{index}].payload", "bin")
+    if type(name) is not str or len(name) > MAX_NAME_LEN:
+        raise bad_argument(f"jobs[{index}].name", f"str of 0..{MAX_NAME_LEN} characters")
+    if job_id is not None:
+        check_name(job_id, f"jobs[{index}].id")
+        if job_id.isascii() and job_id.isdigit():
+            raise bad_argument(f"jobs[{index}].id", "a str that is not all ASCII digits (those "
+                               "are the broker's own ids)")
+    if priority is None:
+        priority = 0
+    elif type(priority) is not int or not PRIORITY_MIN <= priority <= PRIORITY_MAX:
+        raise bad_argument(f"jobs[{index}].priority", f"int in {PRIORITY_MIN}..{PRIORITY_MAX}")
+    if delay_ms is not None:
+        check_int(delay_ms, f"jobs[{index}].delay_ms", 0, MAX_DELAY_MS)
+    if run_at_ms is not None:
+        check_int(run_at_ms, f"jobs[{index}].run_at_ms", 0, MAX_TIME_MS)
+    if max_attempts is not None:
+        check_int(max_attempts, f"jobs[{index}].max_attempts", 1, MAX_ATTEMPTS)
+    if backoff is not None:
+        backoff = parse_backoff(backoff, f"jobs[{index}].backoff")
+    if lease_ms is not None:
+        check_int(lease_ms, f"jobs[{index}].lease_ms", MIN_LEASE_MS, MAX_LEASE_MS)
+    if keep_completed is not None:
+        keep_completed = parse_retention(keep_completed, f"jobs[{index}].keep_completed")
+    if keep_failed is not None:
+        keep_failed = parse_retention(keep_failed, f"jobs[{index}].keep_failed")
+    return new_tuple(JobSpec, (job_id, name, payload, priority, delay_ms, run_at_ms,
+                               max_attempts, backoff, lease_ms, keep_completed, keep_failed))
+
+
+def parse_jobs(value: Any, field: str) -> tuple[JobSpec, ...]:
+    """The ``jobs`` array of an enqueue request (the producer's hot path: keep it lean)."""
+    jobs: list[JobSpec] = []
+    append = jobs.append
+    for index, raw in enumerate(check_array(value, field)):
+        # The common job: no id, no options ([nil, name, payload]).
+        if type(raw) is tuple and len(raw) == 3 and raw[0] is None:
+            name, payload = raw[1], raw[2]
+            if type(payload) is bytes and type(name) is str and len(name) <= MAX_NAME_LEN:
+                append(new_tuple(JobSpec, (None, name, payload, *PLAIN_TAIL)))
+                continue
+        append(parse_job(raw, index))
+    return tuple(jobs)
+
+
+class EnqueueResult(NamedTuple):
+    """An ``enqueue`` reply. Wire form: ``{ids: [str], duplicates: [index]}``."""
+
+    ids: tuple[str, ...]
+    duplicates: tuple[int, ...]
+    """Indexes (into the batch) of jobs whose id already existed: nothing was created for them."""
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"ids": self.ids, "duplicates": self.duplicates}
+
+
+def parse_enqueued(body: Mapping[str, Any]) -> EnqueueResult:
+    """The ids and duplicate indexes of an ``enqueue`` reply body."""
+    ids, duplicates = body.get("ids"), body.get("duplicates", ())
+    if type(ids) is not tuple or type(duplicates) is not tuple:
+        raise bad_argument("ids", "array")
+    return EnqueueResult(ids, duplicates)
+
+
+# --------------------------------------------------------------------------- batch items
+
+
 class AckItem(NamedTuple):
+    """Wire form: ``[job_id, token, result?]``."""
+
     job_id: str
     token: int
     result: bytes | None = None
 
 
 class FailItem(NamedTuple):
+    """Wire form: ``[job_id, token, error, retry?, delay_ms?]``."""
+
     job_id: str
     token: int
     error: str
@@ -169,116 +272,129 @@ class FailItem(NamedTuple):
 
 
 class ExtendItem(NamedTuple):
+    """Wire form: ``[job_id, token, lease_ms?]``."""
+
     job_id: str
     token: int
     lease_ms: int | None = None
 
 
 class ReleaseItem(NamedTuple):
-    """Hand a leased job back without counting its attempt; ``delay_ms`` > 0 delays it."""
+    """Hand a leased job back without counting its attempt; ``delay_ms`` > 0 delays it.
+
+    Wire form: ``[job_id, token, delay_ms?]``.
+    """
 
     job_id: str
     token: int
     delay_ms: int | None = None
 
 
-# --------------------------------------------------------------------------- requests
+def _item(raw: Any, index: int, low: int, high: int) -> tuple[Any, ...]:
+    """The checks every batch item shares: an array of ``low..high`` items, id, token."""
+    if type(raw) is not tuple or not low <= len(raw) <= high:
+        raise bad_argument(f"items[{index}]", f"array of {low}..{high} items")
+    check_name(raw[0], f"items[{index}].id")
+    check_token(raw[1], f"items[{index}].token")
+    return raw
 
 
-class Hello(NamedTuple):
-    version: int
-    client: str = ""
-    token: str | None = None
+def parse_ack_items(value: Any, field: str) -> tuple[AckItem, ...]:
+    """The ``items`` of an ack request (the worker's hot path)."""
+    items: list[AckItem] = []
+    append = items.append
+    for i, raw in enumerate(check_array(value, field)):
+        # A well-formed item passes these checks inline; anything else takes the slow path
+        # below, which names the offending field.
+        if type(raw) is tuple and 2 <= len(raw) <= 3:
+            job_id, token = raw[0], raw[1]
+            result = raw[2] if len(raw) == 3 else None
+            if (
+                type(job_id) is str and 0 < len(job_id) <= MAX_NAME_LEN
+                and type(token) is int and 0 <= token <= MAX_TOKEN
+                and (result is None or type(result) is bytes)
+            ):
+                append(new_tuple(AckItem, (job_id, token, result)))
+                continue
+        raw = _item(raw, i, 2, 3)
+        result = raw[2] if len(raw) > 2 else None
+        if result is not None and type(result) is not bytes:
+            raise bad_argument(f"items[{i}].result", "bin or nil")
+        append(new_tuple(AckItem, (raw[0], raw[1], result)))
+    return tuple(items)
 
 
-class Ping(NamedTuple):
-    pass
+def parse_fail_items(value: Any, field: str) -> tuple[FailItem, ...]:
+    """The ``items`` of a fail request."""
+    items = []
+    for i, raw in enumerate(check_array(value, field)):
+        raw = _item(raw, i, 3, 5)
+        error = raw[2]
+        if type(error) is not str or len(error) > MAX_ERROR_LEN:
+            raise bad_argument(f"items[{i}].error", f"str of 0..{MAX_ERROR_LEN} characters")
+        retry = raw[3] if len(raw) > 3 and raw[3] is not None else True
+        if type(retry) is not bool:
+            raise bad_argument(f"items[{i}].retry", "bool")
+        delay_ms = raw[4] if len(raw) > 4 else None
+        if delay_ms is not None:
+            check_int(delay_ms, f"items[{i}].delay_ms", 0, MAX_DELAY_MS)
+        items.append(FailItem(raw[0], raw[1], error, retry, delay_ms))
+    return tuple(items)
 
 
-class Enqueue(NamedTuple):
-    queue: str
-    jobs: tuple[JobSpec, ...]
+def parse_extend_items(value: Any, field: str) -> tuple[ExtendItem, ...]:
+    """The ``items`` of an extend request."""
+    items = []
+    for i, raw in enumerate(check_array(value, field)):
+        raw = _item(raw, i, 2, 3)
+        lease_ms = raw[2] if len(raw) > 2 else None
+        if lease_ms is not None:
+            check_int(lease_ms, f"items[{i}].lease_ms", MIN_LEASE_MS, MAX_LEASE_MS)
+        items.append(ExtendItem(raw[0], raw[1], lease_ms))
+    return tuple(items)
 
 
-class Reserve(NamedTuple):
-    queues: tuple[str, ...]
-    max_jobs: int = 1
-    wait_ms: int = 0
-    lease_ms: int | None = None
+def parse_release_items(value: Any, field: str) -> tuple[ReleaseItem, ...]:
+    """The ``items`` of a release request."""
+    items = []
+    for i, raw in enumerate(check_array(value, field)):
+        raw = _item(raw, i, 2, 3)
+        delay_ms = raw[2] if len(raw) > 2 else None
+        if delay_ms is not None:
+            check_int(delay_ms, f"items[{i}].delay_ms", 0, MAX_DELAY_MS)
+        items.append(ReleaseItem(raw[0], raw[1], delay_ms))
+    return tuple(items)
 
 
-class Ack(NamedTuple):
-    items: tuple[AckItem, ...]
+class Outcome(NamedTuple):
+    """The result of one batch item: ``code`` is ``"OK"`` or an error code.
+
+    On success ``value`` is op-specific (the job's new state, or the new lease deadline); on
+    error it is the message. Wire form: ``[code, value]``.
+    """
+
+    code: str
+    value: Any
+
+    @property
+    def ok(self) -> bool:
+        return self.code == OK
 
 
-class Fail(NamedTuple):
-    items: tuple[FailItem, ...]
+def parse_outcomes(body: Mapping[str, Any]) -> list[Outcome]:
+    """The per-item outcomes of an ``ack``, ``fail``, ``extend`` or ``release`` reply body."""
+    results = body.get("results")
+    if type(results) is not tuple:
+        raise bad_argument("results", "array")
+    out = []
+    for i, raw in enumerate(results):
+        if type(raw) is not tuple or len(raw) != 2 or type(raw[0]) is not str:
+            raise bad_argument(f"results[{i}]", "[code, value]")
+        out.append(new_tuple(Outcome, raw))
+    return out
 
 
-class Extend(NamedTuple):
-    items: tuple[ExtendItem, ...]
-
-
-class Release(NamedTuple):
-    items: tuple[ReleaseItem, ...]
-
-
-class Progress(NamedTuple):
-    job_id: str
-    token: int
-    progress: Any
-
-
-class Get(NamedTuple):
-    job_id: str
-
-
-class Wait(NamedTuple):
-    job_id: str
-    timeout_ms: int = 30_000
-
-
-class Cancel(NamedTuple):
-    job_id: str
-
-
-class Stats(NamedTuple):
-    queue: str | None = None
-
-
-class Pause(NamedTuple):
-    queue: str
-
-
-class Resume(NamedTuple):
-    queue: str
-
-
-class Clean(NamedTuple):
-    queue: str
-    state: JobState
-    older_than_ms: int = 0
-    limit: int | None = None
-
-
-class ListFailed(NamedTuple):
-    queue: str
-    limit: int = 100
-    offset: int = 0
-
-
-class RetryFailed(NamedTuple):
-    queue: str
-    job_ids: tuple[str, ...] | None = None
-    limit: int | None = None
-
-
-Request = (
-    Hello | Ping | Enqueue | Reserve | Ack | Fail | Extend | Release | Progress | Get | Wait
-    | Cancel | Stats | Pause | Resume | Clean | ListFailed | RetryFailed
-)
-
-# --------------------------------------------------------------------------- replies
+# --------------------------------------------------------------------------- reserve
 
 
 class ReservedJob(NamedTuple):
@@ -298,25 +414,26 @@ class ReservedJob(NamedTuple):
     progress: Any = None
 
 
-class Outcome(NamedTuple):
-    """The result of one batch item: ``code`` is ``"OK"`` or an error code.
+def parse_reserved(body: Mapping[str, Any]) -> list[ReservedJob]:
+    """The jobs of a ``reserve`` reply body.
 
-    On success ``value`` is op-specific (the job's new state, or the new lease deadline); on
-    error it is the message.
+    Items a later protocol version appends to a job's array are ignored (``SPEC.md`` §9.4).
+
+    Raises:
+        ProtocolError: ``BAD_ARGUMENT`` if the body is not shaped as SPEC.md says.
     """
+    jobs = body.get("jobs")
+    if type(jobs) is not tuple:
+        raise bad_argument("jobs", "array")
+    out = []
+    for i, raw in enumerate(jobs):
+        if type(raw) is not tuple or len(raw) < 11:
+            raise bad_argument(f"jobs[{i}]", "array of at least 11 items")
+        out.append(new_tuple(ReservedJob, raw if len(raw) == 11 else raw[:11]))
+    return out
 
-    code: str
-    value: Any
 
-    @property
-    def ok(self) -> bool:
-        return self.code == OK
-
-
-class EnqueueResult(NamedTuple):
-    ids: tuple[str, ...]
-    duplicates: tuple[int, ...]
-    """Indexes (into the batch) of jobs whose id already existed: nothing was created for them."""
+# --------------------------------------------------------------------------- descriptions
 
 
 JOB_INFO_FIELDS: Final = (
@@ -360,7 +477,7 @@ class JobInfo(NamedTuple):
             values = [body[key] for key in JOB_INFO_FIELDS]
         except KeyError as exc:
             raise bad_argument(f"job.{exc.args[0]}", "present") from None
-        values[3] = _enum(JobState, values[3], "job.state")
+        values[3] = check_enum(JobState, values[3], "job.state")
         return cls(*values)
 
 
@@ -396,19 +513,3 @@ class QueueStats(NamedTuple):
             return cls(*(body[key] for key in QUEUE_STATS_FIELDS))
         except KeyError as exc:
             raise bad_argument(f"stats.{exc.args[0]}", "present") from None
-
-
-# --------------------------------------------------------------------------- helpers
-
-_new_tuple = tuple.__new__
-"""Builds a NamedTuple from a tuple without the keyword-argument machinery (hot paths)."""
-
-PLAIN_TAIL: Final = (0, None, None, None, None, None, None, None)
-"""A ``JobSpec`` from ``priority`` on, when every option is left to the broker (``spec[3:]``)."""
-
-
-def _enum(enum: type[_E], value: Any, field: str) -> _E:
-    try:
-        return enum(value)
-    except ValueError:
-        raise bad_argument(field, "one of " + ", ".join(e.value for e in enum)) from None
