@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from broker.config import Settings
-from tests.wire import WireClient
+from tests.tools.wire import WireClient
 
 if TYPE_CHECKING:
     from broker.server import Server

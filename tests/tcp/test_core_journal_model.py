@@ -40,8 +40,8 @@ from hypothesis.stateful import rule
 from broker.core import CoreError, Snapshot
 from broker.journal import Journal, SyncMode
 from protocol.messages import AckItem, JobSpec
-from tests.journaltools import as_tuple
-from tests.test_core_model import CoreMachine
+from tests.pure.test_core_model import CoreMachine
+from tests.tools.journaltools import as_tuple
 
 # Durability against power loss is SQLite's business; a crash of the broker process keeps
 # whatever reached the WAL in every sync mode. OFF keeps the many small commits cheap.

@@ -34,8 +34,8 @@ from protocol.messages import (
     request_message,
 )
 from tests.conftest import BrokerProcess
-from tests.fuzz_decoder import close_target, fuzz_one
-from tests.strategies import any_msgpack, requests
+from tests.tools.fuzz_decoder import close_target, fuzz_one
+from tests.tools.strategies import any_msgpack, requests
 
 MAX_FRAME = 64 * 1024
 HELLO = encode_frame([0, 0, "hello", {"version": PROTOCOL_VERSION, "client": "hostile"}])

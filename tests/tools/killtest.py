@@ -59,7 +59,7 @@ from typing import Any
 
 from protocol.messages import ErrorReply, Reply
 from tests.conftest import BrokerProcess
-from tests.wire import WireClient, job_spec
+from tests.tools.wire import WireClient, job_spec
 
 QUEUE = "kill"
 KILL_MODES = ("random", "ack_burst", "enqueue_burst", "shutdown")

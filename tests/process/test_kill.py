@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.killtest import KillConfig, run_kill_test
+from tests.tools.killtest import KillConfig, run_kill_test
 
 
 def _seed() -> int:

@@ -20,7 +20,7 @@ from broker.config import Settings
 from protocol.codec import encode_frame
 from protocol.messages import ErrorReply, Reply
 from tests.conftest import RunningBroker
-from tests.wire import R_ATTEMPT, R_ID, R_PAYLOAD, R_TOKEN, WireClient, job_spec
+from tests.tools.wire import R_ATTEMPT, R_ID, R_PAYLOAD, R_TOKEN, WireClient, job_spec
 
 Connect = Callable[..., Awaitable[WireClient]]
 StartBroker = Callable[..., Awaitable[RunningBroker]]
