@@ -340,7 +340,7 @@ def _close_fuzz_target() -> Iterator[None]:
         lambda ms: b"".join(_frame(b) for b in map(_pack, ms) if b is not None)),
 ))
 def test_fuzz_target_without_atheris(control: int, stream: bytes) -> None:
-    """The atheris target (``tests/fuzz_decoder.py``: decoder + session dispatcher) in CI."""
+    """The atheris target (``tests/tools/fuzz_decoder.py``: decoder + session dispatcher) in CI."""
     fuzz_one(bytes([control]) + stream)
 
 

@@ -1,6 +1,6 @@
 """Crash and replay through the real SQLite journal: the core model machine on a temp file.
 
-``JournalCoreMachine`` is ``CoreMachine`` (tests/test_core_model.py: the core against a
+``JournalCoreMachine`` is ``CoreMachine`` (tests/pure/test_core_model.py: the core against a
 plain-Python model with a fake clock) with its commits going to a real ``broker.journal.Journal``
 on a temp SQLite file, the way the broker's committer writes them (``journal.write`` of
 ``core.take_changes()``). After every step everything is committed: that is the broker's promise
