@@ -1,8 +1,9 @@
 """Generate the example exchange of ``protocol/SPEC.md`` from the real encoder.
 
 The hex dump in the spec is produced here, from ``protocol``'s own message builders and
-``encode_frame``, so it shows exactly the bytes jobwire puts on the wire. ``tests/test_spec.py``
-checks that the block in ``SPEC.md`` equals ``render()``, so the spec cannot drift from the code.
+``encode_frame``, so it shows exactly the bytes jobwire puts on the wire.
+``tests/pure/test_spec.py`` checks that the block in ``SPEC.md`` equals ``render()``, so the spec
+cannot drift from the code.
 
 Usage::
 

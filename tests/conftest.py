@@ -9,7 +9,7 @@ In-process (fast; the broker shares the test's event loop, so tests can inspect 
   the test is stopped for you.
 * ``broker``: one such broker with the default settings.
 * ``wire``: an async factory ``await wire(broker, hello=True, token=None)`` returning a connected
-  ``tests.wire.WireClient`` (raw protocol, no ``client/``); closed at the end of the test.
+  ``tests.tools.wire.WireClient`` (raw protocol, no ``client/``); closed at the end of the test.
 
 Real process (for kill -9, signals and exit codes):
 
@@ -19,6 +19,12 @@ Real process (for kill -9, signals and exit codes):
   ``.restart()`` (same port and data directory), ``.log_lines()`` (the JSON log events).
   Every process still running at the end of the test is killed.
 * ``broker_process``: one such process with the default settings.
+
+Tiers: every test lives in ``tests/pure/``, ``tests/tcp/`` or ``tests/process/`` and is marked
+with its folder's name (``pytest -m pure``). The promise of the two lower tiers is checked, not
+just stated: in ``pure/`` opening a network connection, binding, listening, starting a thread
+or a subprocess raises ``TierError``; in ``tcp/`` starting a subprocess does. A test that needs
+more than its tier allows belongs one folder up.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -39,12 +46,49 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from broker.config import Settings
-from tests.wire import WireClient
+from tests.tools.wire import WireClient
 
 if TYPE_CHECKING:
     from broker.server import Server
 
 HOST = "127.0.0.1"
+
+
+# --------------------------------------------------------------------------- tiers
+
+TIERS = ("pure", "tcp", "process")
+
+
+class TierError(AssertionError):
+    """A test used more than its tier's folder allows (see the module docstring)."""
+
+
+@pytest.hookimpl(tryfirst=True)  # before ``-m`` deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        tier = item.path.parent.name
+        if tier in TIERS:
+            item.add_marker(tier)
+
+
+def _refuse(what: str, tier: str) -> Callable[..., Any]:
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise TierError(f"{what} in a tests/{tier}/ test: move the test one tier up")
+    return refuse
+
+
+@pytest.fixture(autouse=True)
+def tier_guard(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    tier = request.node.path.parent.name
+    if tier not in ("pure", "tcp"):
+        return
+    # subprocess.run/call/check_output and asyncio's subprocesses all go through Popen.
+    monkeypatch.setattr(subprocess, "Popen", _refuse("a subprocess", tier))
+    if tier == "pure":
+        # An event loop's own socketpair is allowed; reaching for the network is not.
+        for method in ("connect", "connect_ex", "bind", "listen"):
+            monkeypatch.setattr(socket.socket, method, _refuse(f"socket.{method}", tier))
+        monkeypatch.setattr(threading.Thread, "start", _refuse("a thread", tier))
 
 
 # --------------------------------------------------------------------------- in-process broker

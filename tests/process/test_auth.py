@@ -17,7 +17,7 @@ import pytest
 
 from broker.auth import FailureThrottle, exposure_warning, is_loopback, token_matches
 from tests.conftest import BrokerProcess, RunningBroker, jobwire_command
-from tests.wire import R_ID, R_TOKEN, WireClient, WireError, job_spec
+from tests.tools.wire import R_ID, R_TOKEN, WireClient, WireError, job_spec
 
 StartBroker = Callable[..., Awaitable[RunningBroker]]
 Wire = Callable[..., Awaitable[WireClient]]

@@ -25,7 +25,7 @@ from protocol.codec import (
 )
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.messages import Request, parse_request, reply_message, request_message
-from tests import strategies as s
+from tests.tools import strategies as s
 
 
 def frame(body: bytes) -> bytes:

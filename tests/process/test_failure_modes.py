@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 
 from client import Client, JobContext, Worker
 from tests.conftest import BrokerProcess, RunningBroker
-from tests.wire import R_ATTEMPT, R_ID, R_TOKEN, WireClient, job_spec
+from tests.tools.wire import R_ATTEMPT, R_ID, R_TOKEN, WireClient, job_spec
 
 StartBroker = Callable[..., Awaitable[RunningBroker]]
 Wire = Callable[..., Awaitable[WireClient]]

@@ -1,6 +1,6 @@
 """Crash and replay through the real SQLite journal: the core model machine on a temp file.
 
-``JournalCoreMachine`` is ``CoreMachine`` (tests/test_core_model.py: the core against a
+``JournalCoreMachine`` is ``CoreMachine`` (tests/pure/test_core_model.py: the core against a
 plain-Python model with a fake clock) with its commits going to a real ``broker.journal.Journal``
 on a temp SQLite file, the way the broker's committer writes them (``journal.write`` of
 ``core.take_changes()``). After every step everything is committed: that is the broker's promise
@@ -40,8 +40,8 @@ from hypothesis.stateful import rule
 from broker.core import CoreError, Snapshot
 from broker.journal import Journal, SyncMode
 from protocol.messages import AckItem, JobSpec
-from tests.journaltools import as_tuple
-from tests.test_core_model import CoreMachine
+from tests.pure.test_core_model import CoreMachine
+from tests.tools.journaltools import as_tuple
 
 # Durability against power loss is SQLite's business; a crash of the broker process keeps
 # whatever reached the WAL in every sync mode. OFF keeps the many small commits cheap.

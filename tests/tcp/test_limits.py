@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from protocol.codec import encode_frame
 from protocol.messages import ErrorReply, Reply
 from tests.conftest import RunningBroker
-from tests.wire import R_ID, R_TOKEN, WireClient, job_spec
+from tests.tools.wire import R_ID, R_TOKEN, WireClient, job_spec
 
 StartBroker = Callable[..., Awaitable[RunningBroker]]
 Wire = Callable[..., Awaitable[WireClient]]

@@ -18,8 +18,8 @@ from structlog.testing import capture_logs
 
 from broker.journal import Journal
 from client import Client, JobContext, Worker
-from tests.clienttools import running, until
 from tests.conftest import RunningBroker
+from tests.tools.clienttools import running, until
 
 
 def slow_commits(broker: RunningBroker, seconds: float) -> None:

@@ -1,14 +1,15 @@
 """Kill-test harness: SIGKILL a real broker under load, restart it, and account for every job.
 
 Usable two ways: ``await run_kill_test(KillConfig(...), workdir)`` from a pytest test
-(``tests/test_kill.py``), or as a command for long runs::
+(``tests/process/test_kill.py``), or as a command for long runs::
 
-    python -m tests.killtest --kills 20 --jobs 50000 --producers 8 --workers 16 --lease-ms 5000
+    python -m tests.tools.killtest --kills 20 --jobs 50000 --producers 8 --workers 16 \\
+        --lease-ms 5000
 
 Theory of operation
 -------------------
 One ``jobwire serve`` process (default sync mode ``full``, retention off so every job stays
-inspectable) is driven over the raw protocol (``tests.wire``; no ``client/`` code, so the
+inspectable) is driven over the raw protocol (``tests.tools.wire``; no ``client/`` code, so the
 accounting sees exactly what the broker sent):
 
 * **producers** enqueue disjoint ranges of client-chosen ids in batches and wait for each
@@ -59,7 +60,7 @@ from typing import Any
 
 from protocol.messages import ErrorReply, Reply
 from tests.conftest import BrokerProcess
-from tests.wire import WireClient, job_spec
+from tests.tools.wire import WireClient, job_spec
 
 QUEUE = "kill"
 KILL_MODES = ("random", "ack_burst", "enqueue_burst", "shutdown")
@@ -569,8 +570,8 @@ def _check(ledger: Ledger, states: dict[str, str], total: int, report: Report) -
 
 
 def _parse(argv: list[str] | None) -> tuple[KillConfig, bool]:
-    parser = argparse.ArgumentParser(prog="python -m tests.killtest", description=__doc__.split(
-        "\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m tests.tools.killtest",
+                                     description=__doc__.split("\n")[0])
     defaults = KillConfig()
     parser.add_argument("--kills", type=int, default=defaults.kills)
     parser.add_argument("--jobs", type=int, default=defaults.jobs)

@@ -9,7 +9,7 @@ that became ready and the jobs that finished.
 A fake journal (``FakeJournal``) applies ``take_changes()`` after every step, copying jobs as a
 real journal's rows would; the ``restore`` rule rebuilds the core from it with ``Core.restore``,
 which also checks that the changes the core reports are complete. The crash-and-replay machine
-against the real SQLite journal (tests/test_core_journal_model.py) overrides ``commit`` and
+against the real SQLite journal (tests/tcp/test_core_journal_model.py) overrides ``commit`` and
 ``recovered_snapshot``.
 
 Retention in the model is uniform per state (plus "remove at once" per job), which keeps the

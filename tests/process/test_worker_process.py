@@ -12,8 +12,8 @@ import textwrap
 from pathlib import Path
 
 from client import Client, JobContext, JobState, Queue, Worker
-from tests.clienttools import until
 from tests.conftest import BrokerProcess, jobwire_command
+from tests.tools.clienttools import until
 
 HANDLERS = textwrap.dedent("""
     import asyncio

@@ -34,7 +34,7 @@ import pytest
 from broker.schema import STATES
 from protocol.messages import ErrorReply, Reply
 from tests.conftest import HOST, RunningBroker, free_port, jobwire_command
-from tests.wire import R_ID, R_TOKEN, WireClient, job_spec
+from tests.tools.wire import R_ID, R_TOKEN, WireClient, job_spec
 
 StartBroker = Callable[..., Awaitable[RunningBroker]]
 Wire = Callable[..., Awaitable[WireClient]]

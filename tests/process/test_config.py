@@ -152,7 +152,7 @@ def test_python_m_broker_and_bad_settings_exit_2() -> None:
 
 
 def test_the_readme_lists_every_setting() -> None:
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
     start = readme.index("<!-- section: configuration -->")
     section = readme[start:readme.index("<!-- /section: configuration -->", start)]
     for option in OPTIONS:

@@ -2,7 +2,7 @@
 
 Run it (coverage-guided, until stopped or for a number of runs)::
 
-    .venv/bin/python -m tests.fuzz_decoder -atheris_runs=200000 [corpus_dir]
+    .venv/bin/python -m tests.tools.fuzz_decoder -atheris_runs=200000 [corpus_dir]
 
 Each input drives one broker ``Session`` (the real class, with a real ``Server`` and ``Core``)
 through a byte-collecting transport: the first byte chooses whether a valid ``hello`` goes first
@@ -13,9 +13,9 @@ checked for every input (a violation raises, which atheris reports as a crash):
 2. every byte the session writes decodes as REPLY, ERROR or EVENT messages;
 3. no answer carries ``INTERNAL`` (a bug in the broker).
 
-``fuzz_one`` is also called by ``tests/test_hostile.py`` on hypothesis inputs, so the target is
-exercised in CI without atheris. The journal is opened but never written: the committer's task
-is not running, so the target stays fast and touches no disk per input.
+``fuzz_one`` is also called by ``tests/process/test_hostile.py`` on hypothesis inputs, so the
+target is exercised in CI without atheris. The journal is opened but never written: the
+committer's task is not running, so the target stays fast and touches no disk per input.
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 In-process brokers (``broker``/``start_broker`` fixtures) cover the handshake, every operation,
 pipelining, long-polls, leases and backpressure, on asyncio's loop and once on uvloop;
-``tests/test_server_process.py`` covers what needs a real process. No assertion depends on timing:
-waits only bound how long a test may hang.
+``tests/process/test_server_process.py`` covers what needs a real process. No assertion depends
+on timing: waits only bound how long a test may hang.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from broker.config import Settings
 from protocol.codec import encode_frame
 from protocol.messages import ErrorReply, Reply
 from tests.conftest import RunningBroker
-from tests.wire import R_ATTEMPT, R_ID, R_PAYLOAD, R_TOKEN, WireClient, job_spec
+from tests.tools.wire import R_ATTEMPT, R_ID, R_PAYLOAD, R_TOKEN, WireClient, job_spec
 
 Connect = Callable[..., Awaitable[WireClient]]
 StartBroker = Callable[..., Awaitable[RunningBroker]]

@@ -14,7 +14,7 @@ from broker.committer import GroupCommitter, retry_delay
 from broker.core import Core, CoreConfig
 from broker.journal import Journal, JournalError
 from protocol.messages import AckItem, JobSpec, JobState
-from tests.journaltools import NOW, Source, commit, failing, make_job, upserts
+from tests.tools.journaltools import NOW, Source, commit, failing, make_job, upserts
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import pytest
 
 from bench import spec_example
 from tests.conftest import RunningBroker
-from tests.test_spec import SPEC, _hex_frames
+from tests.pure.test_spec import SPEC, _hex_frames
 
 HELLO_KEYS = {"version", "server", "now", "max_frame", "max_payload", "max_batch", "max_inflight"}
 JOB_INFO_KEYS = {

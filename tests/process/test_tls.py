@@ -16,7 +16,7 @@ from client import Connection
 from client.errors import JobwireError
 from protocol.messages import Enqueue, JobSpec, Ping, Reserve
 from tests.conftest import BrokerProcess, RunningBroker, jobwire_command
-from tests.wire import WireClient
+from tests.tools.wire import WireClient
 
 StartBroker = Callable[..., Awaitable[RunningBroker]]
 

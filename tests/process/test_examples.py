@@ -14,7 +14,7 @@ from pathlib import Path
 from client import Client
 from tests.conftest import RunningBroker, jobwire_command
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 
 

@@ -59,7 +59,7 @@ from protocol.messages import (
     request_id_of,
     request_message,
 )
-from tests import strategies as s
+from tests.tools import strategies as s
 
 
 def through_the_wire(message: Any) -> Any:

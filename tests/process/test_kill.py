@@ -1,10 +1,10 @@
-"""The kill test (``tests/killtest.py``) as pytest tests.
+"""The kill test (``tests/tools/killtest.py``) as pytest tests.
 
 ``test_kill_short`` runs in CI: 5 SIGKILLs of a real ``jobwire serve`` over 5,000 jobs (4
 producers, 8 workers, 1 s leases); ``test_kill_short_sync_normal`` does 3 over 2,000 jobs with
 ``--sync normal``. ``test_kill_long`` is the on-demand soak (``pytest -m slow``):
-20 kills over 50,000 jobs, 8 producers, 16 workers, 5 s leases, the same as
-``python -m tests.killtest --kills 20 --jobs 50000 --producers 8 --workers 16 --lease-ms 5000``.
+20 kills over 50,000 jobs, 8 producers, 16 workers, 5 s leases, the same as ``python -m
+tests.tools.killtest --kills 20 --jobs 50000 --producers 8 --workers 16 --lease-ms 5000``.
 
 Both assert what the README's "Guarantees and failure modes" promises for the default sync mode:
 nothing acknowledged is lost, nothing appears that was never enqueued, no job is delivered again
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.killtest import KillConfig, run_kill_test
+from tests.tools.killtest import KillConfig, run_kill_test
 
 
 def _seed() -> int:

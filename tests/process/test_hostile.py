@@ -34,8 +34,8 @@ from protocol.messages import (
     request_message,
 )
 from tests.conftest import BrokerProcess
-from tests.fuzz_decoder import close_target, fuzz_one
-from tests.strategies import any_msgpack, requests
+from tests.tools.fuzz_decoder import close_target, fuzz_one
+from tests.tools.strategies import any_msgpack, requests
 
 MAX_FRAME = 64 * 1024
 HELLO = encode_frame([0, 0, "hello", {"version": PROTOCOL_VERSION, "client": "hostile"}])
@@ -340,7 +340,7 @@ def _close_fuzz_target() -> Iterator[None]:
         lambda ms: b"".join(_frame(b) for b in map(_pack, ms) if b is not None)),
 ))
 def test_fuzz_target_without_atheris(control: int, stream: bytes) -> None:
-    """The atheris target (``tests/fuzz_decoder.py``: decoder + session dispatcher) in CI."""
+    """The atheris target (``tests/tools/fuzz_decoder.py``: decoder + session dispatcher) in CI."""
     fuzz_one(bytes([control]) + stream)
 
 

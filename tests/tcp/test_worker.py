@@ -21,8 +21,8 @@ from client import (
     Worker,
     fixed,
 )
-from tests.clienttools import running, until
 from tests.conftest import RunningBroker
+from tests.tools.clienttools import running, until
 
 NO_WAIT = fixed(0)
 

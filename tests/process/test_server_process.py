@@ -11,7 +11,7 @@ import asyncio
 from collections.abc import Callable
 
 from tests.conftest import BrokerProcess
-from tests.wire import R_ID, R_TOKEN, WireClient, job_spec
+from tests.tools.wire import R_ID, R_TOKEN, WireClient, job_spec
 
 NO_BACKOFF = ["fixed", 0]
 

@@ -29,7 +29,7 @@ from broker.replysize import (
 from protocol.codec import FrameDecoder, encode_frame
 from protocol.messages import MAX_NAME_LEN, JobInfo, JobSpec, JobState, ReservedJob
 from tests.conftest import RunningBroker
-from tests.wire import R_ID, R_PAYLOAD, R_TOKEN, job_spec
+from tests.tools.wire import R_ID, R_PAYLOAD, R_TOKEN, job_spec
 
 StartBroker = Callable[..., Awaitable[RunningBroker]]
 

@@ -15,7 +15,7 @@ from broker.jobs import NO_OPTIONS, Job, JobOptions
 from broker.journal import Journal, JournalError, SyncMode, _upsert_rows
 from broker.schema import CREATE_STATEMENTS, RowEncoder
 from protocol.messages import Backoff, BackoffKind, JobState, Retention
-from tests.journaltools import (
+from tests.tools.journaltools import (
     FIELDS,
     NOW,
     Source,

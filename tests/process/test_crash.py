@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 from protocol.messages import Reply
 from tests.conftest import BrokerProcess
-from tests.wire import R_ID, R_TOKEN, WireClient, job_spec
+from tests.tools.wire import R_ID, R_TOKEN, WireClient, job_spec
 
 JOBS = 20_000
 ENQUEUE_BATCH = 100
