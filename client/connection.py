@@ -2,49 +2,35 @@
 
 Theory of operation
 -------------------
-A ``Connection`` owns one supervisor task. The supervisor opens a TCP (or TLS) connection, runs
-the ``hello`` handshake, marks the connection ready, and then waits until the transport is lost.
-When it is lost, every pending request fails with ``ConnectionLostError`` chained from the cause,
-and (unless reconnecting is off or the client was closed) the supervisor sleeps for a capped,
-doubling, jittered delay and tries again. The sleep is wakeable: ``close()`` ends it at once.
+A ``Connection`` is kept up by a ``Supervisor`` (``client/supervisor.py``: connect, handshake,
+wait for the loss, reconnect after a capped, doubling, jittered delay). When the transport is
+lost, every pending request fails with ``ConnectionLostError`` chained from the cause.
 
-Requests are pipelined: ``request()`` picks a fresh request id, registers a future under it in
-``_pending``, queues the encoded frame, and returns the future's result. Frames queued in one
-event-loop iteration leave in one ``transport.write`` (write coalescing), except that once
-``FLUSH_BYTES`` are queued they leave at once, so the broker starts on the first requests of a
-burst while later ones are still being encoded (the two processes overlap instead of taking
-turns). Replies resolve futures
-by request id in whatever order the broker sends them. A request made while the connection is
-down waits (within its timeout) for the next successful handshake. At most the broker's
-``max_inflight`` (from its ``hello`` reply) requests are outstanding; more wait for a slot, so
-the broker never has to answer ``OVERLOADED``.
-
-Timeouts: one timer serves every pending request. Each request pushes ``(deadline, seq, id,
-future, timeout)`` on a heap (``_deadlines``); the single sweep timer is armed for the earliest
-live deadline, but never sooner than ``TIMEOUT_SLACK`` after the previous sweep, so a request
-times out after at least its timeout and at most its timeout plus ``TIMEOUT_SLACK``. Entries of
-answered requests stay in the heap until they reach its top or the heap is compacted (when it
-holds more than twice the pending requests plus ``_COMPACT_MIN``), so its size stays bounded.
-Bytes arrive through ``client/wire.py``; URLs,
-the server description and the statistics snapshot live in ``client/endpoint.py``.
+Requests are pipelined: ``request()`` registers a future in the request table
+(``client/request_table.py``: ids, deadlines, in-flight slots and reply matching, without I/O)
+and hands the encoded frame to the transport's ``Wire`` (``client/wire.py``), which coalesces the
+writes of one loop iteration. Replies resolve futures by request id in any order. A request made
+while the connection is down waits (within its timeout) for the next handshake. At most the
+broker's ``max_inflight`` (from its ``hello`` reply) requests are outstanding; more wait for a
+slot, so the broker never has to answer ``OVERLOADED``. One timer, armed for the table's
+``timer_at``, times out every pending request. URLs, the server description and the statistics
+snapshot live in ``client/endpoint.py``.
 
 Invariants:
-1. A future is in ``_pending`` exactly while its request awaits a reply on the current
-   transport; losing the transport empties ``_pending`` (every future failed).
+1. A future is in the request table exactly while its request awaits a reply on the current
+   transport; losing the transport empties the table (every future failed).
 2. ``_ready`` is set exactly while a handshaken transport is usable.
 3. After ``close()`` returns, no task of this connection is running and every request that was
    pending or waiting has failed with ``ConnectionClosedError`` or ``ConnectionLostError``.
 4. Fatal handshake errors (``UNAUTHORIZED``, ``UNSUPPORTED_VERSION``) stop reconnecting.
+5. One clock: deadlines and waits are measured on the event loop's ``loop.time()``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import heapq
 import random
 import ssl as ssl_module
-import time
 from collections.abc import Callable
 from typing import Any, Final, Self
 
@@ -56,23 +42,20 @@ from client.endpoint import (
     ConnectionStatistics,
     ServerInfo,
     parse_url,
-    reconnect_delay,
 )
 from client.errors import (
-    AuthenticationError,
-    BrokerError,
     ConnectionClosedError,
     ConnectionLostError,
     JobwireError,
-    ProtocolMismatchError,
     RequestTimeoutError,
     broker_error,
 )
-from client.wire import Wire
+from client.request_table import RequestTable
+from client.supervisor import Supervisor
+from client.wire import Wire, open_wire
 from protocol.codec import FrameEncoder
-from protocol.errors import ErrorCode, ProtocolError
+from protocol.errors import ErrorCode
 from protocol.messages import (
-    MAX_REQUEST_ID,
     PROTOCOL_VERSION,
     ErrorReply,
     Event,
@@ -86,12 +69,6 @@ from protocol.messages import (
 )
 
 log = structlog.get_logger("jobwire.client")
-
-TIMEOUT_SLACK: Final = 0.01
-"""Seconds a request may outlive its timeout: the sweep timer runs at most once per slack."""
-FLUSH_BYTES: Final = 2048
-"""Queued request bytes that are written at once instead of at the end of the loop iteration."""
-_COMPACT_MIN: Final = 256
 
 _REPLY: Final = int(Kind.REPLY)
 _FATAL_CODES: Final = frozenset({ErrorCode.UNAUTHORIZED, ErrorCode.UNSUPPORTED_VERSION})
@@ -136,34 +113,23 @@ class Connection:
         self.request_timeout = request_timeout
         self.connect_timeout = connect_timeout
         self.reconnect = reconnect
-        self._reconnect_base = reconnect_base
-        self._reconnect_cap = reconnect_cap
-        self._rng = rng or random.Random()
-
+        self._supervisor = Supervisor(
+            self, base=reconnect_base, cap=reconnect_cap, rng=rng or random.Random()
+        )
         self.state = ConnectionState.IDLE
         self.server: ServerInfo | None = None
         self._wire: Wire | None = None
         self._ready = asyncio.Event()
-        self._wake = asyncio.Event()
-        self._supervisor: asyncio.Task[None] | None = None
-        self._first_attempt: asyncio.Future[None] | None = None
         self._fatal: BaseException | None = None
-        self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
-        self._next_id = 1
-        self._out: list[bytes] = []
+        self._table: RequestTable[asyncio.Future[dict[str, Any]], asyncio.Future[None]] = (
+            RequestTable()
+        )
         self._encoder = FrameEncoder()
-        self._out_bytes = 0
-        self._flush_scheduled = False
-        self._deadlines: list[tuple[float, int, int, asyncio.Future[dict[str, Any]], float]] = []
         self._sweep_handle: asyncio.TimerHandle | None = None
-        self._sweep_at = 0.0
-        self._inflight_limit = 10_000
-        self._slot_waiters: list[asyncio.Future[None]] = []
+        self._sweep_at: float | None = None
         self._event_listeners: list[Callable[[str, dict[str, Any]], None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         # counters for statistics()
-        self._connects = 0
-        self._connect_failures = 0
         self._requests_sent = 0
         self._replies = 0
         self._error_replies = 0
@@ -192,45 +158,30 @@ class Connection:
         """
         if self.state is ConnectionState.CLOSED:
             raise ConnectionClosedError("connection is closed")
-        if self._supervisor is None or self._supervisor.done():
-            self._loop = asyncio.get_running_loop()
-            self._first_attempt = self._loop.create_future()
-            # connect() may have been cancelled meanwhile: an outcome nobody awaits is no error.
-            self._first_attempt.add_done_callback(_consume)
-            self._supervisor = asyncio.create_task(
-                self._supervise(raise_first=not wait), name=f"jobwire-conn-{self.endpoint.port}"
-            )
-        assert self._first_attempt is not None
-        await asyncio.shield(self._first_attempt)
+        self._loop = asyncio.get_running_loop()
+        first = self._supervisor.start(
+            raise_first=not wait, name=f"jobwire-conn-{self.endpoint.port}"
+        )
+        await asyncio.shield(first)
         return self
 
     async def close(self) -> None:
         """Close the connection: fail everything pending, stop reconnecting. Safe to call twice."""
-        if self.state is ConnectionState.CLOSED and self._supervisor is None:
+        if self.state is ConnectionState.CLOSED and not self._supervisor.running:
             return
         self.state = ConnectionState.CLOSED
-        self._wake.set()
+        self._supervisor.wake()
         wire = self._wire
         if wire is not None and wire.transport is not None:
-            self._flush()
+            wire.flush()
             self._fail_pending(ConnectionClosedError("connection closed by the client"), None)
             wire.transport.close()
-        supervisor, self._supervisor = self._supervisor, None
-        if supervisor is not None:
-            if not supervisor.done():
-                supervisor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await supervisor
-            # A close() that was itself cancelled while awaiting must still propagate that.
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                raise asyncio.CancelledError
+        await self._supervisor.stop()
         self._fail_pending(ConnectionClosedError("connection closed by the client"), None)
         self._ready.set()  # wake wait_connected() callers so they observe CLOSED
         self._ready.clear()
         self._release_slot_waiters(ConnectionClosedError("connection closed by the client"))
-        if self._first_attempt is not None and not self._first_attempt.done():
-            self._first_attempt.set_exception(ConnectionClosedError("connection closed"))
+        self._supervisor.fail_first()
 
     async def __aenter__(self) -> Self:
         return await self.connect()
@@ -262,10 +213,10 @@ class Connection:
                         raise ConnectionClosedError("connection is closed") from self._fatal
         except TimeoutError:
             raise RequestTimeoutError(
-                f"not connected to {self.endpoint.host}:{self.endpoint.port} within {timeout}s"
+                f"not connected to {self._where()} within {timeout}s"
             ) from None
 
-    def _closed(self) -> bool:
+    def _closed(self) -> bool:  # a method: mypy would take the state narrowed above as fixed
         return self.state is ConnectionState.CLOSED
 
     def on_event(self, callback: Callable[[str, dict[str, Any]], None]) -> None:
@@ -281,15 +232,15 @@ class Connection:
         """A frozen snapshot of this connection's counters."""
         return ConnectionStatistics(
             state=self.state,
-            endpoint=f"{self.endpoint.host}:{self.endpoint.port}",
-            connects=self._connects,
-            connect_failures=self._connect_failures,
+            endpoint=self._where(),
+            connects=self._supervisor.connects,
+            connect_failures=self._supervisor.connect_failures,
             requests_sent=self._requests_sent,
             replies=self._replies,
             error_replies=self._error_replies,
             events=self._events,
             timeouts=self._timeouts,
-            pending=len(self._pending),
+            pending=len(self._table),
             bytes_sent=self._bytes_sent,
             bytes_received=self.bytes_received,
             server=self.server,
@@ -297,105 +248,41 @@ class Connection:
 
     def reconnect_now(self) -> None:
         """Cut a reconnect back-off sleep short (e.g. after the broker is known to be back)."""
-        self._wake.set()
-
-    # ------------------------------------------------------------------ supervisor
-
-    async def _supervise(self, *, raise_first: bool) -> None:
-        attempt = 0
-        first = self._first_attempt
-        assert first is not None
-        try:
-            while self.state is not ConnectionState.CLOSED:
-                self.state = ConnectionState.CONNECTING
-                try:
-                    wire = await self._open()
-                except (OSError, TimeoutError, ProtocolError, BrokerError) as exc:
-                    self._connect_failures += 1
-                    fatal = self._fatal or (exc if is_fatal(exc) else None)
-                    if fatal is not None:
-                        # Refused in the handshake (token, version): retrying will not help.
-                        self._fatal = fatal
-                        log.error("broker refused the handshake", error=str(fatal))
-                        if not first.done():
-                            first.set_exception(fatal)
-                        self._close_from_supervisor(fatal)
-                        return
-                    if raise_first and not first.done():
-                        # Back to IDLE, not CLOSED: the caller may call connect() again.
-                        self.state = ConnectionState.IDLE
-                        self._supervisor = None
-                        # A handshake refused with a reason (OVERLOADED: slowed down after
-                        # failed handshakes from this host) is raised as itself.
-                        cause = exc.__cause__
-                        first.set_exception(cause if isinstance(cause, BrokerError) else exc)
-                        return
-                    delay = reconnect_delay(
-                        attempt, self._reconnect_base, self._reconnect_cap, self._rng
-                    )
-                    attempt += 1
-                    log.debug("broker unreachable, retrying", error=str(exc), delay=delay)
-                    await self._sleep(delay)
-                    continue
-                attempt = 0
-                self._connects += 1
-                self.state = ConnectionState.CONNECTED
-                self._ready.set()
-                if not first.done():
-                    first.set_result(None)
-                self._notify("connected", {})
-                cause = await asyncio.shield(wire.closed)
-                self.wire_lost(wire, cause)
-                if self.state is ConnectionState.CLOSED:
-                    return
-                if self._fatal is not None:
-                    self._close_from_supervisor(self._fatal)
-                    return
-                log.warning("connection to broker lost", error=str(cause) if cause else "closed")
-                self._notify("disconnected", {})
-                if not self.reconnect:
-                    self._close_from_supervisor(cause)
-                    return
-                await self._sleep(
-                    reconnect_delay(0, self._reconnect_base, self._reconnect_cap, self._rng)
-                )
-                attempt = 1
-        finally:
-            current = self._wire
-            transport = current.transport if current is not None else None
-            if transport is not None and not transport.is_closing():
-                transport.abort()
-            self._ready.clear()
-
-    def _close_from_supervisor(self, cause: BaseException | None) -> None:
-        self.state = ConnectionState.CLOSED
-        self._fatal = self._fatal or cause
-        self._ready.set()  # wake waiters so they observe CLOSED
-        self._ready.clear()
-        self._release_slot_waiters(ConnectionClosedError("connection closed"))
-        self._notify("closed", {"error": str(self._fatal) if self._fatal else None})
+        self._supervisor.wake()
 
     @property
     def close_reason(self) -> BaseException | None:
         """Why the connection closed by itself (a refused token, reconnect disabled), if it did."""
         return self._fatal
 
-    async def _sleep(self, delay: float) -> None:
-        """Sleep ``delay`` seconds unless woken by ``close()``/``reconnect_now()``."""
-        self._wake.clear()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(delay):
-                await self._wake.wait()
+    # ------------------------------------------------------------------ the supervisor's link
 
-    async def _open(self) -> Wire:
-        loop = asyncio.get_running_loop()
-        endpoint = self.endpoint
+    def link_up(self) -> None:
+        """The handshake succeeded (called by the supervisor)."""
+        self.state = ConnectionState.CONNECTED
+        self._ready.set()
+
+    def link_closed(self, cause: BaseException | None) -> None:
+        """Close for good by itself (called by the supervisor)."""
+        self.state = ConnectionState.CLOSED
+        self._fatal = self._fatal or cause
+        self._ready.set()  # wake waiters so they observe CLOSED
+        self._ready.clear()
+        self._release_slot_waiters(ConnectionClosedError("connection closed"))
+        self.notify("closed", {"error": str(self._fatal) if self._fatal else None})
+
+    def link_drop(self) -> None:
+        """Abort the transport if one is still open (the supervisor ends)."""
+        current = self._wire
+        transport = current.transport if current is not None else None
+        if transport is not None and not transport.is_closing():
+            transport.abort()
+        self._ready.clear()
+
+    async def link_open(self) -> Wire:
+        """Open a transport and handshake on it (called by the supervisor)."""
         async with asyncio.timeout(self.connect_timeout):
-            _, wire = await loop.create_connection(
-                lambda: Wire(self), endpoint.host, endpoint.port, ssl=self._ssl,
-                server_hostname=endpoint.host if self._ssl is not None else None,
-            )
-            self._wire = wire
+            self._wire = wire = await open_wire(self, self.endpoint, self._ssl)
             try:
                 body = await self._send(
                     Hello(PROTOCOL_VERSION, self.client_name, self._token),
@@ -406,10 +293,10 @@ class Connection:
                 wire.abort(ConnectionResetError("handshake failed"))
                 raise
         self.server = ServerInfo.from_body(body)
-        self._inflight_limit = max(1, self.server.max_inflight)
+        self._table.limit = max(1, self.server.max_inflight)
         return wire
 
-    def _notify(self, event: str, body: dict[str, Any]) -> None:
+    def notify(self, event: str, body: dict[str, Any]) -> None:
         for callback in list(self._event_listeners):
             try:
                 callback(event, body)
@@ -444,12 +331,13 @@ class Connection:
             timeout = self.request_timeout
         wire = self._wire
         if (wire is not None and self._ready.is_set()
-                and len(self._pending) < self._inflight_limit and wire.writable.is_set()):
+                and self._table.has_slot() and wire.writable.is_set()):
             return await self._enqueue(wire, request, timeout)  # the hot path: nothing to wait for
         if not self._ready.is_set():
-            started = time.monotonic()
+            loop = asyncio.get_running_loop()
+            started = loop.time()
             await self.wait_connected(timeout)
-            timeout = max(0.001, timeout - (time.monotonic() - started))
+            timeout = max(0.001, timeout - (loop.time() - started))
         return await self._send(request, timeout)
 
     def request_nowait(
@@ -473,7 +361,7 @@ class Connection:
         wire = self._wire
         if wire is None or (not handshake and not self._ready.is_set()):
             raise ConnectionLostError(f"not connected to {self._where()}")
-        if len(self._pending) >= self._inflight_limit:
+        if not self._table.has_slot():
             await self._wait_slot()
             wire = self._wire
             if wire is None:
@@ -486,128 +374,72 @@ class Connection:
         self, wire: Wire, request: Request, timeout: float
     ) -> asyncio.Future[dict[str, Any]]:
         loop = self._loop or asyncio.get_running_loop()
-        request_id = self._next_id
-        pending = self._pending
-        while request_id in pending:
-            request_id = request_id % MAX_REQUEST_ID + 1
-        self._next_id = request_id % MAX_REQUEST_ID + 1
-        frame = self._encoder.frame(request_message(request_id, request))
         future: asyncio.Future[dict[str, Any]] = loop.create_future()
-        pending[request_id] = future
-        deadline = loop.time() + timeout
-        deadlines = self._deadlines
-        heapq.heappush(deadlines, (deadline, self._requests_sent, request_id, future, timeout))
-        if self._sweep_handle is None or deadline < self._sweep_at:
-            self._arm_sweep(loop, deadline)
-        elif len(deadlines) > 2 * len(pending) + _COMPACT_MIN:
-            self._compact_deadlines()
-        self._out.append(frame)
-        size = len(frame)
-        self._out_bytes += size
-        self._bytes_sent += size
+        table = self._table
+        request_id = table.add(future, loop.time(), timeout)
+        if table.timer_at != self._sweep_at:
+            self._arm_sweep()
+        frame = self._encoder.frame(request_message(request_id, request))
+        wire.send(frame)
+        self._bytes_sent += len(frame)
         self._requests_sent += 1
-        if self._out_bytes >= FLUSH_BYTES:
-            self._flush()
-        elif not self._flush_scheduled:
-            self._flush_scheduled = True
-            loop.call_soon(self._flush_soon)
         return future
 
-    def _flush_soon(self) -> None:
-        self._flush_scheduled = False
-        self._flush()
+    # ------------------------------------------------------------------ timeouts and slots
 
-    def _flush(self) -> None:
-        out, self._out = self._out, []
-        self._out_bytes = 0
-        wire = self._wire
-        if not out or wire is None or wire.transport is None or wire.transport.is_closing():
-            return
-        wire.transport.write(out[0] if len(out) == 1 else b"".join(out))
-
-    # ------------------------------------------------------------------ timeouts
-
-    def _arm_sweep(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+    def _arm_sweep(self) -> None:
+        """Re-arm the one timeout timer for the request table's ``timer_at``."""
         if self._sweep_handle is not None:
             self._sweep_handle.cancel()
-        self._sweep_at = when
-        self._sweep_handle = loop.call_at(when, self._sweep)
+        when = self._sweep_at = self._table.timer_at
+        if when is None:
+            self._sweep_handle = None
+        else:
+            loop = self._loop or asyncio.get_running_loop()
+            self._sweep_handle = loop.call_at(when, self._sweep)
 
     def _sweep(self) -> None:
-        """Expire every pending request whose deadline passed; re-arm for the next one."""
+        """Fail every request whose deadline passed; re-arm for the next one."""
         self._sweep_handle = None
         loop = self._loop or asyncio.get_running_loop()
-        now = loop.time()
-        deadlines, pending = self._deadlines, self._pending
-        expired = 0
-        while deadlines:
-            deadline, _, request_id, future, timeout = deadlines[0]
-            live = pending.get(request_id) is future
-            if live and deadline > now:
-                break
-            heapq.heappop(deadlines)
-            # A future the caller cancelled keeps its slot until the reply comes, as before.
-            if live and not future.done():
-                del pending[request_id]
-                self._timeouts += 1
-                expired += 1
-                future.set_exception(RequestTimeoutError(f"no reply within {timeout:g}s"))
-        if deadlines:
-            self._arm_sweep(loop, max(deadlines[0][0], now + TIMEOUT_SLACK))
-        for _ in range(expired):
+        expired = self._table.expire(loop.time())
+        self._arm_sweep()
+        self._timeouts += len(expired)
+        for future, timeout in expired:
+            future.set_exception(RequestTimeoutError(f"no reply within {timeout:g}s"))
+        for _ in expired:
             self._release_slot()
-
-    def _compact_deadlines(self) -> None:
-        """Drop the heap entries of requests that are no longer pending."""
-        pending = self._pending
-        live = [entry for entry in self._deadlines if pending.get(entry[2]) is entry[3]]
-        heapq.heapify(live)
-        self._deadlines = live
-
-    def _clear_deadlines(self) -> None:
-        self._deadlines = []
-        if self._sweep_handle is not None:
-            self._sweep_handle.cancel()
-            self._sweep_handle = None
 
     async def _wait_slot(self) -> None:
         loop = self._loop or asyncio.get_running_loop()
-        while len(self._pending) >= self._inflight_limit:
+        while not self._table.has_slot():
             waiter: asyncio.Future[None] = loop.create_future()
-            self._slot_waiters.append(waiter)
+            self._table.wait_slot(waiter)
             await waiter
 
     def _release_slot(self) -> None:
-        while self._slot_waiters and len(self._pending) < self._inflight_limit:
-            waiter = self._slot_waiters.pop(0)
-            if not waiter.done():
-                waiter.set_result(None)
-                return
+        waiter = self._table.next_slot_waiter()
+        if waiter is not None:
+            waiter.set_result(None)
 
-    def _release_slot_waiters(self, exc: BaseException) -> None:
-        waiters, self._slot_waiters = self._slot_waiters, []
-        for waiter in waiters:
+    def _release_slot_waiters(self, exc: BaseException | None) -> None:
+        """Fail every slot waiter with ``exc``, or (``None``) wake each to look again."""
+        for waiter in self._table.take_slot_waiters():
             if not waiter.done():
-                waiter.set_exception(exc)
+                if exc is None:
+                    waiter.set_result(None)
+                else:
+                    waiter.set_exception(exc)
 
     def _fail_pending(self, error: JobwireError, cause: BaseException | None) -> None:
-        pending, self._pending = self._pending, {}
-        self._out.clear()
-        self._out_bytes = 0
-        self._clear_deadlines()
-        for future in pending.values():
+        pending = self._table.clear()
+        self._arm_sweep()
+        for future in pending:
             if not future.done():
                 exc = type(error)(*error.args)
                 exc.__cause__ = cause
                 future.set_exception(exc)
-        self._release_slot_waiters_soft()
-
-    def _release_slot_waiters_soft(self) -> None:
-        """Wake every slot waiter so it re-checks (the pending map just emptied)."""
-        waiters, self._slot_waiters = self._slot_waiters, []
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
+        self._release_slot_waiters(None)  # the table just emptied
 
     # ------------------------------------------------------------------ incoming
 
@@ -627,55 +459,41 @@ class Connection:
         if (len(message) == 3 and message[0] == _REPLY and type(message[1]) is int
                 and type(message[2]) is dict):
             # A REPLY (what ``parse_server_message`` checks), without building a ``Reply``.
-            future = self._pending.pop(message[1], None)
-            self._replies += 1
-            if future is not None and not future.done():
-                future.set_result(message[2])
-            if self._slot_waiters:
-                self._release_slot()
+            request_id, body = message[1], message[2]
+        elif type(parsed := parse_server_message(message)) is Reply:
+            request_id, body = parsed.request_id, parsed.body
+        else:
+            self._on_error_or_event(wire, parsed)
             return
-        parsed = parse_server_message(message)
-        if type(parsed) is Reply:
-            future = self._pending.pop(parsed.request_id, None)
-            self._replies += 1
-            if future is not None and not future.done():
-                future.set_result(parsed.body)
-            if self._slot_waiters:
-                self._release_slot()
-        elif type(parsed) is ErrorReply:
+        future = self._table.match(request_id)
+        self._replies += 1
+        if future is not None and not future.done():
+            future.set_result(body)
+        if self._table.slot_waiters:
+            self._release_slot()
+
+    def _on_error_or_event(self, wire: Wire, parsed: Reply | ErrorReply | ServerEvent) -> None:
+        if type(parsed) is ErrorReply:
             self._error_replies += 1
-            future = self._pending.pop(parsed.request_id, None)
+            future = self._table.match(parsed.request_id)
             if future is not None and not future.done():
                 future.set_exception(broker_error(parsed.code, parsed.message))
             elif parsed.code in _FATAL_CODES:
                 wire.abort(broker_error(parsed.code, parsed.message))
-            if self._slot_waiters:
+            if self._table.slot_waiters:
                 self._release_slot()
-        else:
-            assert type(parsed) is ServerEvent
-            self._events += 1
-            if parsed.event == Event.ERROR:
-                code = str(parsed.body.get("code", "INTERNAL"))
-                text = str(parsed.body.get("message", ""))
-                log.warning("broker closing the connection", code=code, message=text)
-                error = broker_error(code, text)
-                if code in _FATAL_CODES:
-                    self._fatal = error
-                wire.abort(error)
-            self._notify(parsed.event, parsed.body)
+            return
+        assert type(parsed) is ServerEvent
+        self._events += 1
+        if parsed.event == Event.ERROR:
+            code = str(parsed.body.get("code", "INTERNAL"))
+            text = str(parsed.body.get("message", ""))
+            log.warning("broker closing the connection", code=code, message=text)
+            error = broker_error(code, text)
+            if code in _FATAL_CODES:
+                self._fatal = error
+            wire.abort(error)
+        self.notify(parsed.event, parsed.body)
 
 
-def _consume(future: asyncio.Future[None]) -> None:
-    if not future.cancelled():
-        future.exception()
-
-
-def is_fatal(exc: BaseException) -> bool:
-    """Whether ``exc`` means reconnecting cannot help (bad token, protocol version)."""
-    return isinstance(exc, AuthenticationError | ProtocolMismatchError)
-
-
-__all__ = [
-    "DEFAULT_URL", "Connection", "ConnectionState", "ConnectionStatistics", "ServerInfo",
-    "is_fatal", "parse_url", "reconnect_delay",
-]
+__all__ = ["Connection"]

@@ -87,7 +87,7 @@ async def test_timeouts_share_one_sweep_and_fire_in_deadline_order(broker: Runni
         for _ in range(8):  # 8 x 256 answered requests, each with the default 30 s timeout
             await asyncio.gather(*(conn.request(Ping()) for _ in range(256)))
         # Compaction bounds the heap by 2 x pending (at most 258) + 256, well below 2,050.
-        assert len(conn._deadlines) <= 2 * 258 + 256 + 1
+        assert len(conn._table._deadlines) <= 2 * 258 + 256 + 1
         with pytest.raises(RequestTimeoutError, match=r"0\.2s"):
             await short
         assert not long.done() and conn.statistics().timeouts == 1
