@@ -1,61 +1,91 @@
 """The broker's core: a pure, deterministic, synchronous job state machine (``Core``).
 
+Theory of operation
+-------------------
 No I/O, no clock reads, no asyncio: every operation takes ``now`` (integer ms since the epoch) and
 randomness (backoff jitter) comes from an injected ``random.Random``, so the same calls give the
-same results. The I/O layer calls the operations, persists ``take_changes()`` through the
-journal, wakes reservers for ``take_ready()`` and ``wait``-ers for ``take_finished()``, and keeps
-one timer armed for ``next_deadline()``, which fires ``tick(now)``. ``docs/internals.md`` is the
-contract; the indexes, rules and invariants are described in ``broker/core_state``.
+same results. The I/O layer (``broker/server``) calls the operations, persists ``take_changes()``
+through the journal, wakes reservers for ``take_ready()`` and ``wait``-ers for
+``take_finished()``, and keeps one timer armed for ``next_deadline()``, which fires ``tick(now)``.
+``docs/internals.md`` is the contract.
 
-This file holds the worker operations (reserve, ack, fail, extend, release, progress), the clock
-(``tick``) and the hand-offs to the I/O layer; ``broker/core_enqueue`` holds ``enqueue`` and
-``broker/core_admin`` the administrative operations.
+``Core`` is the one public class. It owns a ``CoreState`` (``broker/core_state``: the types, the
+indexes and the methods that keep them consistent) and each operation is a function of that state
+in the module for its concern: ``core_producer`` (enqueue), ``core_worker`` (reserve, ack, fail,
+extend, release, progress, a lost connection, ``tick``), ``core_admin`` (cancel, get, queue
+control, stats, clean, the failed set) and ``core_recovery`` (``restore``). The defaults and
+limits are ``CoreConfig`` (``broker/core_config``).
+
+Indexes, each O(1) or O(log n) per job (see ``broker/heaps`` and ``broker/retention``):
+
+* ``jobs``: job id -> ``Job``; the single index of live jobs. A job object not in it is dead,
+  and entries for it elsewhere are stale and skipped when met (lazy deletion).
+* per queue (``QueueState``): a ``ReadyQueue`` of waiting jobs (priority, then the order they became
+  waiting), ``FinishedList`` s of completed and failed jobs (finish order), and counters per state.
+* ``delayed``: one global heap ``(run_at, seq, job)``; ``leases``: one heap
+  ``(deadline, token, job)``; ``prunes``: when each finished list's oldest entry expires by age.
+* ``owned``: connection id -> its active jobs in reservation order, for ``release_owner``.
+
+Rules:
+
+1. Every operation that can make jobs waiting first promotes delayed jobs due by ``now``, so jobs
+   become waiting in ``run_at`` order and a reserve never misses a job that is due.
+2. A job's attempt is counted when it is reserved. A failed attempt (``fail``, an expired lease,
+   a lost connection, a restart) goes to ``failed`` when retry is off or attempts are used up,
+   else to ``delayed`` for the backoff (or the given delay; ``waiting`` at once if it is 0).
+   ``release`` is not a failure: it takes the attempt back (``attempts - 1``) and makes the job
+   waiting (or delayed for the given delay).
+3. Ready order after ``restore`` is ``(priority, run_at, seq)``, which is the live order except
+   for jobs that became waiting in the same millisecond.
+
+Invariants: a job is in exactly one place for its state (ready structure, delayed heap, lease
+heap and owner map, or a finished list) plus possibly stale entries elsewhere; the per-queue
+counters equal the number of live jobs per state; ``unfinished`` is the sum of waiting, delayed
+and active over all queues.
 """
 
 from __future__ import annotations
 
-import heapq
 import random
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
-from broker.core_admin import job_info, packed_size
-from broker.core_enqueue import CoreProducer
-from broker.core_state import (
-    _OK_COMPLETED,
-    _OUTCOME_OF_STATE,
-    ACTIVE,
-    COMPLETED,
-    CONNECTION_LOST,
-    DELAYED,
-    LEASE_EXPIRED,
-    WAITING,
-    Changes,
-    CoreConfig,
-    CoreError,
-    QueueMeta,
-    QueueState,
-    Snapshot,
-    _new_tuple,
-)
+from broker import core_admin, core_producer, core_recovery, core_worker
+from broker.core_config import CoreConfig
+from broker.core_state import Changes, CoreError, CoreState, QueueMeta, Snapshot
 from broker.jobs import Job
-from broker.replysize import RESERVED_JOB_OVERHEAD, UTF8_MAX
-from protocol.errors import ErrorCode
 from protocol.messages import (
-    OK,
     AckItem,
+    EnqueueResult,
     ExtendItem,
     FailItem,
+    JobInfo,
+    JobSpec,
+    JobState,
     Outcome,
+    QueueStats,
     ReleaseItem,
     ReservedJob,
 )
 
-__all__ = ["Changes", "Core", "CoreConfig", "CoreError", "QueueMeta", "Snapshot", "job_info"]
+__all__ = ["Changes", "Core", "CoreConfig", "CoreError", "QueueMeta", "Snapshot"]
 
 
-class Core(CoreProducer):
-    """The job state machine (see ``docs/internals.md`` for the contract)."""
+class Core:
+    """The job state machine (see the theory of operation above and ``docs/internals.md``)."""
+
+    __slots__ = ("_state",)
+
+    def __init__(self, config: CoreConfig, *, rng: random.Random, token_base: int) -> None:
+        """Create an empty core.
+
+        Args:
+            config: defaults and limits.
+            rng: the random source for backoff jitter.
+            token_base: lease tokens are ``token_base + counter``; pass a fresh random 62-bit
+                number per boot so a token from before a restart never matches a lease after it.
+        """
+        self._state = CoreState(config, rng=rng, token_base=token_base)
 
     @classmethod
     def restore(
@@ -80,10 +110,39 @@ class Core(CoreProducer):
             The rebuilt core.
         """
         core = cls(config, rng=rng, token_base=token_base)
-        core._load(snapshot, now)
+        core_recovery.load(core._state, snapshot, now)
         return core
 
-    # ------------------------------------------------------------------ worker operations
+    @property
+    def config(self) -> CoreConfig:
+        """The defaults and limits this core enforces."""
+        return self._state.config
+
+    # ------------------------------------------------------------------ producer (core_producer)
+
+    def enqueue(self, queue: str, specs: Sequence[JobSpec], now: int) -> EnqueueResult:
+        """Add a batch of jobs to ``queue``, all or nothing.
+
+        A spec with a ``job_id`` that already exists (in any state, until retention or a cancel
+        removes it) creates nothing: its index is reported in ``duplicates`` and its id is
+        returned. ``run_at_ms`` wins over ``delay_ms``; a job due by ``now`` starts waiting.
+
+        Args:
+            queue: the queue name (created on first use).
+            specs: the jobs; ``None`` fields take ``CoreConfig`` defaults.
+            now: the current time.
+
+        Returns:
+            The id of each spec, in order, and the indexes of the duplicates.
+
+        Raises:
+            CoreError: ``PAYLOAD_TOO_LARGE`` (a payload above ``max_payload``) or ``QUEUE_FULL``
+                (the new jobs would exceed ``max_queue_jobs`` or ``max_total_jobs``); nothing
+                is created.
+        """
+        return core_producer.enqueue(self._state, queue, specs, now)
+
+    # ------------------------------------------------------------------ workers, time (core_worker)
 
     def reserve(
         self, queues: Sequence[str], max_jobs: int, lease_ms: int | None, owner: int, now: int,
@@ -108,71 +167,9 @@ class Core(CoreProducer):
         Returns:
             The reserved jobs (possibly none), each with its lease token and deadline.
         """
-        self._promote_due(now)
-        out: list[ReservedJob] = []
-        jobs = self._jobs
-        changed = self._changed_jobs
-        lease_entries = self._leases.entries
-        heappush = heapq.heappush
-        default_lease = lease_ms or self._config.default_lease_ms
-        owned: dict[Job, None] | None = None
-        token = self._token
-        room = max_bytes
-        for name in queues:
-            q = self._queues.get(name)
-            if q is None or not q.waiting or q.meta.paused:
-                continue
-            ready = q.ready
-            qname = q.name
-            fixed = RESERVED_JOB_OVERHEAD + UTF8_MAX * len(qname)
-            taken = 0
-            while len(out) < max_jobs:
-                lane = ready.front()
-                if lane is None:
-                    break
-                while lane and len(out) < max_jobs:
-                    job = lane.popleft()
-                    job_id = job.id
-                    if job.state is not WAITING or jobs.get(job_id) is not job:
-                        ready.stale -= 1
-                        continue
-                    if room is not None:
-                        size = fixed + len(job.payload) + UTF8_MAX * (len(job_id) + len(job.name))
-                        if job.progress is not None:
-                            size += packed_size(job.progress)
-                        if size > room and out:
-                            lane.appendleft(job)  # stays first in line
-                            max_jobs = len(out)
-                            break
-                        room -= size
-                    lease = job.options.lease_ms or default_lease
-                    deadline = now + lease
-                    # WAITING -> ACTIVE is legal (TRANSITIONS); assigned directly on the hot path.
-                    job.state = ACTIVE
-                    attempts = job.attempts = job.attempts + 1
-                    job.started_at = now
-                    job.lease_token = token
-                    job.lease_deadline = deadline
-                    job.owner = owner
-                    heappush(lease_entries, (deadline, token, job))
-                    if owned is None:
-                        owned = self._owned.get(owner)
-                        if owned is None:
-                            owned = self._owned[owner] = {}
-                    owned[job] = None
-                    changed[job_id] = job
-                    out.append(_new_tuple(ReservedJob, (
-                        job_id, qname, job.name, job.payload, attempts, job.max_attempts, token,
-                        lease, deadline, job.created_at, job.progress,
-                    )))
-                    token += 1
-                    taken += 1
-            q.waiting -= taken
-            q.active += taken
-            if len(out) >= max_jobs:
-                break
-        self._token = token
-        return out
+        return core_worker.reserve(
+            self._state, queues, max_jobs, lease_ms, owner, now, max_bytes
+        )
 
     def ack(self, items: Sequence[AckItem], now: int) -> list[Outcome]:
         """Complete active jobs.
@@ -186,65 +183,10 @@ class Core(CoreProducer):
             ``STALE_LEASE`` (not active, or another token) or ``PAYLOAD_TOO_LARGE`` (result above
             ``max_payload``), each of which changed nothing.
         """
-        out: list[Outcome] = []
-        jobs = self._jobs
-        queues = self._queues
-        owned_by = self._owned
-        changed = self._changed_jobs
-        finished_ids = self._finished
-        max_payload = self._config.max_payload
-        leases = self._leases
-        delete = self._delete
-        done = 0
-        q: QueueState | None = None
-        for job_id, token, result in items:
-            job = jobs.get(job_id)
-            if job is None or job.lease_token != token or job.state is not ACTIVE:
-                out.append(self._lease_problem(job, job_id))
-                continue
-            if result is not None and len(result) > max_payload:
-                out.append(Outcome(
-                    ErrorCode.PAYLOAD_TOO_LARGE.value,
-                    f"result of {len(result)} bytes, limit {max_payload}",
-                ))
-                continue
-            if q is None or q.name is not job.queue:
-                if q is not None:
-                    self._after_completions(q, done)
-                    done = 0
-                q = queues[job.queue]
-            # The lease ends (as in _end_lease, inlined: this is the hot path).
-            owned = owned_by.get(job.owner)  # type: ignore[arg-type]
-            if owned is not None:
-                owned.pop(job, None)
-            job.lease_token = job.lease_deadline = job.owner = None
-            leases.stale += 1
-            # ACTIVE -> COMPLETED is legal (TRANSITIONS); assigned directly on the hot path.
-            job.state = COMPLETED
-            job.result = result
-            job.finished_at = now
-            done += 1
-            finished_ids.add(job_id)
-            if q.completed.add(job, jobs, delete):
-                changed[job_id] = job
-            out.append(_OK_COMPLETED)
-        if q is not None:
-            self._after_completions(q, done)
-        leases.maybe_compact(self._lease_entry_live)
-        return out
-
-    def _after_completions(self, queue: QueueState, done: int) -> None:
-        """Counters and bookkeeping after ``done`` of the queue's active jobs completed."""
-        queue.active -= done
-        self._unfinished -= done
-        meta = queue.meta
-        meta.total_completed += done
-        self._changed_queues[queue.name] = meta
-        if queue.completed.scheduled is None:
-            self._schedule_prune(queue.completed, queue)
+        return core_worker.ack(self._state, items, now)
 
     def fail(self, items: Sequence[FailItem], now: int) -> list[Outcome]:
-        """Fail attempts of active jobs (see rule 2 in the module docstring).
+        """Fail attempts of active jobs (rule 2 of the theory of operation above).
 
         Args:
             items: ``(job_id, token, error, retry, delay_ms)`` per job; ``retry=False`` fails the
@@ -255,18 +197,7 @@ class Core(CoreProducer):
             Per item ``Outcome("OK", new_state)`` with new_state ``"delayed"``, ``"waiting"``
             (a zero delay) or ``"failed"``; or ``NOT_FOUND`` / ``STALE_LEASE``, changing nothing.
         """
-        self._promote_due(now)
-        out: list[Outcome] = []
-        for job_id, token, error, retry, delay_ms in items:
-            job = self._jobs.get(job_id)
-            problem = self._check_lease(job, job_id, token)
-            if problem is not None:
-                out.append(problem)
-                continue
-            assert job is not None
-            state = self._fail_attempt(job, self._queues[job.queue], error, retry, delay_ms, now)
-            out.append(_OUTCOME_OF_STATE[state])
-        return out
+        return core_worker.fail(self._state, items, now)
 
     def extend(self, items: Sequence[ExtendItem], now: int) -> list[Outcome]:
         """Extend leases to ``now + lease_ms`` (the job's own lease length if ``None``).
@@ -275,24 +206,7 @@ class Core(CoreProducer):
             Per item ``Outcome("OK", new_deadline_ms)``, or ``NOT_FOUND`` / ``STALE_LEASE``,
             changing nothing.
         """
-        out: list[Outcome] = []
-        for job_id, token, lease_ms in items:
-            job = self._jobs.get(job_id)
-            problem = self._check_lease(job, job_id, token)
-            if problem is not None:
-                out.append(problem)
-                continue
-            assert job is not None and job.lease_deadline is not None
-            length = lease_ms or job.options.lease_ms or self._config.default_lease_ms
-            deadline = now + length
-            if deadline < job.lease_deadline:
-                # The heap entry is later than the new deadline: add an earlier one.
-                self._leases.push(deadline, token, job)
-                self._leases.stale += 1
-            job.lease_deadline = deadline
-            self._changed_jobs[job_id] = job
-            out.append(Outcome(OK, deadline))
-        return out
+        return core_worker.extend(self._state, items, now)
 
     def release(self, items: Sequence[ReleaseItem], now: int) -> list[Outcome]:
         """Hand leased jobs back without counting their attempt (a worker that stops early).
@@ -310,26 +224,7 @@ class Core(CoreProducer):
             Per item ``Outcome("OK", "waiting")`` or ``Outcome("OK", "delayed")``; or
             ``NOT_FOUND`` / ``STALE_LEASE`` (as ``ack``), changing nothing.
         """
-        self._promote_due(now)
-        out: list[Outcome] = []
-        for job_id, token, delay_ms in items:
-            job = self._jobs.get(job_id)
-            problem = self._check_lease(job, job_id, token)
-            if problem is not None:
-                out.append(problem)
-                continue
-            assert job is not None
-            queue = self._queues[job.queue]
-            self._end_lease(job, queue, entry_popped=False)
-            job.attempts = max(0, job.attempts - 1)
-            self._changed_jobs[job_id] = job
-            if delay_ms:
-                self._make_delayed(job, queue, now + delay_ms)
-                out.append(_OUTCOME_OF_STATE[DELAYED])
-            else:
-                self._make_waiting(job, queue, now)
-                out.append(_OUTCOME_OF_STATE[WAITING])
-        return out
+        return core_worker.release(self._state, items, now)
 
     def progress(self, job_id: str, token: int, value: Any, now: int) -> None:
         """Record an active job's progress (any small msgpack value).
@@ -338,35 +233,7 @@ class Core(CoreProducer):
             CoreError: ``NOT_FOUND``, ``STALE_LEASE``, or ``PAYLOAD_TOO_LARGE`` if the value
                 packs to more than ``max_payload`` bytes.
         """
-        job = self._jobs.get(job_id)
-        problem = self._check_lease(job, job_id, token)
-        if problem is not None:
-            raise CoreError(ErrorCode(problem.code), problem.value)
-        assert job is not None
-        size = packed_size(value)
-        if size > self._config.max_payload:
-            raise CoreError(
-                ErrorCode.PAYLOAD_TOO_LARGE,
-                f"progress of {size} bytes, limit {self._config.max_payload}",
-            )
-        job.progress = value
-        self._changed_jobs[job_id] = job
-
-    @staticmethod
-    def _check_lease(job: Job | None, job_id: str, token: int) -> Outcome | None:
-        """``None`` if ``job`` is active under ``token``, else the per-item error."""
-        if job is None or job.state is not ACTIVE or job.lease_token != token:
-            return Core._lease_problem(job, job_id)
-        return None
-
-    @staticmethod
-    def _lease_problem(job: Job | None, job_id: str) -> Outcome:
-        if job is None:
-            return Outcome(ErrorCode.NOT_FOUND.value, f"no job {job_id!r}")
-        return Outcome(
-            ErrorCode.STALE_LEASE.value,
-            f"job {job_id!r} is {job.state.value}; the lease token is not its current one",
-        )
+        core_worker.progress(self._state, job_id, token, value, now)
 
     def release_owner(self, owner: int, now: int) -> int:
         """A connection closed: fail one attempt of each job it held ("worker connection lost").
@@ -374,15 +241,7 @@ class Core(CoreProducer):
         Returns:
             How many jobs it held.
         """
-        held = self._owned.pop(owner, None)
-        if not held:
-            return 0
-        self._promote_due(now)
-        for job in list(held):
-            self._fail_attempt(job, self._queues[job.queue], CONNECTION_LOST, True, None, now)
-        return len(held)
-
-    # ------------------------------------------------------------------ time
+        return core_worker.release_owner(self._state, owner, now)
 
     def tick(self, now: int) -> None:
         """Promote due delayed jobs, expire leases (one failed attempt, "lease expired") and
@@ -390,27 +249,7 @@ class Core(CoreProducer):
 
         Leases expire in ``(deadline, token)`` order.
         """
-        self._promote_due(now)
-        leases = self._leases
-        while (entry := leases.pop_due(now)) is not None:
-            deadline, token, job = entry
-            if not self._lease_entry_live(entry):
-                leases.stale -= 1
-                continue
-            assert job.lease_deadline is not None
-            if job.lease_deadline > deadline:
-                leases.push(job.lease_deadline, token, job)  # extended: expire in its turn
-                continue
-            self._fail_attempt(
-                job, self._queues[job.queue], LEASE_EXPIRED, True, None, now, entry_popped=True
-            )
-        prunes = self._prunes
-        while prunes and prunes[0][0] <= now:
-            expiry, _, finished, queue = heapq.heappop(prunes)
-            if finished.scheduled != expiry:
-                continue
-            finished.prune(now, self._jobs, self._delete)
-            self._schedule_prune(finished, queue)
+        core_worker.tick(self._state, now)
 
     def next_deadline(self) -> int | None:
         """The earliest time at which ``tick`` has work, or ``None``.
@@ -418,25 +257,95 @@ class Core(CoreProducer):
         Stale entries at the top of the heaps are dropped first, so an idle core (say, after
         acks) arms no timer; the answer may still be early (an extended lease), never late.
         """
-        leases = self._leases
-        entries = leases.entries
-        while entries and entries[0][2].lease_token != entries[0][1]:
-            heapq.heappop(entries)
-            leases.stale -= 1
-        delayed = self._delayed
-        entries = delayed.entries
-        while entries and not self._delayed_entry_live(entries[0]):
-            heapq.heappop(entries)
-            delayed.stale -= 1
-        times = [
-            time for time in (
-                delayed.peek_time(),
-                leases.peek_time(),
-                self._prunes[0][0] if self._prunes else None,
-            )
-            if time is not None
-        ]
-        return min(times) if times else None
+        return core_worker.next_deadline(self._state)
+
+    # ------------------------------------------------------------------ administration (core_admin)
+
+    def cancel(self, job_id: str, now: int) -> JobState:
+        """Delete a job in any state. An active job's lease is revoked: the worker's later
+        ack/fail/extend gets ``NOT_FOUND``.
+
+        Args:
+            job_id: the job.
+            now: the current time.
+
+        Returns:
+            The state the job was in.
+
+        Raises:
+            CoreError: ``NOT_FOUND``.
+        """
+        return core_admin.cancel(self._state, job_id, now)
+
+    def get(self, job_id: str) -> JobInfo | None:
+        """Describe a job, or ``None`` if there is no such job (never was, or removed)."""
+        return core_admin.get(self._state, job_id)
+
+    def iter_jobs(self) -> Iterator[Job]:
+        """Every live job, in no particular order (for tests and diagnostics; O(n))."""
+        return core_admin.iter_jobs(self._state)
+
+    def pause(self, queue: str, now: int) -> None:
+        """Stop handing out the queue's jobs (reserve skips it). Creates the queue if new."""
+        core_admin.pause(self._state, queue, now)
+
+    def resume(self, queue: str, now: int) -> None:
+        """Hand out the queue's jobs again. Creates the queue if new."""
+        core_admin.resume(self._state, queue, now)
+
+    def stats(self, queue: str | None, now: int) -> dict[str, QueueStats]:
+        """Counters of one queue (zeros if it does not exist), or of every queue if ``None``.
+
+        ``oldest_waiting_ms`` is ``now`` minus the earliest ``run_at`` (the time it became due)
+        among the queue's waiting jobs. O(priorities in use) per queue.
+        """
+        return core_admin.stats(self._state, queue, now)
+
+    def clean(
+        self, queue: str, state: JobState, older_than_ms: int, limit: int | None, now: int
+    ) -> int:
+        """Delete jobs of one state in one queue that finished (completed, failed) or were
+        created (waiting, delayed) at or before ``now - older_than_ms``, oldest first.
+
+        Args:
+            queue: the queue.
+            state: waiting, delayed, completed or failed.
+            older_than_ms: only jobs at least this old.
+            limit: the most jobs to delete, or ``None`` for all.
+            now: the current time.
+
+        Returns:
+            How many jobs were deleted.
+
+        Raises:
+            CoreError: ``BAD_ARGUMENT`` for ``active`` (cancel active jobs one by one).
+        """
+        return core_admin.clean(self._state, queue, state, older_than_ms, limit, now)
+
+    def list_failed(self, queue: str, limit: int, offset: int) -> tuple[list[JobInfo], int]:
+        """The queue's failed jobs, newest first.
+
+        Returns:
+            ``(jobs[offset:offset + limit], total failed in the queue)``.
+        """
+        return core_admin.list_failed(self._state, queue, limit, offset)
+
+    def retry_failed(
+        self, queue: str, job_ids: Sequence[str] | None, limit: int | None, now: int
+    ) -> tuple[int, list[str]]:
+        """Move failed jobs back to waiting with ``attempts`` reset to 0 (the last error stays).
+
+        Args:
+            queue: the queue.
+            job_ids: the jobs to retry, or ``None`` for all of the queue's failed jobs.
+            limit: with ``job_ids=None``, retry at most this many (oldest failure first);
+                ignored when ids are given.
+            now: the current time (becomes the jobs' ``run_at``).
+
+        Returns:
+            ``(how many were retried, the given ids that are not failed jobs of this queue)``.
+        """
+        return core_admin.retry_failed(self._state, queue, job_ids, limit, now)
 
     # ------------------------------------------------------------------ hand-offs to the I/O layer
 
@@ -446,17 +355,20 @@ class Core(CoreProducer):
         ``Changes.jobs`` maps each changed job id to the live ``Job`` (or ``None``: deleted);
         the journal must read the job's fields when it builds the transaction.
         """
-        changes = Changes(self._changed_jobs, self._changed_queues, self._seq)
-        self._changed_jobs = {}
-        self._changed_queues = {}
+        state = self._state
+        changes = Changes(state.changed_jobs, state.changed_queues, state.seq)
+        state.changed_jobs = {}
+        state.changed_queues = {}
         return changes
 
     def take_ready(self) -> set[str]:
         """Names of queues that gained reservable jobs since the last call."""
-        ready, self._ready = self._ready, set()
+        state = self._state
+        ready, state.ready_names = state.ready_names, set()
         return ready
 
     def take_finished(self) -> set[str]:
         """Ids of jobs that completed, failed or were deleted since the last call."""
-        finished, self._finished = self._finished, set()
+        state = self._state
+        finished, state.finished_ids = state.finished_ids, set()
         return finished

@@ -1,4 +1,5 @@
-"""Reply sizes: keep a ``reserve`` or ``list_failed`` reply within the peer's ``max_frame``.
+"""Reply sizes: keep a ``reserve`` or ``list_failed`` reply within the peer's ``max_frame``; and
+the wire description of a job (``job_info``), whose size they bound.
 
 A reply that lists jobs (up to 1,000 for ``reserve`` and ``list_failed``, each with a payload of up
 to ``max_payload``) could be far larger than the frame a client accepts. The broker stops adding
@@ -18,9 +19,11 @@ such job alone may pass it; it is still sent, alone.)
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
 
-from broker.core_admin import packed_size
+import msgpack
+
+from broker.jobs import Job
 from protocol.messages import JOB_INFO_FIELDS, MAX_NAME_LEN, JobInfo
 
 UTF8_MAX: Final = 4
@@ -43,6 +46,20 @@ five string/bin headers (id, queue, name, payload, result), eight integers (``ni
 integer's room), the state and the error header (counted with the error below)."""
 
 _STATE_MAX: Final = 1 + len("completed")
+
+
+def job_info(job: Job) -> JobInfo:
+    """The wire description of a job (``get``, ``wait``, ``list_failed``)."""
+    return JobInfo(
+        job.id, job.queue, job.name, job.state, job.priority, job.attempts, job.max_attempts,
+        job.payload, job.progress, job.result, job.error, job.created_at, job.run_at,
+        job.started_at, job.finished_at, job.lease_deadline,
+    )
+
+
+def packed_size(value: Any) -> int:
+    """The msgpack size of a progress value, in bytes (the one size measured by packing)."""
+    return len(msgpack.packb(value, use_bin_type=True))
 
 
 def reserve_budget(max_frame: int) -> int:

@@ -41,7 +41,8 @@ from typing import Any, Final
 from broker.auth import FailureThrottle, exposure_warning
 from broker.committer import GroupCommitter
 from broker.config import Settings
-from broker.core import Core, CoreConfig
+from broker.core import Core
+from broker.core_config import core_config
 from broker.journal import Journal, JournalError, SyncMode
 from broker.log import get_logger
 from broker.ops import OpContext
@@ -49,7 +50,6 @@ from broker.session import Session, SessionHooks
 from broker.tls import server_ssl_context
 from protocol.checks import MAX_BATCH
 from protocol.messages import PROTOCOL_VERSION, Event
-from protocol.model import Backoff, BackoffKind, Retention
 
 
 def _version() -> str:
@@ -68,29 +68,6 @@ _CLOSE_WAIT_S: Final = 1.0
 def wall_clock_ms() -> int:
     """Milliseconds since the Unix epoch: the broker's one clock."""
     return time.time_ns() // 1_000_000
-
-
-def core_config(settings: Settings) -> CoreConfig:
-    """The core's policy settings, from the broker's settings."""
-
-    def ms(seconds: float | None) -> int | None:
-        return None if seconds is None else round(seconds * 1000)
-
-    return CoreConfig(
-        default_max_attempts=settings.default_attempts,
-        default_backoff=Backoff(
-            BackoffKind(settings.default_backoff),
-            round(settings.backoff_base * 1000),
-            ms(settings.backoff_max),
-            settings.backoff_jitter,
-        ),
-        default_lease_ms=round(settings.default_lease * 1000),
-        keep_completed=Retention(settings.keep_completed_count, ms(settings.keep_completed_age)),
-        keep_failed=Retention(settings.keep_failed_count, ms(settings.keep_failed_age)),
-        max_payload=settings.max_payload,
-        max_queue_jobs=settings.max_queue_jobs,
-        max_total_jobs=settings.max_total_jobs,
-    )
 
 
 class Server:

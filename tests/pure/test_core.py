@@ -7,7 +7,9 @@ from typing import Any
 
 import pytest
 
+from broker.config import Settings
 from broker.core import Changes, Core, CoreConfig, CoreError, QueueMeta, Snapshot
+from broker.core_config import core_config
 from broker.jobs import TRANSITIONS
 from protocol.errors import ErrorCode
 from protocol.messages import (
@@ -710,7 +712,7 @@ def test_restore_rebuilds_and_fails_active_attempts() -> None:
     done = take(core, ("other",))[0]
     core.ack([AckItem("done", done.token, b"r")], T0)
     snapshot = snapshot_of(core, next_seq=100)
-    restored = Core.restore(core._config, snapshot, T0 + 10, rng=random.Random(0), token_base=7)
+    restored = Core.restore(core.config, snapshot, T0 + 10, rng=random.Random(0), token_base=7)
     info = restored.get("w0")
     assert info is not None and info.state is JobState.DELAYED
     assert info.error == "broker restarted during the attempt" and info.run_at == T0 + 1_010
@@ -731,7 +733,7 @@ def test_restore_active_with_no_attempts_left_fails() -> None:
     core = make()
     put(core, job_id="x", max_attempts=1)
     take(core)
-    restored = Core.restore(core._config, snapshot_of(core), T0, rng=random.Random(0),
+    restored = Core.restore(core.config, snapshot_of(core), T0, rng=random.Random(0),
                             token_base=0)
     assert state(restored, "x") is JobState.FAILED
     assert restored.stats("q", T0)["q"].total_failed == 1
@@ -764,7 +766,7 @@ def test_lease_heap_stays_bounded_under_churn() -> None:
         put(core, count=100, now=T0 + round_)
         jobs = take(core, n=100, now=T0 + round_)
         core.ack([AckItem(j.job_id, j.token) for j in jobs], T0 + round_)
-    assert len(core._leases) <= 2 * 1024 + 100
+    assert len(core._state.leases) <= 2 * 1024 + 100
 
 
 def test_next_deadline_none_when_idle() -> None:
@@ -822,3 +824,9 @@ def test_duplicates_only_pass_even_over_the_limit() -> None:
     with pytest.raises(CoreError) as caught:
         restored.enqueue("q", [spec(job_id="c")], T0)
     assert caught.value.code is ErrorCode.QUEUE_FULL
+
+
+def test_core_config_defaults_are_the_broker_settings_defaults() -> None:
+    # One source of default values: a core built with CoreConfig() acts like a broker with no flags.
+    assert CoreConfig() == core_config(Settings())
+    assert CoreConfig().default_lease_ms == round(Settings().default_lease * 1000)

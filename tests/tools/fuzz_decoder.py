@@ -29,9 +29,10 @@ from typing import Any
 
 from broker.config import Settings
 from broker.core import Core
+from broker.core_config import core_config
 from broker.journal import Journal
 from broker.log import configure_logging
-from broker.server import Server, core_config
+from broker.server import Server
 from broker.session import Session
 from protocol.codec import FrameDecoder, encode_frame
 from protocol.messages import PROTOCOL_VERSION, ErrorReply, ServerEvent, parse_server_message

@@ -1,0 +1,197 @@
+"""The core's producer operation, ``enqueue`` (a function of a ``CoreState``, documented on
+``broker.core.Core``).
+
+``enqueue`` has a fast path, ``_enqueue_plain``, for batches in which no job has an id or an
+option (one job at a time, or a bulk of plain jobs): it skips the per-field decisions and
+creates the jobs waiting at priority 0. Both paths follow the rules in ``broker/core``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from broker.core_state import DELAYED, WAITING, CoreError, CoreState, QueueState
+from broker.jobs import NO_OPTIONS, Job, JobOptions
+from protocol.errors import ErrorCode
+from protocol.messages import EnqueueResult, JobSpec
+from protocol.model import PLAIN_TAIL
+
+
+def enqueue(core: CoreState, queue: str, specs: Sequence[JobSpec], now: int) -> EnqueueResult:
+    """``Core.enqueue`` (documented there)."""
+    plain = _enqueue_plain(core, queue, specs, now)
+    if plain is not None:
+        return plain
+    config = core.config
+    jobs = core.jobs
+    max_payload = config.max_payload
+    fresh = 0
+    seen: set[str] | None = None
+    for index, spec in enumerate(specs):
+        if len(spec.payload) > max_payload:
+            raise CoreError(
+                ErrorCode.PAYLOAD_TOO_LARGE,
+                f"jobs[{index}].payload: {len(spec.payload)} bytes, limit {max_payload}",
+            )
+        job_id = spec.job_id
+        if job_id is not None:
+            if job_id in jobs:
+                continue
+            if seen is None:
+                seen = {job_id}
+            elif job_id in seen:
+                continue
+            else:
+                seen.add(job_id)
+        fresh += 1
+    existing = core.queues.get(queue)
+    if fresh:
+        _check_room(core, queue, existing, fresh)
+    core.promote_due(now)
+    q = existing if existing is not None else core.queue(queue)
+    qname = q.name
+    ready = q.ready
+    names = core.names
+    changed = core.changed_jobs
+    default_attempts = config.default_max_attempts
+    delayed = core.delayed
+    ids: list[str] = []
+    duplicates: list[int] = []
+    last_options = NO_OPTIONS
+    seq = core.seq
+    waiting = 0
+    lane_priority: int | None = None
+    lane = None
+    for index, spec in enumerate(specs):
+        (job_id, name, payload, priority, delay_ms, run_at_ms, max_attempts, backoff,
+         lease_ms, keep_completed, keep_failed) = spec
+        if job_id is None:
+            job_id = str(seq)
+        elif job_id in jobs:
+            ids.append(job_id)
+            duplicates.append(index)
+            continue
+        if run_at_ms is not None:
+            run_at = run_at_ms
+        elif delay_ms:
+            run_at = now + delay_ms
+        else:
+            run_at = now
+        if backoff is None and lease_ms is None and keep_completed is None and (
+            keep_failed is None
+        ):
+            options = NO_OPTIONS
+        else:
+            options = JobOptions(backoff, lease_ms, keep_completed, keep_failed)
+            if options == last_options:
+                options = last_options
+            last_options = options
+        interned = names.get(name)
+        if interned is None:
+            interned = core.intern(name)
+        if run_at > now:
+            job = Job(
+                seq, job_id, qname, interned, payload, priority=priority, run_at=run_at,
+                max_attempts=max_attempts or default_attempts, options=options,
+                state=DELAYED, created_at=now,
+            )
+            q.delayed += 1
+            delayed.push(run_at, seq, job)
+        else:
+            job = Job(
+                seq, job_id, qname, interned, payload, priority=priority, run_at=now,
+                max_attempts=max_attempts or default_attempts, options=options,
+                state=WAITING, created_at=now,
+            )
+            waiting += 1
+            if priority != lane_priority or lane is None:
+                lane = ready.lane(priority)
+                lane_priority = priority
+            lane.append(job)
+        seq += 1
+        jobs[job_id] = job
+        changed[job_id] = job
+        ids.append(job_id)
+    core.seq = seq
+    core.unfinished += fresh
+    if waiting:
+        q.waiting += waiting
+        if not q.meta.paused:
+            core.ready_names.add(qname)
+    return EnqueueResult(tuple(ids), tuple(duplicates))
+
+
+def _enqueue_plain(
+    core: CoreState, queue: str, specs: Sequence[JobSpec], now: int
+) -> EnqueueResult | None:
+    """``enqueue`` when no spec has an id or an option (the hot path, one job or a bulk
+    batch); ``None``, having changed nothing, when one does."""
+    config = core.config
+    max_payload = config.max_payload
+    for index, spec in enumerate(specs):
+        if spec[0] is not None or spec[3:] != PLAIN_TAIL:
+            return None
+        if len(spec[2]) > max_payload:
+            raise CoreError(
+                ErrorCode.PAYLOAD_TOO_LARGE,
+                f"jobs[{index}].payload: {len(spec[2])} bytes, limit {max_payload}",
+            )
+    fresh = len(specs)
+    if not fresh:
+        return None
+    q = core.queues.get(queue)
+    _check_room(core, queue, q, fresh)
+    entries = core.delayed.entries
+    if entries and entries[0][0] <= now:
+        core.promote_due(now)
+    if q is None:
+        q = core.queue(queue)
+    qname = q.name
+    lane = q.ready.lane(0)
+    jobs = core.jobs
+    changed = core.changed_jobs
+    names = core.names
+    attempts = config.default_max_attempts
+    seq = core.seq
+    ids: list[str] = []
+    for spec in specs:
+        name = spec[1]
+        interned = names.get(name)
+        if interned is None:
+            interned = core.intern(name)
+        job_id = str(seq)
+        job = Job(
+            seq, job_id, qname, interned, spec[2], priority=0, run_at=now,
+            max_attempts=attempts, options=NO_OPTIONS, state=WAITING, created_at=now,
+        )
+        lane.append(job)
+        jobs[job_id] = job
+        changed[job_id] = job
+        ids.append(job_id)
+        seq += 1
+    core.seq = seq
+    core.unfinished += fresh
+    q.waiting += fresh
+    if not q.meta.paused:
+        core.ready_names.add(qname)
+    return EnqueueResult(tuple(ids), ())
+
+
+def _check_room(core: CoreState, queue: str, existing: QueueState | None, fresh: int) -> None:
+    """Raise ``QUEUE_FULL`` if ``fresh`` more unfinished jobs would pass a limit."""
+    config = core.config
+    if config.max_queue_jobs is not None:
+        held = existing.unfinished if existing is not None else 0
+        if held + fresh > config.max_queue_jobs:
+            raise CoreError(
+                ErrorCode.QUEUE_FULL,
+                f"queue {queue!r} holds {held} unfinished jobs, limit {config.max_queue_jobs}",
+            )
+    if config.max_total_jobs is not None and (
+        core.unfinished + fresh > config.max_total_jobs
+    ):
+        raise CoreError(
+            ErrorCode.QUEUE_FULL,
+            f"the broker holds {core.unfinished} unfinished jobs, "
+            f"limit {config.max_total_jobs}",
+        )
