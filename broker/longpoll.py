@@ -4,10 +4,10 @@ Theory of operation
 -------------------
 A ``reserve`` that finds nothing and may wait is *parked*: it joins a FIFO per queue it names.
 When the core reports that queues gained reservable jobs (``Core.take_ready``), ``Parking.wake``
-calls ``ReserveWaiters.wake`` with those queues. For each one, the oldest waiter is offered the chance to
-reserve; if it got jobs it leaves every FIFO and the next one is tried; the first that gets nothing
-stops the walk for that queue. So one enqueued job wakes exactly one waiter (no thundering herd),
-and a batch of N jobs wakes waiters until the N are gone.
+calls ``ReserveWaiters.wake`` with those queues. For each one, the oldest waiter is offered the
+chance to reserve; if it got jobs it leaves every FIFO and the next one is tried; the first that
+gets nothing stops the walk for that queue. So one enqueued job wakes exactly one waiter (no
+thundering herd), and a batch of N jobs wakes waiters until the N are gone.
 
 Invariants:
 1. A waiter is in the FIFO of every queue it names, or in none (once served, timed out or dropped).
@@ -33,8 +33,8 @@ import asyncio
 from collections.abc import Callable, Iterable
 from typing import Generic, Protocol, TypeVar
 
-from protocol.model import ReservedJob
 from protocol.operations import Reserve, Wait
+from protocol.replies import ReservedJob
 
 
 class Waiter(Protocol):
@@ -225,7 +225,7 @@ class Parking:
         )
 
     def wake(self, ready: Iterable[str], finished: Iterable[str]) -> None:
-        """Offer jobs of the ``ready`` queues to their waiters; answer waits of ``finished`` jobs."""
+        """Offer jobs of ``ready`` queues to their waiters; answer waits of ``finished`` jobs."""
         if self.reserves:
             self.reserves.wake(ready, self._serve)
         if self.waits:

@@ -20,7 +20,7 @@ from broker.core import Core, CoreError
 from broker.longpoll import ParkedReserve, Parking, Waiter
 from broker.replysize import fit_job_infos, reserve_budget
 from protocol.errors import ErrorCode
-from protocol.model import JobState, ReservedJob
+from protocol.model import JobState
 from protocol.operations import (
     ACK,
     CANCEL,
@@ -59,8 +59,12 @@ from protocol.operations import (
     Stats,
     Wait,
 )
+from protocol.replies import ReservedJob
 
 _FINISHED: Final = frozenset({JobState.COMPLETED, JobState.FAILED})
+_READ_NOT_DURABLE: Final = (
+    "the job's state is not durable yet: the journal could not commit it; ask again"
+)
 
 Body = dict[str, Any]
 
@@ -71,8 +75,12 @@ class Conn(Waiter, Protocol):
     def begin(self) -> None:
         """Count one more request that will be answered later."""
 
-    def reply_job(self, request_id: int, job_id: str, missing: str) -> None:
-        """Answer ``get``/``wait`` with the job as it is now, once that state is durable."""
+    def reply_after_commit(self, request_id: int, body: Body, not_durable: str = ...) -> None:
+        """Send ``body`` once everything the core changed so far is committed (else
+        ``JOURNAL_FAILURE`` with the text ``not_durable``)."""
+
+    def error_after_commit(self, request_id: int, code: ErrorCode, text: str) -> None:
+        """Send an error once everything the core changed so far is committed."""
 
 
 class OpContext:
@@ -193,16 +201,32 @@ def progress(broker: OpContext, conn: Conn, request_id: int, request: Progress, 
     return {}
 
 
+def reply_job(broker: OpContext, conn: Conn, request_id: int, job_id: str, missing: str) -> None:
+    """Answer ``get``/``wait`` with the job as it is now, once that state is durable.
+
+    The core may hold changes that are not committed yet (an ack whose transaction is running,
+    or a batch held back by a journal fault): a state read now could be reverted by a crash. So
+    the answer leaves after the transaction holding every change made so far commits; if that
+    transaction fails, the caller gets ``JOURNAL_FAILURE`` and asks again. ``missing`` is the
+    ``NOT_FOUND`` text when there is no such job.
+    """
+    info = broker.core.get(job_id)
+    if info is None:
+        conn.error_after_commit(request_id, ErrorCode.NOT_FOUND, missing)
+    else:
+        conn.reply_after_commit(request_id, {"job": info.to_wire()}, _READ_NOT_DURABLE)
+
+
 @handles(GET)
 def get(broker: OpContext, conn: Conn, request_id: int, request: Get, now: int) -> None:
-    conn.reply_job(request_id, request.job_id, f"no job {request.job_id!r}")
+    reply_job(broker, conn, request_id, request.job_id, f"no job {request.job_id!r}")
 
 
 @handles(WAIT)
 def wait(broker: OpContext, conn: Conn, request_id: int, request: Wait, now: int) -> None:
     info = broker.core.get(request.job_id)
     if info is None or info.state in _FINISHED or request.timeout_ms == 0:
-        conn.reply_job(request_id, request.job_id, f"no job {request.job_id!r}")
+        reply_job(broker, conn, request_id, request.job_id, f"no job {request.job_id!r}")
     else:
         conn.begin()
         broker.parking.park_wait(conn, request_id, request)

@@ -102,10 +102,7 @@ class Server:
         self._conn_ids = 0
         self._hooks = SessionHooks(
             opened=self.session_opened, closed=self.session_closed, after_ops=self.after_ops,
-            hello_body=self.hello_body, now_ms=clock,
-            admit=lambda host, now: self.auth_failures.admit(host, now),
-            handshake_failed=lambda host, now: self.auth_failures.record_failure(host, now),
-            handshake_succeeded=lambda host: self.auth_failures.record_success(host),
+            hello_body=self.hello_body, now_ms=clock, handshakes=lambda: self.auth_failures,
         )
         self._timer: asyncio.TimerHandle | None = None
         self._timer_deadline: int | None = None

@@ -42,12 +42,12 @@ from collections.abc import Callable
 from enum import Enum
 from typing import Any, Final, NamedTuple, cast
 
-from broker.auth import peer_host, token_matches
+from broker.auth import FailureThrottle, peer_host, token_matches
 from broker.config import Settings
 from broker.core import CoreError
 from broker.log import get_logger
 from broker.longpoll import ParkedReserve, ParkedWait
-from broker.ops import DISPATCH, OpContext
+from broker.ops import DISPATCH, OpContext, reply_job
 from protocol.codec import FrameDecoder, FrameEncoder
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.messages import (
@@ -59,8 +59,8 @@ from protocol.messages import (
     reply_message,
     request_id_of,
 )
-from protocol.model import ReservedJob
 from protocol.operations import HELLO, Hello
+from protocol.replies import ReservedJob
 
 WRITE_HIGH_WATER: Final = 1 << 20
 """Bytes of unsent replies above which a connection stops being read."""
@@ -74,10 +74,6 @@ _NOT_DURABLE: Final = (
 
 _MAX_HELD: Final = 64 << 10
 """Bytes a connection may send before its handshake slot comes (a hello needs about 4 KiB)."""
-
-_READ_NOT_DURABLE: Final = (
-    "the job's state is not durable yet: the journal could not commit it; ask again"
-)
 
 _log = get_logger("session")
 
@@ -110,12 +106,8 @@ class SessionHooks(NamedTuple):
     """The reply to a successful ``hello``, given ``now``."""
     now_ms: Callable[[], int]
     """The broker's clock."""
-    admit: Callable[[str, float], float | None]
-    """Seconds until a host may hand-shake (0: now), or None when it is refused for now."""
-    handshake_failed: Callable[[str, float], None]
-    """A host sent a wrong token (at this loop time)."""
-    handshake_succeeded: Callable[[str], None]
-    """A host sent the right token."""
+    handshakes: Callable[[], FailureThrottle]
+    """The broker's record of failed handshakes per host (it slows their next ones down)."""
 
 
 class Session(asyncio.Protocol):
@@ -172,7 +164,7 @@ class Session(asyncio.Protocol):
         if not self.hooks.opened(self):
             self.fail_connection(ErrorCode.OVERLOADED, "too many connections")
             return
-        wait = self.hooks.admit(peer_host(peer), loop.time())
+        wait = self.hooks.handshakes().admit(peer_host(peer), loop.time())
         if wait is None:
             # Not UNAUTHORIZED: no token was checked, and a client with the right token must
             # not take this for a verdict on it. OVERLOADED tells it to retry later.
@@ -434,12 +426,12 @@ class Session(asyncio.Protocol):
             return
         host = peer_host(self._transport.get_extra_info("peername") if self._transport else None)
         if not token_matches(self._settings.token, hello.token):
-            self.hooks.handshake_failed(host, asyncio.get_running_loop().time())
+            self.hooks.handshakes().record_failure(host, asyncio.get_running_loop().time())
             self.error(request_id, ErrorCode.UNAUTHORIZED, "missing or wrong token")
             self.close("unauthorized")
             return
         if self._settings.token is not None:
-            self.hooks.handshake_succeeded(host)
+            self.hooks.handshakes().record_success(host)
         self._move(ConnState.OPEN)
         self.client_name = hello.client
         if self._timer is not None:
@@ -501,19 +493,4 @@ class Session(asyncio.Protocol):
     def finish_wait(self, request_id: int, job_id: str) -> None:
         """Answer a parked wait (its job finished or its time ran out)."""
         self._end()
-        self.reply_job(request_id, job_id, f"job {job_id!r} was removed")
-
-    def reply_job(self, request_id: int, job_id: str, missing: str) -> None:
-        """Answer ``get``/``wait`` with the job as it is now, once that state is durable.
-
-        The core may hold changes that are not committed yet (an ack whose transaction is
-        running, or a batch held back by a journal fault): a state read now could be reverted by
-        a crash. So the answer leaves after the transaction holding every change made so far
-        commits; if that transaction fails, the caller gets ``JOURNAL_FAILURE`` and asks again.
-        ``missing`` is the ``NOT_FOUND`` text when there is no such job.
-        """
-        info = self.broker.core.get(job_id)
-        if info is None:
-            self.error_after_commit(request_id, ErrorCode.NOT_FOUND, missing)
-        else:
-            self.reply_after_commit(request_id, {"job": info.to_wire()}, _READ_NOT_DURABLE)
+        reply_job(self.broker, self, request_id, job_id, f"job {job_id!r} was removed")

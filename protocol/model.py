@@ -1,10 +1,10 @@
-"""The values both sides share, each with its wire form both ways. Sans-I/O.
+"""The values requests carry, each with its wire form both ways. Sans-I/O.
 
-Every structure that ``protocol/SPEC.md`` names (a job to enqueue, a batch item, a reserved job,
-an outcome, a job description, a queue's counters) is a ``NamedTuple`` or enum here, and beside
-each one are its encoder (client → wire, or broker → wire) and its parser: strict for what the
-broker receives (``parse_*`` raising ``BAD_ARGUMENT`` that names the field), lenient for what the
-client receives (it trusts the broker's shapes and ignores items a later version appends).
+The job states and backoff kinds, a job's options (backoff, retention), a job to enqueue and the
+items of ack/fail/extend/release batches are ``NamedTuple``s or enums here, and beside each one
+are its encoder (what the client puts on the wire) and its strict parser (what the broker accepts,
+raising ``BAD_ARGUMENT`` that names the field). The values replies carry are in
+``protocol.replies``.
 
 The hot paths (enqueue jobs, ack items) accept a well-formed item with inline checks and fall
 back to the per-field checks only to name what is wrong, so a valid batch costs one tuple per
@@ -13,7 +13,6 @@ item and no dict churn.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any, Final, NamedTuple
 
@@ -59,8 +58,6 @@ class BackoffKind(StrEnum):
 CLEANABLE_STATES: Final = frozenset(
     {JobState.WAITING, JobState.DELAYED, JobState.COMPLETED, JobState.FAILED}
 )
-OK: Final = "OK"
-"""The code of a successful per-item outcome."""
 
 
 # --------------------------------------------------------------------------- job options
@@ -231,25 +228,6 @@ def parse_jobs(value: Any, field: str) -> tuple[JobSpec, ...]:
     return tuple(jobs)
 
 
-class EnqueueResult(NamedTuple):
-    """An ``enqueue`` reply. Wire form: ``{ids: [str], duplicates: [index]}``."""
-
-    ids: tuple[str, ...]
-    duplicates: tuple[int, ...]
-    """Indexes (into the batch) of jobs whose id already existed: nothing was created for them."""
-
-    def to_wire(self) -> dict[str, Any]:
-        return {"ids": self.ids, "duplicates": self.duplicates}
-
-
-def parse_enqueued(body: Mapping[str, Any]) -> EnqueueResult:
-    """The ids and duplicate indexes of an ``enqueue`` reply body."""
-    ids, duplicates = body.get("ids"), body.get("duplicates", ())
-    if type(ids) is not tuple or type(duplicates) is not tuple:
-        raise bad_argument("ids", "array")
-    return EnqueueResult(ids, duplicates)
-
-
 # --------------------------------------------------------------------------- batch items
 
 
@@ -366,150 +344,3 @@ def parse_release_items(value: Any, field: str) -> tuple[ReleaseItem, ...]:
     return tuple(items)
 
 
-class Outcome(NamedTuple):
-    """The result of one batch item: ``code`` is ``"OK"`` or an error code.
-
-    On success ``value`` is op-specific (the job's new state, or the new lease deadline); on
-    error it is the message. Wire form: ``[code, value]``.
-    """
-
-    code: str
-    value: Any
-
-    @property
-    def ok(self) -> bool:
-        return self.code == OK
-
-
-def parse_outcomes(body: Mapping[str, Any]) -> list[Outcome]:
-    """The per-item outcomes of an ``ack``, ``fail``, ``extend`` or ``release`` reply body."""
-    results = body.get("results")
-    if type(results) is not tuple:
-        raise bad_argument("results", "array")
-    out = []
-    for i, raw in enumerate(results):
-        if type(raw) is not tuple or len(raw) != 2 or type(raw[0]) is not str:
-            raise bad_argument(f"results[{i}]", "[code, value]")
-        out.append(new_tuple(Outcome, raw))
-    return out
-
-
-# --------------------------------------------------------------------------- reserve
-
-
-class ReservedJob(NamedTuple):
-    """One job handed out by ``reserve``. Wire form: an array of these items in this order."""
-
-    job_id: str
-    queue: str
-    name: str
-    payload: bytes
-    attempt: int
-    """1 for the first delivery, 2 for the first retry, ..."""
-    max_attempts: int
-    token: int
-    lease_ms: int
-    lease_deadline_ms: int
-    created_at_ms: int
-    progress: Any = None
-
-
-def parse_reserved(body: Mapping[str, Any]) -> list[ReservedJob]:
-    """The jobs of a ``reserve`` reply body.
-
-    Items a later protocol version appends to a job's array are ignored (``SPEC.md`` §9.4).
-
-    Raises:
-        ProtocolError: ``BAD_ARGUMENT`` if the body is not shaped as SPEC.md says.
-    """
-    jobs = body.get("jobs")
-    if type(jobs) is not tuple:
-        raise bad_argument("jobs", "array")
-    out = []
-    for i, raw in enumerate(jobs):
-        if type(raw) is not tuple or len(raw) < 11:
-            raise bad_argument(f"jobs[{i}]", "array of at least 11 items")
-        out.append(new_tuple(ReservedJob, raw if len(raw) == 11 else raw[:11]))
-    return out
-
-
-# --------------------------------------------------------------------------- descriptions
-
-
-JOB_INFO_FIELDS: Final = (
-    "id", "queue", "name", "state", "priority", "attempts", "max_attempts", "payload",
-    "progress", "result", "error", "created_at", "run_at", "started_at", "finished_at",
-    "lease_deadline",
-)
-
-
-class JobInfo(NamedTuple):
-    """A job as ``get``, ``wait`` and ``list_failed`` describe it.
-
-    Wire form: a map with these keys (``JOB_INFO_FIELDS``).
-    """
-
-    id: str
-    queue: str
-    name: str
-    state: JobState
-    priority: int
-    attempts: int
-    max_attempts: int
-    payload: bytes
-    progress: Any
-    result: bytes | None
-    error: str | None
-    created_at: int
-    run_at: int
-    started_at: int | None
-    finished_at: int | None
-    lease_deadline: int | None
-
-    def to_wire(self) -> dict[str, Any]:
-        return dict(zip(JOB_INFO_FIELDS, self, strict=True))
-
-    @classmethod
-    def from_wire(cls, body: Any) -> JobInfo:
-        if not isinstance(body, Mapping):
-            raise bad_argument("job", "map")
-        try:
-            values = [body[key] for key in JOB_INFO_FIELDS]
-        except KeyError as exc:
-            raise bad_argument(f"job.{exc.args[0]}", "present") from None
-        values[3] = check_enum(JobState, values[3], "job.state")
-        return cls(*values)
-
-
-QUEUE_STATS_FIELDS: Final = (
-    "waiting", "delayed", "active", "completed", "failed", "paused", "oldest_waiting_ms",
-    "total_completed", "total_failed",
-)
-
-
-class QueueStats(NamedTuple):
-    """One queue's counters. Wire form: a map with these keys."""
-
-    waiting: int
-    delayed: int
-    active: int
-    completed: int
-    failed: int
-    paused: bool
-    oldest_waiting_ms: int | None
-    """Age of the oldest waiting job, or ``None`` when none waits."""
-    total_completed: int
-    """Completions since the queue was created (survives retention pruning and restarts)."""
-    total_failed: int
-
-    def to_wire(self) -> dict[str, Any]:
-        return dict(zip(QUEUE_STATS_FIELDS, self, strict=True))
-
-    @classmethod
-    def from_wire(cls, body: Any) -> QueueStats:
-        if not isinstance(body, Mapping):
-            raise bad_argument("queue stats", "map")
-        try:
-            return cls(*(body[key] for key in QUEUE_STATS_FIELDS))
-        except KeyError as exc:
-            raise bad_argument(f"stats.{exc.args[0]}", "present") from None

@@ -8,11 +8,12 @@ classes) and one ``Operation`` declaration naming:
 * the op name carried in ``[0, request_id, op, args]``;
 * the request's fields in order, each with its ``args`` key, its strict check, its default when
   the key is missing or nil, and (rarely) how the client puts it on the wire;
-* the client's parser of the reply body, whose shape the declaration's docstring gives;
+* the client's parser of the reply body (mostly from ``protocol.replies``), whose shape the
+  docstring under the declaration gives;
 * whether the broker sends the reply only after the request's changes committed.
 
-From the fields come the broker's strict parser (``Operation.parse``, compiled once per op: a
-loop over the fields, no reflection per request) and the client's ``args`` encoder
+From the fields come the broker's strict parser (``Operation.parse``, generated once per op as
+straight-line code, no reflection per request) and the client's ``args`` encoder
 (``Operation.args``); ``protocol.messages`` wraps both in envelopes. ``OPERATIONS`` (by name) and
 ``OPERATION_OF`` (by request type) list every declaration, so the broker checks at import that
 each has a handler. Unknown keys in ``args`` are ignored; a nil value is the same as a missing key.
@@ -47,26 +48,37 @@ from protocol.errors import bad_argument
 from protocol.model import (
     CLEANABLE_STATES,
     AckItem,
-    EnqueueResult,
     ExtendItem,
     FailItem,
-    JobInfo,
     JobSpec,
     JobState,
-    Outcome,
-    QueueStats,
     ReleaseItem,
-    ReservedJob,
     jobs_to_wire,
     new_tuple,
     parse_ack_items,
-    parse_enqueued,
     parse_extend_items,
     parse_fail_items,
     parse_jobs,
-    parse_outcomes,
     parse_release_items,
+)
+from protocol.replies import (
+    EnqueueResult,
+    FailedPage,
+    JobInfo,
+    Outcome,
+    ReservedJob,
+    Retried,
+    StatsReply,
+    parse_enqueued,
+    parse_failed_page,
+    parse_job_info,
+    parse_now,
+    parse_outcomes,
+    parse_removed,
     parse_reserved,
+    parse_retried,
+    parse_state,
+    parse_stats,
 )
 
 R = TypeVar("R")
@@ -223,11 +235,6 @@ class Ping(NamedTuple):
     pass
 
 
-def parse_now(body: Mapping[str, Any]) -> int:
-    """The broker's clock (Unix ms) in a ``ping`` reply."""
-    return int(body.get("now", 0))
-
-
 PING: Final = declare(Operation("ping", Ping, (), reply=parse_now, after_commit=False))
 """Reply: ``{now}``."""
 
@@ -332,11 +339,6 @@ PROGRESS: Final[Operation[Progress, None]] = declare(Operation(
 # --------------------------------------------------------------------------- jobs
 
 
-def parse_job_info(body: Mapping[str, Any]) -> JobInfo:
-    """The job of a ``get`` or ``wait`` reply body."""
-    return JobInfo.from_wire(body.get("job"))
-
-
 class Get(NamedTuple):
     job_id: str
 
@@ -366,11 +368,6 @@ class Cancel(NamedTuple):
     job_id: str
 
 
-def parse_state(body: Mapping[str, Any]) -> JobState:
-    """The state a cancelled job was in."""
-    return JobState(body["state"])
-
-
 CANCEL: Final[Operation[Cancel, JobState]] = declare(Operation(
     "cancel", Cancel, (Field("id", check_name),), reply=parse_state, after_commit=True,
 ))
@@ -378,18 +375,6 @@ CANCEL: Final[Operation[Cancel, JobState]] = declare(Operation(
 
 
 # --------------------------------------------------------------------------- queues
-
-
-class StatsReply(NamedTuple):
-    queues: dict[str, QueueStats]
-    broker: dict[str, Any]
-    """Broker-wide figures: ``{version, connections, uptime_ms, draining}``."""
-
-
-def parse_stats(body: Mapping[str, Any]) -> StatsReply:
-    """The counters per queue and the broker-wide figures of a ``stats`` reply."""
-    queues = {name: QueueStats.from_wire(raw) for name, raw in body["queues"].items()}
-    return StatsReply(queues, dict(body.get("broker") or {}))
 
 
 class Stats(NamedTuple):
@@ -437,11 +422,6 @@ def _cleanable(value: Any, field: str) -> JobState:
     return state
 
 
-def parse_removed(body: Mapping[str, Any]) -> int:
-    """How many jobs a ``clean`` removed."""
-    return int(body["removed"])
-
-
 CLEAN: Final[Operation[Clean, int]] = declare(Operation(
     "clean", Clean,
     (Field("queue", check_name), Field("state", _cleanable),
@@ -458,18 +438,6 @@ class ListFailed(NamedTuple):
     offset: int = 0
 
 
-class FailedPage(NamedTuple):
-    jobs: list[JobInfo]
-    total: int
-    """Failed jobs in the queue; more than ``len(jobs)`` when the page or the frame cut it."""
-
-
-def parse_failed_page(body: Mapping[str, Any]) -> FailedPage:
-    """The jobs and total of a ``list_failed`` reply."""
-    jobs = [JobInfo.from_wire(raw) for raw in body["jobs"]]
-    return FailedPage(jobs, int(body.get("total", len(jobs))))
-
-
 LIST_FAILED: Final[Operation[ListFailed, FailedPage]] = declare(Operation(
     "list_failed", ListFailed,
     (Field("queue", check_name), Field("limit", int_in(1, MAX_LIST_LIMIT), 100),
@@ -484,17 +452,6 @@ class RetryFailed(NamedTuple):
     queue: str
     job_ids: tuple[str, ...] | None = None
     limit: int | None = None
-
-
-class Retried(NamedTuple):
-    retried: int
-    not_failed: list[str]
-    """Given ids that were not failed jobs of the queue."""
-
-
-def parse_retried(body: Mapping[str, Any]) -> Retried:
-    """The outcome of a ``retry_failed``."""
-    return Retried(int(body["retried"]), list(body.get("not_failed") or ()))
 
 
 RETRY_FAILED: Final[Operation[RetryFailed, Retried]] = declare(Operation(
