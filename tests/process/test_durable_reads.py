@@ -18,8 +18,8 @@ import pytest
 
 from protocol.messages import ErrorReply, Reply
 from tests.conftest import HOST, RunningBroker
-from tests.test_journal_faults import BIG, Daemon, daemon  # noqa: F401 - the fixture
-from tests.wire import R_ID, R_TOKEN, WireClient, job_spec
+from tests.process.test_journal_faults import BIG, Daemon, daemon  # noqa: F401 - the fixture
+from tests.tools.wire import R_ID, R_TOKEN, WireClient, job_spec
 
 StartBroker = Callable[..., Awaitable[RunningBroker]]
 Wire = Callable[..., Awaitable[WireClient]]

@@ -21,7 +21,7 @@ from broker.config import ConfigError, load_settings
 from client import Client
 from client.errors import OverloadedError
 from tests.conftest import RunningBroker
-from tests.wire import WireClient
+from tests.tools.wire import WireClient
 
 StartBroker = Callable[..., Awaitable[RunningBroker]]
 Wire = Callable[..., Awaitable[WireClient]]
