@@ -36,22 +36,10 @@ from typing import Final
 import msgpack
 
 from protocol.codec import FrameDecoder, encode_frame, encode_frames
-from protocol.messages import (
-    Ack,
-    AckItem,
-    Enqueue,
-    Get,
-    JobSpec,
-    Outcome,
-    Ping,
-    ReservedJob,
-    parse_outcomes,
-    parse_request,
-    parse_reserved,
-    parse_server_message,
-    reply_message,
-    request_message,
-)
+from protocol.messages import parse_request, parse_server_message, reply_message, request_message
+from protocol.model import AckItem, JobSpec
+from protocol.operations import Ack, Enqueue, Get, Ping
+from protocol.replies import Outcome, ReservedJob, parse_outcomes, parse_reserved
 
 BATCH: Final = 100
 PAYLOAD_BYTES: Final = 100
@@ -91,7 +79,7 @@ def enqueue_scenario(rng: random.Random) -> Scenario:
         decoder.feed(encode_frame(request_message(request_id, request)))
         message = decoder.next_message()
         _, _, parsed = parse_request(message)
-        assert len(parsed.jobs) == BATCH  # type: ignore[union-attr]
+        assert len(parsed.jobs) == BATCH  # type: ignore[attr-defined]
 
     size = len(encode_frame(request_message(1, request)))
     return Scenario("enqueue 100 x 100 B", "jobs", BATCH, size, iteration)
@@ -122,7 +110,7 @@ def ack_scenario(rng: random.Random) -> Scenario:
     def iteration(request_id: int) -> None:
         broker_side.feed(encode_frame(request_message(request_id, request)))
         got_id, _, parsed = parse_request(broker_side.next_message())
-        assert len(parsed.items) == BATCH  # type: ignore[union-attr]
+        assert len(parsed.items) == BATCH  # type: ignore[attr-defined]
         client_side.feed(encode_frames([reply_message(got_id, {"results": results})]))
         reply = parse_server_message(client_side.next_message())
         assert len(parse_outcomes(reply.body)) == BATCH  # type: ignore[union-attr]

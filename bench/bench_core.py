@@ -25,7 +25,7 @@ import tracemalloc
 from typing import Any
 
 from broker.core import Core, CoreConfig
-from protocol.messages import AckItem, JobSpec
+from protocol.model import AckItem, JobSpec
 
 TARGET_LIFECYCLES_PER_S = 300_000
 MEMORY_BUDGET_MIB = 600

@@ -20,7 +20,7 @@ from broker.committer import GroupCommitter
 from broker.core import Changes, Snapshot
 from broker.jobs import NO_OPTIONS, Job
 from broker.journal import Journal, SyncMode
-from protocol.messages import JobState
+from protocol.model import JobState
 
 PAYLOAD = b"p" * 100
 NOW = 1_700_000_000_000

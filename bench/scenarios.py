@@ -38,7 +38,8 @@ from bench.loadgen import LoadSpec
 from bench.report import make_result, merge_latencies
 from bench.runner import BenchError, LoadProgress, LoadRun, run_load
 from protocol.codec import FrameDecoder, encode_frames
-from protocol.messages import PROTOCOL_VERSION, Hello, Stats, request_message
+from protocol.messages import PROTOCOL_VERSION, request_message
+from protocol.operations import Hello, Stats
 
 SCENARIOS = ("enqueue", "drain", "latency", "mixed", "recovery")
 

@@ -19,19 +19,10 @@ from pathlib import Path
 from typing import Any, Final, NamedTuple
 
 from protocol.codec import encode_frame
-from protocol.messages import (
-    PROTOCOL_VERSION,
-    Ack,
-    AckItem,
-    Enqueue,
-    Hello,
-    JobSpec,
-    Outcome,
-    Reserve,
-    ReservedJob,
-    reply_message,
-    request_message,
-)
+from protocol.messages import PROTOCOL_VERSION, reply_message, request_message
+from protocol.model import AckItem, JobSpec
+from protocol.operations import Ack, Enqueue, Hello, Reserve
+from protocol.replies import Outcome, ReservedJob
 
 SPEC_PATH: Final = Path(__file__).resolve().parent.parent / "protocol" / "SPEC.md"
 BEGIN: Final = "<!-- BEGIN GENERATED EXCHANGE (python -m bench.spec_example --write) -->"

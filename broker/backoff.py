@@ -13,7 +13,8 @@ from __future__ import annotations
 import random
 from typing import Final
 
-from protocol.messages import MAX_DELAY_MS, Backoff, BackoffKind
+from protocol.checks import MAX_DELAY_MS
+from protocol.model import Backoff, BackoffKind
 
 _MAX_SHIFT: Final = 62
 """Past this many doublings the delay is above any cap we accept, so stop doubling."""

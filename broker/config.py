@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from broker.replysize import min_max_frame
-from protocol.model import MAX_AUTH_TOKEN_LEN
+from protocol.checks import MAX_AUTH_TOKEN_LEN
 
 SYNC_MODES: Final = ("full", "normal", "off")
 LOG_LEVELS: Final = ("debug", "info", "warning", "error")

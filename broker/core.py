@@ -54,19 +54,8 @@ from broker import core_admin, core_producer, core_recovery, core_worker
 from broker.core_config import CoreConfig
 from broker.core_state import Changes, CoreError, CoreState, QueueMeta, Snapshot
 from broker.jobs import Job
-from protocol.messages import (
-    AckItem,
-    EnqueueResult,
-    ExtendItem,
-    FailItem,
-    JobInfo,
-    JobSpec,
-    JobState,
-    Outcome,
-    QueueStats,
-    ReleaseItem,
-    ReservedJob,
-)
+from protocol.model import AckItem, ExtendItem, FailItem, JobSpec, JobState, ReleaseItem
+from protocol.replies import EnqueueResult, JobInfo, Outcome, QueueStats, ReservedJob
 
 __all__ = ["Changes", "Core", "CoreConfig", "CoreError", "QueueMeta", "Snapshot"]
 

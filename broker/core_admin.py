@@ -24,7 +24,8 @@ from broker.core_state import (
 from broker.jobs import Job
 from broker.replysize import job_info
 from protocol.errors import ErrorCode
-from protocol.messages import JobInfo, JobState, QueueStats
+from protocol.model import JobState
+from protocol.replies import JobInfo, QueueStats
 
 _EMPTY_STATS = QueueStats(0, 0, 0, 0, 0, False, None, 0, 0)
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from broker.config import Settings
-from protocol.messages import Backoff, BackoffKind, Retention
+from protocol.model import Backoff, BackoffKind, Retention
 
 
 def _ms(seconds: float) -> int:

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from broker.core_state import DELAYED, WAITING, CoreError, CoreState, QueueState
 from broker.jobs import NO_OPTIONS, Job, JobOptions
 from protocol.errors import ErrorCode
-from protocol.messages import EnqueueResult, JobSpec
-from protocol.model import PLAIN_TAIL
+from protocol.model import PLAIN_TAIL, JobSpec
+from protocol.replies import EnqueueResult
 
 
 def enqueue(core: CoreState, queue: str, specs: Sequence[JobSpec], now: int) -> EnqueueResult:

@@ -20,7 +20,7 @@ from broker.heaps import DeadlineHeap, ReadyQueue
 from broker.jobs import Job
 from broker.retention import FinishedList
 from protocol.errors import ErrorCode
-from protocol.messages import JobState
+from protocol.model import JobState
 
 WAITING: Final = JobState.WAITING
 DELAYED: Final = JobState.DELAYED

@@ -24,16 +24,8 @@ from broker.core_state import (
 from broker.jobs import Job
 from broker.replysize import RESERVED_JOB_OVERHEAD, UTF8_MAX, packed_size
 from protocol.errors import ErrorCode
-from protocol.messages import (
-    OK,
-    AckItem,
-    ExtendItem,
-    FailItem,
-    JobState,
-    Outcome,
-    ReleaseItem,
-    ReservedJob,
-)
+from protocol.model import AckItem, ExtendItem, FailItem, JobState, ReleaseItem
+from protocol.replies import OK, Outcome, ReservedJob
 
 LEASE_EXPIRED: Final = "lease expired"
 CONNECTION_LOST: Final = "worker connection lost"

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any, Final, NamedTuple
 
-from protocol.messages import Backoff, JobState, Retention
+from protocol.model import Backoff, JobState, Retention
 
 
 class IllegalTransition(Exception):

@@ -24,7 +24,8 @@ from typing import Any, Final
 import msgpack
 
 from broker.jobs import Job
-from protocol.messages import JOB_INFO_FIELDS, MAX_NAME_LEN, JobInfo
+from protocol.checks import MAX_NAME_LEN
+from protocol.replies import JOB_INFO_FIELDS, JobInfo
 
 UTF8_MAX: Final = 4
 """Bytes per character at most in UTF-8."""

@@ -38,7 +38,7 @@ from collections.abc import Callable, Collection, Iterator
 from typing import Final
 
 from broker.jobs import Job
-from protocol.messages import JobState, Retention
+from protocol.model import JobState, Retention
 
 NO_LIMIT: Final = 1 << 62
 """Stands for "no count limit" where an int is handier than ``None``."""

@@ -27,7 +27,7 @@ from typing import Any, Final
 import msgpack
 
 from broker.jobs import NO_OPTIONS, Job, JobOptions
-from protocol.messages import Backoff, BackoffKind, JobState, Retention
+from protocol.model import Backoff, BackoffKind, JobState, Retention
 
 SCHEMA_VERSION: Final = 1
 APPLICATION_ID: Final = 0x6A627772  # "jbwr": tells a jobwire journal from any other SQLite file

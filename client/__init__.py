@@ -49,7 +49,8 @@ from client.queue import Client, Queue
 from client.serializers import JSON, MSGPACK, RAW, JsonSerializer, MsgpackSerializer, Serializer
 from client.sync import SyncClient, SyncJob, SyncQueue
 from client.worker import Worker
-from protocol.messages import JobState, QueueStats
+from protocol.model import JobState
+from protocol.replies import QueueStats
 
 __all__ = [
     "DEFAULT_URL", "JSON", "MSGPACK", "RAW", "AuthenticationError", "BrokerError", "Client",

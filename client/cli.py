@@ -27,7 +27,8 @@ from client.errors import JobwireError, NotFoundError
 from client.job import JobRecord
 from client.queue import Client
 from client.serializers import get_serializer
-from protocol.messages import JobState, QueueStats
+from protocol.model import JobState
+from protocol.replies import QueueStats
 
 _UNITS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")

@@ -59,14 +59,13 @@ from protocol.messages import (
     PROTOCOL_VERSION,
     ErrorReply,
     Event,
-    Hello,
     Kind,
     Reply,
-    Request,
     ServerEvent,
     parse_server_message,
     request_message,
 )
+from protocol.operations import Hello, Request
 
 log = structlog.get_logger("jobwire.client")
 

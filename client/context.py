@@ -10,7 +10,9 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from protocol.messages import Extend, ExtendItem, Progress, ReservedJob, parse_outcomes
+from protocol.model import ExtendItem
+from protocol.operations import Extend, Progress
+from protocol.replies import ReservedJob, parse_outcomes
 
 if TYPE_CHECKING:
     from client.worker import Worker

@@ -14,7 +14,10 @@ from typing import TYPE_CHECKING, Any, Final
 
 from client.errors import ConnectionLostError, JobFailed, JournalFailureError, WaitTimeoutError
 from client.serializers import Serializer
-from protocol.messages import MAX_WAIT_MS, Cancel, Get, JobInfo, JobState, RetryFailed, Wait
+from protocol.checks import MAX_WAIT_MS
+from protocol.model import JobState
+from protocol.operations import Cancel, Get, RetryFailed, Wait
+from protocol.replies import JobInfo
 
 if TYPE_CHECKING:
     from client.connection import Connection

@@ -26,7 +26,9 @@ import structlog
 
 from client.context import JobContext
 from client.errors import ConnectionError_
-from protocol.messages import Extend, ExtendItem, parse_outcomes
+from protocol.model import ExtendItem
+from protocol.operations import Extend
+from protocol.replies import parse_outcomes
 
 if TYPE_CHECKING:
     from client.connection import Connection

@@ -16,16 +16,9 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Final, TypeVar
 
-from protocol.messages import (
-    KEEP_ALL,
-    MAX_BATCH,
-    REMOVE_AT_ONCE,
-    Backoff,
-    BackoffKind,
-    JobSpec,
-    Retention,
-    parse_enqueued,
-)
+from protocol.checks import MAX_BATCH
+from protocol.model import KEEP_ALL, REMOVE_AT_ONCE, Backoff, BackoffKind, JobSpec, Retention
+from protocol.replies import parse_enqueued
 
 _J = TypeVar("_J")
 

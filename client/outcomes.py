@@ -30,18 +30,11 @@ from typing import TYPE_CHECKING, Any, Final
 import structlog
 
 from client.errors import ConnectionError_, Retry, UnrecoverableError
+from protocol.checks import MAX_ERROR_LEN
 from protocol.errors import ErrorCode
-from protocol.messages import (
-    MAX_ERROR_LEN,
-    Ack,
-    AckItem,
-    Fail,
-    FailItem,
-    Outcome,
-    Release,
-    ReleaseItem,
-    parse_outcomes,
-)
+from protocol.model import AckItem, FailItem, ReleaseItem
+from protocol.operations import Ack, Fail, Release
+from protocol.replies import Outcome, parse_outcomes
 
 if TYPE_CHECKING:
     from client.context import JobContext

@@ -31,24 +31,21 @@ from client.options import (
     split_batches,
 )
 from client.serializers import Serializer, get_serializer
-from protocol.messages import (
-    MAX_LIST_LIMIT,
+from protocol.checks import MAX_LIST_LIMIT
+from protocol.model import JobSpec, JobState
+from protocol.operations import (
     Cancel,
     Clean,
     Enqueue,
     Get,
-    JobInfo,
-    JobSpec,
-    JobState,
     ListFailed,
     Pause,
     Ping,
-    QueueStats,
     Resume,
     RetryFailed,
     Stats,
-    parse_enqueued,
 )
+from protocol.replies import JobInfo, QueueStats, parse_enqueued
 
 
 class Client:

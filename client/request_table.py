@@ -33,7 +33,7 @@ from __future__ import annotations
 import heapq
 from typing import Final, Generic, Protocol, TypeVar
 
-from protocol.messages import MAX_REQUEST_ID
+from protocol.checks import MAX_REQUEST_ID
 
 TIMEOUT_SLACK: Final = 0.01
 """Seconds a request may outlive its timeout: the sweep timer runs at most once per slack."""

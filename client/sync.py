@@ -56,35 +56,32 @@ from client.options import (
 )
 from client.queue import _bulk_item
 from client.serializers import Serializer, get_serializer
+from protocol.checks import MAX_LIST_LIMIT, MAX_REQUEST_ID, MAX_WAIT_MS
 from protocol.codec import FrameDecoder, encode_frames
 from protocol.messages import (
-    MAX_LIST_LIMIT,
-    MAX_REQUEST_ID,
-    MAX_WAIT_MS,
     PROTOCOL_VERSION,
+    ErrorReply,
+    Reply,
+    parse_server_message,
+    request_message,
+)
+from protocol.model import JobSpec, JobState
+from protocol.operations import (
     Cancel,
     Clean,
     Enqueue,
-    ErrorReply,
     Get,
     Hello,
-    JobInfo,
-    JobSpec,
-    JobState,
     ListFailed,
     Pause,
     Ping,
-    QueueStats,
-    Reply,
     Request,
     Resume,
     RetryFailed,
     Stats,
     Wait,
-    parse_enqueued,
-    parse_server_message,
-    request_message,
 )
+from protocol.replies import JobInfo, QueueStats, parse_enqueued
 
 _RECV_SIZE = 256 * 1024
 

@@ -80,12 +80,9 @@ from client.events import CompletedCallback, EventCallbacks, FailedCallback, Wor
 from client.leases import LeaseKeeper
 from client.outcomes import OutcomeBuffer, describe_exception
 from client.serializers import Serializer, get_serializer
-from protocol.messages import (
-    MAX_RESERVE_JOBS,
-    MAX_WAIT_MS,
-    Reserve,
-    parse_reserved,
-)
+from protocol.checks import MAX_RESERVE_JOBS, MAX_WAIT_MS
+from protocol.operations import Reserve
+from protocol.replies import parse_reserved
 
 log = structlog.get_logger("jobwire.worker")
 _T = TypeVar("_T")

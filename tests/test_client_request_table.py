@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from client.request_table import COMPACT_MIN, TIMEOUT_SLACK, RequestTable
-from protocol.messages import MAX_REQUEST_ID
+from protocol.checks import MAX_REQUEST_ID
 
 
 class Waiter:

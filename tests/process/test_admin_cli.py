@@ -17,7 +17,9 @@ import pytest
 
 from client import Client
 from client.cli import main
-from protocol.messages import Fail, FailItem, Reserve, parse_reserved
+from protocol.model import FailItem
+from protocol.operations import Fail, Reserve
+from protocol.replies import parse_reserved
 from tests.conftest import BrokerProcess, RunningBroker, free_port, jobwire_command
 
 

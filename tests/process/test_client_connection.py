@@ -22,16 +22,9 @@ from client import (
     DrainingError,
     RequestTimeoutError,
 )
-from protocol.messages import (
-    Ack,
-    AckItem,
-    Enqueue,
-    JobSpec,
-    Ping,
-    Reserve,
-    Wait,
-    parse_reserved,
-)
+from protocol.model import AckItem, JobSpec
+from protocol.operations import Ack, Enqueue, Ping, Reserve, Wait
+from protocol.replies import parse_reserved
 from tests.conftest import BrokerProcess, RunningBroker
 
 StartBroker = Callable[..., Awaitable[RunningBroker]]

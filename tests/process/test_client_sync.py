@@ -21,7 +21,9 @@ from client import (
     WaitTimeoutError,
 )
 from client.errors import AuthenticationError
-from protocol.messages import Ack, AckItem, Fail, FailItem, Reserve, parse_reserved
+from protocol.model import AckItem, FailItem
+from protocol.operations import Ack, Fail, Reserve
+from protocol.replies import parse_reserved
 from tests.conftest import BrokerProcess, RunningBroker
 
 T = TypeVar("T")

@@ -27,12 +27,12 @@ from protocol.codec import FrameDecoder, encode_frame, encode_frames
 from protocol.messages import (
     PROTOCOL_VERSION,
     ErrorReply,
-    Op,
     Reply,
     ServerEvent,
     parse_server_message,
     request_message,
 )
+from protocol.operations import OPERATIONS
 from tests.conftest import BrokerProcess
 from tests.tools.fuzz_decoder import close_target, fuzz_one
 from tests.tools.strategies import any_msgpack, requests
@@ -244,29 +244,29 @@ def _example_args() -> dict[str, dict[str, Any]]:
     job = ["id-1", "name", b"payload", 0, 10, None, 3, ["exponential", 100, 1000, 0.5], 500,
            [10, 1000], True]
     return {
-        Op.HELLO: {"version": 1, "client": "c", "token": "t"},
-        Op.PING: {},
-        Op.ENQUEUE: {"queue": "q", "jobs": [job]},
-        Op.RESERVE: {"queues": ["q"], "max": 2, "wait_ms": 0, "lease_ms": 1000},
-        Op.ACK: {"items": [["id-1", 1, b"r"]]},
-        Op.FAIL: {"items": [["id-1", 1, "boom", True, 5]]},
-        Op.EXTEND: {"items": [["id-1", 1, 1000]]},
-        Op.RELEASE: {"items": [["id-1", 1, 5]]},
-        Op.PROGRESS: {"id": "id-1", "token": 1, "progress": {"done": [1, 2]}},
-        Op.GET: {"id": "id-1"},
-        Op.WAIT: {"id": "id-1", "timeout_ms": 0},
-        Op.CANCEL: {"id": "nope"},
-        Op.STATS: {"queue": "q"},
-        Op.PAUSE: {"queue": "paused-q"},
-        Op.RESUME: {"queue": "paused-q"},
-        Op.CLEAN: {"queue": "q", "state": "completed", "older_than_ms": 0, "limit": 10},
-        Op.LIST_FAILED: {"queue": "q", "limit": 10, "offset": 0},
-        Op.RETRY_FAILED: {"queue": "q", "ids": ["id-1"], "limit": 10},
+        "hello": {"version": 1, "client": "c", "token": "t"},
+        "ping": {},
+        "enqueue": {"queue": "q", "jobs": [job]},
+        "reserve": {"queues": ["q"], "max": 2, "wait_ms": 0, "lease_ms": 1000},
+        "ack": {"items": [["id-1", 1, b"r"]]},
+        "fail": {"items": [["id-1", 1, "boom", True, 5]]},
+        "extend": {"items": [["id-1", 1, 1000]]},
+        "release": {"items": [["id-1", 1, 5]]},
+        "progress": {"id": "id-1", "token": 1, "progress": {"done": [1, 2]}},
+        "get": {"id": "id-1"},
+        "wait": {"id": "id-1", "timeout_ms": 0},
+        "cancel": {"id": "nope"},
+        "stats": {"queue": "q"},
+        "pause": {"queue": "paused-q"},
+        "resume": {"queue": "paused-q"},
+        "clean": {"queue": "q", "state": "completed", "older_than_ms": 0, "limit": 10},
+        "list_failed": {"queue": "q", "limit": 10, "offset": 0},
+        "retry_failed": {"queue": "q", "ids": ["id-1"], "limit": 10},
     }
 
 
 def test_every_op_is_covered() -> None:
-    assert set(_example_args()) == set(Op)
+    assert set(_example_args()) == set(OPERATIONS)
 
 
 def test_a_wrong_type_in_every_field_is_an_error_reply_not_a_crash(
@@ -357,7 +357,7 @@ def _pack(message: Any) -> bytes | None:
 def test_every_request_before_the_handshake_gets_handshake_required(
     hostile_broker: BrokerProcess,
 ) -> None:
-    ops = [op for op in _example_args() if op != Op.HELLO]
+    ops = [op for op in _example_args() if op != "hello"]
     frames = encode_frames([[0, i + 1, op, _example_args()[op]] for i, op in enumerate(ops)])
     frames += encode_frame([0, 100, "hello", {"version": PROTOCOL_VERSION}])
     frames += encode_frame([0, 101, "ping", {}])

@@ -14,7 +14,8 @@ import trustme
 
 from client import Connection
 from client.errors import JobwireError
-from protocol.messages import Enqueue, JobSpec, Ping, Reserve
+from protocol.model import JobSpec
+from protocol.operations import Enqueue, Ping, Reserve
 from tests.conftest import BrokerProcess, RunningBroker, jobwire_command
 from tests.tools.wire import WireClient
 

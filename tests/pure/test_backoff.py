@@ -9,7 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from broker.backoff import delay
-from protocol.messages import MAX_DELAY_MS, Backoff, BackoffKind
+from protocol.checks import MAX_DELAY_MS
+from protocol.model import Backoff, BackoffKind
 
 EXP = BackoffKind.EXPONENTIAL
 FIXED = BackoffKind.FIXED

@@ -22,17 +22,17 @@ from client.job import Job, JobRecord
 from client.options import build_spec, exponential, fixed, split_batches, to_retention
 from client.outcomes import describe_exception
 from client.serializers import JSON, MSGPACK, RAW, get_serializer
-from protocol.messages import (
+from protocol.checks import MAX_ERROR_LEN
+from protocol.model import (
     KEEP_ALL,
-    MAX_ERROR_LEN,
     REMOVE_AT_ONCE,
     Backoff,
     BackoffKind,
     JobSpec,
     Retention,
+    job_to_wire,
     parse_job,
 )
-from protocol.messages import _job_to_wire as job_to_wire
 
 
 def test_parse_url_forms() -> None:

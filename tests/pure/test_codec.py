@@ -24,7 +24,8 @@ from protocol.codec import (
     encode_frames,
 )
 from protocol.errors import ErrorCode, ProtocolError
-from protocol.messages import Request, parse_request, reply_message, request_message
+from protocol.messages import parse_request, reply_message, request_message
+from protocol.operations import Request
 from tests.tools import strategies as s
 
 

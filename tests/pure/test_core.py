@@ -12,7 +12,7 @@ from broker.core import Changes, Core, CoreConfig, CoreError, QueueMeta, Snapsho
 from broker.core_config import core_config
 from broker.jobs import TRANSITIONS
 from protocol.errors import ErrorCode
-from protocol.messages import (
+from protocol.model import (
     AckItem,
     Backoff,
     BackoffKind,
@@ -21,9 +21,9 @@ from protocol.messages import (
     JobSpec,
     JobState,
     ReleaseItem,
-    ReservedJob,
     Retention,
 )
+from protocol.replies import ReservedJob
 
 T0 = 1_700_000_000_000
 NO_BACKOFF = Backoff(BackoffKind.FIXED, 0, None)

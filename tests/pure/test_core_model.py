@@ -32,7 +32,7 @@ from broker.core import Changes, Core, CoreConfig, CoreError, QueueMeta, Snapsho
 from broker.jobs import Job
 from broker.replysize import RESERVED_JOB_OVERHEAD, UTF8_MAX
 from protocol.errors import ErrorCode
-from protocol.messages import (
+from protocol.model import (
     AckItem,
     Backoff,
     BackoffKind,

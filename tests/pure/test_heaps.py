@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from broker.heaps import COMPACT_MARGIN, DeadlineHeap, ReadyQueue
 from broker.jobs import NO_OPTIONS, Job, JobOptions
 from broker.retention import NO_LIMIT, FinishedList
-from protocol.messages import JobState, Retention
+from protocol.model import JobState, Retention
 
 
 def job(seq: int, priority: int = 0, state: JobState = JobState.WAITING,

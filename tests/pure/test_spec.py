@@ -8,16 +8,15 @@ from bench import spec_example
 from protocol.codec import FrameDecoder
 from protocol.errors import ErrorCode
 from protocol.messages import (
-    JOB_INFO_FIELDS,
-    QUEUE_STATS_FIELDS,
     ErrorReply,
     Event,
-    Op,
     Reply,
     ServerEvent,
     parse_request,
     parse_server_message,
 )
+from protocol.operations import OPERATIONS
+from protocol.replies import JOB_INFO_FIELDS, QUEUE_STATS_FIELDS
 
 SPEC = spec_example.SPEC_PATH.read_text(encoding="utf-8")
 
@@ -56,8 +55,8 @@ def test_example_hex_decodes_to_the_stated_exchange() -> None:
 
 
 def test_spec_names_every_op_code_event_and_field() -> None:
-    for op in Op:
-        assert f"`{op.value}`" in SPEC, op
+    for op in OPERATIONS:
+        assert f"`{op}`" in SPEC, op
     for code in ErrorCode:
         assert f"`{code.value}`" in SPEC, code
     for event in Event:
@@ -74,14 +73,14 @@ def test_error_and_event_shapes_in_spec_parse() -> None:
 
 
 def test_limits_section_states_the_code_constants() -> None:
-    from protocol import codec, messages
+    from protocol import checks, codec
 
     limits = SPEC[SPEC.index("## 12. Limits"):SPEC.index("## 13.")]
     for value in (
-        messages.MAX_BATCH, messages.MAX_RESERVE_QUEUES, messages.MAX_RESERVE_JOBS,
-        messages.MAX_WAIT_MS, messages.MIN_LEASE_MS, messages.MAX_LEASE_MS,
-        messages.MAX_DELAY_MS, messages.MAX_ATTEMPTS, messages.MAX_ERROR_LEN,
-        messages.MAX_LIST_LIMIT, messages.MAX_VALUE_DEPTH, messages.MAX_NAME_LEN,
+        checks.MAX_BATCH, checks.MAX_RESERVE_QUEUES, checks.MAX_RESERVE_JOBS,
+        checks.MAX_WAIT_MS, checks.MIN_LEASE_MS, checks.MAX_LEASE_MS,
+        checks.MAX_DELAY_MS, checks.MAX_ATTEMPTS, checks.MAX_ERROR_LEN,
+        checks.MAX_LIST_LIMIT, checks.MAX_VALUE_DEPTH, checks.MAX_NAME_LEN,
         codec.MAX_ARRAY_ITEMS, codec.MAX_MAP_ITEMS,
     ):
         assert f"{value:,}" in limits, value

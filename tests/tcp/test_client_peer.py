@@ -14,7 +14,8 @@ from client import Connection, ConnectionClosedError, ConnectionLostError, Conne
 from client.errors import AuthenticationError
 from protocol.codec import FrameDecoder, encode_frame
 from protocol.errors import ProtocolError
-from protocol.messages import Event, Ping, Reserve, event_message, reply_message
+from protocol.messages import Event, event_message, reply_message
+from protocol.operations import Ping, Reserve
 
 HELLO = {"version": 1, "server": "scripted/0", "now": 1, "max_frame": 1 << 20,
          "max_payload": 1 << 16, "max_batch": 100, "max_inflight": 100}

@@ -20,7 +20,9 @@ from client import (
     exponential,
 )
 from client.errors import BadArgumentError
-from protocol.messages import Ack, AckItem, Fail, FailItem, Reserve, parse_reserved
+from protocol.model import AckItem, FailItem
+from protocol.operations import Ack, Fail, Reserve
+from protocol.replies import parse_reserved
 from tests.conftest import RunningBroker
 
 

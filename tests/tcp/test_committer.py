@@ -13,7 +13,7 @@ import pytest
 from broker.committer import GroupCommitter, retry_delay
 from broker.core import Core, CoreConfig
 from broker.journal import Journal, JournalError
-from protocol.messages import AckItem, JobSpec, JobState
+from protocol.model import AckItem, JobSpec, JobState
 from tests.tools.journaltools import NOW, Source, commit, failing, make_job, upserts
 
 

@@ -39,7 +39,7 @@ from hypothesis.stateful import rule
 
 from broker.core import CoreError, Snapshot
 from broker.journal import Journal, SyncMode
-from protocol.messages import AckItem, JobSpec
+from protocol.model import AckItem, JobSpec
 from tests.pure.test_core_model import CoreMachine
 from tests.tools.journaltools import as_tuple
 

@@ -14,7 +14,7 @@ from broker.core import Changes, QueueMeta
 from broker.jobs import NO_OPTIONS, Job, JobOptions
 from broker.journal import Journal, JournalError, SyncMode, _upsert_rows
 from broker.schema import CREATE_STATEMENTS, RowEncoder
-from protocol.messages import Backoff, BackoffKind, JobState, Retention
+from protocol.model import Backoff, BackoffKind, JobState, Retention
 from tests.tools.journaltools import (
     FIELDS,
     NOW,

@@ -26,8 +26,10 @@ from broker.replysize import (
     min_max_frame,
     reserve_budget,
 )
+from protocol.checks import MAX_NAME_LEN
 from protocol.codec import FrameDecoder, encode_frame
-from protocol.messages import MAX_NAME_LEN, JobInfo, JobSpec, JobState, ReservedJob
+from protocol.model import JobSpec, JobState
+from protocol.replies import JobInfo, ReservedJob
 from tests.conftest import RunningBroker
 from tests.tools.wire import R_ID, R_PAYLOAD, R_TOKEN, job_spec
 
@@ -149,7 +151,7 @@ async def test_a_parked_reserve_woken_by_resume_stops_at_max_frame(
         parked = asyncio.create_task(
             worker.ok("reserve", {"queues": ["late"], "max": 1_000, "wait_ms": 30_000}))
         for _ in range(3_000):  # until parked on the broker (30 s at most)
-            if broker.server is not None and broker.server._reserve_waiters:
+            if broker.server is not None and broker.server.ops.parking.reserves:
                 break
             await asyncio.sleep(0.01)
         await producer.ok("resume", {"queue": "late"})  # wakes the parked reserve

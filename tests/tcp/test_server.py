@@ -547,7 +547,7 @@ def test_the_same_paths_on_uvloop(tmp_path: Path) -> None:
 
 def _parked(broker: RunningBroker) -> int:
     assert broker.server is not None
-    return len(broker.server._reserve_waiters)
+    return len(broker.server.ops.parking.reserves)
 
 
 async def _until_parked(broker: RunningBroker, count: int) -> None:

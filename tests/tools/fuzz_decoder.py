@@ -33,7 +33,6 @@ from broker.core_config import core_config
 from broker.journal import Journal
 from broker.log import configure_logging
 from broker.server import Server
-from broker.session import Session
 from protocol.codec import FrameDecoder, encode_frame
 from protocol.messages import PROTOCOL_VERSION, ErrorReply, ServerEvent, parse_server_message
 
@@ -96,7 +95,7 @@ class Target:
             stream = HELLO + stream
         core = Core(core_config(SETTINGS), rng=random.Random(0), token_base=1 << 40)
         server = Server(SETTINGS, core, self.journal, clock=lambda: 1_700_000_000_000)
-        session = Session(server)
+        session = server.new_session()
         transport = CollectingTransport()
         session.connection_made(transport)
         step = 1 + (control >> 1) * 4  # chunk sizes 1..509: any split decodes the same

@@ -9,7 +9,7 @@ from typing import Any
 from broker.committer import GroupCommitter
 from broker.core import Changes
 from broker.jobs import NO_OPTIONS, Job
-from protocol.messages import JobState
+from protocol.model import JobState
 
 NOW = 1_700_000_000_000
 FIELDS = (

@@ -5,7 +5,7 @@ back (arrays as tuples, maps as dicts with str keys, payloads as bytes), so a ro
 ``request_message`` → ``encode_frame`` → ``FrameDecoder`` → ``parse_request`` compares equal.
 
 Requests: ``requests()`` (any op) or the per-op strategies (``enqueues()``, ``reserves()``, ...);
-``requests_by_op`` maps each ``Op`` to its strategy. Replies: ``reserved_jobs()``, ``outcomes()``,
+``requests_by_op`` maps each op name to its strategy. Replies: ``reserved_jobs()``, ``outcomes()``,
 ``job_infos()``, ``queue_stats()``, ``hello_bodies()``, ``reply_bodies()`` (``(op, body)`` pairs
 shaped like the broker's replies), ``error_replies()``, ``events()``. Values: ``msgpack_values()``
 (anything a progress field may hold), ``any_msgpack()`` (anything msgpack can carry, including
@@ -18,9 +18,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from protocol.errors import ErrorCode
-from protocol.messages import (
-    CLEANABLE_STATES,
+from protocol.checks import (
     MAX_ATTEMPTS,
     MAX_DELAY_MS,
     MAX_LEASE_MS,
@@ -34,45 +32,63 @@ from protocol.messages import (
     MAX_VALUE_DEPTH,
     MAX_WAIT_MS,
     MIN_LEASE_MS,
-    OK,
     PRIORITY_MAX,
     PRIORITY_MIN,
-    PROTOCOL_VERSION,
-    Ack,
+)
+from protocol.errors import ErrorCode
+from protocol.messages import PROTOCOL_VERSION, Event
+from protocol.model import (
+    CLEANABLE_STATES,
     AckItem,
     Backoff,
     BackoffKind,
+    ExtendItem,
+    FailItem,
+    JobSpec,
+    JobState,
+    ReleaseItem,
+    Retention,
+)
+from protocol.operations import (
+    ACK,
+    CANCEL,
+    CLEAN,
+    ENQUEUE,
+    EXTEND,
+    FAIL,
+    GET,
+    HELLO,
+    LIST_FAILED,
+    PAUSE,
+    PING,
+    PROGRESS,
+    RELEASE,
+    RESERVE,
+    RESUME,
+    RETRY_FAILED,
+    STATS,
+    WAIT,
+    Ack,
     Cancel,
     Clean,
     Enqueue,
-    Event,
     Extend,
-    ExtendItem,
     Fail,
-    FailItem,
     Get,
     Hello,
-    JobInfo,
-    JobSpec,
-    JobState,
     ListFailed,
-    Op,
-    Outcome,
     Pause,
     Ping,
     Progress,
-    QueueStats,
     Release,
-    ReleaseItem,
     Request,
     Reserve,
-    ReservedJob,
     Resume,
-    Retention,
     RetryFailed,
     Stats,
     Wait,
 )
+from protocol.replies import OK, JobInfo, Outcome, QueueStats, ReservedJob
 
 INT64_MIN = -(2**63)
 UINT64_MAX = 2**64 - 1
@@ -239,25 +255,25 @@ retry_faileds = st.builds(
     RetryFailed, names, _opt(_batch(job_ids)), _opt(st.integers(1, 2**31))
 )
 
-requests_by_op: dict[Op, st.SearchStrategy[Any]] = {
-    Op.HELLO: hellos,
-    Op.PING: pings,
-    Op.ENQUEUE: enqueues,
-    Op.RESERVE: reserves,
-    Op.ACK: acks,
-    Op.FAIL: fails,
-    Op.EXTEND: extends,
-    Op.RELEASE: releases,
-    Op.PROGRESS: progresses,
-    Op.GET: gets,
-    Op.WAIT: waits,
-    Op.CANCEL: cancels,
-    Op.STATS: stats,
-    Op.PAUSE: pauses,
-    Op.RESUME: resumes,
-    Op.CLEAN: cleans,
-    Op.LIST_FAILED: list_faileds,
-    Op.RETRY_FAILED: retry_faileds,
+requests_by_op: dict[str, st.SearchStrategy[Any]] = {
+    HELLO.name: hellos,
+    PING.name: pings,
+    ENQUEUE.name: enqueues,
+    RESERVE.name: reserves,
+    ACK.name: acks,
+    FAIL.name: fails,
+    EXTEND.name: extends,
+    RELEASE.name: releases,
+    PROGRESS.name: progresses,
+    GET.name: gets,
+    WAIT.name: waits,
+    CANCEL.name: cancels,
+    STATS.name: stats,
+    PAUSE.name: pauses,
+    RESUME.name: resumes,
+    CLEAN.name: cleans,
+    LIST_FAILED.name: list_faileds,
+    RETRY_FAILED.name: retry_faileds,
 }
 
 
@@ -321,37 +337,37 @@ def _enqueue_bodies(draw: st.DrawFn) -> dict[str, Any]:
     return {"ids": ids, "duplicates": tuple(sorted(dups))}
 
 
-def reply_bodies() -> st.SearchStrategy[tuple[Op, dict[str, Any]]]:
+def reply_bodies() -> st.SearchStrategy[tuple[str, dict[str, Any]]]:
     """``(op, body)``: a reply body for each op, as the broker sends it (``protocol/SPEC.md``)."""
     job_map = job_infos.map(JobInfo.to_wire)
-    per_op: list[st.SearchStrategy[tuple[Op, dict[str, Any]]]] = [
-        st.tuples(st.just(Op.HELLO), hello_bodies),
-        st.tuples(st.just(Op.PING), st.fixed_dictionaries({"now": times_ms})),
-        st.tuples(st.just(Op.ENQUEUE), _enqueue_bodies()),
-        st.tuples(st.just(Op.RESERVE), st.fixed_dictionaries(
+    per_op: list[st.SearchStrategy[tuple[str, dict[str, Any]]]] = [
+        st.tuples(st.just(HELLO.name), hello_bodies),
+        st.tuples(st.just(PING.name), st.fixed_dictionaries({"now": times_ms})),
+        st.tuples(st.just(ENQUEUE.name), _enqueue_bodies()),
+        st.tuples(st.just(RESERVE.name), st.fixed_dictionaries(
             {"jobs": st.lists(reserved_jobs, max_size=BATCH).map(tuple)})),
         *(
             st.tuples(st.just(op), st.fixed_dictionaries(
                 {"results": st.lists(outcomes, max_size=BATCH).map(tuple)}))
-            for op in (Op.ACK, Op.FAIL, Op.EXTEND, Op.RELEASE)
+            for op in (ACK.name, FAIL.name, EXTEND.name, RELEASE.name)
         ),
-        *(st.tuples(st.just(op), st.just({})) for op in (Op.PROGRESS, Op.PAUSE, Op.RESUME)),
+        *(st.tuples(st.just(op), st.just({})) for op in (PROGRESS.name, PAUSE.name, RESUME.name)),
         *(st.tuples(st.just(op), st.fixed_dictionaries({"job": job_map}))
-          for op in (Op.GET, Op.WAIT)),
-        st.tuples(st.just(Op.CANCEL), st.fixed_dictionaries(
+          for op in (GET.name, WAIT.name)),
+        st.tuples(st.just(CANCEL.name), st.fixed_dictionaries(
             {"state": st.sampled_from(JobState).map(str)})),
-        st.tuples(st.just(Op.STATS), st.fixed_dictionaries({
+        st.tuples(st.just(STATS.name), st.fixed_dictionaries({
             "queues": st.dictionaries(names, queue_stats.map(QueueStats.to_wire), max_size=3),
             "broker": st.fixed_dictionaries({
                 "version": st.text(max_size=8), "connections": st.integers(0, 10_000),
                 "uptime_ms": times_ms, "draining": st.booleans(),
             }),
         })),
-        st.tuples(st.just(Op.CLEAN), st.fixed_dictionaries({"removed": st.integers(0, 2**31)})),
-        st.tuples(st.just(Op.LIST_FAILED), st.fixed_dictionaries({
+        st.tuples(st.just(CLEAN.name), st.fixed_dictionaries({"removed": st.integers(0, 2**31)})),
+        st.tuples(st.just(LIST_FAILED.name), st.fixed_dictionaries({
             "jobs": st.lists(job_map, max_size=3).map(tuple), "total": st.integers(0, 2**31),
         })),
-        st.tuples(st.just(Op.RETRY_FAILED), st.fixed_dictionaries({
+        st.tuples(st.just(RETRY_FAILED.name), st.fixed_dictionaries({
             "retried": st.integers(0, 2**31),
             "not_failed": st.lists(job_ids, max_size=3).map(tuple),
         })),
