@@ -220,11 +220,6 @@ class Server:
 
     # ------------------------------------------------------------------ sessions
 
-    @property
-    def draining(self) -> bool:
-        """Whether the shutdown sequence has started."""
-        return self.ops.draining
-
     def new_session(self) -> Session:
         """The protocol of a new connection (the listener makes one per accept)."""
         self._conn_ids += 1

@@ -3,8 +3,8 @@
 Theory of operation
 -------------------
 The decoder owns a byte buffer. ``feed(data)`` appends bytes; ``next_message()`` returns the next
-complete decoded message or ``None`` when more bytes are needed. Two rules keep a hostile peer from
-costing much memory:
+complete decoded message or ``None`` when more bytes are needed. The first two rules keep a hostile
+peer from costing much memory:
 
 1. The 4-byte length prefix is checked against ``max_frame`` by the ``feed`` that completes it,
    before any later bytes are accepted; a too-large prefix raises ``FRAME_TOO_LARGE``, the buffer
@@ -16,9 +16,8 @@ costing much memory:
    the timestamp ext), map keys that are not str (bin keys too), a key repeated within one map,
    more maps than ``MAPS_BASE + size // MAPS_PER_BYTE``, invalid UTF-8 and nesting beyond
    ``MAX_DEPTH`` are rejected as ``BAD_FRAME``. What remains is the cost of Python objects:
-   an adversarial frame of tiny arrays or short non-Latin-1 strs still decodes to about 28 times
-   its size (measured), so the frame cap is also the memory knob.
-
+   an adversarial frame of tiny arrays or short non-Latin-1 strs still decodes to many times
+   its size, so the frame cap is also the memory knob.
 3. Every message is a msgpack array; a body that decodes to anything else is ``BAD_FRAME``. So
    ``next_message`` returning ``None`` always means "no complete frame yet", never a nil message.
 

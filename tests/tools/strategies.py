@@ -59,6 +59,7 @@ from protocol.operations import (
     GET,
     HELLO,
     LIST_FAILED,
+    OPERATIONS,
     PAUSE,
     PING,
     PROGRESS,
@@ -275,6 +276,10 @@ requests_by_op: dict[str, st.SearchStrategy[Any]] = {
     LIST_FAILED.name: list_faileds,
     RETRY_FAILED.name: retry_faileds,
 }
+requests_by_op.update({  # an op without fields has one request: its declaration says it all
+    name: st.just(op.request_type()) for name, op in OPERATIONS.items()
+    if not op.fields and name not in requests_by_op
+})
 
 
 def requests() -> st.SearchStrategy[Request]:
