@@ -79,6 +79,10 @@ WRITE_HIGH_WATER: Final = 1 << 20
 """Bytes of unsent replies above which a connection stops being read."""
 WRITE_LOW_WATER: Final = 256 << 10
 """Bytes of unsent replies below which reading resumes."""
+OUTPUT_BUDGET: Final = WRITE_HIGH_WATER
+"""Unsent reply bytes (queued, in the transport, or promised after a commit) above which no more
+of a connection's requests are handled until they drain: a reply is budgeted before it is
+produced, so a few pipelined bytes cannot make the broker build gigabytes of replies."""
 
 _NOT_DURABLE: Final = (
     "not acknowledged: the write could not be made durable; it may or may not take effect; "
@@ -126,12 +130,20 @@ class Session(asyncio.Protocol):
         self.inflight = 0
         self.parked: set[ParkedReserve | ParkedWait] = set()
         self.read_pauses = 0
+        self.output_holds = 0
+        """How many times handling stopped for the output budget (for tests and stats)."""
         """How many times reading was paused (exposed for tests and stats)."""
         self._settings = server.settings
         self._decoder = FrameDecoder(server.settings.max_frame)
         self._encoder = FrameEncoder()
         self._transport: asyncio.Transport | None = None
-        self._out: list[Any] = []
+        self._out: list[bytes] = []
+        """Encoded frames queued for the next write."""
+        self._out_bytes = 0
+        self._promised_bytes = 0
+        """Encoded bytes of replies waiting for their commit (``_after_commit``)."""
+        self._input_held = False
+        """Requests already read are left in the decoder until the output budget has room."""
         self._in_batch = False
         self._flush_handle: asyncio.Handle | None = None
         self._reading_paused = False
@@ -139,7 +151,7 @@ class Session(asyncio.Protocol):
         self._close_reason: str | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._last_input = 0.0
-        self._committing: list[tuple[int, Any, str]] | None = None
+        self._committing: list[tuple[int, bytes, str]] | None = None
         self._committing_generation = -1
         self._held: list[bytes] | None = None
         """Bytes received before this connection's handshake slot (``None``: not held)."""
@@ -204,10 +216,23 @@ class Session(asyncio.Protocol):
         except ProtocolError as exc:
             self.fail_connection(exc.code, exc.message)
             return
+        if not self._input_held:
+            self._handle_input()
+
+    def _handle_input(self) -> None:
+        """Handle every complete request in the decoder, in order, while the output budget
+        lasts: one that would add to more than ``OUTPUT_BUDGET`` unsent bytes waits (in the
+        decoder, with reading paused) until the replies before it drain."""
+        if self._input_held:
+            return
         now = self.server.now_ms()
         self._in_batch = True
         try:
             while self.state is ConnState.OPEN or self.state is ConnState.HANDSHAKE:
+                if self._out_bytes + self._promised_bytes > OUTPUT_BUDGET or (
+                        self._writing_paused and self._over_budget()):
+                    self._hold_input()
+                    break
                 try:
                     message = self._decoder.next_message()
                 except ProtocolError as exc:
@@ -239,6 +264,7 @@ class Session(asyncio.Protocol):
             self._flush_handle.cancel()
             self._flush_handle = None
         self._out.clear()
+        self._out_bytes = 0
         self.server.session_closed(self, reason)
 
     @property
@@ -253,6 +279,7 @@ class Session(asyncio.Protocol):
     def resume_writing(self) -> None:
         self._writing_paused = False
         self._update_reading()
+        self._release_input()
 
     # ------------------------------------------------------------------ output
 
@@ -260,15 +287,18 @@ class Session(asyncio.Protocol):
         """Queue one outgoing message; it is written with the others of this batch."""
         if self.state is ConnState.CLOSING or self.state is ConnState.CLOSED:
             return
-        self._out.append(message)
+        frame = self._encoder.frame(message)
+        self._out.append(frame)
+        self._out_bytes += len(frame)
         if not self._in_batch and self._flush_handle is None:
             self._flush_handle = asyncio.get_running_loop().call_soon(self._flush)
 
-    def send_many(self, messages: list[Any]) -> None:
-        """Queue several outgoing messages at once (like ``send`` for each, in order)."""
+    def _send_frames(self, frames: list[bytes], size: int) -> None:
+        """Queue frames already encoded (``size`` bytes in all)."""
         if self.state is ConnState.CLOSING or self.state is ConnState.CLOSED:
             return
-        self._out.extend(messages)
+        self._out.extend(frames)
+        self._out_bytes += size
         if not self._in_batch and self._flush_handle is None:
             self._flush_handle = asyncio.get_running_loop().call_soon(self._flush)
 
@@ -280,7 +310,40 @@ class Session(asyncio.Protocol):
         self._flush_handle = None
         if self._out and self._transport is not None and not self._transport.is_closing():
             out, self._out = self._out, []
-            self._transport.write(self._encoder.frames(out))
+            self._out_bytes = 0
+            self._transport.write(out[0] if len(out) == 1 else b"".join(out))
+        self._release_input()
+
+    # ------------------------------------------------------------------ output budget
+
+    @property
+    def unsent_bytes(self) -> int:
+        """Encoded reply bytes not yet on the socket: queued, in the transport's buffer, or
+        promised to requests that wait for a commit."""
+        transport = self._transport
+        unsent = self._out_bytes + self._promised_bytes
+        if transport is not None:
+            unsent += transport.get_write_buffer_size()
+        return unsent
+
+    def _over_budget(self) -> bool:
+        """Whether the unsent replies exceed ``OUTPUT_BUDGET`` bytes (then no more of this
+        connection's requests are handled until they drain)."""
+        return self.unsent_bytes > OUTPUT_BUDGET
+
+    def _hold_input(self) -> None:
+        if not self._input_held:
+            self._input_held = True
+            self.output_holds += 1
+            self._update_reading()
+
+    def _release_input(self) -> None:
+        """Handle the requests left in the decoder once the output budget has room again."""
+        if self._input_held and not self._over_budget() and (
+                self.state is ConnState.OPEN or self.state is ConnState.HANDSHAKE):
+            self._input_held = False
+            self._update_reading()
+            asyncio.get_running_loop().call_soon(self._handle_input)
 
     def reply(self, request_id: int, body: dict[str, Any]) -> None:
         self.send(reply_message(request_id, body))
@@ -361,7 +424,8 @@ class Session(asyncio.Protocol):
         transport = self._transport
         if transport is None or self.state is ConnState.CLOSED:
             return
-        pause = self._writing_paused or self.inflight >= self._settings.max_inflight
+        pause = (self._writing_paused or self._input_held
+                 or self.inflight >= self._settings.max_inflight)
         if pause and not self._reading_paused:
             self._reading_paused = True
             self.read_pauses += 1
@@ -456,19 +520,22 @@ class Session(asyncio.Protocol):
             self._committing = batch
             self._committing_generation = committer.generation
             committer.after_commit(functools.partial(self._committed, batch))
-        batch.append((request_id, message, not_durable))
+        frame = self._encoder.frame(message)  # encoded now: its size counts against the budget
+        self._promised_bytes += len(frame)
+        batch.append((request_id, frame, not_durable))
 
-    def _committed(self, batch: list[tuple[int, Any, str]], exc: BaseException | None) -> None:
+    def _committed(self, batch: list[tuple[int, bytes, str]], exc: BaseException | None) -> None:
         """Answer every request of ``batch`` (its transaction ended, ``exc`` if it failed)."""
         if self._committing is batch:
             self._committing = None
         self.inflight -= len(batch)
+        size = sum(len(frame) for _, frame, _ in batch)
+        self._promised_bytes -= size
         if exc is None:
-            messages = [message for _, message, _ in batch]
+            self._send_frames([frame for _, frame, _ in batch], size)
         else:
-            messages = [error_message(request_id, ErrorCode.JOURNAL_FAILURE, not_durable)
-                        for request_id, _, not_durable in batch]
-        self.send_many(messages)
+            for request_id, _, not_durable in batch:
+                self.send(error_message(request_id, ErrorCode.JOURNAL_FAILURE, not_durable))
         if self._reading_paused:
             self._update_reading()
 
