@@ -1,0 +1,72 @@
+"""SPEC §2: "frames already received before the bad one are handled normally" (issue 16, item 1).
+
+Sent in one TCP write to a real ``jobwire serve``: ``hello``, ``enqueue``, ``ping``, then a zero
+or oversized length prefix. Before the fix the decoder refused the whole read at the bad prefix,
+so only the ``error`` event came back. Now ``hello`` and ``ping`` are answered, the ``enqueue``
+is applied (its reply waits for the commit and is dropped with the connection: SPEC §6.4), and
+the ``error`` event closes the connection. Frames are built with ``struct`` and ``msgpack`` as
+the SPEC describes, nothing from ``protocol/``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from collections.abc import Callable
+from typing import Any
+
+import msgpack
+import pytest
+
+from tests.conftest import BrokerProcess
+
+
+def frame(message: Any) -> bytes:
+    body = msgpack.packb(message, use_bin_type=True)
+    return struct.pack(">I", len(body)) + body
+
+
+async def read_all(reader: asyncio.StreamReader) -> list[Any]:
+    """Every message until the broker closes the connection."""
+    out = []
+    while True:
+        try:
+            (length,) = struct.unpack(">I", await asyncio.wait_for(reader.readexactly(4), 10))
+            out.append(msgpack.unpackb(await reader.readexactly(length), raw=False))
+        except asyncio.IncompleteReadError:
+            return out
+
+
+@pytest.mark.parametrize("bad_prefix", [0, 8 * 1024 * 1024 + 1], ids=["zero", "oversized"])
+def test_frames_before_a_bad_prefix_in_the_same_write_are_handled(
+    spawn_broker: Callable[..., BrokerProcess], bad_prefix: int
+) -> None:
+    process = spawn_broker()
+    job_id = f"before-bad-prefix-{bad_prefix}"
+
+    async def run() -> None:
+        reader, writer = await asyncio.open_connection(process.host, process.port)
+        writer.write(frame([0, 1, "hello", {"version": 1}])
+                     + frame([0, 2, "enqueue", {"queue": "q", "jobs": [[job_id, "t", b"p"]]}])
+                     + frame([0, 3, "ping", {}])
+                     + struct.pack(">I", bad_prefix) + b"\x00" * 16)
+        await writer.drain()
+        messages = await read_all(reader)
+        writer.close()
+        replies = {m[1]: m for m in messages if m[0] in (1, 2)}
+        events = [m for m in messages if m[0] == 3]
+        assert replies[1][0] == 1 and replies[3][0] == 1, messages  # hello and ping answered
+        assert [e[1] for e in events] == ["error"], messages
+        assert events[0][2]["code"] == ("BAD_FRAME" if bad_prefix == 0 else "FRAME_TOO_LARGE")
+
+        reader, writer = await asyncio.open_connection(process.host, process.port)
+        writer.write(frame([0, 1, "hello", {"version": 1}]) + frame([0, 2, "get", {"id": job_id}]))
+        await writer.drain()
+        got = []
+        while len(got) < 2:
+            (length,) = struct.unpack(">I", await asyncio.wait_for(reader.readexactly(4), 10))
+            got.append(msgpack.unpackb(await reader.readexactly(length), raw=False))
+        writer.close()
+        assert got[1][0] == 1 and got[1][2]["job"]["id"] == job_id, got  # the enqueue applied
+
+    asyncio.run(run())
