@@ -1,11 +1,13 @@
-"""SPEC §2: "frames already received before the bad one are handled normally" (issue 16, item 1).
+"""Where the broker did not do what SPEC.md says (issue 16, items 1-3), over raw TCP bytes.
 
-Sent in one TCP write to a real ``jobwire serve``: ``hello``, ``enqueue``, ``ping``, then a zero
+Each test talks to a real ``jobwire serve`` with frames built with ``struct`` and ``msgpack`` as
+the SPEC describes, nothing from ``protocol/``.
+
+Item 1. Sent in one TCP write: ``hello``, ``enqueue``, ``ping``, then a zero
 or oversized length prefix. Before the fix the decoder refused the whole read at the bad prefix,
 so only the ``error`` event came back. Now ``hello`` and ``ping`` are answered, the ``enqueue``
 is applied (its reply waits for the commit and is dropped with the connection: SPEC §6.4), and
-the ``error`` event closes the connection. Frames are built with ``struct`` and ``msgpack`` as
-the SPEC describes, nothing from ``protocol/``.
+the ``error`` event closes the connection.
 """
 
 from __future__ import annotations
@@ -70,3 +72,24 @@ def test_frames_before_a_bad_prefix_in_the_same_write_are_handled(
         assert got[1][0] == 1 and got[1][2]["job"]["id"] == job_id, got  # the enqueue applied
 
     asyncio.run(run())
+
+
+async def test_retention_short_forms_are_accepted_on_the_wire(spawn_broker: Callable[
+        ..., BrokerProcess]) -> None:
+    """SPEC §9.3 with §9's rule that trailing optional items may be omitted (issue 16, item 2):
+    ``[5]`` and ``[]`` used to get BAD_ARGUMENT; only ``[5, nil]`` passed."""
+    process = spawn_broker()
+    reader, writer = await asyncio.open_connection(process.host, process.port)
+    jobs = [["short-1", "t", b"p", None, None, None, None, None, None, [5]],
+            ["short-2", "t", b"p", None, None, None, None, None, None, [], [3]],
+            ["short-3", "t", b"p", None, None, None, None, None, None, [5, None]]]
+    writer.write(frame([0, 1, "hello", {"version": 1}])
+                 + frame([0, 2, "enqueue", {"queue": "q", "jobs": jobs}]))
+    await writer.drain()
+    answers = []
+    while len(answers) < 2:
+        (length,) = struct.unpack(">I", await asyncio.wait_for(reader.readexactly(4), 10))
+        answers.append(msgpack.unpackb(await reader.readexactly(length), raw=False))
+    writer.close()
+    assert answers[1][0] == 1, answers[1]  # a reply, not an error
+    assert answers[1][2]["ids"] == ["short-1", "short-2", "short-3"]
