@@ -93,3 +93,47 @@ async def test_retention_short_forms_are_accepted_on_the_wire(spawn_broker: Call
     writer.close()
     assert answers[1][0] == 1, answers[1]  # a reply, not an error
     assert answers[1][2]["ids"] == ["short-1", "short-2", "short-3"]
+
+
+def test_draining_as_the_spec_says(spawn_broker: Callable[..., BrokerProcess]) -> None:
+    """SPEC §10 ``draining`` (issue 16, item 3): the event, refused new connections, a parked
+    ``wait`` answered, held leases waited for, then a clean close with no further event."""
+    process = spawn_broker()
+
+    async def run() -> None:
+        worker_r, worker_w = await asyncio.open_connection(process.host, process.port)
+        waiter_r, waiter_w = await asyncio.open_connection(process.host, process.port)
+        worker_w.write(frame([0, 1, "hello", {"version": 1}])
+                       + frame([0, 2, "enqueue", {"queue": "d", "jobs": [["drain-1", "t", b"p"]]}])
+                       + frame([0, 3, "reserve", {"queues": ["d"], "max": 1}]))
+        waiter_w.write(frame([0, 1, "hello", {"version": 1}])
+                       + frame([0, 2, "wait", {"id": "drain-1", "timeout_ms": 60_000}]))
+        await worker_w.drain()
+        await waiter_w.drain()
+        worker = [await next_message(worker_r) for _ in range(3)]
+        reserved = next(m for m in worker if m[0] == 1 and m[1] == 3)[2]["jobs"][0]
+        assert (await next_message(waiter_r))[1] == 1  # hello; the wait is parked
+
+        assert process.proc is not None
+        process.proc.terminate()  # SIGTERM: the drain starts
+        assert (await next_message(worker_r))[:2] == [3, "draining"]
+        assert (await next_message(waiter_r))[:2] == [3, "draining"]
+        with pytest.raises(ConnectionRefusedError):  # the listener is closed: refused by TCP
+            await asyncio.open_connection(process.host, process.port)
+
+        worker_w.write(frame([0, 4, "ack", {"items": [[reserved[0], reserved[6], b"done"]]}]))
+        await worker_w.drain()
+        waited = await next_message(waiter_r)
+        assert waited[0] == 1 and waited[2]["job"]["state"] == "completed", waited
+        assert (await read_all(worker_r))[0][:2] == [1, 4]  # the ack's reply, then a clean close
+        assert await read_all(waiter_r) == []  # closed without a further event
+        worker_w.close()
+        waiter_w.close()
+
+    asyncio.run(run())
+    assert process.proc is not None and process.proc.wait(30) == 0
+
+
+async def next_message(reader: asyncio.StreamReader) -> Any:
+    (length,) = struct.unpack(">I", await asyncio.wait_for(reader.readexactly(4), 10))
+    return msgpack.unpackb(await reader.readexactly(length), raw=False)
