@@ -1,4 +1,4 @@
-"""A real full disk: ``ENOSPC`` from a small tmpfs under a real ``jobwire serve`` (issue 18, item 4).
+"""A real full disk: ``ENOSPC`` from a small tmpfs under a real ``jobwire serve`` (issue 18.4).
 
 The other disk-full tests use ``PRAGMA max_page_count`` or ``RLIMIT_FSIZE``; here the WAL appends
 and checkpoints hit a filesystem that is really out of space. Producers and a worker run until
@@ -73,7 +73,7 @@ async def test_enospc_under_load_loses_nothing_acknowledged(small_disk: Path) ->
                     completed.update(j[R_ID] for j in jobs)
         assert refusals >= 5, "the disk never filled"
         assert enqueued and completed
-        assert any("journal_failure" == line.get("event") for line in daemon.lines)
+        assert any(line.get("event") == "journal_failure" for line in daemon.lines)
         assert daemon.proc is not None and daemon.proc.poll() is None  # it kept running
 
         daemon.kill()  # kill -9 while the disk is full
