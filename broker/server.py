@@ -46,7 +46,7 @@ from broker.core_config import core_config
 from broker.journal import Journal, JournalError, SyncMode
 from broker.log import get_logger
 from broker.ops import OpContext
-from broker.session import Session, SessionHooks
+from broker.session import OUTPUT_BUDGET, Session, SessionHooks
 from broker.tls import server_ssl_context
 from protocol.checks import MAX_BATCH
 from protocol.messages import PROTOCOL_VERSION, Event
@@ -94,8 +94,12 @@ class Server:
         self.committer = GroupCommitter(journal, core.take_changes)
         self.now_ms = clock
         self.sessions: dict[int, Session] = {}
-        self.ops = OpContext(core, self.committer, max_frame=settings.max_frame, clock=clock,
-                             broker_stats=self.broker_stats)
+        self.ops = OpContext(
+            core, self.committer, max_frame=settings.max_frame, output_budget=OUTPUT_BUDGET,
+            max_parked=settings.max_parked,
+            max_parked_per_connection=settings.max_parked_per_connection,
+            clock=clock, broker_stats=self.broker_stats,
+        )
         self.port = 0
         """The port actually bound (useful with ``port=0``)."""
         self._started_ms = clock()
