@@ -40,6 +40,7 @@ from protocol.operations import (
     RESUME,
     RETRY_FAILED,
     STATS,
+    TIME,
     WAIT,
     Ack,
     Cancel,
@@ -57,6 +58,7 @@ from protocol.operations import (
     Resume,
     RetryFailed,
     Stats,
+    Time,
     Wait,
 )
 from protocol.replies import ReservedJob
@@ -167,6 +169,11 @@ def handles(operation: Operation[Any, Any]) -> Callable[[_H], _H]:
 
 @handles(PING)
 def ping(broker: OpContext, conn: Conn, request_id: int, request: Any, now: int) -> Body:
+    return {"now": now}
+
+
+@handles(TIME)
+def time(broker: OpContext, conn: Conn, request_id: int, request: Time, now: int) -> Body:
     return {"now": now}
 
 

@@ -34,6 +34,7 @@ from client.serializers import Serializer, get_serializer
 from protocol.checks import MAX_LIST_LIMIT
 from protocol.model import JobSpec, JobState
 from protocol.operations import (
+    TIME,
     Cancel,
     Clean,
     Enqueue,
@@ -44,6 +45,7 @@ from protocol.operations import (
     Resume,
     RetryFailed,
     Stats,
+    Time,
 )
 from protocol.replies import JobInfo, QueueStats, parse_enqueued
 
@@ -141,6 +143,10 @@ class Client:
         """Round-trip to the broker. Returns the broker's clock (Unix ms)."""
         body = await self.connection.request(Ping())
         return int(body.get("now", 0))
+
+    async def broker_time(self) -> float:
+        """The broker's clock, in Unix seconds like ``time.time()`` (for clock-skew checks)."""
+        return TIME.reply(await self.connection.request(Time())) / 1000
 
     def statistics(self) -> ConnectionStatistics:
         """A frozen snapshot of the connection's counters."""

@@ -239,6 +239,16 @@ PING: Final = declare(Operation("ping", Ping, (), reply=parse_now, after_commit=
 """Reply: ``{now}``."""
 
 
+class Time(NamedTuple):
+    """Ask for the broker's clock (for clients' clock-skew checks)."""
+
+
+TIME: Final[Operation[Time, int]] = declare(Operation(
+    "time", Time, (), reply=parse_now, after_commit=False,
+))
+"""Reply: ``{now}``: the broker's clock, Unix ms."""
+
+
 # --------------------------------------------------------------------------- producers
 
 
