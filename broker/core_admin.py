@@ -45,6 +45,7 @@ def cancel(core: CoreState, job_id: str, now: int) -> JobState:
     elif state is DELAYED:
         core.delayed.maybe_compact(core.delayed_entry_live)
     elif state is COMPLETED or state is FAILED:
+        (queue.completed if state is COMPLETED else queue.failed).maybe_compact(core.jobs)
         core.reschedule(queue)
     return state
 
@@ -151,8 +152,7 @@ def list_failed(
     target = core.queues.get(queue)
     if target is None:
         return [], 0
-    newest_first = list(target.failed.live(core.jobs))[::-1]
-    page = newest_first[offset:offset + limit]
+    page = target.failed.newest(core.jobs, offset, limit)
     return [job_info(job) for job in page], target.failed.count
 
 

@@ -258,9 +258,9 @@ class CoreState:
             queue.delayed -= 1
             self.delayed.stale += 1
         elif state is COMPLETED:
-            queue.completed.count -= 1
+            queue.completed.forget()
         elif state is FAILED:
-            queue.failed.count -= 1
+            queue.failed.forget()
         if state is WAITING or state is DELAYED or state is ACTIVE:
             self.unfinished -= 1
 
