@@ -110,6 +110,8 @@ def clean(
     if target is None:
         return 0
     cutoff = now - older_than_ms
+    if state is WAITING:
+        return _clean_waiting(core, target, cutoff, limit)
     victims: list[Job] = []
     if state is COMPLETED or state is FAILED:
         finished = target.completed if state is COMPLETED else target.failed
@@ -120,29 +122,45 @@ def clean(
                 break  # finish order: the rest are younger
             victims.append(job)
     else:
-        if state is WAITING:
-            candidates: Iterator[Job] = (j for j in target.ready if core.is_waiting(j))
-        else:
-            candidates = (
-                entry[2] for entry in core.delayed.entries
-                if entry[2].queue == target.name and core.delayed_entry_live(entry)
-            )
-        victims = sorted((j for j in candidates if j.created_at <= cutoff),
-                         key=lambda j: j.seq)
+        candidates = (
+            entry[2] for entry in core.delayed.entries
+            if entry[2].queue == target.name and core.delayed_entry_live(entry)
+        )
+        victims = sorted((j for j in candidates if j.created_at <= cutoff), key=lambda j: j.seq)
         if limit is not None:
             victims = victims[:limit]
     for job in victims:
         core.delete(job)
         core.forget(job, target)
     if victims:
-        if state is WAITING:
-            target.ready.rebuild(core.is_waiting)
-        elif state is DELAYED:
+        if state is DELAYED:
             core.delayed.maybe_compact(core.delayed_entry_live)
         else:
             (target.completed if state is COMPLETED else target.failed).rebuild(core.jobs)
             core.reschedule(target)
     return len(victims)
+
+
+def _clean_waiting(core: CoreState, queue: QueueState, cutoff: int, limit: int | None) -> int:
+    """Delete the queue's oldest waiting jobs created at or before ``cutoff``: O(k + limit·log k)
+    for k priorities in use, never a scan of the queue.
+
+    Jobs are taken in ``seq`` order, which is creation order, and the first one created after
+    ``cutoff`` ends the walk: ``created_at`` grows with ``seq`` since the clock never goes back.
+    """
+    removed = 0
+    if limit == 0:
+        return removed
+    for job in queue.ready.oldest(core.is_waiting):
+        if job.created_at > cutoff:
+            break
+        core.delete(job)
+        core.forget(job, queue)
+        removed += 1
+        if removed == limit:
+            break
+    queue.ready.maybe_compact(queue.waiting, core.is_waiting)
+    return removed
 
 
 def list_failed(

@@ -187,6 +187,7 @@ class CoreState:
         job.run_at = run_at
         queue.waiting += 1
         queue.ready.push(job)
+        queue.ready.maybe_compact(queue.waiting, self.is_waiting)
         if not queue.meta.paused:
             self.ready_names.add(queue.name)
 

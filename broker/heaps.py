@@ -7,6 +7,13 @@ those priorities, so the next job is ``deques[min priority].popleft()``. With on
 (the common case) that is a deque pop; with k priorities in use it is O(log k). Jobs are appended
 in the order they become waiting, which gives FIFO within a priority.
 
+``clean`` wants the waiting jobs in another order, ``seq`` (creation order), without a scan and
+without a cost per job on the hot paths. A job just created is appended (``lane``) with a seq
+larger than every other, so a lane's entries that sit behind no larger seq are in seq order
+already; the others became waiting again or late (``push``: a retry, a release, a promotion),
+and ``push`` also files them in a heap by seq (``_reentered``). ``oldest`` merges the lanes'
+in-order entries with that heap: O(k) to start for k priorities in use, then O(log k) a job.
+
 ``DeadlineHeap`` is a heap of ``(time, tiebreak, job)`` entries (``tiebreak`` is unique, so jobs
 are never compared): the global delayed heap ``(run_at, seq, job)`` and the lease heap
 ``(deadline, token, job)``.
@@ -14,14 +21,17 @@ are never compared): the global delayed heap ``(run_at, seq, job)`` and the leas
 Both use lazy deletion: removing a job from the middle (cancel, clean, ack of an active job)
 leaves its entry in place, and the owner (``broker/core``) checks each popped entry against the
 job itself (still in the job index, still in the state and time the entry was made for) and drops
-it if stale. To keep stale entries from piling up (they also keep dead ``Job`` objects alive), each
-structure counts them and ``compact`` rebuilds it from the live entries once stale ones outnumber
-live ones by a margin; the rebuild is O(size) and happens at most once per that many removals, so
-it costs O(1) amortized per removal.
+it if stale. To keep stale entries from piling up (they also keep dead ``Job`` objects alive),
+each structure counts them and ``maybe_compact`` rebuilds it from the live entries once stale
+ones outnumber live ones by a margin; the rebuild is O(size) and happens at most once per that
+many removals, so it costs O(1) amortized per removal.
 
 Invariants:
 - ``ReadyQueue``: every priority in ``_priorities`` has a deque in ``_deques`` and vice versa (an
   empty deque is dropped when met at the top).
+- ``ReadyQueue``: an entry behind a larger seq in its lane is in ``_reentered`` (which may also
+  hold entries that are in order, or stale: ``oldest`` skips what is no longer waiting, and
+  ``rebuild`` recomputes it exactly).
 - ``len(entries) - stale`` is the number of live entries the owner believes are there.
 """
 
@@ -41,24 +51,29 @@ COMPACT_MARGIN: Final = 1024
 class ReadyQueue:
     """The waiting jobs of one queue: lowest priority first, FIFO within a priority."""
 
-    __slots__ = ("_deques", "_priorities", "stale")
+    __slots__ = ("_deques", "_priorities", "_reentered", "stale")
 
     def __init__(self) -> None:
         self._deques: dict[int, deque[Job]] = {}
         self._priorities: list[int] = []
+        self._reentered: list[tuple[int, Job]] = []
+        """Heap of ``(seq, job)``: every entry that may sit behind a larger seq in its lane."""
         self.stale = 0
         """Entries whose job left waiting without being popped (cancelled, cleaned)."""
 
     def push(self, job: Job) -> None:
-        """Append ``job`` at the back of its priority."""
-        entries = self._deques.get(job.priority)
+        """Append ``job`` at the back of its priority (a job that is waiting again, or late)."""
+        priority = job.priority
+        entries = self._deques.get(priority)
         if entries is None:
-            entries = self._deques[job.priority] = deque()
-            heapq.heappush(self._priorities, job.priority)
+            entries = self._deques[priority] = deque()
+            heapq.heappush(self._priorities, priority)
         entries.append(job)
+        heapq.heappush(self._reentered, (job.seq, job))
 
     def lane(self, priority: int) -> deque[Job]:
-        """The deque of ``priority`` (created if new), for appending several jobs in a row.
+        """The deque of ``priority`` (created if new), for appending jobs just created, whose
+        ``seq`` is larger than any in the queue (``push`` is for the others).
 
         Valid until the next ``front``/``rebuild`` (an empty lane is dropped then).
         """
@@ -96,6 +111,35 @@ class ReadyQueue:
                 entries.popleft()
                 self.stale -= 1
 
+    def oldest(self, is_live: Callable[[Job], bool]) -> Iterator[Job]:
+        """The live entries in ``seq`` order (oldest first), lazily.
+
+        Each job is handed over as it is taken out of this order: the caller must take it out
+        of waiting (``clean`` deletes it) before asking for the next, or stop. O(k) to start
+        for k priorities in use, then O(log k) per job plus the stale entries passed.
+        """
+        cursors: list[tuple[int, int, Job, Iterator[Job]]] = []
+        for priority, entries in self._deques.items():
+            walk = _increasing(entries)
+            first = next(walk, None)
+            if first is not None:
+                cursors.append((first.seq, priority, first, walk))
+        heapq.heapify(cursors)
+        reentered = self._reentered
+        while True:
+            while reentered and not is_live(reentered[0][1]):
+                heapq.heappop(reentered)
+            while cursors and not is_live(cursors[0][2]):
+                _advance(cursors)
+            if reentered and (not cursors or reentered[0][0] < cursors[0][0]):
+                yield heapq.heappop(reentered)[1]
+            elif cursors:
+                job = cursors[0][2]
+                _advance(cursors)
+                yield job
+            else:
+                return
+
     def __iter__(self) -> Iterator[Job]:
         """Every entry, priority by priority (lowest first), front to back."""
         for priority in sorted(self._deques):
@@ -111,11 +155,46 @@ class ReadyQueue:
                 del self._deques[priority]
         self._priorities = sorted(self._deques)
         self.stale = 0
+        reentered: list[tuple[int, Job]] = []
+        for entries in self._deques.values():
+            top = 0
+            for job in entries:
+                if job.seq < top:
+                    reentered.append((job.seq, job))
+                else:
+                    top = job.seq
+        heapq.heapify(reentered)
+        self._reentered = reentered
 
     def maybe_compact(self, live: int, is_live: Callable[[Job], bool]) -> None:
-        """Rebuild when stale entries outnumber ``live`` ones by more than ``COMPACT_MARGIN``."""
-        if self.stale > live + COMPACT_MARGIN:
+        """Rebuild when stale entries, or ``_reentered`` entries, outnumber ``live`` ones by more
+        than ``COMPACT_MARGIN``."""
+        if self.stale > live + COMPACT_MARGIN or len(self._reentered) > 2 * live + COMPACT_MARGIN:
             self.rebuild(is_live)
+
+
+def _increasing(entries: deque[Job]) -> Iterator[Job]:
+    """The entries behind no larger ``seq`` in ``entries``, front to back (so, in ``seq`` order).
+
+    An entry that is behind a larger seq became waiting again or late (``push``), so it is in
+    ``ReadyQueue._reentered``: a job is appended by ``lane`` only when just created, with a seq
+    larger than every entry ahead of it.
+    """
+    top = 0
+    for job in entries:
+        if job.seq > top:
+            top = job.seq
+            yield job
+
+
+def _advance(cursors: list[tuple[int, int, Job, Iterator[Job]]]) -> None:
+    """Move the first cursor to its lane's next entry in seq order (dropping it at the end)."""
+    _, priority, _, walk = cursors[0]
+    following = next(walk, None)
+    if following is None:
+        heapq.heappop(cursors)
+    else:
+        heapq.heapreplace(cursors, (following.seq, priority, following, walk))
 
 
 class DeadlineHeap:

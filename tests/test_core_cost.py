@@ -13,7 +13,7 @@ from typing import Any
 
 from broker.core import Core, CoreConfig
 from broker.jobs import Job
-from protocol.messages import FailItem, JobSpec
+from protocol.messages import FailItem, JobSpec, JobState
 
 T0 = 1_700_000_000_000
 MANY = 5_000
@@ -76,3 +76,24 @@ def test_list_failed_stays_cheap_after_many_cancels() -> None:
     index.lookups = 0
     core.list_failed("q", 1, 0)
     assert index.lookups <= 2
+
+
+def test_clean_waiting_with_a_limit_touches_few_jobs() -> None:
+    core = make()
+    ids = core.enqueue("q", [JobSpec(None, "t", b"")] * MANY, T0).ids
+    index = counted(core)
+    assert core.clean("q", JobState.WAITING, 0, 1, T0 + 5) == 1
+    assert core.get(ids[0]) is None and core.get(ids[1]) is not None
+    assert index.lookups <= 2 + 2  # the lookups of the two get calls included
+    index.lookups = 0
+    assert core.clean("q", JobState.WAITING, 0, 10, T0 + 5) == 10
+    assert index.lookups <= 3 * 10 + 3  # each victim: the walk, the stale front, one compare
+
+
+def test_clean_waiting_stops_at_the_first_job_too_young() -> None:
+    core = make()
+    core.enqueue("q", [JobSpec(None, "t", b"")] * MANY, T0)
+    index = counted(core)
+    assert core.clean("q", JobState.WAITING, 1_000, None, T0 + 5) == 0
+    assert index.lookups <= 2
+

@@ -71,6 +71,36 @@ def test_ready_queue_heads_and_drop_stale_heads() -> None:
     assert ready.stale == 0
 
 
+@given(st.lists(st.tuples(st.sampled_from(("new", "again", "pop")), st.integers(0, 3)),
+                max_size=80),
+       st.booleans())
+def test_ready_queue_oldest_is_seq_order(steps: list[tuple[str, int]], rebuilt: bool) -> None:
+    # Jobs just created go through lane() with the next seq; jobs waiting again (or late) go
+    # through push() with an older one; reserve pops fronts. oldest() must still give seq order.
+    ready = ReadyQueue()
+    seq = 0
+    popped: list[Job] = []
+    waiting: set[int] = set()
+    for action, priority in steps:
+        if action == "new":
+            seq += 1
+            ready.lane(priority).append(job(seq, priority))
+            waiting.add(seq)
+        elif action == "again" and popped:
+            ready.push(popped[0])
+            waiting.add(popped.pop(0).seq)
+        elif action == "pop" and (lane := ready.front()) is not None:
+            popped.append(lane.popleft())
+            waiting.discard(popped[-1].seq)
+    if rebuilt:
+        ready.rebuild(lambda j: True)
+    taken: set[int] = set()
+    for item in ready.oldest(lambda j: j.seq in waiting and j.seq not in taken):
+        assert item.seq == min(waiting - taken)
+        taken.add(item.seq)  # the caller takes each job out of waiting (clean deletes it)
+    assert taken == waiting
+
+
 def test_deadline_heap_pops_due_in_order_and_compacts() -> None:
     heap = DeadlineHeap()
     jobs = [job(i) for i in range(5)]
