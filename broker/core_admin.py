@@ -90,9 +90,9 @@ def stats(core: CoreState, queue: str | None, now: int) -> dict[str, QueueStats]
 def _stats(core: CoreState, queue: QueueState, now: int) -> QueueStats:
     oldest: int | None = None
     if queue.waiting:
-        queue.ready.drop_stale_heads(core.is_waiting)
-        earliest = min(job.run_at for job in queue.ready.heads())
-        oldest = max(0, now - earliest)
+        earliest = queue.ready.earliest_run_at(core.is_waiting)
+        if earliest is not None:
+            oldest = max(0, now - earliest)
     meta = queue.meta
     return QueueStats(
         queue.waiting, queue.delayed, queue.active, queue.completed.count,

@@ -14,6 +14,12 @@ already; the others became waiting again or late (``push``: a retry, a release, 
 and ``push`` also files them in a heap by seq (``_reentered``). ``oldest`` merges the lanes'
 in-order entries with that heap: O(k) to start for k priorities in use, then O(log k) a job.
 
+``stats`` wants the earliest ``run_at`` among the waiting jobs. Jobs become waiting in time
+order, so each lane's front has its lane's earliest, and ``_heads`` is a heap of one lower
+bound per lane of that front's ``run_at``. A bound is set when a lane gains its first job and
+is raised to the lane's real front only when it reaches the top (``earliest_run_at``): reserve,
+which pops fronts and so only ever makes them later, never touches it.
+
 ``DeadlineHeap`` is a heap of ``(time, tiebreak, job)`` entries (``tiebreak`` is unique, so jobs
 are never compared): the global delayed heap ``(run_at, seq, job)`` and the lease heap
 ``(deadline, token, job)``.
@@ -32,6 +38,8 @@ Invariants:
 - ``ReadyQueue``: an entry behind a larger seq in its lane is in ``_reentered`` (which may also
   hold entries that are in order, or stale: ``oldest`` skips what is no longer waiting, and
   ``rebuild`` recomputes it exactly).
+- ``ReadyQueue``: every non-empty lane's priority is in ``_headed``, and ``_heads`` holds one
+  entry per priority in ``_headed`` whose time is at most that lane's front's ``run_at``.
 - ``len(entries) - stale`` is the number of live entries the owner believes are there.
 """
 
@@ -46,18 +54,24 @@ from broker.jobs import Job
 
 COMPACT_MARGIN: Final = 1024
 """Stale entries tolerated on top of the live ones before a rebuild."""
+NO_TIME: Final = -(1 << 62)
+"""A time before any job's: the bound of a lane whose front is not known yet."""
 
 
 class ReadyQueue:
     """The waiting jobs of one queue: lowest priority first, FIFO within a priority."""
 
-    __slots__ = ("_deques", "_priorities", "_reentered", "stale")
+    __slots__ = ("_deques", "_headed", "_heads", "_priorities", "_reentered", "stale")
 
     def __init__(self) -> None:
         self._deques: dict[int, deque[Job]] = {}
         self._priorities: list[int] = []
         self._reentered: list[tuple[int, Job]] = []
         """Heap of ``(seq, job)``: every entry that may sit behind a larger seq in its lane."""
+        self._heads: list[tuple[int, int]] = []
+        """Heap of ``(time, priority)``: per lane, a lower bound of its front's ``run_at``."""
+        self._headed: set[int] = set()
+        """The priorities with an entry in ``_heads``."""
         self.stale = 0
         """Entries whose job left waiting without being popped (cancelled, cleaned)."""
 
@@ -68,6 +82,8 @@ class ReadyQueue:
         if entries is None:
             entries = self._deques[priority] = deque()
             heapq.heappush(self._priorities, priority)
+        if priority not in self._headed:
+            self._add_head(job.run_at, priority)
         entries.append(job)
         heapq.heappush(self._reentered, (job.seq, job))
 
@@ -81,6 +97,8 @@ class ReadyQueue:
         if entries is None:
             entries = self._deques[priority] = deque()
             heapq.heappush(self._priorities, priority)
+        if priority not in self._headed:
+            self._add_head(NO_TIME, priority)
         return entries
 
     def front(self) -> deque[Job] | None:
@@ -98,18 +116,33 @@ class ReadyQueue:
             del deques[heapq.heappop(priorities)]
         return None
 
-    def heads(self) -> Iterator[Job]:
-        """The front entry of each priority (possibly stale)."""
-        for entries in self._deques.values():
-            if entries:
-                yield entries[0]
+    def earliest_run_at(self, is_live: Callable[[Job], bool]) -> int | None:
+        """The earliest ``run_at`` among the live entries, or ``None`` if there are none.
 
-    def drop_stale_heads(self, is_live: Callable[[Job], bool]) -> None:
-        """Pop stale entries off the front of every priority (keeps ``heads`` meaningful)."""
-        for entries in self._deques.values():
-            while entries and not is_live(entries[0]):
-                entries.popleft()
-                self.stale -= 1
+        Relies on ``run_at`` never decreasing from front to back of a lane (jobs become waiting
+        in time order, and the clock never goes back), so the answer is the earliest front.
+        O(1) when no front moved since the last call; else O(log k) (k priorities in use) for
+        each lane whose front moved, as its bound is raised when it reaches the top, plus the
+        stale fronts, each dropped once.
+        """
+        heads = self._heads
+        deques = self._deques
+        while heads:
+            bound, priority = heads[0]
+            entries = deques.get(priority)
+            if entries is not None:
+                while entries and not is_live(entries[0]):
+                    entries.popleft()
+                    self.stale -= 1
+                if entries:
+                    run_at = entries[0].run_at
+                    if run_at == bound:
+                        return run_at
+                    heapq.heapreplace(heads, (run_at, priority))
+                    continue
+            heapq.heappop(heads)
+            self._headed.discard(priority)
+        return None
 
     def oldest(self, is_live: Callable[[Job], bool]) -> Iterator[Job]:
         """The live entries in ``seq`` order (oldest first), lazily.
@@ -165,12 +198,25 @@ class ReadyQueue:
                     top = job.seq
         heapq.heapify(reentered)
         self._reentered = reentered
+        self._rebuild_heads()
 
     def maybe_compact(self, live: int, is_live: Callable[[Job], bool]) -> None:
         """Rebuild when stale entries, or ``_reentered`` entries, outnumber ``live`` ones by more
         than ``COMPACT_MARGIN``."""
         if self.stale > live + COMPACT_MARGIN or len(self._reentered) > 2 * live + COMPACT_MARGIN:
             self.rebuild(is_live)
+
+    def _add_head(self, bound: int, priority: int) -> None:
+        self._headed.add(priority)
+        heapq.heappush(self._heads, (bound, priority))
+        if len(self._heads) > 2 * len(self._deques) + COMPACT_MARGIN:
+            self._rebuild_heads()
+
+    def _rebuild_heads(self) -> None:
+        """One bound per non-empty lane: its front's ``run_at`` (a stale front's is no later)."""
+        self._heads = [(entries[0].run_at, p) for p, entries in self._deques.items() if entries]
+        heapq.heapify(self._heads)
+        self._headed = {priority for _, priority in self._heads}
 
 
 def _increasing(entries: deque[Job]) -> Iterator[Job]:

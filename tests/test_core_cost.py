@@ -97,3 +97,15 @@ def test_clean_waiting_stops_at_the_first_job_too_young() -> None:
     assert core.clean("q", JobState.WAITING, 1_000, None, T0 + 5) == 0
     assert index.lookups <= 2
 
+
+def test_stats_is_constant_in_the_priorities_in_use() -> None:
+    core = make()
+    core.enqueue("q", [JobSpec(None, "t", b"", priority=p) for p in range(MANY)], T0)
+    core.stats("q", T0)  # the first call raises each lane's bound to its front: O(k log k) once
+    index = counted(core)
+    assert core.stats("q", T0 + 7)["q"].oldest_waiting_ms == 7
+    assert index.lookups <= 1
+    core.reserve(["q"], 3, None, 1, T0 + 8)  # empties the three lowest priorities
+    index.lookups = 0
+    assert core.stats("q", T0 + 9)["q"].waiting == MANY - 3
+    assert index.lookups <= 4

@@ -61,14 +61,17 @@ def test_ready_queue_compacts_only_past_the_margin() -> None:
     assert ready.stale == 0 and ready.front() is None
 
 
-def test_ready_queue_heads_and_drop_stale_heads() -> None:
+def test_ready_queue_earliest_run_at_drops_stale_fronts() -> None:
     ready = ReadyQueue()
-    for seq, priority in ((1, 0), (2, 0), (3, 1)):
-        ready.push(job(seq, priority))
+    for seq, priority, run_at in ((1, 0, 10), (2, 0, 20), (3, 1, 15)):
+        item = job(seq, priority)
+        item.run_at = run_at
+        ready.push(item)
     ready.stale = 1
-    ready.drop_stale_heads(lambda j: j.seq != 1)
-    assert sorted(j.seq for j in ready.heads()) == [2, 3]
+    assert ready.earliest_run_at(lambda j: j.seq != 1) == 15
     assert ready.stale == 0
+    assert ready.earliest_run_at(lambda j: j.seq == 2) == 20
+    assert ready.earliest_run_at(lambda j: False) is None
 
 
 @given(st.lists(st.tuples(st.sampled_from(("new", "again", "pop")), st.integers(0, 3)),
