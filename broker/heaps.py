@@ -149,10 +149,14 @@ class ReadyQueue:
 
         Each job is handed over as it is taken out of this order: the caller must take it out
         of waiting (``clean`` deletes it) before asking for the next, or stop. O(k) to start
-        for k priorities in use, then O(log k) per job plus the stale entries passed.
+        for k priorities in use, then O(log k) per job plus the stale entries passed; stale
+        fronts (jobs an earlier call handed over, say) are dropped, each once.
         """
         cursors: list[tuple[int, int, Job, Iterator[Job]]] = []
         for priority, entries in self._deques.items():
+            while entries and not is_live(entries[0]):
+                entries.popleft()
+                self.stale -= 1
             walk = _increasing(entries)
             first = next(walk, None)
             if first is not None:
