@@ -74,7 +74,7 @@ def load(core: CoreState, snapshot: Snapshot, now: int) -> None:
     for job in waiting:
         if lane is None or lane_key != (job.queue, job.priority):
             lane_key = (job.queue, job.priority)
-            lane = core.queues[job.queue].ready.lane(job.priority)
+            lane = core.queues[job.queue].ready.lane(job.priority, job.run_at)
         lane.append(job)
     core.delayed.entries = delayed
     heapq.heapify(delayed)

@@ -54,8 +54,6 @@ from broker.jobs import Job
 
 COMPACT_MARGIN: Final = 1024
 """Stale entries tolerated on top of the live ones before a rebuild."""
-NO_TIME: Final = -(1 << 62)
-"""A time before any job's: the bound of a lane whose front is not known yet."""
 
 
 class ReadyQueue:
@@ -87,9 +85,13 @@ class ReadyQueue:
         entries.append(job)
         heapq.heappush(self._reentered, (job.seq, job))
 
-    def lane(self, priority: int) -> deque[Job]:
+    def lane(self, priority: int, run_at: int) -> deque[Job]:
         """The deque of ``priority`` (created if new), for appending jobs just created, whose
         ``seq`` is larger than any in the queue (``push`` is for the others).
+
+        Args:
+            priority: the jobs' priority.
+            run_at: the ``run_at`` of the first job to be appended (the latest so far).
 
         Valid until the next ``front``/``rebuild`` (an empty lane is dropped then).
         """
@@ -98,7 +100,7 @@ class ReadyQueue:
             entries = self._deques[priority] = deque()
             heapq.heappush(self._priorities, priority)
         if priority not in self._headed:
-            self._add_head(NO_TIME, priority)
+            self._add_head(run_at, priority)
         return entries
 
     def front(self) -> deque[Job] | None:

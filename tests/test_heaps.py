@@ -37,7 +37,7 @@ def test_ready_queue_orders_by_priority_then_arrival(priorities: list[int]) -> N
 
 def test_ready_queue_lane_appends_and_rebuild_drops_stale() -> None:
     ready = ReadyQueue()
-    lane = ready.lane(5)
+    lane = ready.lane(5, 0)
     for seq in range(4):
         lane.append(job(seq, 5))
     ready.push(job(10, 1))
@@ -87,7 +87,7 @@ def test_ready_queue_oldest_is_seq_order(steps: list[tuple[str, int]], rebuilt: 
     for action, priority in steps:
         if action == "new":
             seq += 1
-            ready.lane(priority).append(job(seq, priority))
+            ready.lane(priority, 0).append(job(seq, priority))
             waiting.add(seq)
         elif action == "again" and popped:
             ready.push(popped[0])
