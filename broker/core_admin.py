@@ -136,7 +136,8 @@ def clean(
         if state is DELAYED:
             core.delayed.maybe_compact(core.delayed_entry_live)
         else:
-            (target.completed if state is COMPLETED else target.failed).rebuild(core.jobs)
+            # The victims were the oldest live entries: now stale, at the front.
+            (target.completed if state is COMPLETED else target.failed).trim(core.jobs)
             core.reschedule(target)
     return len(victims)
 

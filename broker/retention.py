@@ -233,6 +233,17 @@ class FinishedList:
                 break
         return page
 
+    def trim(self, live: dict[str, Job]) -> None:
+        """Drop the stale entries at the oldest end (each once)."""
+        entries = self._entries
+        state = self.state
+        while entries:
+            head = entries[0]
+            if live.get(head.id) is head and head.state is state:
+                return
+            entries.popleft()
+            self.stale -= 1
+
     def forget(self) -> None:
         """One live entry's job was deleted by hand (cancel, clean); its entry is now stale."""
         self.count -= 1

@@ -78,6 +78,16 @@ def test_list_failed_stays_cheap_after_many_cancels() -> None:
     assert index.lookups <= 2
 
 
+def test_clean_failed_with_a_limit_touches_few_jobs() -> None:
+    core = make()
+    ids = fail_many(core, MANY)
+    index = counted(core)
+    for _ in range(100):  # each call drops the entries the call before it deleted, once
+        assert core.clean("q", JobState.FAILED, 0, 1, T0 + 5) == 1
+    assert core.get(ids[99]) is None and core.get(ids[100]) is not None
+    assert index.lookups <= 100 * 4 + 2
+
+
 def test_clean_waiting_with_a_limit_touches_few_jobs() -> None:
     core = make()
     ids = core.enqueue("q", [JobSpec(None, "t", b"")] * MANY, T0).ids
