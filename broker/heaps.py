@@ -213,10 +213,11 @@ class ReadyQueue:
             self.rebuild(is_live)
 
     def _add_head(self, bound: int, priority: int) -> None:
+        """Give the lane of ``priority``, empty and about to gain a job, a bound."""
+        if len(self._heads) > 2 * len(self._deques) + COMPACT_MARGIN:
+            self._rebuild_heads()  # before the push: the rebuild skips empty lanes
         self._headed.add(priority)
         heapq.heappush(self._heads, (bound, priority))
-        if len(self._heads) > 2 * len(self._deques) + COMPACT_MARGIN:
-            self._rebuild_heads()
 
     def _rebuild_heads(self) -> None:
         """One bound per non-empty lane: its front's ``run_at`` (a stale front's is no later)."""

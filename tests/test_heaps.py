@@ -74,6 +74,22 @@ def test_ready_queue_earliest_run_at_drops_stale_fronts() -> None:
     assert ready.earliest_run_at(lambda j: False) is None
 
 
+def test_ready_queue_bounds_stay_right_when_priorities_churn() -> None:
+    # Lanes that fill and empty without a stats call in between leave bounds behind; past
+    # COMPACT_MARGIN of them the bounds are rebuilt, and the lane being filled must keep one.
+    for churn in range(COMPACT_MARGIN - 2, COMPACT_MARGIN + 6):
+        ready = ReadyQueue()
+        for priority in range(churn):
+            ready.lane(priority, priority).append(job(priority + 1, priority))
+            lane = ready.front()
+            assert lane is not None
+            lane.popleft()
+        last = job(churn + 1, churn)
+        last.run_at = 7
+        ready.lane(churn, 7).append(last)
+        assert ready.earliest_run_at(lambda j, last=last: j is last) == 7
+
+
 @given(st.lists(st.tuples(st.sampled_from(("new", "again", "pop")), st.integers(0, 3)),
                 max_size=80),
        st.booleans())
