@@ -1,10 +1,10 @@
 """The core's administrative operations: cancel, get, queue control, stats, clean and the failed
 set (functions of a ``CoreState``, documented on ``broker.core.Core``).
 
-These are not on the hot path. ``list_failed``, ``retry_failed`` and ``clean`` scan the one
-queue and state they name (completed and failed lists are bounded by retention); ``clean`` of
-delayed jobs scans the one global delayed heap, filtering by queue. Everything else stays
-O(log n) per job.
+These are not on the hot path, but a client may pipeline them, and the loop serves every
+connection: each costs what it returns, not what the queue holds (``docs/internals.md``, "Cost
+rules"), except ``clean`` of delayed jobs, which scans the one global delayed heap, and
+``retry_failed``, which rebuilds the queue's failed list (bounded by retention).
 """
 
 from __future__ import annotations
