@@ -187,6 +187,8 @@ class CoreState:
         job.run_at = run_at
         queue.waiting += 1
         queue.ready.push(job)
+        # push files the job in the ready queue's seq index too (for clean); its stale entries
+        # are dropped here, so the index stays within a margin of the waiting jobs.
         queue.ready.maybe_compact(queue.waiting, self.is_waiting)
         if not queue.meta.paused:
             self.ready_names.add(queue.name)
