@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import structlog
 
-from broker.cli import add_serve_parser, build_parser
+from broker.cli import add_serve_parser
 from broker.config import (
     OPTIONS,
     ConfigError,
@@ -25,6 +25,7 @@ from broker.config import (
     parse_size,
 )
 from broker.log import configure_logging, get_logger
+from jobwire.cli import build_parser
 
 
 def test_defaults() -> None:
