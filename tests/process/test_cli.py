@@ -1,10 +1,11 @@
-"""``jobwire`` as a plain install has it: the runtime dependencies only, no bench extras.
+"""The ``jobwire`` and ``python -m broker`` commands as processes, above all as a plain install.
 
-The interpreter runs with ``-S`` (no site-packages) and a ``PYTHONPATH`` of the repository plus a
-directory of symlinks to exactly the distributions ``pip install jobwire`` brings (the
-dependencies of ``pyproject.toml`` without extras, followed transitively). ``bench/`` is there,
-as it is in the installed package; rich, psutil, hdrhistogram and matplotlib are not, so the
-import of ``bench.cli`` fails for real. The first test checks that the environment is that.
+A plain install has the runtime dependencies only, no bench extras. The interpreter runs with
+``-S`` (no site-packages) and a ``PYTHONPATH`` of the repository plus a directory of symlinks to
+exactly the distributions ``pip install jobwire`` brings (the dependencies of ``pyproject.toml``
+without extras, followed transitively). ``bench/`` is there, as it is in the installed package;
+rich, psutil, hdrhistogram and matplotlib are not, so the import of ``bench.cli`` fails for real.
+The first test checks that the environment is that.
 """
 
 from __future__ import annotations
@@ -126,3 +127,12 @@ def test_serve_writes_only_its_own_log_lines(plain_env: dict[str, str], tmp_path
     assert stdout == ""
     events = [json.loads(line)["event"] for line in lines if line.strip()]
     assert "listening" in " ".join(events)
+
+
+def test_python_m_broker_and_bad_settings_exit_2() -> None:
+    help_run = subprocess.run([sys.executable, "-m", "broker", "--help"], capture_output=True,
+                              text=True, timeout=60, check=False)
+    assert help_run.returncode == 0 and "--data-dir" in help_run.stdout
+    bad = subprocess.run([sys.executable, "-m", "broker"], capture_output=True, text=True,
+                         timeout=60, check=False, env={**os.environ, "JOBWIRE_SYNC": "maybe"})
+    assert bad.returncode == 2 and "JOBWIRE_SYNC" in bad.stderr
