@@ -107,8 +107,8 @@ class GroupCommitter:
                 if self._retained is None:
                     await self._wakeup.wait()
                 else:
-                    delay = min(self._max_retry_delay,
-                                self._retry_delay * 2 ** (self._failures - 1))
+                    delay = retry_delay(self._failures, self._retry_delay,
+                                        self._max_retry_delay)
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(delay):
                             await self._wakeup.wait()
@@ -202,6 +202,13 @@ class GroupCommitter:
             except JournalError as exc:
                 _log.warning("checkpoint_failed", error=str(exc))
         return error, answer
+
+
+def retry_delay(failures: int, base: float, cap: float) -> float:
+    """Seconds before retrying after ``failures`` consecutive failed batches: ``base`` doubling,
+    at most ``cap``. The exponent is bounded first: ``2 ** failures`` as a float overflows after
+    1,024 failures, which a full disk reaches in seconds under traffic."""
+    return min(cap, base * 2.0 ** min(failures - 1, 62))
 
 
 class _Deferred:

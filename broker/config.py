@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from broker.replysize import min_max_frame
+from protocol.model import MAX_AUTH_TOKEN_LEN
 
 SYNC_MODES: Final = ("full", "normal", "off")
 LOG_LEVELS: Final = ("debug", "info", "warning", "error")
@@ -53,6 +54,8 @@ class Settings:
     max_payload: int = 1024 * 1024
     max_connections: int = 1000
     max_inflight: int = 4096
+    max_parked: int = 10_000
+    max_parked_per_connection: int = 256
     handshake_timeout: float = 10.0
     idle_timeout: float = 0.0
     max_queue_jobs: int | None = None
@@ -247,6 +250,10 @@ OPTIONS: Final[tuple[Option, ...]] = (
            "OVERLOADED", "N"),
     Option("max_inflight", _positive_int, "unanswered requests per connection; reading pauses "
            "there and requests already read beyond it get OVERLOADED", "N"),
+    Option("max_parked", _positive_int, "long-poll reserve and wait requests parked in the "
+           "broker at once; more get OVERLOADED", "N"),
+    Option("max_parked_per_connection", _positive_int, "parked requests per connection; more "
+           "get OVERLOADED", "N"),
     Option("handshake_timeout", parse_duration, "time a new connection has to send hello", "DUR"),
     Option("idle_timeout", parse_duration, "close connections silent this long with nothing "
            "pending (0 = never)", "DUR"),
@@ -353,6 +360,9 @@ def load_settings(
         if not token:
             raise ConfigError(f"the token file {settings.token_file} is empty")
         settings = replace(settings, token=token)
+    if settings.token is not None and len(settings.token) > MAX_AUTH_TOKEN_LEN:
+        raise ConfigError(f"the token has {len(settings.token)} characters; a hello can carry at "
+                          f"most {MAX_AUTH_TOKEN_LEN}, so no client could authenticate")
     if (settings.tls_cert is None) != (settings.tls_key is None):
         raise ConfigError("set both a TLS certificate and its key (--tls-cert, --tls-key)")
     if settings.tls_client_ca is not None and settings.tls_cert is None:

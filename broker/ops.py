@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 _FINISHED: Final = frozenset({JobState.COMPLETED, JobState.FAILED})
 
 
+
 def ping(session: Session, request_id: int, request: Request, now: int) -> None:
     session.reply(request_id, {"now": now})
 
@@ -65,6 +66,10 @@ def reserve(session: Session, request_id: int, request: Request, now: int) -> No
     if jobs:
         session.reply(request_id, {"jobs": jobs})
     elif request.wait_ms > 0:
+        refusal = session.server.parking_refusal(session)
+        if refusal is not None:
+            session.error(request_id, ErrorCode.OVERLOADED, refusal)
+            return
         session.begin()
         session.server.park_reserve(session, request_id, request)
     else:
@@ -103,20 +108,16 @@ def progress(session: Session, request_id: int, request: Request, now: int) -> N
 
 def get(session: Session, request_id: int, request: Request, now: int) -> None:
     assert isinstance(request, Get)
-    info = session.server.core.get(request.job_id)
-    if info is None:
-        session.error(request_id, ErrorCode.NOT_FOUND, f"no job {request.job_id!r}")
-    else:
-        session.reply(request_id, {"job": info.to_wire()})
+    session.reply_job(request_id, request.job_id, f"no job {request.job_id!r}")
 
 
 def wait(session: Session, request_id: int, request: Request, now: int) -> None:
     assert isinstance(request, Wait)
     info = session.server.core.get(request.job_id)
-    if info is None:
-        session.error(request_id, ErrorCode.NOT_FOUND, f"no job {request.job_id!r}")
-    elif info.state in _FINISHED or request.timeout_ms == 0:
-        session.reply(request_id, {"job": info.to_wire()})
+    if info is None or info.state in _FINISHED or request.timeout_ms == 0:
+        session.reply_job(request_id, request.job_id, f"no job {request.job_id!r}")
+    elif (refusal := session.server.parking_refusal(session)) is not None:
+        session.error(request_id, ErrorCode.OVERLOADED, refusal)
     else:
         session.begin()
         session.server.park_wait(session, request_id, request)

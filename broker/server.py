@@ -44,7 +44,7 @@ from broker.journal import Journal, JournalError, SyncMode
 from broker.log import get_logger
 from broker.longpoll import JobWaiters, ParkedReserve, ParkedWait, ReserveWaiters
 from broker.replysize import reserve_budget
-from broker.session import Session
+from broker.session import OUTPUT_BUDGET, Session
 from broker.tls import server_ssl_context
 from protocol.messages import (
     MAX_BATCH,
@@ -206,6 +206,9 @@ class Server:
         if released:
             self.committer.wake()
         self.after_ops()
+        for parked_wait in self._job_waiters.all():  # answered by the final commit below
+            self._job_waiters.remove(parked_wait)
+            parked_wait.session.finish_wait(parked_wait.request_id, parked_wait.request.job_id)
         failure: JournalError | None = None
         try:
             await self.committer.flush()
@@ -213,9 +216,6 @@ class Server:
         except JournalError as exc:  # still close every connection; then report it
             _log.error("journal_failure", during="shutdown", error=str(exc))
             failure = exc
-        for parked_wait in self._job_waiters.all():
-            self._job_waiters.remove(parked_wait)
-            parked_wait.session.finish_wait(parked_wait.request_id, parked_wait.request.job_id)
         self._closed = True
         if self._timer is not None:
             self._timer.cancel()
@@ -313,15 +313,30 @@ class Server:
 
         The reply stays within ``max_frame``: the core stops before the job that would pass it.
         """
+        # Within the connection's output budget too (at least one job is always handed out):
+        # a parked reserve woken while its connection's replies are unread adds one job at most.
+        room = min(self._reserve_budget, OUTPUT_BUDGET - session.unsent_bytes)
         jobs: list[ReservedJob] = self.core.reserve(
-            request.queues, request.max_jobs, request.lease_ms, session.conn_id, now,
-            self._reserve_budget,
+            request.queues, request.max_jobs, request.lease_ms, session.conn_id, now, room,
         )
         if jobs:
             # Journaled, but the reply does not wait: a reservation lost in a crash only leaves
             # the job waiting with the attempt uncounted (docs/internals.md).
             self.committer.wake()
         return jobs
+
+    def parking_refusal(self, session: Session) -> str | None:
+        """Why ``session`` may not park one more request (``None``: it may).
+
+        Each parked request costs memory until it is answered: they are bounded per connection
+        (``max_parked_per_connection``) and in the broker (``max_parked``).
+        """
+        if len(session.parked) >= self.settings.max_parked_per_connection:
+            return (f"more than {self.settings.max_parked_per_connection} parked reserve/wait "
+                    "requests on this connection")
+        if len(self._reserve_waiters) + len(self._job_waiters) >= self.settings.max_parked:
+            return f"more than {self.settings.max_parked} parked reserve/wait requests"
+        return None
 
     def park_reserve(self, session: Session, request_id: int, request: Reserve) -> None:
         """Park a reserve that found nothing until jobs come or ``wait_ms`` passes."""

@@ -4,12 +4,13 @@ Theory of operation
 -------------------
 A ``Session`` is the ``asyncio.Protocol`` of one TCP connection. ``data_received`` feeds the bytes
 to a ``FrameDecoder`` and handles every complete request in order; each handler (``broker/ops.py``)
-calls the core synchronously and either queues its reply at once (reads, ``reserve``) or hands a
-callback to the group committer so the reply leaves only after the write's transaction
-committed. Such replies gather in one list per session and commit batch
-(``committer.generation``) under a single callback, so a commit answers all of a session's
-requests in one pass. Replies queued while handling one chunk of input, or while one commit
-completes, go out in a single ``transport.write`` of consecutive frames.
+calls the core synchronously and either queues its reply at once (``ping``, ``stats``,
+``list_failed``, ``reserve``) or hands a callback to the group committer so the reply leaves only
+after the transaction holding every change made so far committed (writes, and the job reads
+``get``/``wait``, which must never show a state a crash could revert). Such replies gather in one
+list per session and commit batch (``committer.generation``) under a single callback, so a commit
+answers all of a session's requests in one pass. Replies queued while handling one chunk of input,
+or while one commit completes, go out in a single ``transport.write`` of consecutive frames.
 
 Connection states and their moves (``ConnState``; an illegal move raises):
 
@@ -78,10 +79,21 @@ WRITE_HIGH_WATER: Final = 1 << 20
 """Bytes of unsent replies above which a connection stops being read."""
 WRITE_LOW_WATER: Final = 256 << 10
 """Bytes of unsent replies below which reading resumes."""
+OUTPUT_BUDGET: Final = WRITE_HIGH_WATER
+"""Unsent reply bytes (queued, in the transport, or promised after a commit) above which no more
+of a connection's requests are handled until they drain: a reply is budgeted before it is
+produced, so a few pipelined bytes cannot make the broker build gigabytes of replies."""
 
 _NOT_DURABLE: Final = (
     "not acknowledged: the write could not be made durable; it may or may not take effect; "
     "retry (with the same job id) to be safe"
+)
+
+_MAX_HELD: Final = 64 << 10
+"""Bytes a connection may send before its handshake slot comes (a hello needs about 4 KiB)."""
+
+_READ_NOT_DURABLE: Final = (
+    "the job's state is not durable yet: the journal could not commit it; ask again"
 )
 
 _log = get_logger("session")
@@ -118,12 +130,20 @@ class Session(asyncio.Protocol):
         self.inflight = 0
         self.parked: set[ParkedReserve | ParkedWait] = set()
         self.read_pauses = 0
+        self.output_holds = 0
+        """How many times handling stopped for the output budget (for tests and stats)."""
         """How many times reading was paused (exposed for tests and stats)."""
         self._settings = server.settings
         self._decoder = FrameDecoder(server.settings.max_frame)
         self._encoder = FrameEncoder()
         self._transport: asyncio.Transport | None = None
-        self._out: list[Any] = []
+        self._out: list[bytes] = []
+        """Encoded frames queued for the next write."""
+        self._out_bytes = 0
+        self._promised_bytes = 0
+        """Encoded bytes of replies waiting for their commit (``_after_commit``)."""
+        self._input_held = False
+        """Requests already read are left in the decoder until the output budget has room."""
         self._in_batch = False
         self._flush_handle: asyncio.Handle | None = None
         self._reading_paused = False
@@ -131,8 +151,11 @@ class Session(asyncio.Protocol):
         self._close_reason: str | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._last_input = 0.0
-        self._committing: list[tuple[int, dict[str, Any]]] | None = None
+        self._committing: list[tuple[int, bytes, str]] | None = None
         self._committing_generation = -1
+        self._held: list[bytes] | None = None
+        """Bytes received before this connection's handshake slot (``None``: not held)."""
+        self._held_bytes = 0
 
     # ------------------------------------------------------------------ asyncio.Protocol
 
@@ -149,10 +172,16 @@ class Session(asyncio.Protocol):
             return
         wait = self.server.auth_failures.admit(peer_host(peer), loop.time())
         if wait is None:
-            self.fail_connection(ErrorCode.UNAUTHORIZED,
-                                 "too many failed handshakes from this address; retry later")
+            # Not UNAUTHORIZED: no token was checked, and a client with the right token must
+            # not take this for a verdict on it. OVERLOADED tells it to retry later.
+            self.fail_connection(ErrorCode.OVERLOADED,
+                                 "slowed down: too many failed handshakes from this address; "
+                                 "retry later")
             return
-        if wait > 0:  # recent failed handshakes from this host: read this one at its slot
+        if wait > 0:  # recent failed handshakes from this host: handle this one at its slot
+            # Bytes that arrive before the slot are held, not handled: pause_reading() alone is
+            # not enough, uvloop ignores it inside connection_made.
+            self._held = []
             transport.pause_reading()
             self._timer = loop.call_later(wait, self._admitted)
             return
@@ -161,14 +190,25 @@ class Session(asyncio.Protocol):
     def _admitted(self) -> None:
         """This host's handshake slot came (``broker.auth``): read, with the usual deadline."""
         self._timer = None
+        held, self._held = self._held, None
         if self.state is ConnState.HANDSHAKE and self._transport is not None:
             self._transport.resume_reading()
             self._timer = asyncio.get_running_loop().call_later(
                 self._settings.handshake_timeout, self._on_timer
             )
+            if held:
+                self.data_received(b"".join(held))
 
     def data_received(self, data: bytes) -> None:
         if self.state is ConnState.CLOSING or self.state is ConnState.CLOSED:
+            return
+        if self._held is not None:  # waiting for this host's handshake slot
+            self._held.append(data)
+            self._held_bytes += len(data)
+            if self._held_bytes > _MAX_HELD:
+                self._held = None
+                self.fail_connection(ErrorCode.OVERLOADED,
+                                     "sent too much before its handshake slot; retry later")
             return
         self._last_input = asyncio.get_running_loop().time()
         try:
@@ -176,10 +216,23 @@ class Session(asyncio.Protocol):
         except ProtocolError as exc:
             self.fail_connection(exc.code, exc.message)
             return
+        if not self._input_held:
+            self._handle_input()
+
+    def _handle_input(self) -> None:
+        """Handle every complete request in the decoder, in order, while the output budget
+        lasts: one that would add to more than ``OUTPUT_BUDGET`` unsent bytes waits (in the
+        decoder, with reading paused) until the replies before it drain."""
+        if self._input_held:
+            return
         now = self.server.now_ms()
         self._in_batch = True
         try:
             while self.state is ConnState.OPEN or self.state is ConnState.HANDSHAKE:
+                if self._out_bytes + self._promised_bytes > OUTPUT_BUDGET or (
+                        self._writing_paused and self._over_budget()):
+                    self._hold_input()
+                    break
                 try:
                     message = self._decoder.next_message()
                 except ProtocolError as exc:
@@ -211,6 +264,7 @@ class Session(asyncio.Protocol):
             self._flush_handle.cancel()
             self._flush_handle = None
         self._out.clear()
+        self._out_bytes = 0
         self.server.session_closed(self, reason)
 
     @property
@@ -225,6 +279,7 @@ class Session(asyncio.Protocol):
     def resume_writing(self) -> None:
         self._writing_paused = False
         self._update_reading()
+        self._release_input()
 
     # ------------------------------------------------------------------ output
 
@@ -232,15 +287,18 @@ class Session(asyncio.Protocol):
         """Queue one outgoing message; it is written with the others of this batch."""
         if self.state is ConnState.CLOSING or self.state is ConnState.CLOSED:
             return
-        self._out.append(message)
+        frame = self._encoder.frame(message)
+        self._out.append(frame)
+        self._out_bytes += len(frame)
         if not self._in_batch and self._flush_handle is None:
             self._flush_handle = asyncio.get_running_loop().call_soon(self._flush)
 
-    def send_many(self, messages: list[Any]) -> None:
-        """Queue several outgoing messages at once (like ``send`` for each, in order)."""
+    def _send_frames(self, frames: list[bytes], size: int) -> None:
+        """Queue frames already encoded (``size`` bytes in all)."""
         if self.state is ConnState.CLOSING or self.state is ConnState.CLOSED:
             return
-        self._out.extend(messages)
+        self._out.extend(frames)
+        self._out_bytes += size
         if not self._in_batch and self._flush_handle is None:
             self._flush_handle = asyncio.get_running_loop().call_soon(self._flush)
 
@@ -252,7 +310,40 @@ class Session(asyncio.Protocol):
         self._flush_handle = None
         if self._out and self._transport is not None and not self._transport.is_closing():
             out, self._out = self._out, []
-            self._transport.write(self._encoder.frames(out))
+            self._out_bytes = 0
+            self._transport.write(out[0] if len(out) == 1 else b"".join(out))
+        self._release_input()
+
+    # ------------------------------------------------------------------ output budget
+
+    @property
+    def unsent_bytes(self) -> int:
+        """Encoded reply bytes not yet on the socket: queued, in the transport's buffer, or
+        promised to requests that wait for a commit."""
+        transport = self._transport
+        unsent = self._out_bytes + self._promised_bytes
+        if transport is not None:
+            unsent += transport.get_write_buffer_size()
+        return unsent
+
+    def _over_budget(self) -> bool:
+        """Whether the unsent replies exceed ``OUTPUT_BUDGET`` bytes (then no more of this
+        connection's requests are handled until they drain)."""
+        return self.unsent_bytes > OUTPUT_BUDGET
+
+    def _hold_input(self) -> None:
+        if not self._input_held:
+            self._input_held = True
+            self.output_holds += 1
+            self._update_reading()
+
+    def _release_input(self) -> None:
+        """Handle the requests left in the decoder once the output budget has room again."""
+        if self._input_held and not self._over_budget() and (
+                self.state is ConnState.OPEN or self.state is ConnState.HANDSHAKE):
+            self._input_held = False
+            self._update_reading()
+            asyncio.get_running_loop().call_soon(self._handle_input)
 
     def reply(self, request_id: int, body: dict[str, Any]) -> None:
         self.send(reply_message(request_id, body))
@@ -333,7 +424,8 @@ class Session(asyncio.Protocol):
         transport = self._transport
         if transport is None or self.state is ConnState.CLOSED:
             return
-        pause = self._writing_paused or self.inflight >= self._settings.max_inflight
+        pause = (self._writing_paused or self._input_held
+                 or self.inflight >= self._settings.max_inflight)
         if pause and not self._reading_paused:
             self._reading_paused = True
             self.read_pauses += 1
@@ -403,13 +495,23 @@ class Session(asyncio.Protocol):
             )
         self.reply(request_id, self.server.hello_body(now))
 
-    def reply_after_commit(self, request_id: int, body: dict[str, Any]) -> None:
+    def reply_after_commit(self, request_id: int, body: dict[str, Any],
+                           not_durable: str = _NOT_DURABLE) -> None:
         """Send ``body`` once everything the core changed so far is committed.
 
         Replies gather in one list per commit batch: the first of a batch registers the list's
         callback, later ones join it while the committer has not taken that batch yet (its
-        transaction will then hold their changes too).
+        transaction will then hold their changes too). If the transaction fails, the request
+        gets ``JOURNAL_FAILURE`` with the text ``not_durable`` instead.
         """
+        self._after_commit(request_id, reply_message(request_id, body), not_durable)
+
+    def error_after_commit(self, request_id: int, code: ErrorCode, text: str) -> None:
+        """Send an error once everything the core changed so far is committed (a read whose
+        answer, such as "no such job", a crash could otherwise revert)."""
+        self._after_commit(request_id, error_message(request_id, code, text), _NOT_DURABLE)
+
+    def _after_commit(self, request_id: int, message: Any, not_durable: str) -> None:
         self.begin()
         committer = self.server.committer
         batch = self._committing
@@ -418,20 +520,22 @@ class Session(asyncio.Protocol):
             self._committing = batch
             self._committing_generation = committer.generation
             committer.after_commit(functools.partial(self._committed, batch))
-        batch.append((request_id, body))
+        frame = self._encoder.frame(message)  # encoded now: its size counts against the budget
+        self._promised_bytes += len(frame)
+        batch.append((request_id, frame, not_durable))
 
-    def _committed(self, batch: list[tuple[int, dict[str, Any]]],
-                   exc: BaseException | None) -> None:
+    def _committed(self, batch: list[tuple[int, bytes, str]], exc: BaseException | None) -> None:
         """Answer every request of ``batch`` (its transaction ended, ``exc`` if it failed)."""
         if self._committing is batch:
             self._committing = None
         self.inflight -= len(batch)
+        size = sum(len(frame) for _, frame, _ in batch)
+        self._promised_bytes -= size
         if exc is None:
-            messages = [reply_message(request_id, body) for request_id, body in batch]
+            self._send_frames([frame for _, frame, _ in batch], size)
         else:
-            messages = [error_message(request_id, ErrorCode.JOURNAL_FAILURE, _NOT_DURABLE)
-                        for request_id, _ in batch]
-        self.send_many(messages)
+            for request_id, _, not_durable in batch:
+                self.send(error_message(request_id, ErrorCode.JOURNAL_FAILURE, not_durable))
         if self._reading_paused:
             self._update_reading()
 
@@ -442,9 +546,21 @@ class Session(asyncio.Protocol):
         self.finish(request_id, {"jobs": jobs})
 
     def finish_wait(self, request_id: int, job_id: str) -> None:
-        """Answer a parked wait with the job as it is now."""
+        """Answer a parked wait (its job finished or its time ran out)."""
+        self._end()
+        self.reply_job(request_id, job_id, f"job {job_id!r} was removed")
+
+    def reply_job(self, request_id: int, job_id: str, missing: str) -> None:
+        """Answer ``get``/``wait`` with the job as it is now, once that state is durable.
+
+        The core may hold changes that are not committed yet (an ack whose transaction is
+        running, or a batch held back by a journal fault): a state read now could be reverted by
+        a crash. So the answer leaves after the transaction holding every change made so far
+        commits; if that transaction fails, the caller gets ``JOURNAL_FAILURE`` and asks again.
+        ``missing`` is the ``NOT_FOUND`` text when there is no such job.
+        """
         info = self.server.core.get(job_id)
         if info is None:
-            self.finish_error(request_id, ErrorCode.NOT_FOUND, f"job {job_id!r} was removed")
+            self.error_after_commit(request_id, ErrorCode.NOT_FOUND, missing)
         else:
-            self.finish(request_id, {"job": info.to_wire()})
+            self.reply_after_commit(request_id, {"job": info.to_wire()}, _READ_NOT_DURABLE)

@@ -325,7 +325,10 @@ class Connection:
                         # Back to IDLE, not CLOSED: the caller may call connect() again.
                         self.state = ConnectionState.IDLE
                         self._supervisor = None
-                        first.set_exception(exc)
+                        # A handshake refused with a reason (OVERLOADED: slowed down after
+                        # failed handshakes from this host) is raised as itself.
+                        cause = exc.__cause__
+                        first.set_exception(cause if isinstance(cause, BrokerError) else exc)
                         return
                     delay = reconnect_delay(
                         attempt, self._reconnect_base, self._reconnect_cap, self._rng

@@ -7,11 +7,12 @@ serializer); ``Job`` adds the asynchronous ``refresh()``, ``wait()``, ``remove()
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final
 
-from client.errors import ConnectionLostError, JobFailed, WaitTimeoutError
+from client.errors import ConnectionLostError, JobFailed, JournalFailureError, WaitTimeoutError
 from client.serializers import Serializer
 from protocol.messages import MAX_WAIT_MS, Cancel, Get, JobInfo, JobState, RetryFailed, Wait
 
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
 FINISHED_STATES: Final = frozenset({JobState.COMPLETED, JobState.FAILED})
 WAIT_CHUNK_S: Final = 30.0
 """Longest single ``wait`` long-poll; a longer ``job.wait()`` asks again (cheaply) after it."""
+JOURNAL_RETRY_S: Final = 0.2
+"""Pause before asking again after the broker answered a wait with ``JOURNAL_FAILURE``."""
 _UNSET: Final = object()
 
 
@@ -206,7 +209,9 @@ class Job(JobRecord):
             NotFoundError: the job was removed (e.g. ``remove_on_complete=True``).
             RequestTimeoutError: the broker stayed unreachable for ``request_timeout``.
 
-        A connection lost while waiting is not an error: the wait resumes after the reconnect.
+        The broker answers only with committed state: a completion that a crash could still
+        revert is never reported. A connection lost while waiting, or a journal fault on the
+        broker (``JOURNAL_FAILURE``), is not an error: the wait asks again until ``timeout``.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         conn = self._connection
@@ -224,6 +229,11 @@ class Job(JobRecord):
                 )
             except ConnectionLostError:
                 continue  # a read: ask again once the connection is back (request() waits)
+            except JournalFailureError:
+                # The broker could not commit the job's state yet (a journal fault): it answers
+                # only with durable state, so ask again shortly (within ``timeout``).
+                await asyncio.sleep(min(JOURNAL_RETRY_S, chunk))
+                continue
             info = job_info_from_body(body)
             if info is not None:
                 self._apply(info)

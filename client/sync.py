@@ -32,12 +32,20 @@ from client.endpoint import DEFAULT_URL, ServerInfo, parse_url
 from client.errors import (
     ConnectionClosedError,
     ConnectionLostError,
+    JournalFailureError,
     NotFoundError,
     RequestTimeoutError,
     WaitTimeoutError,
     broker_error,
 )
-from client.job import FINISHED_STATES, WAIT_CHUNK_S, JobRecord, check_retried, job_info_from_body
+from client.job import (
+    FINISHED_STATES,
+    JOURNAL_RETRY_S,
+    WAIT_CHUNK_S,
+    JobRecord,
+    check_retried,
+    job_info_from_body,
+)
 from client.options import (
     FRAME_BUDGET,
     build_spec,
@@ -434,6 +442,9 @@ class SyncJob(JobRecord):
                 )
             except ConnectionLostError:
                 continue  # a read: the next call reconnects (or raises OSError if it cannot)
+            except JournalFailureError:  # not durable yet on the broker: ask again shortly
+                time.sleep(min(JOURNAL_RETRY_S, chunk))
+                continue
             info = job_info_from_body(body)
             if info is not None:
                 self._apply(info)

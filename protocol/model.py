@@ -39,6 +39,8 @@ PRIORITY_MIN: Final = -(2**31)
 PRIORITY_MAX: Final = 2**31 - 1
 MAX_REQUEST_ID: Final = 2**32 - 1
 MAX_TOKEN: Final = 2**64 - 1
+MAX_AUTH_TOKEN_LEN: Final = 4096
+"""Longest auth token a ``hello`` carries (characters); the broker refuses a longer one at start."""
 MAX_TIME_MS: Final = 2**53
 
 

@@ -20,6 +20,7 @@ from protocol.model import (
     CLEANABLE_STATES,
     KEEP_ALL,
     MAX_ATTEMPTS,
+    MAX_AUTH_TOKEN_LEN,
     MAX_BATCH,
     MAX_DELAY_MS,
     MAX_ERROR_LEN,
@@ -154,8 +155,9 @@ def parse_retention(value: Any, field: str) -> Retention | None:
         return KEEP_ALL
     if value is False:
         return REMOVE_AT_ONCE
-    if type(value) is not tuple or len(value) != 2:
+    if type(value) is not tuple or len(value) > 2:
         raise bad_argument(field, "nil, bool or [count?, age_ms?]")
+    value += (None,) * (2 - len(value))  # trailing optional items may be omitted (SPEC §9)
     count = None if value[0] is None else _int(value[0], field + ".count", 0, 2**31)
     age_ms = None if value[1] is None else _int(value[1], field + ".age_ms", 0, MAX_DELAY_MS)
     return Retention(count, age_ms)
@@ -214,8 +216,8 @@ def _parse_hello(args: Mapping[str, Any]) -> Hello:
     if type(client) is not str or len(client) > MAX_NAME_LEN:
         raise bad_argument("client", f"str of 0..{MAX_NAME_LEN} characters")
     token = args.get("token")
-    if token is not None and (type(token) is not str or len(token) > 4096):
-        raise bad_argument("token", "str of 0..4096 characters or nil")
+    if token is not None and (type(token) is not str or len(token) > MAX_AUTH_TOKEN_LEN):
+        raise bad_argument("token", f"str of 0..{MAX_AUTH_TOKEN_LEN} characters or nil")
     return Hello(version, client, token)
 
 

@@ -4,8 +4,8 @@ What the README's "Guarantees and failure modes" promises, checked here:
 
 * a write whose transaction failed is answered ``JOURNAL_FAILURE``, never acknowledged, and is
   not on disk while the fault lasts (the test reads the journal file itself);
-* meanwhile the broker keeps answering reads (``ping``, ``get``, ``stats``) and keeps every
-  connection;
+* meanwhile the broker keeps answering reads (``ping``, ``stats``; ``get`` says the state is not
+  durable yet) and keeps every connection;
 * once the fault clears, the committer's retry writes what was held back and new writes are
   acknowledged again, with no restart;
 * everything acknowledged is on disk and survives a restart (after ``kill -9`` for I/O errors);
@@ -64,8 +64,14 @@ async def until_acknowledged(client: WireClient, op: str, args: dict[str, Any]) 
 
 async def assert_reads_served(client: WireClient, job_id: str) -> None:
     assert (await client.ok("ping", {}))["now"] > 0
-    assert (await client.get(job_id))["id"] == job_id
     assert "faults" in (await client.ok("stats", {"queue": "faults"}))["queues"]
+
+
+async def assert_get_not_durable(client: WireClient, job_id: str) -> None:
+    """``get`` answers only with committed state: while the held-back batch cannot be written it
+    says so (tests/test_durable_reads.py), and the connection stays."""
+    error = await client.error("get", {"id": job_id})
+    assert error.code == "JOURNAL_FAILURE" and "not durable yet" in error.message
 
 
 # --------------------------------------------------------------------------- full disk
@@ -88,6 +94,7 @@ async def test_full_disk_fails_writes_serves_reads_and_recovers(
     ack = await client.error("ack", {"items": [[job[R_ID], job[R_TOKEN]]]})
     assert ack.code == "JOURNAL_FAILURE"  # a later write fails too: the held-back batch is first
     await assert_reads_served(client, "before-1")
+    await assert_get_not_durable(client, "before-1")
     disk = on_disk(broker.data_dir)
     assert "during" not in disk  # what failed is not on disk...
     assert {"before-1", "before-2"} <= disk.keys()  # ...and what was acknowledged is
@@ -217,6 +224,7 @@ async def test_io_errors_fail_writes_and_writes_resume_when_they_stop(daemon: Da
         assert isinstance(answer, ErrorReply) and answer.code == "JOURNAL_FAILURE", answer
         failed.append(f"io-{i}")
     await assert_reads_served(client, "ok-0")
+    await assert_get_not_durable(client, "ok-0")
     for _ in range(500):  # the log arrives through a pipe and a thread
         errors = [line for line in daemon.lines if line.get("event") == "journal_failure"]
         if errors:

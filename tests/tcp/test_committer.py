@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from broker.committer import GroupCommitter
+from broker.committer import GroupCommitter, retry_delay
 from broker.core import Core, CoreConfig
 from broker.journal import Journal, JournalError
 from protocol.messages import AckItem, JobSpec, JobState
@@ -313,3 +313,36 @@ async def test_a_restart_rebuilds_the_core_from_what_was_committed(tmp_path: Pat
     assert state("never-committed") is None
     assert restarted.stats("q", NOW + 10)["q"].paused
 
+
+
+# --------------------------------------------------------------------------- a long full disk
+
+
+def test_the_retry_delay_is_capped_however_many_failures() -> None:
+    assert retry_delay(1, 0.05, 5.0) == 0.05
+    assert retry_delay(4, 0.05, 5.0) == 0.4
+    for failures in (1_025, 10_000, 10**9):  # 2.0 ** 1024 overflows a float
+        assert retry_delay(failures, 0.05, 5.0) == 5.0
+
+
+async def test_thousands_of_failed_batches_do_not_stop_the_committer(journal: Journal) -> None:
+    source = Source()
+    committer = GroupCommitter(journal, source.take_changes, retry_delay=1e-6,
+                               max_retry_delay=0.0)
+    task = asyncio.create_task(committer.run())
+    try:
+        await journal.set_size_limit(0)
+        for _ in range(300):
+            source.new_job(payload=b"z" * 1_000)
+        committer.wake()
+        while committer.failed_batches < 2_000:  # the retry loop alone gets there
+            assert not task.done(), task.exception()
+            await asyncio.sleep(0.01)
+        await journal.set_size_limit(None)
+        assert await commit(committer) is None
+        assert not task.done()
+        assert len((await journal.load()).jobs) == 300
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
