@@ -417,6 +417,8 @@ class Session(asyncio.Protocol):
 
     def _end(self) -> None:
         self.inflight -= 1
+        # Answering a parked request is activity too: the idle clock restarts (SPEC: TIMEOUT).
+        self._last_input = asyncio.get_running_loop().time()
         if self._reading_paused:
             self._update_reading()
 
