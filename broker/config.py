@@ -96,10 +96,6 @@ class Settings:
             out[f.name] = value
         return out
 
-    def with_overrides(self, **changes: Any) -> Settings:
-        """A copy with some settings changed (tests use it)."""
-        return replace(self, **changes)
-
 
 # --------------------------------------------------------------------------- value parsers
 

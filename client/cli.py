@@ -1,8 +1,8 @@
 """``jobwire worker`` and the admin subcommands: ``stats``, ``job``, ``pause``, ``resume``,
 ``clean``, ``failed``.
 
-``register(subparsers)`` adds them to the ``jobwire`` console script (``broker/cli.py`` calls it);
-each sets ``func(args) -> exit code``. Every command takes ``--url`` (default ``$JOBWIRE_URL``,
+``register(subparsers)`` adds them to the ``jobwire`` console script (``jobwire/cli.py`` calls
+it); each sets ``func(args) -> exit code``. Every command takes ``--url`` (default ``$JOBWIRE_URL``,
 else ``jobwire://127.0.0.1:7400``); the admin commands print readable tables, or JSON with
 ``--json``. Errors print one ``jobwire: error: ...`` line on stderr and exit non-zero
 (1 for a broker or connection error, 2 for bad usage).
