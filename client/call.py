@@ -10,9 +10,11 @@ one (``client/sync.py``) on its blocking socket. A change to an operation is mad
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Generic, Protocol, TypeVar
 
+from client.endpoint import ServerInfo
 from protocol.messages import Request
 
 R = TypeVar("R")
@@ -65,6 +67,26 @@ class AsyncSender(Protocol):
         self, request: Request, *, timeout: float | None = None  # noqa: ASYNC109
     ) -> dict[str, Any]:
         """Send ``request`` and return its reply body."""
+        ...
+
+
+class PipelinedSender(Protocol):
+    """What the worker's parts need of a connection: sending without a coroutine."""
+
+    request_timeout: float
+
+    @property
+    def server(self) -> ServerInfo | None:
+        """The broker's ``hello`` description (its limits), once connected."""
+
+    @property
+    def connected(self) -> bool:
+        """True while requests can be sent."""
+
+    def request_nowait(
+        self, request: Request, *, timeout: float | None = None
+    ) -> asyncio.Future[dict[str, Any]]:
+        """Send ``request`` now and return the future of its reply body."""
         ...
 
 
