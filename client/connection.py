@@ -230,20 +230,13 @@ class Connection:
 
     def statistics(self) -> ConnectionStatistics:
         """A frozen snapshot of this connection's counters."""
+        supervisor = self._supervisor
         return ConnectionStatistics(
-            state=self.state,
-            endpoint=self._where(),
-            connects=self._supervisor.connects,
-            connect_failures=self._supervisor.connect_failures,
-            requests_sent=self._requests_sent,
-            replies=self._replies,
-            error_replies=self._error_replies,
-            events=self._events,
-            timeouts=self._timeouts,
-            pending=len(self._table),
-            bytes_sent=self._bytes_sent,
-            bytes_received=self.bytes_received,
-            server=self.server,
+            state=self.state, endpoint=self._where(), connects=supervisor.connects,
+            connect_failures=supervisor.connect_failures, requests_sent=self._requests_sent,
+            replies=self._replies, error_replies=self._error_replies, events=self._events,
+            timeouts=self._timeouts, pending=len(self._table), bytes_sent=self._bytes_sent,
+            bytes_received=self.bytes_received, server=self.server,
         )
 
     def reconnect_now(self) -> None:
@@ -297,6 +290,7 @@ class Connection:
         return wire
 
     def notify(self, event: str, body: dict[str, Any]) -> None:
+        """Call every ``on_event`` listener; a listener's exception is logged, not raised."""
         for callback in list(self._event_listeners):
             try:
                 callback(event, body)

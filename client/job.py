@@ -160,16 +160,16 @@ class JobRecord:
         if info is not None:
             self._apply(info)
 
-    def _refresh_call(self) -> Call[None]:
+    def refresh_call(self) -> Call[None]:
         return Call(Get(self.id), self._apply_body)
 
-    def _remove_call(self) -> Call[JobState]:
+    def remove_call(self) -> Call[JobState]:
         return cancel_call(self.id)
 
-    def _retry_call(self) -> Call[None]:
+    def retry_call(self) -> Call[None]:
         return Call(RetryFailed(self.queue, (self.id,)), partial(check_retried, job_id=self.id))
 
-    def _wait_calls(self, timeout: float | None, request_timeout: float) -> Iterator[Call[None]]:
+    def wait_calls(self, timeout: float | None, request_timeout: float) -> Iterator[Call[None]]:
         """The ``wait`` long-polls of ``wait()``, one after another, until the job finished.
 
         Each long-poll lasts at most ``WAIT_CHUNK_S`` and what is left of ``timeout``; its
@@ -230,7 +230,7 @@ class Job(JobHandle[AsyncSender]):
         Raises:
             NotFoundError: the job no longer exists (removed or pruned by retention).
         """
-        await send(self._sender, self._refresh_call())
+        await send(self._sender, self.refresh_call())
         return self
 
     async def wait(self, timeout: float | None = None) -> Any:  # noqa: ASYNC109 - BullMQ-like API
@@ -250,7 +250,7 @@ class Job(JobHandle[AsyncSender]):
 
         A connection lost while waiting is not an error: the wait resumes after the reconnect.
         """
-        for call in self._wait_calls(timeout, self._sender.request_timeout):
+        for call in self.wait_calls(timeout, self._sender.request_timeout):
             try:
                 await send(self._sender, call)
             except ConnectionLostError:
@@ -266,7 +266,7 @@ class Job(JobHandle[AsyncSender]):
         Raises:
             NotFoundError: no such job.
         """
-        return await send(self._sender, self._remove_call())
+        return await send(self._sender, self.remove_call())
 
     async def retry(self) -> None:
         """Put a ``failed`` job back to ``waiting``.
@@ -274,7 +274,7 @@ class Job(JobHandle[AsyncSender]):
         Raises:
             ConflictError: the job is not failed.
         """
-        await send(self._sender, self._retry_call())
+        await send(self._sender, self.retry_call())
 
 
 def cancel_call(job_id: str) -> Call[JobState]:

@@ -2,11 +2,11 @@
 into the public result types.
 
 ``QueueOperations`` is the base of both ``client.Queue`` (asynchronous) and ``client.SyncQueue``
-(blocking): it holds the queue's name, serializer and default options and builds a ``Call``
-(``client/call.py``) per operation; the two subclasses only send them. The client-level
-operations (by job id, stats of every queue, ping) are the functions below, used by ``Client``
-and ``SyncClient`` alike. Job handles are made by the subclass's job type (``Job`` or
-``SyncJob``), bound to the connection or sync client that sends its calls.
+(blocking): it holds the queue's name, serializer and default options, and its ``*_call``
+methods build a ``Call`` (``client/call.py``) per operation; the two subclasses only send them.
+The client-level operations (by job id, stats of every queue, ping) are the functions below,
+used by ``Client`` and ``SyncClient`` alike. Job handles are made by the subclass's job type
+(``Job`` or ``SyncJob``), bound to the connection or sync client that sends their calls.
 """
 
 from __future__ import annotations
@@ -150,11 +150,11 @@ class QueueOperations(Generic[J]):
         result = parse_enqueued(body)
         return self._job(spec, result.ids[0], data, bool(result.duplicates))
 
-    def _add_call(self, name: str, data: Any, options: Mapping[str, Any]) -> Call[J]:
+    def add_call(self, name: str, data: Any, options: Mapping[str, Any]) -> Call[J]:
         spec = self._spec(name, data, options)
         return Call(Enqueue(self.name, (spec,)), partial(self._added, spec, data))
 
-    def _add_bulk_call(self, jobs: Iterable[Any], server: ServerInfo | None) -> BulkCall[list[J]]:
+    def add_bulk_call(self, jobs: Iterable[Any], server: ServerInfo | None) -> BulkCall[list[J]]:
         """Requests of at most the broker's ``max_batch`` jobs and a share of its frame limit
         (the defaults before the first handshake)."""
         items: list[tuple[JobSpec, Any]] = []
@@ -167,28 +167,28 @@ class QueueOperations(Generic[J]):
         requests = [Enqueue(self.name, tuple(batch)) for batch in batches]
         return BulkCall(requests, partial(enqueued_jobs, items, batches, make_job=self._job))
 
-    def _get_job_call(self, job_id: str) -> Call[J]:
+    def get_job_call(self, job_id: str) -> Call[J]:
         return get_job_call(self._job_type, self._sender, job_id, self.serializer)
 
-    def _stats_call(self) -> Call[QueueStats]:
+    def stats_call(self) -> Call[QueueStats]:
         return Call(Stats(self.name), self._own_stats)
 
     def _own_stats(self, body: Mapping[str, Any]) -> QueueStats:
         return _queue_stats(body).get(self.name) or EMPTY_QUEUE_STATS
 
-    def _pause_call(self) -> Call[None]:
+    def pause_call(self) -> Call[None]:
         return Call(Pause(self.name), _nothing)
 
-    def _resume_call(self) -> Call[None]:
+    def resume_call(self) -> Call[None]:
         return Call(Resume(self.name), _nothing)
 
-    def _clean_call(
+    def clean_call(
         self, state: JobState | str, older_than: Duration, limit: int | None
     ) -> Call[int]:
         request = Clean(self.name, JobState(state), seconds_to_ms(older_than, "older_than"), limit)
         return Call(request, _removed)
 
-    def _failed_page_call(self, limit: int, offset: int) -> Call[tuple[list[J], int]]:
+    def failed_page_call(self, limit: int, offset: int) -> Call[tuple[list[J], int]]:
         request = ListFailed(self.name, max(1, min(limit, MAX_LIST_LIMIT)), offset)
         return Call(request, self._failed_page)
 
@@ -199,11 +199,11 @@ class QueueOperations(Generic[J]):
         ]
         return jobs, int(body.get("total", len(jobs)))
 
-    def _retry_failed_call(self, job_ids: Sequence[str] | None, limit: int | None) -> Call[int]:
+    def retry_failed_call(self, job_ids: Sequence[str] | None, limit: int | None) -> Call[int]:
         ids = None if job_ids is None else tuple(job_ids)
         return Call(RetryFailed(self.name, ids, limit), partial(_retried, ids))
 
-    def _remove_call(self, job_id: str) -> Call[JobState]:
+    def remove_call(self, job_id: str) -> Call[JobState]:
         return cancel_call(job_id)
 
     def __repr__(self) -> str:

@@ -158,7 +158,7 @@ class Queue(QueueOperations[Job]):
             ConnectionLostError: the connection dropped; the job may or may not exist (retry
                 with a ``job_id`` to be safe).
         """
-        call = self._add_call(name, data, options)
+        call = self.add_call(name, data, options)
         return call.parse(await self._conn.request(call.request))  # the hot path: no send()
 
     async def add_bulk(self, jobs: Iterable[Any]) -> list[Job]:
@@ -177,25 +177,25 @@ class Queue(QueueOperations[Job]):
             BrokerError: a request was refused; each request is all-or-nothing, and with more
                 than one request the earlier ones may have succeeded.
         """
-        call = self._add_bulk_call(jobs, self._conn.server)
+        call = self.add_bulk_call(jobs, self._conn.server)
         conn = self._conn
         return call.parse(await asyncio.gather(*(conn.request(r) for r in call.requests)))
 
     async def get_job(self, job_id: str) -> Job:
         """Fetch a job by id with this queue's serializer (see ``Client.get_job``)."""
-        return await send(self._conn, self._get_job_call(job_id))
+        return await send(self._conn, self.get_job_call(job_id))
 
     async def stats(self) -> QueueStats:
         """This queue's counters (all zero for a queue never used)."""
-        return await send(self._conn, self._stats_call())
+        return await send(self._conn, self.stats_call())
 
     async def pause(self) -> None:
         """Stop handing out this queue's jobs (reservations get nothing) until ``resume``."""
-        await send(self._conn, self._pause_call())
+        await send(self._conn, self.pause_call())
 
     async def resume(self) -> None:
         """Hand out jobs again after ``pause``."""
-        await send(self._conn, self._resume_call())
+        await send(self._conn, self.resume_call())
 
     async def clean(
         self, state: JobState | str, *, older_than: Duration = 0, limit: int | None = None
@@ -206,7 +206,7 @@ class Queue(QueueOperations[Job]):
         Returns:
             How many were removed.
         """
-        return await send(self._conn, self._clean_call(state, older_than, limit))
+        return await send(self._conn, self.clean_call(state, older_than, limit))
 
     async def failed(self, limit: int = 100, offset: int = 0) -> list[Job]:
         """The dead-letter set: failed jobs, newest first."""
@@ -215,7 +215,7 @@ class Queue(QueueOperations[Job]):
 
     async def failed_page(self, limit: int = 100, offset: int = 0) -> tuple[list[Job], int]:
         """Like ``failed`` and also the total number of failed jobs in the queue."""
-        return await send(self._conn, self._failed_page_call(limit, offset))
+        return await send(self._conn, self.failed_page_call(limit, offset))
 
     async def retry_failed(
         self, job_ids: Sequence[str] | None = None, *, limit: int | None = None
@@ -228,11 +228,11 @@ class Queue(QueueOperations[Job]):
         Raises:
             ConflictError: a single given id is not a failed job of this queue.
         """
-        return await send(self._conn, self._retry_failed_call(job_ids, limit))
+        return await send(self._conn, self.retry_failed_call(job_ids, limit))
 
     async def remove(self, job_id: str) -> JobState:
         """Delete one job (see ``Client.remove_job``)."""
-        return await send(self._conn, self._remove_call(job_id))
+        return await send(self._conn, self.remove_call(job_id))
 
 
 __all__ = ["Client", "Queue"]

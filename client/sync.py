@@ -279,48 +279,48 @@ class SyncQueue(QueueOperations["SyncJob"]):
 
     def add(self, name: str, data: Any = None, **options: Any) -> SyncJob:
         """Enqueue one job (same options as ``client.Queue.add``); returns once durable."""
-        return self._client.call(self._add_call(name, data, options))
+        return self._client.call(self.add_call(name, data, options))
 
     def add_bulk(self, jobs: Iterable[Any]) -> list[SyncJob]:
         """Enqueue many jobs in one round trip (see ``client.Queue.add_bulk``)."""
-        return self._client.call_bulk(self._add_bulk_call(jobs, self._client.server))
+        return self._client.call_bulk(self.add_bulk_call(jobs, self._client.server))
 
     def get_job(self, job_id: str) -> SyncJob:
         """Fetch a job by id with this queue's serializer."""
-        return self._client.call(self._get_job_call(job_id))
+        return self._client.call(self.get_job_call(job_id))
 
     def stats(self) -> QueueStats:
         """This queue's counters."""
-        return self._client.call(self._stats_call())
+        return self._client.call(self.stats_call())
 
     def pause(self) -> None:
         """Stop handing out this queue's jobs until ``resume``."""
-        self._client.call(self._pause_call())
+        self._client.call(self.pause_call())
 
     def resume(self) -> None:
         """Hand out jobs again."""
-        self._client.call(self._resume_call())
+        self._client.call(self.resume_call())
 
     def clean(
         self, state: JobState | str, *, older_than: float = 0, limit: int | None = None
     ) -> int:
         """Delete jobs in ``state`` older than ``older_than`` seconds; returns how many."""
-        return self._client.call(self._clean_call(state, older_than, limit))
+        return self._client.call(self.clean_call(state, older_than, limit))
 
     def failed(self, limit: int = 100, offset: int = 0) -> list[SyncJob]:
         """Failed jobs, newest first."""
-        jobs, _ = self._client.call(self._failed_page_call(limit, offset))
+        jobs, _ = self._client.call(self.failed_page_call(limit, offset))
         return jobs
 
     def retry_failed(
         self, job_ids: Sequence[str] | None = None, *, limit: int | None = None
     ) -> int:
         """Move failed jobs back to waiting; returns how many."""
-        return self._client.call(self._retry_failed_call(job_ids, limit))
+        return self._client.call(self.retry_failed_call(job_ids, limit))
 
     def remove(self, job_id: str) -> JobState:
         """Delete one job; returns the state it was in."""
-        return self._client.call(self._remove_call(job_id))
+        return self._client.call(self.remove_call(job_id))
 
 
 class SyncJob(JobHandle[SyncClient]):
@@ -330,7 +330,7 @@ class SyncJob(JobHandle[SyncClient]):
 
     def refresh(self) -> Self:
         """Fetch the current state. Raises ``NotFoundError`` if the job is gone."""
-        self._sender.call(self._refresh_call())
+        self._sender.call(self.refresh_call())
         return self
 
     def wait(self, timeout: float | None = None) -> Any:
@@ -341,7 +341,7 @@ class SyncJob(JobHandle[SyncClient]):
             WaitTimeoutError: not finished within ``timeout``.
             OSError: the broker went away and cannot be reached again.
         """
-        for call in self._wait_calls(timeout, self._sender.timeout):
+        for call in self.wait_calls(timeout, self._sender.timeout):
             try:
                 self._sender.call(call)
             except ConnectionLostError:
@@ -350,4 +350,4 @@ class SyncJob(JobHandle[SyncClient]):
 
     def remove(self) -> JobState:
         """Delete the job; returns the state it was in."""
-        return self._sender.call(self._remove_call())
+        return self._sender.call(self.remove_call())
