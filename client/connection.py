@@ -323,9 +323,9 @@ class Connection:
         """
         if timeout is None:
             timeout = self.request_timeout
-        wire = self._wire
+        wire, table = self._wire, self._table
         if (wire is not None and self._ready.is_set()
-                and self._table.has_slot() and wire.writable.is_set()):
+                and len(table.pending) < table.limit and wire.writable.is_set()):
             return await self._enqueue(wire, request, timeout)  # the hot path: nothing to wait for
         if not self._ready.is_set():
             loop = asyncio.get_running_loop()
@@ -459,11 +459,12 @@ class Connection:
         else:
             self._on_error_or_event(wire, parsed)
             return
-        future = self._table.match(request_id)
+        table = self._table
+        future = table.pending.pop(request_id, None)  # table.match(), inlined: the hot path
         self._replies += 1
         if future is not None and not future.done():
             future.set_result(body)
-        if self._table.slot_waiters:
+        if table.slot_waiters:
             self._release_slot()
 
     def _on_error_or_event(self, wire: Wire, parsed: Reply | ErrorReply | ServerEvent) -> None:

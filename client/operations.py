@@ -146,13 +146,21 @@ class QueueOperations(Generic[J]):
         job.max_attempts = spec.max_attempts
         return job
 
-    def _added(self, spec: JobSpec, data: Any, body: Mapping[str, Any]) -> J:
-        result = parse_enqueued(body)
-        return self._job(spec, result.ids[0], data, bool(result.duplicates))
+    # ``add`` is the one-at-a-time hot path: a request builder and a reply parser that both
+    # flavours call directly, without a ``Call`` and its parser closure per job.
 
-    def add_call(self, name: str, data: Any, options: Mapping[str, Any]) -> Call[J]:
-        spec = self._spec(name, data, options)
-        return Call(Enqueue(self.name, (spec,)), partial(self._added, spec, data))
+    def add_request(self, name: str, data: Any, options: Mapping[str, Any]) -> Enqueue:
+        """The ``enqueue`` request of ``add`` (``options`` merged over the queue's defaults).
+
+        Raises:
+            TypeError, ValueError: an unknown option, or one of the wrong type or range.
+        """
+        return Enqueue(self.name, (self._spec(name, data, options),))
+
+    def added(self, request: Enqueue, data: Any, body: Mapping[str, Any]) -> J:
+        """The job handle from ``add``'s request and its reply body."""
+        result = parse_enqueued(body)
+        return self._job(request.jobs[0], result.ids[0], data, bool(result.duplicates))
 
     def add_bulk_call(self, jobs: Iterable[Any], server: ServerInfo | None) -> BulkCall[list[J]]:
         """Requests of at most the broker's ``max_batch`` jobs and a share of its frame limit

@@ -158,8 +158,8 @@ class Queue(QueueOperations[Job]):
             ConnectionLostError: the connection dropped; the job may or may not exist (retry
                 with a ``job_id`` to be safe).
         """
-        call = self.add_call(name, data, options)
-        return call.parse(await self._conn.request(call.request))  # the hot path: no send()
+        request = self.add_request(name, data, options)
+        return self.added(request, data, await self._conn.request(request))
 
     async def add_bulk(self, jobs: Iterable[Any]) -> list[Job]:
         """Enqueue many jobs in one round trip (split into several pipelined requests only

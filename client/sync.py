@@ -279,7 +279,8 @@ class SyncQueue(QueueOperations["SyncJob"]):
 
     def add(self, name: str, data: Any = None, **options: Any) -> SyncJob:
         """Enqueue one job (same options as ``client.Queue.add``); returns once durable."""
-        return self._client.call(self.add_call(name, data, options))
+        request = self.add_request(name, data, options)
+        return self.added(request, data, self._client.request(request))
 
     def add_bulk(self, jobs: Iterable[Any]) -> list[SyncJob]:
         """Enqueue many jobs in one round trip (see ``client.Queue.add_bulk``)."""

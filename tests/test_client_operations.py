@@ -48,22 +48,24 @@ def info(job_id: str = "7", state: JobState = JobState.COMPLETED, **fields: Any)
 def test_add_builds_one_enqueue_and_makes_a_handle_of_the_callers_type(
     job_type: type[JobHandle[Any]],
 ) -> None:
-    call = queue(job_type, attempts=4).add_call("send", {"to": "ada"}, {"priority": 2})
-    assert isinstance(call.request, Enqueue) and call.request.queue == "emails"
-    (spec,) = call.request.jobs
+    emails = queue(job_type, attempts=4)
+    request = emails.add_request("send", {"to": "ada"}, {"priority": 2})
+    assert isinstance(request, Enqueue) and request.queue == "emails"
+    (spec,) = request.jobs
     assert (spec.name, spec.priority, spec.max_attempts) == ("send", 2, 4)
-    job = call.parse({"ids": ("42",), "duplicates": ()})
+    job = emails.added(request, {"to": "ada"}, {"ids": ("42",), "duplicates": ()})
     assert type(job) is job_type
     assert (job.id, job.state, job.priority, job.max_attempts) == ("42", JobState.WAITING, 2, 4)
     assert job.data == {"to": "ada"} and not job.duplicate
-    delayed = queue(job_type).add_call("send", None, {"delay": 5}).parse(
-        {"ids": ("43",), "duplicates": (0,)})
+    later = queue(job_type)
+    delayed = later.added(later.add_request("send", None, {"delay": 5}), None,
+                          {"ids": ("43",), "duplicates": (0,)})
     assert delayed.duplicate and delayed.state is None  # a duplicate says nothing of its state
 
 
 def test_add_refuses_an_unknown_option_before_sending() -> None:
     with pytest.raises(TypeError, match="prio"):
-        queue().add_call("send", None, {"prio": 1})
+        queue().add_request("send", None, {"prio": 1})
 
 
 def test_add_bulk_splits_at_the_brokers_batch_limit_and_pairs_ids_in_order() -> None:
