@@ -8,6 +8,10 @@ first call and reopens on the next call after a failure, and after ``os.fork()``
 shares its parent's socket). A call that fails with ``ConnectionLostError`` is not retried
 automatically: an enqueue may or may not have happened, so retry it with a ``job_id``.
 
+What each operation sends and how its reply is read is not written here: ``SyncQueue`` and
+``SyncJob`` use the same ``QueueOperations`` and ``JobRecord`` calls as the asynchronous
+``Queue`` and ``Job`` (``client/operations.py``, ``client/job.py``) and only send them.
+
 ::
 
     from client import SyncClient
