@@ -12,7 +12,8 @@ import pytest
 from broker.committer import GroupCommitter
 from broker.core import Changes, QueueMeta
 from broker.jobs import NO_OPTIONS, Job, JobOptions
-from broker.journal import Journal, JournalError, SyncMode, _upsert_rows
+from broker.journal import Journal, JournalError, SyncMode
+from broker.journal_sql import upsert_rows
 from broker.schema import CREATE_STATEMENTS, RowEncoder
 from protocol.messages import Backoff, BackoffKind, JobState, Retention
 from tests.journaltools import (
@@ -155,8 +156,8 @@ def test_multi_row_upserts_change_every_row_without_the_replace_fallback(
     encoder = RowEncoder()
     rows = [encoder.job_row(make_job(seq)) for seq in range(1, count + 1)]
 
-    assert _upsert_rows(conn, rows) == count  # inserted
-    assert _upsert_rows(conn, rows) == count  # updated in place
+    assert upsert_rows(conn, rows) == count  # inserted
+    assert upsert_rows(conn, rows) == count  # updated in place
     assert conn.execute("SELECT count(*), min(seq), max(seq) FROM jobs").fetchone() == (
         count, 1, count)
     conn.close()
