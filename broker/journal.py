@@ -44,9 +44,12 @@ from broker.journal_sql import (
     JournalError,
     SyncMode,
     checkpoint,
+    close_cursor,
     configure,
     describe,
+    drop_rows,
     fetch,
+    lenient_text,
     load_rest,
     open_jobs,
     scalar,
@@ -57,7 +60,7 @@ from broker.log import get_logger
 from broker.schema import RowDecoder, RowEncoder, SchemaError
 from broker.walformat import WalIndex
 
-__all__ = ["DEFAULT_CHECKPOINT_BYTES", "Journal", "JournalError", "SyncMode"]
+__all__ = ["DEFAULT_CHECKPOINT_BYTES", "DamagedRows", "Journal", "JournalError", "SyncMode"]
 
 _log = get_logger("journal")
 
@@ -68,7 +71,17 @@ LOAD_CHUNK: Final = 20_000
 _sched_yield: Final[Callable[[], None] | None] = getattr(os, "sched_yield", None)
 
 
-# ------------------------------------------------------------------------- in the event loop
+
+class DamagedRows(JournalError):
+    """Job rows whose checksum does not match their columns (``broker.schema.row_checksum``).
+
+    Attributes:
+        rows: ``(seq, id)`` of each such row, in ``seq`` order.
+    """
+
+    def __init__(self, path: Path, rows: list[tuple[Any, Any]]) -> None:
+        super().__init__(f"{len(rows)} job rows of {path} fail their checksum")
+        self.rows = rows
 
 
 class Journal:
@@ -160,14 +173,18 @@ class Journal:
 
     # ----------------------------------------------------------------------------- reading
 
-    async def load(self) -> Snapshot:
+    async def load(self, *, skip_damaged: bool = False) -> Snapshot:
         """Read every job and queue.
+
+        Args:
+            skip_damaged: leave out rows that fail their checksum rather than raise.
 
         Returns:
             All persisted jobs (in ``seq`` order, ACTIVE ones as they were written), queues, and
             ``next_seq``: the largest persisted ``next_seq``, and above every loaded ``seq``.
 
         Raises:
+            DamagedRows: rows fail their checksum (unless ``skip_damaged``).
             JournalError: the database cannot be read, or holds a row that is not a valid job.
         """
         jobs: list[Job] = []
@@ -179,9 +196,20 @@ class Journal:
             gc_was_enabled = gc.isenabled()
             gc.disable()
             try:
-                cursor = await db.run(open_jobs)
-                while rows := await db.run(fetch, cursor, LOAD_CHUNK):
-                    decoder.jobs_from_rows(rows, jobs)
+                try:
+                    await self._scan_jobs(db, decoder, jobs)
+                except sqlite3.OperationalError as exc:
+                    if "decode" not in str(exc):
+                        raise
+                    # Text that is not UTF-8 (a damaged row): read again with text decoded
+                    # leniently, so that the checksums name the rows.
+                    jobs.clear()
+                    decoder = RowDecoder()
+                    await db.run(lenient_text, True)
+                    try:
+                        await self._scan_jobs(db, decoder, jobs)
+                    finally:
+                        await db.run(lenient_text, False)
                 queue_rows, stored_next_seq = await db.run(load_rest)
             except sqlite3.Error as exc:
                 raise JournalError(f"cannot read the journal {self._path}: {exc}") from exc
@@ -190,12 +218,23 @@ class Journal:
             finally:
                 if gc_was_enabled:
                     gc.enable()
+        if decoder.damaged and not skip_damaged:
+            raise DamagedRows(self._path, decoder.damaged)
         queues = [
             QueueMeta(sys.intern(name), bool(paused), completed, failed)
             for name, paused, completed, failed in queue_rows
         ]
         next_seq = max(stored_next_seq or 0, jobs[-1].seq + 1 if jobs else 0)
         return Snapshot(jobs=jobs, queues=queues, next_seq=next_seq)
+
+    @staticmethod
+    async def _scan_jobs(db: SQLiteThread, decoder: RowDecoder, out: list[Job]) -> None:
+        cursor = await db.run(open_jobs)
+        try:
+            while rows := await db.run(fetch, cursor, LOAD_CHUNK):
+                decoder.jobs_from_rows(rows, out)
+        finally:
+            await db.run(close_cursor, cursor)  # an open statement would block the checkpoint
 
     # ----------------------------------------------------------------------------- writing
 
@@ -259,6 +298,19 @@ class Journal:
             except (sqlite3.Error, OverflowError) as exc:
                 raise JournalError(f"journal write failed: {exc}") from exc
             self.transactions += 1
+
+    async def drop_rows(self, seqs: list[int]) -> None:
+        """Delete the job rows of ``seqs`` in one transaction (damaged rows, once set aside).
+
+        Raises:
+            JournalError: the transaction failed, or the journal is closed.
+        """
+        async with self._lock:
+            db = self._require_open()
+            try:
+                await db.run(transaction, drop_rows, seqs)
+            except sqlite3.Error as exc:
+                raise JournalError(f"cannot delete damaged rows: {exc}") from exc
 
     async def set_size_limit(self, max_bytes: int | None) -> int:
         """Cap the database file's size (``PRAGMA max_page_count``), or lift the cap (``None``).

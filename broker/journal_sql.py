@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import itertools
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from broker.log import get_logger
 from broker.schema import (
@@ -28,6 +29,7 @@ from broker.schema import (
     UPSERT_NEXT_SEQ,
     UPSERT_QUEUE,
     delete_jobs_sql,
+    migrate_v1,
     upsert_jobs_sql,
 )
 
@@ -42,6 +44,7 @@ VACUUM_STEP_PAGES: Final = 8_192
 BUSY_TIMEOUT_MS: Final = 5_000
 CACHE_KIB: Final = 8 * 1024
 _chain: Final = itertools.chain.from_iterable
+_T = TypeVar("_T")
 
 
 class JournalError(Exception):
@@ -139,21 +142,29 @@ def _check_schema(conn: sqlite3.Connection, path: Path) -> None:
             f"{path} has schema version {version}, written by a newer jobwire; this "
             f"version reads schema version {SCHEMA_VERSION}: upgrade jobwire"
         )
-    if version != SCHEMA_VERSION:
+    if version == 1:  # before row checksums: add them, in one transaction
+        started = time.perf_counter()
+        jobs = transaction(conn, migrate_v1)
+        _log.info("journal_migrated", path=str(path), from_version=1, to_version=SCHEMA_VERSION,
+                  jobs=jobs, seconds=round(time.perf_counter() - started, 3))
+    elif version != SCHEMA_VERSION:
         raise JournalError(
             f"{path} has unknown schema version {version} (expected {SCHEMA_VERSION})"
         )
 
 
-def transaction(conn: sqlite3.Connection, body: Callable[..., None], *args: Any) -> None:
+def transaction(conn: sqlite3.Connection, body: Callable[..., _T], *args: Any) -> _T:
     """``body(conn, *args)`` in one ``BEGIN IMMEDIATE`` transaction, rolled back if it fails.
+
+    Returns:
+        What ``body`` returned.
 
     Raises:
         sqlite3.Error: a statement failed (nothing of the transaction was kept).
     """
     conn.execute("BEGIN IMMEDIATE")
     try:
-        body(conn, *args)
+        result = body(conn, *args)
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
@@ -162,6 +173,7 @@ def transaction(conn: sqlite3.Connection, body: Callable[..., None], *args: Any)
             except sqlite3.Error as exc:
                 _log.error("journal_rollback_failed", error=str(exc))
         raise
+    return result
 
 
 def write_rows(
@@ -207,12 +219,29 @@ def _delete_rows(conn: sqlite3.Connection, ids: list[tuple[str]]) -> None:
         conn.execute(delete_jobs_sql(end - start), [row[0] for row in ids[start:end]])
 
 
+def drop_rows(conn: sqlite3.Connection, seqs: list[int]) -> None:
+    conn.executemany("DELETE FROM jobs WHERE seq = ?", [(seq,) for seq in seqs])
+
+
 def open_jobs(conn: sqlite3.Connection) -> sqlite3.Cursor:
     return conn.execute(SELECT_JOBS)
 
 
 def fetch(conn: sqlite3.Connection, cursor: sqlite3.Cursor, rows: int) -> list[Any]:
     return cursor.fetchmany(rows)
+
+
+def close_cursor(conn: sqlite3.Connection, cursor: sqlite3.Cursor) -> None:
+    cursor.close()
+
+
+def lenient_text(conn: sqlite3.Connection, lenient: bool) -> None:
+    """Read TEXT that is not UTF-8 (damage) as ``str`` with surrogates rather than fail."""
+    conn.text_factory = _lenient_text if lenient else str
+
+
+def _lenient_text(data: bytes) -> str:
+    return data.decode("utf-8", "surrogateescape")
 
 
 def load_rest(conn: sqlite3.Connection) -> tuple[list[Any], Any]:
