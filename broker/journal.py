@@ -48,6 +48,7 @@ from broker.journal_sql import (
     configure,
     describe,
     drop_rows,
+    explain,
     fetch,
     lenient_text,
     load_rest,
@@ -136,7 +137,9 @@ class Journal:
         try:
             db = await SQLiteThread.connect(path)
         except sqlite3.Error as exc:
-            raise JournalError(f"cannot open the journal {path}: {exc}") from exc
+            raise JournalError(
+                f"cannot open the journal {path}: {explain(exc, path.parent)}"
+            ) from exc
         journal = cls(db, path, SyncMode(sync), checkpoint_bytes)
         try:
             journal._page_size, journal._default_max_pages = await db.run(
@@ -144,7 +147,9 @@ class Journal:
             )
         except sqlite3.Error as exc:
             await db.close()
-            raise JournalError(f"cannot set up the journal {path}: {exc}") from exc
+            raise JournalError(
+                f"cannot set up the journal {path}: {explain(exc, path.parent)}"
+            ) from exc
         except BaseException:
             await db.close()
             raise

@@ -9,6 +9,7 @@ Nothing here runs in the event loop, and nothing here awaits.
 from __future__ import annotations
 
 import itertools
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -73,6 +74,28 @@ _DESCRIBED: Final = (
     "application_id",
     "user_version",
 )
+
+DISK_FULL_BYTES: Final = 1 << 20
+"""Free space below which an I/O error at open is reported as a full disk."""
+
+
+def explain(exc: sqlite3.Error, directory: Path) -> str:
+    """SQLite's message, saying "disk full" when that is the cause.
+
+    On a full disk SQLite often reports a generic "disk I/O error" (it cannot grow the ``-shm``
+    file, ``SQLITE_IOERR_SHMSIZE``); the file system's free space tells the cause.
+    """
+    name = getattr(exc, "sqlite_errorname", "")
+    if name == "SQLITE_FULL" or name.startswith("SQLITE_IOERR"):
+        try:
+            stats = os.statvfs(directory)
+        except OSError:
+            return str(exc)
+        free = stats.f_bavail * stats.f_frsize
+        if name == "SQLITE_FULL" or free < DISK_FULL_BYTES:
+            return f"disk full ({free:,} bytes free in {directory}; SQLite said: {exc})"
+    return str(exc)
+
 
 # ------------------------------------------------------------------------- statements
 
