@@ -32,7 +32,9 @@ def _serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         args.parser.error(str(exc))
     configure_logging(settings.log_level, settings.log_format)
-    from broker.server import run_broker  # deferred: `jobwire --help` needs no journal imports
+    # Deferred: `jobwire --help` needs no journal imports.
+    from broker.integrity import EXIT_DAMAGED, JournalDamaged
+    from broker.server import run_broker
 
     log = get_logger("cli")
     # Jobs are many long-lived objects: at the default thresholds the cyclic GC rescans all of
@@ -45,6 +47,10 @@ def _serve(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:  # a second Ctrl-C while the runner was not yet handling signals
         log.warning("interrupted")
         return 130
+    except JournalDamaged as exc:  # refused, files set aside: a distinct status for supervisors
+        log.error("fatal", error=str(exc), set_aside=None if exc.set_aside is None
+                  else str(exc.set_aside))
+        return EXIT_DAMAGED
     except OSError as exc:
         log.error("fatal", error=str(exc))
         return 1

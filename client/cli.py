@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import base64
 import json
+import math
 import os
 import re
 import sys
@@ -279,6 +280,10 @@ def _safe(get: Callable[[], Any]) -> Any:
 
 
 def _jsonable(value: Any) -> Any:
+    """``value`` as JSON can hold it: bytes as ``{"base64": ...}``, and NaN and infinities (no
+    JSON number) as the strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"``."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
     if isinstance(value, bytes):
         return {"base64": base64.b64encode(value).decode()}
     if isinstance(value, dict):

@@ -18,7 +18,7 @@ import pytest
 from client import Client
 from client.cli import main
 from protocol.model import FailItem
-from protocol.operations import Fail, Reserve
+from protocol.operations import Fail, Progress, Reserve
 from protocol.replies import parse_reserved
 from tests.conftest import BrokerProcess, RunningBroker, free_port, jobwire_command
 
@@ -80,6 +80,22 @@ async def test_job_shows_one_job(
     code, out, _ = await cli("job", job.id, "--url", url, "--json")
     data = json.loads(out)
     assert data["id"] == job.id and data["queue"] == "emails" and data["attempts"] == 0
+
+
+async def test_job_json_stays_valid_with_nan_and_infinite_progress(
+    url: str, client: Client
+) -> None:
+    job = await client.queue("emails").add("send", {"to": "ada@example.com"})
+    (reserved,) = parse_reserved(await client.connection.request(Reserve(("emails",), 1)))
+    progress = {"rate": float("nan"), "eta": float("inf"), "low": float("-inf"), "done": 0.5}
+    await client.connection.request(Progress(job.id, reserved.token, progress))
+
+    code, out, _ = await cli("job", job.id, "--url", url, "--json")
+
+    assert code == 0
+    data = json.loads(out, parse_constant=lambda word: pytest.fail(f"{word} is not JSON"))
+    assert data["progress"] == {"rate": "NaN", "eta": "Infinity", "low": "-Infinity",
+                                "done": 0.5}
 
 
 async def test_errors_exit_non_zero_with_one_clear_line(
