@@ -14,18 +14,9 @@ from client.job import Job, JobHandle
 from client.operations import EMPTY_QUEUE_STATS, QueueOperations, get_job_call, stats_call
 from client.serializers import MSGPACK
 from client.sync import SyncJob
-from protocol.messages import (
-    Cancel,
-    Enqueue,
-    Get,
-    JobInfo,
-    JobState,
-    ListFailed,
-    QueueStats,
-    RetryFailed,
-    Stats,
-    Wait,
-)
+from protocol.model import JobState
+from protocol.operations import Cancel, Enqueue, Get, ListFailed, RetryFailed, Stats, Wait
+from protocol.replies import JobInfo, QueueStats
 
 SENDER: Any = object()
 """Stands in for the connection or sync client a handle is bound to: no call is sent here."""

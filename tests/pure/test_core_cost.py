@@ -13,7 +13,7 @@ from typing import Any
 
 from broker.core import Core, CoreConfig
 from broker.jobs import Job
-from protocol.messages import FailItem, JobSpec, JobState
+from protocol.model import FailItem, JobSpec, JobState
 
 T0 = 1_700_000_000_000
 MANY = 5_000
