@@ -32,6 +32,7 @@ from client.operations import (
 from client.options import Duration, check_options
 from client.serializers import Serializer, get_serializer
 from protocol.model import JobState
+from protocol.operations import TIME, Time
 from protocol.replies import QueueStats
 
 
@@ -119,6 +120,10 @@ class Client:
     async def ping(self) -> int:
         """Round-trip to the broker. Returns the broker's clock (Unix ms)."""
         return await send(self.connection, ping_call())
+
+    async def broker_time(self) -> float:
+        """The broker's clock, in Unix seconds like ``time.time()`` (for clock-skew checks)."""
+        return TIME.reply(await self.connection.request(Time())) / 1000
 
     def statistics(self) -> ConnectionStatistics:
         """A frozen snapshot of the connection's counters."""

@@ -18,7 +18,7 @@ from broker.walformat import read_wal_header
 from protocol.model import Backoff, BackoffKind, JobState, Retention
 from tests.tools.journaltools import NOW, as_tuple, make_job, upserts
 
-V1_JOURNAL = Path(__file__).parent / "data" / "journal-v1.db"
+V1_JOURNAL = Path(__file__).parent.parent / "data" / "journal-v1.db"
 """Written by ``Journal`` at commit 742e39a (schema 1): ``v1_jobs()`` in 100-job transactions,
 each with queue ``q`` (paused, 17 completed, 3 failed) and ``next_seq`` 5,000, then closed."""
 
