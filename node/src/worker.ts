@@ -194,9 +194,12 @@ export class Worker<DataType = any, ResultType = any, NameType extends string = 
       this.emit('closing', 'closing');
       await Promise.allSettled([...this.reserves]);
       if (force) {
+        // Processors cannot be cancelled: they go on, but their jobs are handed back now and
+        // whatever they return later is dropped.
         for (const held of this.held.values()) if (!held.settled) this.handBack(held);
+      } else {
+        await this.whenIdle();
       }
-      await this.whenIdle();
       await this.outcomes.settle();
       if (this.leaseTimer) clearInterval(this.leaseTimer);
       if (this.ownsConnection) await this.connection.close();
