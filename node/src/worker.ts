@@ -103,6 +103,8 @@ export class Worker<DataType = any, ResultType = any, NameType extends string = 
   private brokerDraining = false;
   private closing: Promise<void> | null = null;
   private reportedFailure = false;
+  /** A `lost` was reported on the error event since the last handshake. */
+  private lostReported = false;
   private leaseTimer: NodeJS.Timeout | null = null;
   private idleWaiters: Array<() => void> = [];
   private runPromise: Promise<void> | null = null;
@@ -136,7 +138,16 @@ export class Worker<DataType = any, ResultType = any, NameType extends string = 
       refused: (outcome, code, message) => this.onRefused(outcome, code, message),
     }, this.logger);
     this.connection.on('draining', () => { this.brokerDraining = true; });
-    this.connection.on('ready', () => { this.brokerDraining = false; this.pump(); });
+    this.connection.on('ready', () => {
+      this.brokerDraining = false;
+      this.lostReported = false;
+      this.pump();
+    });
+    this.connection.on('lost', (cause: Error | null) => {
+      this.lostReported = true;
+      this.emitError(new ConnectionLostError(
+        `connection to the broker lost (${cause?.message ?? 'closed by the broker'}); reconnecting`));
+    });
     this.connection.on('error', (error: Error) => this.emitError(error));
     if (opts.autorun ?? true) {
       this.run().catch((error: Error) => this.emitError(error));
@@ -248,7 +259,7 @@ export class Worker<DataType = any, ResultType = any, NameType extends string = 
         void this.close();
         return;
       }
-      if (!this.reportedFailure) {
+      if (!this.reportedFailure && !(error instanceof ConnectionLostError && this.lostReported)) {
         this.reportedFailure = true;
         this.emitError(error);
       }

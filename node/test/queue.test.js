@@ -6,11 +6,24 @@ import { BrokerError, Connection, Queue, WaitTimeoutError, Worker } from '../dis
 import { eventually, queueName, startBroker } from './broker.js';
 
 let broker;
+/** Everything a test opened, closed at the end even when a test failed half-way. */
+const opened = [];
 before(async () => { broker = await startBroker(); });
-after(async () => { await broker.stop(); });
+after(async () => {
+  await Promise.all(opened.map((thing) => thing.close()));
+  await broker.stop();
+});
 
 function queue(opts = {}) {
-  return new Queue(queueName(), { connection: broker.url, ...opts });
+  const q = new Queue(queueName(), { connection: broker.url, ...opts });
+  opened.push(q);
+  return q;
+}
+
+function startWorker(name, processor) {
+  const w = new Worker(name, processor, { connection: broker.url, drainDelay: 0.1 });
+  opened.push(w);
+  return w;
 }
 
 test('add() calls in one tick share one enqueue request; each gets its job', async () => {
@@ -78,7 +91,7 @@ test('getJobCounts over every state; delay and priority', async () => {
     ['active', 'completed', 'delayed', 'failed', 'paused', 'prioritized', 'waiting', 'waiting-children']);
   assert.equal(await q.getJobCountByTypes('waiting', 'delayed'), 3);
   const order = [];
-  const worker = new Worker(q.name, async (job) => { order.push(job.name); }, { connection: broker.url, drainDelay: 0.1 });
+  const worker = startWorker(q.name, async (job) => { order.push(job.name); });
   await eventually(() => order.length === 2, 10_000, 'two jobs');
   assert.deepEqual(order, ['high', 'low'], 'lower priority number first');
   await worker.close();
@@ -93,7 +106,7 @@ test('pause, resume, isPaused: waiting jobs count as paused while paused', async
   assert.equal(await q.isPaused(), true);
   assert.deepEqual(await q.getJobCounts('waiting', 'paused'), { waiting: 0, paused: 1 });
   const done = [];
-  const worker = new Worker(q.name, async (job) => { done.push(job.id); }, { connection: broker.url, drainDelay: 0.1 });
+  const worker = startWorker(q.name, async (job) => { done.push(job.id); });
   await new Promise((resolve) => setTimeout(resolve, 300));
   assert.equal(done.length, 0, 'a paused queue hands out nothing');
   await q.resume();
@@ -125,10 +138,10 @@ test('getFailed, job.retry and retryJobs; waitUntilFinished rejects with the rea
   const q = queue();
   const jobs = await q.addBulk(Array.from({ length: 3 }, (_, i) => ({ name: 'boom', data: i, opts: { attempts: 1 } })));
   let fail = true;
-  const worker = new Worker(q.name, async (job) => {
+  const worker = startWorker(q.name, async (job) => {
     if (fail) throw new Error(`bad input ${job.data}`);
     return job.data * 10;
-  }, { connection: broker.url, drainDelay: 0.1 });
+  });
   await assert.rejects(jobs[0].waitUntilFinished(undefined, 10_000), /Error: bad input 0/);
   await eventually(async () => (await q.getFailedCount()) === 3, 10_000, 'three failed');
   const failed = await q.getFailed();
