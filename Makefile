@@ -31,7 +31,12 @@ lint: $(VENV)/.installed-dev
 pytest: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest
 
-test: lint pytest
+test: lint pytest node-test
+
+# The Node.js client (node/): npm ci, then its tests against brokers started from $(VENV).
+.PHONY: node-test
+node-test: $(VENV)/.installed
+	cd node && npm ci --no-audit --no-fund && npm test
 
 bench: $(VENV)/.installed-dev
 	$(BIN)/jobwire bench suite --json bench/results/latest.json --markdown bench/results/latest.md

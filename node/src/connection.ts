@@ -5,7 +5,9 @@
  * fewer than the broker's `max_inflight` requests are outstanding, the request gets the next
  * request id, its frame goes to the outbox and the promise waits in `pending` for the reply with
  * that id (replies come in any order). Frames queued in one turn of the event loop leave in one
- * `socket.write` (a microtask flushes the outbox; past `FLUSH_BYTES` it flushes at once). Other
+ * `socket.write` (a `setImmediate` flushes the outbox, so the requests of every Queue, Worker
+ * and callback sharing the connection in that turn go together; past `FLUSH_BYTES` it flushes
+ * at once, so the broker starts on a large burst while the rest is still being encoded). Other
  * requests wait in `backlog`: while the connection is down they wait for the next handshake (at
  * most `offlineTimeoutMs`, then `ConnectionLostError`); at the in-flight limit they wait for a
  * reply to free a slot.
@@ -91,6 +93,10 @@ export class Connection extends EventEmitter {
   server: ServerInfo | null = null;
   /** Successful handshakes after the first one. */
   reconnects = 0;
+  /** Requests written (every op, `hello` included). */
+  requestsSent = 0;
+  /** `socket.write` calls: fewer than `requestsSent` when frames were coalesced. */
+  writes = 0;
 
   private readonly options: ConnectionOptions;
   private readonly logger: Logger;
@@ -215,13 +221,14 @@ export class Connection extends EventEmitter {
   }
 
   private write(frame: Buffer): void {
+    this.requestsSent += 1;
     this.outbox.push(frame);
     this.outboxBytes += frame.length;
     if (this.outboxBytes >= FLUSH_BYTES) {
       this.flush();
     } else if (!this.flushQueued) {
       this.flushQueued = true;
-      queueMicrotask(() => this.flush());
+      setImmediate(() => this.flush());
     }
   }
 
@@ -231,7 +238,10 @@ export class Connection extends EventEmitter {
     const data = this.outbox.length === 1 ? this.outbox[0]! : Buffer.concat(this.outbox, this.outboxBytes);
     this.outbox = [];
     this.outboxBytes = 0;
-    if (this.socket && !this.socket.destroyed) this.socket.write(data);
+    if (this.socket && !this.socket.destroyed) {
+      this.writes += 1;
+      this.socket.write(data);
+    }
   }
 
   private open(): void {

@@ -29,9 +29,10 @@ function startWorker(name, processor) {
 test('add() calls in one tick share one enqueue request; each gets its job', async () => {
   const q = queue();
   await q.waitUntilReady();
-  const before = requestsSent(q.connection);
+  const [requests, writes] = [q.connection.requestsSent, q.connection.writes];
   const jobs = await Promise.all(Array.from({ length: 250 }, (_, i) => q.add('n', { i })));
-  assert.equal(requestsSent(q.connection) - before, 1, 'one enqueue for 250 adds');
+  assert.equal(q.connection.requestsSent - requests, 1, 'one enqueue for 250 adds');
+  assert.equal(q.connection.writes - writes, 1, 'in one write');
   assert.deepEqual(jobs.map((job) => job.data.i), Array.from({ length: 250 }, (_, i) => i));
   assert.equal(new Set(jobs.map((job) => job.id)).size, 250);
   assert.equal(await q.getWaitingCount(), 250);
@@ -179,19 +180,17 @@ test('long delays, times and ages above 2^32 go out as integers', async () => {
   await q.close();
 });
 
-test('queues can share one Connection; the connection closes on its own', async () => {
+test('queues can share one Connection; their calls of one tick leave in one write', async () => {
   const connection = new Connection(broker.url);
   const q1 = new Queue(queueName(), { connection });
   const q2 = new Queue(queueName(), { connection });
-  await Promise.all([q1.add('a', 1), q2.add('b', 2)]);
+  await connection.connect();
+  const writes = connection.writes;
+  await Promise.all([q1.add('a', 1), q2.add('b', 2), q1.getJobCounts(), q2.isPaused()]);
+  assert.equal(connection.writes - writes, 1, 'two enqueues and two stats in one write');
   await q1.close();
   assert.equal((await q2.add('c', 3)).name, 'c', 'closing a queue leaves a shared connection open');
   await q2.close();
   await connection.close();
   await assert.rejects(connection.request('ping'), /closed/);
 });
-
-/** Requests written so far on a connection (request ids count up from 1). */
-function requestsSent(connection) {
-  return connection.nextId;
-}
