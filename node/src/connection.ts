@@ -47,6 +47,8 @@ export interface ConnectionOptions {
   host?: string;
   port?: number;
   token?: string;
+  /** The same as `token` (so BullMQ's `{ host, port, password }` works unchanged). */
+  password?: string;
   /** A name for the broker's logs. */
   clientName?: string;
   /** How long a request waits for a connection before it fails (ms, default 30,000). */
@@ -123,7 +125,7 @@ export class Connection extends EventEmitter {
       host: this.options.host ?? parsed.host,
       port: this.options.port ?? parsed.port,
     };
-    const token = this.options.token ?? parsed.token;
+    const token = this.options.token ?? this.options.password ?? parsed.token;
     if (token !== undefined) this.endpoint.token = token;
     this.logger = this.options.logger ?? defaultLogger;
   }
