@@ -18,6 +18,7 @@ const { values } = parseArgs({
     only: { type: 'string' },
     repeat: { type: 'string', default: '1' },
     json: { type: 'boolean', default: false },
+    'bulk-in-flight': { type: 'string', default: '1' },
   },
 });
 const JOBS = Number(values.jobs);
@@ -29,8 +30,14 @@ async function bulk(url) {
   const queue = new Queue(qname('bulk'), { connection: url });
   await queue.waitUntilReady();
   const batch = Array.from({ length: 1000 }, () => ({ name: 'n', data: PAYLOAD }));
+  const inFlight = Number(values['bulk-in-flight']);
+  const pending = [];
   const start = performance.now();
-  for (let done = 0; done < JOBS; done += 1000) await queue.addBulk(batch.slice(0, Math.min(1000, JOBS - done)));
+  for (let done = 0; done < JOBS; done += 1000) {
+    pending.push(queue.addBulk(batch.slice(0, Math.min(1000, JOBS - done))));
+    if (pending.length >= inFlight) await pending.shift();
+  }
+  await Promise.all(pending);
   const seconds = (performance.now() - start) / 1000;
   const extra = { requests: queue.connection.requestsSent - 1, writes: queue.connection.writes - 1 };
   await queue.close();
@@ -78,10 +85,12 @@ async function drain(url) {
       if (completed === JOBS) resolve(performance.now());
     });
   });
+  const cpuBefore = brokerPid ? cpuSeconds(brokerPid) : null;
   start = performance.now();
   void worker.run();
   const end = await finished;
-  const extra = { ackRequests: worker.connection.requestsSent, writes: worker.connection.writes };
+  const extra = { requests: worker.connection.requestsSent, writes: worker.connection.writes };
+  if (cpuBefore !== null) extra.broker_us_per_job_drain_only = Math.round(((cpuSeconds(brokerPid) - cpuBefore) * 1e6) / JOBS);
   await worker.close();
   await queue.close();
   return { seconds: (end - start) / 1000, extra };
@@ -147,7 +156,7 @@ function cpuSeconds(pid) {
 }
 
 const SCENARIOS = {
-  bulk: { title: 'bulk enqueue, addBulk of 1,000, 1 request in flight', run: bulk },
+  bulk: { title: `bulk enqueue, addBulk of 1,000, ${values['bulk-in-flight']} request(s) in flight`, run: bulk },
   single: { title: 'one at a time, queue.add with 100 in flight', run: single },
   drain: { title: 'drain, 1 worker at concurrency 50, no-op processor', run: drain },
   'raw-split': { title: 'raw socket, 100 one-job enqueues in flight, one write per frame', run: rawProbe('split') },
@@ -156,10 +165,12 @@ const SCENARIOS = {
 
 const only = values.only ? values.only.split(',') : Object.keys(SCENARIOS);
 let broker = null;
+let brokerPid = null;
 let url = values.url;
 if (!url) {
   broker = await new Broker(['--sync', 'full']).start();
   url = broker.url;
+  brokerPid = broker.proc.pid;
 }
 const results = [];
 try {
@@ -169,8 +180,11 @@ try {
     for (let i = 0; i < Number(values.repeat); i += 1) {
       const load = os.loadavg()[0];
       const cpuBefore = broker ? cpuSeconds(broker.proc.pid) : null;
+      const clientBefore = process.cpuUsage();
       const { seconds, extra } = await scenario.run(url);
+      const clientCpu = process.cpuUsage(clientBefore);
       const cpuAfter = broker ? cpuSeconds(broker.proc.pid) : null;
+      extra.client_us_per_job = Math.round((clientCpu.user + clientCpu.system) / JOBS);
       const rate = Math.round(JOBS / seconds);
       // Broker CPU per job over the whole scenario (the drain's untimed fill included).
       if (cpuBefore !== null && cpuAfter !== null) extra.broker_us_per_job = Math.round(((cpuAfter - cpuBefore) * 1e6) / JOBS);

@@ -2,8 +2,9 @@
  * The worker runtime: BullMQ's `Worker`, over `reserve`, `ack`/`fail`/`release` and `extend`.
  *
  * Theory of operation: every job the worker holds is in `held` (keyed by lease token) from its
- * reservation until the broker answered its outcome. `pump()` runs whenever something changes
- * (a job finished, a reserve came back, the connection came back, `resume()`) and asks with a
+ * reservation until the broker answered its outcome. `pump()` runs once per turn of the event
+ * loop in which something changed (a job finished, a reserve came back, the connection came
+ * back, `resume()`), so jobs that finish together free their slots together, and asks with a
  * long-poll `reserve` for `free = min(concurrency - running, maxHeld - held) - asked` jobs.
  * A second reserve may overlap the first only while the worker is busy (the last reserve brought
  * jobs) and a quarter of the slots are free, so a busy worker keeps its pipe full and an idle one
@@ -103,6 +104,7 @@ export class Worker<DataType = any, ResultType = any, NameType extends string = 
   private brokerDraining = false;
   private closing: Promise<void> | null = null;
   private reportedFailure = false;
+  private pumpScheduled = false;
   /** A `lost` was reported on the error event since the last handshake. */
   private lostReported = false;
   private leaseTimer: NodeJS.Timeout | null = null;
@@ -225,6 +227,19 @@ export class Worker<DataType = any, ResultType = any, NameType extends string = 
     return new Promise((resolve) => this.idleWaiters.push(resolve));
   }
 
+  /**
+   * Pump once the current turn of the event loop is over: processors that finish together then
+   * free their slots before the next reserve, which asks for all of them at once.
+   */
+  private schedulePump(): void {
+    if (this.pumpScheduled) return;
+    this.pumpScheduled = true;
+    setImmediate(() => {
+      this.pumpScheduled = false;
+      this.pump();
+    });
+  }
+
   private pump(): void {
     if (!this.started || this.closing || this.paused || this.brokerDraining) return;
     while (this.reserves.size < 2) {
@@ -271,7 +286,7 @@ export class Worker<DataType = any, ResultType = any, NameType extends string = 
     });
     const tracked = request.finally(() => {
       this.reserves.delete(tracked);
-      this.pump();
+      this.schedulePump();
     });
     this.reserves.add(tracked);
   }
@@ -308,7 +323,7 @@ export class Worker<DataType = any, ResultType = any, NameType extends string = 
       this.outcomes.push(outcome);
     }
     if (this.running === 0) for (const resolve of this.idleWaiters.splice(0)) resolve();
-    this.pump();
+    this.schedulePump();
   }
 
   /** Give a job back without counting the attempt (it runs again at once elsewhere). */
@@ -338,7 +353,7 @@ export class Worker<DataType = any, ResultType = any, NameType extends string = 
     } else {
       this.counts.released += 1;
     }
-    this.pump();
+    this.schedulePump();
   }
 
   private onRefused(outcome: Outcome, code: string | undefined, message: string): void {
@@ -352,7 +367,7 @@ export class Worker<DataType = any, ResultType = any, NameType extends string = 
     if (code !== undefined && code !== 'STALE_LEASE' && code !== 'NOT_FOUND') {
       this.emitError(new BrokerError(code, `${outcome.kind} of job ${outcome.job.id}: ${message}`));
     }
-    this.pump();
+    this.schedulePump();
   }
 
   /** JobOwner hook: a processor's `job.updateProgress()` was recorded. */
