@@ -18,7 +18,7 @@ const { values } = parseArgs({
     only: { type: 'string' },
     repeat: { type: 'string', default: '1' },
     json: { type: 'boolean', default: false },
-    'bulk-in-flight': { type: 'string', default: '1' },
+    'bulk-in-flight': { type: 'string', default: '2' },
   },
 });
 const JOBS = Number(values.jobs);

@@ -52,6 +52,8 @@ export class Job<DataType = any, ReturnType = any, NameType extends string = str
   /** jobwire: the delivery's number, 1 for the first. */
   attempt = 0;
   maxAttempts = 0;
+  /** jobwire: why a worker could not decode this delivery's payload (it fails the attempt). */
+  decodeError: Error | undefined;
 
   readonly #owner: JobOwner;
 
@@ -94,10 +96,20 @@ export class Job<DataType = any, ReturnType = any, NameType extends string = str
     return job;
   }
 
-  /** A worker's delivery from a ReservedJob array (SPEC §9.4). */
+  /**
+   * A worker's delivery from a ReservedJob array (SPEC §9.4). A payload the serializer cannot
+   * decode leaves `data` undefined and the error in `decodeError` (the worker fails the attempt).
+   */
   static fromReserved(owner: JobOwner, item: unknown[]): Job {
-    const job = new Job(owner, String(item[1]), String(item[2]),
-      owner.serializer.deserialize(item[3] as Uint8Array), {}, String(item[0]), toNumber(item[9]));
+    let data: unknown;
+    let decodeError: Error | undefined;
+    try {
+      data = owner.serializer.deserialize(item[3] as Uint8Array);
+    } catch (error) {
+      decodeError = error instanceof Error ? error : new Error(String(error));
+    }
+    const job = new Job(owner, String(item[1]), String(item[2]), data, {}, String(item[0]), toNumber(item[9]));
+    job.decodeError = decodeError;
     job.state = 'active';
     job.attempt = toNumber(item[4]);
     job.attemptsStarted = job.attempt;

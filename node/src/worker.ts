@@ -308,6 +308,9 @@ export class Worker<DataType = any, ResultType = any, NameType extends string = 
     this.emit('active', job, 'waiting');
     let outcome: Outcome;
     try {
+      if (job.decodeError) {
+        throw new Error(`cannot decode the payload (a producer with another serializer?): ${job.decodeError.message}`);
+      }
       const result = await this.processor(job, String(job.token));
       outcome = {
         kind: 'ack', job, value: result,

@@ -255,3 +255,14 @@ test('pause() and resume() on a worker', async (t) => {
   await worker.close();
   await queue.close();
 });
+
+test('a payload the serializer cannot decode fails the attempt instead of running', async (t) => {
+  const ran = [];
+  const name = queueName();
+  const producer = new Queue(name, { connection: broker.url, serializer: { serialize: () => Buffer.from([0x92, 0x01]), deserialize: () => null } });
+  const worker = new Worker(name, async (job) => { ran.push(job.id); }, { connection: broker.url, drainDelay: 0.1 });
+  t.after(() => Promise.all([worker.close(true), producer.close()]));
+  const job = await producer.add('n', {}, { attempts: 1 });
+  await assert.rejects(job.waitUntilFinished(undefined, 10_000), /cannot decode the payload/);
+  assert.deepEqual(ran, []);
+});
