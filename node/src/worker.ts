@@ -5,10 +5,13 @@
  * reservation until the broker answered its outcome. `pump()` runs once per turn of the event
  * loop in which something changed (a job finished, a reserve came back, the connection came
  * back, `resume()`), so jobs that finish together free their slots together, and asks with a
- * long-poll `reserve` for `free = min(concurrency - running, maxHeld - held) - asked` jobs.
- * A second reserve may overlap the first only while the worker is busy (the last reserve brought
+ * long-poll `reserve` for `free = min(concurrency + prefetch - running - ready, maxHeld - held)
+ * - asked` jobs. Jobs start as soon as their reserve reply arrives while fewer than
+ * `concurrency` run; the rest (at most `prefetch`) wait in `ready` and start as slots free, so
+ * the broker prepares the next batch while this one runs instead of the two taking turns. A
+ * second reserve may overlap the first only while the worker is busy (the last reserve brought
  * jobs) and a quarter of the slots are free, so a busy worker keeps its pipe full and an idle one
- * holds one long-poll. Jobs start as soon as their reserve reply arrives.
+ * holds one long-poll.
  *
  * A finished processor's outcome goes to the `OutcomeBuffer` (one ack/fail request per turn of
  * the event loop). One timer extends, in one `extend` request, every held job (outcomes not yet
@@ -21,11 +24,13 @@
  * reserving until the connection comes back.
  *
  * `close()`: stop reserving, wait for the reserves still out (a parked one is answered within
- * `drainDelay`) and hand back with `release` (attempt not counted) the jobs they bring, let
+ * `drainDelay`) and hand back with `release` (attempt not counted) the jobs they bring and the
+ * jobs waiting in `ready`, let
  * running processors finish (`close(true)`: hand them back at once instead), wait for outcome
  * replies, close the connection.
  *
- * Invariants: `running <= concurrency`; `held.size + asked <= maxHeld`; each held job gets
+ * Invariants: `running <= concurrency`; `ready.length <= prefetch` (outside a shrinking
+ * moment after `pause()`); `held.size + asked <= maxHeld`; each held job gets
  * exactly one outcome from this worker (ack, fail or release).
  */
 
@@ -52,6 +57,11 @@ export interface WorkerOptions {
   lockDuration?: number;
   /** Seconds a reserve waits at the broker when the queue is empty (default 5, as BullMQ). */
   drainDelay?: number;
+  /**
+   * Jobs reserved ahead of free slots, started as slots free (default: `concurrency`; 0: none).
+   * Their leases are renewed like running jobs'; `close()` and `pause()` hand them back.
+   */
+  prefetch?: number;
   /** Jobs held at most, running or waiting for their outcome's reply (default 8 × concurrency). */
   maxHeld?: number;
   serializer?: Serializer | 'msgpack' | 'json';
@@ -90,6 +100,9 @@ export class Worker<DataType = any, ResultType = any, NameType extends string = 
   readonly lockDuration: number;
   private readonly drainDelayMs: number;
   private readonly maxHeld: number;
+  private readonly prefetch: number;
+  /** Reserved jobs waiting for a slot (at most `prefetch`). */
+  private ready: Held[] = [];
   private readonly ownsConnection: boolean;
   private readonly logger: Logger;
   private readonly outcomes: OutcomeBuffer;
@@ -127,7 +140,9 @@ export class Worker<DataType = any, ResultType = any, NameType extends string = 
       throw new RangeError('lockDuration: expected 100..86,400,000 ms');
     }
     this.drainDelayMs = Math.min(600_000, Math.max(0, Math.round((opts.drainDelay ?? 5) * 1000)));
-    this.maxHeld = Math.max(this.concurrency, opts.maxHeld ?? 8 * this.concurrency);
+    this.prefetch = opts.prefetch ?? this.concurrency;
+    if (!Number.isInteger(this.prefetch) || this.prefetch < 0) throw new RangeError('prefetch: expected an integer >= 0');
+    this.maxHeld = Math.max(this.concurrency + this.prefetch, opts.maxHeld ?? 8 * this.concurrency);
     this.logger = opts.logger ?? defaultLogger;
     const input = opts.connection instanceof Connection || typeof opts.connection === 'string'
       ? opts.connection : { ...opts.connection, ...(opts.logger ? { logger: opts.logger } : {}) };
@@ -186,9 +201,10 @@ export class Worker<DataType = any, ResultType = any, NameType extends string = 
   isRunning(): boolean { return this.started && this.closing === null; }
   isPaused(): boolean { return this.paused; }
 
-  /** Stop taking new jobs; running ones finish. Resolves when none runs. */
+  /** Stop taking new jobs (prefetched ones are handed back); running ones finish. Resolves when none runs. */
   async pause(): Promise<void> {
     this.paused = true;
+    this.handBackReady();
     await this.whenIdle();
   }
 
@@ -206,6 +222,7 @@ export class Worker<DataType = any, ResultType = any, NameType extends string = 
     this.closing ??= (async () => {
       this.emit('closing', 'closing');
       await Promise.allSettled([...this.reserves]);
+      this.handBackReady();
       if (force) {
         // Processors cannot be cancelled: they go on, but their jobs are handed back now and
         // whatever they return later is dropped.
@@ -243,7 +260,8 @@ export class Worker<DataType = any, ResultType = any, NameType extends string = 
   private pump(): void {
     if (!this.started || this.closing || this.paused || this.brokerDraining) return;
     while (this.reserves.size < 2) {
-      const free = Math.min(this.concurrency - this.running, this.maxHeld - this.held.size) - this.asked;
+      const free = Math.min(this.concurrency + this.prefetch - this.running - this.ready.length,
+        this.maxHeld - this.held.size) - this.asked;
       const needed = this.reserves.size === 0 ? 1 : Math.ceil(this.concurrency / 4);
       if (free < needed || (this.reserves.size > 0 && !this.busy)) return;
       this.reserve(Math.min(free, 1000));
@@ -260,7 +278,7 @@ export class Worker<DataType = any, ResultType = any, NameType extends string = 
       this.busy = body.jobs.length > 0;
       for (const item of body.jobs) this.take(Job.fromReserved(this, item));
       if (body.jobs.length > 0) this.hadJobs = true;
-      else if (this.hadJobs && this.running === 0) {
+      else if (this.hadJobs && this.running === 0 && this.ready.length === 0) {
         this.hadJobs = false;
         this.emit('drained');
       }
@@ -298,7 +316,12 @@ export class Worker<DataType = any, ResultType = any, NameType extends string = 
       this.handBack(held);
       return;
     }
-    void this.process(held);
+    if (this.running < this.concurrency) void this.process(held);
+    else this.ready.push(held);
+  }
+
+  private handBackReady(): void {
+    for (const held of this.ready.splice(0)) this.handBack(held);
   }
 
   private async process(held: Held): Promise<void> {
@@ -325,7 +348,9 @@ export class Worker<DataType = any, ResultType = any, NameType extends string = 
       held.settled = true;
       this.outcomes.push(outcome);
     }
-    if (this.running === 0) for (const resolve of this.idleWaiters.splice(0)) resolve();
+    const next = this.ready.shift();
+    if (next) void this.process(next);
+    else if (this.running === 0) for (const resolve of this.idleWaiters.splice(0)) resolve();
     this.schedulePump();
   }
 

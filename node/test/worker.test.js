@@ -266,3 +266,34 @@ test('a payload the serializer cannot decode fails the attempt instead of runnin
   await assert.rejects(job.waitUntilFinished(undefined, 10_000), /cannot decode the payload/);
   assert.deepEqual(ran, []);
 });
+
+test('prefetch: jobs reserved ahead wait for a slot, and close() hands them back', async (t) => {
+  let release;
+  const gate = new Promise((resolve) => { release = resolve; });
+  const started = [];
+  const { queue, worker } = setup(t, async (job) => { started.push(job.id); await gate; }, { concurrency: 1, prefetch: 2 });
+  const jobs = await queue.addBulk(Array.from({ length: 4 }, (_, i) => ({ name: 'n', data: i })));
+  await eventually(async () => (await queue.getActiveCount()) === 3, 10_000, 'one running, two prefetched');
+  assert.equal(started.length, 1, 'concurrency still bounds what runs');
+  const closing = worker.close();
+  release();
+  await closing;
+  assert.equal(worker.stats.completed, 1);
+  assert.equal(worker.stats.released, 2);
+  const states = await Promise.all(jobs.map((job) => queue.getJob(job.id)));
+  assert.deepEqual(states.map((job) => job.state).sort(), ['completed', 'waiting', 'waiting', 'waiting']);
+  for (const job of states) if (job.state === 'waiting') assert.equal(job.attemptsMade, 0);
+});
+
+test('prefetch: 0 reserves only free slots', async (t) => {
+  let release;
+  const gate = new Promise((resolve) => { release = resolve; });
+  const { queue, worker } = setup(t, async () => { await gate; }, { concurrency: 2, prefetch: 0 });
+  await queue.addBulk(Array.from({ length: 5 }, (_, i) => ({ name: 'n', data: i })));
+  await eventually(async () => (await queue.getActiveCount()) === 2, 10_000, 'two active');
+  await sleep(300);
+  assert.equal(await queue.getActiveCount(), 2);
+  release();
+  await eventually(async () => (await queue.getCompletedCount()) === 5, 10_000, 'all done');
+  await worker.close();
+});
