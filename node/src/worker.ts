@@ -161,6 +161,12 @@ export class Worker<DataType = any, ResultType = any, NameType extends string = 
       this.pump();
     });
     this.connection.on('lost', (cause: Error | null) => {
+      // Prefetched jobs have not started and their leases died with the connection (the broker
+      // counts the attempt and delivers them again): drop them rather than run them twice.
+      for (const held of this.ready.splice(0)) {
+        held.settled = true;
+        this.held.delete(held.job.token!);
+      }
       this.lostReported = true;
       this.emitError(new ConnectionLostError(
         `connection to the broker lost (${cause?.message ?? 'closed by the broker'}); reconnecting`));

@@ -81,3 +81,24 @@ test('a wrong token is fatal: no reconnect loop', async () => {
     await secured.stop();
   }
 });
+
+test('prefetched jobs are not run after their connection was lost (the broker redelivers them)', async (t) => {
+  const name = queueName();
+  const queue = new Queue(name, { connection: broker.url });
+  let release;
+  const gate = new Promise((resolve) => { release = resolve; });
+  const runs = [];
+  const worker = new Worker(name, async (job) => {
+    runs.push(`${job.data}@${job.attemptsMade}`);
+    if (job.data === 'A' && job.attemptsMade === 0) await gate;
+  }, { connection: { url: broker.url, reconnectBaseMs: 50, reconnectMaxMs: 400 }, concurrency: 1, prefetch: 2, drainDelay: 0.2 });
+  worker.on('error', () => undefined);
+  t.after(() => Promise.all([worker.close(true), queue.close()]));
+  const jobs = await queue.addBulk(['A', 'B', 'C'].map((data) => ({ name: 'n', data, opts: { backoff: 0 } })));
+  await eventually(async () => (await queue.getActiveCount()) === 3, 10_000, 'one running, two prefetched');
+  await broker.kill();
+  await broker.start();
+  release();
+  await Promise.all(jobs.map((job) => job.waitUntilFinished(undefined, 20_000)));
+  assert.deepEqual(runs.filter((run) => run.endsWith('@0')), ['A@0'], `runs: ${runs}`);
+});
