@@ -128,6 +128,8 @@ export class Connection extends EventEmitter {
     const token = this.options.token ?? this.options.password ?? parsed.token;
     if (token !== undefined) this.endpoint.token = token;
     this.logger = this.options.logger ?? defaultLogger;
+    // Every Queue and Worker sharing this connection listens to it.
+    this.setMaxListeners(0);
   }
 
   /** A connection for `input`, and whether the caller owns it (and so closes it). */

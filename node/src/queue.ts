@@ -7,11 +7,13 @@
  * requests go through one pipelined connection, so a burst of calls leaves in one write.
  */
 
+import { EventEmitter } from 'node:events';
+
 import { toNumber } from './codec.js';
 import { Connection, type ConnectionInput } from './connection.js';
-import { BrokerError } from './errors.js';
+import { BrokerError, ConnectionLostError } from './errors.js';
 import { Job, type JobOwner } from './job.js';
-import type { Logger } from './log.js';
+import { defaultLogger, type Logger } from './log.js';
 import { buildSpec, mergeOptions, type JobsOptions } from './options.js';
 import { getSerializer, type Serializer } from './serializer.js';
 
@@ -66,7 +68,13 @@ interface PendingAdd {
 /** Frame bytes per job beyond its payload, name and id (an over-estimate). */
 const PER_JOB_OVERHEAD = 64;
 
-export class Queue<DataType = any, ResultType = any, NameType extends string = string> implements JobOwner {
+/**
+ * Events (as BullMQ's Queue, for what happens through this Queue object): `waiting` (job) after
+ * an add, `paused`, `resumed`, `error` (the connection was lost or refused; logged instead when
+ * nothing listens).
+ */
+export class Queue<DataType = any, ResultType = any, NameType extends string = string>
+  extends EventEmitter implements JobOwner {
   readonly connection: Connection;
   readonly serializer: Serializer;
   readonly defaultJobOptions: JobsOptions | undefined;
@@ -75,8 +83,15 @@ export class Queue<DataType = any, ResultType = any, NameType extends string = s
   private flushScheduled = false;
   private inflight = new Set<Promise<unknown>>();
   private closing: Promise<void> | null = null;
+  private readonly logger: Logger;
+  private readonly onLost = (cause: Error | null): void => {
+    this.emitError(new ConnectionLostError(
+      `connection to the broker lost (${cause?.message ?? 'closed by the broker'}); reconnecting on the next call`));
+  };
+  private readonly onConnectionError = (error: Error): void => this.emitError(error);
 
   constructor(readonly name: string, opts: QueueOptions = {}) {
+    super();
     if (typeof name !== 'string' || name.length === 0) throw new TypeError('Queue: a name is required');
     const input = opts.connection instanceof Connection || typeof opts.connection === 'string'
       ? opts.connection : { ...opts.connection, ...(opts.logger ? { logger: opts.logger } : {}) };
@@ -85,6 +100,14 @@ export class Queue<DataType = any, ResultType = any, NameType extends string = s
     this.ownsConnection = owned;
     this.serializer = getSerializer(opts.serializer);
     this.defaultJobOptions = opts.defaultJobOptions;
+    this.logger = opts.logger ?? defaultLogger;
+    this.connection.on('lost', this.onLost);
+    this.connection.on('error', this.onConnectionError);
+  }
+
+  private emitError(error: Error): void {
+    if (this.listenerCount('error') > 0) this.emit('error', error);
+    else this.logger.warn(`queue ${this.name}: ${error.message}`);
   }
 
   /** Resolves once connected to the broker. */
@@ -173,6 +196,7 @@ export class Queue<DataType = any, ResultType = any, NameType extends string = s
         job.state = undefined;
         job.priority = item.opts.priority ?? 0;
         item.resolve(job);
+        this.emit('waiting', job);
       });
     }, (error: Error) => {
       for (const item of batch) item.reject(error);
@@ -246,10 +270,12 @@ export class Queue<DataType = any, ResultType = any, NameType extends string = s
   /** Stop workers from getting this queue's jobs (adding still works). */
   async pause(): Promise<void> {
     await this.connection.request('pause', { queue: this.name });
+    this.emit('paused');
   }
 
   async resume(): Promise<void> {
     await this.connection.request('resume', { queue: this.name });
+    this.emit('resumed');
   }
 
   async isPaused(): Promise<boolean> {
@@ -328,6 +354,8 @@ export class Queue<DataType = any, ResultType = any, NameType extends string = s
     this.closing ??= (async () => {
       if (this.flushScheduled) this.flushAdds();
       await Promise.allSettled([...this.inflight]);
+      this.connection.off('lost', this.onLost);
+      this.connection.off('error', this.onConnectionError);
       if (this.ownsConnection) await this.connection.close();
     })();
     return this.closing;

@@ -194,3 +194,16 @@ test('queues can share one Connection; their calls of one tick leave in one writ
   await connection.close();
   await assert.rejects(connection.request('ping'), /closed/);
 });
+
+test('queue events: waiting after an add, paused, resumed', async () => {
+  const q = queue();
+  const events = [];
+  q.on('waiting', (job) => events.push(`waiting ${job.name}`));
+  q.on('paused', () => events.push('paused'));
+  q.on('resumed', () => events.push('resumed'));
+  await q.add('a', 1);
+  await q.pause();
+  await q.resume();
+  assert.deepEqual(events, ['waiting a', 'paused', 'resumed']);
+  await q.close();
+});

@@ -49,6 +49,8 @@ test('a worker reconnects after a broker restart and goes on; a stale ack is cou
 test('an add made while the broker is down waits and goes out after it is back', async () => {
   const name = queueName();
   const queue = new Queue(name, { connection: { url: broker.url, reconnectBaseMs: 50, reconnectMaxMs: 200 } });
+  const errors = [];
+  queue.on('error', (error) => errors.push(error));
   await queue.add('n', 'before');
   await broker.kill();
   const pending = queue.add('n', 'during', { jobId: 'during-outage' });
@@ -57,6 +59,8 @@ test('an add made while the broker is down waits and goes out after it is back',
   const job = await pending;
   assert.equal(job.id, 'during-outage');
   assert.equal(await queue.getWaitingCount(), 2);
+  assert.equal(errors.length, 1, 'the lost connection, once, on the error event');
+  assert.ok(errors[0] instanceof ConnectionLostError);
   await queue.close();
 });
 
