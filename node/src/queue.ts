@@ -196,7 +196,11 @@ export class Queue<DataType = any, ResultType = any, NameType extends string = s
         job.state = undefined;
         job.priority = item.opts.priority ?? 0;
         item.resolve(job);
-        this.emit('waiting', job);
+        try {
+          this.emit('waiting', job);
+        } catch (error) {
+          this.emitError(error instanceof Error ? error : new Error(String(error)));
+        }
       });
     }, (error: Error) => {
       for (const item of batch) item.reject(error);

@@ -286,7 +286,7 @@ export class Worker<DataType = any, ResultType = any, NameType extends string = 
       if (body.jobs.length > 0) this.hadJobs = true;
       else if (this.hadJobs && this.running === 0 && this.ready.length === 0) {
         this.hadJobs = false;
-        this.emit('drained');
+        this.notify('drained');
       }
     }, (error: Error) => {
       this.asked -= max;
@@ -334,7 +334,7 @@ export class Worker<DataType = any, ResultType = any, NameType extends string = 
     const job = held.job as Job<DataType, ResultType, NameType>;
     held.running = true;
     this.running += 1;
-    this.emit('active', job, 'waiting');
+    this.notify('active', job, 'waiting');
     let outcome: Outcome;
     try {
       if (job.decodeError) {
@@ -375,7 +375,7 @@ export class Worker<DataType = any, ResultType = any, NameType extends string = 
       job.state = 'completed';
       job.attemptsMade = job.attempt;
       job.returnvalue = outcome.value;
-      this.emit('completed', job, outcome.value, 'active');
+      this.notify('completed', job, outcome.value, 'active');
     } else if (outcome.kind === 'fail') {
       this.counts.failed += 1;
       const error = outcome.value as Error;
@@ -383,7 +383,7 @@ export class Worker<DataType = any, ResultType = any, NameType extends string = 
       job.attemptsMade = job.attempt;
       job.failedReason = error.message;
       job.stacktrace = [String(outcome.item[2])];
-      this.emit('failed', job, error, 'active');
+      this.notify('failed', job, error, 'active');
     } else {
       this.counts.released += 1;
     }
@@ -406,7 +406,7 @@ export class Worker<DataType = any, ResultType = any, NameType extends string = 
 
   /** JobOwner hook: a processor's `job.updateProgress()` was recorded. */
   onProgress(job: Job, progress: unknown): void {
-    this.emit('progress', job, progress);
+    this.notify('progress', job, progress);
   }
 
   private extendLeases(): void {
@@ -430,6 +430,15 @@ export class Worker<DataType = any, ResultType = any, NameType extends string = 
     }, (error: Error) => {
       this.logger.debug(`extend not answered: ${error.message}`);
     });
+  }
+
+  /** Emit an event; a listener that throws is reported on `error`, never breaks the worker. */
+  private notify(event: string, ...args: unknown[]): void {
+    try {
+      this.emit(event, ...args);
+    } catch (error) {
+      this.emitError(error instanceof Error ? error : new Error(String(error)));
+    }
   }
 
   private emitError(error: Error): void {

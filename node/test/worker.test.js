@@ -297,3 +297,14 @@ test('prefetch: 0 reserves only free slots', async (t) => {
   await eventually(async () => (await queue.getCompletedCount()) === 5, 10_000, 'all done');
   await worker.close();
 });
+
+test('a listener that throws is reported on error and the worker goes on', async (t) => {
+  const { queue, worker } = setup(t, async (job) => job.data);
+  const errors = [];
+  worker.on('error', (error) => errors.push(error.message));
+  worker.on('completed', (job) => { if (job.data === 1) throw new Error('listener bug'); });
+  const jobs = await queue.addBulk([1, 2, 3].map((data) => ({ name: 'n', data })));
+  assert.deepEqual(await Promise.all(jobs.map((job) => job.waitUntilFinished(undefined, 10_000))), [1, 2, 3]);
+  await eventually(() => worker.stats.completed === 3, 5000, 'three completions counted');
+  assert.deepEqual(errors, ['listener bug']);
+});
