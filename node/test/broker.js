@@ -1,11 +1,14 @@
 // A real jobwire broker for the tests: `jobwire serve` from the repository's .venv, on a free
 // port, with its own SQLite data directory. `JOBWIRE_BIN` overrides the executable.
-import { spawn, spawnSync } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+
+const execFileAsync = promisify(execFile);
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 export const REPO = resolve(HERE, '..', '..');
@@ -83,11 +86,17 @@ export class Broker {
     rmSync(this.dataDir, { recursive: true, force: true });
   }
 
-  /** Run the `jobwire` CLI against this broker; returns stdout. */
-  cli(...args) {
-    const out = spawnSync(JOBWIRE, [...args, '--url', this.url], { encoding: 'utf8' });
-    if (out.status !== 0) throw new Error(`jobwire ${args.join(' ')} failed: ${out.stderr}`);
-    return out.stdout;
+  /**
+   * Run the `jobwire` CLI against this broker; resolves with its stdout. Asynchronous, so the
+   * test process (an HTTP server, workers) keeps running meanwhile.
+   */
+  async cli(...args) {
+    try {
+      const { stdout } = await execFileAsync(JOBWIRE, [...args, '--url', this.url], { encoding: 'utf8' });
+      return stdout;
+    } catch (error) {
+      throw new Error(`jobwire ${args.join(' ')} failed: ${error.stderr ?? error.message}`);
+    }
   }
 }
 

@@ -56,11 +56,11 @@ test('the controller enqueues and returns the job id; the processor completes it
   assert.equal(processor.worker.concurrency, 5, '@Processor options reach the Worker');
 
   // The same job, seen by the Python CLI.
-  const shown = JSON.parse(broker.cli('job', jobId, '--json'));
+  const shown = JSON.parse(await broker.cli('job', jobId, '--json'));
   assert.equal(shown.state, 'completed');
   assert.equal(shown.queue, 'MessageRequestQueue');
   assert.equal(shown.max_attempts, 3, 'registerQueue defaultJobOptions applied');
-  assert.match(broker.cli('stats'), /MessageRequestQueue\s+0\s+0\s+0\s+\d+/);
+  assert.match(await broker.cli('stats'), /MessageRequestQueue\s+0\s+0\s+0\s+\d+/);
 });
 
 test('an idempotency key gives the same job; the send job reports progress', async () => {
