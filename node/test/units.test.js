@@ -7,7 +7,7 @@ import { Packr, Unpackr } from 'msgpackr';
 import { encodeRequest, FrameDecoder, wireInt } from '../dist/codec.js';
 import { buildSpec } from '../dist/options.js';
 import { msgpackSerializer, toProgressValue } from '../dist/serializer.js';
-import { parseUrl } from '../dist/url.js';
+import { parseUrl, reconnectDelay } from '../dist/url.js';
 
 const raw = new Unpackr({ useRecords: false, mapsAsObjects: true, int64AsType: 'bigint' });
 
@@ -109,4 +109,17 @@ test('job options map to the JobSpec in BullMQ units', () => {
   assert.throws(() => buildSpec('n', payload, { attempts: 0 }), /attempts: expected an integer in 1/);
   assert.throws(() => buildSpec('n', payload, { jobId: 5 }), /jobId: expected a string/);
   assert.throws(() => buildSpec('n', payload, { backoff: { type: 'custom' } }), /custom backoff/);
+});
+
+test('reconnect delays double from the base, stay under the cap, and are jittered in [d/2, d]', () => {
+  assert.equal(reconnectDelay(0, 100, 5000, () => 0), 50);
+  assert.equal(reconnectDelay(0, 100, 5000, () => 1), 100);
+  assert.equal(reconnectDelay(3, 100, 5000, () => 1), 800);
+  assert.equal(reconnectDelay(10, 100, 5000, () => 1), 5000, 'capped');
+  assert.equal(reconnectDelay(1000, 100, 5000, () => 0), 2500, 'no overflow for long outages');
+  for (let attempt = 0; attempt < 20; attempt += 1) {
+    const ceiling = Math.min(5000, 100 * 2 ** attempt);
+    const delay = reconnectDelay(attempt, 100, 5000);
+    assert.ok(delay >= ceiling / 2 && delay <= ceiling);
+  }
 });
