@@ -33,9 +33,10 @@ pytest: $(VENV)/.installed-dev
 
 test: lint pytest node-test
 
-# The Node.js client (node/): npm ci, then its tests against brokers started from $(VENV).
+# The Node.js client (node/): npm ci, then its tests against brokers started from $(VENV)
+# (dev tools too: its TLS test makes certificates with trustme).
 .PHONY: node-test
-node-test: $(VENV)/.installed
+node-test: $(VENV)/.installed-dev
 	cd node && npm ci --no-audit --no-fund && npm test
 
 bench: $(VENV)/.installed-dev

@@ -25,6 +25,7 @@
 
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
+import tls from 'node:tls';
 
 import { encodeRequest, FrameDecoder, Kind, toNumber, type Message } from './codec.js';
 import {
@@ -51,6 +52,12 @@ export interface ConnectionOptions {
   password?: string;
   /** A name for the broker's logs. */
   clientName?: string;
+  /**
+   * TLS (as `jobwires://` does), with Node's `tls.connect` options: `ca` for a private CA,
+   * `cert`/`key` for a broker that requires client certificates. `true`: TLS with the system's
+   * trusted CAs.
+   */
+  tls?: boolean | tls.ConnectionOptions;
   /** How long a request waits for a connection before it fails (ms, default 30,000). */
   offlineTimeoutMs?: number;
   /** How long TCP connect plus `hello` may take (ms, default 10,000). */
@@ -114,6 +121,8 @@ export class Connection extends EventEmitter {
   private reconnectTimer: NodeJS.Timeout | null = null;
   private sweepTimer: NodeJS.Timeout | null = null;
   private fatal: Error | null = null;
+  /** Why the last connection attempt failed (for the offline-timeout message). */
+  private lastFailure = '';
   private readyWaiters: Array<{ resolve: () => void; reject: (e: Error) => void }> = [];
   private closePromise: Promise<void> | null = null;
 
@@ -127,6 +136,7 @@ export class Connection extends EventEmitter {
     };
     const token = this.options.token ?? this.options.password ?? parsed.token;
     if (token !== undefined) this.endpoint.token = token;
+    if (this.options.tls ?? parsed.tls) this.endpoint.tls = true;
     this.logger = this.options.logger ?? defaultLogger;
     // Every Queue and Worker sharing this connection listens to it.
     this.setMaxListeners(0);
@@ -251,8 +261,13 @@ export class Connection extends EventEmitter {
   private open(): void {
     this.state = 'connecting';
     const { host, port } = this.endpoint;
-    const socket = net.connect({ host, port, noDelay: true });
+    const tlsOptions = typeof this.options.tls === 'object' ? this.options.tls : {};
+    const socket = this.endpoint.tls
+      ? tls.connect({ servername: net.isIP(host) ? undefined : host, ...tlsOptions, host, port })
+      : net.connect({ host, port });
+    socket.setNoDelay(true);
     this.socket = socket;
+    const connectEvent = this.endpoint.tls ? 'secureConnect' : 'connect';
     const decoder = new FrameDecoder(MAX_INBOUND_FRAME);
     let cause: Error | null = null;
     let handshaken = false;
@@ -261,7 +276,7 @@ export class Connection extends EventEmitter {
       socket.destroy();
     }, this.options.connectTimeoutMs ?? 10_000);
 
-    socket.on('connect', () => {
+    socket.on(connectEvent, () => {
       const hello: Record<string, unknown> = {
         version: PROTOCOL_VERSION, client: this.options.clientName ?? CLIENT_NAME,
       };
@@ -370,6 +385,7 @@ export class Connection extends EventEmitter {
       return;
     }
     if (!handshaken) {
+      this.lastFailure = reason;
       if (this.failedAttempts === 0) this.logger.warn(`broker ${this.where()} unreachable (${reason}); retrying`);
       this.failedAttempts += 1;
     }
@@ -414,8 +430,8 @@ export class Connection extends EventEmitter {
       const expired = this.backlog.filter((item) => item.since <= cutoff);
       if (expired.length === 0) return;
       this.backlog = this.backlog.filter((item) => item.since > cutoff);
-      const error = new ConnectionLostError(
-        `no broker at ${this.where()} for ${limit} ms: is \`jobwire serve\` running?`);
+      const error = new ConnectionLostError(`no broker at ${this.where()} for ${limit} ms: ` +
+        `is \`jobwire serve\` running?${this.lastFailure ? ` (last attempt: ${this.lastFailure})` : ''}`);
       for (const item of expired) item.reject(error);
     }, Math.min(250, limit));
   }

@@ -10,12 +10,13 @@ export interface Endpoint {
   host: string;
   port: number;
   token?: string;
+  /** `jobwires://`: the same protocol inside TLS. */
+  tls?: boolean;
 }
 
 /**
- * Parse `jobwire://[token@]host[:port]` (a bare `host:port` is accepted too). A token that holds
- * `@`, `:` or `/` must be percent-encoded (`encodeURIComponent`). `jobwires://` (TLS) is not
- * supported by this client yet and is refused.
+ * Parse `jobwire://[token@]host[:port]` or `jobwires://...` (TLS); a bare `host:port` is accepted
+ * too. A token that holds `@`, `:` or `/` must be percent-encoded (`encodeURIComponent`).
  *
  * @throws TypeError on another scheme or a bad port.
  */
@@ -27,17 +28,15 @@ export function parseUrl(url: string): Endpoint {
   } catch {
     throw new TypeError(`bad jobwire URL ${JSON.stringify(url)}`);
   }
-  if (parsed.protocol === 'jobwires:') {
-    throw new TypeError('jobwires:// (TLS) is not supported by the Node.js client yet');
-  }
-  if (parsed.protocol !== 'jobwire:') {
-    throw new TypeError(`unsupported URL scheme ${JSON.stringify(parsed.protocol)}: use jobwire://`);
+  if (parsed.protocol !== 'jobwire:' && parsed.protocol !== 'jobwires:') {
+    throw new TypeError(`unsupported URL scheme ${JSON.stringify(parsed.protocol)}: use jobwire:// or jobwires://`);
   }
   const port = parsed.port === '' ? DEFAULT_PORT : Number(parsed.port);
   // jobwire://user:token@host: the token is the password part, as in the Python client.
   const raw = parsed.password !== '' ? parsed.password : parsed.username;
   const endpoint: Endpoint = { host: parsed.hostname.replace(/^\[(.*)\]$/, '$1') || '127.0.0.1', port };
   if (raw !== '') endpoint.token = decodeURIComponent(raw);
+  if (parsed.protocol === 'jobwires:') endpoint.tls = true;
   return endpoint;
 }
 

@@ -88,7 +88,7 @@ test('URLs: token, host, port, percent-encoding, refused schemes', () => {
   assert.deepEqual(parseUrl('jobwire://user:p%40ss%3Aw%2Fd@h'), { host: 'h', port: 7400, token: 'p@ss:w/d' });
   assert.deepEqual(parseUrl('localhost:9000'), { host: 'localhost', port: 9000 });
   assert.throws(() => parseUrl('redis://x:6379'), /unsupported URL scheme/);
-  assert.throws(() => parseUrl('jobwires://x:1'), /TLS/);
+  assert.deepEqual(parseUrl('jobwires://t@x:1'), { host: 'x', port: 1, token: 't', tls: true });
 });
 
 test('job options map to the JobSpec in BullMQ units', () => {
