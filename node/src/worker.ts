@@ -227,6 +227,11 @@ export class Worker<DataType = any, ResultType = any, NameType extends string = 
   close(force = false): Promise<void> {
     this.closing ??= (async () => {
       this.emit('closing', 'closing');
+      if (!this.connection.connected && this.ownsConnection) {
+        // The broker is away: the leases died with the last connection and nothing sent now
+        // could be answered, so stop at once rather than wait `offlineTimeoutMs` for it.
+        await this.connection.close();
+      }
       await Promise.allSettled([...this.reserves]);
       this.handBackReady();
       if (force) {

@@ -106,3 +106,16 @@ test('prefetched jobs are not run after their connection was lost (the broker re
   await Promise.all(jobs.map((job) => job.waitUntilFinished(undefined, 20_000)));
   assert.deepEqual(runs.filter((run) => run.endsWith('@0')), ['A@0'], `runs: ${runs}`);
 });
+
+test('close() while the broker is away does not wait for it to come back', async (t) => {
+  const name = queueName();
+  const worker = new Worker(name, async () => undefined,
+    { connection: { url: broker.url, offlineTimeoutMs: 600_000 }, drainDelay: 0.2 });
+  worker.on('error', () => undefined);
+  await worker.waitUntilReady();
+  await broker.kill();
+  t.after(() => broker.start());
+  await eventually(() => !worker.connection.connected, 10_000, 'the connection lost');
+  const closed = await Promise.race([worker.close().then(() => 'closed'), sleep(20_000).then(() => 'still waiting')]);
+  assert.equal(closed, 'closed');
+});
