@@ -1,0 +1,146 @@
+"""Run the gateway with uvicorn on the current event loop: inside the broker's process or alone.
+
+``GatewayServer`` binds its socket itself (so port 0 works and ``.port`` is known once started),
+runs uvicorn's ``serve`` on the running loop (uvloop under ``jobwire serve``), and leaves signal
+handling to its owner: the broker (or ``jobwire http``) decides when to stop and calls ``stop()``.
+uvicorn's own handlers would replace the broker's and re-raise the signal after shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import socket
+from collections.abc import Iterator
+from typing import Final
+
+import structlog
+import uvicorn
+
+from client.gateway.app import create_app
+
+log = structlog.get_logger("jobwire.gateway")
+
+DEFAULT_LISTEN: Final = "127.0.0.1:7480"
+SHUTDOWN_GRACE_S: Final = 5
+
+
+class _Uvicorn(uvicorn.Server):
+    """uvicorn without its signal handlers (the owner of the loop handles signals)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:7480`` for IPv6) → ``(host, port)``.
+
+    Raises:
+        ValueError: no port, or a port outside 0..65535.
+    """
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError(f"expected HOST:PORT, got {text!r}")
+    return host.strip("[]") or "127.0.0.1", int(port_text)
+
+
+class GatewayServer:
+    """The gateway on ``host:port``, for the broker at ``broker_url``.
+
+    Args:
+        host: address to listen on (loopback by default; another one without a token logs a
+            warning, as the broker does).
+        port: TCP port (0: any free one; read ``.port`` after ``start``).
+        broker_url: ``jobwire://[token@]host:port``.
+        token, serializer, request_timeout: see ``create_app``.
+    """
+
+    def __init__(self, host: str, port: int, broker_url: str, *, token: str | None = None,
+                 serializer: str = "msgpack", request_timeout: float = 10.0) -> None:
+        self.host = host
+        self.app = create_app(broker_url, token=token, serializer=serializer,
+                              request_timeout=request_timeout)
+        config = uvicorn.Config(self.app, host=host, port=port, loop="none", lifespan="on",
+                                log_config=None, access_log=False, server_header=False,
+                                timeout_graceful_shutdown=SHUTDOWN_GRACE_S)
+        self._server = _Uvicorn(config)
+        self._socket: socket.socket | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.port = port
+
+    async def start(self) -> None:
+        """Bind, and serve in a task of the running loop; returns once requests are accepted.
+
+        Raises:
+            OSError: the address cannot be bound.
+            RuntimeError: the server stopped while starting.
+        """
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((self.host, self.port))
+        except OSError:
+            sock.close()
+            raise
+        sock.set_inheritable(True)
+        self._socket = sock
+        self.port = sock.getsockname()[1]
+        gateway = self.app.state.gateway
+        if gateway.token is None and not is_loopback(self.host):
+            log.warning("gateway listening beyond loopback without a token: anyone who can "
+                        "reach it can read and change every queue", host=self.host)
+        self._task = asyncio.create_task(self._server.serve(sockets=[sock]),
+                                         name="jobwire-gateway")
+        while not self._server.started:
+            if self._task.done():
+                await self._task
+                raise RuntimeError("the gateway stopped while starting")
+            await asyncio.sleep(0.01)
+        log.info("gateway listening", url=f"http://{self.host}:{self.port}/")
+
+    async def stop(self) -> None:
+        """Stop accepting, finish open requests (up to 5 s), close the broker connection.
+        Safe to call twice."""
+        self._server.should_exit = True
+        task, self._task = self._task, None
+        if task is not None:
+            await task
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
+
+    async def wait(self) -> None:
+        """Until the server stops (after ``stop``, or by itself)."""
+        if self._task is not None:
+            await asyncio.shield(self._task)
+
+
+async def serve_gateway(host: str, port: int, broker_url: str, *, token: str | None = None,
+                        serializer: str = "msgpack", request_timeout: float = 10.0) -> None:
+    """Serve the gateway until cancelled, then stop it gracefully.
+
+    Run it as a task next to the broker (same loop) or alone; cancel the task to stop.
+
+    Raises:
+        OSError: the address cannot be bound.
+    """
+    server = GatewayServer(host, port, broker_url, token=token, serializer=serializer,
+                           request_timeout=request_timeout)
+    await server.start()
+    try:
+        await server.wait()
+    finally:
+        await asyncio.shield(server.stop())
