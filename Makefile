@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 7400
 DATA_DIR ?= ./jobwire-data
 
-.PHONY: serve test lint pytest bench clean-venv
+.PHONY: serve test lint pytest bench clean-venv browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,8 +28,20 @@ lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-pytest: $(VENV)/.installed-dev
+pytest: $(VENV)/.installed-dev browser
 	$(BIN)/python -m pytest
+
+# The dashboard's browser tests drive Debian's chromium through Playwright (Playwright's own
+# browser downloads are not used). Installed here when missing; without root or apt-get those
+# tests are skipped, and say why.
+CHROMIUM ?= /usr/bin/chromium
+browser:
+	@test -x $(CHROMIUM) || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get install -y -qq chromium >/dev/null 2>&1 \
+	      || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }; \
+	  else echo "make: cannot install chromium (needs root and apt-get); browser tests skip"; fi; }
 
 test: lint pytest
 
