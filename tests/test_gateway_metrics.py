@@ -3,7 +3,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import re
+import shutil
+from pathlib import Path
+
 import httpx
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
@@ -74,3 +80,34 @@ def test_render_is_valid_exposition_text_for_any_snapshot() -> None:
     assert values[("jobwire_broker_draining", ())] == 1
     empty = samples(render(Snapshot({}, {})).decode())
     assert ("jobwire_broker_connections", ()) not in empty  # unknown, not zero
+
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+
+def exported_names() -> set[str]:
+    """Every sample name ``/metrics`` can carry (a snapshot with every field set)."""
+    text = render(Snapshot({"q": QueueStats(1, 1, 1, 1, 1, True, 1, 1, 1)},
+                           {"version": "x", "connections": 1, "uptime_ms": 1, "draining": False}))
+    return {name for name, _ in samples(text.decode())}
+
+
+@pytest.mark.parametrize("doc", ["prometheus-alerts.yml", "grafana-dashboard.json"])
+def test_the_example_rules_and_dashboard_use_exported_metrics(doc: str) -> None:
+    used = set(re.findall(r"\bjobwire_[a-z_]+", (DOCS / doc).read_text()))
+    assert used and used <= exported_names(), used - exported_names()
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None,
+                    reason="promtool is not installed (apt-get install prometheus)")
+async def test_promtool_accepts_the_metrics_and_the_rules(http: httpx.AsyncClient) -> None:
+    await http.post("/api/queues/a/jobs", json={"name": "x"})
+    text = (await http.get("/metrics")).content
+    for command, stdin in ((["promtool", "check", "metrics"], text),
+                           (["promtool", "check", "rules", str(DOCS / "prometheus-alerts.yml")],
+                            b"")):
+        proc = await asyncio.create_subprocess_exec(
+            *command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT)
+        output, _ = await asyncio.wait_for(proc.communicate(stdin), 60)
+        assert proc.returncode == 0, output.decode()

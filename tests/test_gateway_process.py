@@ -1,0 +1,104 @@
+"""The gateway as its own process (``python -m client.gateway``, what ``jobwire http`` runs)
+against a broker process, and embedded as a task that is cancelled (what ``jobwire serve --http``
+does)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from client.gateway import serve_gateway
+from tests.conftest import BrokerProcess, RunningBroker, free_port
+
+GATEWAY = [sys.executable, "-m", "client.gateway"]
+
+
+def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        assert proc.poll() is None, f"the gateway exited with {proc.returncode}"
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, "the gateway did not answer in time"
+        time.sleep(0.05)
+
+
+def test_standalone_gateway_serves_and_stops_on_sigterm(broker_process: BrokerProcess,
+                                                        tmp_path: Path) -> None:
+    port = free_port()
+    log = (tmp_path / "gateway.log").open("wb")
+    proc = subprocess.Popen(
+        [*GATEWAY, "--broker", f"jobwire://127.0.0.1:{broker_process.port}",
+         "--listen", f"127.0.0.1:{port}"], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_http(f"{base}/api/queues", proc)
+        added = httpx.post(f"{base}/api/queues/proc/jobs", json={"name": "x", "data": [1]})
+        assert added.status_code == 201
+        job = httpx.get(f"{base}/api/jobs/{added.json()['job']['id']}").json()
+        assert job["data"] == [1]
+        assert "jobwire_jobs" in httpx.get(f"{base}/metrics").text
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log.close()
+    assert "serving http://127.0.0.1" in (tmp_path / "gateway.log").read_text()
+
+
+def test_beyond_loopback_without_a_token_warns(broker_process: BrokerProcess,
+                                               tmp_path: Path) -> None:
+    port = free_port()
+    log_path = tmp_path / "gateway.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [*GATEWAY, "--broker", f"jobwire://127.0.0.1:{broker_process.port}",
+             "--listen", f"0.0.0.0:{port}"], stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_http(f"http://127.0.0.1:{port}/api/queues", proc)
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(30) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert "without a token" in log_path.read_text()
+
+
+def test_bad_listen_address_is_a_usage_error() -> None:
+    done = subprocess.run([*GATEWAY, "--listen", "nowhere"], capture_output=True, timeout=60)
+    assert done.returncode == 2
+    assert b"HOST:PORT" in done.stderr
+
+
+async def test_embedded_gateway_stops_when_its_task_is_cancelled(broker: RunningBroker) -> None:
+    port = free_port()
+    task = asyncio.create_task(serve_gateway(
+        "127.0.0.1", port, f"jobwire://{broker.host}:{broker.port}"))
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as session:
+        async with asyncio.timeout(30):
+            while True:
+                try:
+                    if (await session.get("/api/queues")).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    await asyncio.sleep(0.05)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        assert task.cancelled()
+        try:
+            await session.get("/api/queues")
+            raise AssertionError("the gateway still answers after its task was cancelled")
+        except httpx.TransportError:
+            pass
