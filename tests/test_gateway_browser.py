@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import httpx
 import pytest
 
 from client import Client
+from tests.conftest import RunningBroker
 from tests.gatewaytools import RunningGateway, fail_jobs, gateway, http, make_gateway
 
 __all__ = ["gateway", "http", "make_gateway"]  # fixtures, imported for pytest
@@ -137,8 +138,8 @@ async def test_remove_asks_then_leaves_for_the_queue(
 
 
 async def test_the_dashboard_asks_for_the_token(
-        start_broker: object, make_gateway: object) -> None:
-    assert callable(start_broker) and callable(make_gateway)
+        start_broker: Callable[..., Awaitable[RunningBroker]],
+        make_gateway: Callable[..., Awaitable[RunningGateway]]) -> None:
     broker = await start_broker(token="t0ken")
     running = await make_gateway(broker)
     async with playwright_api.async_playwright() as driver:

@@ -9,6 +9,9 @@ from typing import Any
 
 import httpx
 import pytest
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from tests.clienttools import until
 from tests.conftest import RunningBroker
@@ -248,3 +251,12 @@ async def test_queue_full_is_429(start_broker: Callable[..., Awaitable[RunningBr
         full = await session.post("/api/queues/f/jobs", json={"name": "x"})
         assert_error(full, 429, "QUEUE_FULL")
         assert full.headers["retry-after"] == "1"
+
+
+async def test_a_bug_answers_json_500(gateway: RunningGateway, http: httpx.AsyncClient) -> None:
+    async def broken(_request: Request) -> Response:
+        raise ZeroDivisionError("a bug")
+
+    gateway.server.app.router.routes.append(Route("/api/broken", broken))
+    assert_error(await http.get("/api/broken"), 500, "INTERNAL")
+    assert (await http.get("/api/queues")).status_code == 200  # and the gateway goes on

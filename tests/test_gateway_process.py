@@ -4,6 +4,7 @@ does)."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import signal
 import subprocess
@@ -13,7 +14,9 @@ from pathlib import Path
 
 import httpx
 
+from client import parse_url
 from client.gateway import serve_gateway
+from client.gateway.cli import add_serve_arguments, local_broker_url
 from tests.conftest import BrokerProcess, RunningBroker, free_port
 
 GATEWAY = [sys.executable, "-m", "client.gateway"]
@@ -102,3 +105,17 @@ async def test_embedded_gateway_stops_when_its_task_is_cancelled(broker: Running
             raise AssertionError("the gateway still answers after its task was cancelled")
         except httpx.TransportError:
             pass
+
+
+def test_serve_flags_and_the_embedded_gateways_broker_url() -> None:
+    parser = argparse.ArgumentParser()
+    add_serve_arguments(parser)
+    assert parser.parse_args([]).http is None  # off unless asked for
+    args = parser.parse_args(["--http", "127.0.0.1:7480", "--http-token", "t"])
+    assert (args.http, args.http_token, args.http_serializer) == (("127.0.0.1", 7480), "t",
+                                                                   "msgpack")
+    for host, token, expected in (("0.0.0.0", "to/k:en", ("127.0.0.1", "to/k:en")),
+                                  ("::", None, ("::1", None)),
+                                  ("192.0.2.7", None, ("192.0.2.7", None))):
+        endpoint = parse_url(local_broker_url(host, 7400, token))
+        assert (endpoint.host, endpoint.token, endpoint.port) == (*expected, 7400)

@@ -19,6 +19,7 @@ from contextlib import asynccontextmanager
 from importlib.resources import files
 from typing import Final
 
+import structlog
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -38,6 +39,8 @@ from client.gateway.errors import (
 from client.gateway.routes import API_ROUTES, openapi_document
 from client.gateway.state import Gateway
 from protocol.errors import ErrorCode
+
+log = structlog.get_logger("jobwire.gateway")
 
 VERSION: Final = "0.1.0"
 PROTECTED_PREFIXES: Final = ("/api/", "/metrics")
@@ -88,6 +91,7 @@ def create_app(broker_url: str, *, token: str | None = None, serializer: str = "
             GatewayError: on_gateway_error,
             JobwireError: on_client_error,
             HTTPException: on_http_exception,
+            Exception: on_bug,
         },
     )
     app.state.gateway = gateway
@@ -109,6 +113,14 @@ async def on_gateway_error(_request: Request, exc: Exception) -> Response:
 async def on_client_error(_request: Request, exc: Exception) -> Response:
     assert isinstance(exc, JobwireError)
     return error_response(from_client_error(exc))
+
+
+async def on_bug(request: Request, exc: Exception) -> Response:
+    """A bug in the gateway: logged with its traceback, answered as JSON ``500 INTERNAL``."""
+    log.error("gateway request failed", path=request.url.path, exc_info=exc)
+    return JSONResponse({"error": {"code": ErrorCode.INTERNAL,
+                                   "message": f"a bug in the gateway: {type(exc).__name__}"}},
+                        status_code=500)
 
 
 async def on_http_exception(_request: Request, exc: Exception) -> Response:

@@ -1,8 +1,9 @@
 """``jobwire http``: the gateway as its own process, against a local or remote broker.
 
 ``register(subparsers)`` adds the subcommand to the ``jobwire`` console script; ``main`` runs it
-alone (``python -m client.gateway``). ``add_http_arguments`` gives ``jobwire serve`` the same
-``--http-token`` and ``--http-serializer`` flags if it embeds the gateway.
+alone (``python -m client.gateway``). For ``jobwire serve --http HOST:PORT`` (the gateway on the
+broker's own event loop), ``add_serve_arguments`` adds the flags and ``local_broker_url`` says
+where the embedded gateway connects.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import quote
 
 from client.endpoint import DEFAULT_URL
 from client.gateway.server import DEFAULT_LISTEN, GatewayServer, parse_listen
@@ -38,6 +40,32 @@ def add_http_arguments(parser: argparse.ArgumentParser) -> None:
         "--http-serializer", choices=["msgpack", "json"], default="msgpack",
         help="how job data posted over HTTP is encoded for workers (default msgpack, the Python "
         "client's default)")
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--http HOST:PORT`` (off unless given, or ``$JOBWIRE_HTTP``) and the gateway's options,
+    for a ``serve`` command that embeds the gateway."""
+    env = os.environ.get("JOBWIRE_HTTP")
+    parser.add_argument(
+        "--http", type=listen_address, default=listen_address(env) if env else None,
+        metavar="HOST:PORT", help="also serve the HTTP gateway (REST API, /metrics, dashboard) "
+        "here, on the broker's event loop (default: off, or $JOBWIRE_HTTP; e.g. 127.0.0.1:7480)")
+    add_http_arguments(parser)
+
+
+def local_broker_url(host: str, port: int, token: str | None, *, tls: bool = False) -> str:
+    """The URL an embedded gateway uses to reach the broker listening on ``host:port``.
+
+    A wildcard listen address (``0.0.0.0``, ``::``) is reached over loopback.
+    """
+    if host in ("", "0.0.0.0"):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    if ":" in host:
+        host = f"[{host}]"
+    auth = f"{quote(token, safe='')}@" if token else ""
+    return f"{'jobwires' if tls else 'jobwire'}://{auth}{host}:{port}"
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
