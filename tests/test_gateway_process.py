@@ -10,13 +10,15 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import httpx
 
 from client import parse_url
-from client.gateway import serve_gateway
+from client.gateway import GatewayServer, serve_gateway
 from client.gateway.cli import add_serve_arguments, local_broker_url
+from tests.clienttools import until
 from tests.conftest import BrokerProcess, RunningBroker, free_port
 
 GATEWAY = [sys.executable, "-m", "client.gateway"]
@@ -119,3 +121,27 @@ def test_serve_flags_and_the_embedded_gateways_broker_url() -> None:
                                   ("192.0.2.7", None, ("192.0.2.7", None))):
         endpoint = parse_url(local_broker_url(host, 7400, token))
         assert (endpoint.host, endpoint.token, endpoint.port) == (*expected, 7400)
+
+
+async def test_a_gateway_started_before_its_broker(
+        start_broker: Callable[..., Awaitable[RunningBroker]]) -> None:
+    """The order ``jobwire serve --http`` uses: gateway first, then the broker, then
+    ``broker_ready``; requests meanwhile answer 503, not hang."""
+    broker_port = free_port()
+    server = GatewayServer("127.0.0.1", 0, local_broker_url("0.0.0.0", broker_port, None))
+    await server.start()
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}",
+                                     timeout=30) as session:
+            early = await session.get("/api/queues")
+            assert early.status_code == 503
+            assert early.json()["error"]["code"] == "BROKER_UNAVAILABLE"
+            await start_broker(port=broker_port)
+            server.broker_ready()
+
+            async def answers() -> bool:
+                return (await session.get("/api/queues")).status_code == 200
+
+            await until(answers, 30)
+    finally:
+        await server.stop()

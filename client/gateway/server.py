@@ -4,6 +4,17 @@
 runs uvicorn's ``serve`` on the running loop (uvloop under ``jobwire serve``), and leaves signal
 handling to its owner: the broker (or ``jobwire http``) decides when to stop and calls ``stop()``.
 uvicorn's own handlers would replace the broker's and re-raise the signal after shutdown.
+
+Beside a broker in one process, start the gateway first (a port in use then stops the command
+before the broker opens its journal), call ``broker_ready()`` from the broker's ready hook, and
+``stop()`` it after the broker has shut down::
+
+    gateway = GatewayServer("127.0.0.1", 7480, local_broker_url(host, port, token))
+    await gateway.start()
+    try:
+        await run_broker(settings, on_ready=lambda _server: gateway.broker_ready())
+    finally:
+        await gateway.stop()
 """
 
 from __future__ import annotations
@@ -110,6 +121,11 @@ class GatewayServer:
                 raise RuntimeError("the gateway stopped while starting")
             await asyncio.sleep(0.01)
         log.info("gateway listening", url=f"http://{self.host}:{self.port}/")
+
+    def broker_ready(self) -> None:
+        """Connect to the broker now (call when it starts listening): a gateway started before
+        its broker is otherwise in a reconnect back-off of up to 5 s."""
+        self.app.state.gateway.client.connection.reconnect_now()
 
     async def stop(self) -> None:
         """Stop accepting, finish open requests (up to 5 s), close the broker connection.
