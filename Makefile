@@ -12,9 +12,10 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-# Stamps make the install step a no-op until pyproject.toml changes.
+# Stamps make the install step a no-op until pyproject.toml changes. The http extra is the
+# gateway's (REST API, /metrics, dashboard: jobwire http, jobwire serve --http).
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e .
+	$(BIN)/python -m pip install --quiet -e '.[http]'
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python

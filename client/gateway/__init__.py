@@ -14,7 +14,26 @@ Needs the ``http`` extra: ``pip install 'jobwire[http]'`` (starlette, uvicorn, p
 Durations in HTTP bodies are **milliseconds**.
 """
 
-from client.gateway.app import create_app
-from client.gateway.server import GatewayServer, serve_gateway
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from client.gateway.app import create_app
+    from client.gateway.server import GatewayServer, serve_gateway
 
 __all__ = ["GatewayServer", "create_app", "serve_gateway"]
+
+
+def __getattr__(name: str) -> Any:
+    # Imported on first use, so ``client.gateway.cli`` (argument parsing, ``--help``) loads
+    # without the http extra; running the gateway then says what to install.
+    if name == "create_app":
+        from client.gateway.app import create_app
+
+        return create_app
+    if name in ("GatewayServer", "serve_gateway"):
+        from client.gateway import server
+
+        return getattr(server, name)
+    raise AttributeError(f"module 'client.gateway' has no attribute {name!r}")

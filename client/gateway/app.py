@@ -78,6 +78,12 @@ def create_app(broker_url: str, *, token: str | None = None, serializer: str = "
         Route(route.path, route.endpoint, methods=[route.method]) for route in API_ROUTES
     ]
     document = openapi_document(VERSION)
+    shell = (STATIC / "index.html").read_text(encoding="utf-8")
+
+    async def dashboard_page(_request: Request) -> Response:
+        """The dashboard's HTML shell; ``static/app.js`` renders the page for the URL."""
+        return HTMLResponse(shell, headers={"Cache-Control": "no-cache"})
+
     routes += [
         Route("/openapi.json", lambda _request: JSONResponse(document), methods=["GET"]),
         Route("/", dashboard_page, methods=["GET"]),
@@ -97,12 +103,6 @@ def create_app(broker_url: str, *, token: str | None = None, serializer: str = "
     app.state.gateway = gateway
     app.add_middleware(BearerAuth, token=http_token)
     return app
-
-
-async def dashboard_page(_request: Request) -> Response:
-    """The dashboard's HTML shell; ``static/app.js`` renders the page for the URL."""
-    return HTMLResponse((STATIC / "index.html").read_text(encoding="utf-8"),
-                        headers={"Cache-Control": "no-cache"})
 
 
 async def on_gateway_error(_request: Request, exc: Exception) -> Response:

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from client.gateway.errors import GatewayError, bad_argument
 from client.serializers import Serializer
@@ -61,11 +61,14 @@ async def read_json(request: Request, cap: int) -> Any:
             raise _too_large(int(declared), cap)
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > cap:
-            raise _too_large(size, cap)
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > cap:
+                raise _too_large(size, cap)
+            chunks.append(chunk)
+    except ClientDisconnect:  # nobody hears the answer; not a bug of ours either
+        raise GatewayError(ErrorCode.BAD_ARGUMENT, "body: the client disconnected") from None
     if size == 0:
         return None
     try:

@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import quote
 
 from client.endpoint import DEFAULT_URL
-from client.gateway.server import DEFAULT_LISTEN, GatewayServer, parse_listen
+from client.gateway.listen import DEFAULT_LISTEN, parse_listen
 
 
 def listen_address(text: str) -> tuple[str, int]:
@@ -90,6 +90,12 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
 def run_http(args: argparse.Namespace) -> int:
     """Run the gateway until SIGTERM/SIGINT. Returns the exit code."""
+    try:
+        from client.gateway.server import GatewayServer
+    except ImportError as exc:
+        sys.stderr.write(f"jobwire http: error: {exc}; install the http extra: "
+                         "pip install 'jobwire[http]'\n")
+        return 1
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(message)s")
     host, port = args.listen

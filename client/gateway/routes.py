@@ -95,6 +95,7 @@ class ApiRoute:
     response: dict[str, Any]
     errors: tuple[int, ...] = ()
     body: dict[str, Any] | None = None
+    body_required: bool = False
     query: tuple[tuple[str, str], ...] = ()
     status: int = 200
     media_type: str = "application/json"
@@ -116,7 +117,7 @@ API_ROUTES: Final[tuple[ApiRoute, ...]] = (
              body={"oneOf": [ref("NewJob"), {"type": "object", "required": ["jobs"],
                                              "properties": {"jobs": {"type": "array",
                                                                      "items": ref("NewJob")}}}]},
-             status=201),
+             body_required=True, status=201),
     ApiRoute("GET", "/api/queues/{queue}/failed", api.list_failed,
              "Failed jobs, newest failure first, a page at a time",
              {"type": "object", "properties": {
@@ -144,7 +145,8 @@ API_ROUTES: Final[tuple[ApiRoute, ...]] = (
              {"type": "object", "properties": {"removed": {"type": "integer"}}}, (400, 404),
              body={"type": "object", "required": ["state"], "properties": {
                  "state": {"enum": ["waiting", "delayed", "completed", "failed"]},
-                 "older_than": _MS, "limit": {"type": "integer", "minimum": 1}}}),
+                 "older_than": _MS, "limit": {"type": "integer", "minimum": 1}}},
+             body_required=True),
     ApiRoute("GET", "/api/jobs/{job_id}", api.get_job, "One job: data, result, error, times",
              ref("Job"), (404,)),
     ApiRoute("DELETE", "/api/jobs/{job_id}", api.remove_job,
@@ -177,8 +179,7 @@ def openapi_document(version: str) -> dict[str, Any]:
         operation: dict[str, Any] = {"summary": route.summary, "parameters": params,
                                      "responses": responses, "security": [{"bearer": []}]}
         if route.body is not None:
-            operation["requestBody"] = {"required": route.method == "POST"
-                                        and route.path.endswith("/jobs"),
+            operation["requestBody"] = {"required": route.body_required,
                                         "content": {"application/json": {"schema": route.body}}}
         paths.setdefault(route.path, {})[route.method.lower()] = operation
     paths["/openapi.json"] = {"get": {"summary": "This document", "security": [],

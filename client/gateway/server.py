@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import socket
 from collections.abc import Iterator
 from typing import Final
@@ -30,10 +29,10 @@ import structlog
 import uvicorn
 
 from client.gateway.app import create_app
+from client.gateway.listen import is_loopback
 
 log = structlog.get_logger("jobwire.gateway")
 
-DEFAULT_LISTEN: Final = "127.0.0.1:7480"
 SHUTDOWN_GRACE_S: Final = 5
 
 
@@ -43,28 +42,6 @@ class _Uvicorn(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
-
-
-def is_loopback(host: str) -> bool:
-    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def parse_listen(text: str) -> tuple[str, int]:
-    """``HOST:PORT`` (``[::1]:7480`` for IPv6) → ``(host, port)``.
-
-    Raises:
-        ValueError: no port, or a port outside 0..65535.
-    """
-    host, sep, port_text = text.rpartition(":")
-    if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise ValueError(f"expected HOST:PORT, got {text!r}")
-    return host.strip("[]") or "127.0.0.1", int(port_text)
 
 
 class GatewayServer:
