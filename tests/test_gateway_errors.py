@@ -157,7 +157,8 @@ async def raw_http(port: int, head: bytes, body_chunks: tuple[bytes, ...] = ()) 
 
 async def test_an_oversized_body_is_refused_before_it_is_sent(gateway: RunningGateway) -> None:
     cap = gateway.server.app.state.gateway.max_frame
-    head = (b"POST /api/queues/q/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    head = (b"POST /api/queues/q/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: application/json\r\n"
             b"Content-Length: " + str(cap + 1).encode() + b"\r\n\r\n")
     answer = await raw_http(gateway.server.port, head)  # not one byte of the body is sent
     assert answer.startswith(b"HTTP/1.1 413 ")
@@ -170,7 +171,7 @@ async def test_a_chunked_body_is_cut_off_at_the_cap(
     running = await make_gateway(broker)
     chunk = b"x" * 4096
     framed = f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n"
-    head = (b"POST /api/queues/q/jobs HTTP/1.1\r\nHost: x\r\n"
+    head = (b"POST /api/queues/q/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\n"
             b"Transfer-Encoding: chunked\r\n\r\n")
     answer = await raw_http(running.server.port, head, (framed,) * 3)  # 12 KiB, no end chunk
     assert answer.startswith(b"HTTP/1.1 413 ")
@@ -260,3 +261,30 @@ async def test_a_bug_answers_json_500(gateway: RunningGateway, http: httpx.Async
     gateway.server.app.router.routes.append(Route("/api/broken", broken))
     assert_error(await http.get("/api/broken"), 500, "INTERNAL")
     assert (await http.get("/api/queues")).status_code == 200  # and the gateway goes on
+
+
+async def test_a_cross_site_change_is_refused(http: httpx.AsyncClient,
+                                              gateway: RunningGateway) -> None:
+    await http.post("/api/queues/x/jobs", json={"name": "n"})
+    own = f"http://127.0.0.1:{gateway.server.port}"
+    for origin in ("http://evil.example", "null", f"http://localhost:{gateway.server.port}"):
+        reply = await http.post("/api/queues/x/pause", headers={"Origin": origin})
+        assert_error(reply, 403, "FORBIDDEN")
+        reply = await http.delete("/api/jobs/1", headers={"Origin": origin})
+        assert_error(reply, 403, "FORBIDDEN")
+    assert (await http.get("/api/queues/x")).json()["paused"] is False
+    # The dashboard's own requests (same origin) and programs (no Origin) go through.
+    assert (await http.post("/api/queues/x/pause", headers={"Origin": own})).status_code == 200
+    assert (await http.post("/api/queues/x/resume")).status_code == 200
+    # A cross-site GET is answered (the browser keeps the reply from the page: no CORS headers).
+    assert (await http.get("/api/queues", headers={"Origin": "http://evil.example"})
+            ).status_code == 200
+
+
+async def test_a_loopback_gateway_answers_only_loopback_host_names(
+        http: httpx.AsyncClient) -> None:
+    for host in ("evil.example", "evil.example:7480", "10.0.0.1"):
+        assert_error(await http.get("/api/queues", headers={"Host": host}), 403, "FORBIDDEN")
+        assert_error(await http.get("/", headers={"Host": host}), 403, "FORBIDDEN")
+    for host in ("localhost:1", "127.0.0.1", "[::1]:7480", "app.localhost"):
+        assert (await http.get("/api/queues", headers={"Host": host})).status_code == 200

@@ -5,15 +5,11 @@ Layout: ``/api/...`` (REST, ``client.gateway.routes``), ``/metrics`` (Prometheus
 HTML shell; ``/static/`` its script and styles, shipped in the package). The app owns one broker
 connection (``client.gateway.state.Gateway``), opened in its lifespan.
 
-Authentication: with a token, ``/api/...`` and ``/metrics`` need ``Authorization: Bearer TOKEN``
-(compared in constant time, before any body is read). The dashboard's pages, static files and
-``/openapi.json`` carry no broker data and are served to anyone; the dashboard's script asks for
-the token and sends it with every API call.
+Authentication and browser safety: ``client.gateway.guards``.
 """
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.resources import files
@@ -26,7 +22,6 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from client.endpoint import parse_url
 from client.errors import JobwireError
@@ -36,6 +31,7 @@ from client.gateway.errors import (
     error_response,
     from_client_error,
 )
+from client.gateway.guards import BearerAuth, BrowserGuard
 from client.gateway.routes import API_ROUTES, openapi_document
 from client.gateway.state import Gateway
 from protocol.errors import ErrorCode
@@ -43,12 +39,11 @@ from protocol.errors import ErrorCode
 log = structlog.get_logger("jobwire.gateway")
 
 VERSION: Final = "0.1.0"
-PROTECTED_PREFIXES: Final = ("/api/", "/metrics")
 STATIC = files("client.gateway") / "static"
 
 
 def create_app(broker_url: str, *, token: str | None = None, serializer: str = "msgpack",
-               request_timeout: float = 10.0) -> Starlette:
+               request_timeout: float = 10.0, loopback_only: bool = False) -> Starlette:
     """The gateway application for the broker at ``broker_url``.
 
     Args:
@@ -58,6 +53,8 @@ def create_app(broker_url: str, *, token: str | None = None, serializer: str = "
         serializer: how job data from HTTP is encoded for workers (``msgpack``, the Python
             client's default, or ``json``); also the first decoder tried when showing a job.
         request_timeout: seconds one broker request may take (then ``504 TIMEOUT``).
+        loopback_only: answer only requests whose ``Host`` is a loopback name (set when the
+            gateway listens on loopback: a DNS-rebinding page cannot reach it then).
 
     Returns:
         A Starlette app; run it with ``serve_gateway`` or any ASGI server.
@@ -101,7 +98,9 @@ def create_app(broker_url: str, *, token: str | None = None, serializer: str = "
         },
     )
     app.state.gateway = gateway
+    # Added last runs first: the browser guard, then authentication, then the routes.
     app.add_middleware(BearerAuth, token=http_token)
+    app.add_middleware(BrowserGuard, loopback_only=loopback_only)
     return app
 
 
@@ -132,36 +131,3 @@ async def on_http_exception(_request: Request, exc: Exception) -> Response:
         return error_response(GatewayError(ErrorCode.NOT_FOUND, "no such route"))
     return JSONResponse({"error": {"code": "HTTP_ERROR", "message": str(exc.detail)}},
                         status_code=exc.status_code)
-
-
-class BearerAuth:
-    """ASGI middleware: ``Authorization: Bearer TOKEN`` on the protected paths.
-
-    It answers before the route runs, so an unauthenticated request's body is never read.
-    """
-
-    def __init__(self, app: ASGIApp, token: str | None) -> None:
-        self.app = app
-        self.expected = None if token is None else token.encode()
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (self.expected is None or scope["type"] != "http"
-                or not scope["path"].startswith(PROTECTED_PREFIXES)):
-            await self.app(scope, receive, send)
-            return
-        presented = b""
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                scheme, _, credentials = value.partition(b" ")
-                if scheme.lower() == b"bearer":
-                    presented = credentials.strip()
-                break
-        if not presented:
-            error = GatewayError(ErrorCode.UNAUTHORIZED,
-                                 "missing Authorization: Bearer TOKEN header")
-        elif not hmac.compare_digest(presented, self.expected):
-            error = GatewayError(ErrorCode.UNAUTHORIZED, "wrong token")
-        else:
-            await self.app(scope, receive, send)
-            return
-        await error_response(error)(scope, receive, send)

@@ -1,10 +1,11 @@
 """The gateway's errors as JSON: ``{"error": {"code": CODE, "message": TEXT}}``.
 
 Codes are the wire protocol's (``protocol.errors.ErrorCode``: ``BAD_ARGUMENT``, ``NOT_FOUND``,
-``UNAUTHORIZED``, ...) so a program reads the same code over HTTP as over TCP. Two codes exist
+``UNAUTHORIZED``, ...) so a program reads the same code over HTTP as over TCP. Three codes exist
 only here, for what has no wire equivalent: ``BROKER_UNAVAILABLE`` (the gateway cannot reach the
-broker, or the broker refused the gateway's token) and ``METHOD_NOT_ALLOWED``. Each code has one
-HTTP status (``STATUS``).
+broker, or the broker refused the gateway's token), ``FORBIDDEN`` (a request a hostile web page
+made a browser send: ``client.gateway.guards``) and ``METHOD_NOT_ALLOWED``. Each code has one HTTP
+status (``STATUS``).
 """
 
 from __future__ import annotations
@@ -25,12 +26,14 @@ from protocol.errors import ErrorCode
 BROKER_UNAVAILABLE: Final = "BROKER_UNAVAILABLE"
 """The gateway has no usable connection to the broker (down, unreachable, or refused its token)."""
 METHOD_NOT_ALLOWED: Final = "METHOD_NOT_ALLOWED"
+FORBIDDEN: Final = "FORBIDDEN"
 
 STATUS: Final[dict[str, int]] = {
     ErrorCode.BAD_ARGUMENT: 400,
     ErrorCode.UNKNOWN_OP: 400,
     ErrorCode.BAD_FRAME: 400,
     ErrorCode.UNAUTHORIZED: 401,
+    FORBIDDEN: 403,
     ErrorCode.NOT_FOUND: 404,
     METHOD_NOT_ALLOWED: 405,
     ErrorCode.CONFLICT: 409,

@@ -59,7 +59,7 @@ class GatewayServer:
                  serializer: str = "msgpack", request_timeout: float = 10.0) -> None:
         self.host = host
         self.app = create_app(broker_url, token=token, serializer=serializer,
-                              request_timeout=request_timeout)
+                              request_timeout=request_timeout, loopback_only=is_loopback(host))
         config = uvicorn.Config(self.app, host=host, port=port, loop="none", lifespan="on",
                                 log_config=None, access_log=False, server_header=False,
                                 timeout_graceful_shutdown=SHUTDOWN_GRACE_S)
