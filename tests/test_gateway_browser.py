@@ -28,6 +28,8 @@ CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]
+# Generous waits: the page refreshes every 2 s, and the host may be busy (nothing here is timed).
+playwright_api.expect.set_options(timeout=20_000)
 pytestmark = pytest.mark.skipif(
     not Path(CHROMIUM).exists(),
     reason="Debian's chromium is not installed (make test installs it: apt-get install chromium)",
