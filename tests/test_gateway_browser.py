@@ -155,3 +155,9 @@ async def test_the_dashboard_asks_for_the_token(
             await playwright_api.expect(page.locator(".empty")).to_be_visible()
         finally:
             await browser.close()
+
+
+async def test_an_unknown_queue_says_so(gateway: RunningGateway,
+                                        page: playwright_api.Page) -> None:
+    await page.goto("/queues/nowhere")
+    await playwright_api.expect(page.locator(".empty")).to_contain_text("no queue of this name")

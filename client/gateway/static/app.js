@@ -220,6 +220,10 @@ async function overviewPage() {
     const b = data.broker;
     setText(broker, `broker ${b.version || "?"} · ${b.connections ?? "?"} connections · up ${duration(b.uptime_ms)}`);
     empty.hidden = data.queues.length > 0;
+    const present = new Set(data.queues.map((q) => q.name));
+    for (const [name, row] of rows) {  // a queue the broker no longer has
+      if (!present.has(name)) { row.tr.remove(); rows.delete(name); }
+    }
     for (const queue of data.queues) {
       let row = rows.get(queue.name);
       if (!row) {
@@ -269,6 +273,13 @@ async function queuePage(name) {
   document.title = `${name} · jobwire`;
   let offset = 0;
   const q = encodeURIComponent(name);
+  try {
+    await api("GET", `/api/queues/${q}`);
+  } catch (error) {
+    app.replaceChildren(h("p", { class: "crumbs" }, h("a", { href: "/" }, "Queues")), h("h1", {}, name),
+      h("p", { class: "empty" }, error.status === 404 ? "The broker has no queue of this name: queues appear with their first job." : `${error.code}: ${error.message}`));
+    return;
+  }
   const counts = h("dl", { class: "counts" }, STATES.map((s) => [h("dt", {}, s), h("dd", { id: `count-${s}` }, "0")]));
   const pausedBadge = h("span", { class: "badge" }, "");
   const toggle = h("button", {}, "Pause");
