@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -14,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import httpx
+import trustme
 
 from client import parse_url
 from client.gateway import GatewayServer, serve_gateway
@@ -145,3 +147,31 @@ async def test_a_gateway_started_before_its_broker(
             await until(answers, 30)
     finally:
         await server.stop()
+
+
+async def test_a_gateway_in_front_of_a_tls_broker(
+        start_broker: Callable[..., Awaitable[RunningBroker]], tmp_path: Path) -> None:
+    ca = trustme.CA()  # a throwaway CA: the system trust store is not touched
+    server_cert = ca.issue_cert("127.0.0.1")
+    cert, key = tmp_path / "server.pem", tmp_path / "server.key"
+    cert.write_bytes(b"".join(blob.bytes() for blob in server_cert.cert_chain_pems))
+    server_cert.private_key_pem.write_to_path(str(key))
+    broker = await start_broker(tls_cert=cert, tls_key=key)
+    url = local_broker_url("127.0.0.1", broker.port, None, tls=True)
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    trusted = GatewayServer("127.0.0.1", 0, url, ssl=context)
+    untrusted = GatewayServer("127.0.0.1", 0, url)  # the system CAs do not know the test CA
+    await trusted.start()
+    await untrusted.start()
+    try:
+        async with httpx.AsyncClient(timeout=30) as session:
+            ok = await session.post(f"http://127.0.0.1:{trusted.port}/api/queues/tls/jobs",
+                                    json={"name": "x"})
+            assert ok.status_code == 201
+            refused = await session.get(f"http://127.0.0.1:{untrusted.port}/api/queues")
+            assert refused.status_code == 503
+            assert refused.json()["error"]["code"] == "BROKER_UNAVAILABLE"
+    finally:
+        await trusted.stop()
+        await untrusted.stop()

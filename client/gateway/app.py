@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.resources import files
+from ssl import SSLContext
 from typing import Final
 
 import structlog
@@ -43,7 +44,8 @@ STATIC = files("client.gateway") / "static"
 
 
 def create_app(broker_url: str, *, token: str | None = None, serializer: str = "msgpack",
-               request_timeout: float = 10.0, loopback_only: bool = False) -> Starlette:
+               request_timeout: float = 10.0, loopback_only: bool = False,
+               ssl: SSLContext | None = None) -> Starlette:
     """The gateway application for the broker at ``broker_url``.
 
     Args:
@@ -55,13 +57,15 @@ def create_app(broker_url: str, *, token: str | None = None, serializer: str = "
         request_timeout: seconds one broker request may take (then ``504 TIMEOUT``).
         loopback_only: answer only requests whose ``Host`` is a loopback name (set when the
             gateway listens on loopback: a DNS-rebinding page cannot reach it then).
+        ssl: the TLS context for a ``jobwires://`` broker (default: the system's CAs; a broker
+            with its own CA needs a context that trusts it).
 
     Returns:
         A Starlette app; run it with ``serve_gateway`` or any ASGI server.
     """
     http_token = parse_url(broker_url).token if token is None else (token or None)
     gateway = Gateway(broker_url, token=http_token, serializer=serializer,
-                      request_timeout=request_timeout)
+                      request_timeout=request_timeout, ssl=ssl)
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:

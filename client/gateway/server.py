@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import socket
 from collections.abc import Iterator
+from ssl import SSLContext
 from typing import Final
 
 import structlog
@@ -52,14 +53,16 @@ class GatewayServer:
             warning, as the broker does).
         port: TCP port (0: any free one; read ``.port`` after ``start``).
         broker_url: ``jobwire://[token@]host:port``.
-        token, serializer, request_timeout: see ``create_app``.
+        token, serializer, request_timeout, ssl: see ``create_app``.
     """
 
     def __init__(self, host: str, port: int, broker_url: str, *, token: str | None = None,
-                 serializer: str = "msgpack", request_timeout: float = 10.0) -> None:
+                 serializer: str = "msgpack", request_timeout: float = 10.0,
+                 ssl: SSLContext | None = None) -> None:
         self.host = host
         self.app = create_app(broker_url, token=token, serializer=serializer,
-                              request_timeout=request_timeout, loopback_only=is_loopback(host))
+                              request_timeout=request_timeout, loopback_only=is_loopback(host),
+                              ssl=ssl)
         config = uvicorn.Config(self.app, host=host, port=port, loop="none", lifespan="on",
                                 log_config=None, access_log=False, server_header=False,
                                 timeout_graceful_shutdown=SHUTDOWN_GRACE_S)
@@ -122,7 +125,8 @@ class GatewayServer:
 
 
 async def serve_gateway(host: str, port: int, broker_url: str, *, token: str | None = None,
-                        serializer: str = "msgpack", request_timeout: float = 10.0) -> None:
+                        serializer: str = "msgpack", request_timeout: float = 10.0,
+                        ssl: SSLContext | None = None) -> None:
     """Serve the gateway until cancelled, then stop it gracefully.
 
     Run it as a task next to the broker (same loop) or alone; cancel the task to stop.
@@ -131,7 +135,7 @@ async def serve_gateway(host: str, port: int, broker_url: str, *, token: str | N
         OSError: the address cannot be bound.
     """
     server = GatewayServer(host, port, broker_url, token=token, serializer=serializer,
-                           request_timeout=request_timeout)
+                           request_timeout=request_timeout, ssl=ssl)
     await server.start()
     try:
         await server.wait()

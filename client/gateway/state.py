@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from ssl import SSLContext
 from typing import Final
 
 from starlette.requests import Request
@@ -33,12 +34,13 @@ class Gateway:
         token: the bearer token HTTP callers must send (``None``: no authentication).
         serializer: how job data is encoded on enqueue and tried first when shown.
         request_timeout: seconds one broker request may take before ``504 TIMEOUT``.
+        ssl: the TLS context for a ``jobwires://`` broker (default: the system's CAs).
     """
 
     def __init__(self, broker_url: str, *, token: str | None, serializer: str = "msgpack",
-                 request_timeout: float = 10.0) -> None:
+                 request_timeout: float = 10.0, ssl: SSLContext | None = None) -> None:
         self.client = Client(broker_url, request_timeout=request_timeout,
-                             client_name="jobwire-gateway")
+                             client_name="jobwire-gateway", ssl=ssl)
         self.token = token
         self.serializer_name = serializer
         self.serializer: Serializer = get_serializer(serializer)
