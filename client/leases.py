@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from functools import partial
 from typing import Any, Final
 
@@ -66,13 +66,16 @@ class LeaseKeeper:
         self.extended = 0
         """Leases extended successfully so far."""
 
-    def watch(self, jobs: Sequence[JobContext]) -> None:
+    def watch(self, jobs: Iterable[JobContext]) -> None:
         """New held jobs: keep their leases; wake the task if one needs extending before its
         planned look."""
         watched = self._jobs
+        soon = False
+        next_check = self._next_check
         for ctx in jobs:
             watched[ctx.token] = ctx
-        if any(ctx.deadline - ctx.lease / 2 < self._next_check for ctx in jobs):
+            soon = soon or ctx.deadline - ctx.lease / 2 < next_check
+        if soon:
             self._wake.set()
 
     def forget(self, jobs: Iterable[JobContext]) -> None:
