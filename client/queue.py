@@ -18,6 +18,7 @@ import asyncio
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Self
 
+from client.batcher import AddBatcher
 from client.call import send
 from client.connection import Connection
 from client.endpoint import DEFAULT_URL, ConnectionStatistics
@@ -43,6 +44,10 @@ class Client:
         url: ``jobwire://[token@]host[:port]`` (``jobwires://`` for TLS).
         serializer: ``"msgpack"`` (default), ``"json"``, ``"raw"`` or an object with
             ``dumps``/``loads``; queues inherit it unless given their own.
+        batch_adds: group concurrent ``Queue.add()`` calls of one queue into shared ``enqueue``
+            requests (``client/batcher.py``; default on). Each caller still gets its own job
+            and its own error, and returns only once its job is committed. ``False`` sends
+            one request per ``add()``.
         **connection_options: passed to ``Connection`` (``token``, ``ssl``, ``request_timeout``,
             ``connect_timeout``, ``reconnect``, ``client_name``...).
     """
@@ -52,10 +57,12 @@ class Client:
         url: str = DEFAULT_URL,
         *,
         serializer: Serializer | str | None = None,
+        batch_adds: bool = True,
         **connection_options: Any,
     ) -> None:
         self.connection = Connection(url, **connection_options)
         self.serializer = get_serializer(serializer)
+        self.batcher = AddBatcher(self.connection) if batch_adds else None
 
     async def connect(self, *, wait: bool = False) -> Self:
         """Connect and handshake (see ``Connection.connect``).
@@ -137,13 +144,14 @@ class Queue(QueueOperations[Job]):
     sends them on the client's connection.
     """
 
-    __slots__ = ("_conn",)
+    __slots__ = ("_batcher", "_conn")
 
     def __init__(
         self, client: Client, name: str, *, serializer: Serializer, defaults: Mapping[str, Any]
     ) -> None:
         super().__init__(Job, client.connection, name, serializer, defaults)
         self._conn = client.connection
+        self._batcher = client.batcher
 
     async def add(self, name: str, data: Any = None, **options: Any) -> Job:
         """Enqueue one job; returns once the broker has made it durable.
@@ -156,6 +164,9 @@ class Queue(QueueOperations[Job]):
                 ``fixed()`` or a map), ``job_id`` (idempotency key), ``lease`` (seconds),
                 ``remove_on_complete``, ``remove_on_fail`` (see ``client.options``).
 
+        Concurrent calls on one queue travel together in one ``enqueue`` request (see
+        ``Client(batch_adds=...)``); each still gets its own job and its own error.
+
         Returns:
             The job; ``job.duplicate`` is true if ``job_id`` already existed (nothing created).
 
@@ -165,7 +176,12 @@ class Queue(QueueOperations[Job]):
                 with a ``job_id`` to be safe).
         """
         request = self.add_request(name, data, options)
-        return self.added(request, data, await self._conn.request(request))
+        batcher = self._batcher
+        if batcher is None:
+            return self.added(request, data, await self._conn.request(request))
+        spec = request.jobs[0]
+        job_id, duplicate = await batcher.add(self.name, spec)
+        return self._job(spec, job_id, data, duplicate)
 
     async def add_bulk(self, jobs: Iterable[Any]) -> list[Job]:
         """Enqueue many jobs in one round trip (split into several pipelined requests only
