@@ -77,6 +77,9 @@ def _add_load(parser: argparse.ArgumentParser, name: str) -> None:
         group.add_argument("--in-flight", type=_positive,
                            help="requests in flight per producer (default 1 in bulk, 100 one "
                                 "at a time)")
+        group.add_argument("--no-batch-adds", dest="batch_adds", action="store_false",
+                           help="one at a time: one request per queue.add (the client batches "
+                                "concurrent adds by default)")
     if name in ("drain", "latency", "mixed"):
         group.add_argument("--workers", type=_positive, default=1, help="worker processes")
         group.add_argument("--concurrency", type=_positive, default=50,
@@ -111,7 +114,7 @@ def params_from_args(args: argparse.Namespace) -> Params:
         broker_pid=args.broker_pid, timeout=args.timeout,
     )
     for name in ("producers", "batch", "in_flight", "workers", "concurrency", "work", "work_ms",
-                 "rate", "duration", "warmup", "max_backlog"):
+                 "batch_adds", "rate", "duration", "warmup", "max_backlog"):
         if hasattr(args, name):
             setattr(params, name, getattr(args, name))
     if hasattr(args, "signal"):

@@ -68,6 +68,8 @@ class LoadSpec:
     """How many jobs to enqueue; 0 means until ``stop``."""
     batch: int = 1
     in_flight: int = 1
+    batch_adds: bool = True
+    """``Client(batch_adds=...)``: concurrent ``Queue.add`` calls share enqueue requests."""
     rate: float = 0.0
     """Jobs per second for this producer; 0 means flat out."""
     max_backlog: int = 0
@@ -204,7 +206,8 @@ class Producer:
         from client.queue import Client
 
         async with Client(f"jobwire://{self.spec.address}", serializer="raw",
-                          request_timeout=300.0, client_name="jobwire-bench") as client:
+                          request_timeout=300.0, client_name="jobwire-bench",
+                          batch_adds=self.spec.batch_adds) as client:
             await client.ping()
             queue = client.queue(self.spec.queue)
             go_ns = await _wait_go(self.shared)

@@ -56,6 +56,8 @@ class Params:
     batch: int = 1000
     in_flight: int | None = None
     """Requests in flight per producer; default 1 in bulk, 100 one at a time."""
+    batch_adds: bool = True
+    """One at a time: the client's automatic batching of concurrent adds (``batch_adds``)."""
     workers: int = 1
     concurrency: int = 50
     work: str = "none"
@@ -167,7 +169,7 @@ def enqueue(params: Params, target: Target) -> dict[str, Any]:
     specs = [
         LoadSpec(role="producer", index=i, address=target.address, queue=queue,
                  payload_bytes=params.payload_bytes, jobs=quota, batch=params.batch,
-                 in_flight=in_flight)
+                 in_flight=in_flight, batch_adds=params.batch_adds)
         for i, quota in enumerate(_split(params.jobs, params.producers))
     ]
     run = run_load(specs, done=lambda e, c, t: e >= params.jobs, sampler=target.sampler(),
@@ -177,7 +179,7 @@ def enqueue(params: Params, target: Target) -> dict[str, Any]:
     return _result(
         "enqueue", params, target, run,
         parameters={"mode": mode, "producers": params.producers, "batch": params.batch,
-                    "in_flight": in_flight},
+                    "in_flight": in_flight, "batch_adds": params.batch_adds},
         jobs=run.count("producer"), seconds=_seconds(run.go_ns, run.last_ns("producer")),
         latency="enqueue_ack", latencies=merge_latencies(run.results, ["enqueue_ack"]),
         extra={"requests": sum(int(r["requests"]) for r in run.results)},
