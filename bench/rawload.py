@@ -8,7 +8,9 @@ a blocking socket, no write coalescing. Two ways of writing:
 - ``joined``: the requests made after one ``recv()`` go out in one ``send()`` (what the Python
   client's per-loop-turn coalescing does).
 
-Each reply is answered at once by a new request, so ``--in-flight`` stay outstanding. The run
+Each reply is answered at once by a new request, so ``--in-flight`` stay outstanding (spread
+over ``--connections`` sockets: many connections each sending a little is where the broker's
+per-read work adds up). The run
 reports jobs/s (wall clock: noise on a loaded machine), the broker's CPU time per job (psutil,
 user + system: the figure to compare), the generator's own, and its ``send``/``recv`` counts.
 
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import selectors
 import socket
 import statistics
 import sys
@@ -88,46 +91,56 @@ class RawClient:
 
 
 def run(address: str, broker_pid: int | None, *, mode: str, jobs: int, in_flight: int,
-        payload_bytes: int, queue: str, token: str | None) -> dict[str, Any]:
-    """One measured run; returns its figures."""
-    client = RawClient(address, token)
+        payload_bytes: int, queue: str, token: str | None, connections: int = 1,
+        ) -> dict[str, Any]:
+    """One measured run (``in_flight`` requests spread over ``connections`` sockets)."""
+    clients = [RawClient(address, token) for _ in range(connections)]
     broker = psutil.Process(broker_pid) if broker_pid else None
     request = Enqueue(queue, (JobSpec(None, JOB_NAME, b"x" * payload_bytes),))
     joined = mode == "joined"
-    sent = done = 0
+
+    def send(client: RawClient, count: int) -> None:
+        if joined:
+            client.send(b"".join(client.frame(request) for _ in range(count)))
+        else:
+            for _ in range(count):
+                client.send(client.frame(request))
+
+    selector = selectors.DefaultSelector()
+    for client in clients:
+        selector.register(client.sock, selectors.EVENT_READ, client)
     cpu0 = _cpu(broker)
     own0 = time.process_time()
     started = time.perf_counter()
-    first = min(in_flight, jobs)
-    if joined:
-        client.send(b"".join(client.frame(request) for _ in range(first)))
-    else:
-        for _ in range(first):
-            client.send(client.frame(request))
-    sent = first
+    sent = done = 0
+    for index, client in enumerate(clients):
+        share = min(in_flight // connections + (index < in_flight % connections), jobs - sent)
+        if share > 0:
+            send(client, share)
+            sent += share
     while done < jobs:
-        answered = client.replies()
-        done += answered
-        more = min(answered, jobs - sent)
-        if more <= 0:
-            continue
-        sent += more
-        if joined:
-            client.send(b"".join(client.frame(request) for _ in range(more)))
-        else:
-            for _ in range(more):
-                client.send(client.frame(request))
+        for key, _ in selector.select():
+            client = key.data
+            answered = client.replies()
+            done += answered
+            more = min(answered, jobs - sent)
+            if more > 0:
+                sent += more
+                send(client, more)
     seconds = time.perf_counter() - started
     own = time.process_time() - own0
     cpu = _cpu(broker) - cpu0 if broker is not None else None
-    client.close()
+    selector.close()
+    for client in clients:
+        client.close()
     return {
-        "mode": mode, "jobs": jobs, "in_flight": in_flight, "seconds": round(seconds, 3),
+        "mode": mode, "jobs": jobs, "in_flight": in_flight, "connections": connections,
+        "seconds": round(seconds, 3),
         "jobs_per_s": round(jobs / seconds, 1),
         "broker_cpu_s": None if cpu is None else round(cpu, 3),
         "broker_us_per_job": None if cpu is None else round(cpu / jobs * 1e6, 2),
         "load_us_per_job": round(own / jobs * 1e6, 2),
-        "sends": client.sends, "recvs": client.recvs,
+        "sends": sum(c.sends for c in clients), "recvs": sum(c.recvs for c in clients),
     }
 
 
@@ -142,7 +155,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.rawload", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", type=int, default=50_000, help="jobs per run (default 50,000)")
-    parser.add_argument("--in-flight", type=int, default=100, help="requests outstanding")
+    parser.add_argument("--in-flight", type=int, default=100,
+                        help="requests outstanding, over all connections (default 100)")
+    parser.add_argument("--connections", type=int, default=1,
+                        help="sockets sharing the in-flight requests (default 1)")
     parser.add_argument("--payload-bytes", type=int, default=100)
     parser.add_argument("--mode", choices=(*MODES, "both"), default="both",
                         help="split: one send per request; joined: one send per batch of "
@@ -169,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
             for mode in modes:
                 result = run(address, pid, mode=mode, jobs=args.jobs, in_flight=args.in_flight,
                              payload_bytes=args.payload_bytes, token=args.token,
+                             connections=args.connections,
                              queue=f"rawload-{mode}-{round_}-{time.time_ns()}")
                 runs.append(result)
                 sys.stderr.write(json.dumps(result) + "\n")

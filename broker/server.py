@@ -16,9 +16,12 @@ shutdown is requested. The server owns:
 
 After anything that may change the core (a batch of requests from one connection, a timer tick,
 a closed connection), ``after_ops`` hands the core's newly ready queues to the reserve waiters,
-its newly finished jobs to the job waiters, and re-arms the timer. Every op that changed state
-registers with the committer (``after_commit`` when its reply waits for durability, ``wake``
-when nothing waits: reservations, ticks, released leases), so the next transaction writes it.
+its newly finished jobs to the job waiters, and re-arms the timer. Connections ask for it through
+``after_ops_soon``: once per event-loop iteration for all of them, so a client that writes each
+request in its own segment (one request per read) does not pay it per request. Every op that
+changed state registers with the committer (``after_commit`` when its reply waits for
+durability, ``wake`` when nothing waits: reservations, ticks, released leases), so the next
+transaction writes it.
 
 Shutdown (``request_shutdown``; SIGTERM and SIGINT call it) is one sequence, run once however often
 it is requested: stop accepting → ``draining`` event to every connection (enqueues now get
@@ -106,7 +109,7 @@ class Server:
         self._started_ms = clock()
         self._conn_ids = 0
         self._hooks = SessionHooks(
-            opened=self.session_opened, closed=self.session_closed, after_ops=self.after_ops,
+            opened=self.session_opened, closed=self.session_closed, after_ops=self.after_ops_soon,
             hello_body=self.hello_body, now_ms=clock, handshakes=lambda: self.auth_failures,
         )
         self._timer: asyncio.TimerHandle | None = None
@@ -115,6 +118,7 @@ class Server:
         self._stop: asyncio.Event | None = None
         self._activity = asyncio.Event()
         self._closed = False
+        self._after_ops_due = False
         self.auth_failures = FailureThrottle()
         """Recent failed handshakes per peer host; slows their next attempts down."""
 
@@ -286,6 +290,18 @@ class Server:
         if ready or finished:
             self.ops.parking.wake(ready, finished)
         self._arm_timer()
+
+    def after_ops_soon(self) -> None:
+        """``after_ops`` at the end of this event-loop iteration (once, however many reads of
+        however many connections ask for it meanwhile): the wake-ups' replies go out one
+        iteration later; replies that wait for a commit wait for it as before."""
+        if not self._after_ops_due:
+            self._after_ops_due = True
+            asyncio.get_running_loop().call_soon(self._after_ops_now)
+
+    def _after_ops_now(self) -> None:
+        self._after_ops_due = False
+        self.after_ops()
 
     def _arm_timer(self) -> None:
         deadline = self.core.next_deadline()

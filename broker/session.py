@@ -99,7 +99,8 @@ class SessionHooks(NamedTuple):
     closed: Callable[[Session, str], None]
     """A connection was lost (with the reason); it has been counted as opened or refused."""
     after_ops: Callable[[], None]
-    """Requests were handled: wake waiters for what the core changed, re-arm the timer."""
+    """Requests were handled: wake waiters for what the core changed, re-arm the timer (the
+    server does it once per event-loop iteration, for every connection that asked)."""
     hello_body: Callable[[int], dict[str, Any]]
     """The reply to a successful ``hello``, given ``now``."""
     now_ms: Callable[[], int]
