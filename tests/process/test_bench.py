@@ -68,7 +68,7 @@ def test_enqueue_bulk_and_single() -> None:
     single = run_scenario("enqueue", tiny(jobs=200, batch=1, in_flight=10))
     check_schema(single, "enqueue", 200)
     assert single["parameters"] == {"payload_bytes": 100, "mode": "single", "producers": 1,
-                                    "batch": 1, "in_flight": 10}
+                                    "batch": 1, "in_flight": 10, "batch_adds": True}
     check_latency(single["latency_ms"], count=200)
 
 
