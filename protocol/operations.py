@@ -26,17 +26,22 @@ from typing import Any, Final, Generic, NamedTuple, TypeAlias, TypeVar
 
 from protocol.checks import (
     MAX_AUTH_TOKEN_LEN,
+    MAX_CONCURRENCY,
     MAX_COUNT,
     MAX_LEASE_MS,
     MAX_LIST_LIMIT,
     MAX_NAME_LEN,
+    MAX_RATE,
+    MAX_RATE_PERIOD_MS,
     MAX_RESERVE_JOBS,
     MAX_RESERVE_QUEUES,
     MAX_TIME_MS,
     MAX_WAIT_MS,
     MIN_LEASE_MS,
+    MIN_RATE_PERIOD_MS,
     Check,
     check_enum,
+    check_int,
     check_name,
     check_token,
     check_value,
@@ -60,6 +65,7 @@ from protocol.model import (
     parse_fail_items,
     parse_jobs,
     parse_release_items,
+    release_items_to_wire,
 )
 from protocol.replies import (
     EnqueueResult,
@@ -325,7 +331,8 @@ class Release(NamedTuple):
 
 
 RELEASE: Final[Operation[Release, list[Outcome]]] = declare(Operation(
-    "release", Release, (Field("items", parse_release_items),), reply=parse_outcomes,
+    "release", Release,
+    (Field("items", parse_release_items, to_wire=release_items_to_wire),), reply=parse_outcomes,
     after_commit=True,
 ))
 """Reply: ``{results: [[code, value]]}``, one per item."""
@@ -472,3 +479,49 @@ RETRY_FAILED: Final[Operation[RetryFailed, Retried]] = declare(Operation(
     after_commit=True,
 ))
 """Reply: ``{retried: int, not_failed: [ids that were not failed jobs of the queue]}``."""
+
+
+class Limit(NamedTuple):
+    """Set, change, clear or read a queue's flow control.
+
+    ``rate``: ``(max, period_ms)`` to set, ``False`` to clear, ``None`` to leave it;
+    ``concurrency``: a limit to set, ``False`` to clear, ``None`` to leave it. Neither: a read.
+    """
+
+    queue: str
+    rate: tuple[int, int] | bool | None = None
+    concurrency: int | bool | None = None
+
+
+def _rate(value: Any, field: str) -> tuple[int, int] | bool:
+    if value is False:
+        return False
+    if type(value) is not tuple or len(value) != 2:
+        raise bad_argument(field, "[max, period_ms] or false")
+    return (check_int(value[0], field + ".max", 1, MAX_RATE),
+            check_int(value[1], field + ".period_ms", MIN_RATE_PERIOD_MS, MAX_RATE_PERIOD_MS))
+
+
+def _concurrency(value: Any, field: str) -> int | bool:
+    if value is False:
+        return False
+    return check_int(value, field, 1, MAX_CONCURRENCY)
+
+
+def _rate_to_wire(value: tuple[int, int] | bool) -> list[int] | bool:
+    return value if isinstance(value, bool) else list(value)
+
+
+def _limits(body: Mapping[str, Any]) -> dict[str, int | None]:
+    return dict(body["limits"])
+
+
+LIMIT: Final[Operation[Limit, dict[str, int | None]]] = declare(Operation(
+    "limit", Limit,
+    (Field("queue", check_name), Field("rate", _rate, None, to_wire=_rate_to_wire),
+     Field("concurrency", _concurrency, None)),
+    reply=_limits,
+    after_commit=True,
+))
+"""Reply: ``{limits: {rate_max, rate_period_ms, concurrency, paused_until}}`` (nil: not set),
+the queue's flow control after the change."""
