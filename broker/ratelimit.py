@@ -13,7 +13,7 @@ in ``(now - period_ms, now]``. Then any half-open window ``[a, a + period_ms)`` 
 ``limit`` starts: at the last start in it, every earlier start in it was in the log's window.
 
 Memory is bounded by coalescing: starts are logged per *slot* of ``slot_ms = max(1, period_ms //
-SLOTS)`` milliseconds, each entry ``[slot_end, count]``, so the log holds at most ``SLOTS + 1``
+SLOTS)`` milliseconds, each entry ``[slot_end, count]``, so the log holds at most ``SLOTS + 2``
 entries whatever the limit. A start is logged at the *end* of its slot (rounded up), so it counts
 for up to ``slot_ms`` longer than it happened: a slot frees late by at most ``period_ms /
 SLOTS`` (0.1%), never early. Periods up to ``SLOTS`` ms (about 1 s) are exact to the millisecond.
@@ -28,7 +28,7 @@ from collections import deque
 from typing import Final
 
 SLOTS: Final = 1024
-"""Entries the log holds at most (plus one): the resolution of a long period."""
+"""Slots per period (the log holds at most two entries more): the resolution of a long period."""
 
 
 class SlidingWindow:
@@ -68,6 +68,7 @@ class SlidingWindow:
         """Log ``count`` starts at ``now`` (the caller stays within ``room(now)``)."""
         if count <= 0:
             return
+        self._expire(now)
         slot = self.slot_ms
         at = -(-now // slot) * slot  # the end of now's slot: counts a little long, never short
         log = self._log
