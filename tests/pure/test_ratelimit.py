@@ -62,7 +62,7 @@ def test_memory_is_bounded_by_the_slots() -> None:
     window = SlidingWindow(1_000_000, 10_000_000)
     for at in range(0, 10_000_000, 997):
         window.record(at, 1)
-    assert len(window._log) <= SLOTS + 2  # noqa: SLF001
+    assert len(window._log) <= SLOTS + 2
 
 
 def test_a_clock_that_steps_back_only_delays() -> None:
