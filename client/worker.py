@@ -68,7 +68,7 @@ import structlog
 from client.connection import Connection
 from client.context import JobContext
 from client.endpoint import DEFAULT_URL
-from client.errors import ConnectionClosedError, JobwireError
+from client.errors import ConnectionClosedError, JobwireError, RateLimited
 from client.events import CompletedCallback, EventCallbacks, FailedCallback, WorkerStatistics
 from client.handlers import Handler, HandlerTable
 from client.leases import LeaseKeeper
@@ -436,6 +436,8 @@ class Worker:
                 self._fail(ctx, TimeoutError(f"job timed out after {self.job_timeout:g}s"))
             else:
                 self._fail(ctx, exc)
+        except RateLimited as exc:
+            self._not_now(ctx, exc)
         except Exception as exc:
             self._fail(ctx, exc)
         else:
@@ -463,6 +465,14 @@ class Worker:
             self._settling.add(ctx.token)
             text, retry_it, delay_ms = describe_exception(exc, why)
             self._outcomes.fail(ctx, exc, text, retry_it if retry is None else retry, delay_ms)
+            self._slot_freed()
+
+    def _not_now(self, ctx: JobContext, exc: RateLimited) -> None:
+        if ctx.token in self._held and ctx.token not in self._settling:
+            self._settling.add(ctx.token)
+            log.debug("job rate limited: released without counting the attempt",
+                      job_id=ctx.id, delay=exc.delay, pause_queue=exc.pause_queue)
+            self._outcomes.not_now(ctx, round(exc.delay * 1000), exc.pause_queue)
             self._slot_freed()
 
     def _slot_freed(self) -> None:
