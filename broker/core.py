@@ -290,7 +290,8 @@ class Core:
         now: int,
     ) -> QueueLimits:
         """Set, change or clear a queue's rate and concurrency limits (``broker/core_flow``);
-        with both ``None``, only report them. Creates the queue if new.
+        with both ``None``, only report them. A change creates the queue if new (a read does
+        not).
 
         Args:
             queue: the queue.

@@ -147,6 +147,9 @@ def set_limits(
     Returns:
         The queue's limits after the change.
     """
+    if rate is None and concurrency is None:  # a read: an unknown queue is not created
+        known = core.queues.get(name)
+        return QueueLimits(None, None, None, None) if known is None else limits(known)
     queue = core.queue(name)
     meta = queue.meta
     changed = False
