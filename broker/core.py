@@ -13,7 +13,8 @@ through the journal, wakes reservers for ``take_ready()`` and ``wait``-ers for
 indexes and the methods that keep them consistent) and each operation is a function of that state
 in the module for its concern: ``core_producer`` (enqueue), ``core_worker`` (reserve, ack, fail,
 extend, release, progress, a lost connection, ``tick``), ``core_admin`` (cancel, get, queue
-control, stats, clean, the failed set) and ``core_recovery`` (``restore``). The defaults and
+control, stats, clean, the failed set), ``core_flow`` (rate and concurrency limits and the
+"not now" pause, checked by reserve) and ``core_recovery`` (``restore``). The defaults and
 limits are ``CoreConfig`` (``broker/core_config``).
 
 Indexes, each O(1) or O(log n) per job (see ``broker/heaps`` and ``broker/retention``):
@@ -141,7 +142,9 @@ class Core:
         """Lease up to ``max_jobs`` waiting jobs to a worker.
 
         Queues are tried in the given order; within a queue the lowest priority comes first,
-        then the job that became waiting first. Paused and unknown queues give nothing. The lease
+        then the job that became waiting first. Paused and unknown queues give nothing; a queue
+        with flow control gives at most what its rate and concurrency limits and its "not now"
+        pause allow (``broker/core_flow``), and the next queue is tried. The lease
         lasts the job's own ``lease_ms`` if it has one, else ``lease_ms``, else the default.
 
         Args:
