@@ -1,5 +1,5 @@
 """``jobwire worker`` and the admin subcommands: ``stats``, ``job``, ``pause``, ``resume``,
-``clean``, ``failed`` (and ``limit``, in ``client/cli_limit.py``).
+``clean``, ``failed`` (``limit`` is in ``client/cli_limit.py``, registered by ``jobwire/cli.py``).
 
 ``register(subparsers)`` adds them to the ``jobwire`` console script (``jobwire/cli.py`` calls
 it); each sets ``func(args) -> exit code``. Every command takes ``--url`` (default ``$JOBWIRE_URL``,
@@ -120,10 +120,6 @@ def register(subparsers: Any) -> None:
                    help="with --retry: only this job (repeatable)")
     _common(p)
     p.set_defaults(func=_command(_failed))
-
-    from client.cli_limit import add_limit_parser
-
-    add_limit_parser(subparsers)
 
 
 def _command(

@@ -29,15 +29,11 @@ a busy broker), the worker stops reserving instead of piling up finished jobs.
 * **Broker restarts**: the connection reconnects by itself. Leases from before a restart are
   stale, so late outcomes get ``STALE_LEASE`` / ``NOT_FOUND``: logged, counted, never raised.
   A ``draining`` event pauses reserving until the connection comes back.
-* **Shutdown** (``stop()``, SIGTERM, SIGINT): stop reserving, wait for the outstanding reserves
-  (their jobs run too), let running jobs finish within ``grace`` seconds, then cancel what is left.
-  A reserve still parked at the broker is waited out (at most one ``poll_wait``) so it cannot
-  take a job after it was handed back; then each unfinished job is handed back with
-  ``release`` (waiting again at once, none waits for its lease, and the attempt is not counted,
-  so a job on its last attempt is not failed by a shutdown); a job whose outcome is already
-  sent is not handed back. Finally wait for outcome replies (bounded) and close. A second
-  signal skips the rest of the grace period. (A handler cancelled by the per-job timeout is not
-  a hand-back: that attempt fails.)
+* **Shutdown** (``stop()``, SIGTERM, SIGINT): stop reserving; wait out outstanding reserves
+  (their jobs run too); give running jobs ``grace`` seconds, then cancel the rest and hand each
+  unfinished job back with ``release`` (no attempt counted; a job whose outcome was sent is not
+  handed back); wait (bounded) for outcome replies; close. A second signal skips the grace. A
+  handler cancelled by the per-job timeout is not handed back: that attempt fails.
 
 Invariants:
 1. A job is in ``_held`` from its reservation until the broker answered its outcome (ack, fail
