@@ -78,10 +78,8 @@ log = structlog.get_logger("jobwire.worker")
 _T = TypeVar("_T")
 
 HELD_PER_SLOT: Final = 8
-"""By default a worker holds at most ``HELD_PER_SLOT * concurrency`` jobs, counting finished
-jobs whose outcome the broker has not answered yet (``Worker.max_held``). The bound is a window:
-throughput is about ``max_held`` jobs per commit round trip, so it trades throughput against
-handler-start-to-ack latency (measurements: ``bench/README.md``)."""
+"""Default ``max_held`` per unit of ``concurrency``: a window of about ``max_held`` jobs per commit
+round trip, throughput against start-to-ack latency (measurements: ``bench/README.md``)."""
 
 
 class Worker:
