@@ -78,8 +78,7 @@ log = structlog.get_logger("jobwire.worker")
 _T = TypeVar("_T")
 
 HELD_PER_SLOT: Final = 8
-"""Default ``max_held`` per unit of ``concurrency``: a window of about ``max_held`` jobs per commit
-round trip, throughput against start-to-ack latency (measurements: ``bench/README.md``)."""
+"""Default ``max_held`` per ``concurrency``: throughput against latency (``bench/README.md``)."""
 
 
 class Worker:
@@ -475,8 +474,7 @@ class Worker:
             self._idle_wake.set()
 
     def _settled(self, jobs: Iterable[JobContext]) -> None:
-        """The broker answered these jobs' outcomes (or their request was lost): they are no
-        longer held, and their places count for reserving again."""
+        """These jobs' outcomes were answered (or lost): no longer held, free for reserving."""
         held, settling = self._held, self._settling
         gone = [ctx for ctx in jobs if held.pop(ctx.token, None) is not None]
         if gone:
