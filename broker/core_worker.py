@@ -55,6 +55,7 @@ def reserve(
             continue
         ready = q.ready
         qname = q.name
+        listing = q.listing
         fixed = RESERVED_JOB_OVERHEAD + UTF8_MAX * len(qname)
         taken = 0
         while len(out) < max_jobs:
@@ -76,6 +77,8 @@ def reserve(
                         max_jobs = len(out)
                         break
                     room -= size
+                if listing is not None:
+                    listing.remove(job)
                 lease = job.options.lease_ms or default_lease
                 deadline = now + lease
                 # WAITING -> ACTIVE is legal (TRANSITIONS); assigned directly on the hot path.

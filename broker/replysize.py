@@ -1,9 +1,10 @@
-"""Reply sizes: keep a ``reserve`` or ``list_failed`` reply within the peer's ``max_frame``; and
-the wire description of a job (``job_info``), whose size they bound.
+"""Reply sizes: keep a ``reserve``, ``list_failed`` or ``list_jobs`` reply within the peer's
+``max_frame``; and the wire description of a job (``job_info``), whose size they bound.
 
-A reply that lists jobs (up to 1,000 for ``reserve`` and ``list_failed``, each with a payload of up
-to ``max_payload``) could be far larger than the frame a client accepts. The broker stops adding
-jobs once the next one would take the reply past the frame, always giving at least one job.
+A reply that lists jobs (up to 1,000 for ``reserve``, ``list_failed`` and ``list_jobs``, each with
+a payload of up to ``max_payload``) could be far larger than the frame a client accepts. The
+broker stops adding jobs once the next one would take the reply past the frame, always giving at
+least one job.
 
 Sizes are upper bounds computed without encoding anything: the bytes a job's payload, result and
 error texts take, plus a fixed per-job overhead covering every msgpack header and integer at its
@@ -100,12 +101,17 @@ def job_info_size(info: JobInfo) -> int:
     return size
 
 
-def fit_job_infos(infos: list[JobInfo], max_frame: int) -> list[JobInfo]:
+CONN_KEY_SIZE: Final = 1 + len("conn") + _INT
+"""The ``conn`` key and value a ``list_jobs`` reply adds to an active job's map."""
+
+
+def fit_job_infos(infos: list[JobInfo], max_frame: int, extra: int = 0) -> list[JobInfo]:
     """The longest prefix of ``infos`` whose reply fits in ``max_frame`` (at least one job).
 
     Args:
         infos: jobs in reply order.
         max_frame: the largest frame body the peer accepts.
+        extra: bytes each job's map may carry beyond ``job_info_size`` (``CONN_KEY_SIZE``).
 
     Returns:
         ``infos`` itself when all fit, else its first jobs (never empty if ``infos`` is not).
@@ -113,7 +119,7 @@ def fit_job_infos(infos: list[JobInfo], max_frame: int) -> list[JobInfo]:
     budget = max_frame - REPLY_ENVELOPE
     used = 0
     for index, info in enumerate(infos):
-        used += job_info_size(info)
+        used += job_info_size(info) + extra
         if used > budget and index > 0:
             return infos[:index]
     return infos
