@@ -12,6 +12,7 @@ import heapq
 from collections.abc import Sequence
 from typing import Any, Final
 
+from broker import core_lists
 from broker.core_state import (
     ACTIVE,
     COMPLETED,
@@ -55,7 +56,7 @@ def reserve(
             continue
         ready = q.ready
         qname = q.name
-        listing = q.listing
+        listing = q.listing if q.listing is None else core_lists.kept(q, now)
         fixed = RESERVED_JOB_OVERHEAD + UTF8_MAX * len(qname)
         taken = 0
         while len(out) < max_jobs:
@@ -78,7 +79,7 @@ def reserve(
                         break
                     room -= size
                 if listing is not None:
-                    listing.remove(job)
+                    listing.take_first(job)
                 lease = job.options.lease_ms or default_lease
                 deadline = now + lease
                 # WAITING -> ACTIVE is legal (TRANSITIONS); assigned directly on the hot path.

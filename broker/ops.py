@@ -283,7 +283,7 @@ def stats(broker: OpContext, conn: Conn, request_id: int, request: Stats, now: i
 @handles(LIST_JOBS)
 def list_jobs(broker: OpContext, conn: Conn, request_id: int, request: ListJobs, now: int) -> Body:
     jobs, total = broker.core.list_jobs(request.queue, request.states, request.offset,
-                                        request.limit)
+                                        request.limit, now)
     infos = fit_job_infos([job_info(job) for job in jobs], broker.max_frame, CONN_KEY_SIZE)
     listed = []
     for job, info in zip(jobs, infos, strict=False):  # the frame may have cut the page short

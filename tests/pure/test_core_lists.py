@@ -7,6 +7,7 @@ from __future__ import annotations
 import random
 
 from broker.core import Core, CoreConfig
+from broker.core_lists import INDEX_IDLE_MS
 from protocol.model import AckItem, FailItem, JobSpec, JobState, ReleaseItem
 
 T0 = 1_700_000_000_000
@@ -18,8 +19,9 @@ def make() -> Core:
     return Core(CoreConfig(), rng=random.Random(1), token_base=1 << 40)
 
 
-def ids(core: Core, states: tuple[JobState, ...], offset: int = 0, limit: int = 1000) -> list[str]:
-    return [job.id for job in core.list_jobs("q", states, offset, limit)[0]]
+def ids(core: Core, states: tuple[JobState, ...], offset: int = 0, limit: int = 1000,
+        now: int = T0) -> list[str]:
+    return [job.id for job in core.list_jobs("q", states, offset, limit, now)[0]]
 
 
 def drain_order(core: Core, now: int) -> list[str]:
@@ -33,7 +35,7 @@ def test_waiting_pages_follow_reserve_order_through_every_move() -> None:
     core = make()
     rng = random.Random(7)
     now = T0
-    core.list_jobs("q", (WAITING,), 0, 1)  # build the index before anything happens
+    core.list_jobs("q", (WAITING,), 0, 1, now)  # build the index before anything happens
     specs = [JobSpec(None, "t", b"p", priority=rng.choice((0, 0, 1, 5))) for _ in range(300)]
     core.enqueue("q", specs, now)
     core.enqueue("q", [JobSpec(None, "t", b"p") for _ in range(50)], now)  # the plain path
@@ -51,9 +53,9 @@ def test_waiting_pages_follow_reserve_order_through_every_move() -> None:
     now += 10
     core.tick(now)  # the delayed jobs become waiting
     expected = drain_order(core, now)
-    assert ids(core, (WAITING,)) == expected
-    assert core.list_jobs("q", (WAITING,), 0, 1)[1] == len(expected)
-    pages = [ids(core, (WAITING,), offset, 17) for offset in range(0, len(expected), 17)]
+    assert ids(core, (WAITING,), now=now) == expected
+    assert core.list_jobs("q", (WAITING,), 0, 1, now)[1] == len(expected)
+    pages = [ids(core, (WAITING,), offset, 17, now) for offset in range(0, len(expected), 17)]
     assert [job_id for page in pages for job_id in page] == expected
 
 
@@ -75,15 +77,29 @@ def test_other_states_and_their_orders() -> None:
     core.ack([AckItem(first[0].job_id, first[0].token, None)], T0 + 1)
     core.ack([AckItem(second[0].job_id, second[0].token, None)], T0 + 2)
     assert ids(core, (DELAYED,)) == ["2", "3", "1"]  # by run_at
-    active = core.list_jobs("q", (ACTIVE,), 0, 10)[0]
+    active = core.list_jobs("q", (ACTIVE,), 0, 10, T0)[0]
     assert [job.id for job in active] == [second[1].job_id, first[1].job_id]  # by deadline
     assert [job.owner for job in active] == [2, 1]
     assert ids(core, (COMPLETED,)) == [second[0].job_id, first[0].job_id]  # newest first
     both = ids(core, (ACTIVE, DELAYED))
     assert both == [second[1].job_id, first[1].job_id, "2", "3", "1"]
     assert ids(core, (ACTIVE, DELAYED), offset=1, limit=2) == both[1:3]
-    assert core.list_jobs("q", tuple(JobState), 0, 1)[1] == 9
-    assert core.list_jobs("nope", (WAITING,), 0, 10) == ([], 0)
+    assert core.list_jobs("q", tuple(JobState), 0, 1, T0)[1] == 9
+    assert core.list_jobs("nope", (WAITING,), 0, 10, T0) == ([], 0)
+
+
+def test_an_idle_or_empty_index_is_dropped_and_rebuilt_right() -> None:
+    core = make()
+    core.enqueue("q", [JobSpec(None, "t", b"p", priority=i % 2) for i in range(10)], T0)
+    assert len(ids(core, (WAITING,))) == 10
+    later = T0 + INDEX_IDLE_MS + 1
+    core.enqueue("q", [JobSpec(None, "t", b"p")], later)  # idle: dropped, this job not indexed
+    core.cancel("3", later)
+    assert ids(core, (WAITING,), now=later) == drain_order(core, later)  # rebuilt from the queue
+    taken = core.reserve(("q",), 100, None, 1, later)
+    core.enqueue("q", [JobSpec(None, "t", b"p")], later)  # the index was empty: dropped
+    assert ids(core, (WAITING,), now=later) == [str(len(taken) + 2)]
+    assert ids(core, (ACTIVE,), now=later) == [job.job_id for job in taken]
 
 
 def test_stats_pages_in_creation_order() -> None:
