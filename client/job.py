@@ -304,8 +304,9 @@ def _prior_state(body: Mapping[str, Any]) -> JobState:
     return JobState(body["state"])
 
 
-def check_retried(body: Mapping[str, Any], job_id: str) -> None:
+def check_retried(body: Mapping[str, Any], job_id: str, queue: str) -> None:
     """Raise ``ConflictError`` if a ``retry_failed`` reply lists ``job_id`` as not failed."""
     for key in ("not_failed", "missing", "skipped"):
         if job_id in (body.get(key) or ()):
-            raise ConflictError("CONFLICT", f"job {job_id} is not failed in queue")
+            raise ConflictError("CONFLICT", f"job {job_id} is not a failed job of queue {queue} "
+                                "(it does not exist, or is in another queue or state)")
