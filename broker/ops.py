@@ -13,12 +13,13 @@ checks that.
 from __future__ import annotations
 
 from collections.abc import Callable
+from itertools import islice
 from typing import Any, Final, Protocol, TypeVar
 
 from broker.committer import GroupCommitter
 from broker.core import Core, CoreError
 from broker.longpoll import ParkedReserve, Parking, Waiter
-from broker.replysize import CONN_KEY_SIZE, fit_job_infos, job_info, reserve_budget
+from broker.replysize import CONN_KEY_SIZE, fit_job_infos, fit_stats, job_info, reserve_budget
 from protocol.errors import ErrorCode
 from protocol.model import JobState
 from protocol.operations import (
@@ -273,6 +274,9 @@ def stats(broker: OpContext, conn: Conn, request_id: int, request: Stats, now: i
         queues, total = broker.core.stats(request.queue, now), 1
     else:
         queues, total = broker.core.stats_page(request.offset, request.limit, now)
+        fit = fit_stats(list(queues), broker.max_frame)  # "total" tells there is more
+        if fit < len(queues):
+            queues = dict(islice(queues.items(), fit))
     return {
         "queues": {name: queue.to_wire() for name, queue in queues.items()},
         "total": total,

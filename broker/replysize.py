@@ -26,7 +26,7 @@ import msgpack
 
 from broker.jobs import Job
 from protocol.checks import MAX_NAME_LEN
-from protocol.replies import JOB_INFO_FIELDS, JobInfo
+from protocol.replies import JOB_INFO_FIELDS, QUEUE_STATS_FIELDS, JobInfo
 
 UTF8_MAX: Final = 4
 """Bytes per character at most in UTF-8."""
@@ -123,6 +123,37 @@ def fit_job_infos(infos: list[JobInfo], max_frame: int, extra: int = 0) -> list[
         if used > budget and index > 0:
             return infos[:index]
     return infos
+
+
+STATS_ENVELOPE: Final = 1024
+"""A ``stats`` reply around its queues: the envelope, ``total`` and the ``broker`` map."""
+
+QUEUE_STATS_OVERHEAD: Final = (
+    _STR_HEADER + 3 + sum(1 + len(key) for key in QUEUE_STATS_FIELDS)
+    + len(QUEUE_STATS_FIELDS) * _INT
+)
+"""One queue's entry in a ``stats`` reply beyond its name: the name's header, the map header,
+every key and every value at its largest."""
+
+
+def fit_stats(names: list[str], max_frame: int) -> int:
+    """How many of the first ``names`` a ``stats`` reply can carry within ``max_frame`` (at
+    least one; a ``stats`` page never lists 1,000 queues of 200 characters in a small frame).
+
+    Args:
+        names: the page's queue names, in reply order.
+        max_frame: the largest frame body the peer accepts.
+
+    Returns:
+        A count, ``len(names)`` when all fit.
+    """
+    budget = max_frame - STATS_ENVELOPE
+    used = 0
+    for index, name in enumerate(names):
+        used += QUEUE_STATS_OVERHEAD + UTF8_MAX * len(name)
+        if used > budget and index > 0:
+            return index
+    return len(names)
 
 
 def min_max_frame(max_payload: int) -> int:

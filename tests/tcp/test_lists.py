@@ -120,3 +120,16 @@ async def test_cli_jobs_and_failed_page(broker: RunningBroker, wire: Wire) -> No
     assert (code, err) == (0, "")
     failed = json.loads(out)
     assert failed["total"] == 1_500 and len(failed["jobs"]) == 1_000
+
+
+async def test_a_stats_page_stays_within_a_small_frame(
+    start_broker: Callable[..., Awaitable[RunningBroker]], wire: Wire
+) -> None:
+    broker = await start_broker(max_payload=1024, max_frame=64 * 1024)
+    client = await wire(broker)
+    names = [f"{i:04d}" + "n" * 196 for i in range(300)]  # 200 characters each
+    await asyncio.gather(*(client.ok("pause", {"queue": name}) for name in names))
+    first = await client.ok("stats", {})
+    assert first["total"] == 300 and 0 < len(first["queues"]) < 300  # cut to the frame
+    async with Client(f"jobwire://{broker.host}:{broker.port}") as python_client:
+        assert list(await python_client.stats()) == names  # pages on with offset
