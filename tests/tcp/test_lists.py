@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from client import Client
+from client import Client, JobPage, SyncClient
 from client.cli import main as cli_main
 from tests.conftest import RunningBroker
 from tests.tools.wire import WireClient
@@ -133,3 +133,18 @@ async def test_a_stats_page_stays_within_a_small_frame(
     assert first["total"] == 300 and 0 < len(first["queues"]) < 300  # cut to the frame
     async with Client(f"jobwire://{broker.host}:{broker.port}") as python_client:
         assert list(await python_client.stats()) == names  # pages on with offset
+
+
+async def test_sync_queue_jobs_and_stats(broker: RunningBroker) -> None:
+    def run() -> tuple[JobPage, list[str]]:
+        with SyncClient(f"jobwire://{broker.host}:{broker.port}") as client:
+            queue = client.queue("s")
+            for i in range(4):
+                queue.add("t", i)
+            client.queue("t").pause()
+            return queue.jobs("waiting", offset=2, limit=5), list(client.stats())
+
+    page, names = await asyncio.to_thread(run)
+    assert page.total == 4
+    assert [info.id for info in page.jobs] == ["3", "4"]
+    assert names == ["s", "t"]
