@@ -179,7 +179,8 @@ class JobRecord:
         return cancel_call(self.id)
 
     def retry_call(self) -> Call[None]:
-        return Call(RetryFailed(self.queue, (self.id,)), partial(check_retried, job_id=self.id))
+        return Call(RetryFailed(self.queue, (self.id,)),
+                    partial(check_retried, job_id=self.id, queue=self.queue))
 
     def wait_calls(self, timeout: float | None, request_timeout: float) -> Iterator[Call[None]]:
         """The ``wait`` long-polls of ``wait()``, one after another, until the job finished.
@@ -257,7 +258,9 @@ class Job(JobHandle[AsyncSender]):
         Raises:
             JobFailed: the job ended in ``failed``; ``exc.job.error`` has the last error.
             WaitTimeoutError: it did not finish within ``timeout``.
-            NotFoundError: the job was removed (e.g. ``remove_on_complete=True``).
+            NotFoundError: the job was removed (cancelled or cleaned; a job removed as it
+                finishes by ``remove_on_complete=True`` still gives its result to waiters
+                already waiting).
             RequestTimeoutError: the broker stayed unreachable for ``request_timeout``.
 
         The broker answers only with committed state: a completion that a crash could still
