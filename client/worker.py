@@ -63,8 +63,6 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any, Final, TypeVar
 
-import structlog
-
 from client.connection import Connection
 from client.context import JobContext
 from client.endpoint import DEFAULT_URL
@@ -72,13 +70,14 @@ from client.errors import ConnectionClosedError, JobwireError
 from client.events import CompletedCallback, EventCallbacks, FailedCallback, WorkerStatistics
 from client.handlers import Handler, HandlerTable
 from client.leases import LeaseKeeper
+from client.log import get_logger
 from client.outcomes import OutcomeBuffer, describe_exception
 from client.reserving import Reserver
 from client.serializers import Serializer, get_serializer
 from protocol.checks import MAX_WAIT_MS
 from protocol.replies import ReservedJob
 
-log = structlog.get_logger("jobwire.worker")
+log = get_logger("jobwire.worker")
 _T = TypeVar("_T")
 
 HELD_PER_SLOT: Final = 8

@@ -16,16 +16,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
-import logging
 import os
 import sys
 from collections.abc import Mapping
 from typing import Any
 
-import structlog
-
 from client.endpoint import DEFAULT_URL
 from client.errors import JobwireError
+from client.log import configure_cli_output
 from client.worker import Worker
 
 
@@ -105,11 +103,7 @@ def build_worker(args: argparse.Namespace, target: Any) -> Worker:
 
 def run_worker_command(args: argparse.Namespace) -> int:
     """``func`` of ``jobwire worker``: returns the exit code."""
-    structlog.configure(
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelNamesMapping()[args.log_level.upper()]
-        )
-    )
+    configure_cli_output(args.log_level)
     try:
         worker = build_worker(args, load_target(args.target))
     except (ValueError, TypeError) as exc:
