@@ -9,10 +9,8 @@ Waits only bound how long a test may hang; nothing asserts speed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -21,23 +19,7 @@ from broker.journal import Journal
 from client import Client, JobContext, Worker
 from tests.conftest import RunningBroker
 from tests.tools.clienttools import running, until
-
-
-@contextlib.contextmanager
-def captured_logs(name: str) -> Iterator[list[logging.LogRecord]]:
-    """The records the client library logs under ``name`` (its own stdlib logger)."""
-    records: list[logging.LogRecord] = []
-    handler = logging.Handler(logging.DEBUG)
-    handler.emit = records.append  # type: ignore[method-assign]
-    logger = logging.getLogger(name)
-    level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    try:
-        yield records
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
+from tests.tools.logtools import captured_logs
 
 
 def slow_commits(broker: RunningBroker, seconds: float) -> None:
