@@ -4,7 +4,8 @@ Every log line is an event name plus key/value pairs (``log.info("connection_clo
 conn=3, reason="peer closed")``). Events the broker emits: ``starting`` (the settings, token
 redacted), ``recovered`` (jobs loaded, seconds), ``listening``, ``connection_opened``,
 ``connection_closed`` (with a reason), ``protocol_error``, ``journal_failure``, ``internal_error``,
-``shutdown_started``, ``shutdown_complete``.
+``shutdown_started``, ``shutdown_complete``; at debug level ``checkpoint_started`` and
+``checkpoint_complete``.
 
 Two keys are never written, whatever a caller passes: ``token`` and ``payload`` (the
 ``_drop_secrets`` processor removes them), so a careless call cannot leak a secret or job data.
