@@ -103,7 +103,8 @@ class CoreState:
     consistent. Only the core's modules use it; everything else goes through ``Core``."""
 
     __slots__ = (
-        "changed_jobs", "changed_queues", "config", "delayed", "finished_ids", "jobs", "leases",
+        "changed_jobs", "changed_queues", "config", "delayed", "finished_ids", "gone_at_finish",
+        "gone_last", "jobs", "leases",
         "names", "owned", "prune_counter", "prunes", "queues", "ready_names", "rng", "seq",
         "token", "unfinished",
     )
@@ -134,6 +135,10 @@ class CoreState:
         self.changed_queues: dict[str, QueueMeta] = {}
         self.ready_names: set[str] = set()
         self.finished_ids: set[str] = set()
+        self.gone_at_finish: dict[str, Job] = {}
+        """Jobs deleted the moment they finished (retention keeping none), since the last
+        ``take_finished``: what a parked ``wait`` for them is answered with."""
+        self.gone_last: dict[str, Job] = {}
 
     def queue(self, name: str) -> QueueState:
         """The queue named ``name``, created (and recorded for the journal) on first use."""
@@ -234,6 +239,8 @@ class CoreState:
         self.finished_ids.add(job.id)
         if finished.add(job, self.jobs, self.delete):
             self.changed_jobs[job.id] = job
+        elif job.id not in self.jobs:
+            self.gone_at_finish[job.id] = job
         if finished.scheduled is None:
             self.schedule_prune(finished, queue)
 
