@@ -295,14 +295,10 @@ class Worker:
     async def _drain(self, runners: list[asyncio.Task[None]]) -> None:
         """Stop reserving, let held jobs finish within the grace period, cancel the rest."""
         deadline = time.monotonic() + self.grace
-        # Left to do: running handlers, reserved jobs not started; sent outcomes need no grace.
-        running, queued, awaiting_ack = self._running, len(self._ready), len(self._settling)
-        if running or queued:
-            log.info(f"worker stopping: up to {self.grace:g} s for {running + queued} jobs to "
-                     "finish", running=running, queued=queued, awaiting_ack=awaiting_ack,
-                     grace=self.grace)
-        else:
-            log.info("worker stopping: no job running", awaiting_ack=awaiting_ack)
+        left, acks = self._running + len(self._ready), len(self._settling)  # acks need no grace
+        log.info(f"worker stopping: up to {self.grace:g} s for {left} jobs to finish" if left
+                 else "worker stopping: no job running", running=self._running,
+                 queued=len(self._ready), awaiting_ack=acks, grace=self.grace)
         # Jobs from reserves already sent are ours: wait for those replies, then run them.
         await self._until(self._reserver.done, deadline)
         while self._unfinished() and not self._force.is_set():
