@@ -299,8 +299,7 @@ class Worker:
         log.info(f"worker stopping: up to {self.grace:g} s for {left} jobs to finish" if left
                  else "worker stopping: no job running", running=self._running,
                  queued=len(self._ready), awaiting_ack=acks, grace=self.grace)
-        # Jobs from reserves already sent are ours: wait for those replies, then run them.
-        await self._until(self._reserver.done, deadline)
+        await self._until(self._reserver.done, deadline)  # jobs of sent reserves are ours too
         while self._unfinished() and not self._force.is_set():
             remaining = deadline - time.monotonic()
             if remaining <= 0:
