@@ -31,6 +31,7 @@ from protocol.operations import (
     GET,
     HELLO,
     LIST_FAILED,
+    OBLITERATE,
     OPERATIONS,
     PAUSE,
     PING,
@@ -50,6 +51,7 @@ from protocol.operations import (
     Fail,
     Get,
     ListFailed,
+    Obliterate,
     Operation,
     Pause,
     Progress,
@@ -227,16 +229,22 @@ def progress(broker: OpContext, conn: Conn, request_id: int, request: Progress, 
     return {}
 
 
-def reply_job(broker: OpContext, conn: Conn, request_id: int, job_id: str, missing: str) -> None:
+def reply_job(
+    broker: OpContext, conn: Conn, request_id: int, job_id: str, queue: str | None, missing: str
+) -> None:
     """Answer ``get``/``wait`` with the job as it is now, once that state is durable.
 
     The core may hold changes that are not committed yet (an ack whose transaction is running,
     or a batch held back by a journal fault): a state read now could be reverted by a crash. So
     the answer leaves after the transaction holding every change made so far commits; if that
     transaction fails, the caller gets ``JOURNAL_FAILURE`` and asks again. ``missing`` is the
-    ``NOT_FOUND`` text when there is no such job.
+    ``NOT_FOUND`` text when there is no such job; ``queue`` is the job's queue if known.
     """
-    info = broker.core.get(job_id)
+    try:
+        info = broker.core.get(job_id, queue)
+    except CoreError as exc:  # AMBIGUOUS_ID: answered after the commit like every other answer
+        conn.error_after_commit(request_id, exc.code, exc.message)
+        return
     if info is None:
         conn.error_after_commit(request_id, ErrorCode.NOT_FOUND, missing)
     else:
@@ -245,24 +253,30 @@ def reply_job(broker: OpContext, conn: Conn, request_id: int, job_id: str, missi
 
 @handles(GET)
 def get(broker: OpContext, conn: Conn, request_id: int, request: Get, now: int) -> None:
-    reply_job(broker, conn, request_id, request.job_id, f"no job {request.job_id!r}")
+    reply_job(broker, conn, request_id, request.job_id, request.queue, _missing(request.job_id))
+
+
+def _missing(job_id: str) -> str:
+    return f"no job {job_id!r}"
 
 
 @handles(WAIT)
 def wait(broker: OpContext, conn: Conn, request_id: int, request: Wait, now: int) -> None:
-    info = broker.core.get(request.job_id)
+    info = broker.core.get(request.job_id, request.queue)
     if info is None or info.state in _FINISHED or request.timeout_ms == 0:
-        reply_job(broker, conn, request_id, request.job_id, f"no job {request.job_id!r}")
+        reply_job(broker, conn, request_id, request.job_id, request.queue,
+                  _missing(request.job_id))
     elif (refusal := broker.parking.refusal(conn)) is not None:
         raise CoreError(ErrorCode.OVERLOADED, refusal)
     else:
         conn.begin()
-        broker.parking.park_wait(conn, request_id, request)
+        # Parked under (queue, id): another queue's job of the same id does not wake it.
+        broker.parking.park_wait(conn, request_id, request._replace(queue=info.queue))
 
 
 @handles(CANCEL)
 def cancel(broker: OpContext, conn: Conn, request_id: int, request: Cancel, now: int) -> Body:
-    return {"state": broker.core.cancel(request.job_id, now)}
+    return {"state": broker.core.cancel(request.job_id, now, request.queue)}
 
 
 @handles(STATS)
@@ -311,6 +325,13 @@ def retry_failed(
         request.queue, request.job_ids, request.limit, now
     )
     return {"retried": retried, "not_failed": not_failed}
+
+
+@handles(OBLITERATE)
+def obliterate(
+    broker: OpContext, conn: Conn, request_id: int, request: Obliterate, now: int
+) -> Body:
+    return {"removed": broker.core.obliterate(request.queue, request.force, now)}
 
 
 _UNHANDLED: Final = set(OPERATIONS) - set(HANDLERS) - {HELLO.name}
