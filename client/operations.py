@@ -36,6 +36,7 @@ from protocol.operations import (
     Enqueue,
     Get,
     ListFailed,
+    Obliterate,
     Pause,
     Ping,
     Resume,
@@ -211,6 +212,9 @@ class QueueOperations(Generic[J]):
 
     def remove_call(self, job_id: str) -> Call[JobState]:
         return cancel_call(job_id, self.name)
+
+    def obliterate_call(self, force: bool) -> Call[int]:
+        return Call(Obliterate(self.name, force), _removed)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"

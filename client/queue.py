@@ -92,22 +92,29 @@ class Client:
             defaults=defaults,
         )
 
-    async def get_job(self, job_id: str, *, serializer: Serializer | str | None = None) -> Job:
-        """Fetch a job by id.
+    async def get_job(
+        self, job_id: str, *, serializer: Serializer | str | None = None,
+        queue: str | None = None,
+    ) -> Job:
+        """Fetch a job by id. User ids are unique per queue: ``queue`` picks one (or use
+        ``Queue.get_job``); broker-assigned ids need no queue.
 
         Raises:
             NotFoundError: no such job (never existed, removed, or pruned).
+            AmbiguousIdError: no ``queue`` and the id is a job's in several queues.
         """
         ser = self.serializer if serializer is None else get_serializer(serializer)
-        return await send(self.connection, get_job_call(Job, self.connection, job_id, ser))
+        call = get_job_call(Job, self.connection, job_id, ser, queue)
+        return await send(self.connection, call)
 
-    async def remove_job(self, job_id: str) -> JobState:
+    async def remove_job(self, job_id: str, *, queue: str | None = None) -> JobState:
         """Delete a job (revoking its lease if active). Returns the state it was in.
 
         Raises:
             NotFoundError: no such job.
+            AmbiguousIdError: no ``queue`` and the id is a job's in several queues.
         """
-        return await send(self.connection, cancel_call(job_id))
+        return await send(self.connection, cancel_call(job_id, queue))
 
     async def stats(self, queue: str | None = None) -> dict[str, QueueStats]:
         """Counters per queue (every queue, or just ``queue``)."""
@@ -188,7 +195,7 @@ class Queue(QueueOperations[Job]):
         return call.parse(await asyncio.gather(*(conn.request(r) for r in call.requests)))
 
     async def get_job(self, job_id: str) -> Job:
-        """Fetch a job by id with this queue's serializer (see ``Client.get_job``)."""
+        """Fetch this queue's job ``job_id`` with this queue's serializer."""
         return await send(self._conn, self.get_job_call(job_id))
 
     async def stats(self) -> QueueStats:
@@ -237,8 +244,24 @@ class Queue(QueueOperations[Job]):
         return await send(self._conn, self.retry_failed_call(job_ids, limit))
 
     async def remove(self, job_id: str) -> JobState:
-        """Delete one job (see ``Client.remove_job``)."""
+        """Delete this queue's job ``job_id`` (see ``Client.remove_job``)."""
         return await send(self._conn, self.remove_call(job_id))
+
+    async def obliterate(self, force: bool = False) -> int:
+        """Delete this queue and every job in it; ``stats`` no longer lists it. Its jobs'
+        ``wait`` calls end with ``NotFoundError``.
+
+        Args:
+            force: also delete active jobs, revoking their leases (their workers' acks get
+                ``NotFoundError``); without it a queue with active jobs is refused.
+
+        Returns:
+            How many jobs were deleted.
+
+        Raises:
+            ConflictError: the queue has active jobs and ``force`` is false (nothing changed).
+        """
+        return await send(self._conn, self.obliterate_call(force))
 
 
 __all__ = ["Client", "Queue"]

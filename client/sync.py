@@ -247,18 +247,22 @@ class SyncClient:
         ser = self.serializer if serializer is None else get_serializer(serializer)
         return SyncQueue(self, name, ser, defaults)
 
-    def get_job(self, job_id: str, *, serializer: Serializer | str | None = None) -> SyncJob:
-        """Fetch a job by id.
+    def get_job(
+        self, job_id: str, *, serializer: Serializer | str | None = None,
+        queue: str | None = None,
+    ) -> SyncJob:
+        """Fetch a job by id (of ``queue``, if given: see ``Client.get_job``).
 
         Raises:
             NotFoundError: no such job.
+            AmbiguousIdError: no ``queue`` and the id is a job's in several queues.
         """
         ser = self.serializer if serializer is None else get_serializer(serializer)
-        return self.call(get_job_call(SyncJob, self, job_id, ser))
+        return self.call(get_job_call(SyncJob, self, job_id, ser, queue))
 
-    def remove_job(self, job_id: str) -> JobState:
+    def remove_job(self, job_id: str, *, queue: str | None = None) -> JobState:
         """Delete a job; returns the state it was in."""
-        return self.call(cancel_call(job_id))
+        return self.call(cancel_call(job_id, queue))
 
     def stats(self, queue: str | None = None) -> dict[str, QueueStats]:
         """Counters per queue."""
@@ -324,8 +328,12 @@ class SyncQueue(QueueOperations["SyncJob"]):
         return self._client.call(self.retry_failed_call(job_ids, limit))
 
     def remove(self, job_id: str) -> JobState:
-        """Delete one job; returns the state it was in."""
+        """Delete this queue's job ``job_id``; returns the state it was in."""
         return self._client.call(self.remove_call(job_id))
+
+    def obliterate(self, force: bool = False) -> int:
+        """Delete this queue and its jobs; returns how many (see ``Queue.obliterate``)."""
+        return self._client.call(self.obliterate_call(force))
 
 
 class SyncJob(JobHandle[SyncClient]):
