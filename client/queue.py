@@ -15,12 +15,14 @@ concurrent ``add`` calls share one socket and overlap their round trips.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Self
 
 from client.call import send
 from client.connection import Connection
 from client.endpoint import DEFAULT_URL, ConnectionStatistics
+from client.errors import NotFoundError
 from client.job import Job, cancel_call
 from client.operations import (
     QueueOperations,
@@ -164,7 +166,9 @@ class Queue(QueueOperations[Job]):
                 ``remove_on_complete``, ``remove_on_fail`` (see ``client.options``).
 
         Returns:
-            The job; ``job.duplicate`` is true if ``job_id`` already existed (nothing created).
+            The job; ``job.duplicate`` is true if ``job_id`` already existed in this queue
+            (nothing created): the job is then the stored one, with its data, name and state as
+            the broker holds them, not this call's (one more round trip, duplicates only).
 
         Raises:
             BrokerError: e.g. ``QueueFullError``, ``PayloadTooLargeError``, ``DrainingError``.
@@ -172,7 +176,10 @@ class Queue(QueueOperations[Job]):
                 with a ``job_id`` to be safe).
         """
         request = self.add_request(name, data, options)
-        return self.added(request, data, await self._conn.request(request))
+        job = self.added(request, data, await self._conn.request(request))
+        if job.duplicate:
+            await _as_stored(job)
+        return job
 
     async def add_bulk(self, jobs: Iterable[Any]) -> list[Job]:
         """Enqueue many jobs in one round trip (split into several pipelined requests only
@@ -184,7 +191,7 @@ class Queue(QueueOperations[Job]):
                 level of the map).
 
         Returns:
-            One ``Job`` per item, in order.
+            One ``Job`` per item, in order; a duplicate is the stored job (see ``add``).
 
         Raises:
             BrokerError: a request was refused; each request is all-or-nothing, and with more
@@ -192,7 +199,9 @@ class Queue(QueueOperations[Job]):
         """
         call = self.add_bulk_call(jobs, self._conn.server)
         conn = self._conn
-        return call.parse(await asyncio.gather(*(conn.request(r) for r in call.requests)))
+        added = call.parse(await asyncio.gather(*(conn.request(r) for r in call.requests)))
+        await asyncio.gather(*(_as_stored(job) for job in added if job.duplicate))
+        return added
 
     async def get_job(self, job_id: str) -> Job:
         """Fetch this queue's job ``job_id`` with this queue's serializer."""
@@ -262,6 +271,12 @@ class Queue(QueueOperations[Job]):
             ConflictError: the queue has active jobs and ``force`` is false (nothing changed).
         """
         return await send(self._conn, self.obliterate_call(force))
+
+
+async def _as_stored(job: Job) -> None:
+    """Make a duplicate's handle show the job the broker holds, not the request that found it."""
+    with contextlib.suppress(NotFoundError):  # removed since: only the request's view is left
+        await job.refresh()
 
 
 __all__ = ["Client", "Queue"]

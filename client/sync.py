@@ -38,6 +38,7 @@ from client.errors import (
     ConnectionClosedError,
     ConnectionLostError,
     JournalFailureError,
+    NotFoundError,
     RequestTimeoutError,
     broker_error,
 )
@@ -288,11 +289,18 @@ class SyncQueue(QueueOperations["SyncJob"]):
     def add(self, name: str, data: Any = None, **options: Any) -> SyncJob:
         """Enqueue one job (same options as ``client.Queue.add``); returns once durable."""
         request = self.add_request(name, data, options)
-        return self.added(request, data, self._client.request(request))
+        job = self.added(request, data, self._client.request(request))
+        if job.duplicate:
+            _as_stored(job)
+        return job
 
     def add_bulk(self, jobs: Iterable[Any]) -> list[SyncJob]:
         """Enqueue many jobs in one round trip (see ``client.Queue.add_bulk``)."""
-        return self._client.call_bulk(self.add_bulk_call(jobs, self._client.server))
+        added = self._client.call_bulk(self.add_bulk_call(jobs, self._client.server))
+        for job in added:
+            if job.duplicate:
+                _as_stored(job)
+        return added
 
     def get_job(self, job_id: str) -> SyncJob:
         """Fetch a job by id with this queue's serializer."""
@@ -334,6 +342,12 @@ class SyncQueue(QueueOperations["SyncJob"]):
     def obliterate(self, force: bool = False) -> int:
         """Delete this queue and its jobs; returns how many (see ``Queue.obliterate``)."""
         return self._client.call(self.obliterate_call(force))
+
+
+def _as_stored(job: SyncJob) -> None:
+    """A duplicate's handle shows the stored job, not the request (see ``client.Queue.add``)."""
+    with contextlib.suppress(NotFoundError):  # removed since: only the request's view is left
+        job.refresh()
 
 
 class SyncJob(JobHandle[SyncClient]):

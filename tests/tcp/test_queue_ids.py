@@ -37,6 +37,10 @@ async def test_the_same_id_in_two_queues_makes_two_jobs(client: Client) -> None:
     again = await sms.add("send", {"to": "other"}, job_id="welcome-42")
 
     assert not first.duplicate and not second.duplicate and again.duplicate
+    # A duplicate add gives the stored job, not the request's data.
+    assert (again.queue, again.data, again.state) == ("sms", {"to": "+1"}, JobState.WAITING)
+    (bulk_dup,) = await emails.add_bulk([("other-name", "ignored", {"job_id": "welcome-42"})])
+    assert bulk_dup.duplicate and (bulk_dup.name, bulk_dup.data) == ("send", {"to": "ada"})
     assert (await emails.get_job("welcome-42")).data == {"to": "ada"}
     assert (await sms.get_job("welcome-42")).data == {"to": "+1"}
     stats = await client.stats()
@@ -135,6 +139,7 @@ async def test_the_sync_client_obliterates_and_gets_by_queue(broker: RunningBrok
             one, two = client.queue("one"), client.queue("two")
             one.add("t", 1, job_id="k")
             two.add("t", 2, job_id="k")
+            assert two.add("t", 3, job_id="k").data == 2  # the stored job
             assert two.get_job("k").data == 2
             assert client.get_job("k", queue="one").data == 1
             assert two.obliterate() == 1
