@@ -105,7 +105,8 @@ class CoreState:
     consistent. Only the core's modules use it; everything else goes through ``Core``."""
 
     __slots__ = (
-        "changed_jobs", "changed_queues", "config", "delayed", "finished_ids", "jobs", "leases",
+        "changed_jobs", "changed_queues", "config", "delayed", "finished_ids", "gone_at_finish",
+        "gone_last", "jobs", "leases",
         "names", "owned", "prune_counter", "prunes", "queues", "ready_names", "rng", "seq",
         "shared", "token", "unfinished",
     )
@@ -140,6 +141,10 @@ class CoreState:
         self.ready_names: set[str] = set()
         self.finished_ids: set[tuple[str, str]] = set()
         """``(queue, id)`` of jobs that finished or were deleted since ``take_finished``."""
+        self.gone_at_finish: dict[tuple[str, str], Job] = {}
+        """Jobs deleted the moment they finished (retention keeping none), by ``(queue, id)``,
+        since the last ``take_finished``: what a parked ``wait`` for them is answered with."""
+        self.gone_last: dict[tuple[str, str], Job] = {}
 
     def queue(self, name: str) -> QueueState:
         """The queue named ``name``, created (and recorded for the journal) on first use."""
@@ -311,6 +316,8 @@ class CoreState:
         self.finished_ids.add((job.queue, job.id))
         if finished.add(job, self.jobs, self.delete):
             self.changed_jobs[job.seq] = job
+        elif self.jobs.get(job.key) is not job:
+            self.gone_at_finish[(job.queue, job.id)] = job
         if finished.scheduled is None:
             self.schedule_prune(finished, queue)
 

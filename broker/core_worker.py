@@ -151,6 +151,8 @@ def ack(core: CoreState, items: Sequence[AckItem], now: int) -> list[Outcome]:
         finished_ids.add((job.queue, job_id))
         if q.completed.add(job, jobs, delete):
             changed[job.seq] = job
+        else:  # removed on completion: its parked waiters still get the result
+            core.gone_at_finish[(job.queue, job_id)] = job
         out.append(_OK_COMPLETED)
     if q is not None:
         _after_completions(core, q, done)

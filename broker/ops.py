@@ -230,7 +230,8 @@ def progress(broker: OpContext, conn: Conn, request_id: int, request: Progress, 
 
 
 def reply_job(
-    broker: OpContext, conn: Conn, request_id: int, job_id: str, queue: str | None, missing: str
+    broker: OpContext, conn: Conn, request_id: int, job_id: str, queue: str | None, missing: str,
+    *, woken: bool = False,
 ) -> None:
     """Answer ``get``/``wait`` with the job as it is now, once that state is durable.
 
@@ -239,12 +240,17 @@ def reply_job(
     the answer leaves after the transaction holding every change made so far commits; if that
     transaction fails, the caller gets ``JOURNAL_FAILURE`` and asks again. ``missing`` is the
     ``NOT_FOUND`` text when there is no such job; ``queue`` is the job's queue if known.
+    ``woken``: a parked ``wait`` answered because its job finished (its ``queue`` is known),
+    which gets the final state of a job deleted as it finished (retention keeping none) rather
+    than ``NOT_FOUND``.
     """
     try:
         info = broker.core.get(job_id, queue)
     except CoreError as exc:  # AMBIGUOUS_ID: answered after the commit like every other answer
         conn.error_after_commit(request_id, exc.code, exc.message)
         return
+    if info is None and woken and queue is not None:
+        info = broker.core.final_info(job_id, queue)
     if info is None:
         conn.error_after_commit(request_id, ErrorCode.NOT_FOUND, missing)
     else:

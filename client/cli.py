@@ -23,7 +23,7 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final, TextIO
 
-from client.endpoint import DEFAULT_URL
+from client.endpoint import DEFAULT_URL, parse_url
 from client.errors import JobwireError, NotFoundError
 from client.job import JobRecord
 from client.queue import Client
@@ -149,6 +149,11 @@ def _command(
 
         try:
             return asyncio.run(main())
+        except ConnectionRefusedError:
+            endpoint = parse_url(args.url)
+            _err(f"jobwire: error: no broker at {endpoint.host}:{endpoint.port}: is `jobwire "
+                 "serve` running there? (--url or JOBWIRE_URL names another)")
+            return 1
         except (JobwireError, OSError, ValueError) as exc:
             message = exc.message if isinstance(exc, NotFoundError) else str(exc)
             _err(f"jobwire: error: {message or type(exc).__name__}")
@@ -158,6 +163,17 @@ def _command(
 
 
 # --------------------------------------------------------------------------- commands
+
+
+async def _why_not_failed(client: Client, job_id: str, queue: str) -> str:
+    """Say why ``retry_failed`` left ``job_id`` alone: gone, elsewhere, or not failed."""
+    try:
+        job = await client.get_job(job_id)
+    except NotFoundError:
+        return "it no longer exists (removed, cleaned or pruned by retention)"
+    if job.queue != queue:
+        return f"it is in queue {job.queue}, not {queue}"
+    return f"it is {job.state.value if job.state else 'in an unknown state'}, not failed"
 
 
 async def _stats(client: Client, args: argparse.Namespace) -> int:
@@ -240,10 +256,19 @@ async def _obliterate(client: Client, args: argparse.Namespace) -> int:
 async def _failed(client: Client, args: argparse.Namespace) -> int:
     queue = client.queue(args.queue)
     if args.retry:
-        retried = await queue.retry_failed(args.ids)
-        _say(args, {"queue": args.queue, "retried": retried},
-             f"retried {retried} failed job(s) in {args.queue}")
-        return 0
+        if not args.ids:
+            retried = await queue.retry_failed()
+            _say(args, {"queue": args.queue, "retried": retried},
+                 f"retried {retried} failed job(s) in {args.queue}")
+            return 0
+        retried, not_failed = await queue.retry_failed_ids(args.ids)
+        why = {job_id: await _why_not_failed(client, job_id, args.queue)
+               for job_id in not_failed}
+        _say(args, {"queue": args.queue, "retried": retried, "not_retried": why},
+             "\n".join([f"retried {retried} failed job(s) in {args.queue}",
+                        *(f"job {job_id} not retried: {reason}" for job_id, reason in
+                          why.items())]))
+        return 1 if why else 0
     jobs, total = await queue.failed_page(limit=max(1, args.limit))
     if args.json:
         _print_json({"total": total, "jobs": [describe_job(job) for job in jobs]})

@@ -179,7 +179,8 @@ class JobRecord:
         return cancel_call(self.id, self.queue)
 
     def retry_call(self) -> Call[None]:
-        return Call(RetryFailed(self.queue, (self.id,)), partial(check_retried, job_id=self.id))
+        return Call(RetryFailed(self.queue, (self.id,)),
+                    partial(check_retried, job_id=self.id, queue=self.queue))
 
     def wait_calls(self, timeout: float | None, request_timeout: float) -> Iterator[Call[None]]:
         """The ``wait`` long-polls of ``wait()``, one after another, until the job finished.
@@ -258,7 +259,9 @@ class Job(JobHandle[AsyncSender]):
         Raises:
             JobFailed: the job ended in ``failed``; ``exc.job.error`` has the last error.
             WaitTimeoutError: it did not finish within ``timeout``.
-            NotFoundError: the job was removed (e.g. ``remove_on_complete=True``).
+            NotFoundError: the job was removed (cancelled or cleaned; a job removed as it
+                finishes by ``remove_on_complete=True`` still gives its result to waiters
+                already waiting).
             RequestTimeoutError: the broker stayed unreachable for ``request_timeout``.
 
         The broker answers only with committed state: a completion that a crash could still
@@ -305,8 +308,9 @@ def _prior_state(body: Mapping[str, Any]) -> JobState:
     return JobState(body["state"])
 
 
-def check_retried(body: Mapping[str, Any], job_id: str) -> None:
+def check_retried(body: Mapping[str, Any], job_id: str, queue: str) -> None:
     """Raise ``ConflictError`` if a ``retry_failed`` reply lists ``job_id`` as not failed."""
     for key in ("not_failed", "missing", "skipped"):
         if job_id in (body.get(key) or ()):
-            raise ConflictError("CONFLICT", f"job {job_id} is not failed in queue")
+            raise ConflictError("CONFLICT", f"job {job_id} is not a failed job of queue {queue} "
+                                "(it does not exist, or is in another queue or state)")

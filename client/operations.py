@@ -208,7 +208,10 @@ class QueueOperations(Generic[J]):
 
     def retry_failed_call(self, job_ids: Sequence[str] | None, limit: int | None) -> Call[int]:
         ids = None if job_ids is None else tuple(job_ids)
-        return Call(RetryFailed(self.name, ids, limit), partial(_retried, ids))
+        return Call(RetryFailed(self.name, ids, limit), partial(_retried, ids, self.name))
+
+    def retry_failed_ids_call(self, job_ids: Sequence[str]) -> Call[tuple[int, list[str]]]:
+        return Call(RetryFailed(self.name, tuple(job_ids), None), _retried_and_left)
 
     def remove_call(self, job_id: str) -> Call[JobState]:
         return cancel_call(job_id, self.name)
@@ -224,9 +227,13 @@ def _removed(body: Mapping[str, Any]) -> int:
     return int(body["removed"])
 
 
-def _retried(ids: tuple[str, ...] | None, body: Mapping[str, Any]) -> int:
+def _retried_and_left(body: Mapping[str, Any]) -> tuple[int, list[str]]:
+    return int(body["retried"]), [str(job_id) for job_id in body.get("not_failed") or ()]
+
+
+def _retried(ids: tuple[str, ...] | None, queue: str, body: Mapping[str, Any]) -> int:
     if ids is not None and len(ids) == 1:
-        check_retried(body, ids[0])
+        check_retried(body, ids[0], queue)
     return int(body["retried"])
 
 

@@ -252,6 +252,15 @@ class Queue(QueueOperations[Job]):
         """
         return await send(self._conn, self.retry_failed_call(job_ids, limit))
 
+    async def retry_failed_ids(self, job_ids: Sequence[str]) -> tuple[int, list[str]]:
+        """Move the given failed jobs back to waiting.
+
+        Returns:
+            How many were retried, and the given ids that were not failed jobs of this queue
+            (unknown, removed, in another queue or in another state), left alone.
+        """
+        return await send(self._conn, self.retry_failed_ids_call(job_ids))
+
     async def remove(self, job_id: str) -> JobState:
         """Delete this queue's job ``job_id`` (see ``Client.remove_job``)."""
         return await send(self._conn, self.remove_call(job_id))

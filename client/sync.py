@@ -335,6 +335,10 @@ class SyncQueue(QueueOperations["SyncJob"]):
         """Move failed jobs back to waiting; returns how many."""
         return self._client.call(self.retry_failed_call(job_ids, limit))
 
+    def retry_failed_ids(self, job_ids: Sequence[str]) -> tuple[int, list[str]]:
+        """Move the given failed jobs back to waiting; see ``client.Queue.retry_failed_ids``."""
+        return self._client.call(self.retry_failed_ids_call(job_ids))
+
     def remove(self, job_id: str) -> JobState:
         """Delete this queue's job ``job_id``; returns the state it was in."""
         return self._client.call(self.remove_call(job_id))

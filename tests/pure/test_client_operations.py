@@ -109,7 +109,8 @@ def test_job_calls_refresh_remove_and_retry() -> None:
     refresh.parse(info(state=JobState.FAILED, error="boom").to_wire())
     assert job.state is JobState.FAILED and job.error == "boom"
     remove = job.remove_call()
-    assert remove.request == Cancel("7", "emails") and remove.parse({"state": "failed"}) is JobState.FAILED
+    assert remove.request == Cancel("7", "emails")
+    assert remove.parse({"state": "failed"}) is JobState.FAILED
     with pytest.raises(ConflictError):
         job.retry_call().parse({"retried": 0, "skipped": ("7",)})
 
