@@ -59,6 +59,7 @@ from protocol.operations import (
     GET,
     HELLO,
     LIST_FAILED,
+    OBLITERATE,
     OPERATIONS,
     PAUSE,
     PING,
@@ -78,6 +79,7 @@ from protocol.operations import (
     Get,
     Hello,
     ListFailed,
+    Obliterate,
     Pause,
     Ping,
     Progress,
@@ -255,6 +257,7 @@ list_faileds = st.builds(
 retry_faileds = st.builds(
     RetryFailed, names, _opt(_batch(job_ids)), _opt(st.integers(1, 2**31))
 )
+obliterates = st.builds(Obliterate, names, st.booleans())
 
 requests_by_op: dict[str, st.SearchStrategy[Any]] = {
     HELLO.name: hellos,
@@ -275,6 +278,7 @@ requests_by_op: dict[str, st.SearchStrategy[Any]] = {
     CLEAN.name: cleans,
     LIST_FAILED.name: list_faileds,
     RETRY_FAILED.name: retry_faileds,
+    OBLITERATE.name: obliterates,
 }
 requests_by_op.update({  # an op without fields has one request: its declaration says it all
     name: st.just(op.request_type()) for name, op in OPERATIONS.items()
@@ -368,7 +372,8 @@ def reply_bodies() -> st.SearchStrategy[tuple[str, dict[str, Any]]]:
                 "uptime_ms": times_ms, "draining": st.booleans(),
             }),
         })),
-        st.tuples(st.just(CLEAN.name), st.fixed_dictionaries({"removed": st.integers(0, 2**31)})),
+        *(st.tuples(st.just(op), st.fixed_dictionaries({"removed": st.integers(0, 2**31)}))
+          for op in (CLEAN.name, OBLITERATE.name)),
         st.tuples(st.just(LIST_FAILED.name), st.fixed_dictionaries({
             "jobs": st.lists(job_map, max_size=3).map(tuple), "total": st.integers(0, 2**31),
         })),
