@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
+from broker import core_flow
 from broker.core_state import (
     ACTIVE,
     COMPLETED,
@@ -74,6 +75,7 @@ def resume(core: CoreState, queue: str, now: int) -> None:
     state = core.queue(queue)
     state.meta.paused = False
     core.changed_queues[state.name] = state.meta
+    core_flow.lift_pause(core, state)
     if state.waiting:
         core.ready_names.add(state.name)
 

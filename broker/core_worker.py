@@ -12,6 +12,7 @@ import heapq
 from collections.abc import Sequence
 from typing import Any, Final
 
+from broker import core_flow
 from broker.core_state import (
     ACTIVE,
     COMPLETED,
@@ -53,15 +54,22 @@ def reserve(
         q = core.queues.get(name)
         if q is None or not q.waiting or q.meta.paused:
             continue
+        stop = max_jobs
+        if q.limited:
+            allowed = core_flow.room(q, now)
+            if allowed <= 0:
+                core_flow.started(core, q, now, 0)
+                continue
+            stop = min(max_jobs, len(out) + allowed)
         ready = q.ready
         qname = q.name
         fixed = RESERVED_JOB_OVERHEAD + UTF8_MAX * len(qname)
         taken = 0
-        while len(out) < max_jobs:
+        while len(out) < stop:
             lane = ready.front()
             if lane is None:
                 break
-            while lane and len(out) < max_jobs:
+            while lane and len(out) < stop:
                 job = lane.popleft()
                 job_id = job.id
                 if job.state is not WAITING or jobs.get(job.key) is not job:
@@ -73,7 +81,7 @@ def reserve(
                         size += packed_size(job.progress)
                     if size > room and out:
                         lane.appendleft(job)  # stays first in line
-                        max_jobs = len(out)
+                        max_jobs = stop = len(out)
                         break
                     room -= size
                 lease = job.options.lease_ms or default_lease
@@ -100,6 +108,8 @@ def reserve(
                 taken += 1
         q.waiting -= taken
         q.active += taken
+        if q.limited:
+            core_flow.started(core, q, now, taken)
         if len(out) >= max_jobs:
             break
     core.token = token
@@ -165,6 +175,8 @@ def _after_completions(core: CoreState, queue: QueueState, done: int) -> None:
     queue.active -= done
     core.unfinished -= done
     meta = queue.meta
+    if meta.concurrency is not None and queue.waiting and not meta.paused:
+        core.ready_names.add(queue.name)  # concurrency slots freed
     meta.total_completed += done
     core.changed_queues[queue.name] = meta
     if queue.completed.scheduled is None:
@@ -213,7 +225,7 @@ def release(core: CoreState, items: Sequence[ReleaseItem], now: int) -> list[Out
     """``Core.release`` (documented there)."""
     core.promote_due(now)
     out: list[Outcome] = []
-    for job_id, token, delay_ms in items:
+    for job_id, token, delay_ms, pause_queue in items:
         job = core.leased(job_id, token)
         problem = _check_lease(job, job_id, token)
         if problem is not None:
@@ -221,6 +233,8 @@ def release(core: CoreState, items: Sequence[ReleaseItem], now: int) -> list[Out
             continue
         assert job is not None
         queue = core.queues[job.queue]
+        if pause_queue and delay_ms:
+            core_flow.pause_for(core, queue, now + delay_ms)
         core.end_lease(job, queue, entry_popped=False)
         job.attempts = max(0, job.attempts - 1)
         core.changed_jobs[job.seq] = job
@@ -293,6 +307,8 @@ def tick(core: CoreState, now: int) -> None:
         core.fail_attempt(
             job, core.queues[job.queue], LEASE_EXPIRED, True, None, now, entry_popped=True
         )
+    if core.flow_wakes:
+        core_flow.fire(core, now)
     prunes = core.prunes
     while prunes and prunes[0][0] <= now:
         expiry, _, finished, queue = heapq.heappop(prunes)
@@ -319,6 +335,7 @@ def next_deadline(core: CoreState) -> int | None:
             delayed.peek_time(),
             leases.peek_time(),
             core.prunes[0][0] if core.prunes else None,
+            core_flow.next_wake(core) if core.flow_wakes else None,
         )
         if time is not None
     ]

@@ -165,7 +165,7 @@ def _check_schema(conn: sqlite3.Connection, path: Path) -> None:
             f"{path} has schema version {version}, written by a newer jobwire; this "
             f"version reads schema version {SCHEMA_VERSION}: upgrade jobwire"
         )
-    if version in (1, 2):  # an older schema (broker.schema, "History"): in one transaction
+    if version in (1, 2, 3):  # an older schema (broker.schema, "History"): in one transaction
         started = time.perf_counter()
         jobs = transaction(conn, migrate, version)
         _log.info("journal_migrated", path=str(path), from_version=version,
@@ -204,7 +204,7 @@ def write_rows(
     conn: sqlite3.Connection,
     upserts: list[tuple[Any, ...]],
     deletes: list[int],
-    queues: list[tuple[str, int, int, int] | str],
+    queues: list[tuple[Any, ...] | str],
     next_seq: int,
 ) -> None:
     """The statements of one journal transaction (``Journal.write``, through ``transaction``)."""

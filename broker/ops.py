@@ -30,6 +30,7 @@ from protocol.operations import (
     FAIL,
     GET,
     HELLO,
+    LIMIT,
     LIST_FAILED,
     OBLITERATE,
     OPERATIONS,
@@ -50,6 +51,7 @@ from protocol.operations import (
     Extend,
     Fail,
     Get,
+    Limit,
     ListFailed,
     Obliterate,
     Operation,
@@ -304,6 +306,12 @@ def pause(broker: OpContext, conn: Conn, request_id: int, request: Pause, now: i
 def resume(broker: OpContext, conn: Conn, request_id: int, request: Resume, now: int) -> Body:
     broker.core.resume(request.queue, now)
     return {}
+
+
+@handles(LIMIT)
+def limit(broker: OpContext, conn: Conn, request_id: int, request: Limit, now: int) -> Body:
+    limits = broker.core.limit(request.queue, request.rate, request.concurrency, now)
+    return {"limits": limits.to_wire()}
 
 
 @handles(CLEAN)

@@ -1,13 +1,13 @@
 """The journal's SQLite schema and the conversion between ``Job`` objects and table rows.
 
-Layout (``SCHEMA_VERSION`` 3, stored in ``PRAGMA user_version``; ``PRAGMA application_id`` marks
+Layout (``SCHEMA_VERSION`` 4, stored in ``PRAGMA user_version``; ``PRAGMA application_id`` marks
 the file as a jobwire journal):
 
 * ``jobs``: one row per job, keyed by ``seq`` alone: the ``INTEGER PRIMARY KEY`` (the rowid), so
   inserts of new jobs append to the table's B-tree, a full scan returns jobs in enqueue order,
   and the upsert's conflict target and the key of deletes is the rowid. ``seq`` never repeats (the
   core's ``next_seq`` only grows), so a job deleted and enqueued again under the same id is a new
-  row. ``id`` has no index: user ids are unique per queue, not per broker (schema 3), and nothing
+  row. ``id`` has no index: user ids are unique per queue, not per broker (schema 4), and nothing
   reads a row by id (the core loads every row at start); without the UNIQUE index each row costs
   one B-tree instead of two. ``state`` is a small integer (``STATE_CODES``); ``options`` is NULL
   for ``NO_OPTIONS`` and otherwise a msgpack array (see ``encode_options``); ``progress`` is
@@ -15,12 +15,15 @@ the file as a jobwire journal):
   ``owner``) are never stored: a lease does not survive a restart, and the core's recovery turns
   ACTIVE rows into failed attempts. ``crc`` is ``row_checksum`` of the row's other columns,
   checked on load (``broker.integrity``).
-* ``queues``: queue metadata keyed by name.
+* ``queues``: queue metadata keyed by name, with its flow control (schema 3): ``rate_max`` starts
+  per ``rate_period_ms``, ``concurrency``, and ``paused_until`` (a "not now" pause), each NULL
+  when not set.
 * ``meta``: broker-wide integers; ``next_seq`` (the core's next sequence number, which only
   grows, so broker-assigned ids stay unique after the newest job was deleted).
 
 History: schema 1 had no ``crc``; schema 2 added it and kept a UNIQUE index on ``id``; schema 3
-drops that index. ``migrate`` brings an older journal to ``SCHEMA_VERSION`` in one transaction.
+added the queues' flow control columns; schema 4 drops the index on ``id``. ``migrate`` brings
+an older journal to ``SCHEMA_VERSION`` in one transaction.
 
 Invariants: ``job_row`` and ``JOB_COLUMNS`` list the same columns in the same order, and
 ``jobs_from_rows`` reads them in that order; changing any of them means a new schema version.
@@ -39,7 +42,7 @@ import msgpack
 from broker.jobs import NO_OPTIONS, Job, JobOptions
 from protocol.model import Backoff, BackoffKind, JobState, Retention
 
-SCHEMA_VERSION: Final = 3
+SCHEMA_VERSION: Final = 4
 APPLICATION_ID: Final = 0x6A627772  # "jbwr": tells a jobwire journal from any other SQLite file
 
 JOB_COLUMNS: Final = (
@@ -87,7 +90,7 @@ CREATE_JOBS: Final = """
         crc          INTEGER NOT NULL DEFAULT 0
     )
     """
-"""The ``jobs`` table of the current schema (``{table}`` is its name: ``migrate_v2`` builds it
+"""The ``jobs`` table of the current schema (``{table}`` is its name: ``_migrate_v3`` builds it
 under another name first)."""
 
 CREATE_STATEMENTS: Final = (
@@ -97,7 +100,11 @@ CREATE_STATEMENTS: Final = (
         name            TEXT    PRIMARY KEY,
         paused          INTEGER NOT NULL,
         total_completed INTEGER NOT NULL,
-        total_failed    INTEGER NOT NULL
+        total_failed    INTEGER NOT NULL,
+        rate_max        INTEGER,
+        rate_period_ms  INTEGER,
+        concurrency     INTEGER,
+        paused_until    INTEGER
     ) WITHOUT ROWID
     """,
     """
@@ -145,10 +152,14 @@ def delete_jobs_sql(rows: int) -> str:
     """Delete the jobs of ``rows`` seqs in one statement (``rows`` in ``UPSERT_CHUNKS``)."""
     return _DELETE_MANY[rows]
 
+QUEUE_COLUMNS: Final = (
+    "name", "paused", "total_completed", "total_failed", "rate_max", "rate_period_ms",
+    "concurrency", "paused_until",
+)
 UPSERT_QUEUE: Final = (
-    "INSERT INTO queues (name, paused, total_completed, total_failed) VALUES (?, ?, ?, ?) "
-    "ON CONFLICT (name) DO UPDATE SET paused = excluded.paused, "
-    "total_completed = excluded.total_completed, total_failed = excluded.total_failed"
+    f"INSERT INTO queues ({', '.join(QUEUE_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(QUEUE_COLUMNS))}) ON CONFLICT (name) DO UPDATE SET "
+    + ", ".join(f"{column} = excluded.{column}" for column in QUEUE_COLUMNS[1:])
 )
 DELETE_QUEUE: Final = "DELETE FROM queues WHERE name = ?"
 UPSERT_NEXT_SEQ: Final = (
@@ -158,7 +169,7 @@ UPSERT_NEXT_SEQ: Final = (
 SELECT_NEXT_SEQ: Final = "SELECT value FROM meta WHERE key = 'next_seq'"
 SELECT_JOBS: Final = f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs ORDER BY seq"
 """Every job in ``seq`` order (the rowid: a plain scan, no sort step)."""
-SELECT_QUEUES: Final = "SELECT name, paused, total_completed, total_failed FROM queues"
+SELECT_QUEUES: Final = f"SELECT {', '.join(QUEUE_COLUMNS)} FROM queues"
 
 STATES: Final[tuple[JobState, ...]] = (
     JobState.WAITING,
@@ -253,15 +264,17 @@ MIGRATE_BATCH: Final = 10_000
 
 
 def migrate(conn: sqlite3.Connection, version: int) -> int:
-    """Bring a journal of schema ``version`` (1 or 2) to ``SCHEMA_VERSION``; the caller runs it
-    in one transaction, so a failure leaves the file as it was.
+    """Bring a journal of schema ``version`` (1, 2 or 3) to ``SCHEMA_VERSION``, step by step;
+    the caller runs it in one transaction, so a failure leaves the file as it was.
 
     Returns:
         The number of job rows.
     """
     if version == 1:
         _migrate_v1(conn)
-    return _migrate_v2(conn)
+    if version <= 2:
+        migrate_v2(conn)
+    return _migrate_v3(conn)
 
 
 def _migrate_v1(conn: sqlite3.Connection) -> None:
@@ -279,17 +292,29 @@ def _migrate_v1(conn: sqlite3.Connection) -> None:
     conn.execute("PRAGMA user_version = 2")
 
 
-def _migrate_v2(conn: sqlite3.Connection) -> int:
-    """Schema 2 -> 3: drop the UNIQUE index on ``id``. SQLite cannot drop a column constraint,
+def migrate_v2(conn: sqlite3.Connection) -> int:
+    """Schema 2 -> 3: the queues' flow control columns (all NULL: no limits).
+
+    Returns:
+        The number of queue rows.
+    """
+    for column in QUEUE_COLUMNS[4:]:
+        conn.execute(f"ALTER TABLE queues ADD COLUMN {column} INTEGER")
+    conn.execute("PRAGMA user_version = 3")
+    return int(conn.execute("SELECT count(*) FROM queues").fetchone()[0])
+
+
+def _migrate_v3(conn: sqlite3.Connection) -> int:
+    """Schema 3 -> 4: drop the UNIQUE index on ``id``. SQLite cannot drop a column constraint,
     so the table is rebuilt (rows copied as they are, in ``seq`` order: the checksums stay
     valid, since the columns are the same)."""
-    conn.execute(CREATE_JOBS.format(table="jobs_v3"))
+    conn.execute(CREATE_JOBS.format(table="jobs_v4"))
     columns = ", ".join(JOB_COLUMNS)
     count = conn.execute(
-        f"INSERT INTO jobs_v3 ({columns}) SELECT {columns} FROM jobs ORDER BY seq"
+        f"INSERT INTO jobs_v4 ({columns}) SELECT {columns} FROM jobs ORDER BY seq"
     ).rowcount
     conn.execute("DROP TABLE jobs")
-    conn.execute("ALTER TABLE jobs_v3 RENAME TO jobs")
+    conn.execute("ALTER TABLE jobs_v4 RENAME TO jobs")
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     return int(count)
 

@@ -37,6 +37,7 @@ from client.errors import (
     NotFoundError,
     PayloadTooLargeError,
     QueueFullError,
+    RateLimited,
     RequestTimeoutError,
     Retry,
     StaleLeaseError,
@@ -45,6 +46,7 @@ from client.errors import (
 )
 from client.events import WorkerStatistics
 from client.job import Job, JobRecord
+from client.operations import QueueLimits
 from client.options import exponential, fixed
 from client.queue import Client, Queue
 from client.serializers import JSON, MSGPACK, RAW, JsonSerializer, MsgpackSerializer, Serializer
@@ -60,7 +62,8 @@ __all__ = [
     "ConnectionState", "ConnectionStatistics", "DrainingError", "Job", "JobContext",
     "JobFailed", "JobRecord", "JobState", "JobwireError", "JournalFailureError",
     "JsonSerializer", "MsgpackSerializer", "NotFoundError", "PayloadTooLargeError", "Queue",
-    "QueueFullError", "QueueStats", "RequestTimeoutError", "Retry", "Serializer", "ServerInfo",
+    "QueueFullError", "QueueLimits", "QueueStats", "RateLimited", "RequestTimeoutError",
+    "Retry", "Serializer", "ServerInfo",
     "StaleLeaseError", "SyncClient", "SyncJob", "SyncQueue", "UnrecoverableError",
     "WaitTimeoutError", "Worker", "WorkerStatistics", "exponential", "fixed", "parse_url",
 ]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from functools import partial
-from typing import Any, Final, Generic, TypeVar
+from typing import Any, Final, Generic, NamedTuple, TypeVar
 
 from client.call import BulkCall, Call
 from client.endpoint import ServerInfo
@@ -35,6 +35,7 @@ from protocol.operations import (
     Clean,
     Enqueue,
     Get,
+    Limit,
     ListFailed,
     Obliterate,
     Pause,
@@ -100,6 +101,43 @@ def _now(body: Mapping[str, Any]) -> int:
 
 def _nothing(body: Mapping[str, Any]) -> None:
     return None
+
+
+class QueueLimits(NamedTuple):
+    """A queue's flow control, as the broker enforces it (``None``: not set).
+
+    Attributes:
+        rate_max: at most this many jobs start in any window of ``rate_period`` seconds.
+        rate_period: the rate limit's window, in seconds.
+        concurrency: at most this many of the queue's jobs are active at once.
+        paused_until: a "not now" pause (``RateLimited(pause_queue=True)``) runs until this Unix
+            time, in seconds.
+    """
+
+    rate_max: int | None
+    rate_period: float | None
+    concurrency: int | None
+    paused_until: float | None
+
+    @classmethod
+    def from_wire(cls, body: Mapping[str, Any]) -> QueueLimits:
+        raw = body["limits"]
+        period, until = raw.get("rate_period_ms"), raw.get("paused_until")
+        return cls(raw.get("rate_max"), None if period is None else period / 1000,
+                   raw.get("concurrency"), None if until is None else until / 1000)
+
+
+def limit_call(
+    queue: str, rate: tuple[int, Duration] | bool | None, concurrency: int | bool | None
+) -> Call[QueueLimits]:
+    """Set, change or clear a queue's limits (``None``: leave; ``False``: clear).
+
+    Raises:
+        ValueError: a negative period (the broker checks the ranges: ``BadArgumentError``).
+    """
+    wire_rate: tuple[int, int] | bool | None
+    wire_rate = (rate[0], seconds_to_ms(rate[1], "per")) if isinstance(rate, tuple) else rate
+    return Call(Limit(queue, wire_rate, concurrency), QueueLimits.from_wire)
 
 
 class QueueOperations(Generic[J]):
@@ -188,6 +226,11 @@ class QueueOperations(Generic[J]):
 
     def resume_call(self) -> Call[None]:
         return Call(Resume(self.name), _nothing)
+
+    def limit_call(
+        self, rate: tuple[int, Duration] | bool | None, concurrency: int | bool | None = None
+    ) -> Call[QueueLimits]:
+        return limit_call(self.name, rate, concurrency)
 
     def clean_call(
         self, state: JobState | str, older_than: Duration, limit: int | None

@@ -25,6 +25,7 @@ from client.endpoint import DEFAULT_URL, ConnectionStatistics
 from client.errors import NotFoundError
 from client.job import Job, cancel_call
 from client.operations import (
+    QueueLimits,
     QueueOperations,
     broker_stats_call,
     get_job_call,
@@ -218,6 +219,38 @@ class Queue(QueueOperations[Job]):
     async def resume(self) -> None:
         """Hand out jobs again after ``pause``."""
         await send(self._conn, self.resume_call())
+
+    async def set_rate_limit(self, max: int, per: Duration) -> QueueLimits:
+        """Let at most ``max`` of this queue's jobs start in any window of ``per`` seconds,
+        across every worker (enforced by the broker; BullMQ's ``limiter: {max, duration}``).
+
+        Returns:
+            The queue's limits after the change.
+
+        Raises:
+            BadArgumentError: ``max`` outside 1..1,000,000 or ``per`` outside 1 ms..31 days.
+        """
+        return await send(self._conn, self.limit_call((max, per)))
+
+    async def clear_rate_limit(self) -> QueueLimits:
+        """Remove this queue's rate limit."""
+        return await send(self._conn, self.limit_call(False))
+
+    async def set_concurrency(self, limit: int) -> QueueLimits:
+        """Let at most ``limit`` of this queue's jobs be active at once, across every worker.
+
+        Raises:
+            BadArgumentError: ``limit`` outside 1..1,000,000.
+        """
+        return await send(self._conn, self.limit_call(None, limit))
+
+    async def clear_concurrency(self) -> QueueLimits:
+        """Remove this queue's concurrency limit."""
+        return await send(self._conn, self.limit_call(None, False))
+
+    async def limits(self) -> QueueLimits:
+        """This queue's rate and concurrency limits and its "not now" pause, if any."""
+        return await send(self._conn, self.limit_call(None))
 
     async def clean(
         self, state: JobState | str, *, older_than: Duration = 0, limit: int | None = None

@@ -263,6 +263,7 @@ def _example_args() -> dict[str, dict[str, Any]]:
         "clean": {"queue": "q", "state": "completed", "older_than_ms": 0, "limit": 10},
         "list_failed": {"queue": "q", "limit": 10, "offset": 0},
         "retry_failed": {"queue": "q", "ids": ["id-1"], "limit": 10},
+        "limit": {"queue": "limited-q", "rate": [10, 1000], "concurrency": 3},
         "obliterate": {"queue": "doomed-q", "force": True},
     }
 
@@ -290,7 +291,7 @@ def test_a_wrong_type_in_every_field_is_an_error_reply_not_a_crash(
             answer = by_id.get(message[1])
             if answer is None:  # writes answer after their commit, long-polls later: EOF
                 assert message[2] in ("enqueue", "ack", "fail", "extend", "release", "progress",
-                                      "cancel", "pause", "resume", "clean", "retry_failed",
+                                      "cancel", "pause", "resume", "clean", "retry_failed", "limit",
                                       "get", "wait", "reserve", "obliterate"), message
                 continue
             if isinstance(answer, ErrorReply):

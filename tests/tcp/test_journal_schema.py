@@ -1,4 +1,4 @@
-"""The journal's schema: row checksums, the in-place migrations from versions 1 and 2 (version 3
+"""The journal's schema: row checksums, the in-place migrations from versions 1 and 2 (version 4
 drops the UNIQUE index on ``id``: user ids are unique per queue), and the WAL header reader of
 the start-up check (``broker.walformat``), against real files in
 ``tmp_path``."""
@@ -74,7 +74,7 @@ async def test_a_version_1_journal_is_migrated_in_place_and_keeps_every_job(
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
         assert db.execute("SELECT count(*) FROM jobs WHERE crc = 0").fetchone() == (0,)
-    assert _jobs_indexes(path) == []  # and on to schema 3, in the same transaction
+    assert _jobs_indexes(path) == []  # and on to schema 4, in the same transaction
     reopened = await Journal.open(path)  # opens as version 3: nothing left to migrate
     try:
         assert len((await reopened.load()).jobs) == len(v1_jobs())
@@ -139,7 +139,7 @@ async def test_a_version_2_journal_is_migrated_in_one_step_and_keeps_every_job(
         ("reports", "nightly-report"), ("other", "nightly-report")]
     assert _jobs_indexes(path) == []
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (3,)
+        assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (4,)
 
 
 async def test_a_failed_version_2_migration_leaves_the_journal_as_it_was(
@@ -156,7 +156,7 @@ async def test_a_failed_version_2_migration_leaves_the_journal_as_it_was(
         assert db.execute("PRAGMA user_version").fetchone() == (2,)
         tables = [row[0] for row in db.execute(
             "SELECT name FROM sqlite_schema WHERE type = 'table'")]
-    assert "jobs_v3" not in tables
+    assert "jobs_v4" not in tables
     assert _jobs_indexes(path)
     monkeypatch.undo()
     journal = await Journal.open(path)

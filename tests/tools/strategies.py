@@ -20,10 +20,13 @@ from hypothesis import strategies as st
 
 from protocol.checks import (
     MAX_ATTEMPTS,
+    MAX_CONCURRENCY,
     MAX_DELAY_MS,
     MAX_LEASE_MS,
     MAX_LIST_LIMIT,
     MAX_NAME_LEN,
+    MAX_RATE,
+    MAX_RATE_PERIOD_MS,
     MAX_REQUEST_ID,
     MAX_RESERVE_JOBS,
     MAX_RESERVE_QUEUES,
@@ -32,6 +35,7 @@ from protocol.checks import (
     MAX_VALUE_DEPTH,
     MAX_WAIT_MS,
     MIN_LEASE_MS,
+    MIN_RATE_PERIOD_MS,
     PRIORITY_MAX,
     PRIORITY_MIN,
 )
@@ -58,6 +62,7 @@ from protocol.operations import (
     FAIL,
     GET,
     HELLO,
+    LIMIT,
     LIST_FAILED,
     OBLITERATE,
     OPERATIONS,
@@ -78,6 +83,7 @@ from protocol.operations import (
     Fail,
     Get,
     Hello,
+    Limit,
     ListFailed,
     Obliterate,
     Pause,
@@ -235,7 +241,9 @@ fail_items = st.builds(
     _opt(st.integers(0, MAX_DELAY_MS)),
 )
 extend_items = st.builds(ExtendItem, job_ids, tokens, _opt(st.integers(MIN_LEASE_MS, MAX_LEASE_MS)))
-release_items = st.builds(ReleaseItem, job_ids, tokens, _opt(st.integers(0, MAX_DELAY_MS)))
+release_items = st.builds(
+    ReleaseItem, job_ids, tokens, _opt(st.integers(0, MAX_DELAY_MS)), st.booleans()
+)
 acks = st.builds(Ack, _batch(ack_items))
 fails = st.builds(Fail, _batch(fail_items))
 extends = st.builds(Extend, _batch(extend_items))
@@ -259,6 +267,13 @@ retry_faileds = st.builds(
 )
 obliterates = st.builds(Obliterate, names, st.booleans())
 
+limits = st.builds(
+    Limit, names,
+    st.none() | st.just(False) | st.tuples(st.integers(1, MAX_RATE),
+                                           st.integers(MIN_RATE_PERIOD_MS, MAX_RATE_PERIOD_MS)),
+    st.none() | st.just(False) | st.integers(1, MAX_CONCURRENCY),
+)
+
 requests_by_op: dict[str, st.SearchStrategy[Any]] = {
     HELLO.name: hellos,
     PING.name: pings,
@@ -278,6 +293,7 @@ requests_by_op: dict[str, st.SearchStrategy[Any]] = {
     CLEAN.name: cleans,
     LIST_FAILED.name: list_faileds,
     RETRY_FAILED.name: retry_faileds,
+    LIMIT.name: limits,
     OBLITERATE.name: obliterates,
 }
 requests_by_op.update({  # an op without fields has one request: its declaration says it all
