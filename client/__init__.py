@@ -53,16 +53,17 @@ from client.serializers import JSON, MSGPACK, RAW, JsonSerializer, MsgpackSerial
 from client.sync import SyncClient, SyncJob, SyncQueue
 from client.worker import Worker
 from protocol.model import JobState
-from protocol.replies import QueueStats
+from protocol.replies import JobInfo, JobPage, QueueStats
 
 __all__ = [
     "DEFAULT_URL", "JSON", "MSGPACK", "RAW", "AmbiguousIdError", "AuthenticationError",
     "BrokerError", "Client",
     "ConflictError", "Connection", "ConnectionClosedError", "ConnectionLostError",
     "ConnectionState", "ConnectionStatistics", "DrainingError", "Job", "JobContext",
-    "JobFailed", "JobRecord", "JobState", "JobwireError", "JournalFailureError",
-    "JsonSerializer", "MsgpackSerializer", "NotFoundError", "PayloadTooLargeError", "Queue",
-    "QueueFullError", "QueueLimits", "QueueStats", "RateLimited", "RequestTimeoutError",
+    "JobFailed", "JobInfo", "JobPage", "JobRecord", "JobState", "JobwireError",
+    "JournalFailureError", "JsonSerializer", "MsgpackSerializer", "NotFoundError",
+    "PayloadTooLargeError", "Queue", "QueueFullError", "QueueLimits", "QueueStats",
+    "RateLimited", "RequestTimeoutError",
     "Retry", "Serializer", "ServerInfo",
     "StaleLeaseError", "SyncClient", "SyncJob", "SyncQueue", "UnrecoverableError",
     "WaitTimeoutError", "Worker", "WorkerStatistics", "exponential", "fixed", "parse_url",

@@ -37,6 +37,7 @@ from protocol.operations import (
     Get,
     Limit,
     ListFailed,
+    ListJobs,
     Obliterate,
     Pause,
     Ping,
@@ -44,7 +45,7 @@ from protocol.operations import (
     RetryFailed,
     Stats,
 )
-from protocol.replies import JobInfo, QueueStats, parse_enqueued
+from protocol.replies import JobInfo, JobPage, QueueStats, parse_enqueued, parse_job_page
 
 J = TypeVar("J", bound=JobHandle[Any])
 
@@ -72,8 +73,8 @@ def _found(
     return job_type.from_info(sender, info, serializer)
 
 
-def stats_call(queue: str | None = None) -> Call[dict[str, QueueStats]]:
-    """Counters per queue (every queue, or just ``queue``)."""
+def stats_call(queue: str) -> Call[dict[str, QueueStats]]:
+    """Counters of ``queue``."""
     return Call(Stats(queue), _queue_stats)
 
 
@@ -81,9 +82,33 @@ def _queue_stats(body: Mapping[str, Any]) -> dict[str, QueueStats]:
     return {name: QueueStats.from_wire(raw) for name, raw in body["queues"].items()}
 
 
+def stats_page_call(offset: int) -> Call[tuple[dict[str, QueueStats], int]]:
+    """Counters of the queues from the ``offset``-th (creation order), as many as the broker
+    sends in one page, and how many queues there are."""
+    return Call(Stats(None, offset), _stats_page)
+
+
+def _stats_page(body: Mapping[str, Any]) -> tuple[dict[str, QueueStats], int]:
+    queues = _queue_stats(body)
+    return queues, int(body.get("total", len(queues)))
+
+
+def more_stats(
+    gathered: dict[str, QueueStats], page: dict[str, QueueStats], total: int
+) -> int | None:
+    """Add ``page`` to ``gathered``; the offset of the next page, or ``None`` when done.
+
+    An empty page ends it too (queues removed while paging make ``total`` shrink)."""
+    offset = len(gathered)
+    gathered.update(page)
+    if not page or len(gathered) == offset or len(gathered) >= total:
+        return None
+    return offset + len(page)
+
+
 def broker_stats_call() -> Call[dict[str, Any]]:
     """The broker-wide part of the ``stats`` reply (version, connections, uptime)."""
-    return Call(Stats(None), _broker_stats)
+    return Call(Stats(None, 0, 1), _broker_stats)  # one queue at most: only "broker" is read
 
 
 def _broker_stats(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -248,6 +273,14 @@ class QueueOperations(Generic[J]):
             for raw in body["jobs"]
         ]
         return jobs, int(body.get("total", len(jobs)))
+
+    def jobs_call(
+        self, states: Sequence[JobState | str] | JobState | str, offset: int, limit: int
+    ) -> Call[JobPage]:
+        if isinstance(states, str):  # a JobState is a str too
+            states = (states,)
+        request = ListJobs(self.name, tuple(JobState(state) for state in states), offset, limit)
+        return Call(request, parse_job_page)
 
     def retry_failed_call(self, job_ids: Sequence[str] | None, limit: int | None) -> Call[int]:
         ids = None if job_ids is None else tuple(job_ids)

@@ -29,14 +29,16 @@ from client.operations import (
     QueueOperations,
     broker_stats_call,
     get_job_call,
+    more_stats,
     ping_call,
     stats_call,
+    stats_page_call,
 )
 from client.options import Duration, check_options
 from client.serializers import Serializer, get_serializer
 from protocol.model import JobState
 from protocol.operations import TIME, Time
-from protocol.replies import QueueStats
+from protocol.replies import JobPage, QueueStats
 
 
 class Client:
@@ -120,8 +122,16 @@ class Client:
         return await send(self.connection, cancel_call(job_id, queue))
 
     async def stats(self, queue: str | None = None) -> dict[str, QueueStats]:
-        """Counters per queue (every queue, or just ``queue``)."""
-        return await send(self.connection, stats_call(queue))
+        """Counters per queue: every queue (in creation order, fetched page by page), or just
+        ``queue``."""
+        if queue is not None:
+            return await send(self.connection, stats_call(queue))
+        gathered: dict[str, QueueStats] = {}
+        offset: int | None = 0
+        while offset is not None:
+            page, total = await send(self.connection, stats_page_call(offset))
+            offset = more_stats(gathered, page, total)
+        return gathered
 
     async def broker_stats(self) -> dict[str, Any]:
         """The broker-wide part of the ``stats`` reply (version, connections, uptime)."""
@@ -271,6 +281,30 @@ class Queue(QueueOperations[Job]):
     async def failed_page(self, limit: int = 100, offset: int = 0) -> tuple[list[Job], int]:
         """Like ``failed`` and also the total number of failed jobs in the queue."""
         return await send(self._conn, self.failed_page_call(limit, offset))
+
+    async def jobs(
+        self, state: Sequence[JobState | str] | JobState | str, *, offset: int = 0,
+        limit: int = 100,
+    ) -> JobPage:
+        """A page of the queue's jobs in ``state`` (one state or several, listed one after the
+        other), in each state's order (protocol/SPEC.md §8.19).
+
+        Args:
+            state: ``"waiting"`` (run order), ``"delayed"`` (by run time), ``"active"`` (by lease
+                deadline), ``"completed"``/``"failed"`` (newest first), or a sequence of them.
+            offset: jobs to skip.
+            limit: the most jobs (1..1,000; the reply may hold fewer when they would not fit in
+                a frame: page on with ``offset + len(page.jobs)``).
+
+        Returns:
+            ``JobPage(jobs, total, holders)``: ``JobInfo`` records, how many jobs the queue has
+            in those states, and the connection id holding each active job.
+
+        Raises:
+            ProtocolError: ``BAD_ARGUMENT`` for an unknown state, a negative offset, a limit
+                out of range.
+        """
+        return await send(self._conn, self.jobs_call(state, offset, limit))
 
     async def retry_failed(
         self, job_ids: Sequence[str] | None = None, *, limit: int | None = None
