@@ -43,7 +43,7 @@ import heapq
 from collections.abc import Iterable, Sequence
 from itertools import count, islice
 from operator import attrgetter
-from typing import Final
+from typing import Final, cast
 
 from sortedcontainers import SortedList
 
@@ -54,6 +54,7 @@ from broker.core_state import (
     FAILED,
     WAITING,
     CoreState,
+    ListingIndex,
     QueueState,
 )
 from broker.jobs import Job
@@ -119,7 +120,7 @@ class WaitingIndex:
 
 def waiting_index(core: CoreState, queue: QueueState, now: int) -> WaitingIndex:
     """The queue's waiting index, built from its ready queue on first use."""
-    index = queue.listing
+    index = cast(WaitingIndex | None, queue.listing)  # the only kind core_state ever holds
     if index is None:
         ready = queue.ready
         # ``stale`` counts exactly the entries whose job left waiting in place (cancel, clean)
@@ -129,7 +130,7 @@ def waiting_index(core: CoreState, queue: QueueState, now: int) -> WaitingIndex:
     return index
 
 
-def kept(queue: QueueState, now: int) -> WaitingIndex | None:
+def kept(queue: QueueState, now: int) -> ListingIndex | None:
     """The queue's waiting index if it is still kept, else ``None`` (dropped now).
 
     Called by ``enqueue`` and ``reserve`` once per queue and call, when the queue has an index:

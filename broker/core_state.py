@@ -11,8 +11,9 @@ from __future__ import annotations
 import heapq
 import random
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import Final, Protocol
 
 from broker import backoff as backoff_policy
 from broker.core_config import CoreConfig
@@ -23,8 +24,22 @@ from broker.retention import FinishedList
 from protocol.errors import ErrorCode
 from protocol.model import JobState
 
-if TYPE_CHECKING:
-    from broker.core_lists import WaitingIndex
+
+class ListingIndex(Protocol):
+    """The view of ``broker.core_lists.WaitingIndex`` the core needs: the lazy order-statistic
+    index of a queue's waiting jobs, kept current while it exists."""
+
+    used_at: int
+
+    def __len__(self) -> int: ...
+
+    def add(self, job: Job) -> None: ...
+
+    def remove(self, job: Job) -> None: ...
+
+    def take_first(self, job: Job) -> None: ...
+
+    def add_all(self, jobs: Iterable[Job]) -> None: ...
 
 WAITING: Final = JobState.WAITING
 DELAYED: Final = JobState.DELAYED
@@ -117,7 +132,7 @@ class QueueState:
     """The rate limit's start log, while ``meta.rate_max`` is set."""
     wake_at: int | None = None
     """When the flow timer next looks at this queue (``core_flow.schedule_wake``)."""
-    listing: WaitingIndex | None = None
+    listing: ListingIndex | None = None
     """The waiting jobs in run order, once a ``list_jobs`` asked for them (``core_lists``)."""
 
     @property

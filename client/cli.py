@@ -13,66 +13,30 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import json
-import math
-import os
-import re
 import sys
-import threading
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, Final, TextIO
+from typing import Any, TextIO
 
-from client.endpoint import DEFAULT_URL, parse_url
-from client.errors import JobwireError, NotFoundError
+from client.cli_common import (
+    add_common,
+    command,
+    err,
+    jsonable,
+    out,
+    parse_duration,
+    print_json,
+    set_streams,
+)
+from client.cli_limit import add_limit_parser
+from client.errors import NotFoundError
 from client.job import Job, JobRecord
-from client.log import configure_cli_output
 from client.queue import Client
 from client.serializers import get_serializer
 from protocol.checks import MAX_LIST_LIMIT
 from protocol.model import JobState
 from protocol.replies import JobInfo, QueueStats
-
-_UNITS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
-
-
-_streams = threading.local()
-"""Per-thread output streams that ``main(stdout=, stderr=)`` sets; default: ``sys.std*``."""
-
-
-def _out(text: str) -> None:
-    """Command output; the CLI's only way to print."""
-    (getattr(_streams, "out", None) or sys.stdout).write(text + "\n")
-
-
-def _err(text: str) -> None:
-    (getattr(_streams, "err", None) or sys.stderr).write(text + "\n")
-
-
-def parse_duration(text: str) -> float:
-    """``"90"``, ``"90s"``, ``"15m"``, ``"1h"``, ``"7d"``, ``"250ms"`` → seconds.
-
-    Raises:
-        argparse.ArgumentTypeError: not a duration.
-    """
-    match = _DURATION.match(text)
-    if match is None:
-        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (try 30s, 15m, 1h, 7d)")
-    return float(match.group(1)) * _UNITS[match.group(2) or "s"]
-
-
-def _default_url() -> str:
-    return os.environ.get("JOBWIRE_URL") or DEFAULT_URL
-
-
-def _common(parser: argparse.ArgumentParser, *, json_flag: bool = True) -> None:
-    parser.add_argument("--url", default=_default_url(),
-                        help="broker URL, jobwire://[token@]host:port (default: $JOBWIRE_URL or "
-                        f"{DEFAULT_URL})")
-    if json_flag:
-        parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
 def register(subparsers: Any) -> None:
@@ -84,8 +48,8 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser("stats", help="show queue counters",
                               description="Counts per state for every queue (or one).")
     p.add_argument("--queue", "-q", help="only this queue")
-    _common(p)
-    p.set_defaults(func=_command(_stats))
+    add_common(p)
+    p.set_defaults(func=command(_stats))
 
     p = subparsers.add_parser("job", help="show one job", description="Everything the broker "
                               "knows about one job: state, attempts, progress, result, last error.")
@@ -94,15 +58,15 @@ def register(subparsers: Any) -> None:
                    "job's in several queues: ids are unique per queue)")
     p.add_argument("--serializer", default="msgpack", help="how to decode data and result "
                    "(msgpack, json, raw; default msgpack)")
-    _common(p)
-    p.set_defaults(func=_command(_job))
+    add_common(p)
+    p.set_defaults(func=command(_job))
 
     for name, verb in (("pause", "stop handing out"), ("resume", "resume handing out")):
         p = subparsers.add_parser(name, help=f"{verb} a queue's jobs",
                                   description=f"{verb.capitalize()} the jobs of QUEUE.")
         p.add_argument("queue", metavar="QUEUE")
-        _common(p)
-        p.set_defaults(func=_command(_pause if name == "pause" else _resume))
+        add_common(p)
+        p.set_defaults(func=command(_pause if name == "pause" else _resume))
 
     p = subparsers.add_parser("clean", help="delete old jobs of one state",
                               description="Delete QUEUE's jobs in STATE older than a duration.")
@@ -112,8 +76,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--older-than", type=parse_duration, default=0.0, metavar="DURATION",
                    help="only jobs older than this (e.g. 1h, 7d; default 0: all)")
     p.add_argument("--limit", type=int, help="delete at most this many")
-    _common(p)
-    p.set_defaults(func=_command(_clean))
+    add_common(p)
+    p.set_defaults(func=command(_clean))
 
     p = subparsers.add_parser("jobs", help="list a queue's jobs by state",
                               description="List QUEUE's jobs in one or more states: waiting in "
@@ -127,8 +91,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--limit", type=int, default=20, help="list at most this many (default 20, "
                    "at most 1000)")
     p.add_argument("--offset", type=int, default=0, help="skip this many first (default 0)")
-    _common(p)
-    p.set_defaults(func=_command(_jobs))
+    add_common(p)
+    p.set_defaults(func=command(_jobs))
+
     p = subparsers.add_parser("obliterate", help="delete a queue and all its jobs",
                               description="Delete QUEUE and every job in it (the queue leaves "
                               "`jobwire stats`). Refused while jobs are active unless --force, "
@@ -137,8 +102,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("queue", metavar="QUEUE")
     p.add_argument("--force", action="store_true", help="also delete active jobs")
     p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
-    _common(p)
-    p.set_defaults(func=_command(_obliterate))
+    add_common(p)
+    p.set_defaults(func=command(_obliterate))
 
     p = subparsers.add_parser("failed", help="list (and retry) failed jobs",
                               description="List QUEUE's failed jobs, newest first; --retry moves "
@@ -148,37 +113,11 @@ def register(subparsers: Any) -> None:
     p.add_argument("--retry", action="store_true", help="retry them (all, or --id)")
     p.add_argument("--id", dest="ids", action="append", metavar="ID",
                    help="with --retry: only this job (repeatable)")
-    _common(p)
-    p.set_defaults(func=_command(_failed))
+    add_common(p)
+    p.set_defaults(func=command(_failed))
+    add_limit_parser(subparsers)
 
 
-def _command(
-    body: Callable[[Client, argparse.Namespace], Coroutine[Any, Any, int]],
-) -> Callable[[argparse.Namespace], int]:
-    """Wrap an async command: connect, run, map errors to one stderr line and exit 1."""
-
-    def run(args: argparse.Namespace) -> int:
-        # The library's warnings on stderr: stdout carries the command's output (--json).
-        configure_cli_output("warning", sys.stderr)
-
-        async def main() -> int:
-            async with Client(args.url, reconnect=False, client_name="jobwire-cli",
-                              connect_timeout=5.0, request_timeout=30.0) as client:
-                return await body(client, args)
-
-        try:
-            return asyncio.run(main())
-        except ConnectionRefusedError:
-            endpoint = parse_url(args.url)
-            _err(f"jobwire: error: no broker at {endpoint.host}:{endpoint.port}: is `jobwire "
-                 "serve` running there? (--url or JOBWIRE_URL names another)")
-            return 1
-        except (JobwireError, OSError, ValueError) as exc:
-            message = exc.message if isinstance(exc, NotFoundError) else str(exc)
-            _err(f"jobwire: error: {message or type(exc).__name__}")
-            return 1
-
-    return run
 
 
 # --------------------------------------------------------------------------- commands
@@ -200,17 +139,17 @@ async def _stats(client: Client, args: argparse.Namespace) -> int:
     if args.queue and args.queue not in stats:
         stats[args.queue] = QueueStats(0, 0, 0, 0, 0, False, None, 0, 0)
     if args.json:
-        _print_json({name: s.to_wire() for name, s in sorted(stats.items())})
+        print_json({name: s.to_wire() for name, s in sorted(stats.items())})
         return 0
     if not stats:
-        _out("no queues yet")
+        out("no queues yet")
         return 0
     headers = ["QUEUE", "WAITING", "DELAYED", "ACTIVE", "COMPLETED", "FAILED", "PAUSED",
                "OLDEST WAITING", "TOTAL DONE", "TOTAL FAILED"]
     rows = [[name, s.waiting, s.delayed, s.active, s.completed, s.failed,
              "yes" if s.paused else "no", _age(s.oldest_waiting_ms), s.total_completed,
              s.total_failed] for name, s in sorted(stats.items())]
-    _out(table(headers, rows))
+    out(table(headers, rows))
     return 0
 
 
@@ -219,14 +158,14 @@ async def _job(client: Client, args: argparse.Namespace) -> int:
                                queue=args.queue)
     described = describe_job(job)
     if args.json:
-        _print_json(described)
+        print_json(described)
         return 0
     width = max(len(key) for key in described)
     for key, value in described.items():
         text = value if isinstance(value, str) else json.dumps(value, default=repr)
         if key == "error" and value:
             text = "\n" + "\n".join("    " + line for line in str(value).splitlines())
-        _out(f"{key.ljust(width)}  {'-' if value is None else text}")
+        out(f"{key.ljust(width)}  {'-' if value is None else text}")
     return 0
 
 
@@ -264,7 +203,7 @@ async def _obliterate(client: Client, args: argparse.Namespace) -> int:
                   f"{s.failed} failed)? [y/N] ")
         answer = await asyncio.to_thread(input, prompt)
         if answer.strip().lower() not in ("y", "yes"):
-            _err("jobwire: not deleted")
+            err("jobwire: not deleted")
             return 1
     removed = await queue.obliterate(force=args.force)
     _say(args, {"queue": args.queue, "removed": removed},
@@ -298,16 +237,16 @@ async def _failed(client: Client, args: argparse.Namespace) -> int:
         if not page or len(jobs) >= total:
             break
     if args.json:
-        _print_json({"total": total, "jobs": [describe_job(job) for job in jobs]})
+        print_json({"total": total, "jobs": [describe_job(job) for job in jobs]})
         return 0
     if not jobs:
-        _out(f"no failed jobs in {args.queue}")
+        out(f"no failed jobs in {args.queue}")
         return 0
     rows = [[job.id, job.name, f"{job.attempts}/{job.max_attempts}", _when(job.finished_at),
              _first_line(job.error, 60)] for job in jobs]
-    _out(table(["ID", "NAME", "ATTEMPTS", "FAILED AT", "ERROR"], rows))
+    out(table(["ID", "NAME", "ATTEMPTS", "FAILED AT", "ERROR"], rows))
     if total > len(jobs):
-        _out(f"({len(jobs)} of {total} shown; --limit to see more)")
+        out(f"({len(jobs)} of {total} shown; --limit to see more)")
     return 0
 
 
@@ -317,17 +256,17 @@ async def _jobs(client: Client, args: argparse.Namespace) -> int:
     )
     listed = [_listed(info, page.holders.get(info.id)) for info in page.jobs]
     if args.json:
-        _print_json({"total": page.total, "offset": args.offset, "jobs": listed})
+        print_json({"total": page.total, "offset": args.offset, "jobs": listed})
         return 0
     if not listed:
-        _out(f"no jobs in {args.queue} ({page.total} in those states)")
+        out(f"no jobs in {args.queue} ({page.total} in those states)")
         return 0
     keys = ["id", "name", "state", "priority", "attempts", "created_at", "run_at",
             "lease_deadline", "conn", "error"]
     rows = [[_first_line(job[key], 40) if key == "error" else job[key] for key in keys]
             for job in listed]
-    _out(table([key.upper().replace("_", " ") for key in keys], rows))
-    _out(f"({args.offset + 1}..{args.offset + len(listed)} of {page.total})")
+    out(table([key.upper().replace("_", " ") for key in keys], rows))
+    out(f"({args.offset + 1}..{args.offset + len(listed)} of {page.total})")
     return 0
 
 
@@ -356,8 +295,8 @@ def describe_job(job: JobRecord) -> dict[str, Any]:
         "priority": job.priority, "attempts": job.attempts, "max_attempts": job.max_attempts,
         "created_at": _iso(job.created_at), "run_at": _iso(job.run_at),
         "started_at": _iso(job.started_at), "finished_at": _iso(job.finished_at),
-        "progress": _jsonable(job.progress), "data": _jsonable(_safe(lambda: job.data)),
-        "result": _jsonable(_safe(lambda: job.result)), "error": job.error,
+        "progress": jsonable(job.progress), "data": jsonable(_safe(lambda: job.data)),
+        "result": jsonable(_safe(lambda: job.result)), "error": job.error,
     }
 
 
@@ -385,13 +324,11 @@ def _cell(value: Any) -> str:
 
 def _say(args: argparse.Namespace, data: Mapping[str, Any], text: str) -> None:
     if args.json:
-        _print_json(data)
+        print_json(data)
     else:
-        _out(text)
+        out(text)
 
 
-def _print_json(data: Any) -> None:
-    _out(json.dumps(data, indent=2, sort_keys=False, default=repr))
 
 
 def _safe(get: Callable[[], Any]) -> Any:
@@ -401,18 +338,6 @@ def _safe(get: Callable[[], Any]) -> Any:
         return "<undecodable with this serializer: try --serializer>"
 
 
-def _jsonable(value: Any) -> Any:
-    """``value`` as JSON can hold it: bytes as ``{"base64": ...}``, and NaN and infinities (no
-    JSON number) as the strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"``."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
-    if isinstance(value, bytes):
-        return {"base64": base64.b64encode(value).decode()}
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    return value
 
 
 def _iso(seconds: float | None) -> str | None:
@@ -463,11 +388,11 @@ def main(
     if func is None:
         parser.print_help(sys.stderr)
         return 2
-    _streams.out, _streams.err = stdout, stderr
+    set_streams(stdout, stderr)
     try:
         code: int = func(args)
     finally:
-        _streams.out = _streams.err = None
+        set_streams(None, None)
     return code
 
 

@@ -17,7 +17,7 @@ import re
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from client.cli import _command, _common, _out, _print_json, parse_duration
+from client.cli_common import add_common, command, out, parse_duration, print_json
 from client.operations import QueueLimits
 from client.queue import Client
 
@@ -53,8 +53,8 @@ def add_limit_parser(subparsers: Any) -> None:
                    help="at most MAX starts per DURATION (10/1s, 100/1m, 5/250ms)")
     p.add_argument("--concurrency", type=int, metavar="N", help="at most N active jobs at once")
     p.add_argument("--clear", action="store_true", help="remove the rate and concurrency limits")
-    _common(p)
-    p.set_defaults(func=_command(_limit))
+    add_common(p)
+    p.set_defaults(func=command(_limit))
 
 
 async def _limit(client: Client, args: argparse.Namespace) -> int:
@@ -72,9 +72,9 @@ async def _limit(client: Client, args: argparse.Namespace) -> int:
         if args.rate is None and args.concurrency is None:
             limits = await queue.limits()
     if args.json:
-        _print_json({"queue": args.queue, **limits._asdict()})
+        print_json({"queue": args.queue, **limits._asdict()})
     else:
-        _out(describe_limits(args.queue, limits))
+        out(describe_limits(args.queue, limits))
     return 0
 
 
