@@ -50,7 +50,7 @@ async def run(args: argparse.Namespace) -> None:
 
             def as_changes(chunk: list[Job], delete: bool = False) -> Changes:
                 return Changes(
-                    jobs={job.id: None if delete else job for job in chunk}, queues={}
+                    jobs={job.seq: None if delete else job for job in chunk}, queues={}
                 )
 
             seconds = await timed_batches(journal, [as_changes(c) for c in chunks])
@@ -85,7 +85,7 @@ async def run(args: argparse.Namespace) -> None:
 
 
 async def group_commit(journal: Journal, count: int, producers: int) -> None:
-    pending: dict[str, Job | None] = {}
+    pending: dict[int, Job | None] = {}
     next_seq = 10_000_000
 
     def take_changes() -> Changes:
@@ -102,7 +102,7 @@ async def group_commit(journal: Journal, count: int, producers: int) -> None:
             for _ in range(100):
                 job = make_job(next_seq)
                 next_seq += 1
-                pending[job.id] = job
+                pending[job.seq] = job
             done: asyncio.Future[BaseException | None] = loop.create_future()
             committer.after_commit(done.set_result)
             if (error := await done) is not None:
@@ -124,7 +124,7 @@ async def group_commit(journal: Journal, count: int, producers: int) -> None:
 async def fill(journal: Journal, count: int, batch: int) -> None:
     for start in range(1, count + 1, batch):
         chunk = [make_job(seq) for seq in range(start, min(count + 1, start + batch))]
-        await journal.write(Changes(jobs={job.id: job for job in chunk}, queues={}))
+        await journal.write(Changes(jobs={job.seq: job for job in chunk}, queues={}))
 
 
 def report(what: str, rows: int, transactions: int, seconds: float) -> None:

@@ -51,7 +51,15 @@ import random
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from broker import core_admin, core_flow, core_lists, core_producer, core_recovery, core_worker
+from broker import (
+    core_admin,
+    core_flow,
+    core_lists,
+    core_obliterate,
+    core_producer,
+    core_recovery,
+    core_worker,
+)
 from broker.core_config import CoreConfig
 from broker.core_flow import QueueLimits
 from broker.core_state import Changes, CoreError, CoreState, QueueMeta, Snapshot
@@ -115,9 +123,10 @@ class Core:
     def enqueue(self, queue: str, specs: Sequence[JobSpec], now: int) -> EnqueueResult:
         """Add a batch of jobs to ``queue``, all or nothing.
 
-        A spec with a ``job_id`` that already exists (in any state, until retention or a cancel
-        removes it) creates nothing: its index is reported in ``duplicates`` and its id is
-        returned. ``run_at_ms`` wins over ``delay_ms``; a job due by ``now`` starts waiting.
+        A spec with a ``job_id`` that already exists in ``queue`` (in any state, until retention
+        or a cancel removes it; the same id in another queue is another job) creates nothing:
+        its index is reported in ``duplicates`` and its id is returned. ``run_at_ms`` wins over
+        ``delay_ms``; a job due by ``now`` starts waiting.
 
         Args:
             queue: the queue name (created on first use).
@@ -256,25 +265,34 @@ class Core:
 
     # ------------------------------------------------------------------ administration (core_admin)
 
-    def cancel(self, job_id: str, now: int) -> JobState:
+    def cancel(self, job_id: str, now: int, queue: str | None = None) -> JobState:
         """Delete a job in any state. An active job's lease is revoked: the worker's later
         ack/fail/extend gets ``NOT_FOUND``.
 
         Args:
             job_id: the job.
             now: the current time.
+            queue: the job's queue; needed only when the user id is live in several queues.
 
         Returns:
             The state the job was in.
 
         Raises:
-            CoreError: ``NOT_FOUND``.
+            CoreError: ``NOT_FOUND``, or ``AMBIGUOUS_ID`` (no ``queue`` and the id is live in
+                several queues).
         """
-        return core_admin.cancel(self._state, job_id, now)
+        return core_admin.cancel(self._state, job_id, queue, now)
 
-    def get(self, job_id: str) -> JobInfo | None:
-        """Describe a job, or ``None`` if there is no such job (never was, or removed)."""
-        return core_admin.get(self._state, job_id)
+    def get(self, job_id: str, queue: str | None = None) -> JobInfo | None:
+        """Describe a job, or ``None`` if there is no such job (never was, or removed).
+
+        Job ids are unique per queue: ``queue`` picks one; without it the id must be live in
+        one queue at most (broker-assigned ids always are).
+
+        Raises:
+            CoreError: ``AMBIGUOUS_ID`` (no ``queue`` and the id is live in several queues).
+        """
+        return core_admin.get(self._state, job_id, queue)
 
     def iter_jobs(self) -> Iterator[Job]:
         """Every live job, in no particular order (for tests and diagnostics; O(n))."""
@@ -394,12 +412,32 @@ class Core:
         """
         return core_admin.retry_failed(self._state, queue, job_ids, limit, now)
 
+    def obliterate(self, queue: str, force: bool, now: int) -> int:
+        """Delete ``queue`` and every job in it; ``stats`` no longer lists it, and the journal
+        deletes its rows in the same commit. A queue that does not exist removes nothing.
+
+        Args:
+            queue: the queue.
+            force: also delete active jobs, revoking their leases (as ``cancel`` does: the
+                worker's later ack/fail/extend gets ``NOT_FOUND``).
+            now: the current time.
+
+        Returns:
+            How many jobs were deleted.
+
+        Raises:
+            CoreError: ``CONFLICT`` when the queue has active jobs and ``force`` is false;
+                nothing is changed.
+        """
+        return core_obliterate.obliterate(self._state, queue, force, now)
+
     # ------------------------------------------------------------------ hand-offs to the I/O layer
 
     def take_changes(self) -> Changes:
         """Everything changed since the last call (the journal writes it as one transaction).
 
-        ``Changes.jobs`` maps each changed job id to the live ``Job`` (or ``None``: deleted);
+        ``Changes.jobs`` maps each changed job's ``seq`` to the live ``Job`` (or ``None``:
+        deleted);
         the journal must read the job's fields when it builds the transaction.
         """
         state = self._state
@@ -414,16 +452,17 @@ class Core:
         ready, state.ready_names = state.ready_names, set()
         return ready
 
-    def take_finished(self) -> set[str]:
-        """Ids of jobs that completed, failed or were deleted since the last call."""
+    def take_finished(self) -> set[tuple[str, str]]:
+        """``(queue, id)`` of jobs that completed, failed or were deleted since the last call."""
         state = self._state
         finished, state.finished_ids = state.finished_ids, set()
         state.gone_last, state.gone_at_finish = state.gone_at_finish, {}
         return finished
 
-    def final_info(self, job_id: str) -> JobInfo | None:
-        """How a job that was deleted the moment it finished (``remove_on_complete=True`` or
-        ``remove_on_fail=True``) ended, for the waiters of the last ``take_finished`` batch: so
-        a producer waiting on such a job gets its result instead of ``NOT_FOUND``."""
-        job = self._state.gone_last.get(job_id)
+    def final_info(self, job_id: str, queue: str) -> JobInfo | None:
+        """How job ``job_id`` of ``queue``, deleted the moment it finished
+        (``remove_on_complete=True`` or ``remove_on_fail=True``), ended, for the waiters of the
+        last ``take_finished`` batch: so a producer waiting on such a job gets its result
+        instead of ``NOT_FOUND``."""
+        job = self._state.gone_last.get((queue, job_id))
         return None if job is None else job_info(job)

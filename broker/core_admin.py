@@ -31,9 +31,9 @@ from protocol.replies import JobInfo, QueueStats
 _EMPTY_STATS = QueueStats(0, 0, 0, 0, 0, False, None, 0, 0)
 
 
-def cancel(core: CoreState, job_id: str, now: int) -> JobState:
+def cancel(core: CoreState, job_id: str, queue_name: str | None, now: int) -> JobState:
     """``Core.cancel`` (documented there)."""
-    job = core.jobs.get(job_id)
+    job = core.lookup(job_id, queue_name)
     if job is None:
         raise CoreError(ErrorCode.NOT_FOUND, f"no job {job_id!r}")
     queue = core.queues[job.queue]
@@ -52,9 +52,9 @@ def cancel(core: CoreState, job_id: str, now: int) -> JobState:
     return state
 
 
-def get(core: CoreState, job_id: str) -> JobInfo | None:
+def get(core: CoreState, job_id: str, queue: str | None = None) -> JobInfo | None:
     """``Core.get`` (documented there)."""
-    job = core.jobs.get(job_id)
+    job = core.lookup(job_id, queue)
     return None if job is None else job_info(job)
 
 
@@ -199,8 +199,8 @@ def retry_failed(
                 chosen[failed_job] = None
     else:
         for job_id in job_ids:
-            job = core.jobs.get(job_id)
-            if job is None or job.queue != queue or job.state is not FAILED:
+            job = core.find(queue, job_id)
+            if job is None or job.state is not FAILED:
                 not_failed.append(job_id)
             else:
                 chosen[job] = None
@@ -212,7 +212,7 @@ def retry_failed(
         job.finished_at = None
         job.result = None
         core.make_waiting(job, target, now)
-        core.changed_jobs[job.id] = job
+        core.changed_jobs[job.seq] = job
     core.unfinished += len(chosen)
     core.reschedule(target)
     return len(chosen), not_failed

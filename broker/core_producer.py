@@ -25,7 +25,7 @@ def enqueue(core: CoreState, queue: str, specs: Sequence[JobSpec], now: int) -> 
     if plain is not None:
         return plain
     config = core.config
-    jobs = core.jobs
+    find = core.find
     max_payload = config.max_payload
     fresh = 0
     seen: set[str] | None = None
@@ -37,7 +37,7 @@ def enqueue(core: CoreState, queue: str, specs: Sequence[JobSpec], now: int) -> 
             )
         job_id = spec.job_id
         if job_id is not None:
-            if job_id in jobs:
+            if find(queue, job_id) is not None:
                 continue
             if seen is None:
                 seen = {job_id}
@@ -58,6 +58,7 @@ def enqueue(core: CoreState, queue: str, specs: Sequence[JobSpec], now: int) -> 
     changed = core.changed_jobs
     default_attempts = config.default_max_attempts
     delayed = core.delayed
+    add = core.add
     ids: list[str] = []
     duplicates: list[int] = []
     last_options = NO_OPTIONS
@@ -70,7 +71,7 @@ def enqueue(core: CoreState, queue: str, specs: Sequence[JobSpec], now: int) -> 
          lease_ms, keep_completed, keep_failed) = spec
         if job_id is None:
             job_id = str(seq)
-        elif job_id in jobs:
+        elif find(qname, job_id) is not None:
             ids.append(job_id)
             duplicates.append(index)
             continue
@@ -113,9 +114,9 @@ def enqueue(core: CoreState, queue: str, specs: Sequence[JobSpec], now: int) -> 
             lane.append(job)
             if listing is not None:
                 listing.add(job)
+        add(job)
+        changed[seq] = job
         seq += 1
-        jobs[job_id] = job
-        changed[job_id] = job
         ids.append(job_id)
     core.seq = seq
     core.unfinished += fresh
@@ -170,8 +171,8 @@ def _enqueue_plain(
             max_attempts=attempts, options=NO_OPTIONS, state=WAITING, created_at=now,
         )
         lane.append(job)
-        jobs[job_id] = job
-        changed[job_id] = job
+        jobs[job_id] = job  # a broker-assigned id is unique: no need for core.add
+        changed[seq] = job
         ids.append(job_id)
         seq += 1
     core.seq = seq

@@ -51,7 +51,10 @@ def load(core: CoreState, snapshot: Snapshot, now: int) -> None:
         job.queue = queue.name
         name = names.get(job.name)
         job.name = core.intern(job.name) if name is None else name
-        index[job.id] = job
+        if job.id in index:  # a user id live in several queues
+            core.add(job)
+        else:
+            index[job.id] = job
         state = job.state
         if state is WAITING:
             waiting.append(job)

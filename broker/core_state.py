@@ -18,7 +18,7 @@ from typing import Final, Protocol
 from broker import backoff as backoff_policy
 from broker.core_config import CoreConfig
 from broker.heaps import DeadlineHeap, ReadyQueue
-from broker.jobs import Job
+from broker.jobs import Job, JobKey
 from broker.ratelimit import SlidingWindow
 from broker.retention import FinishedList
 from protocol.errors import ErrorCode
@@ -95,8 +95,10 @@ class Changes:
     unique across restarts even when the job with the highest id was deleted.
     """
 
-    jobs: dict[str, Job | None]
-    queues: dict[str, QueueMeta]
+    jobs: dict[int, Job | None]
+    """By ``seq`` (the journal's row key): the live job to write, or ``None`` to delete."""
+    queues: dict[str, QueueMeta | None]
+    """By name: the metadata to write, or ``None`` to delete the queue's row (obliterate)."""
     next_seq: int = 0
 
     def __bool__(self) -> bool:
@@ -145,7 +147,7 @@ class CoreState:
     __slots__ = (
         "changed_jobs", "changed_queues", "config", "delayed", "finished_ids", "flow_wakes",
         "gone_at_finish", "gone_last", "jobs", "leases", "names", "owned", "prune_counter",
-        "prunes", "queues", "ready_names", "rng", "seq", "token", "unfinished",
+        "prunes", "queues", "ready_names", "rng", "seq", "shared", "token", "unfinished",
     )
 
     def __init__(self, config: CoreConfig, *, rng: random.Random, token_base: int) -> None:
@@ -161,7 +163,10 @@ class CoreState:
         self.rng = rng
         self.token = token_base + 1
         self.seq = 1
-        self.jobs: dict[str, Job] = {}
+        self.jobs: dict[JobKey, Job] = {}
+        self.shared: dict[str, dict[str, None]] = {}
+        """User id -> the queues whose job of that id is keyed ``(queue, id)`` in ``jobs``
+        (``add``); empty unless one user id is live in several queues."""
         self.queues: dict[str, QueueState] = {}
         self.names: dict[str, str] = {}
         self.delayed = DeadlineHeap()
@@ -172,14 +177,15 @@ class CoreState:
         """``(time, queue)``: when a rate-limited or paused-for queue may have room again."""
         self.owned: dict[int, dict[Job, None]] = {}
         self.unfinished = 0
-        self.changed_jobs: dict[str, Job | None] = {}
-        self.changed_queues: dict[str, QueueMeta] = {}
+        self.changed_jobs: dict[int, Job | None] = {}
+        self.changed_queues: dict[str, QueueMeta | None] = {}
         self.ready_names: set[str] = set()
-        self.finished_ids: set[str] = set()
-        self.gone_at_finish: dict[str, Job] = {}
-        """Jobs deleted the moment they finished (retention keeping none), since the last
-        ``take_finished``: what a parked ``wait`` for them is answered with."""
-        self.gone_last: dict[str, Job] = {}
+        self.finished_ids: set[tuple[str, str]] = set()
+        """``(queue, id)`` of jobs that finished or were deleted since ``take_finished``."""
+        self.gone_at_finish: dict[tuple[str, str], Job] = {}
+        """Jobs deleted the moment they finished (retention keeping none), by ``(queue, id)``,
+        since the last ``take_finished``: what a parked ``wait`` for them is answered with."""
+        self.gone_last: dict[tuple[str, str], Job] = {}
 
     def queue(self, name: str) -> QueueState:
         """The queue named ``name``, created (and recorded for the journal) on first use."""
@@ -206,11 +212,76 @@ class CoreState:
             self.names[name] = name
         return name
 
+    # ------------------------------------------------------------------ the job index
+
+    def add(self, job: Job) -> None:
+        """File a new job in ``jobs`` (its id is not in its queue yet: ``find``).
+
+        Key: the id, unless a live job of another queue holds that key; then ``(queue, id)``,
+        noted in ``shared``. Broker-assigned ids are unique and never take the second form.
+        """
+        job_id = job.id
+        if job_id in self.jobs:
+            key = job.key = (job.queue, job_id)
+            self.shared.setdefault(job_id, {})[job.queue] = None
+            self.jobs[key] = job
+        else:
+            self.jobs[job_id] = job
+
+    def find(self, queue: str, job_id: str) -> Job | None:
+        """The live job ``job_id`` of ``queue``, or ``None``."""
+        job = self.jobs.get(job_id)
+        if job is not None and job.queue == queue:
+            return job
+        queues = self.shared.get(job_id)
+        if queues is not None and queue in queues:
+            return self.jobs[(queue, job_id)]
+        return None
+
+    def lookup(self, job_id: str, queue: str | None) -> Job | None:
+        """The job a ``get``/``wait``/``cancel`` names: by ``(queue, id)``, or by id alone.
+
+        Raises:
+            CoreError: ``AMBIGUOUS_ID`` when no queue is given and the id is live in several.
+        """
+        if queue is not None:
+            return self.find(queue, job_id)
+        queues = self.shared.get(job_id)
+        if queues is None:
+            return self.jobs.get(job_id)
+        found = [self.jobs[(name, job_id)] for name in queues]
+        first = self.jobs.get(job_id)
+        if first is not None:
+            found.append(first)
+        if len(found) == 1:
+            return found[0]
+        names = ", ".join(sorted(repr(job.queue) for job in found))
+        raise CoreError(
+            ErrorCode.AMBIGUOUS_ID,
+            f"job id {job_id!r} is in {len(found)} queues ({names}): give the queue",
+        )
+
+    def leased(self, job_id: str, token: int) -> Job | None:
+        """The job ``job_id`` whose lease token is ``token`` (tokens are unique, so this is never
+        ambiguous); else some live job of that id, for the error, or ``None``."""
+        job = self.jobs.get(job_id)
+        if job is not None and job.lease_token == token:
+            return job
+        queues = self.shared.get(job_id)
+        if queues is not None:
+            for name in queues:
+                other = self.jobs[(name, job_id)]
+                if other.lease_token == token:
+                    return other
+                if job is None:
+                    job = other
+        return job
+
     def is_live(self, job: Job) -> bool:
-        return self.jobs.get(job.id) is job
+        return self.jobs.get(job.key) is job
 
     def is_waiting(self, job: Job) -> bool:
-        return job.state is WAITING and self.jobs.get(job.id) is job
+        return job.state is WAITING and self.jobs.get(job.key) is job
 
     @staticmethod
     def lease_entry_live(entry: tuple[int, int, Job]) -> bool:
@@ -224,9 +295,15 @@ class CoreState:
 
     def delete(self, job: Job) -> None:
         """Remove ``job`` from the index; the caller fixes counters and structures."""
-        del self.jobs[job.id]
-        self.changed_jobs[job.id] = None
-        self.finished_ids.add(job.id)
+        key = job.key
+        del self.jobs[key]
+        if type(key) is tuple:
+            queues = self.shared[job.id]
+            del queues[job.queue]
+            if not queues:
+                del self.shared[job.id]
+        self.changed_jobs[job.seq] = None
+        self.finished_ids.add((job.queue, job.id))
 
     def make_waiting(self, job: Job, queue: QueueState, run_at: int) -> None:
         job.move_to(WAITING)
@@ -261,7 +338,7 @@ class CoreState:
             queue = self.queues[job.queue]
             queue.delayed -= 1
             self.make_waiting(job, queue, run_at)
-            self.changed_jobs[job.id] = job
+            self.changed_jobs[job.seq] = job
 
     def end_lease(self, job: Job, queue: QueueState, *, entry_popped: bool) -> None:
         """Clear an active job's lease (before it moves on or is deleted)."""
@@ -282,11 +359,11 @@ class CoreState:
     def finish(self, job: Job, queue: QueueState, finished: FinishedList, now: int) -> None:
         """File a job that just completed or failed (state already set) under retention."""
         self.unfinished -= 1
-        self.finished_ids.add(job.id)
+        self.finished_ids.add((job.queue, job.id))
         if finished.add(job, self.jobs, self.delete):
-            self.changed_jobs[job.id] = job
-        elif job.id not in self.jobs:
-            self.gone_at_finish[job.id] = job
+            self.changed_jobs[job.seq] = job
+        elif self.jobs.get(job.key) is not job:
+            self.gone_at_finish[(job.queue, job.id)] = job
         if finished.scheduled is None:
             self.schedule_prune(finished, queue)
 
@@ -329,7 +406,7 @@ class CoreState:
         """Count a failed attempt of an active job: failed, or retried after a delay."""
         self.end_lease(job, queue, entry_popped=entry_popped)
         job.error = error
-        self.changed_jobs[job.id] = job
+        self.changed_jobs[job.seq] = job
         if not retry or job.attempts >= job.max_attempts:
             job.move_to(FAILED)
             job.finished_at = now

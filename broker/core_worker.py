@@ -73,7 +73,7 @@ def reserve(
             while lane and len(out) < stop:
                 job = lane.popleft()
                 job_id = job.id
-                if job.state is not WAITING or jobs.get(job_id) is not job:
+                if job.state is not WAITING or jobs.get(job.key) is not job:
                     ready.stale -= 1
                     continue
                 if room is not None:
@@ -102,7 +102,7 @@ def reserve(
                     if owned is None:
                         owned = core.owned[owner] = {}
                 owned[job] = None
-                changed[job_id] = job
+                changed[job.seq] = job
                 out.append(_new_tuple(ReservedJob, (
                     job_id, qname, job.name, job.payload, attempts, job.max_attempts, token,
                     lease, deadline, job.created_at, job.progress,
@@ -134,6 +134,8 @@ def ack(core: CoreState, items: Sequence[AckItem], now: int) -> list[Outcome]:
     q: QueueState | None = None
     for job_id, token, result in items:
         job = jobs.get(job_id)
+        if job is None or job.lease_token != token:
+            job = core.leased(job_id, token)  # user ids live in several queues (rare)
         if job is None or job.lease_token != token or job.state is not ACTIVE:
             out.append(_lease_problem(job, job_id))
             continue
@@ -159,11 +161,11 @@ def ack(core: CoreState, items: Sequence[AckItem], now: int) -> list[Outcome]:
         job.result = result
         job.finished_at = now
         done += 1
-        finished_ids.add(job_id)
+        finished_ids.add((job.queue, job_id))
         if q.completed.add(job, jobs, delete):
-            changed[job_id] = job
+            changed[job.seq] = job
         else:  # removed on completion: its parked waiters still get the result
-            core.gone_at_finish[job_id] = job
+            core.gone_at_finish[(job.queue, job_id)] = job
         out.append(_OK_COMPLETED)
     if q is not None:
         _after_completions(core, q, done)
@@ -189,7 +191,7 @@ def fail(core: CoreState, items: Sequence[FailItem], now: int) -> list[Outcome]:
     core.promote_due(now)
     out: list[Outcome] = []
     for job_id, token, error, retry, delay_ms in items:
-        job = core.jobs.get(job_id)
+        job = core.leased(job_id, token)
         problem = _check_lease(job, job_id, token)
         if problem is not None:
             out.append(problem)
@@ -204,7 +206,7 @@ def extend(core: CoreState, items: Sequence[ExtendItem], now: int) -> list[Outco
     """``Core.extend`` (documented there)."""
     out: list[Outcome] = []
     for job_id, token, lease_ms in items:
-        job = core.jobs.get(job_id)
+        job = core.leased(job_id, token)
         problem = _check_lease(job, job_id, token)
         if problem is not None:
             out.append(problem)
@@ -217,7 +219,7 @@ def extend(core: CoreState, items: Sequence[ExtendItem], now: int) -> list[Outco
             core.leases.push(deadline, token, job)
             core.leases.stale += 1
         job.lease_deadline = deadline
-        core.changed_jobs[job_id] = job
+        core.changed_jobs[job.seq] = job
         out.append(Outcome(OK, deadline))
     return out
 
@@ -227,7 +229,7 @@ def release(core: CoreState, items: Sequence[ReleaseItem], now: int) -> list[Out
     core.promote_due(now)
     out: list[Outcome] = []
     for job_id, token, delay_ms, pause_queue in items:
-        job = core.jobs.get(job_id)
+        job = core.leased(job_id, token)
         problem = _check_lease(job, job_id, token)
         if problem is not None:
             out.append(problem)
@@ -238,7 +240,7 @@ def release(core: CoreState, items: Sequence[ReleaseItem], now: int) -> list[Out
             core_flow.pause_for(core, queue, now + delay_ms)
         core.end_lease(job, queue, entry_popped=False)
         job.attempts = max(0, job.attempts - 1)
-        core.changed_jobs[job_id] = job
+        core.changed_jobs[job.seq] = job
         if delay_ms:
             core.make_delayed(job, queue, now + delay_ms)
             out.append(_OUTCOME_OF_STATE[DELAYED])
@@ -250,7 +252,7 @@ def release(core: CoreState, items: Sequence[ReleaseItem], now: int) -> list[Out
 
 def progress(core: CoreState, job_id: str, token: int, value: Any, now: int) -> None:
     """``Core.progress`` (documented there)."""
-    job = core.jobs.get(job_id)
+    job = core.leased(job_id, token)
     problem = _check_lease(job, job_id, token)
     if problem is not None:
         raise CoreError(ErrorCode(problem.code), problem.value)
@@ -262,7 +264,7 @@ def progress(core: CoreState, job_id: str, token: int, value: Any, now: int) -> 
             f"progress of {size} bytes, limit {core.config.max_payload}",
         )
     job.progress = value
-    core.changed_jobs[job_id] = job
+    core.changed_jobs[job.seq] = job
 
 
 def _check_lease(job: Job | None, job_id: str, token: int) -> Outcome | None:

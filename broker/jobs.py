@@ -11,6 +11,9 @@ Invariants:
 - ``attempts`` counts deliveries that have started (a reservation starts one; a ``release``
   hands the job back and takes its one back).
 - ``seq`` is unique and increases with enqueue order; broker-assigned ids are ``str(seq)``.
+- ``key`` is the job's key in the core's index (``CoreState.jobs``): its ``id``, or
+  ``(queue, id)`` when another live job had the same user id when it was added (user ids are
+  unique per queue; see ``CoreState.add``). It never changes while the job lives.
 """
 
 from __future__ import annotations
@@ -18,6 +21,9 @@ from __future__ import annotations
 from typing import Any, Final, NamedTuple
 
 from protocol.model import Backoff, JobState, Retention
+
+JobKey = str | tuple[str, str]
+"""A job's key in the core's index: its id, or ``(queue, id)`` (see ``Job.key``)."""
 
 
 class IllegalTransition(Exception):
@@ -61,6 +67,7 @@ class Job:
         "error",
         "finished_at",
         "id",
+        "key",
         "lease_deadline",
         "lease_token",
         "max_attempts",
@@ -101,6 +108,7 @@ class Job:
     ) -> None:
         self.seq = seq
         self.id = job_id
+        self.key: JobKey = job_id
         self.queue = queue
         self.name = name
         self.payload = payload
@@ -139,6 +147,7 @@ class Job:
             started_at=self.started_at, finished_at=self.finished_at, progress=self.progress,
             result=self.result, error=self.error,
         )
+        copy.key = self.key
         copy.lease_token = self.lease_token
         copy.lease_deadline = self.lease_deadline
         copy.owner = self.owner

@@ -267,16 +267,17 @@ class Journal:
         """
         job_row = self._encoder.job_row
         upserts: list[tuple[Any, ...]] = []
-        deletes: list[tuple[str]] = []
-        for job_id, job in changes.jobs.items():
+        deletes: list[int] = []
+        for seq, job in changes.jobs.items():
             if job is None:
-                deletes.append((job_id,))
+                deletes.append(seq)
             else:
                 upserts.append(job_row(job))
-        queues = [
-            (meta.name, int(meta.paused), meta.total_completed, meta.total_failed,
-             meta.rate_max, meta.rate_period_ms, meta.concurrency, meta.paused_until)
-            for meta in changes.queues.values()
+        queues: list[tuple[Any, ...] | str] = [
+            name if meta is None  # obliterated: its row goes
+            else (meta.name, int(meta.paused), meta.total_completed, meta.total_failed,
+                  meta.rate_max, meta.rate_period_ms, meta.concurrency, meta.paused_until)
+            for name, meta in changes.queues.items()
         ]
         next_seq = changes.next_seq
         if not (upserts or deletes or queues):

@@ -21,7 +21,7 @@ from broker.log import get_logger
 from broker.schema import (
     APPLICATION_ID,
     CREATE_STATEMENTS,
-    REPLACE_JOB,
+    DELETE_QUEUE,
     SCHEMA_VERSION,
     SELECT_JOBS,
     SELECT_NEXT_SEQ,
@@ -30,8 +30,7 @@ from broker.schema import (
     UPSERT_NEXT_SEQ,
     UPSERT_QUEUE,
     delete_jobs_sql,
-    migrate_v1,
-    migrate_v2,
+    migrate,
     upsert_jobs_sql,
 )
 
@@ -166,16 +165,12 @@ def _check_schema(conn: sqlite3.Connection, path: Path) -> None:
             f"{path} has schema version {version}, written by a newer jobwire; this "
             f"version reads schema version {SCHEMA_VERSION}: upgrade jobwire"
         )
-    if version == 1:  # before row checksums: add them, in one transaction
+    if version in (1, 2, 3):  # an older schema (broker.schema, "History"): in one transaction
         started = time.perf_counter()
-        jobs = transaction(conn, migrate_v1)
-        _log.info("journal_migrated", path=str(path), from_version=1, to_version=2,
-                  jobs=jobs, seconds=round(time.perf_counter() - started, 3))
-        version = 2
-    if version == 2:  # before flow control: the queues' limit columns
-        queues = transaction(conn, migrate_v2)
-        _log.info("journal_migrated", path=str(path), from_version=2, to_version=3,
-                  queues=queues)
+        jobs = transaction(conn, migrate, version)
+        _log.info("journal_migrated", path=str(path), from_version=version,
+                  to_version=SCHEMA_VERSION, jobs=jobs,
+                  seconds=round(time.perf_counter() - started, 3))
     elif version != SCHEMA_VERSION:
         raise JournalError(
             f"{path} has unknown schema version {version} (expected {SCHEMA_VERSION})"
@@ -208,18 +203,18 @@ def transaction(conn: sqlite3.Connection, body: Callable[..., _T], *args: Any) -
 def write_rows(
     conn: sqlite3.Connection,
     upserts: list[tuple[Any, ...]],
-    deletes: list[tuple[str]],
-    queues: list[tuple[Any, ...]],
+    deletes: list[int],
+    queues: list[tuple[Any, ...] | str],
     next_seq: int,
 ) -> None:
     """The statements of one journal transaction (``Journal.write``, through ``transaction``)."""
     if deletes:
         _delete_rows(conn, deletes)
-    # Fewer rows changed than given: an id came back with a new seq (rare): use REPLACE.
-    if upserts and upsert_rows(conn, upserts) != len(upserts):
-        conn.executemany(REPLACE_JOB, upserts)
-    if queues:
-        conn.executemany(UPSERT_QUEUE, queues)
+    if upserts:
+        upsert_rows(conn, upserts)
+    if queues:  # a name alone: the queue was obliterated
+        conn.executemany(DELETE_QUEUE, [(row,) for row in queues if isinstance(row, str)])
+        conn.executemany(UPSERT_QUEUE, [row for row in queues if not isinstance(row, str)])
     if next_seq > 0:
         conn.execute(UPSERT_NEXT_SEQ, (next_seq,))
 
@@ -242,10 +237,10 @@ def upsert_rows(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> int:
     return changed
 
 
-def _delete_rows(conn: sqlite3.Connection, ids: list[tuple[str]]) -> None:
-    """Delete the rows of ``ids`` with multi-row ``DELETE ... IN (...)`` statements."""
-    for start, end in _chunks(len(ids)):
-        conn.execute(delete_jobs_sql(end - start), [row[0] for row in ids[start:end]])
+def _delete_rows(conn: sqlite3.Connection, seqs: list[int]) -> None:
+    """Delete the rows of ``seqs`` with multi-row ``DELETE ... IN (...)`` statements."""
+    for start, end in _chunks(len(seqs)):
+        conn.execute(delete_jobs_sql(end - start), seqs[start:end])
 
 
 def drop_rows(conn: sqlite3.Connection, seqs: list[int]) -> None:

@@ -53,7 +53,7 @@ class Waiter(Protocol):
 
     def finish_reserve(self, request_id: int, jobs: list[ReservedJob]) -> None: ...
 
-    def finish_wait(self, request_id: int, job_id: str) -> None: ...
+    def finish_wait(self, request_id: int, job_id: str, queue: str | None) -> None: ...
 
 
 _R = TypeVar("_R", Reserve, Wait)
@@ -79,7 +79,8 @@ class ParkedReserve(Parked[Reserve]):
 
 
 class ParkedWait(Parked[Wait]):
-    """A ``wait`` request waiting for one job to finish."""
+    """A ``wait`` request waiting for one job to finish; its ``request.queue`` is the job's
+    queue (filled in when it is parked: ids are unique per queue)."""
 
     __slots__ = ()
 
@@ -150,20 +151,29 @@ class ReserveWaiters:
         return list(seen)
 
 
+def _job_of(waiter: ParkedWait) -> tuple[str | None, str]:
+    return waiter.request.queue, waiter.request.job_id
+
+
+def _finish_wait(parked: ParkedWait) -> None:
+    request = parked.request
+    parked.session.finish_wait(parked.request_id, request.job_id, request.queue)
+
+
 class JobWaiters:
-    """Parked ``wait`` requests by job id."""
+    """Parked ``wait`` requests by ``(queue, job id)``."""
 
     __slots__ = ("_by_job", "_count")
 
     def __init__(self) -> None:
-        self._by_job: dict[str, dict[ParkedWait, None]] = {}
+        self._by_job: dict[tuple[str | None, str], dict[ParkedWait, None]] = {}
         self._count = 0
 
     def __len__(self) -> int:
         return self._count
 
     def park(self, waiter: ParkedWait) -> None:
-        self._by_job.setdefault(waiter.request.job_id, {})[waiter] = None
+        self._by_job.setdefault(_job_of(waiter), {})[waiter] = None
         waiter.session.parked.add(waiter)
         self._count += 1
 
@@ -177,13 +187,13 @@ class JobWaiters:
         if waiter.timer is not None:
             waiter.timer.cancel()
             waiter.timer = None
-        waiters = self._by_job.get(waiter.request.job_id)
+        waiters = self._by_job.get(_job_of(waiter))
         if waiters is not None:
             waiters.pop(waiter, None)
             if not waiters:
-                del self._by_job[waiter.request.job_id]
+                del self._by_job[_job_of(waiter)]
 
-    def take(self, job_ids: Iterable[str]) -> list[ParkedWait]:
+    def take(self, job_ids: Iterable[tuple[str, str]]) -> list[ParkedWait]:
         """Remove and return every waiter of the given jobs."""
         out: list[ParkedWait] = []
         for job_id in job_ids:
@@ -250,13 +260,13 @@ class Parking:
             request.timeout_ms / 1000, self._wait_timed_out, parked
         )
 
-    def wake(self, ready: Iterable[str], finished: Iterable[str]) -> None:
+    def wake(self, ready: Iterable[str], finished: Iterable[tuple[str, str]]) -> None:
         """Offer jobs of ``ready`` queues to their waiters; answer waits of ``finished`` jobs."""
         if self.reserves:
             self.reserves.wake(ready, self._serve)
         if self.waits:
             for parked in self.waits.take(finished):
-                parked.session.finish_wait(parked.request_id, parked.request.job_id)
+                _finish_wait(parked)
 
     def drop(self, session: Waiter) -> None:
         """Forget every request parked by a closed connection, unanswered."""
@@ -276,7 +286,7 @@ class Parking:
         """Answer every parked wait with its job as it is now (shutdown)."""
         for parked in self.waits.all():
             self.waits.remove(parked)
-            parked.session.finish_wait(parked.request_id, parked.request.job_id)
+            _finish_wait(parked)
 
     def _serve(self, parked: ParkedReserve) -> bool:
         if not parked.session.is_open:  # closing: jobs leased to it would only come back failed
@@ -299,4 +309,4 @@ class Parking:
         parked.timer = None
         if not parked.done:
             self.waits.remove(parked)
-            parked.session.finish_wait(parked.request_id, parked.request.job_id)
+            _finish_wait(parked)

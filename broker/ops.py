@@ -34,6 +34,7 @@ from protocol.operations import (
     LIMIT,
     LIST_FAILED,
     LIST_JOBS,
+    OBLITERATE,
     OPERATIONS,
     PAUSE,
     PING,
@@ -55,6 +56,7 @@ from protocol.operations import (
     Limit,
     ListFailed,
     ListJobs,
+    Obliterate,
     Operation,
     Pause,
     Progress,
@@ -232,21 +234,28 @@ def progress(broker: OpContext, conn: Conn, request_id: int, request: Progress, 
     return {}
 
 
-def reply_job(broker: OpContext, conn: Conn, request_id: int, job_id: str, missing: str, *,
-              woken: bool = False) -> None:
+def reply_job(
+    broker: OpContext, conn: Conn, request_id: int, job_id: str, queue: str | None, missing: str,
+    *, woken: bool = False,
+) -> None:
     """Answer ``get``/``wait`` with the job as it is now, once that state is durable.
 
     The core may hold changes that are not committed yet (an ack whose transaction is running,
     or a batch held back by a journal fault): a state read now could be reverted by a crash. So
     the answer leaves after the transaction holding every change made so far commits; if that
     transaction fails, the caller gets ``JOURNAL_FAILURE`` and asks again. ``missing`` is the
-    ``NOT_FOUND`` text when there is no such job. ``woken``: a parked ``wait`` answered because
-    its job finished, which gets the final state of a job deleted as it finished (retention
-    keeping none) rather than ``NOT_FOUND``.
+    ``NOT_FOUND`` text when there is no such job; ``queue`` is the job's queue if known.
+    ``woken``: a parked ``wait`` answered because its job finished (its ``queue`` is known),
+    which gets the final state of a job deleted as it finished (retention keeping none) rather
+    than ``NOT_FOUND``.
     """
-    info = broker.core.get(job_id)
-    if info is None and woken:
-        info = broker.core.final_info(job_id)
+    try:
+        info = broker.core.get(job_id, queue)
+    except CoreError as exc:  # AMBIGUOUS_ID: answered after the commit like every other answer
+        conn.error_after_commit(request_id, exc.code, exc.message)
+        return
+    if info is None and woken and queue is not None:
+        info = broker.core.final_info(job_id, queue)
     if info is None:
         conn.error_after_commit(request_id, ErrorCode.NOT_FOUND, missing)
     else:
@@ -255,24 +264,30 @@ def reply_job(broker: OpContext, conn: Conn, request_id: int, job_id: str, missi
 
 @handles(GET)
 def get(broker: OpContext, conn: Conn, request_id: int, request: Get, now: int) -> None:
-    reply_job(broker, conn, request_id, request.job_id, f"no job {request.job_id!r}")
+    reply_job(broker, conn, request_id, request.job_id, request.queue, _missing(request.job_id))
+
+
+def _missing(job_id: str) -> str:
+    return f"no job {job_id!r}"
 
 
 @handles(WAIT)
 def wait(broker: OpContext, conn: Conn, request_id: int, request: Wait, now: int) -> None:
-    info = broker.core.get(request.job_id)
+    info = broker.core.get(request.job_id, request.queue)
     if info is None or info.state in _FINISHED or request.timeout_ms == 0:
-        reply_job(broker, conn, request_id, request.job_id, f"no job {request.job_id!r}")
+        reply_job(broker, conn, request_id, request.job_id, request.queue,
+                  _missing(request.job_id))
     elif (refusal := broker.parking.refusal(conn)) is not None:
         raise CoreError(ErrorCode.OVERLOADED, refusal)
     else:
         conn.begin()
-        broker.parking.park_wait(conn, request_id, request)
+        # Parked under (queue, id): another queue's job of the same id does not wake it.
+        broker.parking.park_wait(conn, request_id, request._replace(queue=info.queue))
 
 
 @handles(CANCEL)
 def cancel(broker: OpContext, conn: Conn, request_id: int, request: Cancel, now: int) -> Body:
-    return {"state": broker.core.cancel(request.job_id, now)}
+    return {"state": broker.core.cancel(request.job_id, now, request.queue)}
 
 
 @handles(STATS)
@@ -348,6 +363,13 @@ def retry_failed(
         request.queue, request.job_ids, request.limit, now
     )
     return {"retried": retried, "not_failed": not_failed}
+
+
+@handles(OBLITERATE)
+def obliterate(
+    broker: OpContext, conn: Conn, request_id: int, request: Obliterate, now: int
+) -> Body:
+    return {"removed": broker.core.obliterate(request.queue, request.force, now)}
 
 
 _UNHANDLED: Final = set(OPERATIONS) - set(HANDLERS) - {HELLO.name}

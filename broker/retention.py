@@ -42,7 +42,7 @@ from collections.abc import Callable, Collection, Iterator
 from typing import Final
 
 from broker.heaps import COMPACT_MARGIN
-from broker.jobs import Job
+from broker.jobs import Job, JobKey
 from protocol.model import JobState, Retention
 
 NO_LIMIT: Final = 1 << 62
@@ -101,7 +101,7 @@ class FinishedList:
         self._entries.append(job)
         self.count += 1
 
-    def add(self, job: Job, live: dict[str, Job], remove: Callable[[Job], None]) -> bool:
+    def add(self, job: Job, live: dict[JobKey, Job], remove: Callable[[Job], None]) -> bool:
         """File a job that has just finished, then prune by count (the hot path's one call).
 
         Returns:
@@ -124,7 +124,7 @@ class FinishedList:
             self.prune_count(live, remove)
         return True
 
-    def prune_count(self, live: dict[str, Job], remove: Callable[[Job], None]) -> None:
+    def prune_count(self, live: dict[JobKey, Job], remove: Callable[[Job], None]) -> None:
         """Remove entries from the oldest end while the list holds more than their count limit.
 
         Args:
@@ -138,7 +138,7 @@ class FinishedList:
         default = self.default
         while self.count > self.tightest:
             head = entries[0]
-            if head.state is not state or live.get(head.id) is not head:
+            if head.state is not state or live.get(head.key) is not head:
                 entries.popleft()
                 self.stale -= 1
                 continue
@@ -151,7 +151,7 @@ class FinishedList:
             self.count -= 1
             remove(head)
 
-    def prune(self, now: int, live: dict[str, Job], remove: Callable[[Job], None]) -> None:
+    def prune(self, now: int, live: dict[JobKey, Job], remove: Callable[[Job], None]) -> None:
         """Remove entries from the oldest end while their count or age limit says so.
 
         Args:
@@ -165,7 +165,7 @@ class FinishedList:
         completed = self._completed
         while entries:
             head = entries[0]
-            if head.state is not state or live.get(head.id) is not head:
+            if head.state is not state or live.get(head.key) is not head:
                 entries.popleft()
                 self.stale -= 1
                 continue
@@ -183,12 +183,12 @@ class FinishedList:
                 continue
             return
 
-    def next_expiry(self, live: dict[str, Job]) -> int | None:
+    def next_expiry(self, live: dict[JobKey, Job]) -> int | None:
         """When the oldest live entry expires by age, or ``None`` (empty or kept forever)."""
         entries = self._entries
         while entries:
             head = entries[0]
-            if live.get(head.id) is not head or head.state is not self.state:
+            if live.get(head.key) is not head or head.state is not self.state:
                 entries.popleft()
                 self.stale -= 1
                 continue
@@ -197,14 +197,14 @@ class FinishedList:
             return expires_at(head.finished_at, retention_of(head, self.state, self.default))
         return None
 
-    def live(self, live: dict[str, Job]) -> Iterator[Job]:
+    def live(self, live: dict[JobKey, Job]) -> Iterator[Job]:
         """The live entries, oldest first."""
         state = self.state
         for job in self._entries:
-            if live.get(job.id) is job and job.state is state:
+            if live.get(job.key) is job and job.state is state:
                 yield job
 
-    def newest(self, live: dict[str, Job], offset: int, limit: int) -> list[Job]:
+    def newest(self, live: dict[JobKey, Job], offset: int, limit: int) -> list[Job]:
         """The live entries newest first, from the ``offset``-th, at most ``limit`` of them.
 
         Stale entries at the newest end are dropped first (each once), so the cost is
@@ -217,13 +217,13 @@ class FinishedList:
         state = self.state
         while entries:
             tail = entries[-1]
-            if live.get(tail.id) is tail and tail.state is state:
+            if live.get(tail.key) is tail and tail.state is state:
                 break
             entries.pop()
             self.stale -= 1
         skip = offset
         for job in reversed(entries):
-            if live.get(job.id) is not job or job.state is not state:
+            if live.get(job.key) is not job or job.state is not state:
                 continue
             if skip:
                 skip -= 1
@@ -233,13 +233,13 @@ class FinishedList:
                 break
         return page
 
-    def trim(self, live: dict[str, Job]) -> None:
+    def trim(self, live: dict[JobKey, Job]) -> None:
         """Drop the stale entries at the oldest end (each once)."""
         entries = self._entries
         state = self.state
         while entries:
             head = entries[0]
-            if live.get(head.id) is head and head.state is state:
+            if live.get(head.key) is head and head.state is state:
                 return
             entries.popleft()
             self.stale -= 1
@@ -249,12 +249,12 @@ class FinishedList:
         self.count -= 1
         self.stale += 1
 
-    def maybe_compact(self, live: dict[str, Job]) -> None:
+    def maybe_compact(self, live: dict[JobKey, Job]) -> None:
         """Rebuild when stale entries outnumber live ones by more than ``COMPACT_MARGIN``."""
         if self.stale > self.count + COMPACT_MARGIN:
             self.rebuild(live)
 
-    def remove(self, jobs: Collection[Job], live: dict[str, Job]) -> None:
+    def remove(self, jobs: Collection[Job], live: dict[JobKey, Job]) -> None:
         """Take ``jobs`` (live entries) out of the list, and drop stale entries. O(len(list)).
 
         The caller changes those jobs' state (or deletes them) afterwards or has already.
@@ -262,12 +262,12 @@ class FinishedList:
         state = self.state
         self._entries = deque(
             job for job in self._entries
-            if job not in jobs and live.get(job.id) is job and job.state is state
+            if job not in jobs and live.get(job.key) is job and job.state is state
         )
         self.count = len(self._entries)
         self.stale = 0
         self.tightest = min(map(self.limit_of, self._entries), default=NO_LIMIT)
 
-    def rebuild(self, live: dict[str, Job]) -> None:
+    def rebuild(self, live: dict[JobKey, Job]) -> None:
         """Drop stale entries. O(len(list))."""
         self.remove((), live)

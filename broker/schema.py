@@ -1,21 +1,29 @@
 """The journal's SQLite schema and the conversion between ``Job`` objects and table rows.
 
-Layout (``SCHEMA_VERSION`` 3, stored in ``PRAGMA user_version``; ``PRAGMA application_id`` marks
+Layout (``SCHEMA_VERSION`` 4, stored in ``PRAGMA user_version``; ``PRAGMA application_id`` marks
 the file as a jobwire journal):
 
-* ``jobs``: one row per job. ``seq`` is the ``INTEGER PRIMARY KEY`` (the rowid), so inserts of new
-  jobs append to the table's B-tree and a full scan returns jobs in enqueue order; ``id`` has a
-  UNIQUE index, the conflict target of the upsert and the key of deletes. ``state`` is a small
-  integer (``STATE_CODES``); ``options`` is NULL for ``NO_OPTIONS`` and otherwise a msgpack array
-  (see ``encode_options``); ``progress`` is msgpack, NULL when there is none. Lease fields
-  (``lease_token``, ``lease_deadline``, ``owner``) are never stored: a lease does not survive a
-  restart, and the core's recovery turns ACTIVE rows into failed attempts. ``crc`` is
-  ``row_checksum`` of the row's other columns, checked on load (``broker.integrity``).
+* ``jobs``: one row per job, keyed by ``seq`` alone: the ``INTEGER PRIMARY KEY`` (the rowid), so
+  inserts of new jobs append to the table's B-tree, a full scan returns jobs in enqueue order,
+  and the upsert's conflict target and the key of deletes is the rowid. ``seq`` never repeats (the
+  core's ``next_seq`` only grows), so a job deleted and enqueued again under the same id is a new
+  row. ``id`` has no index: user ids are unique per queue, not per broker (schema 4), and nothing
+  reads a row by id (the core loads every row at start); without the UNIQUE index each row costs
+  one B-tree instead of two. ``state`` is a small integer (``STATE_CODES``); ``options`` is NULL
+  for ``NO_OPTIONS`` and otherwise a msgpack array (see ``encode_options``); ``progress`` is
+  msgpack, NULL when there is none. Lease fields (``lease_token``, ``lease_deadline``,
+  ``owner``) are never stored: a lease does not survive a restart, and the core's recovery turns
+  ACTIVE rows into failed attempts. ``crc`` is ``row_checksum`` of the row's other columns,
+  checked on load (``broker.integrity``).
 * ``queues``: queue metadata keyed by name, with its flow control (schema 3): ``rate_max`` starts
   per ``rate_period_ms``, ``concurrency``, and ``paused_until`` (a "not now" pause), each NULL
   when not set.
 * ``meta``: broker-wide integers; ``next_seq`` (the core's next sequence number, which only
   grows, so broker-assigned ids stay unique after the newest job was deleted).
+
+History: schema 1 had no ``crc``; schema 2 added it and kept a UNIQUE index on ``id``; schema 3
+added the queues' flow control columns; schema 4 drops the index on ``id``. ``migrate`` brings
+an older journal to ``SCHEMA_VERSION`` in one transaction.
 
 Invariants: ``job_row`` and ``JOB_COLUMNS`` list the same columns in the same order, and
 ``jobs_from_rows`` reads them in that order; changing any of them means a new schema version.
@@ -34,7 +42,7 @@ import msgpack
 from broker.jobs import NO_OPTIONS, Job, JobOptions
 from protocol.model import Backoff, BackoffKind, JobState, Retention
 
-SCHEMA_VERSION: Final = 3
+SCHEMA_VERSION: Final = 4
 APPLICATION_ID: Final = 0x6A627772  # "jbwr": tells a jobwire journal from any other SQLite file
 
 JOB_COLUMNS: Final = (
@@ -60,11 +68,10 @@ JOB_COLUMNS: Final = (
 DATA_COLUMNS: Final = len(JOB_COLUMNS) - 1
 """Every column but ``crc``, which is the checksum of the others (``row_checksum``)."""
 
-CREATE_STATEMENTS: Final = (
-    """
-    CREATE TABLE jobs (
+CREATE_JOBS: Final = """
+    CREATE TABLE {table} (
         seq          INTEGER PRIMARY KEY,
-        id           TEXT    NOT NULL UNIQUE,
+        id           TEXT    NOT NULL,
         queue        TEXT    NOT NULL,
         name         TEXT    NOT NULL,
         payload      BLOB    NOT NULL,
@@ -82,7 +89,12 @@ CREATE_STATEMENTS: Final = (
         error        TEXT,
         crc          INTEGER NOT NULL DEFAULT 0
     )
-    """,
+    """
+"""The ``jobs`` table of the current schema (``{table}`` is its name: ``_migrate_v3`` builds it
+under another name first)."""
+
+CREATE_STATEMENTS: Final = (
+    CREATE_JOBS.format(table="jobs"),
     """
     CREATE TABLE queues (
         name            TEXT    PRIMARY KEY,
@@ -107,16 +119,10 @@ _INSERT_JOB: Final = (
     f"INTO jobs ({', '.join(JOB_COLUMNS)}) VALUES ({', '.join('?' * len(JOB_COLUMNS))})"
 )
 UPSERT_JOB: Final = (
-    f"INSERT {_INSERT_JOB} ON CONFLICT (id) DO UPDATE SET "
-    + ", ".join(
-        f"{column} = excluded.{column}" for column in JOB_COLUMNS if column not in ("seq", "id")
-    )
-    + " WHERE seq = excluded.seq"
+    f"INSERT {_INSERT_JOB} ON CONFLICT (seq) DO UPDATE SET "
+    + ", ".join(f"{column} = excluded.{column}" for column in JOB_COLUMNS if column != "seq")
 )
-"""Insert a job, or update its row in place. A job's ``seq`` never changes, and leaving the rowid
-out of the update makes it about 30% faster. The one way an id can come back with another ``seq``
-(deleted and enqueued again between two commits) matches no row here; the writer sees that in
-the row count and rewrites that batch with ``REPLACE_JOB``."""
+"""Insert a job, or update its row in place (the rowid is the conflict target: one B-tree)."""
 _UPSERT_SET: Final = UPSERT_JOB[UPSERT_JOB.index(" ON CONFLICT"):]
 _ROW_PARAMS: Final = f"({', '.join('?' * len(JOB_COLUMNS))})"
 UPSERT_CHUNKS: Final = (256, 128, 64, 32, 16, 8, 4, 2, 1)
@@ -137,14 +143,13 @@ _UPSERT_MANY: Final = {
     + ", ".join([_ROW_PARAMS] * rows) + _UPSERT_SET
     for rows in UPSERT_CHUNKS
 }
-REPLACE_JOB: Final = f"INSERT OR REPLACE {_INSERT_JOB}"
 _DELETE_MANY: Final = {
-    rows: f"DELETE FROM jobs WHERE id IN ({', '.join('?' * rows)})" for rows in UPSERT_CHUNKS
+    rows: f"DELETE FROM jobs WHERE seq IN ({', '.join('?' * rows)})" for rows in UPSERT_CHUNKS
 }
 
 
 def delete_jobs_sql(rows: int) -> str:
-    """Delete the jobs of ``rows`` ids in one statement (``rows`` in ``UPSERT_CHUNKS``)."""
+    """Delete the jobs of ``rows`` seqs in one statement (``rows`` in ``UPSERT_CHUNKS``)."""
     return _DELETE_MANY[rows]
 
 QUEUE_COLUMNS: Final = (
@@ -156,6 +161,7 @@ UPSERT_QUEUE: Final = (
     f"VALUES ({', '.join('?' * len(QUEUE_COLUMNS))}) ON CONFLICT (name) DO UPDATE SET "
     + ", ".join(f"{column} = excluded.{column}" for column in QUEUE_COLUMNS[1:])
 )
+DELETE_QUEUE: Final = "DELETE FROM queues WHERE name = ?"
 UPSERT_NEXT_SEQ: Final = (
     "INSERT INTO meta (key, value) VALUES ('next_seq', ?) "
     "ON CONFLICT (key) DO UPDATE SET value = max(value, excluded.value)"
@@ -257,29 +263,37 @@ def row_checksum(values: Sequence[Any], pack: Callable[[Any], bytes] | None = No
 MIGRATE_BATCH: Final = 10_000
 
 
-def migrate_v1(conn: sqlite3.Connection) -> int:
-    """Schema 1 -> 2: add ``crc`` and fill it in for every row. Run in one transaction.
+def migrate(conn: sqlite3.Connection, version: int) -> int:
+    """Bring a journal of schema ``version`` (1, 2 or 3) to ``SCHEMA_VERSION``, step by step;
+    the caller runs it in one transaction, so a failure leaves the file as it was.
 
     Returns:
         The number of job rows.
     """
+    if version == 1:
+        _migrate_v1(conn)
+    if version <= 2:
+        migrate_v2(conn)
+    return _migrate_v3(conn)
+
+
+def _migrate_v1(conn: sqlite3.Connection) -> None:
+    """Schema 1 -> 2: add ``crc`` and fill it in for every row."""
     conn.execute("ALTER TABLE jobs ADD COLUMN crc INTEGER NOT NULL DEFAULT 0")
     pack = msgpack.Packer(use_bin_type=True).pack
     select = (f"SELECT {', '.join(JOB_COLUMNS[:DATA_COLUMNS])} FROM jobs WHERE seq > ? "
               f"ORDER BY seq LIMIT {MIGRATE_BATCH}")
-    last, count = -(1 << 63), 0
+    last = -(1 << 63)
     # Batches by seq, each SELECT finished before its UPDATEs (no update under a running scan).
     while rows := conn.execute(select, (last,)).fetchall():
         conn.executemany("UPDATE jobs SET crc = ? WHERE seq = ?",
                          [(row_checksum(row, pack), row[0]) for row in rows])
         last = rows[-1][0]
-        count += len(rows)
     conn.execute("PRAGMA user_version = 2")
-    return count
 
 
 def migrate_v2(conn: sqlite3.Connection) -> int:
-    """Schema 2 -> 3: the queues' flow control columns (all NULL: no limits). One transaction.
+    """Schema 2 -> 3: the queues' flow control columns (all NULL: no limits).
 
     Returns:
         The number of queue rows.
@@ -288,6 +302,21 @@ def migrate_v2(conn: sqlite3.Connection) -> int:
         conn.execute(f"ALTER TABLE queues ADD COLUMN {column} INTEGER")
     conn.execute("PRAGMA user_version = 3")
     return int(conn.execute("SELECT count(*) FROM queues").fetchone()[0])
+
+
+def _migrate_v3(conn: sqlite3.Connection) -> int:
+    """Schema 3 -> 4: drop the UNIQUE index on ``id``. SQLite cannot drop a column constraint,
+    so the table is rebuilt (rows copied as they are, in ``seq`` order: the checksums stay
+    valid, since the columns are the same)."""
+    conn.execute(CREATE_JOBS.format(table="jobs_v4"))
+    columns = ", ".join(JOB_COLUMNS)
+    count = conn.execute(
+        f"INSERT INTO jobs_v4 ({columns}) SELECT {columns} FROM jobs ORDER BY seq"
+    ).rowcount
+    conn.execute("DROP TABLE jobs")
+    conn.execute("ALTER TABLE jobs_v4 RENAME TO jobs")
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    return int(count)
 
 
 class RowEncoder:

@@ -490,8 +490,8 @@ class Session(asyncio.Protocol):
         self._end()
         self.reply(request_id, {"jobs": jobs})
 
-    def finish_wait(self, request_id: int, job_id: str) -> None:
+    def finish_wait(self, request_id: int, job_id: str, queue: str | None) -> None:
         """Answer a parked wait (its job finished or its time ran out)."""
         self._end()
-        reply_job(self.broker, self, request_id, job_id, f"job {job_id!r} was removed",
+        reply_job(self.broker, self, request_id, job_id, queue, f"job {job_id!r} was removed",
                   woken=True)

@@ -24,6 +24,7 @@ from client.endpoint import (
     parse_url,
 )
 from client.errors import (
+    AmbiguousIdError,
     AuthenticationError,
     BrokerError,
     ConflictError,
@@ -55,7 +56,8 @@ from protocol.model import JobState
 from protocol.replies import JobInfo, JobPage, QueueStats
 
 __all__ = [
-    "DEFAULT_URL", "JSON", "MSGPACK", "RAW", "AuthenticationError", "BrokerError", "Client",
+    "DEFAULT_URL", "JSON", "MSGPACK", "RAW", "AmbiguousIdError", "AuthenticationError",
+    "BrokerError", "Client",
     "ConflictError", "Connection", "ConnectionClosedError", "ConnectionLostError",
     "ConnectionState", "ConnectionStatistics", "DrainingError", "Job", "JobContext",
     "JobFailed", "JobInfo", "JobPage", "JobRecord", "JobState", "JobwireError",

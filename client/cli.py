@@ -12,6 +12,7 @@ else ``jobwire://127.0.0.1:7400``); the admin commands print readable tables, or
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -21,6 +22,7 @@ from typing import Any, TextIO
 from client.cli_common import (
     add_common,
     command,
+    err,
     jsonable,
     out,
     parse_duration,
@@ -52,6 +54,8 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser("job", help="show one job", description="Everything the broker "
                               "knows about one job: state, attempts, progress, result, last error.")
     p.add_argument("job_id", metavar="ID")
+    p.add_argument("--queue", "-q", help="the job's queue (needed when a user-given id is a "
+                   "job's in several queues: ids are unique per queue)")
     p.add_argument("--serializer", default="msgpack", help="how to decode data and result "
                    "(msgpack, json, raw; default msgpack)")
     add_common(p)
@@ -89,6 +93,17 @@ def register(subparsers: Any) -> None:
     p.add_argument("--offset", type=int, default=0, help="skip this many first (default 0)")
     add_common(p)
     p.set_defaults(func=command(_jobs))
+
+    p = subparsers.add_parser("obliterate", help="delete a queue and all its jobs",
+                              description="Delete QUEUE and every job in it (the queue leaves "
+                              "`jobwire stats`). Refused while jobs are active unless --force, "
+                              "which revokes their leases. Asks first on a terminal; elsewhere "
+                              "it needs --yes.")
+    p.add_argument("queue", metavar="QUEUE")
+    p.add_argument("--force", action="store_true", help="also delete active jobs")
+    p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    add_common(p)
+    p.set_defaults(func=command(_obliterate))
 
     p = subparsers.add_parser("failed", help="list (and retry) failed jobs",
                               description="List QUEUE's failed jobs, newest first; --retry moves "
@@ -139,7 +154,8 @@ async def _stats(client: Client, args: argparse.Namespace) -> int:
 
 
 async def _job(client: Client, args: argparse.Namespace) -> int:
-    job = await client.get_job(args.job_id, serializer=get_serializer(args.serializer))
+    job = await client.get_job(args.job_id, serializer=get_serializer(args.serializer),
+                               queue=args.queue)
     described = describe_job(job)
     if args.json:
         print_json(described)
@@ -171,6 +187,27 @@ async def _clean(client: Client, args: argparse.Namespace) -> int:
     )
     _say(args, {"queue": args.queue, "state": args.state, "removed": removed},
          f"removed {removed} {args.state} job(s) from {args.queue}")
+    return 0
+
+
+async def _obliterate(client: Client, args: argparse.Namespace) -> int:
+    queue = client.queue(args.queue)
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise ValueError(f"obliterate deletes {args.queue!r} and all its jobs: pass --yes "
+                             "to confirm (stdin is not a terminal to ask)")
+        s = await queue.stats()
+        held = s.waiting + s.delayed + s.active + s.completed + s.failed
+        prompt = (f"Delete queue {args.queue!r} and its {held} job(s) ({s.waiting} waiting, "
+                  f"{s.delayed} delayed, {s.active} active, {s.completed} completed, "
+                  f"{s.failed} failed)? [y/N] ")
+        answer = await asyncio.to_thread(input, prompt)
+        if answer.strip().lower() not in ("y", "yes"):
+            err("jobwire: not deleted")
+            return 1
+    removed = await queue.obliterate(force=args.force)
+    _say(args, {"queue": args.queue, "removed": removed},
+         f"obliterated {args.queue}: {removed} job(s) deleted")
     return 0
 
 

@@ -63,7 +63,13 @@ class StaleLeaseError(BrokerError):
 
 
 class ConflictError(BrokerError):
-    """``CONFLICT``: the job is not in a state the operation applies to."""
+    """``CONFLICT``: the job is not in a state the operation applies to (or ``obliterate`` of a
+    queue with active jobs without ``force``)."""
+
+
+class AmbiguousIdError(BrokerError):
+    """``AMBIGUOUS_ID``: the job id is a job's in several queues (ids are unique per queue):
+    give the queue (``Queue.get_job``, or ``queue=``)."""
 
 
 class BadArgumentError(BrokerError):
@@ -102,6 +108,7 @@ _BY_CODE: Final[dict[str, type[BrokerError]]] = {
     ErrorCode.NOT_FOUND: NotFoundError,
     ErrorCode.STALE_LEASE: StaleLeaseError,
     ErrorCode.CONFLICT: ConflictError,
+    ErrorCode.AMBIGUOUS_ID: AmbiguousIdError,
     ErrorCode.BAD_ARGUMENT: BadArgumentError,
     ErrorCode.UNKNOWN_OP: ProtocolMismatchError,
     ErrorCode.PAYLOAD_TOO_LARGE: PayloadTooLargeError,

@@ -173,10 +173,10 @@ class JobRecord:
             self._apply(info)
 
     def refresh_call(self) -> Call[None]:
-        return Call(Get(self.id), self._apply_body)
+        return Call(Get(self.id, self.queue), self._apply_body)
 
     def remove_call(self) -> Call[JobState]:
-        return cancel_call(self.id)
+        return cancel_call(self.id, self.queue)
 
     def retry_call(self) -> Call[None]:
         return Call(RetryFailed(self.queue, (self.id,)),
@@ -200,7 +200,8 @@ class JobRecord:
                     raise WaitTimeoutError(f"job {self.id} not finished within {timeout:g}s")
                 chunk = min(chunk, remaining)
             timeout_ms = max(0, min(MAX_WAIT_MS, int(chunk * 1000)))
-            yield Call(Wait(self.id, timeout_ms), self._apply_body, chunk + request_timeout)
+            yield Call(Wait(self.id, timeout_ms, self.queue), self._apply_body,
+                       chunk + request_timeout)
 
 
 class JobHandle(JobRecord, Generic[S]):
@@ -298,9 +299,9 @@ class Job(JobHandle[AsyncSender]):
         await send(self._sender, self.retry_call())
 
 
-def cancel_call(job_id: str) -> Call[JobState]:
+def cancel_call(job_id: str, queue: str | None = None) -> Call[JobState]:
     """Delete a job; the result is the state it was in."""
-    return Call(Cancel(job_id), _prior_state)
+    return Call(Cancel(job_id, queue), _prior_state)
 
 
 def _prior_state(body: Mapping[str, Any]) -> JobState:

@@ -38,6 +38,7 @@ from protocol.operations import (
     Limit,
     ListFailed,
     ListJobs,
+    Obliterate,
     Pause,
     Ping,
     Resume,
@@ -53,13 +54,14 @@ EMPTY_QUEUE_STATS: Final = QueueStats(0, 0, 0, 0, 0, False, None, 0, 0)
 
 
 def get_job_call(
-    job_type: type[J], sender: Any, job_id: str, serializer: Serializer
+    job_type: type[J], sender: Any, job_id: str, serializer: Serializer, queue: str | None = None
 ) -> Call[J]:
-    """Fetch a job by id; the result is a handle of ``job_type`` bound to ``sender``.
+    """Fetch a job by id (of ``queue``, if given: user ids are unique per queue); the result is
+    a handle of ``job_type`` bound to ``sender``.
 
     The parser raises ``NotFoundError`` when the broker says there is no such job.
     """
-    return Call(Get(job_id), partial(_found, job_type, sender, job_id, serializer))
+    return Call(Get(job_id, queue), partial(_found, job_type, sender, job_id, serializer))
 
 
 def _found(
@@ -236,7 +238,7 @@ class QueueOperations(Generic[J]):
         return BulkCall(requests, partial(enqueued_jobs, items, batches, make_job=self._job))
 
     def get_job_call(self, job_id: str) -> Call[J]:
-        return get_job_call(self._job_type, self._sender, job_id, self.serializer)
+        return get_job_call(self._job_type, self._sender, job_id, self.serializer, self.name)
 
     def stats_call(self) -> Call[QueueStats]:
         return Call(Stats(self.name), self._own_stats)
@@ -288,7 +290,10 @@ class QueueOperations(Generic[J]):
         return Call(RetryFailed(self.name, tuple(job_ids), None), _retried_and_left)
 
     def remove_call(self, job_id: str) -> Call[JobState]:
-        return cancel_call(job_id)
+        return cancel_call(job_id, self.name)
+
+    def obliterate_call(self, force: bool) -> Call[int]:
+        return Call(Obliterate(self.name, force), _removed)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"

@@ -15,6 +15,7 @@ concurrent ``add`` calls share one socket and overlap their round trips.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Self
 
@@ -22,6 +23,7 @@ from client.batcher import AddBatcher
 from client.call import send
 from client.connection import Connection
 from client.endpoint import DEFAULT_URL, ConnectionStatistics
+from client.errors import NotFoundError
 from client.job import Job, cancel_call
 from client.operations import (
     QueueLimits,
@@ -102,22 +104,29 @@ class Client:
             defaults=defaults,
         )
 
-    async def get_job(self, job_id: str, *, serializer: Serializer | str | None = None) -> Job:
-        """Fetch a job by id.
+    async def get_job(
+        self, job_id: str, *, serializer: Serializer | str | None = None,
+        queue: str | None = None,
+    ) -> Job:
+        """Fetch a job by id. User ids are unique per queue: ``queue`` picks one (or use
+        ``Queue.get_job``); broker-assigned ids need no queue.
 
         Raises:
             NotFoundError: no such job (never existed, removed, or pruned).
+            AmbiguousIdError: no ``queue`` and the id is a job's in several queues.
         """
         ser = self.serializer if serializer is None else get_serializer(serializer)
-        return await send(self.connection, get_job_call(Job, self.connection, job_id, ser))
+        call = get_job_call(Job, self.connection, job_id, ser, queue)
+        return await send(self.connection, call)
 
-    async def remove_job(self, job_id: str) -> JobState:
+    async def remove_job(self, job_id: str, *, queue: str | None = None) -> JobState:
         """Delete a job (revoking its lease if active). Returns the state it was in.
 
         Raises:
             NotFoundError: no such job.
+            AmbiguousIdError: no ``queue`` and the id is a job's in several queues.
         """
-        return await send(self.connection, cancel_call(job_id))
+        return await send(self.connection, cancel_call(job_id, queue))
 
     async def stats(self, queue: str | None = None) -> dict[str, QueueStats]:
         """Counters per queue: every queue (in creation order, fetched page by page), or just
@@ -179,7 +188,9 @@ class Queue(QueueOperations[Job]):
         ``Client(batch_adds=...)``); each still gets its own job and its own error.
 
         Returns:
-            The job; ``job.duplicate`` is true if ``job_id`` already existed (nothing created).
+            The job; ``job.duplicate`` is true if ``job_id`` already existed in this queue
+            (nothing created): the job is then the stored one, with its data, name and state as
+            the broker holds them, not this call's (one more round trip, duplicates only).
 
         Raises:
             BrokerError: e.g. ``QueueFullError``, ``PayloadTooLargeError``, ``DrainingError``.
@@ -189,10 +200,14 @@ class Queue(QueueOperations[Job]):
         request = self.add_request(name, data, options)
         batcher = self._batcher
         if batcher is None:
-            return self.added(request, data, await self._conn.request(request))
-        spec = request.jobs[0]
-        job_id, duplicate = await batcher.add(self.name, spec)
-        return self._job(spec, job_id, data, duplicate)
+            job = self.added(request, data, await self._conn.request(request))
+        else:
+            spec = request.jobs[0]
+            job_id, duplicate = await batcher.add(self.name, spec)
+            job = self._job(spec, job_id, data, duplicate)
+        if job.duplicate:
+            await _as_stored(job)
+        return job
 
     async def add_bulk(self, jobs: Iterable[Any]) -> list[Job]:
         """Enqueue many jobs in one round trip (split into several pipelined requests only
@@ -204,7 +219,7 @@ class Queue(QueueOperations[Job]):
                 level of the map).
 
         Returns:
-            One ``Job`` per item, in order.
+            One ``Job`` per item, in order; a duplicate is the stored job (see ``add``).
 
         Raises:
             BrokerError: a request was refused; each request is all-or-nothing, and with more
@@ -212,10 +227,12 @@ class Queue(QueueOperations[Job]):
         """
         call = self.add_bulk_call(jobs, self._conn.server)
         conn = self._conn
-        return call.parse(await asyncio.gather(*(conn.request(r) for r in call.requests)))
+        added = call.parse(await asyncio.gather(*(conn.request(r) for r in call.requests)))
+        await asyncio.gather(*(_as_stored(job) for job in added if job.duplicate))
+        return added
 
     async def get_job(self, job_id: str) -> Job:
-        """Fetch a job by id with this queue's serializer (see ``Client.get_job``)."""
+        """Fetch this queue's job ``job_id`` with this queue's serializer."""
         return await send(self._conn, self.get_job_call(job_id))
 
     async def stats(self) -> QueueStats:
@@ -329,8 +346,30 @@ class Queue(QueueOperations[Job]):
         return await send(self._conn, self.retry_failed_ids_call(job_ids))
 
     async def remove(self, job_id: str) -> JobState:
-        """Delete one job (see ``Client.remove_job``)."""
+        """Delete this queue's job ``job_id`` (see ``Client.remove_job``)."""
         return await send(self._conn, self.remove_call(job_id))
+
+    async def obliterate(self, force: bool = False) -> int:
+        """Delete this queue and every job in it; ``stats`` no longer lists it. Its jobs'
+        ``wait`` calls end with ``NotFoundError``.
+
+        Args:
+            force: also delete active jobs, revoking their leases (their workers' acks get
+                ``NotFoundError``); without it a queue with active jobs is refused.
+
+        Returns:
+            How many jobs were deleted.
+
+        Raises:
+            ConflictError: the queue has active jobs and ``force`` is false (nothing changed).
+        """
+        return await send(self._conn, self.obliterate_call(force))
+
+
+async def _as_stored(job: Job) -> None:
+    """Make a duplicate's handle show the job the broker holds, not the request that found it."""
+    with contextlib.suppress(NotFoundError):  # removed since: only the request's view is left
+        await job.refresh()
 
 
 __all__ = ["Client", "Queue"]

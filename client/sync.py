@@ -38,6 +38,7 @@ from client.errors import (
     ConnectionClosedError,
     ConnectionLostError,
     JournalFailureError,
+    NotFoundError,
     RequestTimeoutError,
     broker_error,
 )
@@ -255,18 +256,22 @@ class SyncClient:
         ser = self.serializer if serializer is None else get_serializer(serializer)
         return SyncQueue(self, name, ser, defaults)
 
-    def get_job(self, job_id: str, *, serializer: Serializer | str | None = None) -> SyncJob:
-        """Fetch a job by id.
+    def get_job(
+        self, job_id: str, *, serializer: Serializer | str | None = None,
+        queue: str | None = None,
+    ) -> SyncJob:
+        """Fetch a job by id (of ``queue``, if given: see ``Client.get_job``).
 
         Raises:
             NotFoundError: no such job.
+            AmbiguousIdError: no ``queue`` and the id is a job's in several queues.
         """
         ser = self.serializer if serializer is None else get_serializer(serializer)
-        return self.call(get_job_call(SyncJob, self, job_id, ser))
+        return self.call(get_job_call(SyncJob, self, job_id, ser, queue))
 
-    def remove_job(self, job_id: str) -> JobState:
+    def remove_job(self, job_id: str, *, queue: str | None = None) -> JobState:
         """Delete a job; returns the state it was in."""
-        return self.call(cancel_call(job_id))
+        return self.call(cancel_call(job_id, queue))
 
     def stats(self, queue: str | None = None) -> dict[str, QueueStats]:
         """Counters per queue: every queue (page by page), or just ``queue``."""
@@ -299,11 +304,18 @@ class SyncQueue(QueueOperations["SyncJob"]):
     def add(self, name: str, data: Any = None, **options: Any) -> SyncJob:
         """Enqueue one job (same options as ``client.Queue.add``); returns once durable."""
         request = self.add_request(name, data, options)
-        return self.added(request, data, self._client.request(request))
+        job = self.added(request, data, self._client.request(request))
+        if job.duplicate:
+            _as_stored(job)
+        return job
 
     def add_bulk(self, jobs: Iterable[Any]) -> list[SyncJob]:
         """Enqueue many jobs in one round trip (see ``client.Queue.add_bulk``)."""
-        return self._client.call_bulk(self.add_bulk_call(jobs, self._client.server))
+        added = self._client.call_bulk(self.add_bulk_call(jobs, self._client.server))
+        for job in added:
+            if job.duplicate:
+                _as_stored(job)
+        return added
 
     def get_job(self, job_id: str) -> SyncJob:
         """Fetch a job by id with this queue's serializer."""
@@ -382,8 +394,18 @@ class SyncQueue(QueueOperations["SyncJob"]):
         return self._client.call(self.retry_failed_ids_call(job_ids))
 
     def remove(self, job_id: str) -> JobState:
-        """Delete one job; returns the state it was in."""
+        """Delete this queue's job ``job_id``; returns the state it was in."""
         return self._client.call(self.remove_call(job_id))
+
+    def obliterate(self, force: bool = False) -> int:
+        """Delete this queue and its jobs; returns how many (see ``Queue.obliterate``)."""
+        return self._client.call(self.obliterate_call(force))
+
+
+def _as_stored(job: SyncJob) -> None:
+    """A duplicate's handle shows the stored job, not the request (see ``client.Queue.add``)."""
+    with contextlib.suppress(NotFoundError):  # removed since: only the request's view is left
+        job.refresh()
 
 
 class SyncJob(JobHandle[SyncClient]):

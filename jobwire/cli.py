@@ -4,7 +4,7 @@ Each command's arguments and the function that runs it belong to its layer:
 
 * ``serve``: ``broker/cli.py``;
 * ``worker``: ``client/worker_cli.py``; ``stats``, ``job``, ``pause``, ``resume``, ``clean``,
-  ``failed``: ``client/cli.py``;
+  ``obliterate``, ``failed``: ``client/cli.py``;
 * ``bench``: ``bench/cli.py``.
 
 Each sets ``func`` (``Callable[[argparse.Namespace], int]``) on its parser; ``main`` calls it and

@@ -38,6 +38,9 @@ class ErrorCode(StrEnum):
     """A job payload, result or progress value exceeds the broker's per-job limit."""
     NOT_FOUND = "NOT_FOUND"
     """No job with that id (never existed, removed, or pruned by retention)."""
+    AMBIGUOUS_ID = "AMBIGUOUS_ID"
+    """The job id names jobs in several queues (user ids are unique per queue): give the
+    ``queue`` field. Nothing was changed."""
     STALE_LEASE = "STALE_LEASE"
     """The lease token is not the job's current one: the lease expired, was revoked, or the job
     moved on. Nothing was changed."""

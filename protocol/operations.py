@@ -253,13 +253,17 @@ PROGRESS: Final[Operation[Progress, None]] = declare(Operation(
 # --------------------------------------------------------------------------- jobs
 
 
+# Job ids are unique per queue: ``queue`` picks the job when its user id is live in several
+# queues (else ``AMBIGUOUS_ID``); broker-assigned ids are unique in the broker.
 class Get(NamedTuple):
     job_id: str
+    queue: str | None = None
 
 
 # Reads of one job wait for the commit too: they must never show a state a crash could revert.
 GET: Final[Operation[Get, JobInfo]] = declare(Operation(
-    "get", Get, (Field("id", check_name),), reply=parse_job_info, after_commit=True,
+    "get", Get, (Field("id", check_name), Field("queue", check_name, None)),
+    reply=parse_job_info, after_commit=True,
 ))
 """Reply: ``{job: JobInfo map}``; ``NOT_FOUND`` when the job does not exist."""
 
@@ -267,11 +271,13 @@ GET: Final[Operation[Get, JobInfo]] = declare(Operation(
 class Wait(NamedTuple):
     job_id: str
     timeout_ms: int = 30_000
+    queue: str | None = None
 
 
 WAIT: Final[Operation[Wait, JobInfo]] = declare(Operation(
     "wait", Wait,
-    (Field("id", check_name), Field("timeout_ms", int_in(0, MAX_WAIT_MS), 30_000)),
+    (Field("id", check_name), Field("timeout_ms", int_in(0, MAX_WAIT_MS), 30_000),
+     Field("queue", check_name, None)),
     reply=parse_job_info,
     after_commit=True,
 ))
@@ -280,10 +286,12 @@ WAIT: Final[Operation[Wait, JobInfo]] = declare(Operation(
 
 class Cancel(NamedTuple):
     job_id: str
+    queue: str | None = None
 
 
 CANCEL: Final[Operation[Cancel, JobState]] = declare(Operation(
-    "cancel", Cancel, (Field("id", check_name),), reply=parse_state, after_commit=True,
+    "cancel", Cancel, (Field("id", check_name), Field("queue", check_name, None)),
+    reply=parse_state, after_commit=True,
 ))
 """Reply: ``{state: the state the job was in}``."""
 
@@ -458,3 +466,24 @@ LIMIT: Final[Operation[Limit, dict[str, int | None]]] = declare(Operation(
 ))
 """Reply: ``{limits: {rate_max, rate_period_ms, concurrency, paused_until}}`` (nil: not set),
 the queue's flow control after the change."""
+
+
+class Obliterate(NamedTuple):
+    queue: str
+    force: bool = False
+
+
+def _flag(value: Any, field: str) -> bool:
+    if type(value) is not bool:
+        raise bad_argument(field, "bool")
+    return value
+
+
+OBLITERATE: Final[Operation[Obliterate, int]] = declare(Operation(
+    "obliterate", Obliterate,
+    (Field("queue", check_name), Field("force", _flag, False)),
+    reply=parse_removed,
+    after_commit=True,
+))
+"""Reply: ``{removed: int}``; ``CONFLICT`` while the queue has active jobs and ``force`` is not
+set (nothing changed)."""

@@ -37,6 +37,7 @@ STATUS: Final[dict[str, int]] = {
     ErrorCode.NOT_FOUND: 404,
     METHOD_NOT_ALLOWED: 405,
     ErrorCode.CONFLICT: 409,
+    ErrorCode.AMBIGUOUS_ID: 409,
     ErrorCode.STALE_LEASE: 409,
     ErrorCode.PAYLOAD_TOO_LARGE: 413,
     ErrorCode.FRAME_TOO_LARGE: 413,

@@ -192,3 +192,23 @@ async def test_retrying_a_pruned_job_says_it_no_longer_exists(
     await client.queue("other").add("x", job_id="elsewhere")
     code, out, _ = await cli("failed", "pruned", "--retry", "--id", "elsewhere", "--url", url)
     assert "it is in queue other, not pruned" in out
+
+
+async def test_obliterate_needs_yes_off_a_terminal_and_force_for_active_jobs(
+    url: str, client: Client
+) -> None:
+    doomed = client.queue("doomed")
+    await doomed.add_bulk([("send", i) for i in range(3)])
+    await client.queue("kept").add("send", 1)
+
+    code, _, err = await cli("obliterate", "doomed", "--url", url)  # stdin is not a terminal
+    assert code == 1 and "pass --yes" in err
+    await client.connection.request(Reserve(("doomed",), 1, 60_000, None))
+    code, _, err = await cli("obliterate", "doomed", "--yes", "--url", url)
+    assert code == 1 and "1 active" in err and "force" in err
+    assert (await doomed.stats()).waiting == 2
+
+    code, out, _ = await cli("obliterate", "doomed", "--yes", "--force", "--json", "--url", url)
+    assert code == 0 and json.loads(out) == {"queue": "doomed", "removed": 3}
+    code, out, _ = await cli("stats", "--json", "--url", url)
+    assert set(json.loads(out)) == {"kept"}

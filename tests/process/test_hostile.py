@@ -254,9 +254,9 @@ def _example_args() -> dict[str, dict[str, Any]]:
         "extend": {"items": [["id-1", 1, 1000]]},
         "release": {"items": [["id-1", 1, 5]]},
         "progress": {"id": "id-1", "token": 1, "progress": {"done": [1, 2]}},
-        "get": {"id": "id-1"},
-        "wait": {"id": "id-1", "timeout_ms": 0},
-        "cancel": {"id": "nope"},
+        "get": {"id": "id-1", "queue": "q"},
+        "wait": {"id": "id-1", "timeout_ms": 0, "queue": "q"},
+        "cancel": {"id": "nope", "queue": "q"},
         "stats": {"queue": "q"},
         "pause": {"queue": "paused-q"},
         "resume": {"queue": "paused-q"},
@@ -265,6 +265,7 @@ def _example_args() -> dict[str, dict[str, Any]]:
         "list_jobs": {"queue": "q", "states": ["waiting", "failed"], "limit": 10},
         "retry_failed": {"queue": "q", "ids": ["id-1"], "limit": 10},
         "limit": {"queue": "limited-q", "rate": [10, 1000], "concurrency": 3},
+        "obliterate": {"queue": "doomed-q", "force": True},
     }
 
 
@@ -292,7 +293,7 @@ def test_a_wrong_type_in_every_field_is_an_error_reply_not_a_crash(
             if answer is None:  # writes answer after their commit, long-polls later: EOF
                 assert message[2] in ("enqueue", "ack", "fail", "extend", "release", "progress",
                                       "cancel", "pause", "resume", "clean", "retry_failed", "limit",
-                                      "get", "wait", "reserve"), message
+                                      "get", "wait", "reserve", "obliterate"), message
                 continue
             if isinstance(answer, ErrorReply):
                 assert answer.code in ("BAD_ARGUMENT", "NOT_FOUND", "STALE_LEASE", "CONFLICT",

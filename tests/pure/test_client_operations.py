@@ -105,11 +105,12 @@ def test_failed_page_and_retry_failed() -> None:
 def test_job_calls_refresh_remove_and_retry() -> None:
     job = Job.from_info(SENDER, info(state=JobState.ACTIVE), MSGPACK)
     refresh = job.refresh_call()
-    assert refresh.request == Get("7")
+    assert refresh.request == Get("7", "emails")  # ids are unique per queue
     refresh.parse(info(state=JobState.FAILED, error="boom").to_wire())
     assert job.state is JobState.FAILED and job.error == "boom"
     remove = job.remove_call()
-    assert remove.request == Cancel("7") and remove.parse({"state": "failed"}) is JobState.FAILED
+    assert remove.request == Cancel("7", "emails")
+    assert remove.parse({"state": "failed"}) is JobState.FAILED
     with pytest.raises(ConflictError):
         job.retry_call().parse({"retried": 0, "skipped": ("7",)})
 
@@ -118,7 +119,7 @@ def test_wait_polls_until_the_job_finishes() -> None:
     job = Job.from_info(SENDER, info(state=JobState.ACTIVE), MSGPACK)
     polls = job.wait_calls(None, request_timeout=10.0)
     first: Call[None] = next(polls)
-    assert first.request == Wait("7", 30_000) and first.timeout == 40.0
+    assert first.request == Wait("7", 30_000, "emails") and first.timeout == 40.0
     first.parse({"job": info(state=JobState.ACTIVE).to_wire()})
     second = next(polls)  # not finished yet: asks again
     second.parse({"job": info().to_wire()})

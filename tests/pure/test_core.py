@@ -95,7 +95,7 @@ def test_enqueue_duplicate_id_reports_index_and_creates_nothing() -> None:
     info = core.get("a")
     assert info is not None and info.payload == b"first"
     assert core.stats("q", T0)["q"].waiting == 3
-    assert set(core.take_changes().jobs) == {"2", "b"}
+    assert {job.id for job in core.take_changes().jobs.values() if job} == {"2", "b"}
 
 
 def test_duplicate_even_when_completed_until_pruned() -> None:
@@ -155,10 +155,60 @@ def test_queue_full_per_queue_counts_unfinished_only() -> None:
 def test_queue_full_total_and_duplicates_do_not_count() -> None:
     core = make(max_total_jobs=2)
     core.enqueue("a", [spec(job_id="x")], T0)
-    core.enqueue("b", [spec(job_id="x"), spec()], T0)  # the duplicate takes no room
+    core.enqueue("a", [spec(job_id="x"), spec()], T0)  # the duplicate takes no room
     with pytest.raises(CoreError) as caught:
         core.enqueue("c", [spec()], T0)
     assert caught.value.code is ErrorCode.QUEUE_FULL
+
+
+def test_a_user_id_is_unique_per_queue_and_the_lease_token_tells_which_job() -> None:
+    core = make()
+    assert core.enqueue("a", [spec(job_id="x", payload=b"A")], T0).duplicates == ()
+    assert core.enqueue("b", [spec(job_id="x", payload=b"B")], T0).duplicates == ()  # a new job
+    assert core.enqueue("b", [spec(job_id="x", payload=b"C")], T0).duplicates == (0,)
+    assert sorted(job.queue for job in core.iter_jobs()) == ["a", "b"]
+    with pytest.raises(CoreError) as caught:
+        core.get("x")
+    assert caught.value.code is ErrorCode.AMBIGUOUS_ID and "'a', 'b'" in caught.value.message
+    first, second = core.get("x", "a"), core.get("x", "b")
+    assert first is not None and first.payload == b"A"
+    assert second is not None and second.payload == b"B"
+    job_b = core.reserve(["b"], 1, None, owner=1, now=T0)[0]
+    job_a = core.reserve(["a"], 1, None, owner=1, now=T0)[0]
+    assert core.ack([AckItem("x", job_b.token, b"rb")], T0)[0] == ("OK", "completed")
+    assert core.take_finished() == {("b", "x")}
+    assert core.fail([FailItem("x", job_a.token, "no", retry=False)], T0)[0].value == "failed"
+    assert core.cancel("x", T0, queue="b") is JobState.COMPLETED
+    info = core.get("x")  # one queue left: the id alone names it again
+    assert info is not None and info.queue == "a" and info.state is JobState.FAILED
+    assert core.enqueue("b", [spec(job_id="x")], T0).duplicates == ()
+    check_counts(core)
+
+
+def test_obliterate_deletes_a_queue_and_its_jobs_and_refuses_active_ones_without_force() -> None:
+    core = make()
+    put(core, count=3, queue="doomed")
+    core.enqueue("doomed", [spec(delay_ms=1_000), spec(job_id="same")], T0)
+    core.enqueue("kept", [spec(job_id="same")], T0)
+    leased = take(core, ("doomed",))[0]
+    done = take(core, ("doomed",))[0]
+    core.ack([AckItem(done.job_id, done.token)], T0)
+    core.take_changes()
+    with pytest.raises(CoreError) as caught:
+        core.obliterate("doomed", False, T0)
+    assert caught.value.code is ErrorCode.CONFLICT
+    assert not core.take_changes()  # refused: nothing changed
+    assert core.obliterate("doomed", True, T0) == 5
+    assert list(core.stats(None, T0)) == ["kept"]
+    assert [job.queue for job in core.iter_jobs()] == ["kept"]
+    assert core.ack([AckItem(leased.job_id, leased.token)], T0)[0].code == "NOT_FOUND"
+    changes = core.take_changes()
+    assert changes.queues == {"doomed": None}
+    assert list(changes.jobs.values()) == [None] * 5
+    assert core.obliterate("doomed", False, T0) == 0  # gone: nothing to do
+    core.tick(T0 + 10**9)  # its delayed job and finished lists' prunes are skipped as stale
+    assert list(core.stats(None, T0)) == ["kept"] and not core.take_changes().jobs
+    check_counts(core)
 
 
 # --------------------------------------------------------------------------- reserve
@@ -237,7 +287,7 @@ def test_ack_completes_and_records_result() -> None:
     assert info is not None
     assert (info.state, info.result, info.finished_at, info.lease_deadline) == (
         JobState.COMPLETED, b"result", T0 + 10, None)
-    assert core.take_finished() == {job.job_id}
+    assert core.take_finished() == {("q", job.job_id)}
     stats = core.stats("q", T0)["q"]
     assert (stats.active, stats.completed, stats.total_completed) == (0, 1, 1)
 
@@ -283,7 +333,7 @@ def test_fail_retries_with_exponential_backoff_then_fails() -> None:
     info = core.get(job.job_id)
     assert info is not None and info.state is JobState.FAILED and info.finished_at == now
     assert core.stats("q", now)["q"].total_failed == 1
-    assert job.job_id in core.take_finished()
+    assert ("q", job.job_id) in core.take_finished()
 
 
 def test_fail_fixed_backoff_and_per_job_override() -> None:
@@ -372,7 +422,7 @@ def test_release_hands_back_without_counting_the_attempt() -> None:
         JobState.WAITING, 0, {"pct": 30}, None)
     assert (info.run_at, info.started_at, info.lease_deadline) == (T0 + 5, T0, None)
     assert core.take_ready() == {"q"}
-    assert "last" in core.take_changes().jobs
+    assert "last" in {job.id for job in core.take_changes().jobs.values() if job}
     assert core.ack([AckItem("last", job.token)], T0 + 5)[0].code == "STALE_LEASE"
     assert core.release_owner(7, T0 + 5) == 0  # the connection no longer holds it
     check_counts(core, T0 + 5)
@@ -491,8 +541,8 @@ def test_cancel_in_every_state(target: str) -> None:
     core.take_changes()
     assert core.cancel(job_id, T0) == JobState(target)
     assert core.get(job_id) is None
-    assert core.take_finished() == {job_id}
-    assert core.take_changes().jobs == {job_id: None}
+    assert core.take_finished() == {("q", job_id)}
+    assert list(core.take_changes().jobs.values()) == [None]
     check_counts(core)
     assert take(core) == []
     core.tick(T0 + 10**9)
@@ -548,7 +598,7 @@ def test_retention_by_age_in_tick() -> None:
     core.take_finished()
     core.tick(T0 + 1_000)
     assert core.get(a.job_id) is None and core.get(b.job_id) is not None
-    assert core.take_finished() == {a.job_id}
+    assert core.take_finished() == {("q", a.job_id)}
     core.tick(T0 + 1_500)
     assert core.get(b.job_id) is None
     assert core.next_deadline() is None
@@ -702,7 +752,8 @@ def test_take_changes_tracks_jobs_and_queues() -> None:
     (job_id,) = put(core)
     changes = core.take_changes()
     assert isinstance(changes, Changes)
-    assert set(changes.jobs) == {job_id} and set(changes.queues) == {"q"}
+    assert [job.id for job in changes.jobs.values() if job] == [job_id]
+    assert set(changes.queues) == {"q"}
     assert changes.next_seq == 2
     assert not core.take_changes()
 
@@ -736,7 +787,7 @@ def test_restore_rebuilds_and_fails_active_attempts() -> None:
     assert restored.stats("q", T0)["q"].paused
     check_counts(restored)
     changes = restored.take_changes()
-    assert {"w0", "a"} <= set(changes.jobs)
+    assert {"w0", "a"} <= {job.id for job in changes.jobs.values() if job}
     assert restored.enqueue("q", [spec()], T0 + 10).ids == ("100",)
     restored.resume("q", T0 + 10)
     got = restored.reserve(["q"], 10, None, 1, T0 + 10)

@@ -123,7 +123,8 @@ class Model:
     """What the core should do, written as plainly as possible."""
 
     def __init__(self, token_base: int) -> None:
-        self.jobs: dict[str, MJob] = {}
+        self.jobs: dict[tuple[str, str], MJob] = {}
+        """By ``(queue, id)``: user ids are unique per queue."""
         self.queues: dict[str, MQueue] = {}
         self.seq = 1
         self.token = token_base + 1
@@ -132,7 +133,7 @@ class Model:
         self.limit_changed: set[str] = set()
         """Queues whose limits changed since the last check: a raised or cleared limit may
         wake their waiters (a wake the core may report, not one it must)."""
-        self.finished: set[str] = set()
+        self.finished: set[tuple[str, str]] = set()
 
     def _stamp(self) -> int:
         self.stamp += 1
@@ -159,8 +160,8 @@ class Model:
             self.ready.add(job.queue)
 
     def delete(self, job: MJob) -> None:
-        del self.jobs[job.id]
-        self.finished.add(job.id)
+        del self.jobs[(job.queue, job.id)]
+        self.finished.add((job.queue, job.id))
 
     def promote(self, now: int) -> None:
         for job in sorted((j for j in self.jobs.values() if j.state is D and j.run_at <= now),
@@ -184,7 +185,7 @@ class Model:
     def finish(self, job: MJob, state: JobState, now: int) -> None:
         job.state, job.finished_at, job.finish_stamp = state, now, self._stamp()
         job.token = job.deadline = job.owner = None
-        self.finished.add(job.id)
+        self.finished.add((job.queue, job.id))
         if state is C and job.remove_on_complete:
             self.delete(job)
             return
@@ -233,9 +234,16 @@ class Model:
             if not (paused or full):
                 return at
             at += 1
+    def leased(self, job_id: str, token: int) -> MJob | None:
+        """The job of that id holding ``token``, else any job of that id (tokens are unique)."""
+        same = [job for job in self.jobs.values() if job.id == job_id]
+        for job in same:
+            if job.state is A and job.token == token:
+                return job
+        return same[0] if same else None
 
     def lease_problem(self, job_id: str, token: int) -> str | None:
-        job = self.jobs.get(job_id)
+        job = self.leased(job_id, token)
         if job is None:
             return "NOT_FOUND"
         if job.state is not A or job.token != token:
@@ -252,7 +260,7 @@ class FakeJournal:
     """Applies ``Changes`` the way the real journal does: a copy of each job at commit time."""
 
     def __init__(self) -> None:
-        self.jobs: dict[str, Job] = {}
+        self.jobs: dict[int, Job] = {}
         self.queues: dict[str, QueueMeta] = {}
         self.next_seq = 0
 
@@ -260,13 +268,16 @@ class FakeJournal:
         self.apply_changes(core.take_changes())
 
     def apply_changes(self, changes: Changes) -> None:
-        for job_id, job in changes.jobs.items():
+        for seq, job in changes.jobs.items():
             if job is None:
-                self.jobs.pop(job_id, None)
+                self.jobs.pop(seq, None)
             else:
-                self.jobs[job_id] = job.clone()
+                self.jobs[seq] = job.clone()
         for name, meta in changes.queues.items():
-            self.queues[name] = dataclasses.replace(meta)
+            if meta is None:
+                self.queues.pop(name, None)
+            else:
+                self.queues[name] = dataclasses.replace(meta)
         self.next_seq = changes.next_seq
 
     def snapshot(self) -> Snapshot:
@@ -320,7 +331,7 @@ class CoreMachine(RuleBasedStateMachine):
             if len(spec.payload) > CONFIG.max_payload:
                 expected_error = ErrorCode.PAYLOAD_TOO_LARGE
                 break
-            if spec.job_id is None or (spec.job_id not in model.jobs
+            if spec.job_id is None or ((queue, spec.job_id) not in model.jobs
                                        and spec.job_id not in seen):
                 fresh += 1
             if spec.job_id is not None:
@@ -346,7 +357,7 @@ class CoreMachine(RuleBasedStateMachine):
             job_id = spec.job_id
             if job_id is None:
                 job_id = str(model.seq)
-            elif job_id in model.jobs:
+            elif (queue, job_id) in model.jobs:
                 ids.append(job_id)
                 duplicates.append(index)
                 continue
@@ -356,7 +367,7 @@ class CoreMachine(RuleBasedStateMachine):
                        spec.max_attempts or CONFIG.default_max_attempts, spec.backoff,
                        spec.lease_ms, spec.keep_completed is not None)
             model.seq += 1
-            model.jobs[job_id] = job
+            model.jobs[(queue, job_id)] = job
             if run_at <= now:
                 model.make_waiting(job, now)
             ids.append(job_id)
@@ -449,7 +460,7 @@ class CoreMachine(RuleBasedStateMachine):
             if problem is not None:
                 expected.append(problem)
                 continue
-            job = model.jobs[item.job_id]
+            job = model.leased(item.job_id, item.token)
             job.result = item.result
             model.queue(job.queue).total_completed += 1
             model.finish(job, C, now)
@@ -471,8 +482,9 @@ class CoreMachine(RuleBasedStateMachine):
             if problem is not None:
                 expected.append(problem)
                 continue
-            state = model.fail_attempt(model.jobs[item.job_id], item.error, item.retry,
-                                       item.delay_ms, now)
+            job = model.leased(item.job_id, item.token)
+            assert job is not None
+            state = model.fail_attempt(job, item.error, item.retry, item.delay_ms, now)
             expected.append(state.value)
         assert [o.value if o.ok else o.code for o in got] == expected
 
@@ -488,7 +500,7 @@ class CoreMachine(RuleBasedStateMachine):
             if problem is not None:
                 expected.append(problem)
                 continue
-            job = model.jobs[item.job_id]
+            job = model.leased(item.job_id, item.token)
             job.deadline = now + (item.lease_ms or job.lease_ms or CONFIG.default_lease_ms)
             expected.append(job.deadline)
         assert [o.value if o.ok else o.code for o in got] == expected
@@ -520,7 +532,7 @@ class CoreMachine(RuleBasedStateMachine):
             if problem is not None:
                 expected.append(problem)
                 continue
-            job = model.jobs[item.job_id]
+            job = model.leased(item.job_id, item.token)
             queue = model.queue(job.queue)
             if item.pause_queue and item.delay_ms:  # "not now" for the whole queue
                 queue.paused_until = max(queue.paused_until or 0, now + item.delay_ms)
@@ -547,7 +559,7 @@ class CoreMachine(RuleBasedStateMachine):
             assert exc.code == problem
         else:
             assert problem is None
-            self.model.jobs[job_id].progress = value
+            self.model.leased(job_id, token).progress = value  # type: ignore[union-attr]
 
     @rule(owner=st.sampled_from(OWNERS))
     def release_owner(self, owner: int) -> None:
@@ -581,17 +593,42 @@ class CoreMachine(RuleBasedStateMachine):
 
     # ------------------------------------------------------------------ admin
 
-    @rule(data=st.data())
-    def cancel(self, data: st.DataObject) -> None:
-        job_id = data.draw(st.sampled_from([*sorted(self.model.jobs), "nope"]))
-        job = self.model.jobs.get(job_id)
+    @rule(data=st.data(), by_id=st.booleans())
+    def cancel(self, data: st.DataObject, by_id: bool) -> None:
+        """By ``(queue, id)``, or by id alone (``AMBIGUOUS_ID`` when it is in several queues)."""
+        queue, job_id = data.draw(st.sampled_from([*sorted(self.model.jobs), ("a", "nope")]))
+        if by_id:
+            same = [job for job in self.model.jobs.values() if job.id == job_id]
+            job = same[0] if len(same) == 1 else None
+            expected = ErrorCode.AMBIGUOUS_ID if len(same) > 1 else ErrorCode.NOT_FOUND
+        else:
+            job = self.model.jobs.get((queue, job_id))
+            expected = ErrorCode.NOT_FOUND
         try:
-            prior = self.core.cancel(job_id, self.now)
+            prior = self.core.cancel(job_id, self.now, None if by_id else queue)
         except CoreError as exc:
-            assert job is None and exc.code is ErrorCode.NOT_FOUND
+            assert job is None and exc.code is expected
             return
         assert job is not None and prior is job.state
         self.model.delete(job)
+
+    @rule(queue=st.sampled_from(QUEUES), force=st.booleans())
+    def obliterate(self, queue: str, force: bool) -> None:
+        model = self.model
+        doomed = [job for job in model.jobs.values() if job.queue == queue]
+        if not force and any(job.state is A for job in doomed):
+            try:
+                self.core.obliterate(queue, force, self.now)
+            except CoreError as exc:
+                assert exc.code is ErrorCode.CONFLICT
+            else:
+                raise AssertionError("expected CONFLICT")
+            return
+        assert self.core.obliterate(queue, force, self.now) == len(doomed)
+        for job in doomed:
+            model.delete(job)
+        model.queues.pop(queue, None)
+        model.ready.discard(queue)
 
     @rule(queue=st.sampled_from(QUEUES))
     def pause(self, queue: str) -> None:
@@ -639,8 +676,8 @@ class CoreMachine(RuleBasedStateMachine):
           limit=st.sampled_from((None, 1, 2)))
     def retry_failed(self, queue: str, data: st.DataObject, limit: int | None) -> None:
         now, model = self.now, self.model
-        job_ids = data.draw(st.none() | st.lists(st.sampled_from([*sorted(model.jobs), "nope"]),
-                                                 max_size=3))
+        known = sorted({job_id for _, job_id in model.jobs})
+        job_ids = data.draw(st.none() | st.lists(st.sampled_from([*known, "nope"]), max_size=3))
         retried, not_failed = self.core.retry_failed(queue, job_ids, limit, now)
         model.promote(now)
         chosen: list[MJob] = []
@@ -649,8 +686,8 @@ class CoreMachine(RuleBasedStateMachine):
             chosen = model.finish_list(queue, F)[:limit]
         else:
             for job_id in job_ids:
-                job = model.jobs.get(job_id)
-                if job is None or job.queue != queue or job.state is not F:
+                job = model.jobs.get((queue, job_id))
+                if job is None or job.state is not F:
                     expected_not_failed.append(job_id)
                 elif job not in chosen:
                     chosen.append(job)
@@ -755,9 +792,9 @@ class CoreMachine(RuleBasedStateMachine):
         model.ready.clear()
         model.finished.clear()
         self.commit()
-        assert {j.id for j in core.iter_jobs()} == set(model.jobs)
+        assert {(j.queue, j.id) for j in core.iter_jobs()} == set(model.jobs)
         for job in model.jobs.values():
-            info = core.get(job.id)
+            info = core.get(job.id, job.queue)
             assert info is not None
             assert (info.state, info.queue, info.priority, info.attempts, info.max_attempts,
                     info.payload, info.progress, info.result, info.error, info.created_at,

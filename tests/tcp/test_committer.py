@@ -232,7 +232,7 @@ async def test_a_failed_write_is_reported_and_retried_once_the_disk_has_room(
     # Newer changes made while the disk is full are merged over the retained ones.
     kept.attempts = 1
     source.changed(kept)
-    source.deleted(doomed.id)
+    source.deleted(doomed.seq)
     assert isinstance(await commit(committer), JournalError)
 
     await journal.set_size_limit(None)

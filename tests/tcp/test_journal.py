@@ -123,7 +123,7 @@ async def test_rows_are_built_when_write_is_called(journal: Journal) -> None:
 
 async def test_deletes(journal: Journal) -> None:
     await journal.write(upserts(*(make_job(seq) for seq in range(1, 6))))
-    await journal.write(deletes("2", "4", "no-such-job"))
+    await journal.write(deletes(2, 4, 9_999))
 
     assert [job.id for job in (await journal.load()).jobs] == ["1", "3", "5"]
 
@@ -139,7 +139,7 @@ async def test_batches_of_any_size_are_written_and_deleted_whole(
         job.state = JobState.ACTIVE
         job.attempts = 1
     await journal.write(upserts(*jobs[::3]))
-    await journal.write(deletes(*(job.id for job in jobs[1::3])))
+    await journal.write(deletes(*(job.seq for job in jobs[1::3])))
 
     loaded = (await journal.load()).jobs
 
@@ -185,11 +185,11 @@ async def test_one_write_mixes_upserts_deletes_and_queues(journal: Journal) -> N
 
 
 async def test_next_seq_never_goes_back_and_exceeds_every_loaded_seq(journal: Journal) -> None:
-    await journal.write(Changes(jobs={"9": make_job(9)}, queues={}, next_seq=100))
-    await journal.write(Changes(jobs={"9": None}, queues={}, next_seq=50))
+    await journal.write(Changes(jobs={9: make_job(9)}, queues={}, next_seq=100))
+    await journal.write(Changes(jobs={9: None}, queues={}, next_seq=50))
     assert (await journal.load()).next_seq == 100
 
-    await journal.write(Changes(jobs={"500": make_job(500)}, queues={}))
+    await journal.write(Changes(jobs={500: make_job(500)}, queues={}))
     assert (await journal.load()).next_seq == 501
 
 
@@ -321,7 +321,7 @@ async def test_files_stay_bounded_over_a_long_insert_delete_run(tmp_path: Path) 
             live.extend(source.new_job(payload=b"p" * 100) for _ in range(2_000))
             if len(live) > 2_000:
                 for job in live[:2_000]:
-                    source.deleted(job.id)
+                    source.deleted(job.seq)
                 del live[:2_000]
             await committer.flush()
             largest_db = max(largest_db, file_size(path))
@@ -343,7 +343,7 @@ async def test_free_pages_go_back_to_the_file_system(tmp_path: Path) -> None:
         await journal.write(upserts(*jobs))
         await journal.checkpoint(truncate=True)
         full = file_size(path)
-        await journal.write(deletes(*(job.id for job in jobs[:-100])))
+        await journal.write(deletes(*(job.seq for job in jobs[:-100])))
         await journal.checkpoint()
         await journal.checkpoint(truncate=True)
         emptied = file_size(path)
@@ -355,18 +355,20 @@ async def test_free_pages_go_back_to_the_file_system(tmp_path: Path) -> None:
 
 
 def test_job_fields_list_matches_the_job_record() -> None:
-    assert set(FIELDS) | {"lease_token", "lease_deadline", "owner"} == set(Job.__slots__)
+    # ``key`` is the core's index key, derived from id and queue on load: never stored.
+    assert set(FIELDS) | {"key", "lease_token", "lease_deadline", "owner"} == set(Job.__slots__)
 
 
 
 
-async def test_an_id_reused_by_a_new_job_replaces_the_old_row(journal: Journal) -> None:
+async def test_an_id_reused_by_a_new_job_is_a_new_row(journal: Journal) -> None:
     await journal.write(upserts(*(make_job(seq) for seq in range(1, 4))))
-    # Job "2" was cancelled and enqueued again before the next commit: only the new one is left.
+    # Job "2" was cancelled and enqueued again before the next commit: rows are keyed by seq,
+    # so the change set deletes seq 2 and inserts seq 9; only the new one is left.
     reborn = Job(9, "2", "q", "again", b"new", priority=1, run_at=NOW, max_attempts=3,
                  options=NO_OPTIONS, state=JobState.WAITING, created_at=NOW + 5)
     first = make_job(1, state=JobState.ACTIVE, attempts=1)
-    await journal.write(upserts(first, reborn))
+    await journal.write(Changes(jobs={2: None, 1: first, 9: reborn}, queues={}))
 
     jobs = (await journal.load()).jobs
 

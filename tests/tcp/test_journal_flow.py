@@ -17,14 +17,14 @@ V1_JOURNAL = Path(__file__).parent.parent / "data" / "journal-v1.db"
 async def test_an_old_journal_gains_the_flow_columns_with_no_limits(tmp_path: Path) -> None:
     path = tmp_path / "jobwire.db"
     shutil.copy(V1_JOURNAL, path)
-    journal = await Journal.open(path)  # 1 -> 2 (checksums) -> 3 (flow control)
+    journal = await Journal.open(path)  # 1 -> 2 (checksums) -> 3 (flow control) -> 4 (no id index)
     try:
         snapshot = await journal.load()
     finally:
         await journal.close()
     assert snapshot.queues == [QueueMeta("q", True, 17, 3)]  # no limits, no pause
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (3,)
+        assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (4,)
         columns = [row[1] for row in db.execute("PRAGMA table_info(queues)")]
     assert columns == list(QUEUE_COLUMNS)
 

@@ -1,5 +1,6 @@
-"""The journal's schema version 2: row checksums, the in-place migration from version 1, and the
-WAL header reader of the start-up check (``broker.walformat``), against real files in
+"""The journal's schema: row checksums, the in-place migrations from versions 1 and 2 (version 4
+drops the UNIQUE index on ``id``: user ids are unique per queue), and the WAL header reader of
+the start-up check (``broker.walformat``), against real files in
 ``tmp_path``."""
 
 from __future__ import annotations
@@ -21,6 +22,17 @@ from tests.tools.journaltools import NOW, as_tuple, make_job, upserts
 V1_JOURNAL = Path(__file__).parent.parent / "data" / "journal-v1.db"
 """Written by ``Journal`` at commit 742e39a (schema 1): ``v1_jobs()`` in 100-job transactions,
 each with queue ``q`` (paused, 17 completed, 3 failed) and ``next_seq`` 5,000, then closed."""
+
+
+V2_JOURNAL = Path(__file__).parent.parent / "data" / "journal-v2.db"
+"""Written by ``Journal`` at commit 0f30701 (schema 2): ``v2_jobs()`` in 100-job transactions,
+each with queue ``q`` (paused, 17 completed, 3 failed) and ``next_seq`` 5,000, then closed."""
+
+
+def _jobs_indexes(path: Path) -> list[str]:
+    with sqlite3.connect(path) as db:
+        return [row[0] for row in db.execute(
+            "SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'jobs'")]
 
 
 def v1_jobs() -> list[Job]:
@@ -62,7 +74,8 @@ async def test_a_version_1_journal_is_migrated_in_place_and_keeps_every_job(
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
         assert db.execute("SELECT count(*) FROM jobs WHERE crc = 0").fetchone() == (0,)
-    reopened = await Journal.open(path)  # opens as version 2: nothing left to migrate
+    assert _jobs_indexes(path) == []  # and on to schema 4, in the same transaction
+    reopened = await Journal.open(path)  # opens as version 3: nothing left to migrate
     try:
         assert len((await reopened.load()).jobs) == len(v1_jobs())
     finally:
@@ -90,6 +103,65 @@ async def test_a_failed_migration_leaves_the_version_1_journal_as_it_was(
     journal = await Journal.open(path)  # and the next start migrates it
     try:
         assert len((await journal.load()).jobs) == len(v1_jobs())
+    finally:
+        await journal.close()
+
+
+def v2_jobs() -> list[Job]:
+    """The jobs in ``V2_JOURNAL``: ``v1_jobs()`` and one job with a user id."""
+    named = make_job(305, queue="reports")
+    named.id = named.key = "nightly-report"
+    return [*v1_jobs(), named]
+
+
+async def test_a_version_2_journal_is_migrated_in_one_step_and_keeps_every_job(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "jobwire.db"
+    shutil.copy(V2_JOURNAL, path)
+    assert _jobs_indexes(path)  # schema 2: the UNIQUE index on id
+    journal = await Journal.open(path)
+    try:
+        snapshot = await journal.load()  # every row passes its checksum: the columns are the same
+        # Schema 3: the same user id in another queue is another row.
+        twin = make_job(400, queue="other")
+        twin.id = "nightly-report"
+        await journal.write(upserts(twin))
+        reloaded = await journal.load()
+    finally:
+        await journal.close()
+
+    assert [as_tuple(job) for job in snapshot.jobs] == [as_tuple(job) for job in v2_jobs()]
+    assert [(q.name, q.paused, q.total_completed, q.total_failed) for q in snapshot.queues] == [
+        ("q", True, 17, 3)]
+    assert snapshot.next_seq == 5_000
+    assert [(job.queue, job.id) for job in reloaded.jobs if job.id == "nightly-report"] == [
+        ("reports", "nightly-report"), ("other", "nightly-report")]
+    assert _jobs_indexes(path) == []
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (4,)
+
+
+async def test_a_failed_version_2_migration_leaves_the_journal_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "jobwire.db"
+    shutil.copy(V2_JOURNAL, path)
+    # The copy into the new table fails (as a full disk would): the whole transaction goes.
+    monkeypatch.setattr(schema, "CREATE_JOBS", "CREATE TABLE {table} (seq INTEGER PRIMARY KEY)")
+    with pytest.raises(JournalError, match="no column named id"):
+        await Journal.open(path)
+
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (2,)
+        tables = [row[0] for row in db.execute(
+            "SELECT name FROM sqlite_schema WHERE type = 'table'")]
+    assert "jobs_v4" not in tables
+    assert _jobs_indexes(path)
+    monkeypatch.undo()
+    journal = await Journal.open(path)
+    try:
+        assert len((await journal.load()).jobs) == len(v2_jobs())
     finally:
         await journal.close()
 

@@ -35,11 +35,11 @@ def as_tuple(job: Job) -> tuple[Any, ...]:
 
 
 def upserts(*jobs: Job) -> Changes:
-    return Changes(jobs={job.id: job for job in jobs}, queues={})
+    return Changes(jobs={job.seq: job for job in jobs}, queues={})
 
 
-def deletes(*job_ids: str) -> Changes:
-    return Changes(jobs=dict.fromkeys(job_ids), queues={})
+def deletes(*seqs: int) -> Changes:
+    return Changes(jobs=dict.fromkeys(seqs), queues={})
 
 
 
@@ -54,14 +54,14 @@ class Source:
     def new_job(self, **fields: Any) -> Job:
         job = make_job(self.next_seq, **fields)
         self.next_seq += 1
-        self.pending.jobs[job.id] = job
+        self.pending.jobs[job.seq] = job
         return job
 
     def changed(self, job: Job) -> None:
-        self.pending.jobs[job.id] = job
+        self.pending.jobs[job.seq] = job
 
-    def deleted(self, job_id: str) -> None:
-        self.pending.jobs[job_id] = None
+    def deleted(self, seq: int) -> None:
+        self.pending.jobs[seq] = None
 
     def take_changes(self) -> Changes:
         taken, self.pending = self.pending, Changes(jobs={}, queues={})

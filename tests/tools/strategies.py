@@ -66,6 +66,7 @@ from protocol.operations import (
     LIMIT,
     LIST_FAILED,
     LIST_JOBS,
+    OBLITERATE,
     OPERATIONS,
     PAUSE,
     PING,
@@ -87,6 +88,7 @@ from protocol.operations import (
     Limit,
     ListFailed,
     ListJobs,
+    Obliterate,
     Pause,
     Ping,
     Progress,
@@ -250,9 +252,9 @@ fails = st.builds(Fail, _batch(fail_items))
 extends = st.builds(Extend, _batch(extend_items))
 releases = st.builds(Release, _batch(release_items))
 progresses = st.builds(Progress, job_ids, tokens, msgpack_values())
-gets = st.builds(Get, job_ids)
-waits = st.builds(Wait, job_ids, st.integers(0, MAX_WAIT_MS))
-cancels = st.builds(Cancel, job_ids)
+gets = st.builds(Get, job_ids, _opt(names))
+waits = st.builds(Wait, job_ids, st.integers(0, MAX_WAIT_MS), _opt(names))
+cancels = st.builds(Cancel, job_ids, _opt(names))
 stats = st.builds(Stats, _opt(names), st.integers(0, 2**31), st.integers(1, MAX_STATS_LIMIT))
 pauses = st.builds(Pause, names)
 resumes = st.builds(Resume, names)
@@ -270,6 +272,7 @@ list_jobs = st.builds(
 retry_faileds = st.builds(
     RetryFailed, names, _opt(_batch(job_ids)), _opt(st.integers(1, 2**31))
 )
+obliterates = st.builds(Obliterate, names, st.booleans())
 
 limits = st.builds(
     Limit, names,
@@ -299,6 +302,7 @@ requests_by_op: dict[str, st.SearchStrategy[Any]] = {
     LIST_JOBS.name: list_jobs,
     RETRY_FAILED.name: retry_faileds,
     LIMIT.name: limits,
+    OBLITERATE.name: obliterates,
 }
 requests_by_op.update({  # an op without fields has one request: its declaration says it all
     name: st.just(op.request_type()) for name, op in OPERATIONS.items()
@@ -393,7 +397,8 @@ def reply_bodies() -> st.SearchStrategy[tuple[str, dict[str, Any]]]:
                 "uptime_ms": times_ms, "draining": st.booleans(),
             }),
         })),
-        st.tuples(st.just(CLEAN.name), st.fixed_dictionaries({"removed": st.integers(0, 2**31)})),
+        *(st.tuples(st.just(op), st.fixed_dictionaries({"removed": st.integers(0, 2**31)}))
+          for op in (CLEAN.name, OBLITERATE.name)),
         st.tuples(st.just(LIST_JOBS.name), st.fixed_dictionaries({
             "jobs": st.lists(job_map, max_size=3).map(tuple), "total": st.integers(0, 2**31),
         })),
