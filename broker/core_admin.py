@@ -21,6 +21,7 @@ from broker.core_state import (
     CoreState,
     QueueState,
 )
+from broker.events import EventKind
 from broker.jobs import Job
 from broker.replysize import job_info
 from protocol.errors import ErrorCode
@@ -47,6 +48,8 @@ def cancel(core: CoreState, job_id: str, now: int) -> JobState:
         core.delayed.maybe_compact(core.delayed_entry_live)
     elif state is COMPLETED or state is FAILED:
         core.reschedule(queue)
+    if core.events is not None:
+        core.events.record(EventKind.REMOVED, now, job.queue, job_id, job.name, ("cancelled",))
     return state
 
 
@@ -64,6 +67,8 @@ def iter_jobs(core: CoreState) -> Iterator[Job]:
 def pause(core: CoreState, queue: str, now: int) -> None:
     """``Core.pause`` (documented there)."""
     state = core.queue(queue)
+    if core.events is not None and not state.meta.paused:
+        core.events.record(EventKind.PAUSED, now, state.name, None, None)
     state.meta.paused = True
     core.changed_queues[state.name] = state.meta
 
@@ -71,6 +76,8 @@ def pause(core: CoreState, queue: str, now: int) -> None:
 def resume(core: CoreState, queue: str, now: int) -> None:
     """``Core.resume`` (documented there)."""
     state = core.queue(queue)
+    if core.events is not None and state.meta.paused:
+        core.events.record(EventKind.RESUMED, now, state.name, None, None)
     state.meta.paused = False
     core.changed_queues[state.name] = state.meta
     if state.waiting:
@@ -131,9 +138,12 @@ def clean(
                          key=lambda j: j.seq)
         if limit is not None:
             victims = victims[:limit]
+    events = core.events
     for job in victims:
         core.delete(job)
         core.forget(job, target)
+        if events is not None:
+            events.record(EventKind.REMOVED, now, job.queue, job.id, job.name, ("cleaned",))
     if victims:
         if state is WAITING:
             target.ready.rebuild(core.is_waiting)
@@ -187,6 +197,8 @@ def retry_failed(
         job.result = None
         core.make_waiting(job, target, now)
         core.changed_jobs[job.id] = job
+        if core.events is not None:
+            core.events.record(EventKind.WAITING, now, job.queue, job.id, job.name)
     core.unfinished += len(chosen)
     core.reschedule(target)
     return len(chosen), not_failed

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from broker.core_state import DELAYED, WAITING, CoreError, CoreState, QueueState
+from broker.events import EventKind
 from broker.jobs import NO_OPTIONS, Job, JobOptions
 from protocol.errors import ErrorCode
 from protocol.model import PLAIN_TAIL, JobSpec
@@ -62,6 +63,7 @@ def enqueue(core: CoreState, queue: str, specs: Sequence[JobSpec], now: int) -> 
     waiting = 0
     lane_priority: int | None = None
     lane = None
+    events = core.events
     for index, spec in enumerate(specs):
         (job_id, name, payload, priority, delay_ms, run_at_ms, max_attempts, backoff,
          lease_ms, keep_completed, keep_failed) = spec
@@ -97,6 +99,9 @@ def enqueue(core: CoreState, queue: str, specs: Sequence[JobSpec], now: int) -> 
             )
             q.delayed += 1
             delayed.push(run_at, seq, job)
+            if events is not None:
+                events.record(EventKind.ADDED, now, qname, job_id, interned, (DELAYED, run_at))
+                events.record(EventKind.DELAYED, now, qname, job_id, interned, (run_at,))
         else:
             job = Job(
                 seq, job_id, qname, interned, payload, priority=priority, run_at=now,
@@ -108,12 +113,16 @@ def enqueue(core: CoreState, queue: str, specs: Sequence[JobSpec], now: int) -> 
                 lane = ready.lane(priority)
                 lane_priority = priority
             lane.append(job)
+            if events is not None:
+                events.record(EventKind.ADDED, now, qname, job_id, interned, (WAITING, now))
         seq += 1
         jobs[job_id] = job
         changed[job_id] = job
         ids.append(job_id)
     core.seq = seq
     core.unfinished += fresh
+    if fresh:
+        q.metrics.added.add(now, fresh)
     if waiting:
         q.waiting += waiting
         if not q.meta.paused:
@@ -154,6 +163,7 @@ def _enqueue_plain(
     attempts = config.default_max_attempts
     seq = core.seq
     ids: list[str] = []
+    events = core.events
     for spec in specs:
         name = spec[1]
         interned = names.get(name)
@@ -169,8 +179,11 @@ def _enqueue_plain(
         changed[job_id] = job
         ids.append(job_id)
         seq += 1
+        if events is not None:
+            events.record(EventKind.ADDED, now, qname, job_id, interned, (WAITING, now))
     core.seq = seq
     core.unfinished += fresh
+    q.metrics.added.add(now, fresh)
     q.waiting += fresh
     if not q.meta.paused:
         core.ready_names.add(qname)

@@ -21,6 +21,7 @@ from broker.core_state import (
     CoreState,
     QueueState,
 )
+from broker.events import EventKind
 from broker.jobs import Job
 from broker.replysize import RESERVED_JOB_OVERHEAD, UTF8_MAX, packed_size
 from protocol.errors import ErrorCode
@@ -49,6 +50,7 @@ def reserve(
     owned: dict[Job, None] | None = None
     token = core.token
     room = max_bytes
+    events = core.events
     for name in queues:
         q = core.queues.get(name)
         if q is None or not q.waiting or q.meta.paused:
@@ -56,6 +58,7 @@ def reserve(
         ready = q.ready
         qname = q.name
         fixed = RESERVED_JOB_OVERHEAD + UTF8_MAX * len(qname)
+        observe_wait = q.metrics.wait_ms.observe
         taken = 0
         while len(out) < max_jobs:
             lane = ready.front()
@@ -96,10 +99,18 @@ def reserve(
                     job_id, qname, job.name, job.payload, attempts, job.max_attempts, token,
                     lease, deadline, job.created_at, job.progress,
                 )))
+                # Waiting since it became due (run_at), or since it was created if it was
+                # enqueued with a run time already past.
+                run_at = job.run_at
+                observe_wait(now - (run_at if run_at > job.created_at else job.created_at))
+                if events is not None:
+                    events.record(EventKind.ACTIVE, now, qname, job_id, job.name, (attempts,))
                 token += 1
                 taken += 1
         q.waiting -= taken
         q.active += taken
+        if events is not None and taken and not q.waiting:
+            events.record(EventKind.DRAINED, now, qname, None, None)
         if len(out) >= max_jobs:
             break
     core.token = token
@@ -117,6 +128,7 @@ def ack(core: CoreState, items: Sequence[AckItem], now: int) -> list[Outcome]:
     max_payload = core.config.max_payload
     leases = core.leases
     delete = core.delete
+    events = core.events
     done = 0
     q: QueueState | None = None
     for job_id, token, result in items:
@@ -132,9 +144,10 @@ def ack(core: CoreState, items: Sequence[AckItem], now: int) -> list[Outcome]:
             continue
         if q is None or q.name is not job.queue:
             if q is not None:
-                _after_completions(core, q, done)
+                _after_completions(core, q, done, now)
                 done = 0
             q = queues[job.queue]
+            observe_processing = q.metrics.processing_ms.observe
         # The lease ends (CoreState.end_lease, inlined: this is the hot path).
         owned = owned_by.get(job.owner)  # type: ignore[arg-type]
         if owned is not None:
@@ -147,17 +160,22 @@ def ack(core: CoreState, items: Sequence[AckItem], now: int) -> list[Outcome]:
         job.finished_at = now
         done += 1
         finished_ids.add(job_id)
+        observe_processing(now - job.started_at)  # type: ignore[operator]  # set when reserved
+        if events is not None:  # before retention may drop the job: its result goes out
+            events.record(EventKind.COMPLETED, now, q.name, job_id, job.name,
+                          (job.attempts, result))
         if q.completed.add(job, jobs, delete):
             changed[job_id] = job
         out.append(_OK_COMPLETED)
     if q is not None:
-        _after_completions(core, q, done)
+        _after_completions(core, q, done, now)
     leases.maybe_compact(core.lease_entry_live)
     return out
 
 
-def _after_completions(core: CoreState, queue: QueueState, done: int) -> None:
+def _after_completions(core: CoreState, queue: QueueState, done: int, now: int) -> None:
     """Counters and bookkeeping after ``done`` of the queue's active jobs completed."""
+    queue.metrics.completed.add(now, done)
     queue.active -= done
     core.unfinished -= done
     meta = queue.meta
@@ -226,6 +244,11 @@ def release(core: CoreState, items: Sequence[ReleaseItem], now: int) -> list[Out
         else:
             core.make_waiting(job, queue, now)
             out.append(_OUTCOME_OF_STATE[WAITING])
+        events = core.events
+        if events is not None:
+            events.record(EventKind.RELEASED, now, job.queue, job_id, job.name, (job.run_at,))
+            if delay_ms:
+                events.record(EventKind.DELAYED, now, job.queue, job_id, job.name, (job.run_at,))
     return out
 
 
@@ -244,6 +267,8 @@ def progress(core: CoreState, job_id: str, token: int, value: Any, now: int) -> 
         )
     job.progress = value
     core.changed_jobs[job_id] = job
+    if core.events is not None:
+        core.events.record(EventKind.PROGRESS, now, job.queue, job_id, job.name, (value,))
 
 
 def _check_lease(job: Job | None, job_id: str, token: int) -> Outcome | None:
@@ -269,7 +294,8 @@ def release_owner(core: CoreState, owner: int, now: int) -> int:
         return 0
     core.promote_due(now)
     for job in list(held):
-        core.fail_attempt(job, core.queues[job.queue], CONNECTION_LOST, True, None, now)
+        core.fail_attempt(job, core.queues[job.queue], CONNECTION_LOST, True, None, now,
+                          expired=True)
     return len(held)
 
 
@@ -287,7 +313,8 @@ def tick(core: CoreState, now: int) -> None:
             leases.push(job.lease_deadline, token, job)  # extended: expire in its turn
             continue
         core.fail_attempt(
-            job, core.queues[job.queue], LEASE_EXPIRED, True, None, now, entry_popped=True
+            job, core.queues[job.queue], LEASE_EXPIRED, True, None, now, entry_popped=True,
+            expired=True,
         )
     prunes = core.prunes
     while prunes and prunes[0][0] <= now:
