@@ -29,8 +29,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
-from broker.events import SUBSCRIBABLE, EventKind, PendingEvents, events_message
+from broker.events import PendingEvents
 from broker.subscriptions import SubscriptionLimits, Subscriptions
+from protocol.observing import SUBSCRIBABLE, EventKind, events_message
 
 COMPLETED: Final = EventKind.COMPLETED
 RESULT: Final = b"r" * 100

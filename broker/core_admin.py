@@ -21,11 +21,11 @@ from broker.core_state import (
     CoreState,
     QueueState,
 )
-from broker.events import EventKind
 from broker.jobs import Job
 from broker.replysize import job_info
 from protocol.errors import ErrorCode
 from protocol.model import JobState
+from protocol.observing import EventKind
 from protocol.replies import JobInfo, QueueStats
 
 _EMPTY_STATS = QueueStats(0, 0, 0, 0, 0, False, None, 0, 0)

@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from broker.core_state import DELAYED, WAITING, CoreError, CoreState, QueueState
-from broker.events import EventKind
 from broker.jobs import NO_OPTIONS, Job, JobOptions
 from protocol.errors import ErrorCode
 from protocol.model import PLAIN_TAIL, JobSpec
+from protocol.observing import EventKind
 from protocol.replies import EnqueueResult
 
 

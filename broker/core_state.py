@@ -16,13 +16,14 @@ from typing import Final
 
 from broker import backoff as backoff_policy
 from broker.core_config import CoreConfig
-from broker.events import EventKind, PendingEvents
+from broker.events import PendingEvents
 from broker.heaps import DeadlineHeap, ReadyQueue
 from broker.jobs import Job
 from broker.metrics import QueueMetrics
 from broker.retention import FinishedList
 from protocol.errors import ErrorCode
 from protocol.model import JobState
+from protocol.observing import EventKind
 
 WAITING: Final = JobState.WAITING
 DELAYED: Final = JobState.DELAYED

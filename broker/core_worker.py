@@ -21,11 +21,11 @@ from broker.core_state import (
     CoreState,
     QueueState,
 )
-from broker.events import EventKind
 from broker.jobs import Job
 from broker.replysize import RESERVED_JOB_OVERHEAD, UTF8_MAX, packed_size
 from protocol.errors import ErrorCode
 from protocol.model import AckItem, ExtendItem, FailItem, JobState, ReleaseItem
+from protocol.observing import EventKind
 from protocol.replies import OK, Outcome, ReservedJob
 
 LEASE_EXPIRED: Final = "lease expired"

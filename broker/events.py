@@ -1,5 +1,5 @@
 """Job events: what happened to jobs and queues, and the hand-off that publishes them only after
-their write committed.
+their write committed. The kinds and their fields are the wire's (``protocol.observing``).
 
 Theory of operation
 -------------------
@@ -15,7 +15,7 @@ a pause, ...) may produce events. They go to subscribers in three steps:
    again, so its events are published when that retry commits; they describe the same changes).
 3. ``broker.subscriptions.Subscriptions.publish`` copies each event into the bounded buffer of
    every subscription that asked for its queue and kind; the I/O layer sends a buffer as
-   ``events`` messages (``events_message``) while the connection has room.
+   ``events`` messages (``protocol.observing.events_message``) while the connection has room.
 
 Recording costs nothing unless someone subscribed: callers test ``Subscriptions.active`` (one
 attribute) before building an event, so a broker without subscribers does one attribute load per
@@ -38,71 +38,12 @@ Invariants:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import StrEnum
-from typing import Any, Final
+from typing import Any
 
 import msgpack
 
-
-class EventKind(StrEnum):
-    """Every event a subscription can receive. ``KIND_FIELDS`` gives each one's own fields."""
-
-    ADDED = "added"
-    """A job was enqueued (not a duplicate); ``state`` is waiting or delayed."""
-    WAITING = "waiting"
-    """A delayed job became due, or a failed job was retried (``retry_failed``)."""
-    ACTIVE = "active"
-    """A worker reserved the job; ``attempt`` is the attempt it started."""
-    PROGRESS = "progress"
-    """The worker reported progress."""
-    COMPLETED = "completed"
-    """The worker acked the job, with its result."""
-    FAILED = "failed"
-    """The worker failed the attempt; ``will_retry`` says whether another attempt comes."""
-    DELAYED = "delayed"
-    """The job entered ``delayed`` (added with a later run time, backoff after a failed attempt,
-    released with a delay); follows the event that caused it."""
-    LEASE_EXPIRED = "lease_expired"
-    """The attempt ended without an outcome (the lease ran out, the worker's connection closed);
-    it counts as a failed attempt: same fields as ``failed``."""
-    RELEASED = "released"
-    """The worker handed the job back without counting the attempt."""
-    REMOVED = "removed"
-    """The job was deleted (``reason``: cancelled, cleaned)."""
-    PAUSED = "paused"
-    RESUMED = "resumed"
-    DRAINED = "drained"
-    """The queue's last waiting job was reserved: nothing waits now."""
-    LAGGED = "lagged"
-    """Events were dropped because this subscription's buffer overflowed (never filtered)."""
-
-
-KIND_FIELDS: Final[dict[EventKind, tuple[str, ...]]] = {
-    EventKind.ADDED: ("state", "run_at"),
-    EventKind.WAITING: (),
-    EventKind.ACTIVE: ("attempt",),
-    EventKind.PROGRESS: ("progress",),
-    EventKind.COMPLETED: ("attempt", "result"),
-    EventKind.FAILED: ("attempt", "error", "will_retry", "run_at"),
-    EventKind.DELAYED: ("run_at",),
-    EventKind.LEASE_EXPIRED: ("attempt", "error", "will_retry", "run_at"),
-    EventKind.RELEASED: ("run_at",),
-    EventKind.REMOVED: ("reason",),
-    EventKind.PAUSED: (),
-    EventKind.RESUMED: (),
-    EventKind.DRAINED: (),
-    EventKind.LAGGED: ("dropped",),
-}
-"""The fields each kind carries besides the common ones (``seq, kind, time, queue, job_id,
-name``), in the order ``Event.extra`` holds them."""
-
-QUEUE_KINDS: Final = frozenset({EventKind.PAUSED, EventKind.RESUMED, EventKind.DRAINED})
-"""Events about a queue, not a job: their ``job_id`` and ``name`` are nil."""
-
-SUBSCRIBABLE: Final = frozenset(EventKind) - {EventKind.LAGGED}
-"""Kinds a subscription may ask for; ``lagged`` is always delivered."""
+from protocol.observing import KIND_FIELDS, EventKind
 
 _pack = msgpack.Packer(use_bin_type=True).pack
 
@@ -261,16 +202,3 @@ def _merge(into: dict[tuple[str | None, EventKind], DroppedCount],
             old.count += group.count
             old.last_seq = group.last_seq
             old.last_time = group.last_time
-
-
-def events_message(sub_id: int, items: Sequence[bytes]) -> bytes:
-    """The msgpack body of one ``[3, "events", {"sub": id, "events": [...]}]`` message built
-    from events already encoded by ``Subscriptions.take`` (no event is packed twice).
-
-    The frame prefix is added by the caller (``protocol.codec``).
-    """
-    packer = msgpack.Packer(use_bin_type=True)
-    head: bytes = packer.pack_array_header(3) + packer.pack(3) + packer.pack("events")
-    head += packer.pack_map_header(2) + packer.pack("sub") + packer.pack(sub_id)
-    head += packer.pack("events") + packer.pack_array_header(len(items))
-    return head + b"".join(items)

@@ -37,15 +37,9 @@ from collections import deque
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
-from broker.events import (
-    SUBSCRIBABLE,
-    CommittedEvents,
-    DroppedCount,
-    Event,
-    EventKind,
-    lagged,
-)
+from broker.events import CommittedEvents, DroppedCount, Event, lagged
 from protocol.errors import ErrorCode
+from protocol.observing import EventKind
 
 
 class SubscriptionRefused(Exception):
@@ -76,32 +70,6 @@ class SubscriptionLimits:
     """Subscriptions in the whole broker."""
     max_queues: int = 1_000
     """Queues named by one subscription."""
-
-
-def parse_kinds(names: Iterable[str] | None) -> frozenset[EventKind]:
-    """The kinds a subscription asks for; ``None`` means every kind.
-
-    Raises:
-        SubscriptionRefused: ``BAD_ARGUMENT`` for an unknown kind, ``lagged`` (always delivered)
-            or an empty list.
-    """
-    if names is None:
-        return SUBSCRIBABLE
-    kinds: set[EventKind] = set()
-    for index, name in enumerate(names):
-        try:
-            kind = EventKind(name)
-        except ValueError:
-            kind = None
-        if kind is None or kind is EventKind.LAGGED:
-            raise SubscriptionRefused(
-                ErrorCode.BAD_ARGUMENT,
-                f"kinds[{index}]: expected one of {', '.join(sorted(SUBSCRIBABLE))}",
-            )
-        kinds.add(kind)
-    if not kinds:
-        raise SubscriptionRefused(ErrorCode.BAD_ARGUMENT, "kinds: expected at least one kind")
-    return frozenset(kinds)
 
 
 class Subscription:
@@ -197,7 +165,8 @@ class Subscriptions:
         Args:
             conn_id: the subscribing connection.
             queues: the queues to follow, or ``None`` for every queue (present and future).
-            kinds: the kinds to receive (``parse_kinds``); ``lagged`` comes regardless.
+            kinds: the kinds to receive (``protocol.observing.check_kinds``); ``lagged``
+                comes regardless.
             start_seq: the first ``seq`` it receives (``PendingEvents.next_seq``: events of
                 writes applied before the subscription are not sent).
 

@@ -10,24 +10,22 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from broker.events import (
-    KIND_FIELDS,
-    QUEUE_KINDS,
-    SUBSCRIBABLE,
-    CommittedEvents,
-    Event,
-    EventKind,
-    PendingEvents,
-    events_message,
-)
+from broker.events import CommittedEvents, Event, PendingEvents
 from broker.subscriptions import (
     Subscription,
     SubscriptionLimits,
     SubscriptionRefused,
     Subscriptions,
-    parse_kinds,
 )
-from protocol.errors import ErrorCode
+from protocol.errors import ErrorCode, ProtocolError
+from protocol.observing import (
+    KIND_FIELDS,
+    QUEUE_KINDS,
+    SUBSCRIBABLE,
+    EventKind,
+    check_kinds,
+    events_message,
+)
 
 ADDED = EventKind.ADDED
 COMPLETED = EventKind.COMPLETED
@@ -95,17 +93,21 @@ def test_events_message_is_one_valid_message(count: int) -> None:
 # --------------------------------------------------------------------------- kinds
 
 
-def test_parse_kinds() -> None:
-    assert parse_kinds(None) == SUBSCRIBABLE
-    assert parse_kinds(["completed", "failed", "completed"]) == {COMPLETED, EventKind.FAILED}
+def test_check_kinds() -> None:
+    assert check_kinds(("completed", "failed", "completed"), "kinds") == {
+        COMPLETED, EventKind.FAILED
+    }
 
 
-@pytest.mark.parametrize("names", [["nope"], ["completed", "lagged"], []])
-def test_parse_kinds_refuses(names: list[str]) -> None:
-    with pytest.raises(SubscriptionRefused) as caught:
-        parse_kinds(names)
+@pytest.mark.parametrize(("value", "field"), [
+    (("nope",), "kinds[0]"), (("completed", "lagged"), "kinds[1]"), ((), "kinds"),
+    (("completed", 3), "kinds[1]"), ("completed", "kinds"),
+])
+def test_check_kinds_refuses(value: object, field: str) -> None:
+    with pytest.raises(ProtocolError) as caught:
+        check_kinds(value, "kinds")
     assert caught.value.code is ErrorCode.BAD_ARGUMENT
-    assert caught.value.message.startswith("kinds")
+    assert caught.value.field == field
 
 
 # --------------------------------------------------------------------------- the index

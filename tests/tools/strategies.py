@@ -88,6 +88,17 @@ from protocol.operations import (
     Stats,
     Wait,
 )
+from protocol.observing import (
+    METRICS,
+    SUBSCRIBABLE,
+    SUBSCRIBE,
+    UNSUBSCRIBE,
+    WORKERS,
+    Metrics,
+    Subscribe,
+    Unsubscribe,
+    Workers,
+)
 from protocol.replies import OK, JobInfo, Outcome, QueueStats, ReservedJob
 
 INT64_MIN = -(2**63)
@@ -255,6 +266,16 @@ retry_faileds = st.builds(
     RetryFailed, names, _opt(_batch(job_ids)), _opt(st.integers(1, 2**31))
 )
 
+subscribes = st.builds(
+    Subscribe, _opt(_batch(names)),
+    _opt(st.frozensets(st.sampled_from(sorted(SUBSCRIBABLE)), min_size=1)),
+)
+unsubscribes = st.builds(Unsubscribe, st.integers(0, 2**53))
+metrics = st.builds(
+    Metrics, _opt(_batch(names)), _opt(names), st.integers(1, MAX_LIST_LIMIT), st.booleans()
+)
+workers = st.builds(Workers, st.booleans(), st.integers(1, MAX_LIST_LIMIT), st.integers(0, 2**31))
+
 requests_by_op: dict[str, st.SearchStrategy[Any]] = {
     HELLO.name: hellos,
     PING.name: pings,
@@ -274,6 +295,10 @@ requests_by_op: dict[str, st.SearchStrategy[Any]] = {
     CLEAN.name: cleans,
     LIST_FAILED.name: list_faileds,
     RETRY_FAILED.name: retry_faileds,
+    SUBSCRIBE.name: subscribes,
+    UNSUBSCRIBE.name: unsubscribes,
+    METRICS.name: metrics,
+    WORKERS.name: workers,
 }
 
 
