@@ -49,6 +49,17 @@ from protocol.model import (
     ReleaseItem,
     Retention,
 )
+from protocol.observing import (
+    METRICS,
+    SUBSCRIBABLE,
+    SUBSCRIBE,
+    UNSUBSCRIBE,
+    WORKERS,
+    Metrics,
+    Subscribe,
+    Unsubscribe,
+    Workers,
+)
 from protocol.operations import (
     ACK,
     CANCEL,
@@ -87,17 +98,6 @@ from protocol.operations import (
     RetryFailed,
     Stats,
     Wait,
-)
-from protocol.observing import (
-    METRICS,
-    SUBSCRIBABLE,
-    SUBSCRIBE,
-    UNSUBSCRIBE,
-    WORKERS,
-    Metrics,
-    Subscribe,
-    Unsubscribe,
-    Workers,
 )
 from protocol.replies import OK, JobInfo, Outcome, QueueStats, ReservedJob
 
