@@ -11,7 +11,7 @@ Per event, in nanoseconds (best of ``--rounds``), for a stream of ``completed`` 
 * ``1 subscriber, other queue``: recorded, committed, published; the one subscription follows
   another queue, so only the index lookups are paid.
 * ``1 subscriber, all events``: recorded, committed, published, encoded and taken in frames
-  of up to 1 MiB (``events_message``), as the I/O layer will.
+  of up to 1 MiB (``events_frame``), as the I/O layer will.
 * ``10 subscribers, all events``: the same with ten subscriptions sharing each encoded event.
 
 Usage::
@@ -31,7 +31,7 @@ from typing import Final
 
 from broker.events import PendingEvents
 from broker.subscriptions import SubscriptionLimits, Subscriptions
-from protocol.observing import SUBSCRIBABLE, EventKind, events_message
+from protocol.observing import SUBSCRIBABLE, EventKind, events_frame
 
 COMPLETED: Final = EventKind.COMPLETED
 RESULT: Final = b"r" * 100
@@ -80,7 +80,7 @@ def _with_subscribers(count: int, queue: str) -> Callable[[int], None]:
             for conn in range(count):
                 for sub in everyone(conn):
                     while sub.buffer:
-                        events_message(sub.id, subs.take(sub, FRAME))
+                        events_frame(sub.id, subs.take(sub, FRAME))
     return run
 
 

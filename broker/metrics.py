@@ -5,7 +5,7 @@ Theory of operation
 The I/O layer tells this module what happened (a job added, reserved after waiting so long,
 acked after running so long; a commit of so many jobs that took so long), always with ``now``
 in integer milliseconds; nothing here reads a clock. The ``metrics`` operation turns the state
-into plain maps and lists with ``to_wire`` (``docs/metrics-and-events.md`` documents every
+into plain maps and lists with ``to_wire`` (``protocol/SPEC.md`` §9.9-9.12 documents every
 field), which the HTTP gateway renders as Prometheus text.
 
 * ``Histogram`` keeps counts in fixed buckets, as HDR histograms do: each power of two of
@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import math
 from array import array
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -286,7 +285,7 @@ class QueueMetrics:
         self.processing_ms = Histogram()
 
     def to_wire(self, now: int, *, buckets: bool = False) -> dict[str, Any]:
-        """The queue's metrics map (``docs/metrics-and-events.md``, "QueueMetrics")."""
+        """The queue's metrics map (``protocol/SPEC.md`` §9.12, QueueMetrics)."""
         return {
             "added": self.added.to_wire(now),
             "completed": self.completed.to_wire(now),
@@ -305,20 +304,22 @@ class BrokerGauges:
 
     connections: int
     subscriptions: int
+    queues: int
     rss_bytes: int | None
     journal_bytes: int
     wal_bytes: int
 
 
 class BrokerMetrics:
-    """The broker's commit metrics and every queue's ``QueueMetrics``.
+    """The broker's commit metrics (each queue's ``QueueMetrics`` lives with the queue, in the
+    core's ``QueueState``).
 
     Args:
         started_at: when the broker started (ms), for ``uptime_ms``.
     """
 
     __slots__ = ("commit_batch_size", "commit_failures", "commit_latency_ms", "commits",
-                 "queues", "started_at")
+                 "started_at")
 
     def __init__(self, started_at: int) -> None:
         self.started_at = started_at
@@ -327,18 +328,6 @@ class BrokerMetrics:
         self.commit_batch_size = Histogram()
         """Jobs written per successful commit (a count, not milliseconds)."""
         self.commit_latency_ms = Histogram()
-        self.queues: dict[str, QueueMetrics] = {}
-
-    def queue(self, name: str) -> QueueMetrics:
-        """The metrics of queue ``name``, created on first use."""
-        metrics = self.queues.get(name)
-        if metrics is None:
-            metrics = self.queues[name] = QueueMetrics()
-        return metrics
-
-    def forget_queue(self, name: str) -> None:
-        """Drop a removed queue's metrics (its memory with it)."""
-        self.queues.pop(name, None)
 
     def commit_succeeded(self, jobs: int, latency_ms: float, now: int) -> None:
         """A transaction of ``jobs`` job rows committed after ``latency_ms``."""
@@ -350,7 +339,7 @@ class BrokerMetrics:
         self.commit_failures.add(now)
 
     def to_wire(self, now: int, gauges: BrokerGauges, *, buckets: bool = False) -> dict[str, Any]:
-        """The broker's metrics map (``docs/metrics-and-events.md``, "BrokerMetrics")."""
+        """The broker's metrics map (``protocol/SPEC.md`` §9.11, BrokerMetrics)."""
         return {
             "now": now,
             "uptime_ms": max(0, now - self.started_at),
@@ -359,25 +348,9 @@ class BrokerMetrics:
             "rss_bytes": gauges.rss_bytes,
             "journal_bytes": gauges.journal_bytes,
             "wal_bytes": gauges.wal_bytes,
-            "queues": len(self.queues),
+            "queues": gauges.queues,
             "commits": self.commits.to_wire(now),
             "commit_failures": self.commit_failures.to_wire(now),
             "commit_batch_size": self.commit_batch_size.to_wire(buckets=buckets),
             "commit_latency_ms": self.commit_latency_ms.to_wire(buckets=buckets),
         }
-
-    def queues_to_wire(
-        self, names: Iterable[str], now: int, *, buckets: bool = False
-    ) -> dict[str, dict[str, Any]]:
-        """``{name: QueueMetrics map}`` for the given queues (an unknown name gets empty
-        metrics, as a queue with no traffic yet)."""
-        empty = None
-        out: dict[str, dict[str, Any]] = {}
-        for name in names:
-            metrics = self.queues.get(name)
-            if metrics is None:
-                if empty is None:
-                    empty = QueueMetrics()
-                metrics = empty
-            out[name] = metrics.to_wire(now, buckets=buckets)
-        return out

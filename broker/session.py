@@ -48,6 +48,7 @@ from broker.core import CoreError
 from broker.log import get_logger
 from broker.longpoll import ParkedReserve, ParkedWait
 from broker.ops import DISPATCH, OpContext, reply_job
+from broker.workers import WorkerInfo
 from protocol.codec import FrameDecoder, FrameEncoder
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.messages import (
@@ -133,6 +134,8 @@ class Session(asyncio.Protocol):
         self.parked: set[ParkedReserve | ParkedWait] = set()
         self.read_pauses = 0
         """How many times reading was paused (exposed for tests and stats)."""
+        self.worker: WorkerInfo | None = None
+        """What the ``workers`` op shows of this connection (set by the server on accept)."""
         self._settings = settings
         self._decoder = FrameDecoder(settings.max_frame)
         self._encoder = FrameEncoder()
@@ -211,6 +214,8 @@ class Session(asyncio.Protocol):
             self.fail_connection(exc.code, exc.message)
             return
         now = self.hooks.now_ms()
+        if self.worker is not None:
+            self.worker.last_seen = now
         self._in_batch = True
         try:
             while self.state is ConnState.OPEN or self.state is ConnState.HANDSHAKE:
@@ -259,6 +264,17 @@ class Session(asyncio.Protocol):
     def resume_writing(self) -> None:
         self._writing_paused = False
         self._update_reading()
+        self.broker.observe.pump(self)  # events waiting for room (nothing if none)
+
+    def can_send_events(self) -> bool:
+        """Open and below the write high-water mark (else events wait in bounded buffers)."""
+        return self.state is ConnState.OPEN and not self._writing_paused
+
+    def send_events_frame(self, frame: bytes) -> None:
+        """Write one encoded ``events`` frame, after the replies already queued."""
+        self._flush()
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.write(frame)
 
     # ------------------------------------------------------------------ output
 
@@ -434,6 +450,8 @@ class Session(asyncio.Protocol):
             self.hooks.handshakes().record_success(host)
         self._move(ConnState.OPEN)
         self.client_name = hello.client
+        if self.worker is not None:
+            self.worker.client = hello.client
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None

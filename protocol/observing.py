@@ -157,15 +157,16 @@ UNSUBSCRIBE: Final[Operation[Unsubscribe, bool]] = declare(Operation(
 """Reply: ``{removed: bool}``; no ``events`` message of ``sub`` follows it."""
 
 
-def events_message(sub_id: int, items: Sequence[bytes]) -> bytes:
-    """The msgpack body of one ``[3, "events", {"sub": id, "events": [...]}]`` message from
-    events already encoded (each a msgpack map): the broker packs each event once and shares the
-    bytes among its subscribers. The caller adds the frame's length prefix."""
+def events_frame(sub_id: int, items: Sequence[bytes]) -> bytes:
+    """The frame (length prefix and body) of one ``[3, "events", {"sub": id, "events": [...]}]``
+    message built from events already encoded (each a msgpack map): the broker packs each event
+    once and shares the bytes among its subscribers."""
     packer = msgpack.Packer(use_bin_type=True)
     head: bytes = packer.pack_array_header(3) + packer.pack(3) + packer.pack(EVENTS)
     head += packer.pack_map_header(2) + packer.pack("sub") + packer.pack(sub_id)
     head += packer.pack(EVENTS) + packer.pack_array_header(len(items))
-    return head + b"".join(items)
+    size = len(head) + sum(len(item) for item in items)
+    return b"".join((size.to_bytes(4, "big"), head, *items))
 
 
 class EventBatch(NamedTuple):

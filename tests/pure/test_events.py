@@ -24,7 +24,7 @@ from protocol.observing import (
     SUBSCRIBABLE,
     EventKind,
     check_kinds,
-    events_message,
+    events_frame,
 )
 
 ADDED = EventKind.ADDED
@@ -82,9 +82,11 @@ def test_wrong_number_of_kind_fields_is_a_bug_caught_at_encoding() -> None:
 
 
 @pytest.mark.parametrize("count", [0, 1, 15, 16, 17, 65_535, 65_536])
-def test_events_message_is_one_valid_message(count: int) -> None:
+def test_events_frame_is_one_valid_message(count: int) -> None:
     items = [ev(i).wire() for i in range(1, count + 1)]
-    body = msgpack.unpackb(events_message(9, items), raw=False)
+    frame = events_frame(9, items)
+    assert int.from_bytes(frame[:4], "big") == len(frame) - 4
+    body = msgpack.unpackb(frame[4:], raw=False)
     assert body[:2] == [3, "events"]
     assert body[2]["sub"] == 9
     assert [e["seq"] for e in body[2]["events"]] == list(range(1, count + 1))
