@@ -48,6 +48,7 @@ from client.options import exponential, fixed
 from client.queue import Client, Queue
 from client.serializers import JSON, MSGPACK, RAW, JsonSerializer, MsgpackSerializer, Serializer
 from client.sync import SyncClient, SyncJob, SyncQueue
+from client.watch import EventStream, JobEvent, QueueEvents
 from client.worker import Worker
 from protocol.model import JobState
 from protocol.replies import QueueStats
@@ -55,10 +56,10 @@ from protocol.replies import QueueStats
 __all__ = [
     "DEFAULT_URL", "JSON", "MSGPACK", "RAW", "AuthenticationError", "BrokerError", "Client",
     "ConflictError", "Connection", "ConnectionClosedError", "ConnectionLostError",
-    "ConnectionState", "ConnectionStatistics", "DrainingError", "Job", "JobContext",
-    "JobFailed", "JobRecord", "JobState", "JobwireError", "JournalFailureError",
+    "ConnectionState", "ConnectionStatistics", "DrainingError", "EventStream", "Job", "JobContext",
+    "JobEvent", "JobFailed", "JobRecord", "JobState", "JobwireError", "JournalFailureError",
     "JsonSerializer", "MsgpackSerializer", "NotFoundError", "PayloadTooLargeError", "Queue",
-    "QueueFullError", "QueueStats", "RequestTimeoutError", "Retry", "Serializer", "ServerInfo",
-    "StaleLeaseError", "SyncClient", "SyncJob", "SyncQueue", "UnrecoverableError",
+    "QueueEvents", "QueueFullError", "QueueStats", "RequestTimeoutError", "Retry", "Serializer",
+    "ServerInfo", "StaleLeaseError", "SyncClient", "SyncJob", "SyncQueue", "UnrecoverableError",
     "WaitTimeoutError", "Worker", "WorkerStatistics", "exponential", "fixed", "parse_url",
 ]

@@ -31,8 +31,10 @@ from client.options import (
     split_batches,
 )
 from client.serializers import Serializer, get_serializer
+from client.watch import EventRouter, EventStream
 from protocol.checks import MAX_LIST_LIMIT
 from protocol.model import JobSpec, JobState
+from protocol.observing import METRICS, WORKERS, Metrics, Workers
 from protocol.operations import (
     Cancel,
     Clean,
@@ -68,6 +70,7 @@ class Client:
     ) -> None:
         self.connection = Connection(url, **connection_options)
         self.serializer = get_serializer(serializer)
+        self._router: EventRouter | None = None
 
     async def connect(self, *, wait: bool = False) -> Self:
         """Connect and handshake (see ``Connection.connect``).
@@ -136,6 +139,63 @@ class Client:
         """The broker-wide part of the ``stats`` reply (version, connections, uptime)."""
         body = await self.connection.request(Stats(None))
         return dict(body.get("broker") or {})
+
+    def events(
+        self, queues: Iterable[str] | None = None, *, kinds: Iterable[str] | None = None,
+        serializer: Serializer | str | None = None, max_buffer: int = 10_000,
+    ) -> EventStream:
+        """Follow job events as the broker commits them (SPEC §8.17, §10.1).
+
+        ``async for event in client.events(["emails"], kinds=["completed", "failed"])`` (or
+        ``async with`` it, to unsubscribe on exit). Each item is a ``JobEvent``; a ``lagged``
+        event says how many were lost when the consumer fell behind (``None``: unknown, after
+        a reconnect).
+
+        Args:
+            queues: the queues to follow; ``None`` for every queue.
+            kinds: event kinds (``"completed"``, ``"failed"``...); ``None`` for all.
+            serializer: decodes ``completed`` results (default: the client's).
+            max_buffer: events held for a slow consumer before they turn into ``lagged``.
+        """
+        if self._router is None:
+            self._router = EventRouter(self.connection)
+        chosen = self.serializer if serializer is None else get_serializer(serializer)
+        return EventStream(self._router, queues, kinds, chosen, max_buffer)
+
+    async def metrics(
+        self, queues: Sequence[str] | None = None, *, buckets: bool = False
+    ) -> dict[str, Any]:
+        """Broker and per-queue metrics (SPEC §8.19): ``{"broker": {...}, "queues": {...}}``.
+
+        Pages through every queue when ``queues`` is ``None``; durations are milliseconds, as
+        on the wire.
+        """
+        if queues is not None:
+            body = await self.connection.request(Metrics(tuple(queues), None, 1_000, buckets))
+            return {"broker": body["broker"], "queues": body["queues"]}
+        out: dict[str, Any] = {"broker": {}, "queues": {}}
+        after: str | None = None
+        while True:
+            body = METRICS.reply(
+                await self.connection.request(Metrics(None, after, 1_000, buckets))
+            )
+            out["broker"] = body["broker"]
+            out["queues"].update(body["queues"])
+            after = body.get("next")
+            if after is None:
+                return out
+
+    async def workers(self, *, include_all: bool = False) -> list[dict[str, Any]]:
+        """The connected workers (SPEC §8.20), oldest connection first (every connection with
+        ``include_all``)."""
+        out: list[dict[str, Any]] = []
+        while True:
+            page = WORKERS.reply(await self.connection.request(
+                Workers(include_all, MAX_LIST_LIMIT, len(out))
+            ))
+            out += page.workers
+            if not page.workers or len(out) >= page.total:
+                return out
 
     async def ping(self) -> int:
         """Round-trip to the broker. Returns the broker's clock (Unix ms)."""

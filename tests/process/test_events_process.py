@@ -1,22 +1,63 @@
-"""A subscriber whose reader is dead must not grow the broker's memory: a real ``jobwire serve``
-process, a subscriber on every event that never reads its socket, and about 200,000 events
-(enqueue, reserve and ack with 1 KiB results, so an unbounded buffer would hold some 70 MB).
-The broker's RSS is read from ``/proc``; the subscriber, once it reads, finds a ``lagged``."""
+"""Job events with real processes.
+
+* A producer sees ``completed``, with the result, for jobs a ``jobwire worker`` in another
+  process finished, through ``Client.events``.
+* A subscriber whose reader is dead must not grow the broker's memory: a real ``jobwire serve``
+  process, a subscriber on every event that never reads its socket, and about 200,000 events
+  (enqueue, reserve and ack with 1 KiB results, so an unbounded buffer would hold some 70 MB).
+  The broker's RSS is read from ``/proc``; the subscriber, once it reads, finds a ``lagged``.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from client import Client
 from protocol.codec import FrameDecoder, encode_frames
-from tests.conftest import BrokerProcess
+from tests.conftest import BrokerProcess, jobwire_command
 from tests.tools.wire import R_ID, R_TOKEN, WireClient, job_spec
 
 BATCH = 1_000
 RESULT = b"r" * 1_024
+
+
+HANDLERS = textwrap.dedent("""
+    async def square(job):
+        return {"square": job.data * job.data}
+
+    handlers = {"square": square}
+""")
+
+
+async def test_a_producer_sees_results_of_a_worker_in_another_process(
+    broker_process: BrokerProcess, tmp_path: Path
+) -> None:
+    (tmp_path / "tasks_events.py").write_text(HANDLERS)
+    url = f"jobwire://{broker_process.host}:{broker_process.port}"
+    async with Client(url) as client, client.events(["sq"], kinds=["completed"]) as stream:
+        jobs = await client.queue("sq").add_bulk([("square", n) for n in range(20)])
+        worker = await asyncio.create_subprocess_exec(
+            *jobwire_command(), "worker", "tasks_events:handlers", "--queue", "sq",
+            "--url", url, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )
+        try:
+            results = {}
+            async with asyncio.timeout(60):
+                async for event in stream:
+                    assert event.kind == "completed"
+                    results[event.job_id] = event.result
+                    if len(results) == len(jobs):
+                        break
+        finally:
+            worker.terminate()
+            await worker.wait()
+    assert results == {job.id: {"square": n * n} for n, job in enumerate(jobs)}
 
 
 def rss_bytes(process: BrokerProcess) -> int:
