@@ -1,5 +1,5 @@
 """``jobwire worker`` and the admin subcommands: ``stats``, ``job``, ``pause``, ``resume``,
-``clean``, ``failed``.
+``clean``, ``failed``, ``events``, ``workers``.
 
 ``register(subparsers)`` adds them to the ``jobwire`` console script (``broker/cli.py`` calls it);
 each sets ``func(args) -> exit code``. Every command takes ``--url`` (default ``$JOBWIRE_URL``,
@@ -27,7 +27,16 @@ from client.errors import JobwireError, NotFoundError
 from client.job import JobRecord
 from client.queue import Client
 from client.serializers import get_serializer
+from client.watch_cli import (
+    RATE_HEADERS,
+    WORKER_HEADERS,
+    event_json,
+    event_line,
+    rate_columns,
+    worker_row,
+)
 from protocol.model import JobState
+from protocol.observing import SUBSCRIBABLE
 from protocol.replies import QueueStats
 
 _UNITS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
@@ -72,13 +81,16 @@ def _common(parser: argparse.ArgumentParser, *, json_flag: bool = True) -> None:
 
 
 def register(subparsers: Any) -> None:
-    """Add ``worker``, ``stats``, ``job``, ``pause``, ``resume``, ``clean`` and ``failed``."""
+    """Add ``worker``, ``stats``, ``job``, ``pause``, ``resume``, ``clean``, ``failed``,
+    ``events`` and ``workers``."""
     from client.worker_cli import add_worker_parser
 
     add_worker_parser(subparsers)
 
-    p = subparsers.add_parser("stats", help="show queue counters",
-                              description="Counts per state for every queue (or one).")
+    p = subparsers.add_parser("stats", help="show queue counters, rates and durations",
+                              description="Counts per state for every queue (or one), jobs "
+                              "added and completed per second over the last minute, and the "
+                              "median and 99th percentile of waiting and processing times.")
     p.add_argument("--queue", "-q", help="only this queue")
     _common(p)
     p.set_defaults(func=_command(_stats))
@@ -120,6 +132,29 @@ def register(subparsers: Any) -> None:
     _common(p)
     p.set_defaults(func=_command(_failed))
 
+    p = subparsers.add_parser(
+        "events", help="print job events as they happen",
+        description="Follow job events (added, active, progress, completed, failed, ...) of "
+        "QUEUE... (every queue when none is named), one line each, until Ctrl-C (exit 130) or "
+        "--count. A 'lagged' line says how many events this terminal missed because it fell "
+        "behind.")
+    p.add_argument("queues", metavar="QUEUE", nargs="*")
+    p.add_argument("--kind", dest="kinds", action="append", choices=sorted(SUBSCRIBABLE),
+                   metavar="KIND", help="only this kind (repeatable; default all): "
+                   + ", ".join(sorted(SUBSCRIBABLE)))
+    p.add_argument("--count", type=int, help="stop after this many events")
+    _common(p)
+    p.set_defaults(func=_command(_events))
+
+    p = subparsers.add_parser(
+        "workers", help="list the connected workers",
+        description="Connections that reserve jobs: client name, host, queues, jobs held, "
+        "completed and failed on this connection, connected since, last seen.")
+    p.add_argument("--all", dest="include_all", action="store_true",
+                   help="every connection, not only workers")
+    _common(p)
+    p.set_defaults(func=_command(_workers))
+
 
 def _command(
     body: Callable[[Client, argparse.Namespace], Coroutine[Any, Any, int]],
@@ -134,6 +169,8 @@ def _command(
 
         try:
             return asyncio.run(main())
+        except KeyboardInterrupt:  # Ctrl-C: how `jobwire events` is meant to end; as tail -f
+            return 130
         except (JobwireError, OSError, ValueError) as exc:
             message = exc.message if isinstance(exc, NotFoundError) else str(exc)
             _err(f"jobwire: error: {message or type(exc).__name__}")
@@ -149,18 +186,45 @@ async def _stats(client: Client, args: argparse.Namespace) -> int:
     stats = await client.stats(args.queue)
     if args.queue and args.queue not in stats:
         stats[args.queue] = QueueStats(0, 0, 0, 0, 0, False, None, 0, 0)
+    metrics = await client.metrics([args.queue] if args.queue else None)
+    per_queue = metrics["queues"]
     if args.json:
-        _print_json({name: s.to_wire() for name, s in sorted(stats.items())})
+        _print_json({name: {**s.to_wire(), "metrics": per_queue.get(name)}
+                     for name, s in sorted(stats.items())})
         return 0
     if not stats:
         _out("no queues yet")
         return 0
     headers = ["QUEUE", "WAITING", "DELAYED", "ACTIVE", "COMPLETED", "FAILED", "PAUSED",
-               "OLDEST WAITING", "TOTAL DONE", "TOTAL FAILED"]
+               "OLDEST WAITING", "TOTAL DONE", "TOTAL FAILED", *RATE_HEADERS]
+    uptime = metrics["broker"].get("uptime_ms", 0)
     rows = [[name, s.waiting, s.delayed, s.active, s.completed, s.failed,
              "yes" if s.paused else "no", _age(s.oldest_waiting_ms), s.total_completed,
-             s.total_failed] for name, s in sorted(stats.items())]
+             s.total_failed, *rate_columns(per_queue.get(name), uptime)]
+            for name, s in sorted(stats.items())]
     _out(table(headers, rows))
+    return 0
+
+
+async def _events(client: Client, args: argparse.Namespace) -> int:
+    printed = 0
+    async with client.events(args.queues or None, kinds=args.kinds) as stream:
+        async for event in stream:
+            _out(event_json(event) if args.json else event_line(event))
+            printed += 1
+            if args.count is not None and printed >= args.count:
+                break
+    return 0
+
+
+async def _workers(client: Client, args: argparse.Namespace) -> int:
+    workers = await client.workers(include_all=args.include_all)
+    if args.json:
+        _print_json(workers)
+    elif not workers:
+        _out("no workers connected")
+    else:
+        _out(table(WORKER_HEADERS, [worker_row(worker) for worker in workers]))
     return 0
 
 
