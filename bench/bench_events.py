@@ -14,23 +14,36 @@ Per event, in nanoseconds (best of ``--rounds``), for a stream of ``completed`` 
   of up to 1 MiB (``events_frame``), as the I/O layer will.
 * ``10 subscribers, all events``: the same with ten subscriptions sharing each encoded event.
 
+``--end-to-end`` measures the whole broker instead: for 0 and then 1 subscriber on every event
+(a separate process that reads and counts them), a fresh ``jobwire serve`` is filled with
+``--jobs`` jobs in bulk and drained by one worker process, as the suite's ``drain`` step does;
+the table gives enqueue and drain jobs/s (median of ``--rounds``) and what the subscriber got.
+
 Usage::
 
     .venv/bin/python -m bench.bench_events [--events 200000] [--rounds 3] [--json PATH]
+    .venv/bin/python -m bench.bench_events --end-to-end [--jobs 50000] [--rounds 3]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import signal
+import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
+from bench.broker_proc import BrokerProcess
+from bench.scenarios import Params, Target, drain
 from broker.events import PendingEvents
 from broker.subscriptions import SubscriptionLimits, Subscriptions
+from protocol.codec import FrameDecoder, encode_frames
 from protocol.observing import SUBSCRIBABLE, EventKind, events_frame
 
 COMPLETED: Final = EventKind.COMPLETED
@@ -104,20 +117,113 @@ def measure(run: Callable[[int], None], events: int, rounds: int) -> float:
     return best
 
 
+async def _count_events(address: str) -> dict[str, int]:
+    """Subscribe to every event at ``address`` and count them until SIGTERM."""
+    host, _, port = address.rpartition(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, writer.close)
+    writer.write(encode_frames([[0, 1, "hello", {"version": 1, "client": "bench-subscriber"}],
+                                [0, 2, "subscribe", {}]]))
+    decoder = FrameDecoder(1 << 30)
+    counts = {"events": 0, "lagged": 0, "dropped": 0}
+    ready = False
+    while data := await reader.read(1 << 20):
+        decoder.feed(data)
+        for message in decoder.messages():
+            if message[0] == 1 and message[1] == 2 and not ready:
+                ready = True
+                sys.stdout.write("ready\n")
+                sys.stdout.flush()
+            elif message[0] == 3 and message[1] == "events":
+                for event in message[2]["events"]:
+                    if event["kind"] == "lagged":
+                        counts["lagged"] += 1
+                        counts["dropped"] += event["dropped"]
+                    else:
+                        counts["events"] += 1
+    return counts
+
+
+def _end_to_end_run(jobs: int, sync: str, subscribed: bool) -> dict[str, Any]:
+    broker = BrokerProcess(sync=sync)
+    broker.start()
+    subscriber: subprocess.Popen[bytes] | None = None
+    try:
+        if subscribed:
+            subscriber = subprocess.Popen(
+                [sys.executable, "-m", "bench.bench_events", "--subscriber", broker.address],
+                stdout=subprocess.PIPE,
+            )
+            assert subscriber.stdout is not None
+            if subscriber.stdout.readline().strip() != b"ready":
+                raise RuntimeError("the subscriber process did not subscribe")
+        params = Params(jobs=jobs, sync=sync, connect=broker.address, broker_pid=broker.pid,
+                        quiet=True)
+        with Target(params) as target:
+            result = drain(params, target)
+        counts: dict[str, int] = {}
+        if subscriber is not None:
+            subscriber.send_signal(signal.SIGTERM)
+            out, _ = subscriber.communicate(timeout=60)
+            counts = json.loads(out.decode().splitlines()[-1])
+    finally:
+        if subscriber is not None and subscriber.poll() is None:
+            subscriber.kill()
+            subscriber.wait()
+        broker.close()
+    return {
+        "enqueue_jobs_per_s": round(jobs / result["fill_s"], 1),
+        "drain_jobs_per_s": result["jobs_per_s"],
+        **counts,
+    }
+
+
+def end_to_end(jobs: int, sync: str, rounds: int) -> dict[str, Any]:
+    """Median enqueue and drain jobs/s over ``rounds`` runs, with no subscriber and with one."""
+    out: dict[str, Any] = {}
+    for label, subscribed in (("no subscriber", False), ("1 subscriber, all events", True)):
+        runs = [_end_to_end_run(jobs, sync, subscribed) for _ in range(rounds)]
+        out[label] = {
+            "enqueue_jobs_per_s": statistics.median(r["enqueue_jobs_per_s"] for r in runs),
+            "drain_jobs_per_s": statistics.median(r["drain_jobs_per_s"] for r in runs),
+            "runs": runs,
+        }
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.bench_events",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--end-to-end", action="store_true",
+                        help="enqueue and drain through a broker process, 0 vs 1 subscriber")
+    parser.add_argument("--jobs", type=int, default=50_000, help="with --end-to-end")
+    parser.add_argument("--sync", default="full", choices=("full", "normal", "off"),
+                        help="with --end-to-end: the broker's sync mode")
+    parser.add_argument("--subscriber", metavar="HOST:PORT", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    results = {name: round(measure(run, args.events, args.rounds), 1) for name, run in SCENARIOS}
-    width = max(len(name) for name in results)
-    for name, nanos in results.items():
-        sys.stdout.write(f"{name:<{width}}  {nanos:>9.1f} ns/event\n")
+    if args.subscriber:  # the subscriber process of --end-to-end
+        sys.stdout.write(json.dumps(asyncio.run(_count_events(args.subscriber))) + "\n")
+        return 0
+    if args.end_to_end:
+        report: dict[str, Any] = end_to_end(args.jobs, args.sync, args.rounds)
+        for label, row in report.items():
+            got = row["runs"][-1]
+            seen = f"  events {got['events']:,}, lagged {got['dropped']:,}" if "events" in got \
+                else ""
+            sys.stdout.write(f"{label:<26} enqueue {row['enqueue_jobs_per_s']:>9,.0f} jobs/s"
+                             f"  drain {row['drain_jobs_per_s']:>9,.0f} jobs/s{seen}\n")
+    else:
+        results = {name: round(measure(run, args.events, args.rounds), 1)
+                   for name, run in SCENARIOS}
+        width = max(len(name) for name in results)
+        for name, nanos in results.items():
+            sys.stdout.write(f"{name:<{width}}  {nanos:>9.1f} ns/event\n")
+        report = {"events": args.events, "ns_per_event": results}
     if args.json is not None:
-        args.json.write_text(json.dumps({"events": args.events, "ns_per_event": results},
-                                        indent=2) + "\n")
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
     return 0
 
 
