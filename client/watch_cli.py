@@ -21,6 +21,10 @@ def event_line(event: JobEvent) -> str:
     stamp = datetime.fromtimestamp(event.time, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
     job = f"{event.job_id} ({event.name})" if event.job_id is not None else "-"
     extra = dict(event.fields)
+    if extra.get("state") == "waiting":
+        extra.pop("run_at", None)  # runs now: its run time says nothing
+    if isinstance(extra.get("run_at"), int):
+        extra["run_at"] = _clock(extra["run_at"]).replace(" ", "T")
     if event.kind == "completed":
         extra["result"] = event.result
     details = " ".join(f"{key}={_short(value)}" for key, value in extra.items()
