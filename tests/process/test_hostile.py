@@ -262,6 +262,10 @@ def _example_args() -> dict[str, dict[str, Any]]:
         "clean": {"queue": "q", "state": "completed", "older_than_ms": 0, "limit": 10},
         "list_failed": {"queue": "q", "limit": 10, "offset": 0},
         "retry_failed": {"queue": "q", "ids": ["id-1"], "limit": 10},
+        "subscribe": {"queues": ["q"], "kinds": ["completed"]},
+        "unsubscribe": {"sub": 1},
+        "metrics": {"queues": ["q"], "after": "p", "limit": 10, "buckets": True},
+        "workers": {"all": True, "limit": 10, "offset": 0},
     }
 
 
@@ -289,7 +293,7 @@ def test_a_wrong_type_in_every_field_is_an_error_reply_not_a_crash(
             if answer is None:  # writes answer after their commit, long-polls later: EOF
                 assert message[2] in ("enqueue", "ack", "fail", "extend", "release", "progress",
                                       "cancel", "pause", "resume", "clean", "retry_failed",
-                                      "wait", "reserve"), message
+                                      "get", "wait", "reserve"), message
                 continue
             if isinstance(answer, ErrorReply):
                 assert answer.code in ("BAD_ARGUMENT", "NOT_FOUND", "STALE_LEASE", "CONFLICT",
