@@ -54,6 +54,8 @@ class Settings:
     max_payload: int = 1024 * 1024
     max_connections: int = 1000
     max_inflight: int = 4096
+    max_parked: int = 10_000
+    max_parked_per_connection: int = 256
     handshake_timeout: float = 10.0
     idle_timeout: float = 0.0
     max_queue_jobs: int | None = None
@@ -255,6 +257,10 @@ OPTIONS: Final[tuple[Option, ...]] = (
            "OVERLOADED", "N"),
     Option("max_inflight", _positive_int, "unanswered requests per connection; reading pauses "
            "there and requests already read beyond it get OVERLOADED", "N"),
+    Option("max_parked", _positive_int, "long-poll reserve and wait requests parked in the "
+           "broker at once; more get OVERLOADED", "N"),
+    Option("max_parked_per_connection", _positive_int, "parked requests per connection; more "
+           "get OVERLOADED", "N"),
     Option("handshake_timeout", parse_duration, "time a new connection has to send hello", "DUR"),
     Option("idle_timeout", parse_duration, "close connections silent this long with nothing "
            "pending (0 = never)", "DUR"),

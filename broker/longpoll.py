@@ -47,6 +47,10 @@ class Waiter(Protocol):
     @property
     def is_open(self) -> bool: ...
 
+    @property
+    def unsent_bytes(self) -> int:
+        """Encoded reply bytes of the connection not yet on the socket."""
+
     def finish_reserve(self, request_id: int, jobs: list[ReservedJob]) -> None: ...
 
     def finish_wait(self, request_id: int, job_id: str) -> None: ...
@@ -199,14 +203,36 @@ class Parking:
 
     Args:
         reserve: reserves for a parked waiter now (empty when the core has nothing for it).
+        max_parked: most parked requests in all.
+        max_per_connection: most parked requests of one connection.
     """
 
-    __slots__ = ("_reserve", "reserves", "waits")
+    __slots__ = ("_reserve", "max_parked", "max_per_connection", "reserves", "waits")
 
-    def __init__(self, reserve: Callable[[ParkedReserve], list[ReservedJob]]) -> None:
+    def __init__(
+        self,
+        reserve: Callable[[ParkedReserve], list[ReservedJob]],
+        max_parked: int,
+        max_per_connection: int,
+    ) -> None:
         self.reserves = ReserveWaiters()
         self.waits = JobWaiters()
+        self.max_parked = max_parked
+        self.max_per_connection = max_per_connection
         self._reserve = reserve
+
+    def refusal(self, session: Waiter) -> str | None:
+        """Why ``session`` may not park one more request (``None``: it may).
+
+        Each parked request costs memory until it is answered: they are bounded per connection
+        and in the broker.
+        """
+        if len(session.parked) >= self.max_per_connection:
+            return (f"more than {self.max_per_connection} parked reserve/wait requests on this "
+                    "connection")
+        if len(self.reserves) + len(self.waits) >= self.max_parked:
+            return f"more than {self.max_parked} parked reserve/wait requests"
+        return None
 
     def park_reserve(self, session: Waiter, request_id: int, request: Reserve) -> None:
         """Park a reserve that found nothing until jobs come or ``wait_ms`` passes."""

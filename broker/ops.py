@@ -3,7 +3,7 @@
 A handler takes ``(broker, conn, request_id, request, now)``. ``broker`` is the ``OpContext``:
 what every handler may use (the core, the committer, the parked requests, whether the broker is
 draining); ``conn`` is the connection the request came on, seen only as ``Conn``. The handler
-returns the reply body, which the session sends at once or only after the commit, as the op's
+returns the reply body, which ``handle`` sends at once or only after the commit, as the op's
 declaration in ``protocol.operations`` says (``after_commit``); or ``None`` when it answered or
 parked the request itself. A ``CoreError`` it raises becomes an ERROR reply at once. Every
 declared operation but ``hello`` (the session's handshake) has a handler; importing this module
@@ -52,6 +52,7 @@ from protocol.operations import (
     RESUME,
     RETRY_FAILED,
     STATS,
+    TIME,
     WAIT,
     Ack,
     Cancel,
@@ -69,6 +70,7 @@ from protocol.operations import (
     Resume,
     RetryFailed,
     Stats,
+    Time,
     Wait,
 )
 from protocol.replies import OK, ReservedJob
@@ -86,6 +88,12 @@ class Conn(Waiter, EventSink, Protocol):
 
     worker: WorkerInfo | None
     """What the ``workers`` op shows of this connection (set once it is accepted)."""
+
+    def reply(self, request_id: int, body: Body) -> None:
+        """Send a reply now."""
+
+    def error(self, request_id: int, code: ErrorCode, text: str) -> None:
+        """Send an ERROR reply now."""
 
     def begin(self) -> None:
         """Count one more request that will be answered later."""
@@ -105,6 +113,9 @@ class OpContext:
         core: the state machine.
         committer: the group committer of the core's changes.
         max_frame: the broker's frame cap (replies are cut to fit it).
+        output_budget: unsent reply bytes a connection may have (a reservation stays within it).
+        max_parked: most parked reserve/wait requests in the broker.
+        max_parked_per_connection: most parked reserve/wait requests on one connection.
         clock: wall-clock milliseconds (for reservations made when a parked reserve wakes).
         broker_stats: the broker-wide figures of a ``stats`` reply, given ``now``.
         observe: job events, metrics and the workers table.
@@ -112,7 +123,7 @@ class OpContext:
     """
 
     __slots__ = ("_budget", "broker_stats", "clock", "committer", "connections", "core",
-                 "draining", "max_frame", "observe", "parking")
+                 "draining", "max_frame", "observe", "output_budget", "parking")
 
     def __init__(
         self,
@@ -120,6 +131,9 @@ class OpContext:
         committer: GroupCommitter,
         *,
         max_frame: int,
+        output_budget: int,
+        max_parked: int,
+        max_parked_per_connection: int,
         clock: Callable[[], int],
         broker_stats: Callable[[int], Body],
         observe: Observation,
@@ -130,28 +144,32 @@ class OpContext:
         self.connections = connections
         self.committer = committer
         self.max_frame = max_frame
+        self.output_budget = output_budget
         self.clock = clock
         self.broker_stats = broker_stats
         self.draining = False
         """Set once shutdown starts: enqueues get ``DRAINING``, reserves get nothing."""
-        self.parking = Parking(self._reserve_parked)
+        self.parking = Parking(self._reserve_parked, max_parked, max_parked_per_connection)
         self._budget = reserve_budget(max_frame)
 
-    def reserve(self, conn_id: int, request: Reserve, now: int) -> list[ReservedJob]:
-        """Lease jobs to a connection, within ``max_frame``: the one route to ``Core.reserve``.
+    def reserve(self, conn: Waiter, request: Reserve, now: int) -> list[ReservedJob]:
+        """Lease jobs to a connection: the one route to ``Core.reserve``.
 
-        Journaled, but the reply does not wait: a reservation lost in a crash only leaves the job
-        waiting with the attempt uncounted (docs/internals.md).
+        The reply stays within ``max_frame`` and within the connection's output budget (at least
+        one job is always handed out: a parked reserve woken while its connection's replies are
+        unread adds one job at most). Journaled, but the reply does not wait: a reservation lost
+        in a crash only leaves the job waiting with the attempt uncounted (docs/internals.md).
         """
+        room = min(self._budget, self.output_budget - conn.unsent_bytes)
         jobs: list[ReservedJob] = self.core.reserve(
-            request.queues, request.max_jobs, request.lease_ms, conn_id, now, self._budget
+            request.queues, request.max_jobs, request.lease_ms, conn.conn_id, now, room
         )
         if jobs:
             self.committer.wake()
         return jobs
 
     def _reserve_parked(self, parked: ParkedReserve) -> list[ReservedJob]:
-        return self.reserve(parked.session.conn_id, parked.request, self.clock())
+        return self.reserve(parked.session, parked.request, self.clock())
 
 
 Handler = Callable[[OpContext, Conn, int, Any, int], Body | None]
@@ -175,6 +193,11 @@ def ping(broker: OpContext, conn: Conn, request_id: int, request: Any, now: int)
     return {"now": now}
 
 
+@handles(TIME)
+def time(broker: OpContext, conn: Conn, request_id: int, request: Time, now: int) -> Body:
+    return {"now": now}
+
+
 @handles(ENQUEUE)
 def enqueue(broker: OpContext, conn: Conn, request_id: int, request: Enqueue, now: int) -> Body:
     if broker.draining:
@@ -190,9 +213,12 @@ def reserve(
         conn.worker.asked(request.queues, now)
     if broker.draining:
         return {"jobs": ()}
-    jobs = broker.reserve(conn.conn_id, request, now)
+    jobs = broker.reserve(conn, request, now)
     if jobs or request.wait_ms == 0:
         return {"jobs": jobs or ()}
+    refusal = broker.parking.refusal(conn)
+    if refusal is not None:
+        raise CoreError(ErrorCode.OVERLOADED, refusal)
     conn.begin()
     broker.parking.park_reserve(conn, request_id, request)
     return None
@@ -256,6 +282,8 @@ def wait(broker: OpContext, conn: Conn, request_id: int, request: Wait, now: int
     info = broker.core.get(request.job_id)
     if info is None or info.state in _FINISHED or request.timeout_ms == 0:
         reply_job(broker, conn, request_id, request.job_id, f"no job {request.job_id!r}")
+    elif (refusal := broker.parking.refusal(conn)) is not None:
+        raise CoreError(ErrorCode.OVERLOADED, refusal)
     else:
         conn.begin()
         broker.parking.park_wait(conn, request_id, request)
@@ -346,3 +374,20 @@ DISPATCH: Final[dict[str, tuple[Handler, bool]]] = {
     name: (handler, OPERATIONS[name].after_commit) for name, handler in HANDLERS.items()
 }
 """Each op's handler and whether its reply waits for the commit."""
+
+
+def handle(broker: OpContext, conn: Conn, request_id: int, op: str, request: Any, now: int) -> None:
+    """Run ``op``'s handler and answer: at once or after the commit, as the op is declared; a
+    ``CoreError`` becomes an ERROR reply at once."""
+    handler, after_commit = DISPATCH[op]
+    try:
+        body = handler(broker, conn, request_id, request, now)
+    except CoreError as exc:
+        conn.error(request_id, exc.code, exc.message)
+        return
+    if body is None:
+        return
+    if after_commit:
+        conn.reply_after_commit(request_id, body)
+    else:
+        conn.reply(request_id, body)

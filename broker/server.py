@@ -47,7 +47,7 @@ from broker.journal import Journal, JournalError, SyncMode
 from broker.log import get_logger
 from broker.observe import Observation
 from broker.ops import OpContext
-from broker.session import Session, SessionHooks
+from broker.session import OUTPUT_BUDGET, Session, SessionHooks
 from broker.tls import server_ssl_context
 from protocol.checks import MAX_BATCH
 from protocol.messages import PROTOCOL_VERSION, Event
@@ -96,9 +96,13 @@ class Server:
         self.committer = GroupCommitter(journal, core.take_changes, observer=self.observe)
         self.now_ms = clock
         self.sessions: dict[int, Session] = {}
-        self.ops = OpContext(core, self.committer, max_frame=settings.max_frame, clock=clock,
-                             broker_stats=self.broker_stats, observe=self.observe,
-                             connections=lambda: len(self.sessions))
+        self.ops = OpContext(
+            core, self.committer, max_frame=settings.max_frame, output_budget=OUTPUT_BUDGET,
+            max_parked=settings.max_parked,
+            max_parked_per_connection=settings.max_parked_per_connection,
+            clock=clock, broker_stats=self.broker_stats, observe=self.observe,
+            connections=lambda: len(self.sessions),
+        )
         self.port = 0
         """The port actually bound (useful with ``port=0``)."""
         self._started_ms = clock()
@@ -222,11 +226,6 @@ class Server:
         return sum(stats.active for stats in self.core.stats(None, self.now_ms()).values())
 
     # ------------------------------------------------------------------ sessions
-
-    @property
-    def draining(self) -> bool:
-        """Whether the shutdown sequence has started."""
-        return self.ops.draining
 
     def new_session(self) -> Session:
         """The protocol of a new connection (the listener makes one per accept)."""

@@ -9,10 +9,10 @@ to the group committer so it leaves only after the transaction holding every cha
 committed, as the op's declaration says (``after_commit`` in ``protocol/operations.py``: writes,
 and the job reads ``get``/``wait``, which must never show a state a crash could revert). Such
 replies gather in one list per session and commit batch (``committer.generation``) under a single
-callback, so a commit answers all of a session's requests in one pass. Replies queued while
-handling one chunk of input, or while one commit completes, go out in a single
-``transport.write`` of consecutive frames. The session knows the rest of the broker only through
-the ``OpContext`` its handlers use and the ``SessionHooks`` callbacks the server gives it.
+callback (``broker/outbox.py``), so a commit answers all of a session's requests in one pass.
+Replies queued while handling one chunk of input, or while one commit completes, go out in a
+single ``transport.write`` of consecutive frames. The session knows the rest of the broker only
+through the ``OpContext`` its handlers use and the ``SessionHooks`` callbacks the server gives it.
 
 Connection states and their moves (``ConnState``; an illegal move raises):
 
@@ -37,19 +37,18 @@ The body of each op's reply is given with its declaration (``protocol/operations
 from __future__ import annotations
 
 import asyncio
-import functools
 from collections.abc import Callable
 from enum import Enum
 from typing import Any, Final, NamedTuple, cast
 
 from broker.auth import FailureThrottle, peer_host, token_matches
 from broker.config import Settings
-from broker.core import CoreError
 from broker.log import get_logger
 from broker.longpoll import ParkedReserve, ParkedWait
-from broker.ops import DISPATCH, OpContext, reply_job
+from broker.ops import OpContext, handle, reply_job
+from broker.outbox import NOT_DURABLE, Outbox
 from broker.workers import WorkerInfo
-from protocol.codec import FrameDecoder, FrameEncoder
+from protocol.codec import FrameDecoder
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.messages import (
     PROTOCOL_VERSION,
@@ -67,11 +66,10 @@ WRITE_HIGH_WATER: Final = 1 << 20
 """Bytes of unsent replies above which a connection stops being read."""
 WRITE_LOW_WATER: Final = 256 << 10
 """Bytes of unsent replies below which reading resumes."""
-
-_NOT_DURABLE: Final = (
-    "not acknowledged: the write could not be made durable; it may or may not take effect; "
-    "retry (with the same job id) to be safe"
-)
+OUTPUT_BUDGET: Final = WRITE_HIGH_WATER
+"""Unsent reply bytes (queued, in the transport, or promised after a commit) above which no more
+of a connection's requests are handled until they drain: a reply is budgeted before it is
+produced, so a few pipelined bytes cannot make the broker build gigabytes of replies."""
 
 _MAX_HELD: Final = 64 << 10
 """Bytes a connection may send before its handshake slot comes (a hello needs about 4 KiB)."""
@@ -134,13 +132,16 @@ class Session(asyncio.Protocol):
         self.parked: set[ParkedReserve | ParkedWait] = set()
         self.read_pauses = 0
         """How many times reading was paused (exposed for tests and stats)."""
+        self.output_holds = 0
+        """How many times handling stopped for the output budget (for tests and stats)."""
         self.worker: WorkerInfo | None = None
         """What the ``workers`` op shows of this connection (set by the server on accept)."""
         self._settings = settings
         self._decoder = FrameDecoder(settings.max_frame)
-        self._encoder = FrameEncoder()
         self._transport: asyncio.Transport | None = None
-        self._out: list[Any] = []
+        self._outbox = Outbox(broker.committer, self._answered)
+        self._input_held = False
+        """Requests already read are left in the decoder until the output budget has room."""
         self._in_batch = False
         self._flush_handle: asyncio.Handle | None = None
         self._reading_paused = False
@@ -148,8 +149,6 @@ class Session(asyncio.Protocol):
         self._close_reason: str | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._last_input = 0.0
-        self._committing: list[tuple[int, Any, str]] | None = None
-        self._committing_generation = -1
         self._held: list[bytes] | None = None
         """Bytes received before this connection's handshake slot (``None``: not held)."""
         self._held_bytes = 0
@@ -159,6 +158,7 @@ class Session(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass, but is one
         self._transport = transport
+        self._outbox.attach(transport)
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         transport.set_write_buffer_limits(high=WRITE_HIGH_WATER, low=WRITE_LOW_WATER)
@@ -213,12 +213,25 @@ class Session(asyncio.Protocol):
         except ProtocolError as exc:
             self.fail_connection(exc.code, exc.message)
             return
+        if not self._input_held:
+            self._handle_input()
+
+    def _handle_input(self) -> None:
+        """Handle every complete request in the decoder, in order, while the output budget
+        lasts: one that would add to more than ``OUTPUT_BUDGET`` unsent bytes waits (in the
+        decoder, with reading paused) until the replies before it drain."""
+        if self._input_held:
+            return
         now = self.hooks.now_ms()
         if self.worker is not None:
             self.worker.last_seen = now
         self._in_batch = True
         try:
             while self.state is ConnState.OPEN or self.state is ConnState.HANDSHAKE:
+                if self._outbox.queued_bytes + self._outbox.promised_bytes > OUTPUT_BUDGET or (
+                        self._writing_paused and self._over_budget()):
+                    self._hold_input()
+                    break
                 try:
                     message = self._decoder.next_message()
                 except ProtocolError as exc:
@@ -249,7 +262,7 @@ class Session(asyncio.Protocol):
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
-        self._out.clear()
+        self._outbox.clear()
         self.hooks.closed(self, reason)
 
     @property
@@ -264,6 +277,7 @@ class Session(asyncio.Protocol):
     def resume_writing(self) -> None:
         self._writing_paused = False
         self._update_reading()
+        self._release_input()
         self.broker.observe.pump(self)  # events waiting for room (nothing if none)
 
     def can_send_events(self) -> bool:
@@ -272,7 +286,7 @@ class Session(asyncio.Protocol):
 
     def send_events_frame(self, frame: bytes) -> None:
         """Write one encoded ``events`` frame, after the replies already queued."""
-        self._flush()
+        self._outbox.write()
         if self._transport is not None and not self._transport.is_closing():
             self._transport.write(frame)
 
@@ -282,15 +296,7 @@ class Session(asyncio.Protocol):
         """Queue one outgoing message; it is written with the others of this batch."""
         if self.state is ConnState.CLOSING or self.state is ConnState.CLOSED:
             return
-        self._out.append(message)
-        if not self._in_batch and self._flush_handle is None:
-            self._flush_handle = asyncio.get_running_loop().call_soon(self._flush)
-
-    def send_many(self, messages: list[Any]) -> None:
-        """Queue several outgoing messages at once (like ``send`` for each, in order)."""
-        if self.state is ConnState.CLOSING or self.state is ConnState.CLOSED:
-            return
-        self._out.extend(messages)
+        self._outbox.queue(message)
         if not self._in_batch and self._flush_handle is None:
             self._flush_handle = asyncio.get_running_loop().call_soon(self._flush)
 
@@ -300,25 +306,40 @@ class Session(asyncio.Protocol):
 
     def _flush(self) -> None:
         self._flush_handle = None
-        if self._out and self._transport is not None and not self._transport.is_closing():
-            out, self._out = self._out, []
-            self._transport.write(self._encoder.frames(out))
+        self._outbox.write()
+        self._release_input()
+
+    # ------------------------------------------------------------------ output budget
+
+    @property
+    def unsent_bytes(self) -> int:
+        """Encoded reply bytes not yet on the socket (``Outbox.unsent_bytes``)."""
+        return self._outbox.unsent_bytes
+
+    def _over_budget(self) -> bool:
+        """Whether the unsent replies exceed ``OUTPUT_BUDGET`` bytes (then no more of this
+        connection's requests are handled until they drain)."""
+        return self.unsent_bytes > OUTPUT_BUDGET
+
+    def _hold_input(self) -> None:
+        if not self._input_held:
+            self._input_held = True
+            self.output_holds += 1
+            self._update_reading()
+
+    def _release_input(self) -> None:
+        """Handle the requests left in the decoder once the output budget has room again."""
+        if self._input_held and not self._over_budget() and (
+                self.state is ConnState.OPEN or self.state is ConnState.HANDSHAKE):
+            self._input_held = False
+            self._update_reading()
+            asyncio.get_running_loop().call_soon(self._handle_input)
 
     def reply(self, request_id: int, body: dict[str, Any]) -> None:
         self.send(reply_message(request_id, body))
 
     def error(self, request_id: int, code: ErrorCode, text: str) -> None:
         self.send(error_message(request_id, code, text))
-
-    def finish(self, request_id: int, body: dict[str, Any]) -> None:
-        """Answer a request that was counted in ``inflight``."""
-        self._end()
-        self.reply(request_id, body)
-
-    def finish_error(self, request_id: int, code: ErrorCode, text: str) -> None:
-        """Answer, with an error, a request that was counted in ``inflight``."""
-        self._end()
-        self.error(request_id, code, text)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -376,6 +397,8 @@ class Session(asyncio.Protocol):
 
     def _end(self) -> None:
         self.inflight -= 1
+        # Answering a parked request is activity too: the idle clock restarts (SPEC: TIMEOUT).
+        self._last_input = asyncio.get_running_loop().time()
         if self._reading_paused:
             self._update_reading()
 
@@ -383,7 +406,8 @@ class Session(asyncio.Protocol):
         transport = self._transport
         if transport is None or self.state is ConnState.CLOSED:
             return
-        pause = self._writing_paused or self.inflight >= self._settings.max_inflight
+        pause = (self._writing_paused or self._input_held
+                 or self.inflight >= self._settings.max_inflight)
         if pause and not self._reading_paused:
             self._reading_paused = True
             self.read_pauses += 1
@@ -417,16 +441,8 @@ class Session(asyncio.Protocol):
             self.error(request_id, ErrorCode.OVERLOADED,
                        f"more than {self._settings.max_inflight} requests in flight")
             return
-        handler, after_commit = DISPATCH[op]
         try:
-            body = handler(self.broker, self, request_id, request, now)
-            if body is not None:
-                if after_commit:
-                    self.reply_after_commit(request_id, body)
-                else:
-                    self.reply(request_id, body)
-        except CoreError as exc:
-            self.error(request_id, exc.code, exc.message)
+            handle(self.broker, self, request_id, op, request, now)
         except Exception as exc:
             _log.exception("internal_error", conn=self.conn_id, op=op, error=repr(exc))
             self.error(request_id, ErrorCode.INTERNAL, f"internal error: {type(exc).__name__}")
@@ -462,43 +478,25 @@ class Session(asyncio.Protocol):
         self.reply(request_id, self.hooks.hello_body(now))
 
     def reply_after_commit(self, request_id: int, body: dict[str, Any],
-                           not_durable: str = _NOT_DURABLE) -> None:
-        """Send ``body`` once everything the core changed so far is committed.
-
-        Replies gather in one list per commit batch: the first of a batch registers the list's
-        callback, later ones join it while the committer has not taken that batch yet (its
-        transaction will then hold their changes too). If the transaction fails, the request
-        gets ``JOURNAL_FAILURE`` with the text ``not_durable`` instead.
-        """
-        self._after_commit(request_id, reply_message(request_id, body), not_durable)
+                           not_durable: str = NOT_DURABLE) -> None:
+        """Send ``body`` once everything the core changed so far is committed; if that
+        transaction fails, ``JOURNAL_FAILURE`` with the text ``not_durable`` instead."""
+        self.begin()
+        self._outbox.promise(request_id, reply_message(request_id, body), not_durable)
 
     def error_after_commit(self, request_id: int, code: ErrorCode, text: str) -> None:
         """Send an error once everything the core changed so far is committed (a read whose
         answer, such as "no such job", a crash could otherwise revert)."""
-        self._after_commit(request_id, error_message(request_id, code, text), _NOT_DURABLE)
-
-    def _after_commit(self, request_id: int, message: Any, not_durable: str) -> None:
         self.begin()
-        committer = self.broker.committer
-        batch = self._committing
-        if batch is None or self._committing_generation != committer.generation:
-            batch = []
-            self._committing = batch
-            self._committing_generation = committer.generation
-            committer.after_commit(functools.partial(self._committed, batch))
-        batch.append((request_id, message, not_durable))
+        self._outbox.promise(request_id, error_message(request_id, code, text), NOT_DURABLE)
 
-    def _committed(self, batch: list[tuple[int, Any, str]], exc: BaseException | None) -> None:
-        """Answer every request of ``batch`` (its transaction ended, ``exc`` if it failed)."""
-        if self._committing is batch:
-            self._committing = None
-        self.inflight -= len(batch)
-        if exc is None:
-            messages = [message for _, message, _ in batch]
-        else:
-            messages = [error_message(request_id, ErrorCode.JOURNAL_FAILURE, not_durable)
-                        for request_id, _, not_durable in batch]
-        self.send_many(messages)
+    def _answered(self, frames: list[bytes], size: int, count: int) -> None:
+        """A commit batch's promised replies are settled: send them."""
+        self.inflight -= count
+        if self.state is not ConnState.CLOSING and self.state is not ConnState.CLOSED:
+            self._outbox.queue_frames(frames, size)
+            if not self._in_batch and self._flush_handle is None:
+                self._flush_handle = asyncio.get_running_loop().call_soon(self._flush)
         if self._reading_paused:
             self._update_reading()
 
@@ -506,7 +504,8 @@ class Session(asyncio.Protocol):
 
     def finish_reserve(self, request_id: int, jobs: list[ReservedJob]) -> None:
         """Answer a parked reserve (woken with jobs, timed out or drained)."""
-        self.finish(request_id, {"jobs": jobs})
+        self._end()
+        self.reply(request_id, {"jobs": jobs})
 
     def finish_wait(self, request_id: int, job_id: str) -> None:
         """Answer a parked wait (its job finished or its time ran out)."""

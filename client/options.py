@@ -77,18 +77,35 @@ def fixed(delay: Duration, *, jitter: float = 0.0) -> Backoff:
     return Backoff(BackoffKind.FIXED, seconds_to_ms(delay, "backoff"), None, float(jitter))
 
 
+_BULLMQ_BACKOFF_KEYS: Final = frozenset({"type", "delay", "jitter"})
+
+
 def to_backoff(value: Any) -> Backoff | None:
-    """Accept ``None``, a ``Backoff``, seconds (exponential from that base), or a BullMQ-like map
-    ``{"type": "exponential"|"fixed", "delay": seconds, "max": seconds, "jitter": 0..1}``."""
+    """Accept ``None``, a ``Backoff``, seconds (exponential from that base), or BullMQ's own map
+    ``{"type": "exponential"|"fixed", "delay": MILLISECONDS, "jitter": 0..1}``.
+
+    The map is BullMQ's shape, so it takes BullMQ's unit: ``delay`` is in **milliseconds** there
+    (``{"type": "exponential", "delay": 2000}`` is a 2 s base), unlike every other duration of
+    this client, which is in seconds. Keys BullMQ does not have are refused, so a map written for
+    another unit fails loudly instead of being read a thousand times too long.
+    """
     if value is None or isinstance(value, Backoff):
         return value
     if isinstance(value, Mapping):
+        unknown = set(value) - _BULLMQ_BACKOFF_KEYS
+        if unknown:
+            raise ValueError(
+                f"backoff: unknown key(s) {sorted(unknown)}; the map form is BullMQ's "
+                "{'type', 'delay' (milliseconds), 'jitter'}; for seconds and a cap use "
+                "exponential(base, max=...) or fixed(seconds)")
         kind = BackoffKind(value.get("type", "exponential"))
-        delay = value.get("delay", 1.0)
+        delay_ms = value.get("delay", 1000)
+        if not isinstance(delay_ms, int | float) or isinstance(delay_ms, bool) or delay_ms < 0:
+            raise ValueError("backoff: 'delay' must be a number of milliseconds >= 0")
         jitter = float(value.get("jitter", 0.0))
         if kind is BackoffKind.FIXED:
-            return fixed(delay, jitter=jitter)
-        return exponential(delay, max=value.get("max"), jitter=jitter)
+            return fixed(delay_ms / 1000, jitter=jitter)
+        return exponential(delay_ms / 1000, jitter=jitter)
     return exponential(value)
 
 

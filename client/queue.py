@@ -36,6 +36,7 @@ from protocol.checks import MAX_LIST_LIMIT
 from protocol.model import JobSpec, JobState
 from protocol.observing import METRICS, WORKERS, Metrics, Workers
 from protocol.operations import (
+    TIME,
     Cancel,
     Clean,
     Enqueue,
@@ -46,6 +47,7 @@ from protocol.operations import (
     Resume,
     RetryFailed,
     Stats,
+    Time,
 )
 from protocol.replies import JobInfo, QueueStats, parse_enqueued
 
@@ -144,7 +146,7 @@ class Client:
         self, queues: Iterable[str] | None = None, *, kinds: Iterable[str] | None = None,
         serializer: Serializer | str | None = None, max_buffer: int = 10_000,
     ) -> EventStream:
-        """Follow job events as the broker commits them (SPEC §8.17, §10.1).
+        """Follow job events as the broker commits them (SPEC §8.18, §10.1).
 
         ``async for event in client.events(["emails"], kinds=["completed", "failed"])`` (or
         ``async with`` it, to unsubscribe on exit). Each item is a ``JobEvent``; a ``lagged``
@@ -165,7 +167,7 @@ class Client:
     async def metrics(
         self, queues: Sequence[str] | None = None, *, buckets: bool = False
     ) -> dict[str, Any]:
-        """Broker and per-queue metrics (SPEC §8.19): ``{"broker": {...}, "queues": {...}}``.
+        """Broker and per-queue metrics (SPEC §8.20): ``{"broker": {...}, "queues": {...}}``.
 
         Pages through every queue when ``queues`` is ``None``; durations are milliseconds, as
         on the wire.
@@ -186,7 +188,7 @@ class Client:
                 return out
 
     async def workers(self, *, include_all: bool = False) -> list[dict[str, Any]]:
-        """The connected workers (SPEC §8.20), oldest connection first (every connection with
+        """The connected workers (SPEC §8.21), oldest connection first (every connection with
         ``include_all``)."""
         out: list[dict[str, Any]] = []
         while True:
@@ -201,6 +203,10 @@ class Client:
         """Round-trip to the broker. Returns the broker's clock (Unix ms)."""
         body = await self.connection.request(Ping())
         return int(body.get("now", 0))
+
+    async def broker_time(self) -> float:
+        """The broker's clock, in Unix seconds like ``time.time()`` (for clock-skew checks)."""
+        return TIME.reply(await self.connection.request(Time())) / 1000
 
     def statistics(self) -> ConnectionStatistics:
         """A frozen snapshot of the connection's counters."""

@@ -3,22 +3,22 @@
 Theory of operation
 -------------------
 The decoder owns a byte buffer. ``feed(data)`` appends bytes; ``next_message()`` returns the next
-complete decoded message or ``None`` when more bytes are needed. Two rules keep a hostile peer from
-costing much memory:
+complete decoded message or ``None`` when more bytes are needed. The first two rules keep a hostile
+peer from costing much memory:
 
 1. The 4-byte length prefix is checked against ``max_frame`` by the ``feed`` that completes it,
-   before any later bytes are accepted; a too-large prefix raises ``FRAME_TOO_LARGE``, the buffer
-   is dropped and the decoder is poisoned (the stream cannot be resynchronised, so every later
-   call raises the same error). So the buffer holds at most one checked frame plus the chunk
-   being fed.
+   before any later bytes are accepted. A too-large prefix (``FRAME_TOO_LARGE``) or a zero one
+   (``BAD_FRAME``) drops that prefix and every byte after it; the complete frames before it in
+   the buffer are kept, and ``next_message`` returns them before it raises the error. From then
+   on the decoder is poisoned (the stream cannot be resynchronised): every later call raises the
+   same error. So the buffer holds at most one checked frame plus the chunk being fed.
 2. Each body is decoded with msgpack limits derived from the body's own length, so a header that
    claims a 4 GiB array inside a 10-byte frame fails instead of allocating. Ext types (including
    the timestamp ext), map keys that are not str (bin keys too), a key repeated within one map,
    more maps than ``MAPS_BASE + size // MAPS_PER_BYTE``, invalid UTF-8 and nesting beyond
    ``MAX_DEPTH`` are rejected as ``BAD_FRAME``. What remains is the cost of Python objects:
-   an adversarial frame of tiny arrays or short non-Latin-1 strs still decodes to about 28 times
-   its size (measured), so the frame cap is also the memory knob.
-
+   an adversarial frame of tiny arrays or short non-Latin-1 strs still decodes to many times
+   its size, so the frame cap is also the memory knob.
 3. Every message is a msgpack array; a body that decodes to anything else is ``BAD_FRAME``. So
    ``next_message`` returning ``None`` always means "no complete frame yet", never a nil message.
 
@@ -140,7 +140,7 @@ class FrameDecoder:
         strict: passed to ``decode_body`` (the broker's decoders are strict).
     """
 
-    __slots__ = ("_buffer", "_error", "_frame_end", "_strict", "max_frame")
+    __slots__ = ("_buffer", "_error", "_failed_at", "_frame_end", "_strict", "max_frame")
 
     def __init__(self, max_frame: int = DEFAULT_MAX_FRAME, *, strict: bool = True) -> None:
         if not 1 <= max_frame <= _MAX_PREFIX_VALUE:
@@ -150,6 +150,8 @@ class FrameDecoder:
         self._buffer = bytearray()
         self._frame_end = 0
         self._error: ProtocolError | None = None
+        self._failed_at: ProtocolError | None = None
+        """A bad prefix met by ``feed``, raised once the frames before it are taken."""
 
     @property
     def buffered(self) -> int:
@@ -159,12 +161,14 @@ class FrameDecoder:
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         """Append received bytes, checking each length prefix as soon as it is complete.
 
+        A bad prefix (above ``max_frame``, or 0) is not raised here: the complete frames before
+        it stay available to ``next_message``, which raises the error once they are taken.
+
         Raises:
-            ProtocolError: ``FRAME_TOO_LARGE`` (prefix above ``max_frame``) or ``BAD_FRAME``
-                (prefix of 0). The decoder is then poisoned: every later call raises it again.
+            ProtocolError: the decoder was already poisoned (a bad frame was met before).
         """
-        if self._error is not None:
-            raise self._error
+        if self._error is not None or self._failed_at is not None:
+            raise self._error or self._pending()
         buffer = self._buffer
         buffer += data
         end = self._frame_end
@@ -172,21 +176,24 @@ class FrameDecoder:
         max_frame = self.max_frame
         while size - end >= _PREFIX_SIZE:  # a complete prefix not yet checked
             (length,) = _PREFIX.unpack_from(buffer, end)
-            if length > max_frame:
-                self._fail(
+            if length > max_frame or length == 0:
+                del buffer[end:]  # the frames before the bad prefix stay, nothing after it
+                self._frame_end = end
+                self._failed_at = ProtocolError(
                     ErrorCode.FRAME_TOO_LARGE,
                     f"frame of {length} bytes exceeds the maximum of {max_frame}",
-                )
-            if length == 0:
-                self._fail(ErrorCode.BAD_FRAME, "frame of length 0")
+                ) if length else ProtocolError(ErrorCode.BAD_FRAME, "frame of length 0")
+                return
             end += _PREFIX_SIZE + length
         self._frame_end = end
 
-    def _fail(self, code: ErrorCode, message: str) -> NoReturn:
-        self._error = ProtocolError(code, message)
+    def _pending(self) -> ProtocolError:
+        """The bad prefix's error, now that the frames before it are taken: poison."""
+        assert self._failed_at is not None
+        self._error, self._failed_at = self._failed_at, None
         self._buffer.clear()
         self._frame_end = 0
-        raise self._error
+        return self._error
 
     def next_message(self) -> tuple[Any, ...] | None:
         """Return the next complete decoded message, or ``None`` if more bytes are needed.
@@ -204,6 +211,8 @@ class FrameDecoder:
             raise self._error
         buffer = self._buffer
         if len(buffer) < _PREFIX_SIZE:
+            if self._failed_at is not None:
+                raise self._pending()
             return None
         (length,) = _PREFIX.unpack_from(buffer, 0)
         end = _PREFIX_SIZE + length

@@ -112,8 +112,9 @@ def parse_retention(value: Any, field: str) -> Retention | None:
         return KEEP_ALL
     if value is False:
         return REMOVE_AT_ONCE
-    if type(value) is not tuple or len(value) != 2:
+    if type(value) is not tuple or len(value) > 2:
         raise bad_argument(field, "nil, bool or [count?, age_ms?]")
+    value += (None,) * (2 - len(value))  # trailing optional items may be omitted (SPEC §9)
     count = None if value[0] is None else check_int(value[0], field + ".count", 0, MAX_COUNT)
     age_ms = None if value[1] is None else check_int(value[1], field + ".age_ms", 0, MAX_DELAY_MS)
     return Retention(count, age_ms)

@@ -244,6 +244,7 @@ def _example_args() -> dict[str, dict[str, Any]]:
     job = ["id-1", "name", b"payload", 0, 10, None, 3, ["exponential", 100, 1000, 0.5], 500,
            [10, 1000], True]
     return {
+        **{name: {} for name, op in OPERATIONS.items() if not op.fields},  # nothing to vary
         "hello": {"version": 1, "client": "c", "token": "t"},
         "ping": {},
         "enqueue": {"queue": "q", "jobs": [job]},

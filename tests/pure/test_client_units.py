@@ -19,7 +19,7 @@ from client.errors import (
     broker_error,
 )
 from client.job import Job, JobRecord
-from client.options import build_spec, exponential, fixed, split_batches, to_retention
+from client.options import build_spec, exponential, fixed, split_batches, to_backoff, to_retention
 from client.outcomes import describe_exception
 from client.serializers import JSON, MSGPACK, RAW, get_serializer
 from protocol.checks import MAX_ERROR_LEN
@@ -61,7 +61,7 @@ def test_build_spec_converts_python_units() -> None:
     run_at = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
     spec = build_spec("send", b"p", {
         "priority": 3, "delay": timedelta(seconds=1.5), "run_at": run_at, "attempts": 5,
-        "backoff": {"type": "fixed", "delay": 2}, "job_id": "order-1", "lease": 60,
+        "backoff": {"type": "fixed", "delay": 2000}, "job_id": "order-1", "lease": 60,
         "remove_on_complete": True, "remove_on_fail": {"count": 10, "age": 3600},
     })
     assert spec == JobSpec(
@@ -78,6 +78,18 @@ def _tuples(value: object) -> object:
     if isinstance(value, list):
         return tuple(_tuples(v) for v in value)
     return value
+
+
+def test_bullmq_backoff_maps_are_in_milliseconds() -> None:
+    """BullMQ's ``{type, delay}`` shape means BullMQ's unit (issue 16, item 9): 2000 is 2 s."""
+    assert to_backoff({"type": "exponential", "delay": 2000}) == Backoff(
+        BackoffKind.EXPONENTIAL, 2000, None, 0.0)
+    assert to_backoff({"type": "fixed", "delay": 500, "jitter": 0.5}) == Backoff(
+        BackoffKind.FIXED, 500, None, 0.5)
+    with pytest.raises(ValueError, match="milliseconds"):
+        to_backoff({"type": "fixed", "delay": 5, "max": 60})  # not BullMQ's: refused, not guessed
+    with pytest.raises(ValueError, match="milliseconds"):
+        to_backoff({"type": "fixed", "delay": "5s"})
 
 
 def test_backoff_and_retention_helpers() -> None:

@@ -109,8 +109,12 @@ def test_many_frames_in_one_feed_are_each_checked() -> None:
     decoder = FrameDecoder(max_frame=64)
     decoder.feed(good * 50 + good[:2])  # 50 frames and half a prefix
     assert decoder.messages() == [(0, 1, "ping", {})] * 50
-    with pytest.raises(ProtocolError) as caught:  # the feed that completes the prefix refuses it
-        decoder.feed(good[2:] + struct.pack(">I", 65) + b"x" * 10)
+    # The feed that completes the bad prefix drops it and all after it at once...
+    decoder.feed(good[2:] + struct.pack(">I", 65) + b"x" * 10)
+    assert decoder.buffered == len(good)
+    assert decoder.next_message() == (0, 1, "ping", {})  # ...the frame before it is still handled
+    with pytest.raises(ProtocolError) as caught:
+        decoder.next_message()
     assert caught.value.code is ErrorCode.FRAME_TOO_LARGE
     assert decoder.buffered == 0
 
@@ -162,10 +166,11 @@ def test_oversize_prefix_is_refused_at_the_prefix(length: int) -> None:
     decoder = FrameDecoder(max_frame=16)
     prefix = struct.pack(">I", length)
     decoder.feed(prefix[:3])  # not yet a whole prefix: nothing to judge
-    with pytest.raises(ProtocolError) as caught:
-        decoder.feed(prefix[3:])  # the fourth byte completes it: refused before any body byte
-    assert caught.value.code is ErrorCode.FRAME_TOO_LARGE
+    decoder.feed(prefix[3:])  # the fourth byte completes it: refused before any body byte
     assert decoder.buffered == 0
+    with pytest.raises(ProtocolError) as caught:
+        decoder.next_message()
+    assert caught.value.code is ErrorCode.FRAME_TOO_LARGE
     for later in (b"", b"x" * 10):  # poisoned: the stream cannot be resynchronised
         with pytest.raises(ProtocolError) as again:
             decoder.feed(later)
@@ -184,8 +189,10 @@ def test_oversize_prefix_after_good_frames_still_yields_them_first() -> None:
     good = encode_frame([0, 1, "ping", {}])
     decoder = FrameDecoder(max_frame=64)
     decoder.feed(good)
+    decoder.feed(good + struct.pack(">I", 65))
+    assert decoder.next_message() == decoder.next_message() == (0, 1, "ping", {})
     with pytest.raises(ProtocolError) as caught:
-        decoder.feed(good + struct.pack(">I", 65))
+        decoder.next_message()
     assert caught.value.code is ErrorCode.FRAME_TOO_LARGE
 
 
@@ -198,8 +205,9 @@ def test_frame_of_exactly_the_cap_is_accepted() -> None:
 
 def test_prefix_zero_is_bad_frame() -> None:
     decoder = FrameDecoder()
+    decoder.feed(b"\x00\x00\x00\x00")
     with pytest.raises(ProtocolError) as caught:
-        decoder.feed(b"\x00\x00\x00\x00")
+        decoder.next_message()
     assert caught.value.code is ErrorCode.BAD_FRAME
 
 

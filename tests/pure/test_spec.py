@@ -65,6 +65,17 @@ def test_spec_names_every_op_code_event_and_field() -> None:
         assert f"`{key}`" in SPEC, key
 
 
+def test_the_summary_of_operations_matches_their_declarations() -> None:
+    """SPEC §8's table says of each op what its declaration says: same ops, same durability."""
+    summary = SPEC[SPEC.index("## 8. Operations"):SPEC.index("### 8.1")]
+    waits = {}
+    for line in summary.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) == 4 and cells[0].startswith("`"):
+            waits[cells[0].strip("`")] = cells[3].startswith("yes")
+    assert waits == {name: op.after_commit for name, op in OPERATIONS.items()}
+
+
 def test_error_and_event_shapes_in_spec_parse() -> None:
     assert parse_server_message((2, 7, "NOT_FOUND", "no job '1'")) == ErrorReply(
         7, "NOT_FOUND", "no job '1'"

@@ -70,6 +70,7 @@ from protocol.operations import (
     GET,
     HELLO,
     LIST_FAILED,
+    OPERATIONS,
     PAUSE,
     PING,
     PROGRESS,
@@ -300,6 +301,10 @@ requests_by_op: dict[str, st.SearchStrategy[Any]] = {
     METRICS.name: metrics,
     WORKERS.name: workers,
 }
+requests_by_op.update({  # an op without fields has one request: its declaration says it all
+    name: st.just(op.request_type()) for name, op in OPERATIONS.items()
+    if not op.fields and name not in requests_by_op
+})
 
 
 def requests() -> st.SearchStrategy[Request]:
