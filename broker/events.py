@@ -128,7 +128,8 @@ class Event:
     def to_wire(self) -> dict[str, Any]:
         """The event as its wire map (``docs/metrics-and-events.md``, "Events")."""
         body: dict[str, Any] = {
-            "seq": self.seq, "kind": self.kind.value, "time": self.time, "queue": self.queue,
+            # A StrEnum member packs as its value; ``.value`` would cost an enum lookup.
+            "seq": self.seq, "kind": self.kind, "time": self.time, "queue": self.queue,
             "job_id": self.job_id, "name": self.name,
         }
         body.update(zip(KIND_FIELDS[self.kind], self.extra, strict=True))

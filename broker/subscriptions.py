@@ -309,15 +309,18 @@ class Subscriptions:
             by_queue = index.get(event.kind)
             if by_queue is None:
                 continue
-            for key in (event.queue, None):
-                subs = by_queue.get(key)
+            named = by_queue.get(event.queue)
+            every = by_queue.get(None)
+            if not named and not every:
+                continue
+            size = len(event.wire())
+            for subs in (named, every):
                 if not subs:
                     continue
                 for sub in subs:
                     if event.seq < sub.start_seq:
                         continue
                     buffer = sub.buffer
-                    size = len(event.wire())
                     if not buffer:
                         woken.append(sub)
                     elif len(buffer) >= max_events or sub.buffered_bytes + size > max_bytes:
