@@ -28,7 +28,8 @@ Invariants:
 3. ``last_minute(now)`` is the sum over the seconds ``now // 1000 - 59 .. now // 1000``; a
    count given a time more than a minute behind the latest seen lands only in ``total``.
 4. Memory is bounded per queue (5 counters of 60 slots, 2 histograms of at most
-   ``BUCKET_COUNT`` buckets) and per broker (3 of each); nothing grows with traffic.
+   ``BUCKET_COUNT`` buckets and ``MAX_UNFOLDED`` values waiting to be folded) and per broker;
+   nothing grows with traffic.
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ _OVERFLOW: Final = BUCKET_COUNT - 1
 _LOWEST: Final = 2.0**MIN_EXP
 _HIGHEST: Final = 2.0**MAX_EXP
 PERCENTILES: Final = (("p50", 50.0), ("p90", 90.0), ("p99", 99.0))
+MAX_UNFOLDED: Final = 1_024
+"""Distinct values a histogram counts exactly before folding them into its buckets."""
 
 WINDOW_SECONDS: Final = 60
 
@@ -79,40 +82,93 @@ def bucket_bounds(index: int) -> tuple[float, float]:
 
 class Histogram:
     """A bounded histogram of non-negative values (milliseconds, or a count such as jobs per
-    commit): counts per fixed bucket, plus the exact count, sum, min and max."""
+    commit): counts per fixed bucket, plus the exact count, sum, min and max.
 
-    __slots__ = ("buckets", "count", "max", "min", "sum")
+    ``observe`` is on the broker's per-job path, so it only counts the exact value in a small
+    map (``MAX_UNFOLDED`` distinct values at most); the values are folded into the buckets when
+    the histogram is read or the map is full. Reading ``buckets``, ``count``, ``sum``, ``min``
+    or ``max`` folds first.
+    """
+
+    __slots__ = ("_buckets", "_count", "_max", "_min", "_sum", "_unfolded")
 
     def __init__(self) -> None:
-        self.buckets: dict[int, int] = {}
-        self.count = 0
-        self.sum = 0.0
-        self.min = math.inf
-        self.max = 0.0
+        self._unfolded: dict[float, int] = {}
+        self._buckets: dict[int, int] = {}
+        self._count = 0
+        self._sum = 0.0
+        self._min = math.inf
+        self._max = 0.0
 
-    def observe(self, value: float, times: int = 1) -> None:
-        """Record ``value`` (``times`` times); a negative value (a clock step back) counts as 0."""
-        if value < 0:
-            value = 0.0
-        index = bucket_index(value)
-        buckets = self.buckets
-        buckets[index] = buckets.get(index, 0) + times
-        self.count += times
-        self.sum += value * times
-        if value < self.min:
-            self.min = value
-        if value > self.max:
-            self.max = value
+    def observe(self, value: float) -> None:
+        """Record ``value``; a negative value (a clock step back) counts as 0."""
+        unfolded = self._unfolded
+        unfolded[value] = unfolded.get(value, 0) + 1
+        if len(unfolded) > MAX_UNFOLDED:
+            self._fold()
+
+    def _fold(self) -> None:
+        unfolded = self._unfolded
+        if not unfolded:
+            return
+        buckets = self._buckets
+        total = 0.0
+        low = self._min
+        high = self._max
+        for value, times in unfolded.items():
+            if value < 0:
+                value = 0.0
+            index = bucket_index(value)
+            buckets[index] = buckets.get(index, 0) + times
+            self._count += times
+            total += value * times
+            if value < low:
+                low = value
+            if value > high:
+                high = value
+        self._sum += total
+        self._min = low
+        self._max = high
+        unfolded.clear()
+
+    @property
+    def buckets(self) -> dict[int, int]:
+        """Bucket index -> observations (only the buckets used)."""
+        self._fold()
+        return self._buckets
+
+    @property
+    def count(self) -> int:
+        self._fold()
+        return self._count
+
+    @property
+    def sum(self) -> float:
+        self._fold()
+        return self._sum
+
+    @property
+    def min(self) -> float:
+        """The smallest observation (``inf`` while empty)."""
+        self._fold()
+        return self._min
+
+    @property
+    def max(self) -> float:
+        """The largest observation (0 while empty)."""
+        self._fold()
+        return self._max
 
     def merge(self, other: Histogram) -> None:
         """Add every observation of ``other`` (e.g. to sum queues)."""
-        buckets = self.buckets
+        self._fold()
+        buckets = self._buckets
         for index, times in other.buckets.items():
             buckets[index] = buckets.get(index, 0) + times
-        self.count += other.count
-        self.sum += other.sum
-        self.min = min(self.min, other.min)
-        self.max = max(self.max, other.max)
+        self._count += other.count
+        self._sum += other.sum
+        self._min = min(self._min, other.min)
+        self._max = max(self._max, other.max)
 
     def percentile(self, percent: float) -> float | None:
         """The estimated value below which ``percent`` % of observations fall (invariant 2);
@@ -131,8 +187,9 @@ class Histogram:
         if rank >= self.count:
             return self.max
         seen = 0
-        for index in sorted(self.buckets):
-            seen += self.buckets[index]
+        buckets = self._buckets
+        for index in sorted(buckets):
+            seen += buckets[index]
             if seen >= rank:
                 return min(max(bucket_bounds(index)[1], self.min), self.max)
         return self.max  # unreachable while the counts add up (invariant 1)
@@ -151,9 +208,10 @@ class Histogram:
         for key, percent in PERCENTILES:
             body[key] = self.percentile(percent)
         if buckets:
+            used = self._buckets
             body["buckets"] = [
-                [None if index == _OVERFLOW else bucket_bounds(index)[1], self.buckets[index]]
-                for index in sorted(self.buckets)
+                [None if index == _OVERFLOW else bucket_bounds(index)[1], used[index]]
+                for index in sorted(used)
             ]
         return body
 

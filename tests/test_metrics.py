@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from broker.metrics import (
     BUCKET_COUNT,
     MAX_EXP,
+    MAX_UNFOLDED,
     MIN_EXP,
     SUB_BUCKETS,
     BrokerGauges,
@@ -107,6 +108,17 @@ def test_empty_histogram_and_bad_percent() -> None:
     }
     with pytest.raises(ValueError):
         histogram.percentile(101)
+
+
+def test_many_distinct_values_are_folded_and_still_add_up() -> None:
+    histogram = Histogram()
+    for value in range(5_000):
+        histogram.observe(value / 7)
+    assert len(histogram._unfolded) <= MAX_UNFOLDED
+    assert histogram.count == 5_000 == sum(histogram.buckets.values())
+    assert histogram.sum == pytest.approx(sum(v / 7 for v in range(5_000)))
+    assert (histogram.min, histogram.max) == (0.0, 4_999 / 7)
+    assert histogram._unfolded == {}
 
 
 def test_negative_values_count_as_zero() -> None:
