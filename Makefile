@@ -31,7 +31,13 @@ lint: $(VENV)/.installed-dev
 pytest: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest
 
-test: lint pytest
+test: lint pytest node-test
+
+# The Node.js client (node/): npm ci, then its tests against brokers started from $(VENV)
+# (dev tools too: its TLS test makes certificates with trustme).
+.PHONY: node-test
+node-test: $(VENV)/.installed-dev
+	cd node && npm ci --no-audit --no-fund && npm test
 
 bench: $(VENV)/.installed-dev
 	$(BIN)/jobwire bench suite --json bench/results/latest.json --markdown bench/results/latest.md

@@ -1,9 +1,10 @@
 """``jobwire bench``: run one scenario (or the standard suite) and print a table.
 
-``register(subparsers)`` adds the ``bench`` subcommand to the ``jobwire`` console script
-(``broker/cli.py`` calls it when this module exists). Each scenario has its own sub-subcommand
-with the common options (``--jobs``, ``--payload-bytes``, ``--sync``, ``--connect``, ``--json``)
-and its own; ``jobwire bench suite`` runs ``bench.suite``. ``python -m bench`` is the same command.
+``configure_parser(parser)`` fills the ``bench`` parser of the ``jobwire`` console script
+(``jobwire/cli.py`` imports this module only for ``jobwire bench``: it needs the bench extras).
+Each scenario has its own sub-subcommand with the common options (``--jobs``,
+``--payload-bytes``, ``--sync``, ``--connect``, ``--json``) and its own; ``jobwire bench suite``
+runs ``bench.suite``. ``python -m bench`` is the same command.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
-from typing import Any
 
 from bench.broker_proc import BrokerStartError
 from bench.report import console as report_console
@@ -151,17 +151,17 @@ def _suite(args: argparse.Namespace) -> int:
     return run_suite(args)
 
 
-def register(subparsers: Any) -> argparse.ArgumentParser:
-    """Add ``jobwire bench`` (scenarios and ``suite``) to an argparse subparsers object.
+DESCRIPTION = ("Load-test jobwire. By default each run starts its own `jobwire serve` on a free "
+               "port with a temporary data directory; load runs in separate processes.")
 
-    Returns:
-        The ``bench`` parser.
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """Give a ``bench`` parser its scenarios and ``suite``; ``jobwire/cli.py`` creates the parser.
+
+    Args:
+        parser: the parser of the ``bench`` command (or of ``python -m bench``).
     """
-    parser: argparse.ArgumentParser = subparsers.add_parser(
-        "bench", help="measure a broker: throughput, latency, memory, recovery",
-        description="Load-test jobwire. By default each run starts its own `jobwire serve` on a "
-                    "free port with a temporary data directory; load runs in separate processes.",
-    )
+    parser.description = DESCRIPTION
     scenarios = parser.add_subparsers(title="scenarios", metavar="SCENARIO")
     for name in SCENARIOS:
         sub = scenarios.add_parser(name, help=_HELP[name], description=_HELP[name])
@@ -176,18 +176,18 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
     add_suite_arguments(suite)
     suite.set_defaults(func=_suite, parser=suite)
+
     def usage(_args: argparse.Namespace) -> int:
         parser.print_help(sys.stderr)
         return 2
 
     parser.set_defaults(func=usage)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m bench``: the same as ``jobwire bench``."""
-    root = argparse.ArgumentParser(prog="jobwire")
-    register(root.add_subparsers())
-    args = root.parse_args(["bench", *(sys.argv[1:] if argv is None else argv)])
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    configure_parser(parser)
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     code: int = args.func(args)
     return code

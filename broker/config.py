@@ -81,6 +81,7 @@ class Settings:
     tls_client_ca: Path | None = None
     log_level: str = "info"
     log_format: str = "auto"
+    accept_journal_loss: bool = False
 
     @property
     def journal_path(self) -> Path:
@@ -98,10 +99,6 @@ class Settings:
                 value = str(value)
             out[f.name] = value
         return out
-
-    def with_overrides(self, **changes: Any) -> Settings:
-        """A copy with some settings changed (tests use it)."""
-        return replace(self, **changes)
 
 
 # --------------------------------------------------------------------------- value parsers
@@ -196,6 +193,13 @@ def _choice(choices: tuple[str, ...]) -> Callable[[str], str]:
     return parse
 
 
+def _yes_no(text: str) -> bool:
+    value = text.strip().lower()
+    if value not in ("yes", "no", "true", "false", "1", "0"):
+        raise ValueError(f"{text!r} is not yes or no")
+    return value in ("yes", "true", "1")
+
+
 def _token(text: str) -> str:
     if not text:
         raise ValueError("the token is empty")
@@ -237,6 +241,8 @@ def format_duration(seconds: float) -> str:
 def _describe_default(name: str, value: Any) -> str:
     if value is None:
         return "none"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
     if isinstance(value, float) and name != "backoff_jitter":  # the other floats are durations
         return format_duration(value)
     if isinstance(value, int) and value >= 1 << 20 and value % (1 << 20) == 0:
@@ -306,6 +312,9 @@ OPTIONS: Final[tuple[Option, ...]] = (
            LOG_LEVELS),
     Option("log_format", _choice(LOG_FORMATS), "auto = readable on a terminal, JSON lines "
            "otherwise", "FORMAT", LOG_FORMATS),
+    Option("accept_journal_loss", _yes_no, "start on a damaged journal, without what SQLite "
+           "cannot recover (a copy of the files is set aside first); for one start, after "
+           "looking", "yes|no"),
 )
 
 _DEFAULTS: Final = Settings()
@@ -320,12 +329,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default = "<unset>" if option.name == "token" else _describe_default(
             option.name, getattr(_DEFAULTS, option.name)
         )
+        switch = option.parse is _yes_no  # a bare --flag means yes
         parser.add_argument(
             option.flag,
             dest=option.name,
             metavar=option.metavar if option.choices is None else None,
             choices=option.choices,
             default=None,
+            nargs="?" if switch else None,
+            const="yes" if switch else None,
             help=f"{option.help} [env {option.env}; default {default}]",
         )
 

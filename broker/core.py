@@ -288,7 +288,8 @@ class Core:
         """Counters of one queue (zeros if it does not exist), or of every queue if ``None``.
 
         ``oldest_waiting_ms`` is ``now`` minus the earliest ``run_at`` (the time it became due)
-        among the queue's waiting jobs. O(priorities in use) per queue.
+        among the queue's waiting jobs. O(1) per queue, plus O(log k) for each of its k
+        priorities in use whose first job changed since (``ReadyQueue.earliest_run_at``).
         """
         return core_admin.stats(self._state, queue, now)
 

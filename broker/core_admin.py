@@ -1,10 +1,10 @@
 """The core's administrative operations: cancel, get, queue control, stats, clean and the failed
 set (functions of a ``CoreState``, documented on ``broker.core.Core``).
 
-These are not on the hot path. ``list_failed``, ``retry_failed`` and ``clean`` scan the one
-queue and state they name (completed and failed lists are bounded by retention); ``clean`` of
-delayed jobs scans the one global delayed heap, filtering by queue. Everything else stays
-O(log n) per job.
+These are not on the hot path, but a client may pipeline them, and the loop serves every
+connection: each costs what it returns, not what the queue holds (``docs/internals.md``, "Cost
+rules"), except ``clean`` of delayed jobs, which scans the one global delayed heap, and
+``retry_failed``, which rebuilds the queue's failed list (bounded by retention).
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ def cancel(core: CoreState, job_id: str, now: int) -> JobState:
     elif state is DELAYED:
         core.delayed.maybe_compact(core.delayed_entry_live)
     elif state is COMPLETED or state is FAILED:
+        (queue.completed if state is COMPLETED else queue.failed).maybe_compact(core.jobs)
         core.reschedule(queue)
     if core.events is not None:
         core.events.record(EventKind.REMOVED, now, job.queue, job_id, job.name, ("cancelled",))
@@ -97,9 +98,9 @@ def stats(core: CoreState, queue: str | None, now: int) -> dict[str, QueueStats]
 def _stats(core: CoreState, queue: QueueState, now: int) -> QueueStats:
     oldest: int | None = None
     if queue.waiting:
-        queue.ready.drop_stale_heads(core.is_waiting)
-        earliest = min(job.run_at for job in queue.ready.heads())
-        oldest = max(0, now - earliest)
+        earliest = queue.ready.earliest_run_at(core.is_waiting)
+        if earliest is not None:
+            oldest = max(0, now - earliest)
     meta = queue.meta
     return QueueStats(
         queue.waiting, queue.delayed, queue.active, queue.completed.count,
@@ -117,6 +118,8 @@ def clean(
     if target is None:
         return 0
     cutoff = now - older_than_ms
+    if state is WAITING:
+        return _clean_waiting(core, target, cutoff, limit)
     victims: list[Job] = []
     if state is COMPLETED or state is FAILED:
         finished = target.completed if state is COMPLETED else target.failed
@@ -127,15 +130,11 @@ def clean(
                 break  # finish order: the rest are younger
             victims.append(job)
     else:
-        if state is WAITING:
-            candidates: Iterator[Job] = (j for j in target.ready if core.is_waiting(j))
-        else:
-            candidates = (
-                entry[2] for entry in core.delayed.entries
-                if entry[2].queue == target.name and core.delayed_entry_live(entry)
-            )
-        victims = sorted((j for j in candidates if j.created_at <= cutoff),
-                         key=lambda j: j.seq)
+        candidates = (
+            entry[2] for entry in core.delayed.entries
+            if entry[2].queue == target.name and core.delayed_entry_live(entry)
+        )
+        victims = sorted((j for j in candidates if j.created_at <= cutoff), key=lambda j: j.seq)
         if limit is not None:
             victims = victims[:limit]
     events = core.events
@@ -145,14 +144,35 @@ def clean(
         if events is not None:
             events.record(EventKind.REMOVED, now, job.queue, job.id, job.name, ("cleaned",))
     if victims:
-        if state is WAITING:
-            target.ready.rebuild(core.is_waiting)
-        elif state is DELAYED:
+        if state is DELAYED:
             core.delayed.maybe_compact(core.delayed_entry_live)
         else:
-            (target.completed if state is COMPLETED else target.failed).rebuild(core.jobs)
+            # The victims were the oldest live entries: now stale, at the front.
+            (target.completed if state is COMPLETED else target.failed).trim(core.jobs)
             core.reschedule(target)
     return len(victims)
+
+
+def _clean_waiting(core: CoreState, queue: QueueState, cutoff: int, limit: int | None) -> int:
+    """Delete the queue's oldest waiting jobs created at or before ``cutoff``: O(k + limit·log k)
+    for k priorities in use, never a scan of the queue.
+
+    Jobs are taken in ``seq`` order, which is creation order, and the first one created after
+    ``cutoff`` ends the walk: ``created_at`` grows with ``seq`` since the clock never goes back.
+    """
+    removed = 0
+    if limit == 0:
+        return removed
+    for job in queue.ready.oldest(core.is_waiting):
+        if job.created_at > cutoff:
+            break
+        core.delete(job)
+        core.forget(job, queue)
+        removed += 1
+        if removed == limit:
+            break
+    queue.ready.maybe_compact(queue.waiting, core.is_waiting)
+    return removed
 
 
 def list_failed(
@@ -162,8 +182,7 @@ def list_failed(
     target = core.queues.get(queue)
     if target is None:
         return [], 0
-    newest_first = list(target.failed.live(core.jobs))[::-1]
-    page = newest_first[offset:offset + limit]
+    page = target.failed.newest(core.jobs, offset, limit)
     return [job_info(job) for job in page], target.failed.count
 
 

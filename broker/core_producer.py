@@ -110,7 +110,7 @@ def enqueue(core: CoreState, queue: str, specs: Sequence[JobSpec], now: int) -> 
             )
             waiting += 1
             if priority != lane_priority or lane is None:
-                lane = ready.lane(priority)
+                lane = ready.lane(priority, now)
                 lane_priority = priority
             lane.append(job)
             if events is not None:
@@ -156,7 +156,7 @@ def _enqueue_plain(
     if q is None:
         q = core.queue(queue)
     qname = q.name
-    lane = q.ready.lane(0)
+    lane = q.ready.lane(0, now)
     jobs = core.jobs
     changed = core.changed_jobs
     names = core.names

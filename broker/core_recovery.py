@@ -74,7 +74,7 @@ def load(core: CoreState, snapshot: Snapshot, now: int) -> None:
     for job in waiting:
         if lane is None or lane_key != (job.queue, job.priority):
             lane_key = (job.queue, job.priority)
-            lane = core.queues[job.queue].ready.lane(job.priority)
+            lane = core.queues[job.queue].ready.lane(job.priority, job.run_at)
         lane.append(job)
     core.delayed.entries = delayed
     heapq.heapify(delayed)
@@ -89,6 +89,8 @@ def load(core: CoreState, snapshot: Snapshot, now: int) -> None:
             job, core.queues[job.queue], RESTARTED, True, None, now, entry_popped=True
         )
     for queue in core.queues.values():
+        # Restored jobs were appended in ready order, not seq order: index them afresh.
+        queue.ready.rebuild(core.is_waiting)
         for kept in (queue.completed, queue.failed):
             kept.prune(now, core.jobs, core.delete)
             core.schedule_prune(kept, queue)

@@ -195,6 +195,9 @@ class CoreState:
         job.run_at = run_at
         queue.waiting += 1
         queue.ready.push(job)
+        # push files the job in the ready queue's seq index too (for clean); its stale entries
+        # are dropped here, so the index stays within a margin of the waiting jobs.
+        queue.ready.maybe_compact(queue.waiting, self.is_waiting)
         if not queue.meta.paused:
             self.ready_names.add(queue.name)
 
@@ -268,9 +271,9 @@ class CoreState:
             queue.delayed -= 1
             self.delayed.stale += 1
         elif state is COMPLETED:
-            queue.completed.count -= 1
+            queue.completed.forget()
         elif state is FAILED:
-            queue.failed.count -= 1
+            queue.failed.forget()
         if state is WAITING or state is DELAYED or state is ACTIVE:
             self.unfinished -= 1
 

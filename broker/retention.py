@@ -21,11 +21,15 @@ the order of finishing is also the order of expiry and nothing is held back.
 finishes.
 
 Entries whose job left the list by other means (cancel, clean: the job is gone from the index)
-are skipped lazily when they reach the front. A job moved out of ``failed`` by ``retry_failed``
-is taken out of the list eagerly (``remove``), so a job is never in a list twice.
+are skipped lazily when they reach the front; ``stale`` counts them, and ``maybe_compact``
+rebuilds the list once they outnumber the live ones by ``COMPACT_MARGIN``, so a walk from
+either end (``live``, ``newest``) passes O(1) stale entries per live one, amortized. A job moved
+out of ``failed`` by ``retry_failed`` is taken out of the list eagerly (``remove``), so a job is
+never in a list twice.
 
 Invariants:
-- ``count`` is the number of live entries (jobs in the index, in this list's state).
+- ``count`` is the number of live entries (jobs in the index, in this list's state), and
+  ``count + stale`` the number of entries.
 - ``tightest`` is at most the count limit of every live entry, so ``count <= tightest`` proves
   no count pruning is due (the hot path's one comparison).
 - entries are in nondecreasing ``finished_at`` order (the clock passed in never goes back).
@@ -37,6 +41,7 @@ from collections import deque
 from collections.abc import Callable, Collection, Iterator
 from typing import Final
 
+from broker.heaps import COMPACT_MARGIN
 from broker.jobs import Job
 from protocol.model import JobState, Retention
 
@@ -60,7 +65,9 @@ def expires_at(finished_at: int, retention: Retention) -> int | None:
 class FinishedList:
     """The finished jobs of one queue in one state (completed or failed), oldest first."""
 
-    __slots__ = ("_completed", "_entries", "count", "default", "scheduled", "state", "tightest")
+    __slots__ = (
+        "_completed", "_entries", "count", "default", "scheduled", "stale", "state", "tightest",
+    )
 
     def __init__(self, state: JobState, default: Retention) -> None:
         self.state = state
@@ -68,6 +75,8 @@ class FinishedList:
         self._completed = state is JobState.COMPLETED
         self._entries: deque[Job] = deque()
         self.count = 0
+        self.stale = 0
+        """Entries whose job was deleted by hand (``forget``) and that are still in the list."""
         self.tightest = NO_LIMIT
         """A lower bound of the count limits of the live entries: no count pruning is due
         while ``count <= tightest``. Reset when the list empties or is rebuilt."""
@@ -131,6 +140,7 @@ class FinishedList:
             head = entries[0]
             if head.state is not state or live.get(head.id) is not head:
                 entries.popleft()
+                self.stale -= 1
                 continue
             options = head.options
             keep = (options.keep_completed if completed else options.keep_failed) or default
@@ -157,6 +167,7 @@ class FinishedList:
             head = entries[0]
             if head.state is not state or live.get(head.id) is not head:
                 entries.popleft()
+                self.stale -= 1
                 continue
             options = head.options
             keep = (options.keep_completed if completed else options.keep_failed) or self.default
@@ -179,6 +190,7 @@ class FinishedList:
             head = entries[0]
             if live.get(head.id) is not head or head.state is not self.state:
                 entries.popleft()
+                self.stale -= 1
                 continue
             if head.finished_at is None:
                 return None
@@ -192,6 +204,56 @@ class FinishedList:
             if live.get(job.id) is job and job.state is state:
                 yield job
 
+    def newest(self, live: dict[str, Job], offset: int, limit: int) -> list[Job]:
+        """The live entries newest first, from the ``offset``-th, at most ``limit`` of them.
+
+        Stale entries at the newest end are dropped first (each once), so the cost is
+        O(offset + limit) entries visited plus the stale ones among them (see ``stale``).
+        """
+        page: list[Job] = []
+        if limit <= 0:
+            return page
+        entries = self._entries
+        state = self.state
+        while entries:
+            tail = entries[-1]
+            if live.get(tail.id) is tail and tail.state is state:
+                break
+            entries.pop()
+            self.stale -= 1
+        skip = offset
+        for job in reversed(entries):
+            if live.get(job.id) is not job or job.state is not state:
+                continue
+            if skip:
+                skip -= 1
+                continue
+            page.append(job)
+            if len(page) >= limit:
+                break
+        return page
+
+    def trim(self, live: dict[str, Job]) -> None:
+        """Drop the stale entries at the oldest end (each once)."""
+        entries = self._entries
+        state = self.state
+        while entries:
+            head = entries[0]
+            if live.get(head.id) is head and head.state is state:
+                return
+            entries.popleft()
+            self.stale -= 1
+
+    def forget(self) -> None:
+        """One live entry's job was deleted by hand (cancel, clean); its entry is now stale."""
+        self.count -= 1
+        self.stale += 1
+
+    def maybe_compact(self, live: dict[str, Job]) -> None:
+        """Rebuild when stale entries outnumber live ones by more than ``COMPACT_MARGIN``."""
+        if self.stale > self.count + COMPACT_MARGIN:
+            self.rebuild(live)
+
     def remove(self, jobs: Collection[Job], live: dict[str, Job]) -> None:
         """Take ``jobs`` (live entries) out of the list, and drop stale entries. O(len(list)).
 
@@ -203,6 +265,7 @@ class FinishedList:
             if job not in jobs and live.get(job.id) is job and job.state is state
         )
         self.count = len(self._entries)
+        self.stale = 0
         self.tightest = min(map(self.limit_of, self._entries), default=NO_LIMIT)
 
     def rebuild(self, live: dict[str, Job]) -> None:

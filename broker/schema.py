@@ -1,6 +1,6 @@
 """The journal's SQLite schema and the conversion between ``Job`` objects and table rows.
 
-Layout (``SCHEMA_VERSION`` 1, stored in ``PRAGMA user_version``; ``PRAGMA application_id`` marks
+Layout (``SCHEMA_VERSION`` 2, stored in ``PRAGMA user_version``; ``PRAGMA application_id`` marks
 the file as a jobwire journal):
 
 * ``jobs``: one row per job. ``seq`` is the ``INTEGER PRIMARY KEY`` (the rowid), so inserts of new
@@ -9,7 +9,8 @@ the file as a jobwire journal):
   integer (``STATE_CODES``); ``options`` is NULL for ``NO_OPTIONS`` and otherwise a msgpack array
   (see ``encode_options``); ``progress`` is msgpack, NULL when there is none. Lease fields
   (``lease_token``, ``lease_deadline``, ``owner``) are never stored: a lease does not survive a
-  restart, and the core's recovery turns ACTIVE rows into failed attempts.
+  restart, and the core's recovery turns ACTIVE rows into failed attempts. ``crc`` is
+  ``row_checksum`` of the row's other columns, checked on load (``broker.integrity``).
 * ``queues``: queue metadata keyed by name.
 * ``meta``: broker-wide integers; ``next_seq`` (the core's next sequence number, which only
   grows, so broker-assigned ids stay unique after the newest job was deleted).
@@ -20,7 +21,9 @@ Invariants: ``job_row`` and ``JOB_COLUMNS`` list the same columns in the same or
 
 from __future__ import annotations
 
+import sqlite3
 import sys
+import zlib
 from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
@@ -29,7 +32,7 @@ import msgpack
 from broker.jobs import NO_OPTIONS, Job, JobOptions
 from protocol.model import Backoff, BackoffKind, JobState, Retention
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 APPLICATION_ID: Final = 0x6A627772  # "jbwr": tells a jobwire journal from any other SQLite file
 
 JOB_COLUMNS: Final = (
@@ -50,7 +53,10 @@ JOB_COLUMNS: Final = (
     "progress",
     "result",
     "error",
+    "crc",
 )
+DATA_COLUMNS: Final = len(JOB_COLUMNS) - 1
+"""Every column but ``crc``, which is the checksum of the others (``row_checksum``)."""
 
 CREATE_STATEMENTS: Final = (
     """
@@ -71,7 +77,8 @@ CREATE_STATEMENTS: Final = (
         finished_at  INTEGER,
         progress     BLOB,
         result       BLOB,
-        error        TEXT
+        error        TEXT,
+        crc          INTEGER NOT NULL DEFAULT 0
     )
     """,
     """
@@ -108,7 +115,7 @@ _UPSERT_SET: Final = UPSERT_JOB[UPSERT_JOB.index(" ON CONFLICT"):]
 _ROW_PARAMS: Final = f"({', '.join('?' * len(JOB_COLUMNS))})"
 UPSERT_CHUNKS: Final = (256, 128, 64, 32, 16, 8, 4, 2, 1)
 """Rows per multi-row upsert statement: a batch is written as the fewest statements of these
-sizes (43 rows: 32 + 8 + 2 + 1); 256 rows bind 4,352 parameters (SQLite allows 32,766). One
+sizes (43 rows: 32 + 8 + 2 + 1); 256 rows bind 4,608 parameters (SQLite allows 32,766). One
 statement binds all its rows at once and steps once, where ``executemany`` steps once per row;
 each step gives up the GIL, and taking it back waits for the event loop's current callback to
 end (the SQLite thread spent about 40% of its time in that)."""
@@ -160,6 +167,7 @@ STATES: Final[tuple[JobState, ...]] = (
 STATE_CODES: Final[dict[JobState, int]] = {state: code for code, state in enumerate(STATES)}
 
 _packb = msgpack.packb
+_crc32 = zlib.crc32
 _unpackb = msgpack.unpackb
 
 
@@ -225,6 +233,41 @@ def decode_options(data: bytes) -> JobOptions:
 # --------------------------------------------------------------------------- job rows
 
 
+def row_checksum(values: Sequence[Any], pack: Any = None) -> int:
+    """The ``crc`` of a row: CRC-32 of its other columns (``DATA_COLUMNS``) as one msgpack array.
+
+    Every column counts, so a flipped byte anywhere in a job's stored values is caught on load.
+    ``pack`` is a ``msgpack.Packer(use_bin_type=True).pack`` to reuse (a new one otherwise).
+    """
+    if pack is None:
+        pack = msgpack.Packer(use_bin_type=True).pack
+    return zlib.crc32(pack(tuple(values[:DATA_COLUMNS])))
+
+
+MIGRATE_BATCH: Final = 10_000
+
+
+def migrate_v1(conn: sqlite3.Connection) -> int:
+    """Schema 1 -> 2: add ``crc`` and fill it in for every row. Run in one transaction.
+
+    Returns:
+        The number of job rows.
+    """
+    conn.execute("ALTER TABLE jobs ADD COLUMN crc INTEGER NOT NULL DEFAULT 0")
+    pack = msgpack.Packer(use_bin_type=True).pack
+    select = (f"SELECT {', '.join(JOB_COLUMNS[:DATA_COLUMNS])} FROM jobs WHERE seq > ? "
+              f"ORDER BY seq LIMIT {MIGRATE_BATCH}")
+    last, count = -(1 << 63), 0
+    # Batches by seq, each SELECT finished before its UPDATEs (no update under a running scan).
+    while rows := conn.execute(select, (last,)).fetchall():
+        conn.executemany("UPDATE jobs SET crc = ? WHERE seq = ?",
+                         [(row_checksum(row, pack), row[0]) for row in rows])
+        last = rows[-1][0]
+        count += len(rows)
+    conn.execute("PRAGMA user_version = 2")
+    return count
+
+
 class RowEncoder:
     """Builds ``jobs`` rows from live ``Job`` objects, caching the encoding of shared options.
 
@@ -232,11 +275,12 @@ class RowEncoder:
     ``max_cached``) turns option encoding into one dict lookup per job.
     """
 
-    __slots__ = ("_cache", "_max_cached")
+    __slots__ = ("_cache", "_max_cached", "_pack")
 
     def __init__(self, max_cached: int = 1024) -> None:
         self._cache: dict[JobOptions, bytes | None] = {}
         self._max_cached = max_cached
+        self._pack = msgpack.Packer(use_bin_type=True).pack
 
     def _options(self, options: JobOptions) -> bytes | None:
         if options is NO_OPTIONS:
@@ -251,9 +295,9 @@ class RowEncoder:
             return encoded
 
     def job_row(self, job: Job) -> tuple[Any, ...]:
-        """The row for ``job`` as it is now, columns in ``JOB_COLUMNS`` order."""
+        """The row for ``job`` as it is now, columns in ``JOB_COLUMNS`` order (``crc`` last)."""
         progress = job.progress
-        return (
+        row = (
             job.seq,
             job.id,
             job.queue,
@@ -272,6 +316,7 @@ class RowEncoder:
             job.result,
             job.error,
         )
+        return (*row, _crc32(self._pack(row)))  # row_checksum, inlined: this runs per job
 
 
 class RowDecoder:
@@ -280,13 +325,19 @@ class RowDecoder:
     Queue and handler names are shared (one ``str`` per distinct name, interned), and equal stored
     options decode to one shared ``JobOptions``, so a million loaded jobs cost no more memory than
     a million enqueued ones.
+
+    Attributes:
+        damaged: ``(seq, id)`` of each row whose ``crc`` does not match its columns; such rows
+            are not turned into jobs.
     """
 
-    __slots__ = ("_names", "_options")
+    __slots__ = ("_names", "_options", "_pack", "damaged")
 
     def __init__(self) -> None:
         self._names: dict[str, str] = {}
         self._options: dict[bytes, JobOptions] = {}
+        self._pack = msgpack.Packer(use_bin_type=True).pack
+        self.damaged: list[tuple[Any, Any]] = []
 
     def _name(self, text: str) -> str:
         shared = sys.intern(text)
@@ -302,6 +353,8 @@ class RowDecoder:
     def jobs_from_rows(self, rows: Iterable[Sequence[Any]], out: list[Job]) -> None:
         """Append one ``Job`` per row (columns in ``JOB_COLUMNS`` order) to ``out``.
 
+        A row whose checksum does not match goes to ``damaged`` instead.
+
         Raises:
             SchemaError: a row holds an unknown state code or unreadable options or progress.
         """
@@ -312,28 +365,41 @@ class RowDecoder:
         no_options = NO_OPTIONS
         unpackb = _unpackb
         append = out.append
+        pack = self._pack
+        crc32 = _crc32
+        columns = DATA_COLUMNS
+        damaged = self.damaged
         # Jobs of one enqueue batch share their timestamps; share the int objects too, as the
         # core does for a batch it enqueues (64 bytes a job otherwise).
         last_created = last_run_at = -1
-        for (
-            seq,
-            job_id,
-            queue,
-            name,
-            payload,
-            priority,
-            run_at,
-            max_attempts,
-            options,
-            state,
-            created_at,
-            attempts,
-            started_at,
-            finished_at,
-            progress,
-            result,
-            error,
-        ) in rows:
+        for row in rows:
+            try:
+                intact = crc32(pack(row[:columns])) == row[columns]
+            except ValueError:  # text with surrogates: bytes that were not UTF-8
+                intact = False
+            if not intact:
+                damaged.append((row[0], row[1]))
+                continue
+            (
+                seq,
+                job_id,
+                queue,
+                name,
+                payload,
+                priority,
+                run_at,
+                max_attempts,
+                options,
+                state,
+                created_at,
+                attempts,
+                started_at,
+                finished_at,
+                progress,
+                result,
+                error,
+                _,
+            ) = row
             if created_at == last_created:
                 created_at = last_created
             else:

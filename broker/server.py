@@ -43,6 +43,7 @@ from broker.committer import GroupCommitter
 from broker.config import Settings
 from broker.core import Core
 from broker.core_config import core_config
+from broker.integrity import open_journal
 from broker.journal import Journal, JournalError, SyncMode
 from broker.log import get_logger
 from broker.observe import Observation
@@ -363,10 +364,12 @@ async def _recover_and_serve(
 ) -> None:
     loop = asyncio.get_running_loop()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    journal = await Journal.open(settings.journal_path, sync=SyncMode(settings.sync))
+    started = time.perf_counter()
+    journal, snapshot = await open_journal(
+        settings.journal_path, sync=SyncMode(settings.sync),
+        accept_loss=settings.accept_journal_loss,
+    )
     try:
-        started = time.perf_counter()
-        snapshot = await journal.load()
         core = Core.restore(
             core_config(settings), snapshot, wall_clock_ms(),
             rng=random.Random(), token_base=secrets.randbits(62),

@@ -1,8 +1,8 @@
 """``jobwire worker`` and the admin subcommands: ``stats``, ``job``, ``pause``, ``resume``,
 ``clean``, ``failed``, ``events``, ``workers``.
 
-``register(subparsers)`` adds them to the ``jobwire`` console script (``broker/cli.py`` calls it);
-each sets ``func(args) -> exit code``. Every command takes ``--url`` (default ``$JOBWIRE_URL``,
+``register(subparsers)`` adds them to the ``jobwire`` console script (``jobwire/cli.py`` calls
+it); each sets ``func(args) -> exit code``. Every command takes ``--url`` (default ``$JOBWIRE_URL``,
 else ``jobwire://127.0.0.1:7400``); the admin commands print readable tables, or JSON with
 ``--json``. Errors print one ``jobwire: error: ...`` line on stderr and exit non-zero
 (1 for a broker or connection error, 2 for bad usage).
@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import base64
 import json
+import math
 import os
 import re
 import sys
@@ -22,7 +23,7 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final, TextIO
 
-from client.endpoint import DEFAULT_URL
+from client.endpoint import DEFAULT_URL, parse_url
 from client.errors import JobwireError, NotFoundError
 from client.job import JobRecord
 from client.queue import Client
@@ -171,6 +172,11 @@ def _command(
             return asyncio.run(main())
         except KeyboardInterrupt:  # Ctrl-C: how `jobwire events` is meant to end; as tail -f
             return 130
+        except ConnectionRefusedError:
+            endpoint = parse_url(args.url)
+            _err(f"jobwire: error: no broker at {endpoint.host}:{endpoint.port}: is `jobwire "
+                 "serve` running there? (--url or JOBWIRE_URL names another)")
+            return 1
         except (JobwireError, OSError, ValueError) as exc:
             message = exc.message if isinstance(exc, NotFoundError) else str(exc)
             _err(f"jobwire: error: {message or type(exc).__name__}")
@@ -180,6 +186,17 @@ def _command(
 
 
 # --------------------------------------------------------------------------- commands
+
+
+async def _why_not_failed(client: Client, job_id: str, queue: str) -> str:
+    """Say why ``retry_failed`` left ``job_id`` alone: gone, elsewhere, or not failed."""
+    try:
+        job = await client.get_job(job_id)
+    except NotFoundError:
+        return "it no longer exists (removed, cleaned or pruned by retention)"
+    if job.queue != queue:
+        return f"it is in queue {job.queue}, not {queue}"
+    return f"it is {job.state.value if job.state else 'in an unknown state'}, not failed"
 
 
 async def _stats(client: Client, args: argparse.Namespace) -> int:
@@ -267,10 +284,19 @@ async def _clean(client: Client, args: argparse.Namespace) -> int:
 async def _failed(client: Client, args: argparse.Namespace) -> int:
     queue = client.queue(args.queue)
     if args.retry:
-        retried = await queue.retry_failed(args.ids)
-        _say(args, {"queue": args.queue, "retried": retried},
-             f"retried {retried} failed job(s) in {args.queue}")
-        return 0
+        if not args.ids:
+            retried = await queue.retry_failed()
+            _say(args, {"queue": args.queue, "retried": retried},
+                 f"retried {retried} failed job(s) in {args.queue}")
+            return 0
+        retried, not_failed = await queue.retry_failed_ids(args.ids)
+        why = {job_id: await _why_not_failed(client, job_id, args.queue)
+               for job_id in not_failed}
+        _say(args, {"queue": args.queue, "retried": retried, "not_retried": why},
+             "\n".join([f"retried {retried} failed job(s) in {args.queue}",
+                        *(f"job {job_id} not retried: {reason}" for job_id, reason in
+                          why.items())]))
+        return 1 if why else 0
     jobs, total = await queue.failed_page(limit=max(1, args.limit))
     if args.json:
         _print_json({"total": total, "jobs": [describe_job(job) for job in jobs]})
@@ -343,6 +369,10 @@ def _safe(get: Callable[[], Any]) -> Any:
 
 
 def _jsonable(value: Any) -> Any:
+    """``value`` as JSON can hold it: bytes as ``{"base64": ...}``, and NaN and infinities (no
+    JSON number) as the strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"``."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
     if isinstance(value, bytes):
         return {"base64": base64.b64encode(value).decode()}
     if isinstance(value, dict):

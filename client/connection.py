@@ -229,20 +229,13 @@ class Connection:
 
     def statistics(self) -> ConnectionStatistics:
         """A frozen snapshot of this connection's counters."""
+        supervisor = self._supervisor
         return ConnectionStatistics(
-            state=self.state,
-            endpoint=self._where(),
-            connects=self._supervisor.connects,
-            connect_failures=self._supervisor.connect_failures,
-            requests_sent=self._requests_sent,
-            replies=self._replies,
-            error_replies=self._error_replies,
-            events=self._events,
-            timeouts=self._timeouts,
-            pending=len(self._table),
-            bytes_sent=self._bytes_sent,
-            bytes_received=self.bytes_received,
-            server=self.server,
+            state=self.state, endpoint=self._where(), connects=supervisor.connects,
+            connect_failures=supervisor.connect_failures, requests_sent=self._requests_sent,
+            replies=self._replies, error_replies=self._error_replies, events=self._events,
+            timeouts=self._timeouts, pending=len(self._table), bytes_sent=self._bytes_sent,
+            bytes_received=self.bytes_received, server=self.server,
         )
 
     def reconnect_now(self) -> None:
@@ -296,6 +289,7 @@ class Connection:
         return wire
 
     def notify(self, event: str, body: dict[str, Any]) -> None:
+        """Call every ``on_event`` listener; a listener's exception is logged, not raised."""
         for callback in list(self._event_listeners):
             try:
                 callback(event, body)
@@ -328,9 +322,9 @@ class Connection:
         """
         if timeout is None:
             timeout = self.request_timeout
-        wire = self._wire
+        wire, table = self._wire, self._table
         if (wire is not None and self._ready.is_set()
-                and self._table.has_slot() and wire.writable.is_set()):
+                and len(table.pending) < table.limit and wire.writable.is_set()):
             return await self._enqueue(wire, request, timeout)  # the hot path: nothing to wait for
         if not self._ready.is_set():
             loop = asyncio.get_running_loop()
@@ -464,11 +458,12 @@ class Connection:
         else:
             self._on_error_or_event(wire, parsed)
             return
-        future = self._table.match(request_id)
+        table = self._table
+        future = table.pending.pop(request_id, None)  # table.match(), inlined: the hot path
         self._replies += 1
         if future is not None and not future.done():
             future.set_result(body)
-        if self._table.slot_waiters:
+        if table.slot_waiters:
             self._release_slot()
 
     def _on_error_or_event(self, wire: Wire, parsed: Reply | ErrorReply | ServerEvent) -> None:

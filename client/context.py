@@ -2,20 +2,24 @@
 
 Async handlers await ``ctx.progress(value)`` and ``ctx.extend(seconds)``. Plain ``def`` handlers
 run in a worker thread and call the blocking twins ``ctx.progress_sync`` and ``ctx.extend_sync``,
-which hand the request to the worker's event loop and wait for the broker's answer.
+which hand the request to the worker's event loop and wait for the broker's answer. A context
+knows the connection and the loop it came from, not the worker.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
+from client.call import AsyncSender
+from client.errors import broker_error
 from protocol.model import ExtendItem
 from protocol.operations import Extend, Progress
 from protocol.replies import ReservedJob, parse_outcomes
 
-if TYPE_CHECKING:
-    from client.worker import Worker
+_T = TypeVar("_T")
 
 
 class JobContext:
@@ -36,12 +40,16 @@ class JobContext:
     """
 
     __slots__ = (
-        "_worker", "attempt", "created_at", "data", "deadline", "id", "lease",
+        "_connection", "_loop", "attempt", "created_at", "data", "deadline", "id", "lease",
         "lease_lost", "max_attempts", "name", "payload", "queue", "result", "token",
     )
 
-    def __init__(self, worker: Worker, reserved: ReservedJob, received_at: float) -> None:
-        self._worker = worker
+    def __init__(
+        self, reserved: ReservedJob, received_at: float, connection: AsyncSender,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self._connection = connection
+        self._loop = loop
         self.id = reserved.job_id
         self.queue = reserved.queue
         self.name = reserved.name
@@ -69,7 +77,7 @@ class JobContext:
             StaleLeaseError: the lease is no longer held.
             NotFoundError: the job was removed.
         """
-        await self._worker.connection.request(Progress(self.id, self.token, value))
+        await self._connection.request(Progress(self.id, self.token, value))
 
     async def extend(self, seconds: float | None = None) -> float:
         """Extend the lease now (the worker also does this by itself while the handler runs).
@@ -84,11 +92,9 @@ class JobContext:
             StaleLeaseError: the lease is no longer held.
             NotFoundError: the job was removed.
         """
-        from client.errors import broker_error
-
         lease_ms = None if seconds is None else max(100, round(seconds * 1000))
         sent_at = time.monotonic()
-        body = await self._worker.connection.request(
+        body = await self._connection.request(
             Extend((ExtendItem(self.id, self.token, lease_ms),))
         )
         outcome = parse_outcomes(body)[0]
@@ -100,12 +106,14 @@ class JobContext:
 
     def progress_sync(self, value: Any) -> None:
         """``progress`` for plain ``def`` handlers (call from the handler's thread only)."""
-        self._worker.call_from_thread(self.progress(value))
+        self._from_thread(self.progress(value))
 
     def extend_sync(self, seconds: float | None = None) -> float:
         """``extend`` for plain ``def`` handlers (call from the handler's thread only)."""
-        deadline: float = self._worker.call_from_thread(self.extend(seconds))
-        return deadline
+        return self._from_thread(self.extend(seconds))
+
+    def _from_thread(self, coro: Coroutine[Any, Any, _T]) -> _T:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
     def __repr__(self) -> str:
         return f"<JobContext {self.id} {self.queue}/{self.name} attempt={self.attempt}>"

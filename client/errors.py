@@ -9,12 +9,9 @@ Transport problems are ``ConnectionLostError`` (the connection dropped with requ
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final, Protocol
 
 from protocol.errors import ErrorCode
-
-if TYPE_CHECKING:
-    from client.job import JobRecord
 
 
 class JobwireError(Exception):
@@ -133,6 +130,25 @@ def broker_error(code: str, message: str) -> BrokerError:
     return _BY_CODE.get(code, BrokerError)(code, message)
 
 
+class FailedJob(Protocol):
+    """What ``JobFailed`` carries of a job: a ``client.JobRecord`` (``Job``, ``SyncJob``) fits."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def queue(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def attempts(self) -> int: ...
+    @property
+    def max_attempts(self) -> int | None: ...
+    @property
+    def error(self) -> str | None: ...
+    @property
+    def data(self) -> Any: ...
+
+
 class JobFailed(JobwireError):
     """``job.wait()`` found the job in the ``failed`` state.
 
@@ -140,7 +156,7 @@ class JobFailed(JobwireError):
         job: the job as the broker last described it (``job.error`` holds its last error).
     """
 
-    def __init__(self, job: JobRecord) -> None:
+    def __init__(self, job: FailedJob) -> None:
         first_line = (job.error or "").split("\n", 1)[0]
         super().__init__(f"job {job.id} failed after {job.attempts} attempt(s): {first_line}")
         self.job = job

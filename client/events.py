@@ -43,6 +43,13 @@ class WorkerStatistics:
     extended: int
     connection: ConnectionStatistics
 
+    def outcome_counts(self) -> dict[str, int]:
+        """The outcome counters by name (for a log line)."""
+        return {
+            "completed": self.completed, "failed": self.failed, "retried": self.retried,
+            "refused": self.refused, "handed_back": self.handed_back,
+        }
+
 
 class EventCallbacks:
     """The registered ``on_completed``/``on_failed`` callbacks and the tasks of async ones."""

@@ -1,26 +1,33 @@
 """A job as the producer sees it: what the broker last said about it, plus ways to ask again.
 
 ``JobRecord`` holds the fields (decoding ``data`` and ``result`` lazily with the queue's
-serializer); ``Job`` adds the asynchronous ``refresh()``, ``wait()``, ``remove()`` and
-``retry()``. The synchronous producer (``client.sync``) has its own subclass with blocking twins.
+serializer) and builds, without I/O, the calls that ask about the job again (``client/call.py``).
+``JobHandle`` binds a record to the client that made it. ``Job`` sends those calls on an
+asynchronous connection (``refresh()``, ``wait()``, ``remove()``, ``retry()``); the synchronous
+producer's ``SyncJob`` (``client/sync.py``) sends the same calls on its blocking socket.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Final
+from collections.abc import Iterator, Mapping
+from functools import partial
+from typing import Any, Final, Generic, Self, TypeVar
 
-from client.errors import ConnectionLostError, JobFailed, JournalFailureError, WaitTimeoutError
+from client.call import AsyncSender, Call, send
+from client.errors import (
+    ConflictError,
+    ConnectionLostError,
+    JobFailed,
+    JournalFailureError,
+    WaitTimeoutError,
+)
 from client.serializers import Serializer
 from protocol.checks import MAX_WAIT_MS
 from protocol.model import JobState
 from protocol.operations import Cancel, Get, RetryFailed, Wait
 from protocol.replies import JobInfo
-
-if TYPE_CHECKING:
-    from client.connection import Connection
 
 FINISHED_STATES: Final = frozenset({JobState.COMPLETED, JobState.FAILED})
 WAIT_CHUNK_S: Final = 30.0
@@ -28,6 +35,7 @@ WAIT_CHUNK_S: Final = 30.0
 JOURNAL_RETRY_S: Final = 0.2
 """Pause before asking again after the broker answered a wait with ``JOURNAL_FAILURE``."""
 _UNSET: Final = object()
+S = TypeVar("S")
 
 
 def job_info_from_body(body: Mapping[str, Any]) -> JobInfo | None:
@@ -156,15 +164,51 @@ class JobRecord:
         state = self.state.value if self.state is not None else "unknown"
         return f"<{type(self).__name__} {self.id} {self.queue}/{self.name} {state}>"
 
+    # ------------------------------------------------------------------ calls (no I/O)
 
-class Job(JobRecord):
-    """A job handle bound to an asynchronous connection."""
+    def _apply_body(self, body: Mapping[str, Any]) -> None:
+        """Take the fields from a ``get``/``wait`` reply body (unless it says "no job")."""
+        info = job_info_from_body(body)
+        if info is not None:
+            self._apply(info)
 
-    __slots__ = ("_connection",)
+    def refresh_call(self) -> Call[None]:
+        return Call(Get(self.id), self._apply_body)
+
+    def remove_call(self) -> Call[JobState]:
+        return cancel_call(self.id)
+
+    def retry_call(self) -> Call[None]:
+        return Call(RetryFailed(self.queue, (self.id,)), partial(check_retried, job_id=self.id))
+
+    def wait_calls(self, timeout: float | None, request_timeout: float) -> Iterator[Call[None]]:
+        """The ``wait`` long-polls of ``wait()``, one after another, until the job finished.
+
+        Each long-poll lasts at most ``WAIT_CHUNK_S`` and what is left of ``timeout``; its
+        reply updates the record. The sender retries a poll lost with the connection.
+
+        Raises:
+            WaitTimeoutError: ``timeout`` seconds passed first.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.finished:
+            chunk = WAIT_CHUNK_S
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise WaitTimeoutError(f"job {self.id} not finished within {timeout:g}s")
+                chunk = min(chunk, remaining)
+            timeout_ms = max(0, min(MAX_WAIT_MS, int(chunk * 1000)))
+            yield Call(Wait(self.id, timeout_ms), self._apply_body, chunk + request_timeout)
+
+
+class JobHandle(JobRecord, Generic[S]):
+    """A job record bound to the client that made it (``S``: a connection or a sync client)."""
+
+    __slots__ = ("_sender",)
 
     def __init__(
-        self, connection: Connection, job_id: str, queue: str, name: str,
-        serializer: Serializer, *,
+        self, sender: S, job_id: str, queue: str, name: str, serializer: Serializer, *,
         payload: bytes | None = None,
         data: Any = _UNSET,
         state: JobState | None = None,
@@ -174,16 +218,22 @@ class Job(JobRecord):
         # Explicit keywords, not **fields: this runs once per enqueued job.
         JobRecord.__init__(self, job_id, queue, name, serializer, payload=payload, data=data,
                            state=state, priority=priority, duplicate=duplicate)
-        self._connection = connection
+        self._sender = sender
 
     @classmethod
-    def from_info(cls, connection: Connection, info: JobInfo, serializer: Serializer) -> Job:
+    def from_info(cls, sender: S, info: JobInfo, serializer: Serializer) -> Self:
         """A handle filled from a broker description."""
-        job = cls(connection, info.id, info.queue, info.name, serializer, payload=info.payload)
+        job = cls(sender, info.id, info.queue, info.name, serializer, payload=info.payload)
         job._apply(info)
         return job
 
-    async def refresh(self) -> Job:
+
+class Job(JobHandle[AsyncSender]):
+    """A job handle bound to an asynchronous connection."""
+
+    __slots__ = ()
+
+    async def refresh(self) -> Self:
         """Fetch the job's current state from the broker.
 
         Returns:
@@ -192,9 +242,7 @@ class Job(JobRecord):
         Raises:
             NotFoundError: the job no longer exists (removed or pruned by retention).
         """
-        info = job_info_from_body(await self._connection.request(Get(self.id)))
-        if info is not None:
-            self._apply(info)
+        await send(self._sender, self.refresh_call())
         return self
 
     async def wait(self, timeout: float | None = None) -> Any:  # noqa: ASYNC109 - BullMQ-like API
@@ -216,30 +264,15 @@ class Job(JobRecord):
         revert is never reported. A connection lost while waiting, or a journal fault on the
         broker (``JOURNAL_FAILURE``), is not an error: the wait asks again until ``timeout``.
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        conn = self._connection
-        while not self.finished:
-            chunk = WAIT_CHUNK_S
-            if deadline is not None:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise WaitTimeoutError(f"job {self.id} not finished within {timeout:g}s")
-                chunk = min(chunk, remaining)
-            timeout_ms = max(0, min(MAX_WAIT_MS, int(chunk * 1000)))
+        for call in self.wait_calls(timeout, self._sender.request_timeout):
             try:
-                body = await conn.request(
-                    Wait(self.id, timeout_ms), timeout=chunk + conn.request_timeout
-                )
+                await send(self._sender, call)
             except ConnectionLostError:
                 continue  # a read: ask again once the connection is back (request() waits)
             except JournalFailureError:
                 # The broker could not commit the job's state yet (a journal fault): it answers
                 # only with durable state, so ask again shortly (within ``timeout``).
-                await asyncio.sleep(min(JOURNAL_RETRY_S, chunk))
-                continue
-            info = job_info_from_body(body)
-            if info is not None:
-                self._apply(info)
+                await asyncio.sleep(JOURNAL_RETRY_S)
         return self._outcome()
 
     async def remove(self) -> JobState:
@@ -251,8 +284,7 @@ class Job(JobRecord):
         Raises:
             NotFoundError: no such job.
         """
-        body = await self._connection.request(Cancel(self.id))
-        return JobState(body.get("state", body.get("prior", JobState.WAITING)))
+        return await send(self._sender, self.remove_call())
 
     async def retry(self) -> None:
         """Put a ``failed`` job back to ``waiting``.
@@ -260,14 +292,21 @@ class Job(JobRecord):
         Raises:
             ConflictError: the job is not failed.
         """
-        body = await self._connection.request(RetryFailed(self.queue, (self.id,)))
-        check_retried(body, self.id)
+        await send(self._sender, self.retry_call())
 
 
-def check_retried(body: Mapping[str, Any], job_id: str) -> None:
+def cancel_call(job_id: str) -> Call[JobState]:
+    """Delete a job; the result is the state it was in."""
+    return Call(Cancel(job_id), _prior_state)
+
+
+def _prior_state(body: Mapping[str, Any]) -> JobState:
+    return JobState(body["state"])
+
+
+def check_retried(body: Mapping[str, Any], job_id: str, queue: str) -> None:
     """Raise ``ConflictError`` if a ``retry_failed`` reply lists ``job_id`` as not failed."""
-    from client.errors import ConflictError
-
     for key in ("not_failed", "missing", "skipped"):
         if job_id in (body.get(key) or ()):
-            raise ConflictError("CONFLICT", f"job {job_id} is not failed in queue")
+            raise ConflictError("CONFLICT", f"job {job_id} is not a failed job of queue {queue} "
+                                "(it does not exist, or is in another queue or state)")

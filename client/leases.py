@@ -2,15 +2,17 @@
 lease is past half its length.
 
 One task (``LeaseKeeper.run``, owned by the worker's task group) naps until the earliest time a
-held job needs extending, at most ``LEASE_TICK_MAX`` seconds; newly reserved jobs with a shorter
-lease wake it (``watch``). Deadlines are local monotonic times computed from when the job (or
-the extension) was *sent for*, so they err early, never late. A refused extension marks the job
-``lease_lost`` and is logged: its outcome will be refused too, and the broker redelivers it.
+watched job needs extending, at most ``LEASE_TICK_MAX`` seconds. The worker tells the keeper
+which jobs it holds: ``watch`` when they are reserved (a shorter lease wakes the task),
+``forget`` once the broker answered their outcome. Deadlines are local monotonic times computed
+from when the job (or the extension) was *sent for*, so they err early, never late. A refused
+extension marks the job ``lease_lost`` and is logged: its outcome will be refused too, and the
+broker redelivers it.
 
-Jobs whose outcome is already on its way (``settling``) stay held, and so are extended too, until
-the broker answers that outcome: an ack stuck behind a slow commit must not let the lease lapse.
-Once the broker has applied the outcome it refuses the extension (the lease is gone); for a
-settling job that is expected, so it only stops further extensions and is not logged as a loss.
+Jobs whose outcome is already on its way stay watched, and so are extended too, until the broker
+answers that outcome: an ack stuck behind a slow commit must not let the lease lapse. Once the
+broker has applied the outcome it refuses the extension (the lease is gone); for such a job
+(``outcome_sent``) that is expected, so it only stops further extensions and is not logged.
 """
 
 from __future__ import annotations
@@ -18,20 +20,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from functools import partial
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 import structlog
 
+from client.call import PipelinedSender
 from client.context import JobContext
 from client.errors import ConnectionError_
 from protocol.model import ExtendItem
 from protocol.operations import Extend
 from protocol.replies import parse_outcomes
-
-if TYPE_CHECKING:
-    from client.connection import Connection
 
 log = structlog.get_logger("jobwire.worker")
 
@@ -44,22 +44,22 @@ class LeaseKeeper:
 
     Args:
         connection: the worker's connection.
-        held: the worker's held jobs (lease token → context), read on every look.
         lease_ms: the lease length to ask for (``None``: each job's own).
-        settling: tokens of held jobs whose outcome is already sent or buffered.
+        outcome_sent: whether a job's outcome is already buffered or sent (then a refused
+            extension is expected, not a loss).
     """
 
     __slots__ = (
-        "_connection", "_held", "_next_check", "_settling", "_wake", "extended", "lease_ms",
+        "_connection", "_jobs", "_next_check", "_outcome_sent", "_wake", "extended", "lease_ms",
     )
 
     def __init__(
-        self, connection: Connection, held: Mapping[int, JobContext], lease_ms: int | None,
-        settling: Collection[int] = frozenset(),
+        self, connection: PipelinedSender, lease_ms: int | None,
+        outcome_sent: Callable[[JobContext], bool] = lambda ctx: False,
     ) -> None:
         self._connection = connection
-        self._held = held
-        self._settling = settling
+        self._jobs: dict[int, JobContext] = {}
+        self._outcome_sent = outcome_sent
         self.lease_ms = lease_ms
         self._wake = asyncio.Event()
         self._next_check = 0.0
@@ -67,9 +67,24 @@ class LeaseKeeper:
         """Leases extended successfully so far."""
 
     def watch(self, jobs: Iterable[JobContext]) -> None:
-        """New held jobs: wake the task if one needs extending before its planned look."""
-        if any(ctx.deadline - ctx.lease / 2 < self._next_check for ctx in jobs):
+        """New held jobs: keep their leases; wake the task if one needs extending before its
+        planned look."""
+        watched = self._jobs
+        soon = False
+        next_check = self._next_check
+        for ctx in jobs:
+            watched[ctx.token] = ctx
+            soon = soon or ctx.deadline - ctx.lease / 2 < next_check
+        if soon:
             self._wake.set()
+
+    def forget(self, ctx: JobContext) -> None:
+        """The worker no longer holds ``ctx`` (its outcome was answered, or it was lost)."""
+        self._jobs.pop(ctx.token, None)
+
+    def forget_all(self) -> None:
+        """The worker holds nothing any more."""
+        self._jobs.clear()
 
     async def run(self) -> None:
         """Extend leases until cancelled."""
@@ -79,7 +94,7 @@ class LeaseKeeper:
             now = time.monotonic()
             due: list[JobContext] = []
             next_check = now + LEASE_TICK_MAX
-            for ctx in self._held.values():
+            for ctx in self._jobs.values():
                 extend_at = ctx.deadline - ctx.lease / 2
                 if extend_at <= now and not ctx.lease_lost:
                     due.append(ctx)
@@ -118,7 +133,7 @@ class LeaseKeeper:
                 self.extended += 1
             elif not ctx.lease_lost:
                 ctx.lease_lost = True
-                if ctx.token in self._settling or ctx.token not in self._held:
+                if ctx.token not in self._jobs or self._outcome_sent(ctx):
                     continue  # the outcome got there first: the lease ended with it
                 log.warning("lease lost while the handler runs", job_id=ctx.id,
                             code=outcome.code, message=str(outcome.value))

@@ -3,19 +3,20 @@
 Handlers that finish in the same event-loop iteration put their outcomes into one buffer; one
 ``call_soon`` flush sends every buffered completion as a single ``ack`` request, every failure
 as a single ``fail`` request and every shutdown hand-back as a single ``release`` request (no
-attempt counted), each with one future (never one per job). Requests are
-not held back while others are outstanding: the broker's group commit already merges every
-request that arrives during a commit into the next transaction, and measurements showed that
-holding acks back (Nagle-style) only added a commit's latency to the pipeline. At most
-``MAX_IN_FLIGHT`` requests of each kind are outstanding (a bound on memory, never reached in
-practice); beyond it outcomes wait in the buffer and leave with the next reply. The worker
-bounds what can pile up here: a job stays held (counted against the worker's capacity, its lease
-extended) until its outcome is answered, and every answered or lost item is reported back with
-the ``settled`` callback. When the reply arrives, each item's result decides: ``OK`` counts and
-fires the worker's callbacks;
-``STALE_LEASE``/``NOT_FOUND`` (a lease from before a broker restart, an expired lease, a removed
-job) is logged and counted as refused. A request lost with the connection is logged: the broker
-gives those jobs to a worker again (at-least-once delivery).
+attempt counted), each with one future (never one per job). Requests are not held back while
+others are outstanding: the broker's group commit already merges every request that arrives
+during a commit into the next transaction, and measurements showed that holding acks back
+(Nagle-style) only added a commit's latency to the pipeline. At most ``MAX_IN_FLIGHT`` requests
+of each kind are outstanding (a bound on memory, never reached in practice); beyond it outcomes
+wait in the buffer and leave with the next reply.
+
+The worker bounds what can pile up here: a job stays held (counted against the worker's
+capacity, its lease extended) until its outcome is answered, and every answered or lost item is
+reported back with the ``settled`` callback. When the reply arrives, each item's result decides:
+``OK`` counts and fires the worker's callbacks; ``STALE_LEASE``/``NOT_FOUND`` (a lease from
+before a broker restart, an expired lease, a removed job) is logged and counted as refused. A
+request lost with the connection is logged: the broker gives those jobs to a worker again
+(at-least-once delivery).
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ from typing import TYPE_CHECKING, Any, Final
 
 import structlog
 
+from client.call import PipelinedSender
 from client.errors import ConnectionError_, Retry, UnrecoverableError
+from client.events import EventCallbacks
 from protocol.checks import MAX_ERROR_LEN
 from protocol.errors import ErrorCode
 from protocol.model import AckItem, FailItem, ReleaseItem
@@ -38,7 +41,6 @@ from protocol.replies import Outcome, parse_outcomes
 
 if TYPE_CHECKING:
     from client.context import JobContext
-    from client.worker import Worker
 
 log = structlog.get_logger("jobwire.worker")
 
@@ -83,21 +85,24 @@ class OutcomeBuffer:
     """Buffers acks and fails and sends each kind as one request per loop iteration.
 
     Args:
-        worker: the worker whose connection, events and callbacks are used.
+        connection: the worker's connection.
+        events: the worker's ``on_completed``/``on_failed`` callbacks.
         settled: called once per job when the broker answered its outcome (accepted or
             refused) or the request carrying it was lost; the worker then stops holding it.
     """
 
     __slots__ = (
-        "_acks", "_acks_out", "_fails", "_fails_out", "_flush_scheduled", "_in_flight",
-        "_releases", "_releases_out", "_settled", "_worker", "completed", "failed", "refused",
-        "released", "requests", "retried", "unacknowledged",
+        "_acks", "_acks_out", "_connection", "_events", "_fails", "_fails_out",
+        "_flush_scheduled", "_in_flight", "_releases", "_releases_out", "_settled", "completed",
+        "failed", "refused", "released", "requests", "retried", "unacknowledged",
     )
 
     def __init__(
-        self, worker: Worker, settled: Callable[[JobContext], None] = lambda ctx: None
+        self, connection: PipelinedSender, events: EventCallbacks,
+        settled: Callable[[JobContext], None] = lambda ctx: None,
     ) -> None:
-        self._worker = worker
+        self._connection = connection
+        self._events = events
         self._settled = settled
         self._acks: list[tuple[JobContext, AckItem]] = []
         self._fails: list[tuple[JobContext, FailItem, BaseException]] = []
@@ -143,7 +148,7 @@ class OutcomeBuffer:
         """Send what is buffered, unless ``MAX_IN_FLIGHT`` requests of that kind are out
         (then it leaves with the next reply). Batches are cut at the broker's ``max_batch``."""
         self._flush_scheduled = False
-        conn = self._worker.connection
+        conn = self._connection
         max_batch = conn.server.max_batch if conn.server else 10_000
         if self._acks and self._acks_out < MAX_IN_FLIGHT:
             acks, self._acks = self._acks, []
@@ -172,7 +177,7 @@ class OutcomeBuffer:
     ) -> bool:
         count = len(request.items)
         try:
-            future = self._worker.connection.request_nowait(request)
+            future = self._connection.request_nowait(request)
         except ConnectionError_ as exc:
             self._lost(count, exc)
             self._settle(jobs)
@@ -230,7 +235,7 @@ class OutcomeBuffer:
         outcomes = self._results(len(chunk), future)
         if outcomes is None:
             return
-        events = self._worker.events
+        events = self._events
         callbacks = events.completed
         for (ctx, _), outcome in zip(chunk, outcomes, strict=False):
             if outcome.ok:
@@ -249,7 +254,7 @@ class OutcomeBuffer:
         outcomes = self._results(len(chunk), future)
         if outcomes is None:
             return
-        events = self._worker.events
+        events = self._events
         callbacks = events.failed
         for (ctx, _, exc), outcome in zip(chunk, outcomes, strict=False):
             if not outcome.ok:

@@ -18,38 +18,25 @@ import asyncio
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Self
 
+from client.call import send
 from client.connection import Connection
 from client.endpoint import DEFAULT_URL, ConnectionStatistics
-from client.job import Job, check_retried, job_info_from_body
-from client.options import (
-    FRAME_BUDGET,
-    Duration,
-    build_spec,
-    check_options,
-    enqueued_jobs,
-    seconds_to_ms,
-    split_batches,
+from client.job import Job, cancel_call
+from client.operations import (
+    QueueOperations,
+    broker_stats_call,
+    get_job_call,
+    ping_call,
+    stats_call,
 )
+from client.options import Duration, check_options
 from client.serializers import Serializer, get_serializer
 from client.watch import EventRouter, EventStream
 from protocol.checks import MAX_LIST_LIMIT
-from protocol.model import JobSpec, JobState
+from protocol.model import JobState
 from protocol.observing import METRICS, WORKERS, Metrics, Workers
-from protocol.operations import (
-    TIME,
-    Cancel,
-    Clean,
-    Enqueue,
-    Get,
-    ListFailed,
-    Pause,
-    Ping,
-    Resume,
-    RetryFailed,
-    Stats,
-    Time,
-)
-from protocol.replies import JobInfo, QueueStats, parse_enqueued
+from protocol.operations import TIME, Time
+from protocol.replies import QueueStats
 
 
 class Client:
@@ -115,13 +102,8 @@ class Client:
         Raises:
             NotFoundError: no such job (never existed, removed, or pruned).
         """
-        info = job_info_from_body(await self.connection.request(Get(job_id)))
-        if info is None:
-            from client.errors import NotFoundError
-
-            raise NotFoundError("NOT_FOUND", f"no job {job_id!r}")
         ser = self.serializer if serializer is None else get_serializer(serializer)
-        return Job.from_info(self.connection, info, ser)
+        return await send(self.connection, get_job_call(Job, self.connection, job_id, ser))
 
     async def remove_job(self, job_id: str) -> JobState:
         """Delete a job (revoking its lease if active). Returns the state it was in.
@@ -129,18 +111,15 @@ class Client:
         Raises:
             NotFoundError: no such job.
         """
-        body = await self.connection.request(Cancel(job_id))
-        return JobState(body["state"])
+        return await send(self.connection, cancel_call(job_id))
 
     async def stats(self, queue: str | None = None) -> dict[str, QueueStats]:
         """Counters per queue (every queue, or just ``queue``)."""
-        body = await self.connection.request(Stats(queue))
-        return {name: QueueStats.from_wire(raw) for name, raw in body["queues"].items()}
+        return await send(self.connection, stats_call(queue))
 
     async def broker_stats(self) -> dict[str, Any]:
         """The broker-wide part of the ``stats`` reply (version, connections, uptime)."""
-        body = await self.connection.request(Stats(None))
-        return dict(body.get("broker") or {})
+        return await send(self.connection, broker_stats_call())
 
     def events(
         self, queues: Iterable[str] | None = None, *, kinds: Iterable[str] | None = None,
@@ -201,8 +180,7 @@ class Client:
 
     async def ping(self) -> int:
         """Round-trip to the broker. Returns the broker's clock (Unix ms)."""
-        body = await self.connection.request(Ping())
-        return int(body.get("now", 0))
+        return await send(self.connection, ping_call())
 
     async def broker_time(self) -> float:
         """The broker's clock, in Unix seconds like ``time.time()`` (for clock-skew checks)."""
@@ -213,39 +191,20 @@ class Client:
         return self.connection.statistics()
 
 
-class Queue:
-    """A producer/admin handle on one named queue. Get one from ``client.queue(name)``."""
+class Queue(QueueOperations[Job]):
+    """A producer/admin handle on one named queue. Get one from ``client.queue(name)``.
 
-    __slots__ = ("_client", "_conn", "defaults", "name", "serializer")
+    The requests and replies are ``QueueOperations``' (shared with ``SyncQueue``); this class
+    sends them on the client's connection.
+    """
+
+    __slots__ = ("_conn",)
 
     def __init__(
         self, client: Client, name: str, *, serializer: Serializer, defaults: Mapping[str, Any]
     ) -> None:
-        self._client = client
+        super().__init__(Job, client.connection, name, serializer, defaults)
         self._conn = client.connection
-        self.name = name
-        self.serializer = serializer
-        self.defaults = dict(defaults)
-
-    def _spec(self, name: str, data: Any, options: Mapping[str, Any]) -> JobSpec:
-        if options:
-            check_options(options)
-            merged = {**self.defaults, **{k: v for k, v in options.items() if v is not None}}
-        else:
-            merged = self.defaults
-        return build_spec(name, self.serializer.dumps(data), merged)
-
-    def _job(self, spec: JobSpec, job_id: str, data: Any, duplicate: bool) -> Job:
-        state = None
-        if not duplicate:
-            state = JobState.DELAYED if spec.delay_ms or spec.run_at_ms else JobState.WAITING
-        job = Job(
-            self._conn, job_id, self.name, spec.name, self.serializer,
-            payload=spec.payload, data=data, state=state, priority=spec.priority,
-            duplicate=duplicate,
-        )
-        job.max_attempts = spec.max_attempts
-        return job
 
     async def add(self, name: str, data: Any = None, **options: Any) -> Job:
         """Enqueue one job; returns once the broker has made it durable.
@@ -266,10 +225,8 @@ class Queue:
             ConnectionLostError: the connection dropped; the job may or may not exist (retry
                 with a ``job_id`` to be safe).
         """
-        spec = self._spec(name, data, options)
-        body = await self._conn.request(Enqueue(self.name, (spec,)))
-        result = parse_enqueued(body)
-        return self._job(spec, result.ids[0], data, bool(result.duplicates))
+        request = self.add_request(name, data, options)
+        return self.added(request, data, await self._conn.request(request))
 
     async def add_bulk(self, jobs: Iterable[Any]) -> list[Job]:
         """Enqueue many jobs in one round trip (split into several pipelined requests only
@@ -287,38 +244,25 @@ class Queue:
             BrokerError: a request was refused; each request is all-or-nothing, and with more
                 than one request the earlier ones may have succeeded.
         """
-        items: list[tuple[JobSpec, Any]] = []
-        for item in jobs:
-            name, data, options = _bulk_item(item)
-            items.append((self._spec(name, data, options), data))
-        if not items:
-            return []
-        server = self._conn.server
-        max_batch = server.max_batch if server else 10_000
-        max_bytes = int((server.max_frame if server else 8 << 20) * FRAME_BUDGET)
-        specs = [spec for spec, _ in items]
-        batches = split_batches(specs, max_batch, max_bytes)
-        bodies = await asyncio.gather(
-            *(self._conn.request(Enqueue(self.name, tuple(batch))) for batch in batches)
-        )
-        return enqueued_jobs(items, batches, bodies, self._job)
+        call = self.add_bulk_call(jobs, self._conn.server)
+        conn = self._conn
+        return call.parse(await asyncio.gather(*(conn.request(r) for r in call.requests)))
 
     async def get_job(self, job_id: str) -> Job:
         """Fetch a job by id with this queue's serializer (see ``Client.get_job``)."""
-        return await self._client.get_job(job_id, serializer=self.serializer)
+        return await send(self._conn, self.get_job_call(job_id))
 
     async def stats(self) -> QueueStats:
         """This queue's counters (all zero for a queue never used)."""
-        stats = await self._client.stats(self.name)
-        return stats.get(self.name) or QueueStats(0, 0, 0, 0, 0, False, None, 0, 0)
+        return await send(self._conn, self.stats_call())
 
     async def pause(self) -> None:
         """Stop handing out this queue's jobs (reservations get nothing) until ``resume``."""
-        await self._conn.request(Pause(self.name))
+        await send(self._conn, self.pause_call())
 
     async def resume(self) -> None:
         """Hand out jobs again after ``pause``."""
-        await self._conn.request(Resume(self.name))
+        await send(self._conn, self.resume_call())
 
     async def clean(
         self, state: JobState | str, *, older_than: Duration = 0, limit: int | None = None
@@ -329,10 +273,7 @@ class Queue:
         Returns:
             How many were removed.
         """
-        body = await self._conn.request(
-            Clean(self.name, JobState(state), seconds_to_ms(older_than, "older_than"), limit)
-        )
-        return int(body["removed"])
+        return await send(self._conn, self.clean_call(state, older_than, limit))
 
     async def failed(self, limit: int = 100, offset: int = 0) -> list[Job]:
         """The dead-letter set: failed jobs, newest first."""
@@ -341,14 +282,7 @@ class Queue:
 
     async def failed_page(self, limit: int = 100, offset: int = 0) -> tuple[list[Job], int]:
         """Like ``failed`` and also the total number of failed jobs in the queue."""
-        body = await self._conn.request(
-            ListFailed(self.name, max(1, min(limit, MAX_LIST_LIMIT)), offset)
-        )
-        jobs = [
-            Job.from_info(self._conn, JobInfo.from_wire(raw), self.serializer)
-            for raw in body["jobs"]
-        ]
-        return jobs, int(body.get("total", len(jobs)))
+        return await send(self._conn, self.failed_page_call(limit, offset))
 
     async def retry_failed(
         self, job_ids: Sequence[str] | None = None, *, limit: int | None = None
@@ -361,36 +295,20 @@ class Queue:
         Raises:
             ConflictError: a single given id is not a failed job of this queue.
         """
-        ids = None if job_ids is None else tuple(job_ids)
-        body = await self._conn.request(RetryFailed(self.name, ids, limit))
-        if ids is not None and len(ids) == 1:
-            check_retried(body, ids[0])
-        return int(body["retried"])
+        return await send(self._conn, self.retry_failed_call(job_ids, limit))
+
+    async def retry_failed_ids(self, job_ids: Sequence[str]) -> tuple[int, list[str]]:
+        """Move the given failed jobs back to waiting.
+
+        Returns:
+            How many were retried, and the given ids that were not failed jobs of this queue
+            (unknown, removed, in another queue or in another state), left alone.
+        """
+        return await send(self._conn, self.retry_failed_ids_call(job_ids))
 
     async def remove(self, job_id: str) -> JobState:
         """Delete one job (see ``Client.remove_job``)."""
-        return await self._client.remove_job(job_id)
+        return await send(self._conn, self.remove_call(job_id))
 
-    def __repr__(self) -> str:
-        return f"<Queue {self.name!r}>"
-
-
-def _bulk_item(item: Any) -> tuple[str, Any, dict[str, Any]]:
-    if type(item) is tuple and len(item) == 2:  # (name, data): the common case, checked first
-        return item[0], item[1], _NO_OPTIONS
-    if isinstance(item, Mapping):
-        options = {k: v for k, v in item.items() if k not in ("name", "data", "opts")}
-        options.update(item.get("opts") or {})
-        return item["name"], item.get("data"), options
-    if isinstance(item, tuple | list) and 1 <= len(item) <= 3:
-        name = item[0]
-        data = item[1] if len(item) > 1 else None
-        options = dict(item[2]) if len(item) > 2 and item[2] else {}
-        return name, data, options
-    raise TypeError("add_bulk items are (name, data[, options]) or {'name', 'data', 'opts'}")
-
-
-_NO_OPTIONS: dict[str, Any] = {}
-"""Shared empty options of ``_bulk_item`` (never mutated: ``Queue._spec`` only reads them)."""
 
 __all__ = ["Client", "Queue"]

@@ -8,6 +8,10 @@ first call and reopens on the next call after a failure, and after ``os.fork()``
 shares its parent's socket). A call that fails with ``ConnectionLostError`` is not retried
 automatically: an enqueue may or may not have happened, so retry it with a ``job_id``.
 
+What each operation sends and how its reply is read is not written here: ``SyncQueue`` and
+``SyncJob`` use the same ``QueueOperations`` and ``JobRecord`` calls as the asynchronous
+``Queue`` and ``Job`` (``client/operations.py``, ``client/job.py``) and only send them.
+
 ::
 
     from client import SyncClient
@@ -26,37 +30,22 @@ import ssl as ssl_module
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
+from client.call import BulkCall, Call
 from client.endpoint import DEFAULT_URL, ServerInfo, parse_url
 from client.errors import (
     ConnectionClosedError,
     ConnectionLostError,
     JournalFailureError,
-    NotFoundError,
     RequestTimeoutError,
-    WaitTimeoutError,
     broker_error,
 )
-from client.job import (
-    FINISHED_STATES,
-    JOURNAL_RETRY_S,
-    WAIT_CHUNK_S,
-    JobRecord,
-    check_retried,
-    job_info_from_body,
-)
-from client.options import (
-    FRAME_BUDGET,
-    build_spec,
-    check_options,
-    enqueued_jobs,
-    seconds_to_ms,
-    split_batches,
-)
-from client.queue import _bulk_item
+from client.job import JOURNAL_RETRY_S, JobHandle, cancel_call
+from client.operations import QueueOperations, get_job_call, ping_call, stats_call
+from client.options import check_options
 from client.serializers import Serializer, get_serializer
-from protocol.checks import MAX_LIST_LIMIT, MAX_REQUEST_ID, MAX_WAIT_MS
+from protocol.checks import MAX_REQUEST_ID
 from protocol.codec import FrameDecoder, encode_frames
 from protocol.messages import (
     PROTOCOL_VERSION,
@@ -65,24 +54,11 @@ from protocol.messages import (
     parse_server_message,
     request_message,
 )
-from protocol.model import JobSpec, JobState
-from protocol.operations import (
-    Cancel,
-    Clean,
-    Enqueue,
-    Get,
-    Hello,
-    ListFailed,
-    Pause,
-    Ping,
-    Request,
-    Resume,
-    RetryFailed,
-    Stats,
-    Wait,
-)
-from protocol.replies import JobInfo, QueueStats, parse_enqueued
+from protocol.model import JobState
+from protocol.operations import Hello, Request
+from protocol.replies import QueueStats
 
+R = TypeVar("R")
 _RECV_SIZE = 256 * 1024
 
 
@@ -205,6 +181,14 @@ class SyncClient:
             self._ensure_open()
             return self._exchange(requests, self.timeout if timeout is None else timeout)
 
+    def call(self, call: Call[R]) -> R:
+        """Send one ``Call`` (``client/call.py``) and return its parsed result."""
+        return call.parse(self.request(call.request, timeout=call.timeout))
+
+    def call_bulk(self, call: BulkCall[R]) -> R:
+        """Send the requests of a ``BulkCall`` together and return its parsed result."""
+        return call.parse(self.requests(call.requests) if call.requests else [])
+
     def _exchange(self, requests: Sequence[Request], timeout: float) -> list[dict[str, Any]]:
         sock = self._sock
         assert sock is not None
@@ -269,151 +253,93 @@ class SyncClient:
         Raises:
             NotFoundError: no such job.
         """
-        info = job_info_from_body(self.request(Get(job_id)))
-        if info is None:
-            raise NotFoundError("NOT_FOUND", f"no job {job_id!r}")
         ser = self.serializer if serializer is None else get_serializer(serializer)
-        return SyncJob.from_info(self, info, ser)
+        return self.call(get_job_call(SyncJob, self, job_id, ser))
 
     def remove_job(self, job_id: str) -> JobState:
         """Delete a job; returns the state it was in."""
-        return JobState(self.request(Cancel(job_id))["state"])
+        return self.call(cancel_call(job_id))
 
     def stats(self, queue: str | None = None) -> dict[str, QueueStats]:
         """Counters per queue."""
-        body = self.request(Stats(queue))
-        return {name: QueueStats.from_wire(raw) for name, raw in body["queues"].items()}
+        return self.call(stats_call(queue))
 
     def ping(self) -> int:
         """Round-trip; returns the broker's clock (Unix ms)."""
-        return int(self.request(Ping()).get("now", 0))
+        return self.call(ping_call())
 
 
-class SyncQueue:
-    """The blocking twin of ``client.Queue``."""
+class SyncQueue(QueueOperations["SyncJob"]):
+    """The blocking twin of ``client.Queue``: the same ``QueueOperations``, sent on the sync
+    client's socket."""
 
-    __slots__ = ("_client", "defaults", "name", "serializer")
+    __slots__ = ("_client",)
 
     def __init__(
         self, client: SyncClient, name: str, serializer: Serializer, defaults: Mapping[str, Any]
     ) -> None:
+        super().__init__(SyncJob, client, name, serializer, defaults)
         self._client = client
-        self.name = name
-        self.serializer = serializer
-        self.defaults = dict(defaults)
-
-    def _spec(self, name: str, data: Any, options: Mapping[str, Any]) -> JobSpec:
-        check_options(options)
-        merged = {**self.defaults, **{k: v for k, v in options.items() if v is not None}}
-        return build_spec(name, self.serializer.dumps(data), merged)
-
-    def _job(self, spec: JobSpec, job_id: str, data: Any, duplicate: bool) -> SyncJob:
-        state = None
-        if not duplicate:
-            state = JobState.DELAYED if spec.delay_ms or spec.run_at_ms else JobState.WAITING
-        return SyncJob(
-            self._client, job_id, self.name, spec.name, self.serializer, payload=spec.payload,
-            data=data, state=state, priority=spec.priority, duplicate=duplicate,
-        )
 
     def add(self, name: str, data: Any = None, **options: Any) -> SyncJob:
         """Enqueue one job (same options as ``client.Queue.add``); returns once durable."""
-        spec = self._spec(name, data, options)
-        result = parse_enqueued(self._client.request(Enqueue(self.name, (spec,))))
-        return self._job(spec, result.ids[0], data, bool(result.duplicates))
+        request = self.add_request(name, data, options)
+        return self.added(request, data, self._client.request(request))
 
     def add_bulk(self, jobs: Iterable[Any]) -> list[SyncJob]:
         """Enqueue many jobs in one round trip (see ``client.Queue.add_bulk``)."""
-        items = []
-        for item in jobs:
-            name, data, options = _bulk_item(item)
-            items.append((self._spec(name, data, options), data))
-        if not items:
-            return []
-        server = self._client.server
-        batches = split_batches(
-            [spec for spec, _ in items],
-            server.max_batch if server else 10_000,
-            int((server.max_frame if server else 8 << 20) * FRAME_BUDGET),
-        )
-        bodies = self._client.requests([Enqueue(self.name, tuple(batch)) for batch in batches])
-        return enqueued_jobs(items, batches, bodies, self._job)
+        return self._client.call_bulk(self.add_bulk_call(jobs, self._client.server))
 
     def get_job(self, job_id: str) -> SyncJob:
         """Fetch a job by id with this queue's serializer."""
-        return self._client.get_job(job_id, serializer=self.serializer)
+        return self._client.call(self.get_job_call(job_id))
 
     def stats(self) -> QueueStats:
         """This queue's counters."""
-        stats = self._client.stats(self.name)
-        return stats.get(self.name) or QueueStats(0, 0, 0, 0, 0, False, None, 0, 0)
+        return self._client.call(self.stats_call())
 
     def pause(self) -> None:
         """Stop handing out this queue's jobs until ``resume``."""
-        self._client.request(Pause(self.name))
+        self._client.call(self.pause_call())
 
     def resume(self) -> None:
         """Hand out jobs again."""
-        self._client.request(Resume(self.name))
+        self._client.call(self.resume_call())
 
     def clean(
         self, state: JobState | str, *, older_than: float = 0, limit: int | None = None
     ) -> int:
         """Delete jobs in ``state`` older than ``older_than`` seconds; returns how many."""
-        body = self._client.request(
-            Clean(self.name, JobState(state), seconds_to_ms(older_than, "older_than"), limit)
-        )
-        return int(body["removed"])
+        return self._client.call(self.clean_call(state, older_than, limit))
 
     def failed(self, limit: int = 100, offset: int = 0) -> list[SyncJob]:
         """Failed jobs, newest first."""
-        body = self._client.request(
-            ListFailed(self.name, max(1, min(limit, MAX_LIST_LIMIT)), offset)
-        )
-        return [
-            SyncJob.from_info(self._client, JobInfo.from_wire(raw), self.serializer)
-            for raw in body["jobs"]
-        ]
+        jobs, _ = self._client.call(self.failed_page_call(limit, offset))
+        return jobs
 
     def retry_failed(
         self, job_ids: Sequence[str] | None = None, *, limit: int | None = None
     ) -> int:
         """Move failed jobs back to waiting; returns how many."""
-        ids = None if job_ids is None else tuple(job_ids)
-        body = self._client.request(RetryFailed(self.name, ids, limit))
-        if ids is not None and len(ids) == 1:
-            check_retried(body, ids[0])
-        return int(body["retried"])
+        return self._client.call(self.retry_failed_call(job_ids, limit))
+
+    def retry_failed_ids(self, job_ids: Sequence[str]) -> tuple[int, list[str]]:
+        """Move the given failed jobs back to waiting; see ``client.Queue.retry_failed_ids``."""
+        return self._client.call(self.retry_failed_ids_call(job_ids))
 
     def remove(self, job_id: str) -> JobState:
         """Delete one job; returns the state it was in."""
-        return self._client.remove_job(job_id)
+        return self._client.call(self.remove_call(job_id))
 
 
-class SyncJob(JobRecord):
+class SyncJob(JobHandle[SyncClient]):
     """A job handle with blocking ``refresh``, ``wait`` and ``remove``."""
 
-    __slots__ = ("_client",)
+    __slots__ = ()
 
-    def __init__(
-        self, client: SyncClient, job_id: str, queue: str, name: str, serializer: Serializer,
-        **fields: Any,
-    ) -> None:
-        super().__init__(job_id, queue, name, serializer, **fields)
-        self._client = client
-
-    @classmethod
-    def from_info(cls, client: SyncClient, info: JobInfo, serializer: Serializer) -> SyncJob:
-        """A handle filled from a broker description."""
-        job = cls(client, info.id, info.queue, info.name, serializer, payload=info.payload)
-        job._apply(info)
-        return job
-
-    def refresh(self) -> SyncJob:
+    def refresh(self) -> Self:
         """Fetch the current state. Raises ``NotFoundError`` if the job is gone."""
-        info = job_info_from_body(self._client.request(Get(self.id)))
-        if info is not None:
-            self._apply(info)
+        self._sender.call(self.refresh_call())
         return self
 
     def wait(self, timeout: float | None = None) -> Any:
@@ -424,29 +350,15 @@ class SyncJob(JobRecord):
             WaitTimeoutError: not finished within ``timeout``.
             OSError: the broker went away and cannot be reached again.
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while self.state not in FINISHED_STATES:
-            chunk = WAIT_CHUNK_S
-            if deadline is not None:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise WaitTimeoutError(f"job {self.id} not finished within {timeout:g}s")
-                chunk = min(chunk, remaining)
-            timeout_ms = max(0, min(MAX_WAIT_MS, int(chunk * 1000)))
+        for call in self.wait_calls(timeout, self._sender.timeout):
             try:
-                body = self._client.request(
-                    Wait(self.id, timeout_ms), timeout=chunk + self._client.timeout
-                )
+                self._sender.call(call)
             except ConnectionLostError:
                 continue  # a read: the next call reconnects (or raises OSError if it cannot)
             except JournalFailureError:  # not durable yet on the broker: ask again shortly
-                time.sleep(min(JOURNAL_RETRY_S, chunk))
-                continue
-            info = job_info_from_body(body)
-            if info is not None:
-                self._apply(info)
+                time.sleep(JOURNAL_RETRY_S)
         return self._outcome()
 
     def remove(self) -> JobState:
         """Delete the job; returns the state it was in."""
-        return self._client.remove_job(self.id)
+        return self._sender.call(self.remove_call())

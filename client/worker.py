@@ -11,27 +11,21 @@ in ``_settling``). Jobs without an outcome yet (``held - settling``) count again
 the outcomes the broker has not answered yet are bounded too: when acks are slow (a slow disk,
 a busy broker), the worker stops reserving instead of piling up finished jobs.
 
-* **Reserving**: the reserve task asks for
+* **Reserving** (``client/reserving.py``): the reserve task asks for
   ``free = min(concurrency - (held - settling), max_held - held) - asked`` jobs with a long-poll
-  ``reserve``. When ``max_held`` is what limits it (outcomes in flight), it waits until a
-  quarter of the slots are free rather than reserving a few jobs per ack reply. A second request
-  may overlap the first only when at least a quarter of the slots are free, so a busy worker
-  keeps its pipe full and an idle one holds one long-poll. Replies are handled in a future
-  callback (no task per batch): the jobs go to ``_ready`` and idle runners are woken, one per
-  job.
+  ``reserve``, at most two requests at once. The jobs of a reply go to ``_ready`` and idle
+  runners are woken, one per job.
 * **Running**: a runner takes jobs from ``_ready`` until it is empty, so a burst of fast
   handlers runs without task switches. Async handlers are awaited in the runner; plain ``def``
-  handlers run in a thread pool. An optional per-job timeout cancels the handler.
-* **Outcomes**: a finished handler appends an ``AckItem`` or ``FailItem`` to a buffer and
-  schedules one flush with ``call_soon``, so outcomes that finish in the same loop iteration go in
-  one ``ack`` / ``fail`` request with one future; several such requests may be in flight. The
-  runner's slot frees at once, but the job stays held (and its lease extended) until the reply
-  arrives; then it leaves ``_held``. ``on_completed`` / ``on_failed`` run only when the broker's
-  reply says the outcome was recorded.
+  handlers run in a thread pool (``client/handlers.py``). An optional per-job timeout cancels
+  the handler.
+* **Outcomes** (``client/outcomes.py``): outcomes that finish in the same loop iteration go in
+  one ``ack`` / ``fail`` request. The runner's slot frees at once, but the job stays held (and
+  its lease extended) until the reply arrives; then it leaves ``_held``. ``on_completed`` /
+  ``on_failed`` run only when the broker's reply says the outcome was recorded.
 * **Leases** (``client/leases.py``): one task extends, in one batched ``extend``, every held
   job past half its lease, including jobs whose outcome is not answered yet (a slow ack must not
-  let the lease expire and the job be redelivered). A refused extension marks the job
-  ``lease_lost`` (its outcome will be refused too).
+  let the lease expire and the job be redelivered). The worker tells it which jobs it holds.
 * **Broker restarts**: the connection reconnects by itself. Leases from before a restart are
   stale, so late outcomes get ``STALE_LEASE`` / ``NOT_FOUND``: logged, counted, never raised.
   A ``draining`` event pauses reserving until the connection comes back.
@@ -49,8 +43,8 @@ Invariants:
 1. A job is in ``_held`` from its reservation until the broker answered its outcome (ack, fail
    or hand-back), or the request carrying it was lost with the connection; it is in
    ``_settling`` from the moment its outcome is buffered until then. ``settling ⊆ held``,
-   ``len(_held) - len(_settling) + _asked <= concurrency`` and
-   ``len(_held) + _asked <= max_held``.
+   ``len(_held) - len(_settling) + asked <= concurrency`` and ``len(_held) + asked <= max_held``
+   (``asked``: jobs asked for by reserves not answered yet).
 2. Each held job gets exactly one outcome from this worker: ack, fail or hand-back (a job in
    ``_settling`` gets no other).
 3. Callbacks fire only for outcomes whose per-item result was ``OK``.
@@ -60,14 +54,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import os
 import signal
 import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any, Final, TypeVar
@@ -77,14 +70,15 @@ import structlog
 from client.connection import Connection
 from client.context import JobContext
 from client.endpoint import DEFAULT_URL
-from client.errors import ConnectionClosedError, ConnectionError_, JobwireError
+from client.errors import ConnectionClosedError, JobwireError
 from client.events import CompletedCallback, EventCallbacks, FailedCallback, WorkerStatistics
+from client.handlers import Handler, HandlerTable
 from client.leases import LeaseKeeper
 from client.outcomes import OutcomeBuffer, describe_exception
+from client.reserving import Reserver
 from client.serializers import Serializer, get_serializer
-from protocol.checks import MAX_RESERVE_JOBS, MAX_WAIT_MS
-from protocol.operations import Reserve
-from protocol.replies import parse_reserved
+from protocol.checks import MAX_WAIT_MS
+from protocol.replies import ReservedJob
 
 log = structlog.get_logger("jobwire.worker")
 _T = TypeVar("_T")
@@ -93,11 +87,7 @@ HELD_PER_SLOT: Final = 8
 """By default a worker holds at most ``HELD_PER_SLOT * concurrency`` jobs, counting finished
 jobs whose outcome the broker has not answered yet (``Worker.max_held``). The bound is a window:
 throughput is about ``max_held`` jobs per commit round trip, so it trades throughput against
-handler-start-to-ack latency. No-op handlers, concurrency 50, fsync on every commit, 2 cores
-shared: 2x ~31k jobs/s, 4x ~36k, 8x ~40k, 20x ~53k, unbounded ~55k (with p50 ack latency of
-tens to hundreds of milliseconds and leases lapsing)."""
-
-Handler = Callable[[JobContext], Any]
+handler-start-to-ack latency (measurements: ``bench/README.md``)."""
 
 
 class Worker:
@@ -111,8 +101,8 @@ class Worker:
         concurrency: most jobs handled at once.
         max_held: most jobs held at once, counting finished ones whose outcome the broker has
             not answered yet (default ``8 * concurrency``; at least ``concurrency``). Beyond it
-            the worker stops reserving until outcome replies come back, so slow
-            acknowledgements cannot pile up.
+            the worker stops reserving until outcome replies come back, so slow acks cannot
+            pile up.
         lease: lease length in seconds to ask for (default: each job's own lease).
         job_timeout: seconds a handler may run before it is cancelled and the attempt fails.
         grace: seconds running handlers get to finish on shutdown.
@@ -138,26 +128,16 @@ class Worker:
         handle_signals: bool = True,
         **connection_options: Any,
     ) -> None:
-        if handler is None:
-            raise TypeError("Worker needs a handler function or a {name: handler} mapping")
+        self._handlers = HandlerTable(handler)
         if concurrency < 1:
             raise ValueError("concurrency must be >= 1")
         self.queues = (queues,) if isinstance(queues, str) else tuple(queues)
         if not self.queues:
             raise ValueError("Worker needs at least one queue")
-        if isinstance(handler, Mapping):
-            self._handlers: dict[str, Handler] = dict(handler)
-            self._default_handler: Handler | None = None
-        else:
-            self._handlers, self._default_handler = {}, handler
-        self._is_async = {
-            h: _is_async(h) for h in (*self._handlers.values(), self._default_handler) if h
-        }
         self.concurrency = concurrency
         self.max_held = HELD_PER_SLOT * concurrency if max_held is None else max_held
         if self.max_held < concurrency:
             raise ValueError("max_held must be >= concurrency")
-        """Most jobs held at once, running or finished but not yet acknowledged."""
         self.lease_ms = None if lease is None else max(100, round(lease * 1000))
         self.job_timeout = job_timeout
         self.grace = grace
@@ -174,30 +154,24 @@ class Worker:
         self._held: dict[int, JobContext] = {}
         self._settling: set[int] = set()
         """Tokens of held jobs whose outcome is buffered or in flight (see invariant 1)."""
-        self._leases = LeaseKeeper(self.connection, self._held, self.lease_ms, self._settling)
+        self._leases = LeaseKeeper(self.connection, self.lease_ms, self._outcome_sent)
+        self._reserver = Reserver(
+            self.connection, self.queues, self.poll_wait_ms, self.lease_ms, room=self._room,
+            min_overlap=max(1, concurrency // 4), deliver=self._deliver,
+        )
         self._ready: deque[JobContext] = deque()
         self._idle_runners: list[asyncio.Future[None]] = []
         self._running = 0
-        self._asked = 0
-        self._outstanding_reserves = 0
-        self._reserve_wake = asyncio.Event()
-        self._reserves_done = asyncio.Event()
-        self._reserves_done.set()
         self._stop_requested = asyncio.Event()
         self._idle_wake = asyncio.Event()
-        self._reserve_pause = 0.0
-        """Seconds to wait before the next reserve after one failed (doubling, capped)."""
         self._lost_connection = False
         self._force = asyncio.Event()
         self._stopped = asyncio.Event()
         self._stopping = False
-        self._draining = False
         self._started = False
-        self._min_overlap = max(1, concurrency // 4)
         self._executor: ThreadPoolExecutor | None = None
-        self._outcomes = OutcomeBuffer(self, self._settled)
         self.events = EventCallbacks()
-        self._reserve_requests = 0
+        self._outcomes = OutcomeBuffer(self.connection, self.events, self._settled)
         self._handed_back = 0
 
     # ------------------------------------------------------------------ public API
@@ -231,7 +205,7 @@ class Worker:
             self._force.set()
         self._stopping = True
         self._stop_requested.set()
-        self._reserve_wake.set()
+        self._reserver.stop()
 
     async def close(self) -> None:
         """Stop and wait until ``run()`` has returned."""
@@ -246,7 +220,7 @@ class Worker:
             held=len(self._held), settling=len(self._settling), running=self._running,
             completed=o.completed, failed=o.failed, retried=o.retried, refused=o.refused,
             unacknowledged=o.unacknowledged, handed_back=self._handed_back,
-            reserve_requests=self._reserve_requests, ack_requests=o.requests,
+            reserve_requests=self._reserver.requests, ack_requests=o.requests,
             extended=self._leases.extended, connection=self.connection.statistics(),
         )
 
@@ -282,7 +256,7 @@ class Worker:
             if connect.cancelled():
                 return
             connect.result()
-            if any(not is_async for is_async in self._is_async.values()):
+            if self._handlers.needs_threads:
                 self._executor = ThreadPoolExecutor(
                     max_workers=self.concurrency, thread_name_prefix="jobwire-handler"
                 )
@@ -291,7 +265,7 @@ class Worker:
                 async with asyncio.TaskGroup() as group:
                     runners = [group.create_task(self._runner()) for _ in range(self.concurrency)]
                     lease_task = group.create_task(self._leases.run())
-                    group.create_task(self._reserve_loop())
+                    group.create_task(self._reserver.run())
                     await self._stop_requested.wait()
                     await self._drain(runners)
                     lease_task.cancel()
@@ -304,7 +278,7 @@ class Worker:
             if self._executor is not None:
                 self._executor.shutdown(wait=False, cancel_futures=True)
             self._stopped.set()
-            log.info("worker stopped", **_counts(self.statistics()))
+            log.info("worker stopped", **self.statistics().outcome_counts())
         if self._lost_connection:
             raise ConnectionClosedError(
                 "the broker connection closed for good"
@@ -334,7 +308,7 @@ class Worker:
         deadline = time.monotonic() + self.grace
         log.info("worker stopping", held=len(self._held), grace=self.grace)
         # Jobs from reserves already sent are ours: wait for those replies, then run them.
-        await self._until(self._reserves_done, deadline)
+        await self._until(self._reserver.done, deadline)
         while self._unfinished() and not self._force.is_set():
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -360,10 +334,10 @@ class Worker:
         """Hand back every job still held, then wait (bounded) for outcome replies."""
         # A reserve still parked at the broker could take a job we hand back: wait it out
         # first (at most one long-poll); whatever it brings is handed back too.
-        if not self._reserves_done.is_set():
+        if not self._reserver.done.is_set():
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.poll_wait_ms / 1000 + 5.0):
-                    await self._reserves_done.wait()
+                    await self._reserver.done.wait()
         self._ready.clear()
         settling = self._settling
         unfinished = [ctx for token, ctx in self._held.items() if token not in settling]
@@ -376,6 +350,7 @@ class Worker:
         await self._outcomes.drain(max(5.0, self.connection.request_timeout))
         self._held.clear()  # what is left was never answered: the broker redelivers it
         settling.clear()
+        self._leases.forget_all()
         if self._handed_back:
             log.info("unfinished jobs handed back", count=self._handed_back,
                      released=self._outcomes.released)
@@ -386,83 +361,30 @@ class Worker:
     def _on_connection_event(self, event: str, body: dict[str, Any]) -> None:
         if event == "draining":
             log.info("broker is draining: pausing reservations until it is back")
-            self._draining = True
+            self._reserver.draining = True
         elif event == "connected":
-            self._draining = False
+            self._reserver.draining = False
         elif event == "closed" and not self._stopping:
             log.error("connection closed for good; stopping the worker", error=body.get("error"))
             self._lost_connection = True
             self.stop()
-        self._reserve_wake.set()
+        self._reserver.wake()
 
-    async def _reserve_loop(self) -> None:
-        conn = self.connection
-        wake = self._reserve_wake
-        while not self._stopping:
-            if self._reserve_pause and self._outstanding_reserves == 0:
-                wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self._reserve_pause):
-                        await self._stop_requested.wait()
-                if self._stop_requested.is_set():
-                    break
-            if conn.connected and not self._draining:
-                held = len(self._held)
-                slots = self.concurrency - held + len(self._settling)
-                window = self.max_held - held
-                free = min(slots, window) - self._asked
-                outstanding = self._outstanding_reserves
-                # When unanswered outcomes are what limits us (the window binds), wait for a
-                # quarter of the slots instead of reserving a few jobs per ack reply.
-                big = free >= self._min_overlap
-                wanted = free > 0 and (big or slots <= window) and (
-                    outstanding == 0 or (outstanding == 1 and big)
-                )
-                if wanted and self._issue_reserve(min(free, MAX_RESERVE_JOBS)):
-                    continue
-            wake.clear()
-            await wake.wait()
+    def _room(self) -> tuple[int, int]:
+        """``(slots, window)`` for the reserver: jobs it may still start, and still hold."""
+        held = len(self._held)
+        return self.concurrency - held + len(self._settling), self.max_held - held
 
-    def _issue_reserve(self, count: int) -> bool:
-        request = Reserve(self.queues, count, self.poll_wait_ms, self.lease_ms)
-        try:
-            future = self.connection.request_nowait(
-                request, timeout=self.poll_wait_ms / 1000 + self.connection.request_timeout
-            )
-        except ConnectionError_:
-            return False
-        self._asked += count
-        self._outstanding_reserves += 1
-        self._reserves_done.clear()
-        self._reserve_requests += 1
-        future.add_done_callback(partial(self._on_reserved, count))
-        return True
-
-    def _on_reserved(self, count: int, future: asyncio.Future[dict[str, Any]]) -> None:
-        self._asked -= count
-        self._outstanding_reserves -= 1
-        if self._outstanding_reserves == 0:
-            self._reserves_done.set()
-        self._reserve_wake.set()
-        if future.cancelled():
-            return
-        exc = future.exception()
-        if exc is not None:
-            if not isinstance(exc, ConnectionError_):
-                self._reserve_pause = min(5.0, max(0.1, self._reserve_pause * 2))
-                log.warning("reserve failed", error=str(exc), retry_in=self._reserve_pause)
-            return
-        self._reserve_pause = 0.0
-        jobs = parse_reserved(future.result())
-        if not jobs:
-            return
+    def _deliver(self, jobs: list[ReservedJob]) -> None:
+        """Hold freshly reserved jobs and wake idle runners, one per job."""
         now = time.monotonic()
+        conn, loop = self.connection, self._loop
+        assert loop is not None
+        fresh = [JobContext(reserved, now, conn, loop) for reserved in jobs]
         held = self._held
-        ready = self._ready
-        fresh = [JobContext(self, reserved, now) for reserved in jobs]
         for ctx in fresh:
             held[ctx.token] = ctx
-        ready.extend(fresh)
+        self._ready.extend(fresh)
         self._leases.watch(fresh)
         idle = self._idle_runners
         for _ in range(min(len(jobs), len(idle))):
@@ -490,7 +412,7 @@ class Worker:
                 await self._execute(ctx)
 
     async def _execute(self, ctx: JobContext) -> None:
-        handler = self._handlers.get(ctx.name, self._default_handler)
+        handler = self._handlers.find(ctx.name)
         if handler is None:
             self._fail(ctx, LookupError(f"no handler for job name {ctx.name!r} on this worker"))
             return
@@ -501,10 +423,7 @@ class Worker:
             return
         self._running += 1
         try:
-            if self._is_async[handler]:
-                call: Awaitable[Any] = handler(ctx)
-            else:
-                call = asyncio.get_running_loop().run_in_executor(self._executor, handler, ctx)
+            call = self._handlers.start(handler, ctx, self._executor)
             if self.job_timeout is None:
                 result = await call
             else:
@@ -550,7 +469,7 @@ class Worker:
             self._slot_freed()
 
     def _slot_freed(self) -> None:
-        self._reserve_wake.set()
+        self._reserver.wake()
         if self._stopping and not self._unfinished():
             self._idle_wake.set()
 
@@ -559,7 +478,11 @@ class Worker:
         held, and its place counts for reserving again."""
         if self._held.pop(ctx.token, None) is not None:
             self._settling.discard(ctx.token)
-            self._reserve_wake.set()
+            self._leases.forget(ctx)
+            self._reserver.wake()
+
+    def _outcome_sent(self, ctx: JobContext) -> bool:
+        return ctx.token in self._settling
 
     def _unfinished(self) -> int:
         """Held jobs without an outcome yet (waiting for a runner or running)."""
@@ -572,15 +495,3 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
     except RuntimeError:
         return None
 
-
-def _is_async(handler: Callable[..., Any]) -> bool:
-    return inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
-        getattr(handler, "__call__", None)  # noqa: B004 - an object with an async __call__
-    )
-
-
-def _counts(stats: WorkerStatistics) -> dict[str, int]:
-    return {
-        "completed": stats.completed, "failed": stats.failed, "retried": stats.retried,
-        "refused": stats.refused, "handed_back": stats.handed_back,
-    }

@@ -195,9 +195,9 @@ def free_port() -> int:
 
 
 def jobwire_command() -> list[str]:
-    """The ``jobwire`` console script of this environment (``python -m broker`` if missing)."""
+    """The ``jobwire`` console script of this environment (``python -m jobwire`` if missing)."""
     script = Path(sys.executable).with_name("jobwire")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "broker"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "jobwire"]
 
 
 class BrokerProcess:

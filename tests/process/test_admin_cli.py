@@ -18,7 +18,7 @@ import pytest
 from client import Client
 from client.cli import main
 from protocol.model import FailItem
-from protocol.operations import Fail, Reserve
+from protocol.operations import Fail, Progress, Reserve
 from protocol.replies import parse_reserved
 from tests.conftest import BrokerProcess, RunningBroker, free_port, jobwire_command
 
@@ -82,6 +82,22 @@ async def test_job_shows_one_job(
     code, out, _ = await cli("job", job.id, "--url", url, "--json")
     data = json.loads(out)
     assert data["id"] == job.id and data["queue"] == "emails" and data["attempts"] == 0
+
+
+async def test_job_json_stays_valid_with_nan_and_infinite_progress(
+    url: str, client: Client
+) -> None:
+    job = await client.queue("emails").add("send", {"to": "ada@example.com"})
+    (reserved,) = parse_reserved(await client.connection.request(Reserve(("emails",), 1)))
+    progress = {"rate": float("nan"), "eta": float("inf"), "low": float("-inf"), "done": 0.5}
+    await client.connection.request(Progress(job.id, reserved.token, progress))
+
+    code, out, _ = await cli("job", job.id, "--url", url, "--json")
+
+    assert code == 0
+    data = json.loads(out, parse_constant=lambda word: pytest.fail(f"{word} is not JSON"))
+    assert data["progress"] == {"rate": "NaN", "eta": "Infinity", "low": "-Infinity",
+                                "done": 0.5}
 
 
 async def test_errors_exit_non_zero_with_one_clear_line(
@@ -153,3 +169,28 @@ def test_console_script_uses_jobwire_url(broker_process: BrokerProcess) -> None:
     done = subprocess.run([*jobwire_command(), "stats"], env=env,
                           capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == "no queues yet"
+
+
+async def test_no_broker_says_what_it_means() -> None:
+    """Issue 16, item 5: not a bare ``[Errno 111] Connect call failed``."""
+    port = free_port()
+    code, _, err = await cli("stats", "--url", f"jobwire://127.0.0.1:{port}")
+    assert code == 1
+    assert f"no broker at 127.0.0.1:{port}: is `jobwire serve` running there?" in err
+    assert "Errno" not in err
+
+
+async def test_retrying_a_pruned_job_says_it_no_longer_exists(
+    url: str, client: Client
+) -> None:
+    """Issue 16, item 6: the queue is named and a job that is gone is said to be gone."""
+    await client.queue("pruned").add("send", {})
+    await fail_all(client, "pruned", 1)
+    [job] = await client.queue("pruned").failed()
+    await client.queue("pruned").remove(job.id)
+    code, out, _ = await cli("failed", "pruned", "--retry", "--id", job.id, "--url", url)
+    assert code == 1
+    assert f"job {job.id} not retried: it no longer exists" in out
+    await client.queue("other").add("x", job_id="elsewhere")
+    code, out, _ = await cli("failed", "pruned", "--retry", "--id", "elsewhere", "--url", url)
+    assert "it is in queue other, not pruned" in out

@@ -8,7 +8,6 @@ small say nothing about it.
 from __future__ import annotations
 
 import json
-import random
 import subprocess
 import sys
 from pathlib import Path
@@ -16,9 +15,7 @@ from typing import Any
 
 import pytest
 
-from bench.hdr import Recorder, encode, merge, new_histogram, record_ns, summary_ms
 from bench.scenarios import Params, run_scenario
-from bench.suite import median_run
 
 PERCENTILE_KEYS = {"p50", "p90", "p99", "p999", "max", "mean", "count"}
 TOP_KEYS = {
@@ -60,31 +57,6 @@ def tiny(**options: Any) -> Params:
     for key, value in options.items():
         setattr(params, key, value)
     return params
-
-
-def test_histograms_merge_through_their_encoding() -> None:
-    first, second, both = new_histogram(), new_histogram(), new_histogram()
-    for micros in range(1, 1001):
-        record_ns(first if micros % 2 else second, micros * 1000)
-        record_ns(both, micros * 1000)
-    merged = merge([encode(first), encode(second)])
-    assert merged.get_total_count() == 1000
-    assert summary_ms(merged) == summary_ms(both)
-    assert summary_ms(new_histogram()) is None
-
-
-def test_a_recorder_holds_exactly_what_direct_recording_does() -> None:
-    rng = random.Random(5)
-    direct, folded, big = new_histogram(), Recorder(max_pending=16), Recorder()
-    for _ in range(5_000):
-        elapsed_ns = int(rng.lognormvariate(13, 2))  # ~0.4 ms median, long tail, some < 1 us
-        record_ns(direct, elapsed_ns)
-        folded.record_ns(elapsed_ns)
-        big.record_ns(elapsed_ns)
-    for recorder in (folded, big):
-        assert recorder.histogram().get_total_count() == 5_000
-        assert summary_ms(recorder.histogram()) == summary_ms(direct)
-        assert summary_ms(merge([recorder.encode()])) == summary_ms(direct)
 
 
 def test_enqueue_bulk_and_single() -> None:
@@ -167,14 +139,6 @@ def test_suite_command_writes_json_and_markdown(tmp_path: Path) -> None:
     table = out_md.read_text()
     assert "| enqueue-single |" in table and "| latency-500 |" in table
     assert "enqueue-single: 3 runs, jobs/s" in table
-
-
-def test_the_median_run_is_reported_with_every_runs_figure() -> None:
-    runs = [{"jobs_per_s": 3.0, "id": "a"}, {"jobs_per_s": 1.0, "id": "b"},
-            {"jobs_per_s": 2.0, "id": "c"}, {"jobs_per_s": 4.0, "id": "d"}]
-    chosen = median_run(runs)
-    assert chosen["id"] == "c" and chosen["runs_jobs_per_s"] == [3.0, 1.0, 2.0, 4.0]
-    assert "runs_jobs_per_s" not in median_run(runs[:1])
 
 
 def test_connect_to_a_running_broker() -> None:

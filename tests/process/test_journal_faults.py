@@ -273,6 +273,53 @@ def test_an_unusable_journal_stops_the_broker_with_one_fatal_line(tmp_path: Path
     assert not any(e["event"] == "listening" for e in events)
 
 
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 2 MiB file system of its own (tmpfs): filling it is a real full disk (ENOSPC)."""
+    where = tmp_path / "disk"
+    where.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(where)],
+                             capture_output=True, text=True, check=False)
+    if mounted.returncode != 0:
+        pytest.skip(f"a real full disk needs a tmpfs mount (root): {mounted.stderr.strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+async def test_starting_on_a_full_disk_says_disk_full(small_disk: Path,
+                                                      spawn_broker: Callable[..., Any]) -> None:
+    data_dir = small_disk / "data"
+    process = spawn_broker(data_dir=data_dir)
+    client = await WireClient.connect(process.host, process.port)
+    await client.enqueue("q", *(job_spec(f"j{i}", payload=b"x" * 1_000) for i in range(50)))
+    await client.close()
+    assert process.terminate() == 0
+    with (small_disk / "filler").open("wb") as filler:  # take every free block
+        try:
+            while True:
+                filler.write(b"\0" * 65_536)
+                filler.flush()
+        except OSError:
+            pass
+
+    status, fatal = serve_until_exit(data_dir)
+
+    assert status == 1
+    assert len(fatal) == 1, fatal
+    assert "disk full" in fatal[0]["error"], fatal[0]  # SQLite itself says "disk I/O error"
+
+
+def serve_until_exit(data_dir: Path) -> tuple[int, list[dict[str, Any]]]:
+    """Run ``jobwire serve`` on ``data_dir`` until it exits; its status and ``fatal`` events."""
+    command = [*jobwire_command(), "serve", "--port", "0", "--data-dir", str(data_dir),
+               "--log-format", "json"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    events = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
+    return done.returncode, [event for event in events if event["event"] == "fatal"]
+
+
 def test_python_ignores_sigxfsz() -> None:
     """The I/O-error test relies on it: a write past RLIMIT_FSIZE fails instead of killing."""
     code = "import signal; print(signal.getsignal(signal.SIGXFSZ) == signal.SIG_IGN)"

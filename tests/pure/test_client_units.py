@@ -185,7 +185,7 @@ def test_cli_helpers() -> None:
 
 
 def test_a_new_job_handle_sets_every_field_of_a_job_record() -> None:
-    # Job.__init__ spells out JobRecord.__init__ for speed: both must set every slot.
+    # JobHandle.__init__ passes JobRecord.__init__ explicit keywords for speed: every slot is set.
     serializer = get_serializer("raw")
     record = JobRecord("7", "q", "n", serializer, payload=b"p", priority=3)
     job = Job(cast(Any, None), "7", "q", "n", serializer, payload=b"p", priority=3)

@@ -656,6 +656,21 @@ def test_clean_waiting_and_delayed() -> None:
     check_counts(core)
 
 
+def test_clean_waiting_takes_creation_order_across_priorities_and_retries() -> None:
+    core = make(default_backoff=NO_BACKOFF)
+    first = put(core)[0]
+    later = put(core, count=2, now=T0 + 1, priority=-1)
+    job = take(core, n=1, now=T0 + 2)[0]  # the lowest priority first: later[0]
+    assert job.job_id == later[0]
+    core.fail([FailItem(job.job_id, job.token, "again", True, 0)], T0 + 3)  # waiting again, last
+    delayed = put(core, now=T0 + 4, delay_ms=1)[0]
+    core.tick(T0 + 10)  # `delayed` becomes waiting: late, through the same path as a retry
+    assert core.clean("q", JobState.WAITING, 0, 2, T0 + 10) == 2
+    assert state(core, first) is None and state(core, later[0]) is None
+    assert state(core, later[1]) is JobState.WAITING and state(core, delayed) is JobState.WAITING
+    check_counts(core, T0 + 10)
+
+
 def test_clean_rejects_active_and_unknown_queue() -> None:
     core = make()
     with pytest.raises(CoreError) as caught:

@@ -37,7 +37,7 @@ def test_ready_queue_orders_by_priority_then_arrival(priorities: list[int]) -> N
 
 def test_ready_queue_lane_appends_and_rebuild_drops_stale() -> None:
     ready = ReadyQueue()
-    lane = ready.lane(5)
+    lane = ready.lane(5, 0)
     for seq in range(4):
         lane.append(job(seq, 5))
     ready.push(job(10, 1))
@@ -61,14 +61,63 @@ def test_ready_queue_compacts_only_past_the_margin() -> None:
     assert ready.stale == 0 and ready.front() is None
 
 
-def test_ready_queue_heads_and_drop_stale_heads() -> None:
+def test_ready_queue_earliest_run_at_drops_stale_fronts() -> None:
     ready = ReadyQueue()
-    for seq, priority in ((1, 0), (2, 0), (3, 1)):
-        ready.push(job(seq, priority))
+    for seq, priority, run_at in ((1, 0, 10), (2, 0, 20), (3, 1, 15)):
+        item = job(seq, priority)
+        item.run_at = run_at
+        ready.push(item)
     ready.stale = 1
-    ready.drop_stale_heads(lambda j: j.seq != 1)
-    assert sorted(j.seq for j in ready.heads()) == [2, 3]
+    assert ready.earliest_run_at(lambda j: j.seq != 1) == 15
     assert ready.stale == 0
+    assert ready.earliest_run_at(lambda j: j.seq == 2) == 20
+    assert ready.earliest_run_at(lambda j: False) is None
+
+
+def test_ready_queue_bounds_stay_right_when_priorities_churn() -> None:
+    # Lanes that fill and empty without a stats call in between leave bounds behind; past
+    # COMPACT_MARGIN of them the bounds are rebuilt, and the lane being filled must keep one.
+    for churn in range(COMPACT_MARGIN - 2, COMPACT_MARGIN + 6):
+        ready = ReadyQueue()
+        for priority in range(churn):
+            ready.lane(priority, priority).append(job(priority + 1, priority))
+            lane = ready.front()
+            assert lane is not None
+            lane.popleft()
+        last = job(churn + 1, churn)
+        last.run_at = 7
+        ready.lane(churn, 7).append(last)
+        assert ready.earliest_run_at(lambda j, last=last: j is last) == 7
+
+
+@given(st.lists(st.tuples(st.sampled_from(("new", "again", "pop")), st.integers(0, 3)),
+                max_size=80),
+       st.booleans())
+def test_ready_queue_oldest_is_seq_order(steps: list[tuple[str, int]], rebuilt: bool) -> None:
+    # Jobs just created go through lane() with the next seq; jobs waiting again (or late) go
+    # through push() with an older one; reserve pops fronts. oldest() must still give seq order.
+    ready = ReadyQueue()
+    seq = 0
+    popped: list[Job] = []
+    waiting: set[int] = set()
+    for action, priority in steps:
+        if action == "new":
+            seq += 1
+            ready.lane(priority, 0).append(job(seq, priority))
+            waiting.add(seq)
+        elif action == "again" and popped:
+            ready.push(popped[0])
+            waiting.add(popped.pop(0).seq)
+        elif action == "pop" and (lane := ready.front()) is not None:
+            popped.append(lane.popleft())
+            waiting.discard(popped[-1].seq)
+    if rebuilt:
+        ready.rebuild(lambda j: True)
+    taken: set[int] = set()
+    for item in ready.oldest(lambda j: j.seq in waiting and j.seq not in taken):
+        assert item.seq == min(waiting - taken)
+        taken.add(item.seq)  # the caller takes each job out of waiting (clean deletes it)
+    assert taken == waiting
 
 
 def test_deadline_heap_pops_due_in_order_and_compacts() -> None:

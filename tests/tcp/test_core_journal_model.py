@@ -21,7 +21,7 @@ commit. The journal's own snapshot is also compared with an in-memory copy of ev
 change, so a field the journal fails to persist is named directly.
 
 The async journal runs on one ``asyncio.Runner`` per machine, closed (with the journal's
-aiosqlite thread) in ``teardown``.
+SQLite thread) in ``teardown``.
 """
 
 from __future__ import annotations

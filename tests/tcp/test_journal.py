@@ -12,8 +12,9 @@ import pytest
 from broker.committer import GroupCommitter
 from broker.core import Changes, QueueMeta
 from broker.jobs import NO_OPTIONS, Job, JobOptions
-from broker.journal import Journal, JournalError, SyncMode, _upsert_rows
-from broker.schema import CREATE_STATEMENTS, RowEncoder
+from broker.journal import Journal, JournalError, SyncMode
+from broker.journal_sql import upsert_rows
+from broker.schema import CREATE_STATEMENTS, JOB_COLUMNS, SCHEMA_VERSION, RowEncoder, row_checksum
 from protocol.model import Backoff, BackoffKind, JobState, Retention
 from tests.tools.journaltools import (
     FIELDS,
@@ -155,8 +156,8 @@ def test_multi_row_upserts_change_every_row_without_the_replace_fallback(
     encoder = RowEncoder()
     rows = [encoder.job_row(make_job(seq)) for seq in range(1, count + 1)]
 
-    assert _upsert_rows(conn, rows) == count  # inserted
-    assert _upsert_rows(conn, rows) == count  # updated in place
+    assert upsert_rows(conn, rows) == count  # inserted
+    assert upsert_rows(conn, rows) == count  # updated in place
     assert conn.execute("SELECT count(*), min(seq), max(seq) FROM jobs").fetchone() == (
         count, 1, count)
     conn.close()
@@ -211,11 +212,13 @@ async def test_a_cancelled_write_still_completes_its_transaction(journal: Journa
 async def test_a_corrupt_row_fails_the_load_clearly(journal: Journal, tmp_path: Path) -> None:
     await journal.write(upserts(make_job(1)))
     await journal.close()
-    with sqlite3.connect(tmp_path / "jobwire.db") as db:
-        db.execute("UPDATE jobs SET state = 9")
+    with sqlite3.connect(tmp_path / "jobwire.db") as db:  # a bad row with a good checksum
+        row = list(db.execute(f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs").fetchone())
+        row[JOB_COLUMNS.index("state")] = 9
+        db.execute("UPDATE jobs SET state = 9, crc = ?", (row_checksum(row),))
     reopened = await Journal.open(tmp_path / "jobwire.db")
     try:
-        with pytest.raises(JournalError, match="corrupt"):
+        with pytest.raises(JournalError, match="is corrupt: stored job '1' is not valid"):
             await reopened.load()
     finally:
         await reopened.close()
@@ -239,7 +242,7 @@ async def test_pragmas_take_effect(tmp_path: Path, mode: SyncMode, synchronous: 
     assert settings["auto_vacuum"] == 2  # incremental
     assert settings["journal_size_limit"] == 1 << 20
     assert settings["wal_autocheckpoint"] * settings["page_size"] > 1 << 20
-    assert settings["user_version"] == 1
+    assert settings["user_version"] == SCHEMA_VERSION
 
 
 def test_sync_mode_parses_the_cli_words() -> None:
@@ -266,9 +269,10 @@ async def test_reopen_keeps_the_data(tmp_path: Path) -> None:
 async def test_a_newer_schema_version_is_refused(tmp_path: Path) -> None:
     await (await Journal.open(tmp_path / "j.db")).close()
     with sqlite3.connect(tmp_path / "j.db") as db:
-        db.execute("PRAGMA user_version = 2")
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
 
-    with pytest.raises(JournalError, match="schema version 2, written by a newer jobwire"):
+    with pytest.raises(JournalError,
+                       match=f"schema version {SCHEMA_VERSION + 1}, written by a newer jobwire"):
         await Journal.open(tmp_path / "j.db")
 
 

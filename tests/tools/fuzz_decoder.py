@@ -137,7 +137,7 @@ def fuzz_one(data: bytes) -> None:
 
 
 def close_target() -> None:
-    """Close the shared target's journal and loop (an open aiosqlite thread blocks exit)."""
+    """Close the shared target's journal and loop (an open SQLite thread blocks exit)."""
     global _target
     if _target is not None:
         target, _target = _target, None

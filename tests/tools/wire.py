@@ -14,13 +14,7 @@ import itertools
 from typing import Any
 
 from protocol.codec import FrameDecoder, encode_frame, encode_frames
-from protocol.messages import (
-    PROTOCOL_VERSION,
-    ErrorReply,
-    Reply,
-    ServerEvent,
-    parse_server_message,
-)
+from protocol.messages import PROTOCOL_VERSION, ErrorReply, Reply, ServerEvent, parse_server_message
 
 Answer = Reply | ErrorReply
 

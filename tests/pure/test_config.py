@@ -5,16 +5,13 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import structlog
 
-from broker.cli import add_serve_parser, build_parser
+from broker.cli import add_serve_parser
 from broker.config import (
     OPTIONS,
     ConfigError,
@@ -25,6 +22,7 @@ from broker.config import (
     parse_size,
 )
 from broker.log import configure_logging, get_logger
+from jobwire.cli import build_parser
 
 
 def test_defaults() -> None:
@@ -140,15 +138,6 @@ def test_serve_help_and_python_m_broker_parse() -> None:
     args = parser.parse_args(["serve", "--port", "0", "--sync", "off"])
     settings = load_settings(args, {})
     assert (settings.port, settings.sync) == (0, "off")
-
-
-def test_python_m_broker_and_bad_settings_exit_2() -> None:
-    help_run = subprocess.run([sys.executable, "-m", "broker", "--help"], capture_output=True,
-                              text=True, timeout=60, check=False)
-    assert help_run.returncode == 0 and "--data-dir" in help_run.stdout
-    bad = subprocess.run([sys.executable, "-m", "broker"], capture_output=True, text=True,
-                         timeout=60, check=False, env={**os.environ, "JOBWIRE_SYNC": "maybe"})
-    assert bad.returncode == 2 and "JOBWIRE_SYNC" in bad.stderr
 
 
 def test_the_readme_lists_every_setting() -> None:

@@ -1,0 +1,256 @@
+"""The producer and admin operations, without I/O: each builds its request(s) and parses the reply
+into the public result types.
+
+``QueueOperations`` is the base of both ``client.Queue`` (asynchronous) and ``client.SyncQueue``
+(blocking): it holds the queue's name, serializer and default options, and its ``*_call``
+methods build a ``Call`` (``client/call.py``) per operation; the two subclasses only send them.
+The client-level operations (by job id, stats of every queue, ping) are the functions below,
+used by ``Client`` and ``SyncClient`` alike. Job handles are made by the subclass's job type
+(``Job`` or ``SyncJob``), bound to the connection or sync client that sends their calls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from functools import partial
+from typing import Any, Final, Generic, TypeVar
+
+from client.call import BulkCall, Call
+from client.endpoint import ServerInfo
+from client.errors import NotFoundError
+from client.job import JobHandle, cancel_call, check_retried, job_info_from_body
+from client.options import (
+    FRAME_BUDGET,
+    Duration,
+    build_spec,
+    check_options,
+    enqueued_jobs,
+    seconds_to_ms,
+    split_batches,
+)
+from client.serializers import Serializer
+from protocol.checks import MAX_LIST_LIMIT
+from protocol.model import JobSpec, JobState
+from protocol.operations import (
+    Clean,
+    Enqueue,
+    Get,
+    ListFailed,
+    Pause,
+    Ping,
+    Resume,
+    RetryFailed,
+    Stats,
+)
+from protocol.replies import JobInfo, QueueStats, parse_enqueued
+
+J = TypeVar("J", bound=JobHandle[Any])
+
+EMPTY_QUEUE_STATS: Final = QueueStats(0, 0, 0, 0, 0, False, None, 0, 0)
+"""The stats of a queue never used (the broker does not list it)."""
+
+
+def get_job_call(
+    job_type: type[J], sender: Any, job_id: str, serializer: Serializer
+) -> Call[J]:
+    """Fetch a job by id; the result is a handle of ``job_type`` bound to ``sender``.
+
+    The parser raises ``NotFoundError`` when the broker says there is no such job.
+    """
+    return Call(Get(job_id), partial(_found, job_type, sender, job_id, serializer))
+
+
+def _found(
+    job_type: type[J], sender: Any, job_id: str, serializer: Serializer, body: Mapping[str, Any]
+) -> J:
+    info = job_info_from_body(body)
+    if info is None:
+        raise NotFoundError("NOT_FOUND", f"no job {job_id!r}")
+    return job_type.from_info(sender, info, serializer)
+
+
+def stats_call(queue: str | None = None) -> Call[dict[str, QueueStats]]:
+    """Counters per queue (every queue, or just ``queue``)."""
+    return Call(Stats(queue), _queue_stats)
+
+
+def _queue_stats(body: Mapping[str, Any]) -> dict[str, QueueStats]:
+    return {name: QueueStats.from_wire(raw) for name, raw in body["queues"].items()}
+
+
+def broker_stats_call() -> Call[dict[str, Any]]:
+    """The broker-wide part of the ``stats`` reply (version, connections, uptime)."""
+    return Call(Stats(None), _broker_stats)
+
+
+def _broker_stats(body: Mapping[str, Any]) -> dict[str, Any]:
+    return dict(body.get("broker") or {})
+
+
+def ping_call() -> Call[int]:
+    """A round trip; the result is the broker's clock (Unix ms)."""
+    return Call(Ping(), _now)
+
+
+def _now(body: Mapping[str, Any]) -> int:
+    return int(body.get("now", 0))
+
+
+def _nothing(body: Mapping[str, Any]) -> None:
+    return None
+
+
+class QueueOperations(Generic[J]):
+    """One named queue's operations as calls; ``J`` is the job handle type of the subclass.
+
+    Args:
+        job_type: ``Job`` or ``SyncJob``.
+        sender: what the job handles send their calls on (a connection or a sync client).
+        name: the queue.
+        serializer: encodes job data and decodes data and results.
+        defaults: job options used when a call omits them.
+    """
+
+    __slots__ = ("_job_type", "_sender", "defaults", "name", "serializer")
+
+    def __init__(
+        self, job_type: type[J], sender: Any, name: str, serializer: Serializer,
+        defaults: Mapping[str, Any],
+    ) -> None:
+        self._job_type = job_type
+        self._sender = sender
+        self.name = name
+        self.serializer = serializer
+        self.defaults = dict(defaults)
+
+    def _spec(self, name: str, data: Any, options: Mapping[str, Any]) -> JobSpec:
+        if options:
+            check_options(options)
+            merged = {**self.defaults, **{k: v for k, v in options.items() if v is not None}}
+        else:
+            merged = self.defaults
+        return build_spec(name, self.serializer.dumps(data), merged)
+
+    def _job(self, spec: JobSpec, job_id: str, data: Any, duplicate: bool) -> J:
+        state = None
+        if not duplicate:
+            state = JobState.DELAYED if spec.delay_ms or spec.run_at_ms else JobState.WAITING
+        job = self._job_type(
+            self._sender, job_id, self.name, spec.name, self.serializer,
+            payload=spec.payload, data=data, state=state, priority=spec.priority,
+            duplicate=duplicate,
+        )
+        job.max_attempts = spec.max_attempts
+        return job
+
+    # ``add`` is the one-at-a-time hot path: a request builder and a reply parser that both
+    # flavours call directly, without a ``Call`` and its parser closure per job.
+
+    def add_request(self, name: str, data: Any, options: Mapping[str, Any]) -> Enqueue:
+        """The ``enqueue`` request of ``add`` (``options`` merged over the queue's defaults).
+
+        Raises:
+            TypeError, ValueError: an unknown option, or one of the wrong type or range.
+        """
+        return Enqueue(self.name, (self._spec(name, data, options),))
+
+    def added(self, request: Enqueue, data: Any, body: Mapping[str, Any]) -> J:
+        """The job handle from ``add``'s request and its reply body."""
+        result = parse_enqueued(body)
+        return self._job(request.jobs[0], result.ids[0], data, bool(result.duplicates))
+
+    def add_bulk_call(self, jobs: Iterable[Any], server: ServerInfo | None) -> BulkCall[list[J]]:
+        """Requests of at most the broker's ``max_batch`` jobs and a share of its frame limit
+        (the defaults before the first handshake)."""
+        items: list[tuple[JobSpec, Any]] = []
+        for item in jobs:
+            name, data, options = bulk_item(item)
+            items.append((self._spec(name, data, options), data))
+        max_batch = server.max_batch if server else 10_000
+        max_bytes = int((server.max_frame if server else 8 << 20) * FRAME_BUDGET)
+        batches = split_batches([spec for spec, _ in items], max_batch, max_bytes)
+        requests = [Enqueue(self.name, tuple(batch)) for batch in batches]
+        return BulkCall(requests, partial(enqueued_jobs, items, batches, make_job=self._job))
+
+    def get_job_call(self, job_id: str) -> Call[J]:
+        return get_job_call(self._job_type, self._sender, job_id, self.serializer)
+
+    def stats_call(self) -> Call[QueueStats]:
+        return Call(Stats(self.name), self._own_stats)
+
+    def _own_stats(self, body: Mapping[str, Any]) -> QueueStats:
+        return _queue_stats(body).get(self.name) or EMPTY_QUEUE_STATS
+
+    def pause_call(self) -> Call[None]:
+        return Call(Pause(self.name), _nothing)
+
+    def resume_call(self) -> Call[None]:
+        return Call(Resume(self.name), _nothing)
+
+    def clean_call(
+        self, state: JobState | str, older_than: Duration, limit: int | None
+    ) -> Call[int]:
+        request = Clean(self.name, JobState(state), seconds_to_ms(older_than, "older_than"), limit)
+        return Call(request, _removed)
+
+    def failed_page_call(self, limit: int, offset: int) -> Call[tuple[list[J], int]]:
+        request = ListFailed(self.name, max(1, min(limit, MAX_LIST_LIMIT)), offset)
+        return Call(request, self._failed_page)
+
+    def _failed_page(self, body: Mapping[str, Any]) -> tuple[list[J], int]:
+        jobs = [
+            self._job_type.from_info(self._sender, JobInfo.from_wire(raw), self.serializer)
+            for raw in body["jobs"]
+        ]
+        return jobs, int(body.get("total", len(jobs)))
+
+    def retry_failed_call(self, job_ids: Sequence[str] | None, limit: int | None) -> Call[int]:
+        ids = None if job_ids is None else tuple(job_ids)
+        return Call(RetryFailed(self.name, ids, limit), partial(_retried, ids, self.name))
+
+    def retry_failed_ids_call(self, job_ids: Sequence[str]) -> Call[tuple[int, list[str]]]:
+        return Call(RetryFailed(self.name, tuple(job_ids), None), _retried_and_left)
+
+    def remove_call(self, job_id: str) -> Call[JobState]:
+        return cancel_call(job_id)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"
+
+
+def _removed(body: Mapping[str, Any]) -> int:
+    return int(body["removed"])
+
+
+def _retried_and_left(body: Mapping[str, Any]) -> tuple[int, list[str]]:
+    return int(body["retried"]), [str(job_id) for job_id in body.get("not_failed") or ()]
+
+
+def _retried(ids: tuple[str, ...] | None, queue: str, body: Mapping[str, Any]) -> int:
+    if ids is not None and len(ids) == 1:
+        check_retried(body, ids[0], queue)
+    return int(body["retried"])
+
+
+def bulk_item(item: Any) -> tuple[str, Any, Mapping[str, Any]]:
+    """One ``add_bulk`` item as ``(name, data, options)``.
+
+    Raises:
+        TypeError: the item is none of ``(name, data[, options])`` or a map.
+    """
+    if type(item) is tuple and len(item) == 2:  # (name, data): the common case, checked first
+        return item[0], item[1], _NO_OPTIONS
+    if isinstance(item, Mapping):
+        options = {k: v for k, v in item.items() if k not in ("name", "data", "opts")}
+        options.update(item.get("opts") or {})
+        return item["name"], item.get("data"), options
+    if isinstance(item, tuple | list) and 1 <= len(item) <= 3:
+        name = item[0]
+        data = item[1] if len(item) > 1 else None
+        options = dict(item[2]) if len(item) > 2 and item[2] else {}
+        return name, data, options
+    raise TypeError("add_bulk items are (name, data[, options]) or {'name', 'data', 'opts'}")
+
+
+_NO_OPTIONS: Final[Mapping[str, Any]] = {}
+"""Shared empty options of ``bulk_item`` (never mutated: ``_spec`` only reads them)."""

@@ -1,0 +1,384 @@
+/**
+ * The producer: BullMQ's `Queue`, over jobwire's wire operations.
+ *
+ * `add()` calls made in the same turn of the event loop are gathered (one `setImmediate`) into one
+ * `enqueue` request per queue, split only at the broker's batch size and at 80% of its frame
+ * size; each call still gets its own Job. `addBulk()` sends its jobs the same way at once. All
+ * requests go through one pipelined connection, so a burst of calls leaves in one write.
+ */
+
+import { EventEmitter } from 'node:events';
+
+import { toNumber } from './codec.js';
+import { Connection, type ConnectionInput } from './connection.js';
+import { BrokerError, ConnectionLostError } from './errors.js';
+import { Job, type JobOwner } from './job.js';
+import { defaultLogger, type Logger } from './log.js';
+import { buildSpec, mergeOptions, type JobsOptions } from './options.js';
+import { getSerializer, type Serializer } from './serializer.js';
+
+export interface QueueOptions {
+  /** `jobwire://[token@]host:port`, connection options, or a `Connection` to share. */
+  connection?: ConnectionInput;
+  /** Options every `add` starts from (a call's own options win, key by key). */
+  defaultJobOptions?: JobsOptions;
+  /** Payload encoding: `'msgpack'` (default, as the Python client), `'json'`, or your own. */
+  serializer?: Serializer | 'msgpack' | 'json';
+  logger?: Logger;
+}
+
+/** A job for `addBulk`, as in BullMQ. */
+export interface BulkJob<DataType = any, NameType extends string = string> {
+  name: NameType;
+  data: DataType;
+  opts?: JobsOptions;
+}
+
+/** BullMQ's job-count type names; `wait`/`waiting` are the same. */
+export type JobType =
+  | 'waiting' | 'wait' | 'active' | 'completed' | 'failed' | 'delayed' | 'paused' | 'prioritized'
+  | 'waiting-children';
+
+const ALL_TYPES: JobType[] = [
+  'active', 'completed', 'delayed', 'failed', 'paused', 'prioritized', 'waiting', 'waiting-children',
+];
+
+/** Per-queue counters from `stats` (SPEC §9.7). */
+export interface QueueStats {
+  waiting: number;
+  delayed: number;
+  active: number;
+  completed: number;
+  failed: number;
+  paused: boolean;
+  oldestWaitingMs: number | null;
+  totalCompleted: number;
+  totalFailed: number;
+}
+
+interface PendingAdd {
+  spec: unknown[];
+  name: string;
+  data: unknown;
+  opts: JobsOptions;
+  resolve: (job: Job) => void;
+  reject: (error: Error) => void;
+}
+
+/** Frame bytes per job beyond its payload, name and id (an over-estimate). */
+const PER_JOB_OVERHEAD = 64;
+
+/**
+ * Events (as BullMQ's Queue, for what happens through this Queue object): `waiting` (job) after
+ * an add, `paused`, `resumed`, `error` (the connection was lost or refused; logged instead when
+ * nothing listens).
+ */
+export class Queue<DataType = any, ResultType = any, NameType extends string = string>
+  extends EventEmitter implements JobOwner {
+  readonly connection: Connection;
+  readonly serializer: Serializer;
+  readonly defaultJobOptions: JobsOptions | undefined;
+  private readonly ownsConnection: boolean;
+  private adds: PendingAdd[] = [];
+  private flushScheduled = false;
+  private inflight = new Set<Promise<unknown>>();
+  private closing: Promise<void> | null = null;
+  private readonly logger: Logger;
+  private readonly onLost = (cause: Error | null): void => {
+    this.emitError(new ConnectionLostError(
+      `connection to the broker lost (${cause?.message ?? 'closed by the broker'}); reconnecting on the next call`));
+  };
+  private readonly onConnectionError = (error: Error): void => this.emitError(error);
+
+  constructor(readonly name: string, opts: QueueOptions = {}) {
+    super();
+    if (typeof name !== 'string' || name.length === 0) throw new TypeError('Queue: a name is required');
+    const input = opts.connection instanceof Connection || typeof opts.connection === 'string'
+      ? opts.connection : { ...opts.connection, ...(opts.logger ? { logger: opts.logger } : {}) };
+    const { connection, owned } = Connection.from(input);
+    this.connection = connection;
+    this.ownsConnection = owned;
+    this.serializer = getSerializer(opts.serializer);
+    this.defaultJobOptions = opts.defaultJobOptions;
+    this.logger = opts.logger ?? defaultLogger;
+    this.connection.on('lost', this.onLost);
+    this.connection.on('error', this.onConnectionError);
+  }
+
+  private emitError(error: Error): void {
+    if (this.listenerCount('error') > 0) this.emit('error', error);
+    else this.logger.warn(`queue ${this.name}: ${error.message}`);
+  }
+
+  /** Resolves once connected to the broker. */
+  waitUntilReady(): Promise<void> {
+    return this.connection.connect();
+  }
+
+  /**
+   * Add one job. Calls in the same tick share one `enqueue` request.
+   *
+   * @returns the job; `job.duplicate` is true when its `jobId` existed (nothing was created).
+   * @throws TypeError/RangeError for bad options (at once); BrokerError (`QUEUE_FULL`,
+   *   `PAYLOAD_TOO_LARGE`, `DRAINING`, `BAD_ARGUMENT`...); ConnectionLostError (the job may or
+   *   may not exist: retry with a `jobId`).
+   */
+  add(name: NameType, data: DataType, opts?: JobsOptions): Promise<Job<DataType, ResultType, NameType>> {
+    if (this.closing) return Promise.reject(new TypeError(`queue ${this.name} is closed`));
+    const merged = mergeOptions(this.defaultJobOptions, opts) ?? {};
+    let spec: unknown[];
+    try {
+      spec = buildSpec(name, this.serializer.serialize(data), merged);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    return new Promise((resolve, reject) => {
+      this.adds.push({ spec, name, data, opts: merged, resolve: resolve as (job: Job) => void, reject });
+      if (!this.flushScheduled) {
+        this.flushScheduled = true;
+        setImmediate(() => this.flushAdds());
+      }
+    });
+  }
+
+  /** Add many jobs at once (one `enqueue` per `max_batch` jobs, all pipelined). */
+  async addBulk(jobs: BulkJob<DataType, NameType>[]): Promise<Job<DataType, ResultType, NameType>[]> {
+    if (this.closing) throw new TypeError(`queue ${this.name} is closed`);
+    const items: PendingAdd[] = [];
+    const done: Promise<Job>[] = [];
+    for (const job of jobs) {
+      const merged = mergeOptions(this.defaultJobOptions, job.opts) ?? {};
+      const spec = buildSpec(job.name, this.serializer.serialize(job.data), merged);
+      done.push(new Promise((resolve, reject) => {
+        items.push({ spec, name: job.name, data: job.data, opts: merged, resolve, reject });
+      }));
+    }
+    this.send(items);
+    return Promise.all(done) as Promise<Job<DataType, ResultType, NameType>[]>;
+  }
+
+  private flushAdds(): void {
+    this.flushScheduled = false;
+    const items = this.adds;
+    this.adds = [];
+    this.send(items);
+  }
+
+  private send(items: PendingAdd[]): void {
+    const server = this.connection.server;
+    const maxBatch = server?.maxBatch ?? 10_000;
+    const maxBytes = Math.floor((server?.maxFrame ?? 8 * 1024 * 1024) * 0.8);
+    let batch: PendingAdd[] = [];
+    let size = 0;
+    for (const item of items) {
+      const cost = (item.spec[2] as Buffer).length + item.name.length * 4 + PER_JOB_OVERHEAD
+        + (typeof item.spec[0] === 'string' ? item.spec[0].length * 4 : 0);
+      if (batch.length > 0 && (batch.length >= maxBatch || size + cost > maxBytes)) {
+        this.enqueue(batch);
+        batch = [];
+        size = 0;
+      }
+      batch.push(item);
+      size += cost;
+    }
+    if (batch.length > 0) this.enqueue(batch);
+  }
+
+  private enqueue(batch: PendingAdd[]): void {
+    const request = this.connection.request<{ ids: string[]; duplicates: number[] }>('enqueue', {
+      queue: this.name, jobs: batch.map((item) => item.spec),
+    }).then((body) => {
+      const duplicates = new Set(body.duplicates.map(toNumber));
+      body.ids.forEach((id, index) => {
+        const item = batch[index]!;
+        const job = new Job(this, this.name, item.name, item.data, item.opts, String(id));
+        job.duplicate = duplicates.has(index);
+        job.state = undefined;
+        job.priority = item.opts.priority ?? 0;
+        item.resolve(job);
+        try {
+          this.emit('waiting', job);
+        } catch (error) {
+          this.emitError(error instanceof Error ? error : new Error(String(error)));
+        }
+      });
+    }, (error: Error) => {
+      for (const item of batch) item.reject(error);
+    });
+    this.track(request);
+  }
+
+  private track(promise: Promise<unknown>): void {
+    this.inflight.add(promise);
+    void promise.finally(() => this.inflight.delete(promise));
+  }
+
+  /** The job with this id, or undefined when it does not exist. */
+  async getJob(jobId: string): Promise<Job<DataType, ResultType, NameType> | undefined> {
+    try {
+      const body = await this.connection.request<{ job: Record<string, unknown> }>('get', { id: jobId });
+      return Job.fromInfo(this, body.job) as Job<DataType, ResultType, NameType>;
+    } catch (error) {
+      if (error instanceof BrokerError && error.code === 'NOT_FOUND') return undefined;
+      throw error;
+    }
+  }
+
+  /** This queue's counters (all zero for a queue the broker has not seen). */
+  async getStats(): Promise<QueueStats> {
+    const body = await this.connection.request<{ queues: Record<string, Record<string, unknown>> }>(
+      'stats', { queue: this.name });
+    const raw = body.queues[this.name] ?? {};
+    return {
+      waiting: toNumber(raw.waiting ?? 0),
+      delayed: toNumber(raw.delayed ?? 0),
+      active: toNumber(raw.active ?? 0),
+      completed: toNumber(raw.completed ?? 0),
+      failed: toNumber(raw.failed ?? 0),
+      paused: raw.paused === true,
+      oldestWaitingMs: raw.oldest_waiting_ms === null || raw.oldest_waiting_ms === undefined
+        ? null : toNumber(raw.oldest_waiting_ms),
+      totalCompleted: toNumber(raw.total_completed ?? 0),
+      totalFailed: toNumber(raw.total_failed ?? 0),
+    };
+  }
+
+  /**
+   * Job counts by type (all types when none is named). Waiting jobs of a paused queue count as
+   * `paused`, as in BullMQ; `prioritized` and `waiting-children` are always 0 (prioritized jobs
+   * are `waiting`).
+   */
+  async getJobCounts(...types: JobType[]): Promise<Record<string, number>> {
+    const stats = await this.getStats();
+    const counts: Record<string, number> = {};
+    for (const type of types.length > 0 ? types : ALL_TYPES) {
+      counts[type] = countOf(stats, type);
+    }
+    return counts;
+  }
+
+  /** The sum of the counts of these types. */
+  async getJobCountByTypes(...types: JobType[]): Promise<number> {
+    const counts = await this.getJobCounts(...types);
+    return Object.values(counts).reduce((sum, n) => sum + n, 0);
+  }
+
+  /** Jobs waiting or delayed (BullMQ's `count()`). */
+  count(): Promise<number> { return this.getJobCountByTypes('waiting', 'paused', 'delayed'); }
+  getWaitingCount(): Promise<number> { return this.getJobCountByTypes('waiting'); }
+  getActiveCount(): Promise<number> { return this.getJobCountByTypes('active'); }
+  getDelayedCount(): Promise<number> { return this.getJobCountByTypes('delayed'); }
+  getCompletedCount(): Promise<number> { return this.getJobCountByTypes('completed'); }
+  getFailedCount(): Promise<number> { return this.getJobCountByTypes('failed'); }
+
+  /** Stop workers from getting this queue's jobs (adding still works). */
+  async pause(): Promise<void> {
+    await this.connection.request('pause', { queue: this.name });
+    this.emit('paused');
+  }
+
+  async resume(): Promise<void> {
+    await this.connection.request('resume', { queue: this.name });
+    this.emit('resumed');
+  }
+
+  async isPaused(): Promise<boolean> {
+    return (await this.getStats()).paused;
+  }
+
+  /**
+   * Delete jobs of one state that finished (completed, failed) or were created (waiting,
+   * delayed) at least `grace` ms ago, oldest first, at most `limit` (0: no limit).
+   *
+   * @returns how many were removed (BullMQ returns their ids; the broker reports a count).
+   */
+  async clean(grace: number, limit: number, type: JobType = 'completed'): Promise<number> {
+    const state = type === 'wait' || type === 'paused' || type === 'prioritized' ? 'waiting' : type;
+    if (state === 'active' || state === 'waiting-children') {
+      throw new TypeError(`clean: cannot clean ${type} jobs (remove active jobs one by one)`);
+    }
+    const args: Record<string, unknown> = { queue: this.name, state, older_than_ms: Math.max(0, Math.round(grace)) };
+    if (limit > 0) args.limit = limit;
+    const body = await this.connection.request<{ removed: number }>('clean', args);
+    return toNumber(body.removed);
+  }
+
+  /** Remove every waiting job (and delayed ones with `delayed = true`). */
+  async drain(delayed = false): Promise<void> {
+    await this.clean(0, 0, 'waiting');
+    if (delayed) await this.clean(0, 0, 'delayed');
+  }
+
+  /** Remove one job in any state; 1 if it existed, else 0. */
+  async remove(jobId: string): Promise<number> {
+    try {
+      await this.connection.request('cancel', { id: jobId });
+      return 1;
+    } catch (error) {
+      if (error instanceof BrokerError && error.code === 'NOT_FOUND') return 0;
+      throw error;
+    }
+  }
+
+  /**
+   * Failed jobs, newest failure first, positions `start` to `end` inclusive (`end = -1`: to the
+   * last), read from the broker's dead-letter set in pages.
+   */
+  async getFailed(start = 0, end = -1): Promise<Job<DataType, ResultType, NameType>[]> {
+    const out: Job<DataType, ResultType, NameType>[] = [];
+    let offset = Math.max(0, start);
+    for (;;) {
+      const wanted = end < 0 ? 1000 : Math.min(1000, end - offset + 1);
+      if (wanted <= 0) break;
+      const body = await this.connection.request<{ jobs: Record<string, unknown>[]; total: number }>(
+        'list_failed', { queue: this.name, limit: wanted, offset });
+      for (const info of body.jobs) out.push(Job.fromInfo(this, info) as Job<DataType, ResultType, NameType>);
+      offset += body.jobs.length;
+      if (body.jobs.length === 0 || offset >= toNumber(body.total)) break;
+    }
+    return out;
+  }
+
+  /**
+   * Send failed jobs back to waiting with their attempts reset: all of them, oldest failure
+   * first (BullMQ's `retryJobs({ state: 'failed' })`).
+   *
+   * @returns how many were retried.
+   */
+  async retryJobs(opts: { state?: 'failed'; count?: number } = {}): Promise<number> {
+    if (opts.state !== undefined && opts.state !== 'failed') {
+      throw new TypeError('retryJobs: only failed jobs can be retried');
+    }
+    const body = await this.connection.request<{ retried: number }>('retry_failed', { queue: this.name });
+    return toNumber(body.retried);
+  }
+
+  /** Wait for adds already made, then close the connection (if this queue opened it). */
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      if (this.flushScheduled) this.flushAdds();
+      await Promise.allSettled([...this.inflight]);
+      this.connection.off('lost', this.onLost);
+      this.connection.off('error', this.onConnectionError);
+      if (this.ownsConnection) await this.connection.close();
+    })();
+    return this.closing;
+  }
+}
+
+function countOf(stats: QueueStats, type: JobType): number {
+  switch (type) {
+    case 'waiting':
+    case 'wait':
+      return stats.paused ? 0 : stats.waiting;
+    case 'paused':
+      return stats.paused ? stats.waiting : 0;
+    case 'active':
+    case 'completed':
+    case 'failed':
+    case 'delayed':
+      return stats[type];
+    default:
+      return 0;
+  }
+}

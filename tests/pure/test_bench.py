@@ -1,0 +1,43 @@
+"""The bench harness's pure parts: HDR histograms that merge through their encoding, and the
+median run of the suite. The scenarios themselves: ``tests/process/test_bench.py``.
+"""
+
+from __future__ import annotations
+
+import random
+
+from bench.hdr import Recorder, encode, merge, new_histogram, record_ns, summary_ms
+from bench.suite import median_run
+
+
+def test_histograms_merge_through_their_encoding() -> None:
+    first, second, both = new_histogram(), new_histogram(), new_histogram()
+    for micros in range(1, 1001):
+        record_ns(first if micros % 2 else second, micros * 1000)
+        record_ns(both, micros * 1000)
+    merged = merge([encode(first), encode(second)])
+    assert merged.get_total_count() == 1000
+    assert summary_ms(merged) == summary_ms(both)
+    assert summary_ms(new_histogram()) is None
+
+
+def test_a_recorder_holds_exactly_what_direct_recording_does() -> None:
+    rng = random.Random(5)
+    direct, folded, big = new_histogram(), Recorder(max_pending=16), Recorder()
+    for _ in range(5_000):
+        elapsed_ns = int(rng.lognormvariate(13, 2))  # ~0.4 ms median, long tail, some < 1 us
+        record_ns(direct, elapsed_ns)
+        folded.record_ns(elapsed_ns)
+        big.record_ns(elapsed_ns)
+    for recorder in (folded, big):
+        assert recorder.histogram().get_total_count() == 5_000
+        assert summary_ms(recorder.histogram()) == summary_ms(direct)
+        assert summary_ms(merge([recorder.encode()])) == summary_ms(direct)
+
+
+def test_the_median_run_is_reported_with_every_runs_figure() -> None:
+    runs = [{"jobs_per_s": 3.0, "id": "a"}, {"jobs_per_s": 1.0, "id": "b"},
+            {"jobs_per_s": 2.0, "id": "c"}, {"jobs_per_s": 4.0, "id": "d"}]
+    chosen = median_run(runs)
+    assert chosen["id"] == "c" and chosen["runs_jobs_per_s"] == [3.0, 1.0, 2.0, 4.0]
+    assert "runs_jobs_per_s" not in median_run(runs[:1])

@@ -1,0 +1,162 @@
+"""The journal's schema version 2: row checksums, the in-place migration from version 1, and the
+WAL header reader of the start-up check (``broker.walformat``), against real files in
+``tmp_path``."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from broker import schema
+from broker.jobs import Job, JobOptions
+from broker.journal import DamagedRows, Journal, JournalError, SyncMode
+from broker.schema import JOB_COLUMNS, SCHEMA_VERSION, row_checksum
+from broker.walformat import read_wal_header
+from protocol.model import Backoff, BackoffKind, JobState, Retention
+from tests.tools.journaltools import NOW, as_tuple, make_job, upserts
+
+V1_JOURNAL = Path(__file__).parent.parent / "data" / "journal-v1.db"
+"""Written by ``Journal`` at commit 742e39a (schema 1): ``v1_jobs()`` in 100-job transactions,
+each with queue ``q`` (paused, 17 completed, 3 failed) and ``next_seq`` 5,000, then closed."""
+
+
+def v1_jobs() -> list[Job]:
+    """The jobs in ``V1_JOURNAL``, made the way they were made to write it."""
+    options = JobOptions(backoff=Backoff(BackoffKind.FIXED, 250, 10_000, 0.5), lease_ms=90_000,
+                         keep_completed=Retention(10, None), keep_failed=Retention(None, 3_600_000))
+    jobs = [
+        make_job(1, queue="émails ✉", name="send", payload=b"\x00\xff" * 50, priority=-5,
+                 run_at=NOW + 5_000, max_attempts=7, options=options, state=JobState.DELAYED,
+                 attempts=2, started_at=NOW + 1, error="boom: ✗"),
+        make_job(2, state=JobState.ACTIVE, attempts=1, started_at=NOW + 2,
+                 progress={"done": 3, "of": (1, 2.5, None, True, "x", b"raw")}),
+        make_job(3, state=JobState.COMPLETED, attempts=1, started_at=NOW, finished_at=NOW + 9,
+                 result=b"\x01result", progress=42, options=JobOptions(lease_ms=5)),
+        make_job(4, state=JobState.FAILED, attempts=3, finished_at=NOW + 10, error="gave up"),
+    ]
+    return jobs + [make_job(seq, payload=b"%d" % seq * 40) for seq in range(5, 305)]
+
+
+# --------------------------------------------------------------------------- migration
+
+
+async def test_a_version_1_journal_is_migrated_in_place_and_keeps_every_job(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "jobwire.db"
+    shutil.copy(V1_JOURNAL, path)
+    monkeypatch.setattr(schema, "MIGRATE_BATCH", 64)  # several batches from 304 rows
+    journal = await Journal.open(path)
+    try:
+        snapshot = await journal.load()  # every migrated row passes its checksum
+    finally:
+        await journal.close()
+
+    assert [as_tuple(job) for job in snapshot.jobs] == [as_tuple(job) for job in v1_jobs()]
+    assert [(q.name, q.paused, q.total_completed, q.total_failed) for q in snapshot.queues] == [
+        ("q", True, 17, 3)]
+    assert snapshot.next_seq == 5_000
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+        assert db.execute("SELECT count(*) FROM jobs WHERE crc = 0").fetchone() == (0,)
+    reopened = await Journal.open(path)  # opens as version 2: nothing left to migrate
+    try:
+        assert len((await reopened.load()).jobs) == len(v1_jobs())
+    finally:
+        await reopened.close()
+
+
+async def test_a_failed_migration_leaves_the_version_1_journal_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "jobwire.db"
+    shutil.copy(V1_JOURNAL, path)
+
+    def failing_checksum(values: object, pack: object = None) -> int:
+        raise sqlite3.OperationalError("disk I/O error")  # as a failing write would
+
+    monkeypatch.setattr(schema, "row_checksum", failing_checksum)
+    with pytest.raises(JournalError, match="disk I/O error"):
+        await Journal.open(path)
+
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (1,)
+        columns = [row[1] for row in db.execute("PRAGMA table_info(jobs)")]
+    assert "crc" not in columns
+    monkeypatch.undo()
+    journal = await Journal.open(path)  # and the next start migrates it
+    try:
+        assert len((await journal.load()).jobs) == len(v1_jobs())
+    finally:
+        await journal.close()
+
+
+# --------------------------------------------------------------------------- row checksums
+
+
+@pytest.mark.parametrize("column", [c for c in JOB_COLUMNS if c not in ("seq", "crc")])
+async def test_a_change_to_any_column_fails_the_rows_checksum(tmp_path: Path,
+                                                              column: str) -> None:
+    path = tmp_path / "jobwire.db"
+    journal = await Journal.open(path, sync=SyncMode.OFF)
+    await journal.write(upserts(*v1_jobs()[:4]))
+    await journal.close()
+    with sqlite3.connect(path) as db:  # what a flipped byte does: a value that was never written
+        db.execute(f"UPDATE jobs SET {column} = CASE WHEN typeof({column}) = 'integer' "
+                   f"THEN {column} + 1 ELSE CAST('x' AS BLOB) || coalesce({column}, '') END "
+                   "WHERE seq = 3")
+
+    journal = await Journal.open(path)
+    try:
+        with pytest.raises(DamagedRows, match="1 job rows") as raised:
+            await journal.load()
+        assert [seq for seq, _ in raised.value.rows] == [3]
+        kept = await journal.load(skip_damaged=True)
+    finally:
+        await journal.close()
+    assert [job.seq for job in kept.jobs] == [1, 2, 4]
+
+
+def test_the_stored_checksum_is_row_checksum_of_the_other_columns(tmp_path: Path) -> None:
+    row = schema.RowEncoder().job_row(make_job(7, payload=b"\x00" * 9, error="e"))
+    assert row[-1] == row_checksum(row) == row_checksum(row[:-1])
+    assert row_checksum(row) != row_checksum((*row[:4], b"\x01" * 9, *row[5:]))
+
+
+async def test_drop_rows_deletes_by_seq(tmp_path: Path) -> None:
+    journal = await Journal.open(tmp_path / "j.db", sync=SyncMode.OFF)
+    try:
+        await journal.write(upserts(*(make_job(seq) for seq in range(1, 6))))
+        await journal.drop_rows([2, 4])
+        assert [job.seq for job in (await journal.load()).jobs] == [1, 3, 5]
+    finally:
+        await journal.close()
+
+
+# --------------------------------------------------------------------------- WAL header
+
+
+def _wal_head(path: Path) -> bytes:
+    return Path(f"{path}-wal").read_bytes()[:32]
+
+
+async def test_the_wal_header_reader_accepts_sqlites_and_rejects_damage(tmp_path: Path) -> None:
+    path = tmp_path / "j.db"
+    journal = await Journal.open(path, sync=SyncMode.OFF)
+    try:
+        await journal.write(upserts(make_job(1)))
+        head = _wal_head(path)
+    finally:
+        await journal.close()
+
+    header = read_wal_header(head)
+    assert header is not None and header.page_size == 4096
+    assert read_wal_header(bytes(32)) is None  # zeroed
+    assert read_wal_header(head[:31]) is None  # short
+    for offset in range(32):  # one flipped byte anywhere: magic, version, size, salts, checksum
+        flipped = bytearray(head)
+        flipped[offset] ^= 0x40
+        assert read_wal_header(bytes(flipped)) is None, offset
