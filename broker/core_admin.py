@@ -119,7 +119,7 @@ def clean(
         return 0
     cutoff = now - older_than_ms
     if state is WAITING:
-        return _clean_waiting(core, target, cutoff, limit)
+        return _clean_waiting(core, target, cutoff, limit, now)
     victims: list[Job] = []
     if state is COMPLETED or state is FAILED:
         finished = target.completed if state is COMPLETED else target.failed
@@ -153,7 +153,9 @@ def clean(
     return len(victims)
 
 
-def _clean_waiting(core: CoreState, queue: QueueState, cutoff: int, limit: int | None) -> int:
+def _clean_waiting(
+    core: CoreState, queue: QueueState, cutoff: int, limit: int | None, now: int
+) -> int:
     """Delete the queue's oldest waiting jobs created at or before ``cutoff``: O(k + limit·log k)
     for k priorities in use, never a scan of the queue.
 
@@ -168,6 +170,8 @@ def _clean_waiting(core: CoreState, queue: QueueState, cutoff: int, limit: int |
             break
         core.delete(job)
         core.forget(job, queue)
+        if core.events is not None:
+            core.events.record(EventKind.REMOVED, now, job.queue, job.id, job.name, ("cleaned",))
         removed += 1
         if removed == limit:
             break
