@@ -24,17 +24,18 @@ from client.endpoint import DEFAULT_URL, ConnectionStatistics
 from client.job import Job, cancel_call
 from client.operations import (
     QueueOperations,
+    add_metrics,
     broker_stats_call,
     get_job_call,
+    metrics_call,
     ping_call,
     stats_call,
+    workers_call,
 )
 from client.options import Duration, check_options
 from client.serializers import Serializer, get_serializer
 from client.watch import EventRouter, EventStream
-from protocol.checks import MAX_LIST_LIMIT
 from protocol.model import JobState
-from protocol.observing import METRICS, WORKERS, Metrics, Workers
 from protocol.operations import TIME, Time
 from protocol.replies import QueueStats
 
@@ -151,18 +152,11 @@ class Client:
         Pages through every queue when ``queues`` is ``None``; durations are milliseconds, as
         on the wire.
         """
-        if queues is not None:
-            body = await self.connection.request(Metrics(tuple(queues), None, 1_000, buckets))
-            return {"broker": body["broker"], "queues": body["queues"]}
         out: dict[str, Any] = {"broker": {}, "queues": {}}
         after: str | None = None
         while True:
-            body = METRICS.reply(
-                await self.connection.request(Metrics(None, after, 1_000, buckets))
-            )
-            out["broker"] = body["broker"]
-            out["queues"].update(body["queues"])
-            after = body.get("next")
+            after = add_metrics(out, await send(self.connection,
+                                                metrics_call(queues, after, buckets)))
             if after is None:
                 return out
 
@@ -171,9 +165,7 @@ class Client:
         ``include_all``)."""
         out: list[dict[str, Any]] = []
         while True:
-            page = WORKERS.reply(await self.connection.request(
-                Workers(include_all, MAX_LIST_LIMIT, len(out))
-            ))
+            page = await send(self.connection, workers_call(include_all, len(out)))
             out += page.workers
             if not page.workers or len(out) >= page.total:
                 return out

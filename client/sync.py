@@ -42,7 +42,15 @@ from client.errors import (
     broker_error,
 )
 from client.job import JOURNAL_RETRY_S, JobHandle, cancel_call
-from client.operations import QueueOperations, get_job_call, ping_call, stats_call
+from client.operations import (
+    QueueOperations,
+    add_metrics,
+    get_job_call,
+    metrics_call,
+    ping_call,
+    stats_call,
+    workers_call,
+)
 from client.options import check_options
 from client.serializers import Serializer, get_serializer
 from protocol.checks import MAX_REQUEST_ID
@@ -267,6 +275,25 @@ class SyncClient:
     def ping(self) -> int:
         """Round-trip; returns the broker's clock (Unix ms)."""
         return self.call(ping_call())
+
+    def metrics(self, queues: Sequence[str] | None = None, *,
+                buckets: bool = False) -> dict[str, Any]:
+        """``Client.metrics``, blocking."""
+        out: dict[str, Any] = {"broker": {}, "queues": {}}
+        after: str | None = None
+        while True:
+            after = add_metrics(out, self.call(metrics_call(queues, after, buckets)))
+            if after is None:
+                return out
+
+    def workers(self, *, include_all: bool = False) -> list[dict[str, Any]]:
+        """``Client.workers``, blocking."""
+        out: list[dict[str, Any]] = []
+        while True:
+            page = self.call(workers_call(include_all, len(out)))
+            out += page.workers
+            if not page.workers or len(out) >= page.total:
+                return out
 
 
 class SyncQueue(QueueOperations["SyncJob"]):

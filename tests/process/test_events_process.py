@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from client import Client
+from client import Client, SyncClient
 from protocol.codec import FrameDecoder, encode_frames
 from tests.conftest import BrokerProcess, jobwire_command
 from tests.tools.wire import R_ID, R_TOKEN, WireClient, job_spec
@@ -119,3 +119,16 @@ async def test_a_subscriber_that_never_reads_keeps_broker_memory_bounded(
     finally:
         await producer.close()
         writer.close()
+
+
+def test_the_sync_client_reads_metrics_and_workers(broker_process: BrokerProcess) -> None:
+    url = f"jobwire://{broker_process.host}:{broker_process.port}"
+    with SyncClient(url) as client:
+        client.queue("s1").add("t", 1)
+        client.queue("s2").add("t", 2)
+        metrics = client.metrics()
+        assert sorted(metrics["queues"]) == ["s1", "s2"]
+        assert metrics["queues"]["s1"]["added"] == {"total": 1, "last_minute": 1}
+        assert client.metrics(["s2"])["queues"].keys() == {"s2"}
+        assert client.workers() == []
+        assert len(client.workers(include_all=True)) == 1
