@@ -14,10 +14,11 @@ Per event, in nanoseconds (best of ``--rounds``), for a stream of ``completed`` 
   of up to 1 MiB (``events_frame``), as the I/O layer will.
 * ``10 subscribers, all events``: the same with ten subscriptions sharing each encoded event.
 
-``--end-to-end`` measures the whole broker instead: for 0 and then 1 subscriber on every event
-(a separate process that reads and counts them), a fresh ``jobwire serve`` is filled with
-``--jobs`` jobs in bulk and drained by one worker process, as the suite's ``drain`` step does;
-the table gives enqueue and drain jobs/s (median of ``--rounds``) and what the subscriber got.
+``--end-to-end`` measures the whole broker instead: with no subscriber, then one subscriber
+process on every event that only counts the bytes it reads (the broker's own cost), then one
+that decodes and counts every event, a fresh ``jobwire serve`` is filled with ``--jobs`` jobs in
+bulk and drained by one worker process, as the suite's ``drain`` step does; the table gives
+enqueue and drain jobs/s (median of ``--rounds``) and what the subscriber got.
 
 Usage::
 
@@ -117,17 +118,21 @@ def measure(run: Callable[[int], None], events: int, rounds: int) -> float:
     return best
 
 
-async def _count_events(address: str) -> dict[str, int]:
-    """Subscribe to every event at ``address`` and count them until SIGTERM."""
+async def _count_events(address: str, decode: bool) -> dict[str, int]:
+    """Subscribe to every event at ``address`` and count them until SIGTERM (without
+    ``decode``, count only the bytes: the broker's cost without the subscriber's)."""
     host, _, port = address.rpartition(":")
     reader, writer = await asyncio.open_connection(host, int(port))
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, writer.close)
     writer.write(encode_frames([[0, 1, "hello", {"version": 1, "client": "bench-subscriber"}],
                                 [0, 2, "subscribe", {}]]))
     decoder = FrameDecoder(1 << 30)
-    counts = {"events": 0, "lagged": 0, "dropped": 0}
+    counts = {"events": 0, "lagged": 0, "dropped": 0, "bytes": 0}
     ready = False
     while data := await reader.read(1 << 20):
+        counts["bytes"] += len(data)
+        if ready and not decode:
+            continue
         decoder.feed(data)
         for message in decoder.messages():
             if message[0] == 1 and message[1] == 2 and not ready:
@@ -144,14 +149,15 @@ async def _count_events(address: str) -> dict[str, int]:
     return counts
 
 
-def _end_to_end_run(jobs: int, sync: str, subscribed: bool) -> dict[str, Any]:
+def _end_to_end_run(jobs: int, sync: str, subscribed: bool, decode: bool) -> dict[str, Any]:
     broker = BrokerProcess(sync=sync)
     broker.start()
     subscriber: subprocess.Popen[bytes] | None = None
     try:
         if subscribed:
             subscriber = subprocess.Popen(
-                [sys.executable, "-m", "bench.bench_events", "--subscriber", broker.address],
+                [sys.executable, "-m", "bench.bench_events", "--subscriber", broker.address,
+                 *(() if decode else ("--no-decode",))],
                 stdout=subprocess.PIPE,
             )
             assert subscriber.stdout is not None
@@ -179,10 +185,14 @@ def _end_to_end_run(jobs: int, sync: str, subscribed: bool) -> dict[str, Any]:
 
 
 def end_to_end(jobs: int, sync: str, rounds: int) -> dict[str, Any]:
-    """Median enqueue and drain jobs/s over ``rounds`` runs, with no subscriber and with one."""
+    """Median enqueue and drain jobs/s over ``rounds`` runs: no subscriber, one subscriber on
+    every event that only counts bytes (the broker's cost), and one that decodes every event
+    (on a small machine its own CPU competes with the broker's)."""
     out: dict[str, Any] = {}
-    for label, subscribed in (("no subscriber", False), ("1 subscriber, all events", True)):
-        runs = [_end_to_end_run(jobs, sync, subscribed) for _ in range(rounds)]
+    variants = (("no subscriber", False, False), ("1 subscriber, bytes only", True, False),
+                ("1 subscriber, decoding", True, True))
+    for label, subscribed, decode in variants:
+        runs = [_end_to_end_run(jobs, sync, subscribed, decode) for _ in range(rounds)]
         out[label] = {
             "enqueue_jobs_per_s": statistics.median(r["enqueue_jobs_per_s"] for r in runs),
             "drain_jobs_per_s": statistics.median(r["drain_jobs_per_s"] for r in runs),
@@ -203,17 +213,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sync", default="full", choices=("full", "normal", "off"),
                         help="with --end-to-end: the broker's sync mode")
     parser.add_argument("--subscriber", metavar="HOST:PORT", help=argparse.SUPPRESS)
+    parser.add_argument("--no-decode", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.subscriber:  # the subscriber process of --end-to-end
-        sys.stdout.write(json.dumps(asyncio.run(_count_events(args.subscriber))) + "\n")
+        counts = asyncio.run(_count_events(args.subscriber, not args.no_decode))
+        sys.stdout.write(json.dumps(counts) + "\n")
         return 0
     if args.end_to_end:
         report: dict[str, Any] = end_to_end(args.jobs, args.sync, args.rounds)
         for label, row in report.items():
             got = row["runs"][-1]
-            seen = f"  events {got['events']:,}, lagged {got['dropped']:,}" if "events" in got \
-                else ""
-            sys.stdout.write(f"{label:<26} enqueue {row['enqueue_jobs_per_s']:>9,.0f} jobs/s"
+            seen = f"  {got['bytes'] / 2**20:.1f} MiB" if "bytes" in got else ""
+            if got.get("events"):
+                seen += f", events {got['events']:,}, lagged {got['dropped']:,}"
+            sys.stdout.write(f"{label:<25} enqueue {row['enqueue_jobs_per_s']:>9,.0f} jobs/s"
                              f"  drain {row['drain_jobs_per_s']:>9,.0f} jobs/s{seen}\n")
     else:
         results = {name: round(measure(run, args.events, args.rounds), 1)
