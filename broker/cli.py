@@ -13,9 +13,9 @@ import asyncio
 import gc
 import os
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
-from broker.config import ConfigError, add_arguments, load_settings
+from broker.config import ConfigError, Settings, add_arguments, load_settings
 from broker.log import configure_logging, get_logger
 
 DESCRIPTION = (
@@ -26,7 +26,34 @@ DESCRIPTION = (
 )
 
 
+class Companion(Protocol):
+    """Something that runs beside the broker on its event loop (the HTTP gateway of
+    ``jobwire serve --http``): started before the journal opens (so a busy port stops ``serve``
+    at once), told when the broker accepts connections, stopped after it shut down."""
+
+    async def start(self) -> None: ...
+
+    def broker_ready(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
 def _serve(args: argparse.Namespace) -> int:
+    return serve(args)
+
+
+def serve(args: argparse.Namespace,
+          companion: Callable[[Settings], Companion | None] | None = None) -> int:
+    """Run the broker with the parsed ``serve`` arguments until it is stopped.
+
+    Args:
+        args: the namespace of a parser made by ``add_serve_parser``.
+        companion: builds, from the resolved settings, something to run beside the broker on
+            its loop (``None``: nothing). Layers above ``broker`` pass it (``jobwire/cli.py``).
+
+    Returns:
+        The exit code.
+    """
     try:
         settings = load_settings(args, os.environ)
     except ConfigError as exc:
@@ -42,8 +69,24 @@ def _serve(args: argparse.Namespace) -> int:
     # objects less often, and take what recovery loaded out of future scans.
     gc.set_threshold(50_000, 20, 10)
     try:
+        beside = companion(settings) if companion is not None else None
+
+        def ready(_server: object) -> None:
+            gc.freeze()
+            if beside is not None:
+                beside.broker_ready()
+
+        async def run() -> None:
+            if beside is not None:
+                await beside.start()
+            try:
+                await run_broker(settings, on_ready=ready)
+            finally:
+                if beside is not None:
+                    await beside.stop()
+
         with _event_loop_runner() as runner:
-            runner.run(run_broker(settings, on_ready=lambda _server: gc.freeze()))
+            runner.run(run())
     except KeyboardInterrupt:  # a second Ctrl-C while the runner was not yet handling signals
         log.warning("interrupted")
         return 130

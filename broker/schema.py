@@ -24,7 +24,7 @@ from __future__ import annotations
 import sqlite3
 import sys
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final
 
 import msgpack
@@ -233,7 +233,7 @@ def decode_options(data: bytes) -> JobOptions:
 # --------------------------------------------------------------------------- job rows
 
 
-def row_checksum(values: Sequence[Any], pack: Any = None) -> int:
+def row_checksum(values: Sequence[Any], pack: Callable[[Any], bytes] | None = None) -> int:
     """The ``crc`` of a row: CRC-32 of its other columns (``DATA_COLUMNS``) as one msgpack array.
 
     Every column counts, so a flipped byte anywhere in a job's stored values is caught on load.

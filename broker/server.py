@@ -314,7 +314,6 @@ class Server:
         self.after_ops()
 
 
-
 def _log_loop_exception(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
     """Route errors the event loop catches (in protocol callbacks) to the structured log."""
     exc = context.get("exception")

@@ -17,9 +17,9 @@ kept open.
 
 This depends on a file layout, not on an API. The layout is part of SQLite's file format
 (processes running different SQLite versions share one ``-shm``, so it cannot change without a
-new format), and ``test_wal_index_frames_match_sqlites_own_count`` (tests/test_journal_thread.py)
-checks it against SQLite's own count (``PRAGMA wal_checkpoint``'s second column): if a SQLite
-release ever moved it, that test fails.
+new format), and ``test_wal_index_frames_match_sqlites_own_count``
+(tests/tcp/test_journal_thread.py) checks it against SQLite's own count (``PRAGMA
+wal_checkpoint``'s second column): if a SQLite release ever moved it, that test fails.
 """
 
 from __future__ import annotations

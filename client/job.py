@@ -179,7 +179,8 @@ class JobRecord:
         return cancel_call(self.id)
 
     def retry_call(self) -> Call[None]:
-        return Call(RetryFailed(self.queue, (self.id,)), partial(check_retried, job_id=self.id))
+        return Call(RetryFailed(self.queue, (self.id,)),
+                    partial(check_retried, job_id=self.id, queue=self.queue))
 
     def wait_calls(self, timeout: float | None, request_timeout: float) -> Iterator[Call[None]]:
         """The ``wait`` long-polls of ``wait()``, one after another, until the job finished.

@@ -78,9 +78,11 @@ class LeaseKeeper:
         if soon:
             self._wake.set()
 
-    def forget(self, ctx: JobContext) -> None:
-        """The worker no longer holds ``ctx`` (its outcome was answered, or it was lost)."""
-        self._jobs.pop(ctx.token, None)
+    def forget(self, jobs: Iterable[JobContext]) -> None:
+        """The worker no longer holds ``jobs`` (their outcome was answered, or it was lost)."""
+        watched = self._jobs
+        for ctx in jobs:
+            watched.pop(ctx.token, None)
 
     def forget_all(self) -> None:
         """The worker holds nothing any more."""

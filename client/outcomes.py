@@ -87,8 +87,8 @@ class OutcomeBuffer:
     Args:
         connection: the worker's connection.
         events: the worker's ``on_completed``/``on_failed`` callbacks.
-        settled: called once per job when the broker answered its outcome (accepted or
-            refused) or the request carrying it was lost; the worker then stops holding it.
+        settled: called with the jobs of each request whose outcomes the broker answered
+            (accepted or refused), or that was lost; the worker then stops holding them.
     """
 
     __slots__ = (
@@ -99,7 +99,7 @@ class OutcomeBuffer:
 
     def __init__(
         self, connection: PipelinedSender, events: EventCallbacks,
-        settled: Callable[[JobContext], None] = lambda ctx: None,
+        settled: Callable[[Iterable[JobContext]], None] = lambda jobs: None,
     ) -> None:
         self._connection = connection
         self._events = events
@@ -180,7 +180,7 @@ class OutcomeBuffer:
             future = self._connection.request_nowait(request)
         except ConnectionError_ as exc:
             self._lost(count, exc)
-            self._settle(jobs)
+            self._settled(jobs)
             return False
         self.requests += 1
         self._in_flight.add(future)
@@ -197,11 +197,6 @@ class OutcomeBuffer:
             self._releases_out -= 1
         if self._acks or self._fails or self._releases:
             self._schedule()
-
-    def _settle(self, jobs: Iterable[JobContext]) -> None:
-        settled = self._settled
-        for ctx in jobs:
-            settled(ctx)
 
     def _lost(self, count: int, exc: BaseException) -> None:
         self.unacknowledged += count
@@ -231,7 +226,7 @@ class OutcomeBuffer:
         self, chunk: list[tuple[JobContext, AckItem]], future: asyncio.Future[dict[str, Any]]
     ) -> None:
         self._reply_in(Ack)
-        self._settle(ctx for ctx, _ in chunk)
+        self._settled(ctx for ctx, _ in chunk)
         outcomes = self._results(len(chunk), future)
         if outcomes is None:
             return
@@ -250,7 +245,7 @@ class OutcomeBuffer:
         future: asyncio.Future[dict[str, Any]],
     ) -> None:
         self._reply_in(Fail)
-        self._settle(ctx for ctx, _, _ in chunk)
+        self._settled(ctx for ctx, _, _ in chunk)
         outcomes = self._results(len(chunk), future)
         if outcomes is None:
             return
@@ -271,7 +266,7 @@ class OutcomeBuffer:
         self, chunk: list[tuple[JobContext, ReleaseItem]], future: asyncio.Future[dict[str, Any]]
     ) -> None:
         self._reply_in(Release)
-        self._settle(ctx for ctx, _ in chunk)
+        self._settled(ctx for ctx, _ in chunk)
         outcomes = self._results(len(chunk), future)
         if outcomes is None:
             return

@@ -60,7 +60,7 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any, Final, TypeVar
@@ -473,12 +473,15 @@ class Worker:
         if self._stopping and not self._unfinished():
             self._idle_wake.set()
 
-    def _settled(self, ctx: JobContext) -> None:
-        """The broker answered ``ctx``'s outcome (or its request was lost): it is no longer
-        held, and its place counts for reserving again."""
-        if self._held.pop(ctx.token, None) is not None:
-            self._settling.discard(ctx.token)
-            self._leases.forget(ctx)
+    def _settled(self, jobs: Iterable[JobContext]) -> None:
+        """The broker answered these jobs' outcomes (or their request was lost): they are no
+        longer held, and their places count for reserving again."""
+        held, settling = self._held, self._settling
+        gone = [ctx for ctx in jobs if held.pop(ctx.token, None) is not None]
+        if gone:
+            for ctx in gone:
+                settling.discard(ctx.token)
+            self._leases.forget(gone)
             self._reserver.wake()
 
     def _outcome_sent(self, ctx: JobContext) -> bool:

@@ -23,8 +23,12 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from broker.cli import add_serve_parser
+from broker.cli import Companion, add_serve_parser, serve
+from broker.config import Settings
 from client.cli import register as register_client_commands
+from client.gateway.cli import add_serve_arguments as add_gateway_arguments
+from client.gateway.cli import local_broker_url
+from client.gateway.cli import register as register_http_command
 
 BENCH_EXTRAS = frozenset({"hdrh", "rich", "psutil", "matplotlib"})
 """Top-level modules of the ``bench`` extra (``pyproject.toml``) that ``bench.cli`` imports."""
@@ -36,6 +40,25 @@ def bench_extras_hint(missing: str) -> str:
     """The one line ``jobwire bench`` prints when a module of the bench extras is missing."""
     return (f"jobwire: error: `jobwire bench` needs the bench extras (no module {missing!r}): "
             "pip install 'jobwire[bench]' (from a checkout: pip install -e '.[bench]')")
+
+
+def _serve_with_gateway(args: argparse.Namespace) -> int:
+    """``jobwire serve``, with the HTTP gateway on the broker's loop when ``--http`` is given."""
+
+    def gateway(settings: Settings) -> Companion | None:
+        if args.http is None:
+            return None
+        if settings.port == 0:
+            args.parser.error("--http needs a fixed --port (the gateway connects to it)")
+        from client.gateway import GatewayServer  # needs the http extra only with --http
+
+        url = local_broker_url(settings.host, settings.port, settings.token,
+                               tls=settings.tls_cert is not None)
+        host, port = args.http
+        return GatewayServer(host, port, url, token=args.http_token,
+                             serializer=args.http_serializer)
+
+    return serve(args, gateway)
 
 
 def build_parser(*, with_bench: bool = False) -> argparse.ArgumentParser:
@@ -56,8 +79,11 @@ def build_parser(*, with_bench: bool = False) -> argparse.ArgumentParser:
         description="jobwire: a standalone job broker (TCP, msgpack, SQLite journal).",
     )
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
-    add_serve_parser(subparsers)
+    serve_parser = add_serve_parser(subparsers)
+    add_gateway_arguments(serve_parser)
+    serve_parser.set_defaults(func=_serve_with_gateway)
     register_client_commands(subparsers)
+    register_http_command(subparsers)
     bench = subparsers.add_parser("bench", help=BENCH_HELP)
     if with_bench:
         from bench.cli import configure_parser

@@ -9,7 +9,8 @@ What the README's "Guarantees and failure modes" promises, checked here:
 * once the fault clears, the committer's retry writes what was held back and new writes are
   acknowledged again, with no restart;
 * everything acknowledged is on disk and survives a restart (after ``kill -9`` for I/O errors);
-* a journal the broker cannot open stops it at start, with one ``fatal`` log line, exit code 1.
+* a journal the broker cannot open stops it at start, with one ``fatal`` log line, exit code 1
+  (on a full disk that line says "disk full", not SQLite's "disk I/O error").
 
 The faults are real: ``PRAGMA max_page_count`` (SQLite's own "database or disk is full"), a
 second SQLite connection holding the write lock, and ``RLIMIT_FSIZE`` lowered on the running

@@ -66,6 +66,9 @@ class CollectingTransport(asyncio.Transport):
     def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
         pass
 
+    def get_write_buffer_size(self) -> int:
+        return 0  # every write is taken at once (the output budget asks)
+
     def pause_reading(self) -> None:
         pass
 

@@ -1,0 +1,178 @@
+"""HTTP gateway: REST enqueue throughput, one job per POST and in batches.
+
+Run: ``.venv/bin/python -m bench.bench_http [--jobs 20000] [--concurrency 32]
+[--batch-concurrency 4] [--batches 1,100,1000] [--sync full] [--json PATH]``. Starts its own
+broker (``jobwire serve``) and gateway (``python -m client.gateway``, what ``jobwire http`` runs)
+as two processes, then POSTs jobs of 100 bytes of JSON data on keep-alive connections (one driver
+process, a minimal HTTP/1.1 client): ``--jobs`` jobs one per request with ``--concurrency``
+requests in flight, then ``5 x --jobs`` jobs per batch size as ``{"jobs": [...N...]}`` with
+``--batch-concurrency`` requests in flight. Each job is durable
+(committed) before its response. The driver, the gateway and the broker share the machine's
+cores, so the figures are a floor for a gateway on its own host.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+from bench.broker_proc import BrokerProcess
+
+DATA = {"to": "user@example.com", "template": "welcome", "pad": "x" * 44}  # ~100 bytes of JSON
+
+
+def start_gateway(broker: BrokerProcess, port: int, log_path: Path) -> subprocess.Popen[bytes]:
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "client.gateway", "--broker", f"jobwire://{broker.address}",
+             "--listen", f"127.0.0.1:{port}"],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    deadline = time.monotonic() + 60
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the gateway exited:\n{log_path.read_text()[-2000:]}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/api/queues", timeout=2).status_code == 200:
+                return proc
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError("the gateway did not answer within 60 s")
+        time.sleep(0.05)
+
+
+class HttpLane:
+    """One keep-alive HTTP/1.1 connection sending one request at a time.
+
+    A few lines over asyncio streams instead of an HTTP client library: httpx spent more CPU per
+    request than the gateway and the broker together, so it measured itself.
+    """
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    @classmethod
+    async def open(cls, port: int) -> HttpLane:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        return cls(reader, writer)
+
+    async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
+        self.writer.write(
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line[:15].lower() == b"content-length:":
+                length = int(line[15:])
+        return status, await self.reader.readexactly(length)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+async def enqueue_step(port: int, queue: str, jobs: int, batch: int,
+                       concurrency: int) -> dict[str, Any]:
+    """POST ``jobs`` jobs in requests of ``batch``, ``concurrency`` at a time."""
+    requests = [min(batch, jobs - start) for start in range(0, jobs, batch)]
+    body_of = {
+        size: json.dumps({"name": "send", "data": DATA} if batch == 1
+                         else {"jobs": [{"name": "send", "data": DATA}] * size}).encode()
+        for size in set(requests)
+    }
+    latencies: list[float] = []
+    pending = iter(requests)
+    path = f"/api/queues/{queue}/jobs"
+    lanes = [await HttpLane.open(port) for _ in range(concurrency)]
+
+    async def run(lane: HttpLane) -> None:
+        for size in pending:
+            sent = time.perf_counter()
+            status, reply = await lane.post(path, body_of[size])
+            latencies.append(time.perf_counter() - sent)
+            if status != 201:
+                raise RuntimeError(f"HTTP {status}: {reply[:200]!r}")
+
+    try:
+        started = time.perf_counter()
+        await asyncio.gather(*(run(lane) for lane in lanes))
+        seconds = time.perf_counter() - started
+    finally:
+        for lane in lanes:
+            lane.close()
+    latencies.sort()
+    return {
+        "step": f"http-enqueue-batch-{batch}", "jobs": jobs, "batch": batch,
+        "requests": len(requests), "concurrency": concurrency, "seconds": round(seconds, 3),
+        "jobs_per_s": round(jobs / seconds), "requests_per_s": round(len(requests) / seconds),
+        "p50_ms": round(latencies[len(latencies) // 2] * 1000, 2),
+        "p99_ms": round(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000, 2),
+    }
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far."""
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.bench_http", description=__doc__)
+    parser.add_argument("--jobs", type=int, default=20_000, help="jobs per step")
+    parser.add_argument("--concurrency", type=int, default=32,
+                        help="requests in flight, one job each (default 32)")
+    parser.add_argument("--batch-concurrency", type=int, default=4,
+                        help="requests in flight in the batch steps (default 4)")
+    parser.add_argument("--batches", default="1,100,1000", help="jobs per request, per step")
+    parser.add_argument("--sync", default="full", choices=["full", "normal", "off"])
+    parser.add_argument("--port", type=int, default=7481, help="the gateway's port")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+
+    broker = BrokerProcess(sync=args.sync)
+    broker.start()
+    gateway = None
+    results: list[dict[str, Any]] = []
+    try:
+        gateway = start_gateway(broker, args.port, broker.data_dir / "gateway.log")
+        for batch in (int(b) for b in args.batches.split(",")):
+            jobs = args.jobs if batch == 1 else args.jobs * 5
+            in_flight = args.concurrency if batch == 1 else args.batch_concurrency
+            before = {"gateway": cpu_seconds(gateway.pid), "broker": cpu_seconds(broker.pid)}
+            result = asyncio.run(enqueue_step(args.port, f"http-{batch}", jobs, batch, in_flight))
+            for name, pid in (("gateway", gateway.pid), ("broker", broker.pid)):
+                used = cpu_seconds(pid) - before[name]
+                result[f"{name}_cpu_us_per_job"] = round(used / jobs * 1e6, 1)
+            results.append(result)
+            print(f"{result['step']:<24} {result['jobs_per_s']:>8,} jobs/s  "
+                  f"{result['requests_per_s']:>7,} req/s  p50 {result['p50_ms']} ms  "
+                  f"p99 {result['p99_ms']} ms  CPU/job: gateway "
+                  f"{result['gateway_cpu_us_per_job']} us, "
+                  f"broker {result['broker_cpu_us_per_job']} us  "
+                  f"({jobs:,} jobs, {in_flight} in flight)")
+    finally:
+        if gateway is not None and gateway.poll() is None:
+            gateway.send_signal(signal.SIGTERM)
+            gateway.wait(30)
+        broker.stop()
+    if args.json is not None:
+        args.json.write_text(json.dumps({"sync": args.sync, "results": results}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

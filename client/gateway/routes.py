@@ -1,0 +1,197 @@
+"""The route table: each REST route declared once, with what the OpenAPI document says of it.
+
+``API_ROUTES`` feeds both the router (``client.gateway.app``) and ``/openapi.json``
+(``openapi_document``), so a route cannot exist without being documented. Units in bodies:
+**milliseconds** for every duration, Unix milliseconds for times.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+import client.gateway.api as api
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+_MS = {"type": "integer", "minimum": 0, "description": "milliseconds"}
+_RETENTION = {
+    "description": "true: remove at once; false: keep; n: keep the newest n; or {count, age (ms)}",
+    "oneOf": [{"type": "boolean"}, {"type": "integer", "minimum": 0},
+              {"type": "object", "properties": {"count": {"type": "integer"}, "age": _MS},
+               "additionalProperties": False}],
+}
+SCHEMAS: Final[dict[str, Any]] = {
+    "Error": {
+        "type": "object", "required": ["error"],
+        "properties": {"error": {"type": "object", "required": ["code", "message"], "properties": {
+            "code": {"type": "string", "description": "the wire protocol's error code "
+                     "(BAD_ARGUMENT, NOT_FOUND, ...) or BROKER_UNAVAILABLE / METHOD_NOT_ALLOWED"},
+            "message": {"type": "string"}}}},
+    },
+    "Queue": {"type": "object", "properties": {
+        "name": {"type": "string"},
+        **{s: {"type": "integer"} for s in ("waiting", "delayed", "active", "completed",
+                                            "failed", "total_completed", "total_failed")},
+        "paused": {"type": "boolean"},
+        "oldest_waiting_ms": {"type": ["integer", "null"]},
+    }},
+    "JobOptions": {
+        "type": "object", "additionalProperties": False,
+        "description": "As the Python client's options, but every duration in MILLISECONDS.",
+        "properties": {
+            "priority": {"type": "integer", "description": "lower runs first; default 0"},
+            "delay": _MS,
+            "run_at": {"type": "integer", "description": "Unix milliseconds"},
+            "attempts": {"type": "integer", "minimum": 1},
+            "backoff": {"description": "ms (exponential from that base) or {type, delay, max, "
+                        "jitter} with delay and max in ms",
+                        "oneOf": [_MS, {"type": "object", "properties": {
+                            "type": {"enum": ["exponential", "fixed"]}, "delay": _MS, "max": _MS,
+                            "jitter": {"type": "number", "minimum": 0, "maximum": 1}}}]},
+            "job_id": {"type": "string", "description": "idempotency key: an existing id "
+                       "returns the stored job (duplicate: true, HTTP 200)"},
+            "lease": {**_MS, "minimum": 100},
+            "remove_on_complete": _RETENTION,
+            "remove_on_fail": _RETENTION,
+        },
+    },
+    "NewJob": {"type": "object", "required": ["name"], "additionalProperties": False,
+               "properties": {"name": {"type": "string"}, "data": {},
+                              "opts": {"$ref": "#/components/schemas/JobOptions"}}},
+    "AddedJob": {"type": "object", "properties": {
+        "id": {"type": "string"}, "queue": {"type": "string"}, "name": {"type": "string"},
+        "state": {"type": ["string", "null"]}, "duplicate": {"type": "boolean"}}},
+    "Job": {"type": "object", "properties": {
+        **{k: {"type": "string"} for k in ("id", "queue", "name", "state")},
+        **{k: {"type": "integer"} for k in ("priority", "attempts", "max_attempts")},
+        "data": {}, "result": {}, "progress": {},
+        "data_encoding": {"enum": ["msgpack", "json", "text", "base64", None]},
+        "result_encoding": {"enum": ["msgpack", "json", "text", "base64", None]},
+        "error": {"type": ["string", "null"]},
+        **{k: {"type": ["integer", "null"], "description": "Unix milliseconds"}
+           for k in ("created_at", "run_at", "started_at", "finished_at", "lease_deadline")},
+    }},
+}
+
+
+def ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+@dataclass(frozen=True, slots=True)
+class ApiRoute:
+    """One route: where, what runs, and what the OpenAPI document says."""
+
+    method: str
+    path: str
+    endpoint: Endpoint
+    summary: str
+    response: dict[str, Any]
+    errors: tuple[int, ...] = ()
+    body: dict[str, Any] | None = None
+    body_required: bool = False
+    query: tuple[tuple[str, str], ...] = ()
+    status: int = 200
+    media_type: str = "application/json"
+
+
+_OBJ = {"type": "object"}
+API_ROUTES: Final[tuple[ApiRoute, ...]] = (
+    ApiRoute("GET", "/api/queues", api.list_queues, "Every queue with its counts, and the broker",
+             {"type": "object", "properties": {"queues": {"type": "array", "items": ref("Queue")},
+                                               "broker": _OBJ}}),
+    ApiRoute("GET", "/api/queues/{queue}", api.get_queue, "One queue's counts", ref("Queue"),
+             (404,)),
+    ApiRoute("POST", "/api/queues/{queue}/jobs", api.add_jobs,
+             "Add one job, or a batch {\"jobs\": [...]} (durations in ms)",
+             {"oneOf": [{"type": "object", "properties": {"job": ref("AddedJob")}},
+                        {"type": "object", "properties": {
+                            "jobs": {"type": "array", "items": ref("AddedJob")}}}]},
+             (400, 413, 429, 503),
+             body={"oneOf": [ref("NewJob"), {"type": "object", "required": ["jobs"],
+                                             "properties": {"jobs": {"type": "array",
+                                                                     "items": ref("NewJob")}}}]},
+             body_required=True, status=201),
+    ApiRoute("GET", "/api/queues/{queue}/failed", api.list_failed,
+             "Failed jobs, newest failure first, a page at a time",
+             {"type": "object", "properties": {
+                 "jobs": {"type": "array", "items": ref("Job")}, "total": {"type": "integer"},
+                 "offset": {"type": "integer"}, "limit": {"type": "integer"},
+                 "next_offset": {"type": ["integer", "null"]}}},
+             (400, 404), query=(("offset", "first job to list (default 0)"),
+                                ("limit", "jobs per page, 1..1000 (default 50)"))),
+    ApiRoute("POST", "/api/queues/{queue}/retry", api.retry_failed,
+             "Move failed jobs back to waiting: all, the given ids, or up to limit",
+             {"type": "object", "properties": {"retried": {"type": "integer"}}}, (400, 404, 409),
+             body={"type": "object", "properties": {
+                 "ids": {"type": "array", "items": {"type": "string"}},
+                 "limit": {"type": "integer", "minimum": 1}}}),
+    ApiRoute("POST", "/api/queues/{queue}/pause", api.pause_queue,
+             "Stop handing out the queue's jobs",
+             {"type": "object", "properties": {"name": {"type": "string"},
+                                               "paused": {"type": "boolean"}}}, (404,)),
+    ApiRoute("POST", "/api/queues/{queue}/resume", api.resume_queue,
+             "Hand out the queue's jobs again",
+             {"type": "object", "properties": {"name": {"type": "string"},
+                                               "paused": {"type": "boolean"}}}, (404,)),
+    ApiRoute("POST", "/api/queues/{queue}/clean", api.clean_queue,
+             "Delete jobs of one state older than older_than ms (oldest first)",
+             {"type": "object", "properties": {"removed": {"type": "integer"}}}, (400, 404),
+             body={"type": "object", "required": ["state"], "properties": {
+                 "state": {"enum": ["waiting", "delayed", "completed", "failed"]},
+                 "older_than": _MS, "limit": {"type": "integer", "minimum": 1}}},
+             body_required=True),
+    ApiRoute("GET", "/api/jobs/{job_id}", api.get_job, "One job: data, result, error, times",
+             ref("Job"), (404,)),
+    ApiRoute("DELETE", "/api/jobs/{job_id}", api.remove_job,
+             "Delete a job in any state (an active job's lease is revoked)",
+             {"type": "object", "properties": {"id": {"type": "string"},
+                                               "removed": {"type": "boolean"},
+                                               "state": {"type": "string"}}}, (404,)),
+    ApiRoute("GET", "/metrics", api.metrics, "Prometheus exposition text",
+             {"type": "string"}, media_type="text/plain; version=0.0.4"),
+)
+
+_PARAM = re.compile(r"{(\w+)}")
+
+
+def openapi_document(version: str) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of ``API_ROUTES`` (and of itself)."""
+    paths: dict[str, dict[str, Any]] = {}
+    for route in API_ROUTES:
+        params = [{"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+                  for name in _PARAM.findall(route.path)]
+        params += [{"name": name, "in": "query", "required": False, "description": text,
+                    "schema": {"type": "integer"}} for name, text in route.query]
+        responses: dict[str, Any] = {str(route.status): {
+            "description": "success",
+            "content": {route.media_type: {"schema": route.response}},
+        }}
+        for status in (401, *route.errors):
+            responses[str(status)] = {"description": "error",
+                                      "content": {"application/json": {"schema": ref("Error")}}}
+        operation: dict[str, Any] = {"summary": route.summary, "parameters": params,
+                                     "responses": responses, "security": [{"bearer": []}]}
+        if route.body is not None:
+            operation["requestBody"] = {"required": route.body_required,
+                                        "content": {"application/json": {"schema": route.body}}}
+        paths.setdefault(route.path, {})[route.method.lower()] = operation
+    paths["/openapi.json"] = {"get": {"summary": "This document", "security": [],
+                                      "responses": {"200": {"description": "OpenAPI 3.1"}}}}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "jobwire HTTP gateway", "version": version,
+                 "description": "REST access to a jobwire broker. Every duration in a body is in "
+                 "MILLISECONDS; times are Unix milliseconds. Errors: {\"error\": {\"code\", "
+                 "\"message\"}} with the wire protocol's codes."},
+        "paths": paths,
+        "components": {"schemas": SCHEMAS, "securitySchemes": {
+            "bearer": {"type": "http", "scheme": "bearer",
+                       "description": "required when the gateway has a token"}}},
+    }
