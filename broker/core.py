@@ -56,6 +56,7 @@ from broker.core_state import Changes, CoreError, CoreState, QueueMeta, Snapshot
 from broker.events import PendingEvents
 from broker.jobs import Job
 from broker.metrics import QueueMetrics
+from broker.replysize import job_info
 from protocol.model import AckItem, ExtendItem, FailItem, JobSpec, JobState, ReleaseItem
 from protocol.replies import EnqueueResult, JobInfo, Outcome, QueueStats, ReservedJob
 
@@ -363,7 +364,15 @@ class Core:
         """Ids of jobs that completed, failed or were deleted since the last call."""
         state = self._state
         finished, state.finished_ids = state.finished_ids, set()
+        state.gone_last, state.gone_at_finish = state.gone_at_finish, {}
         return finished
+
+    def final_info(self, job_id: str) -> JobInfo | None:
+        """How a job that was deleted the moment it finished (``remove_on_complete=True`` or
+        ``remove_on_fail=True``) ended, for the waiters of the last ``take_finished`` batch: so
+        a producer waiting on such a job gets its result instead of ``NOT_FOUND``."""
+        job = self._state.gone_last.get(job_id)
+        return None if job is None else job_info(job)
 
     # ------------------------------------------------------------------ observation
 

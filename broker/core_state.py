@@ -108,9 +108,9 @@ class CoreState:
     consistent. Only the core's modules use it; everything else goes through ``Core``."""
 
     __slots__ = (
-        "changed_jobs", "changed_queues", "config", "delayed", "events", "finished_ids", "jobs",
-        "leases", "names", "owned", "prune_counter", "prunes", "queues", "ready_names", "rng",
-        "seq", "token", "unfinished",
+        "changed_jobs", "changed_queues", "config", "delayed", "events", "finished_ids",
+        "gone_at_finish", "gone_last", "jobs", "leases", "names", "owned", "prune_counter",
+        "prunes", "queues", "ready_names", "rng", "seq", "token", "unfinished",
     )
 
     def __init__(self, config: CoreConfig, *, rng: random.Random, token_base: int) -> None:
@@ -139,6 +139,10 @@ class CoreState:
         self.changed_queues: dict[str, QueueMeta] = {}
         self.ready_names: set[str] = set()
         self.finished_ids: set[str] = set()
+        self.gone_at_finish: dict[str, Job] = {}
+        """Jobs deleted the moment they finished (retention keeping none), since the last
+        ``take_finished``: what a parked ``wait`` for them is answered with."""
+        self.gone_last: dict[str, Job] = {}
         self.events: PendingEvents | None = None
         """Where job events are recorded while someone subscribes (``broker/events``); ``None``
         otherwise, which every operation tests before building an event."""
@@ -244,6 +248,8 @@ class CoreState:
         self.finished_ids.add(job.id)
         if finished.add(job, self.jobs, self.delete):
             self.changed_jobs[job.id] = job
+        elif job.id not in self.jobs:
+            self.gone_at_finish[job.id] = job
         if finished.scheduled is None:
             self.schedule_prune(finished, queue)
 

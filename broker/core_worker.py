@@ -166,6 +166,8 @@ def ack(core: CoreState, items: Sequence[AckItem], now: int) -> list[Outcome]:
                           (job.attempts, result))
         if q.completed.add(job, jobs, delete):
             changed[job_id] = job
+        else:  # removed on completion: its parked waiters still get the result
+            core.gone_at_finish[job_id] = job
         out.append(_OK_COMPLETED)
     if q is not None:
         _after_completions(core, q, done, now)

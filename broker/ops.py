@@ -256,16 +256,21 @@ def progress(broker: OpContext, conn: Conn, request_id: int, request: Progress, 
     return {}
 
 
-def reply_job(broker: OpContext, conn: Conn, request_id: int, job_id: str, missing: str) -> None:
+def reply_job(broker: OpContext, conn: Conn, request_id: int, job_id: str, missing: str, *,
+              woken: bool = False) -> None:
     """Answer ``get``/``wait`` with the job as it is now, once that state is durable.
 
     The core may hold changes that are not committed yet (an ack whose transaction is running,
     or a batch held back by a journal fault): a state read now could be reverted by a crash. So
     the answer leaves after the transaction holding every change made so far commits; if that
     transaction fails, the caller gets ``JOURNAL_FAILURE`` and asks again. ``missing`` is the
-    ``NOT_FOUND`` text when there is no such job.
+    ``NOT_FOUND`` text when there is no such job. ``woken``: a parked ``wait`` answered because
+    its job finished, which gets the final state of a job deleted as it finished (retention
+    keeping none) rather than ``NOT_FOUND``.
     """
     info = broker.core.get(job_id)
+    if info is None and woken:
+        info = broker.core.final_info(job_id)
     if info is None:
         conn.error_after_commit(request_id, ErrorCode.NOT_FOUND, missing)
     else:

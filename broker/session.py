@@ -510,4 +510,5 @@ class Session(asyncio.Protocol):
     def finish_wait(self, request_id: int, job_id: str) -> None:
         """Answer a parked wait (its job finished or its time ran out)."""
         self._end()
-        reply_job(self.broker, self, request_id, job_id, f"job {job_id!r} was removed")
+        reply_job(self.broker, self, request_id, job_id, f"job {job_id!r} was removed",
+                  woken=True)

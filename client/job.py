@@ -258,7 +258,9 @@ class Job(JobHandle[AsyncSender]):
         Raises:
             JobFailed: the job ended in ``failed``; ``exc.job.error`` has the last error.
             WaitTimeoutError: it did not finish within ``timeout``.
-            NotFoundError: the job was removed (e.g. ``remove_on_complete=True``).
+            NotFoundError: the job was removed (cancelled or cleaned; a job removed as it
+                finishes by ``remove_on_complete=True`` still gives its result to waiters
+                already waiting).
             RequestTimeoutError: the broker stayed unreachable for ``request_timeout``.
 
         The broker answers only with committed state: a completion that a crash could still
