@@ -13,7 +13,8 @@ through the journal, wakes reservers for ``take_ready()`` and ``wait``-ers for
 indexes and the methods that keep them consistent) and each operation is a function of that state
 in the module for its concern: ``core_producer`` (enqueue), ``core_worker`` (reserve, ack, fail,
 extend, release, progress, a lost connection, ``tick``), ``core_admin`` (cancel, get, queue
-control, stats, clean, the failed set) and ``core_recovery`` (``restore``). The defaults and
+control, stats, clean, the failed set), ``core_flow`` (rate and concurrency limits and the
+"not now" pause, checked by reserve) and ``core_recovery`` (``restore``). The defaults and
 limits are ``CoreConfig`` (``broker/core_config``).
 
 Indexes, each O(1) or O(log n) per job (see ``broker/heaps`` and ``broker/retention``):
@@ -50,8 +51,9 @@ import random
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from broker import core_admin, core_producer, core_recovery, core_worker
+from broker import core_admin, core_flow, core_producer, core_recovery, core_worker
 from broker.core_config import CoreConfig
+from broker.core_flow import QueueLimits
 from broker.core_state import Changes, CoreError, CoreState, QueueMeta, Snapshot
 from broker.events import PendingEvents
 from broker.jobs import Job
@@ -60,7 +62,7 @@ from broker.replysize import job_info
 from protocol.model import AckItem, ExtendItem, FailItem, JobSpec, JobState, ReleaseItem
 from protocol.replies import EnqueueResult, JobInfo, Outcome, QueueStats, ReservedJob
 
-__all__ = ["Changes", "Core", "CoreConfig", "CoreError", "QueueMeta", "Snapshot"]
+__all__ = ["Changes", "Core", "CoreConfig", "CoreError", "QueueLimits", "QueueMeta", "Snapshot"]
 
 
 class Core:
@@ -143,7 +145,9 @@ class Core:
         """Lease up to ``max_jobs`` waiting jobs to a worker.
 
         Queues are tried in the given order; within a queue the lowest priority comes first,
-        then the job that became waiting first. Paused and unknown queues give nothing. The lease
+        then the job that became waiting first. Paused and unknown queues give nothing; a queue
+        with flow control gives at most what its rate and concurrency limits and its "not now"
+        pause allow (``broker/core_flow``), and the next queue is tried. The lease
         lasts the job's own ``lease_ms`` if it has one, else ``lease_ms``, else the default.
 
         Args:
@@ -206,10 +210,11 @@ class Core:
         The lease ends and ``attempts`` goes back down by one (the reservation counted it), so a
         job on its last attempt is not failed; progress, the last error and ``started_at`` stay.
         A ``delay_ms`` of 0 or ``None`` makes the job waiting at once (its queue is reported by
-        ``take_ready``), else delayed until ``now + delay_ms``.
+        ``take_ready``), else delayed until ``now + delay_ms``; with ``pause_queue`` the job's
+        queue also hands out no job until then ("not now": the downstream is rate limited).
 
         Args:
-            items: ``(job_id, token, delay_ms)`` per job.
+            items: ``(job_id, token, delay_ms, pause_queue)`` per job.
             now: the current time.
 
         Returns:
@@ -282,8 +287,29 @@ class Core:
         core_admin.pause(self._state, queue, now)
 
     def resume(self, queue: str, now: int) -> None:
-        """Hand out the queue's jobs again. Creates the queue if new."""
+        """Hand out the queue's jobs again (also lifting a "not now" pause). Creates the queue
+        if new."""
         core_admin.resume(self._state, queue, now)
+
+    def limit(
+        self, queue: str, rate: tuple[int, int] | bool | None, concurrency: int | bool | None,
+        now: int,
+    ) -> QueueLimits:
+        """Set, change or clear a queue's rate and concurrency limits (``broker/core_flow``);
+        with both ``None``, only report them. A change creates the queue if new (a read does
+        not).
+
+        Args:
+            queue: the queue.
+            rate: ``(max, period_ms)`` (at most ``max`` starts in any window of ``period_ms``),
+                ``False`` to clear it, ``None`` to leave it.
+            concurrency: at most this many active jobs, ``False`` to clear, ``None`` to leave.
+            now: the current time.
+
+        Returns:
+            The queue's limits after the change, with its "not now" pause if one is running.
+        """
+        return core_flow.set_limits(self._state, queue, rate, concurrency, now)
 
     def stats(self, queue: str | None, now: int) -> dict[str, QueueStats]:
         """Counters of one queue (zeros if it does not exist), or of every queue if ``None``.

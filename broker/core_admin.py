@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
+from broker import core_flow
 from broker.core_state import (
     ACTIVE,
     COMPLETED,
@@ -81,6 +82,7 @@ def resume(core: CoreState, queue: str, now: int) -> None:
         core.events.record(EventKind.RESUMED, now, state.name, None, None)
     state.meta.paused = False
     core.changed_queues[state.name] = state.meta
+    core_flow.lift_pause(core, state)
     if state.waiting:
         core.ready_names.add(state.name)
 

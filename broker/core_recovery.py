@@ -10,6 +10,7 @@ from collections import deque
 from operator import attrgetter
 from typing import Final
 
+from broker import core_flow
 from broker.core_state import (
     ACTIVE,
     COMPLETED,
@@ -96,3 +97,4 @@ def load(core: CoreState, snapshot: Snapshot, now: int) -> None:
             core.schedule_prune(kept, queue)
         if queue.waiting and not queue.meta.paused:
             core.ready_names.add(queue.name)
+    core_flow.restore(core, jobs, now)

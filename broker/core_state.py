@@ -20,6 +20,7 @@ from broker.events import PendingEvents
 from broker.heaps import DeadlineHeap, ReadyQueue
 from broker.jobs import Job
 from broker.metrics import QueueMetrics
+from broker.ratelimit import SlidingWindow
 from broker.retention import FinishedList
 from protocol.errors import ErrorCode
 from protocol.model import JobState
@@ -56,6 +57,19 @@ class QueueMeta:
     paused: bool = False
     total_completed: int = 0
     total_failed: int = 0
+    rate_max: int | None = None
+    """Flow control (``broker/core_flow``): at most ``rate_max`` starts per ``rate_period_ms``."""
+    rate_period_ms: int | None = None
+    concurrency: int | None = None
+    """At most this many active jobs at once."""
+    paused_until: int | None = None
+    """No reservations before this time (a worker's "not now" with ``pause_queue``)."""
+
+    @property
+    def limited(self) -> bool:
+        """Any flow control set (reserve then asks ``core_flow.room``)."""
+        return (self.rate_max is not None or self.concurrency is not None
+                or self.paused_until is not None)
 
 
 @dataclass(slots=True)
@@ -96,6 +110,12 @@ class QueueState:
     waiting: int = 0
     delayed: int = 0
     active: int = 0
+    limited: bool = False
+    """``meta.limited``, kept here for the reserve hot path (``core_flow`` keeps it current)."""
+    window: SlidingWindow | None = None
+    """The rate limit's start log, while ``meta.rate_max`` is set."""
+    wake_at: int | None = None
+    """When the flow timer next looks at this queue (``core_flow.schedule_wake``)."""
     metrics: QueueMetrics = field(default_factory=QueueMetrics)
 
     @property
@@ -109,6 +129,7 @@ class CoreState:
 
     __slots__ = (
         "changed_jobs", "changed_queues", "config", "delayed", "events", "finished_ids",
+        "flow_wakes",
         "gone_at_finish", "gone_last", "jobs", "leases", "names", "owned", "prune_counter",
         "prunes", "queues", "ready_names", "rng", "seq", "token", "unfinished",
     )
@@ -133,6 +154,8 @@ class CoreState:
         self.leases = DeadlineHeap()
         self.prunes: list[tuple[int, int, FinishedList, QueueState]] = []
         self.prune_counter = 0
+        self.flow_wakes: list[tuple[int, str]] = []
+        """``(time, queue)``: when a rate-limited or paused-for queue may have room again."""
         self.owned: dict[int, dict[Job, None]] = {}
         self.unfinished = 0
         self.changed_jobs: dict[str, Job | None] = {}
@@ -237,6 +260,9 @@ class CoreState:
                 owned.pop(job, None)
         job.lease_token = job.lease_deadline = job.owner = None
         queue.active -= 1
+        meta = queue.meta
+        if meta.concurrency is not None and queue.waiting and not meta.paused:
+            self.ready_names.add(queue.name)  # a concurrency slot freed
         if not entry_popped:
             leases = self.leases
             leases.stale += 1

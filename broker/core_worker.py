@@ -12,6 +12,7 @@ import heapq
 from collections.abc import Sequence
 from typing import Any, Final
 
+from broker import core_flow
 from broker.core_state import (
     ACTIVE,
     COMPLETED,
@@ -55,16 +56,23 @@ def reserve(
         q = core.queues.get(name)
         if q is None or not q.waiting or q.meta.paused:
             continue
+        stop = max_jobs
+        if q.limited:
+            allowed = core_flow.room(q, now)
+            if allowed <= 0:
+                core_flow.started(core, q, now, 0)
+                continue
+            stop = min(max_jobs, len(out) + allowed)
         ready = q.ready
         qname = q.name
         fixed = RESERVED_JOB_OVERHEAD + UTF8_MAX * len(qname)
         observe_wait = q.metrics.wait_ms.observe
         taken = 0
-        while len(out) < max_jobs:
+        while len(out) < stop:
             lane = ready.front()
             if lane is None:
                 break
-            while lane and len(out) < max_jobs:
+            while lane and len(out) < stop:
                 job = lane.popleft()
                 job_id = job.id
                 if job.state is not WAITING or jobs.get(job_id) is not job:
@@ -76,7 +84,7 @@ def reserve(
                         size += packed_size(job.progress)
                     if size > room and out:
                         lane.appendleft(job)  # stays first in line
-                        max_jobs = len(out)
+                        max_jobs = stop = len(out)
                         break
                     room -= size
                 lease = job.options.lease_ms or default_lease
@@ -111,6 +119,8 @@ def reserve(
         q.active += taken
         if events is not None and taken and not q.waiting:
             events.record(EventKind.DRAINED, now, qname, None, None)
+        if q.limited:
+            core_flow.started(core, q, now, taken)
         if len(out) >= max_jobs:
             break
     core.token = token
@@ -181,6 +191,8 @@ def _after_completions(core: CoreState, queue: QueueState, done: int, now: int) 
     queue.active -= done
     core.unfinished -= done
     meta = queue.meta
+    if meta.concurrency is not None and queue.waiting and not meta.paused:
+        core.ready_names.add(queue.name)  # concurrency slots freed
     meta.total_completed += done
     core.changed_queues[queue.name] = meta
     if queue.completed.scheduled is None:
@@ -229,7 +241,7 @@ def release(core: CoreState, items: Sequence[ReleaseItem], now: int) -> list[Out
     """``Core.release`` (documented there)."""
     core.promote_due(now)
     out: list[Outcome] = []
-    for job_id, token, delay_ms in items:
+    for job_id, token, delay_ms, pause_queue in items:
         job = core.jobs.get(job_id)
         problem = _check_lease(job, job_id, token)
         if problem is not None:
@@ -237,6 +249,8 @@ def release(core: CoreState, items: Sequence[ReleaseItem], now: int) -> list[Out
             continue
         assert job is not None
         queue = core.queues[job.queue]
+        if pause_queue and delay_ms:
+            core_flow.pause_for(core, queue, now + delay_ms)
         core.end_lease(job, queue, entry_popped=False)
         job.attempts = max(0, job.attempts - 1)
         core.changed_jobs[job_id] = job
@@ -318,6 +332,8 @@ def tick(core: CoreState, now: int) -> None:
             job, core.queues[job.queue], LEASE_EXPIRED, True, None, now, entry_popped=True,
             expired=True,
         )
+    if core.flow_wakes:
+        core_flow.fire(core, now)
     prunes = core.prunes
     while prunes and prunes[0][0] <= now:
         expiry, _, finished, queue = heapq.heappop(prunes)
@@ -344,6 +360,7 @@ def next_deadline(core: CoreState) -> int | None:
             delayed.peek_time(),
             leases.peek_time(),
             core.prunes[0][0] if core.prunes else None,
+            core_flow.next_wake(core) if core.flow_wakes else None,
         )
         if time is not None
     ]

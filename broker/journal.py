@@ -226,8 +226,8 @@ class Journal:
         if decoder.damaged and not skip_damaged:
             raise DamagedRows(self._path, decoder.damaged)
         queues = [
-            QueueMeta(sys.intern(name), bool(paused), completed, failed)
-            for name, paused, completed, failed in queue_rows
+            QueueMeta(sys.intern(name), bool(paused), completed, failed, *flow)
+            for name, paused, completed, failed, *flow in queue_rows
         ]
         next_seq = max(stored_next_seq or 0, jobs[-1].seq + 1 if jobs else 0)
         return Snapshot(jobs=jobs, queues=queues, next_seq=next_seq)
@@ -273,7 +273,8 @@ class Journal:
             else:
                 upserts.append(job_row(job))
         queues = [
-            (meta.name, int(meta.paused), meta.total_completed, meta.total_failed)
+            (meta.name, int(meta.paused), meta.total_completed, meta.total_failed,
+             meta.rate_max, meta.rate_period_ms, meta.concurrency, meta.paused_until)
             for meta in changes.queues.values()
         ]
         next_seq = changes.next_seq

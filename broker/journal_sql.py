@@ -31,6 +31,7 @@ from broker.schema import (
     UPSERT_QUEUE,
     delete_jobs_sql,
     migrate_v1,
+    migrate_v2,
     upsert_jobs_sql,
 )
 
@@ -168,8 +169,13 @@ def _check_schema(conn: sqlite3.Connection, path: Path) -> None:
     if version == 1:  # before row checksums: add them, in one transaction
         started = time.perf_counter()
         jobs = transaction(conn, migrate_v1)
-        _log.info("journal_migrated", path=str(path), from_version=1, to_version=SCHEMA_VERSION,
+        _log.info("journal_migrated", path=str(path), from_version=1, to_version=2,
                   jobs=jobs, seconds=round(time.perf_counter() - started, 3))
+        version = 2
+    if version == 2:  # before flow control: the queues' limit columns
+        queues = transaction(conn, migrate_v2)
+        _log.info("journal_migrated", path=str(path), from_version=2, to_version=3,
+                  queues=queues)
     elif version != SCHEMA_VERSION:
         raise JournalError(
             f"{path} has unknown schema version {version} (expected {SCHEMA_VERSION})"
@@ -203,7 +209,7 @@ def write_rows(
     conn: sqlite3.Connection,
     upserts: list[tuple[Any, ...]],
     deletes: list[tuple[str]],
-    queues: list[tuple[str, int, int, int]],
+    queues: list[tuple[Any, ...]],
     next_seq: int,
 ) -> None:
     """The statements of one journal transaction (``Journal.write``, through ``transaction``)."""

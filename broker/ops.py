@@ -42,6 +42,7 @@ from protocol.operations import (
     FAIL,
     GET,
     HELLO,
+    LIMIT,
     LIST_FAILED,
     OPERATIONS,
     PAUSE,
@@ -61,6 +62,7 @@ from protocol.operations import (
     Extend,
     Fail,
     Get,
+    Limit,
     ListFailed,
     Operation,
     Pause,
@@ -318,6 +320,12 @@ def pause(broker: OpContext, conn: Conn, request_id: int, request: Pause, now: i
 def resume(broker: OpContext, conn: Conn, request_id: int, request: Resume, now: int) -> Body:
     broker.core.resume(request.queue, now)
     return {}
+
+
+@handles(LIMIT)
+def limit(broker: OpContext, conn: Conn, request_id: int, request: Limit, now: int) -> Body:
+    limits = broker.core.limit(request.queue, request.rate, request.concurrency, now)
+    return {"limits": limits.to_wire()}
 
 
 @handles(CLEAN)

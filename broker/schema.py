@@ -1,6 +1,6 @@
 """The journal's SQLite schema and the conversion between ``Job`` objects and table rows.
 
-Layout (``SCHEMA_VERSION`` 2, stored in ``PRAGMA user_version``; ``PRAGMA application_id`` marks
+Layout (``SCHEMA_VERSION`` 3, stored in ``PRAGMA user_version``; ``PRAGMA application_id`` marks
 the file as a jobwire journal):
 
 * ``jobs``: one row per job. ``seq`` is the ``INTEGER PRIMARY KEY`` (the rowid), so inserts of new
@@ -11,7 +11,9 @@ the file as a jobwire journal):
   (``lease_token``, ``lease_deadline``, ``owner``) are never stored: a lease does not survive a
   restart, and the core's recovery turns ACTIVE rows into failed attempts. ``crc`` is
   ``row_checksum`` of the row's other columns, checked on load (``broker.integrity``).
-* ``queues``: queue metadata keyed by name.
+* ``queues``: queue metadata keyed by name, with its flow control (schema 3): ``rate_max`` starts
+  per ``rate_period_ms``, ``concurrency``, and ``paused_until`` (a "not now" pause), each NULL
+  when not set.
 * ``meta``: broker-wide integers; ``next_seq`` (the core's next sequence number, which only
   grows, so broker-assigned ids stay unique after the newest job was deleted).
 
@@ -32,7 +34,7 @@ import msgpack
 from broker.jobs import NO_OPTIONS, Job, JobOptions
 from protocol.model import Backoff, BackoffKind, JobState, Retention
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 APPLICATION_ID: Final = 0x6A627772  # "jbwr": tells a jobwire journal from any other SQLite file
 
 JOB_COLUMNS: Final = (
@@ -86,7 +88,11 @@ CREATE_STATEMENTS: Final = (
         name            TEXT    PRIMARY KEY,
         paused          INTEGER NOT NULL,
         total_completed INTEGER NOT NULL,
-        total_failed    INTEGER NOT NULL
+        total_failed    INTEGER NOT NULL,
+        rate_max        INTEGER,
+        rate_period_ms  INTEGER,
+        concurrency     INTEGER,
+        paused_until    INTEGER
     ) WITHOUT ROWID
     """,
     """
@@ -141,10 +147,14 @@ def delete_jobs_sql(rows: int) -> str:
     """Delete the jobs of ``rows`` ids in one statement (``rows`` in ``UPSERT_CHUNKS``)."""
     return _DELETE_MANY[rows]
 
+QUEUE_COLUMNS: Final = (
+    "name", "paused", "total_completed", "total_failed", "rate_max", "rate_period_ms",
+    "concurrency", "paused_until",
+)
 UPSERT_QUEUE: Final = (
-    "INSERT INTO queues (name, paused, total_completed, total_failed) VALUES (?, ?, ?, ?) "
-    "ON CONFLICT (name) DO UPDATE SET paused = excluded.paused, "
-    "total_completed = excluded.total_completed, total_failed = excluded.total_failed"
+    f"INSERT INTO queues ({', '.join(QUEUE_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(QUEUE_COLUMNS))}) ON CONFLICT (name) DO UPDATE SET "
+    + ", ".join(f"{column} = excluded.{column}" for column in QUEUE_COLUMNS[1:])
 )
 UPSERT_NEXT_SEQ: Final = (
     "INSERT INTO meta (key, value) VALUES ('next_seq', ?) "
@@ -153,7 +163,7 @@ UPSERT_NEXT_SEQ: Final = (
 SELECT_NEXT_SEQ: Final = "SELECT value FROM meta WHERE key = 'next_seq'"
 SELECT_JOBS: Final = f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs ORDER BY seq"
 """Every job in ``seq`` order (the rowid: a plain scan, no sort step)."""
-SELECT_QUEUES: Final = "SELECT name, paused, total_completed, total_failed FROM queues"
+SELECT_QUEUES: Final = f"SELECT {', '.join(QUEUE_COLUMNS)} FROM queues"
 
 STATES: Final[tuple[JobState, ...]] = (
     JobState.WAITING,
@@ -266,6 +276,18 @@ def migrate_v1(conn: sqlite3.Connection) -> int:
         count += len(rows)
     conn.execute("PRAGMA user_version = 2")
     return count
+
+
+def migrate_v2(conn: sqlite3.Connection) -> int:
+    """Schema 2 -> 3: the queues' flow control columns (all NULL: no limits). One transaction.
+
+    Returns:
+        The number of queue rows.
+    """
+    for column in QUEUE_COLUMNS[4:]:
+        conn.execute(f"ALTER TABLE queues ADD COLUMN {column} INTEGER")
+    conn.execute("PRAGMA user_version = 3")
+    return int(conn.execute("SELECT count(*) FROM queues").fetchone()[0])
 
 
 class RowEncoder:

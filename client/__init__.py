@@ -36,6 +36,7 @@ from client.errors import (
     NotFoundError,
     PayloadTooLargeError,
     QueueFullError,
+    RateLimited,
     RequestTimeoutError,
     Retry,
     StaleLeaseError,
@@ -44,6 +45,7 @@ from client.errors import (
 )
 from client.events import WorkerStatistics
 from client.job import Job, JobRecord
+from client.operations import QueueLimits
 from client.options import exponential, fixed
 from client.queue import Client, Queue
 from client.serializers import JSON, MSGPACK, RAW, JsonSerializer, MsgpackSerializer, Serializer
@@ -59,7 +61,8 @@ __all__ = [
     "ConnectionState", "ConnectionStatistics", "DrainingError", "EventStream", "Job", "JobContext",
     "JobEvent", "JobFailed", "JobRecord", "JobState", "JobwireError", "JournalFailureError",
     "JsonSerializer", "MsgpackSerializer", "NotFoundError", "PayloadTooLargeError", "Queue",
-    "QueueEvents", "QueueFullError", "QueueStats", "RequestTimeoutError", "Retry", "Serializer",
-    "ServerInfo", "StaleLeaseError", "SyncClient", "SyncJob", "SyncQueue", "UnrecoverableError",
+    "QueueEvents", "QueueFullError", "QueueLimits", "QueueStats", "RateLimited",
+    "RequestTimeoutError", "Retry", "Serializer", "ServerInfo", "StaleLeaseError", "SyncClient",
+    "SyncJob", "SyncQueue", "UnrecoverableError",
     "WaitTimeoutError", "Worker", "WorkerStatistics", "exponential", "fixed", "parse_url",
 ]

@@ -1,5 +1,6 @@
 """``jobwire worker`` and the admin subcommands: ``stats``, ``job``, ``pause``, ``resume``,
-``clean``, ``failed``, ``events``, ``workers``.
+``clean``, ``failed``, ``events``, ``workers`` (``limit`` is in ``client/cli_limit.py``,
+registered by ``jobwire/cli.py``).
 
 ``register(subparsers)`` adds them to the ``jobwire`` console script (``jobwire/cli.py`` calls
 it); each sets ``func(args) -> exit code``. Every command takes ``--url`` (default ``$JOBWIRE_URL``,

@@ -3,7 +3,7 @@
 Broker ERROR replies become ``BrokerError`` subclasses chosen by wire code (``NotFoundError`` for
 ``NOT_FOUND``, and so on); a code this client does not know becomes a plain ``BrokerError``.
 Transport problems are ``ConnectionLostError`` (the connection dropped with requests pending) or
-``ConnectionClosedError`` (the client was closed). Handlers raise ``Retry`` or
+``ConnectionClosedError`` (the client was closed). Handlers raise ``Retry``, ``RateLimited`` or
 ``UnrecoverableError`` to steer what the worker tells the broker.
 """
 
@@ -182,6 +182,26 @@ class Retry(Exception):
             raise ValueError("Retry delay must be >= 0")
         self.delay = delay
         self.reason = reason
+
+
+class RateLimited(Exception):
+    """Raised by a handler: "not now" (the service it calls is rate limited). The job goes back
+    to ``delayed`` for ``delay`` seconds **without counting an attempt** (unlike ``Retry``,
+    which fails the attempt), so a job is never dead-lettered for being throttled.
+
+    Args:
+        delay: seconds until the job may run again (0: at once).
+        pause_queue: also hand out **no job of this queue** to any worker for ``delay``
+            seconds (BullMQ's ``worker.rateLimit(ms)`` then ``throw Worker.RateLimitError()``);
+            ``Queue.resume()`` lifts it early.
+    """
+
+    def __init__(self, delay: float, *, pause_queue: bool = False) -> None:
+        super().__init__(f"rate limited: try again in {delay:g}s")
+        if delay < 0:
+            raise ValueError("RateLimited delay must be >= 0")
+        self.delay = delay
+        self.pause_queue = pause_queue
 
 
 class UnrecoverableError(Exception):

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from functools import partial
-from typing import Any, Final, Generic, TypeVar
+from typing import Any, Final, Generic, NamedTuple, TypeVar
 
 from client.call import BulkCall, Call
 from client.endpoint import ServerInfo
@@ -36,6 +36,7 @@ from protocol.operations import (
     Clean,
     Enqueue,
     Get,
+    Limit,
     ListFailed,
     Pause,
     Ping,
@@ -101,10 +102,47 @@ def _nothing(body: Mapping[str, Any]) -> None:
     return None
 
 
+class QueueLimits(NamedTuple):
+    """A queue's flow control, as the broker enforces it (``None``: not set).
+
+    Attributes:
+        rate_max: at most this many jobs start in any window of ``rate_period`` seconds.
+        rate_period: the rate limit's window, in seconds.
+        concurrency: at most this many of the queue's jobs are active at once.
+        paused_until: a "not now" pause (``RateLimited(pause_queue=True)``) runs until this Unix
+            time, in seconds.
+    """
+
+    rate_max: int | None
+    rate_period: float | None
+    concurrency: int | None
+    paused_until: float | None
+
+    @classmethod
+    def from_wire(cls, body: Mapping[str, Any]) -> QueueLimits:
+        raw = body["limits"]
+        period, until = raw.get("rate_period_ms"), raw.get("paused_until")
+        return cls(raw.get("rate_max"), None if period is None else period / 1000,
+                   raw.get("concurrency"), None if until is None else until / 1000)
+
+
+def limit_call(
+    queue: str, rate: tuple[int, Duration] | bool | None, concurrency: int | bool | None
+) -> Call[QueueLimits]:
+    """Set, change or clear a queue's limits (``None``: leave; ``False``: clear).
+
+    Raises:
+        ValueError: a negative period (the broker checks the ranges: ``BadArgumentError``).
+    """
+    wire_rate: tuple[int, int] | bool | None
+    wire_rate = (rate[0], seconds_to_ms(rate[1], "per")) if isinstance(rate, tuple) else rate
+    return Call(Limit(queue, wire_rate, concurrency), QueueLimits.from_wire)
+
+
 def metrics_call(
     queues: Sequence[str] | None, after: str | None, buckets: bool
 ) -> Call[dict[str, Any]]:
-    """One page of the ``metrics`` op (SPEC §8.20): the named queues, or the next
+    """One page of the ``metrics`` op (SPEC §8.21): the named queues, or the next
     ``MAX_LIST_LIMIT`` after ``after``; ``add_metrics`` folds it into a result."""
     named = None if queues is None else tuple(queues)
     return Call(Metrics(named, after, MAX_LIST_LIMIT, buckets), dict)
@@ -120,7 +158,7 @@ def add_metrics(out: dict[str, Any], body: dict[str, Any]) -> str | None:
 
 
 def workers_call(include_all: bool, offset: int) -> Call[WorkersPage]:
-    """One page of the ``workers`` op (SPEC §8.21), from ``offset``."""
+    """One page of the ``workers`` op (SPEC §8.22), from ``offset``."""
     return Call(Workers(include_all, MAX_LIST_LIMIT, offset), parse_workers)
 
 
@@ -210,6 +248,11 @@ class QueueOperations(Generic[J]):
 
     def resume_call(self) -> Call[None]:
         return Call(Resume(self.name), _nothing)
+
+    def limit_call(
+        self, rate: tuple[int, Duration] | bool | None, concurrency: int | bool | None = None
+    ) -> Call[QueueLimits]:
+        return limit_call(self.name, rate, concurrency)
 
     def clean_call(
         self, state: JobState | str, older_than: Duration, limit: int | None

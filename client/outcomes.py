@@ -139,6 +139,12 @@ class OutcomeBuffer:
         self._releases.append((ctx, ReleaseItem(ctx.id, ctx.token)))
         self._schedule()
 
+    def not_now(self, ctx: JobContext, delay_ms: int, pause_queue: bool) -> None:
+        """Buffer a "not now" (``RateLimited``): ``release`` after ``delay_ms``, the attempt not
+        counted, optionally pausing the job's queue for as long; no callbacks fire."""
+        self._releases.append((ctx, ReleaseItem(ctx.id, ctx.token, delay_ms, pause_queue)))
+        self._schedule()
+
     def _schedule(self) -> None:
         if not self._flush_scheduled:
             self._flush_scheduled = True

@@ -23,6 +23,7 @@ from client.connection import Connection
 from client.endpoint import DEFAULT_URL, ConnectionStatistics
 from client.job import Job, cancel_call
 from client.operations import (
+    QueueLimits,
     QueueOperations,
     add_metrics,
     broker_stats_call,
@@ -126,7 +127,7 @@ class Client:
         self, queues: Iterable[str] | None = None, *, kinds: Iterable[str] | None = None,
         serializer: Serializer | str | None = None, max_buffer: int = 10_000,
     ) -> EventStream:
-        """Follow job events as the broker commits them (SPEC §8.18, §10.1).
+        """Follow job events as the broker commits them (SPEC §8.19, §10.1).
 
         ``async for event in client.events(["emails"], kinds=["completed", "failed"])`` (or
         ``async with`` it, to unsubscribe on exit). Each item is a ``JobEvent``; a ``lagged``
@@ -147,7 +148,7 @@ class Client:
     async def metrics(
         self, queues: Sequence[str] | None = None, *, buckets: bool = False
     ) -> dict[str, Any]:
-        """Broker and per-queue metrics (SPEC §8.20): ``{"broker": {...}, "queues": {...}}``.
+        """Broker and per-queue metrics (SPEC §8.21): ``{"broker": {...}, "queues": {...}}``.
 
         Pages through every queue when ``queues`` is ``None``; durations are milliseconds, as
         on the wire.
@@ -161,7 +162,7 @@ class Client:
                 return out
 
     async def workers(self, *, include_all: bool = False) -> list[dict[str, Any]]:
-        """The connected workers (SPEC §8.21), oldest connection first (every connection with
+        """The connected workers (SPEC §8.22), oldest connection first (every connection with
         ``include_all``)."""
         out: list[dict[str, Any]] = []
         while True:
@@ -255,6 +256,38 @@ class Queue(QueueOperations[Job]):
     async def resume(self) -> None:
         """Hand out jobs again after ``pause``."""
         await send(self._conn, self.resume_call())
+
+    async def set_rate_limit(self, max: int, per: Duration) -> QueueLimits:
+        """Let at most ``max`` of this queue's jobs start in any window of ``per`` seconds,
+        across every worker (enforced by the broker; BullMQ's ``limiter: {max, duration}``).
+
+        Returns:
+            The queue's limits after the change.
+
+        Raises:
+            BadArgumentError: ``max`` outside 1..1,000,000 or ``per`` outside 1 ms..31 days.
+        """
+        return await send(self._conn, self.limit_call((max, per)))
+
+    async def clear_rate_limit(self) -> QueueLimits:
+        """Remove this queue's rate limit."""
+        return await send(self._conn, self.limit_call(False))
+
+    async def set_concurrency(self, limit: int) -> QueueLimits:
+        """Let at most ``limit`` of this queue's jobs be active at once, across every worker.
+
+        Raises:
+            BadArgumentError: ``limit`` outside 1..1,000,000.
+        """
+        return await send(self._conn, self.limit_call(None, limit))
+
+    async def clear_concurrency(self) -> QueueLimits:
+        """Remove this queue's concurrency limit."""
+        return await send(self._conn, self.limit_call(None, False))
+
+    async def limits(self) -> QueueLimits:
+        """This queue's rate and concurrency limits and its "not now" pause, if any."""
+        return await send(self._conn, self.limit_call(None))
 
     async def clean(
         self, state: JobState | str, *, older_than: Duration = 0, limit: int | None = None

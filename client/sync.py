@@ -43,6 +43,7 @@ from client.errors import (
 )
 from client.job import JOURNAL_RETRY_S, JobHandle, cancel_call
 from client.operations import (
+    QueueLimits,
     QueueOperations,
     add_metrics,
     get_job_call,
@@ -51,7 +52,7 @@ from client.operations import (
     stats_call,
     workers_call,
 )
-from client.options import check_options
+from client.options import Duration, check_options
 from client.serializers import Serializer, get_serializer
 from protocol.checks import MAX_REQUEST_ID
 from protocol.codec import FrameDecoder, encode_frames
@@ -332,6 +333,38 @@ class SyncQueue(QueueOperations["SyncJob"]):
     def resume(self) -> None:
         """Hand out jobs again."""
         self._client.call(self.resume_call())
+
+    def set_rate_limit(self, max: int, per: Duration) -> QueueLimits:
+        """Let at most ``max`` of this queue's jobs start in any window of ``per`` seconds,
+        across every worker (enforced by the broker; BullMQ's ``limiter: {max, duration}``).
+
+        Returns:
+            The queue's limits after the change.
+
+        Raises:
+            BadArgumentError: ``max`` outside 1..1,000,000 or ``per`` outside 1 ms..31 days.
+        """
+        return self._client.call(self.limit_call((max, per)))
+
+    def clear_rate_limit(self) -> QueueLimits:
+        """Remove this queue's rate limit."""
+        return self._client.call(self.limit_call(False))
+
+    def set_concurrency(self, limit: int) -> QueueLimits:
+        """Let at most ``limit`` of this queue's jobs be active at once, across every worker.
+
+        Raises:
+            BadArgumentError: ``limit`` outside 1..1,000,000.
+        """
+        return self._client.call(self.limit_call(None, limit))
+
+    def clear_concurrency(self) -> QueueLimits:
+        """Remove this queue's concurrency limit."""
+        return self._client.call(self.limit_call(None, False))
+
+    def limits(self) -> QueueLimits:
+        """This queue's rate and concurrency limits and its "not now" pause, if any."""
+        return self._client.call(self.limit_call(None))
 
     def clean(
         self, state: JobState | str, *, older_than: float = 0, limit: int | None = None

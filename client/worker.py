@@ -29,15 +29,11 @@ a busy broker), the worker stops reserving instead of piling up finished jobs.
 * **Broker restarts**: the connection reconnects by itself. Leases from before a restart are
   stale, so late outcomes get ``STALE_LEASE`` / ``NOT_FOUND``: logged, counted, never raised.
   A ``draining`` event pauses reserving until the connection comes back.
-* **Shutdown** (``stop()``, SIGTERM, SIGINT): stop reserving, wait for the outstanding reserves
-  (their jobs run too), let running jobs finish within ``grace`` seconds, then cancel what is left.
-  A reserve still parked at the broker is waited out (at most one ``poll_wait``) so it cannot
-  take a job after it was handed back; then each unfinished job is handed back with
-  ``release`` (waiting again at once, none waits for its lease, and the attempt is not counted,
-  so a job on its last attempt is not failed by a shutdown); a job whose outcome is already
-  sent is not handed back. Finally wait for outcome replies (bounded) and close. A second
-  signal skips the rest of the grace period. (A handler cancelled by the per-job timeout is not
-  a hand-back: that attempt fails.)
+* **Shutdown** (``stop()``, SIGTERM, SIGINT): stop reserving; wait out outstanding reserves
+  (their jobs run too); give running jobs ``grace`` seconds, then cancel the rest and hand each
+  unfinished job back with ``release`` (no attempt counted; a job whose outcome was sent is not
+  handed back); wait (bounded) for outcome replies; close. A second signal skips the grace. A
+  handler cancelled by the per-job timeout is not handed back: that attempt fails.
 
 Invariants:
 1. A job is in ``_held`` from its reservation until the broker answered its outcome (ack, fail
@@ -70,7 +66,7 @@ import structlog
 from client.connection import Connection
 from client.context import JobContext
 from client.endpoint import DEFAULT_URL
-from client.errors import ConnectionClosedError, JobwireError
+from client.errors import ConnectionClosedError, JobwireError, RateLimited
 from client.events import CompletedCallback, EventCallbacks, FailedCallback, WorkerStatistics
 from client.handlers import Handler, HandlerTable
 from client.leases import LeaseKeeper
@@ -84,10 +80,8 @@ log = structlog.get_logger("jobwire.worker")
 _T = TypeVar("_T")
 
 HELD_PER_SLOT: Final = 8
-"""By default a worker holds at most ``HELD_PER_SLOT * concurrency`` jobs, counting finished
-jobs whose outcome the broker has not answered yet (``Worker.max_held``). The bound is a window:
-throughput is about ``max_held`` jobs per commit round trip, so it trades throughput against
-handler-start-to-ack latency (measurements: ``bench/README.md``)."""
+"""Default ``max_held`` per unit of ``concurrency``: a window of about ``max_held`` jobs per commit
+round trip, throughput against start-to-ack latency (measurements: ``bench/README.md``)."""
 
 
 class Worker:
@@ -439,6 +433,8 @@ class Worker:
                 self._fail(ctx, TimeoutError(f"job timed out after {self.job_timeout:g}s"))
             else:
                 self._fail(ctx, exc)
+        except RateLimited as exc:
+            self._not_now(ctx, exc)
         except Exception as exc:
             self._fail(ctx, exc)
         else:
@@ -466,6 +462,14 @@ class Worker:
             self._settling.add(ctx.token)
             text, retry_it, delay_ms = describe_exception(exc, why)
             self._outcomes.fail(ctx, exc, text, retry_it if retry is None else retry, delay_ms)
+            self._slot_freed()
+
+    def _not_now(self, ctx: JobContext, exc: RateLimited) -> None:
+        if ctx.token in self._held and ctx.token not in self._settling:
+            self._settling.add(ctx.token)
+            log.debug("job rate limited: released without counting the attempt",
+                      job_id=ctx.id, delay=exc.delay, pause_queue=exc.pause_queue)
+            self._outcomes.not_now(ctx, round(exc.delay * 1000), exc.pause_queue)
             self._slot_freed()
 
     def _slot_freed(self) -> None:

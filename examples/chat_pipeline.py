@@ -4,6 +4,9 @@ Each stage is a queue; each handler does its step and enqueues the next stage's 
 id derived from the message id so a retried stage never enqueues the next one twice (the broker
 reports the duplicate and creates nothing). One worker serves all three queues; it lists
 ``outgoing-messages`` first so replies already generated go out before new work is taken.
+Delivery is rate limited by the broker (10 messages a second across every worker, as WhatsApp's
+API requires); a provider that answers "429 Too Many Requests" gets ``RateLimited``, which puts
+the message back without spending one of its attempts and pauses the queue for every worker.
 
     make serve                                   # in another terminal
     .venv/bin/python examples/chat_pipeline.py
@@ -19,11 +22,16 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from client import Client, JobContext, Worker, exponential
+from client import Client, JobContext, RateLimited, Worker, exponential
 from examples._common import parse_args
 
 QUEUES = ["outgoing-messages", "ai-processing", "incoming-messages"]
 PLAN_PRIORITY = {"premium": 1, "pro": 3, "basic": 5}
+
+
+def send_to_provider(message: dict[str, Any]) -> float | None:
+    """The messaging API (simulated): ``None`` when sent, else the seconds it asks us to wait."""
+    return None
 
 
 class Pipeline:
@@ -55,6 +63,9 @@ class Pipeline:
 
     async def deliver(self, job: JobContext) -> dict[str, Any]:
         """Stage 3: route the reply to its channel."""
+        retry_after = send_to_provider(job.data)
+        if retry_after is not None:  # the provider throttled us: not now, and not a failure
+            raise RateLimited(retry_after, pause_queue=True)
         return {"delivered_via": job.data["channel"], "to": job.data["to"],
                 "text": job.data["text"]}
 
@@ -63,6 +74,7 @@ async def main(url: str) -> None:
     run = int(time.time() * 1000)
     async with Client(url) as client:
         pipeline = Pipeline(client)
+        await pipeline.outgoing.set_rate_limit(10, 1)  # every worker together: 10 per second
         worker = Worker(url, QUEUES, {
             "process-message": pipeline.process_message,
             "generate-reply": pipeline.generate_reply,

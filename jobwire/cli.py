@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from broker.cli import Companion, add_serve_parser, serve
 from broker.config import Settings
 from client.cli import register as register_client_commands
+from client.cli_limit import add_limit_parser
 from client.gateway.cli import add_serve_arguments as add_gateway_arguments
 from client.gateway.cli import local_broker_url
 from client.gateway.cli import register as register_http_command
@@ -83,6 +84,7 @@ def build_parser(*, with_bench: bool = False) -> argparse.ArgumentParser:
     add_gateway_arguments(serve_parser)
     serve_parser.set_defaults(func=_serve_with_gateway)
     register_client_commands(subparsers)
+    add_limit_parser(subparsers)
     register_http_command(subparsers)
     bench = subparsers.add_parser("bench", help=BENCH_HELP)
     if with_bench:

@@ -44,6 +44,13 @@ MAX_TOKEN: Final = 2**64 - 1
 MAX_TIME_MS: Final = 2**53
 MAX_COUNT: Final = 2**31
 """Largest count a request may name (limits, offsets, retention counts)."""
+MAX_RATE: Final = 1_000_000
+"""Most job starts a queue's rate limit may allow per period."""
+MIN_RATE_PERIOD_MS: Final = 1
+MAX_RATE_PERIOD_MS: Final = 31 * 86_400_000
+"""Longest rate-limit period: 31 days."""
+MAX_CONCURRENCY: Final = 1_000_000
+"""Largest concurrency limit of a queue."""
 
 
 def check_name(value: Any, field: str) -> str:

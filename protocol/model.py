@@ -259,14 +259,16 @@ class ExtendItem(NamedTuple):
 
 
 class ReleaseItem(NamedTuple):
-    """Hand a leased job back without counting its attempt; ``delay_ms`` > 0 delays it.
+    """Hand a leased job back without counting its attempt; ``delay_ms`` > 0 delays it, and
+    ``pause_queue`` also stops the job's queue handing out any job for that long ("not now").
 
-    Wire form: ``[job_id, token, delay_ms?]``.
+    Wire form: ``[job_id, token, delay_ms?, pause_queue?]``.
     """
 
     job_id: str
     token: int
     delay_ms: int | None = None
+    pause_queue: bool = False
 
 
 def _item(raw: Any, index: int, low: int, high: int) -> tuple[Any, ...]:
@@ -337,11 +339,28 @@ def parse_release_items(value: Any, field: str) -> tuple[ReleaseItem, ...]:
     """The ``items`` of a release request."""
     items = []
     for i, raw in enumerate(check_array(value, field)):
-        raw = _item(raw, i, 2, 3)
+        raw = _item(raw, i, 2, 4)
         delay_ms = raw[2] if len(raw) > 2 else None
         if delay_ms is not None:
             check_int(delay_ms, f"items[{i}].delay_ms", 0, MAX_DELAY_MS)
-        items.append(ReleaseItem(raw[0], raw[1], delay_ms))
+        pause_queue = raw[3] if len(raw) > 3 and raw[3] is not None else False
+        if type(pause_queue) is not bool:
+            raise bad_argument(f"items[{i}].pause_queue", "bool")
+        items.append(ReleaseItem(raw[0], raw[1], delay_ms, pause_queue))
     return tuple(items)
+
+
+def release_items_to_wire(items: tuple[ReleaseItem, ...]) -> list[tuple[Any, ...]]:
+    """The ``items`` of a release request, without trailing defaults (``[id, token]`` for a
+    plain hand-back, which every broker of protocol version 1 accepts)."""
+    out: list[tuple[Any, ...]] = []
+    for item in items:
+        if item.pause_queue:
+            out.append(tuple(item))
+        elif item.delay_ms is not None:
+            out.append(item[:3])
+        else:
+            out.append(item[:2])
+    return out
 
 

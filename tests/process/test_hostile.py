@@ -267,6 +267,7 @@ def _example_args() -> dict[str, dict[str, Any]]:
         "unsubscribe": {"sub": 1},
         "metrics": {"queues": ["q"], "after": "p", "limit": 10, "buckets": True},
         "workers": {"all": True, "limit": 10, "offset": 0},
+        "limit": {"queue": "limited-q", "rate": [10, 1000], "concurrency": 3},
     }
 
 
@@ -293,7 +294,7 @@ def test_a_wrong_type_in_every_field_is_an_error_reply_not_a_crash(
             answer = by_id.get(message[1])
             if answer is None:  # writes answer after their commit, long-polls later: EOF
                 assert message[2] in ("enqueue", "ack", "fail", "extend", "release", "progress",
-                                      "cancel", "pause", "resume", "clean", "retry_failed",
+                                      "cancel", "pause", "resume", "clean", "retry_failed", "limit",
                                       "get", "wait", "reserve"), message
                 continue
             if isinstance(answer, ErrorReply):

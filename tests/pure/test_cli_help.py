@@ -6,7 +6,8 @@ import pytest
 
 from jobwire.cli import build_parser, main
 
-COMMANDS = ["serve", "worker", "stats", "job", "pause", "resume", "clean", "failed", "bench"]
+COMMANDS = ["serve", "worker", "stats", "job", "pause", "resume", "clean", "failed", "limit",
+            "bench"]
 BENCH_SCENARIOS = ["enqueue", "drain", "latency", "mixed", "recovery", "suite"]
 
 

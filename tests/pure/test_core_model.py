@@ -108,6 +108,15 @@ class MQueue:
     paused: bool = False
     total_completed: int = 0
     total_failed: int = 0
+    rate: tuple[int, int] | None = None    # (max, period_ms): periods below 1,024 ms are exact
+    concurrency: int | None = None
+    paused_until: int | None = None
+    starts: list[int] = dataclasses.field(default_factory=list)
+
+    @property
+    def limited(self) -> bool:
+        return (self.rate is not None or self.concurrency is not None
+                or self.paused_until is not None)
 
 
 class Model:
@@ -193,6 +202,34 @@ class Model:
             return W
         job.state, job.run_at = D, now + delay
         return D
+
+    def room(self, name: str, now: int) -> int:
+        """How many of the queue's jobs may start now: the flow control, plainly."""
+        queue = self.queue(name)
+        allowed = 1 << 62
+        if queue.paused_until is not None and queue.paused_until > now:
+            return 0
+        if queue.concurrency is not None:
+            allowed = queue.concurrency - len(self.in_state(name, A))
+        if queue.rate is not None:
+            limit, period = queue.rate
+            allowed = min(allowed, limit - sum(1 for at in queue.starts if at > now - period))
+        return max(0, allowed)
+
+    def unblocked_at(self, name: str, now: int) -> int:
+        """When the rate limit and the pause next let a job start (by brute force)."""
+        queue = self.queue(name)
+        at = now
+        while True:
+            paused = queue.paused_until is not None and queue.paused_until > at
+            if queue.rate is not None:
+                limit, period = queue.rate
+                full = sum(1 for s in queue.starts if s > at - period) >= limit
+            else:
+                full = False
+            if not (paused or full):
+                return at
+            at += 1
 
     def lease_problem(self, job_id: str, token: int) -> str | None:
         job = self.jobs.get(job_id)
@@ -344,25 +381,35 @@ class CoreMachine(RuleBasedStateMachine):
         for name in queues:
             if name not in model.queues or model.queues[name].paused:
                 continue
+            stop = min(max_jobs, len(expected) + model.room(name, now))
             for job in sorted(model.in_state(name, W), key=lambda j: (j.priority, j.ready_stamp)):
-                if len(expected) >= max_jobs:
+                if len(expected) >= stop:
                     break
                 # The reply's byte budget (broker.replysize): the first job always goes.
                 used += (RESERVED_JOB_OVERHEAD + len(job.payload)
                          + UTF8_MAX * (len(job.id) + len(name) + len("task"))
                          + (0 if job.progress is None else len(msgpack.packb(job.progress))))
                 if max_bytes is not None and used > max_bytes and expected:
-                    max_jobs = len(expected)
+                    max_jobs = stop = len(expected)
                     break
                 lease = job.lease_ms or lease_ms or CONFIG.default_lease_ms
                 job.state, job.attempts, job.started_at = A, job.attempts + 1, now
                 job.token, job.deadline, job.owner = model.token, now + lease, owner
                 model.token += 1
+                model.queues[name].starts.append(now)
                 expected.append((job.id, name, job.payload, job.attempts, job.max_attempts,
                                  job.token, lease, job.deadline, job.created_at, job.progress))
         assert [(j.job_id, j.queue, j.payload, j.attempt, j.max_attempts, j.token, j.lease_ms,
                  j.lease_deadline_ms, j.created_at_ms, j.progress) for j in got] == expected
         self.leases.extend((j.job_id, j.token) for j in got)
+        for name in queues:  # liveness: a queue left blocked by its rate or pause has a wake
+            queue = model.queues.get(name)
+            if (queue is not None and queue.limited and not queue.paused
+                    and model.in_state(name, W) and model.room(name, now) == 0):
+                unblocked = model.unblocked_at(name, now)
+                if unblocked > now:
+                    deadline = self.core.next_deadline()
+                    assert deadline is not None and deadline <= unblocked, (name, deadline)
 
     @rule(queue=st.sampled_from(("a", "a", "b")), count=st.integers(1, 3),
           owner=st.sampled_from(OWNERS))
@@ -445,7 +492,8 @@ class CoreMachine(RuleBasedStateMachine):
 
     @rule(data=st.data())
     def release(self, data: st.DataObject) -> None:
-        self._release_items([ReleaseItem(job_id, token, data.draw(st.sampled_from((None, 0, 250))))
+        self._release_items([ReleaseItem(job_id, token, data.draw(st.sampled_from((None, 0, 250))),
+                                         data.draw(st.sampled_from((False, False, True))))
                              for job_id, token in self._pick_leases(data)])
 
     @rule(queue=st.sampled_from(("a", "b")), count=st.integers(1, 3),
@@ -470,6 +518,9 @@ class CoreMachine(RuleBasedStateMachine):
                 expected.append(problem)
                 continue
             job = model.jobs[item.job_id]
+            queue = model.queue(job.queue)
+            if item.pause_queue and item.delay_ms:  # "not now" for the whole queue
+                queue.paused_until = max(queue.paused_until or 0, now + item.delay_ms)
             job.attempts -= 1  # the attempt its reservation counted is taken back
             job.token = job.deadline = job.owner = None
             if item.delay_ms:
@@ -544,10 +595,39 @@ class CoreMachine(RuleBasedStateMachine):
         self.core.pause(queue, self.now)
         self.model.queue(queue).paused = True
 
+    @rule(queue=st.sampled_from(QUEUES),
+          rate=st.sampled_from((None, False, (1, 300), (2, 1_000), (3, 50))),
+          concurrency=st.sampled_from((None, False, 1, 2)))
+    def limit(self, queue: str, rate: tuple[int, int] | bool | None,
+              concurrency: int | bool | None) -> None:
+        now, model = self.now, self.model
+        limits = self.core.limit(queue, rate, concurrency, now)
+        if rate is None and concurrency is None:
+            known = model.queues.get(queue)
+            if known is None:
+                assert limits == (None, None, None, None)
+                return
+        target = model.queue(queue)
+        if rate is False:
+            target.rate = None
+        elif isinstance(rate, tuple):
+            if target.rate is None:
+                target.starts = []  # a new rate limit counts the starts from now on
+            target.rate = rate
+        if concurrency is False:
+            target.concurrency = None
+        elif isinstance(concurrency, int) and concurrency is not True:
+            target.concurrency = concurrency
+        assert limits[:3] == (*(target.rate or (None, None)), target.concurrency)
+        pause = limits.paused_until
+        assert (pause is not None and pause > now) == (
+            target.paused_until is not None and target.paused_until > now)
+
     @rule(queue=st.sampled_from(QUEUES))
     def resume(self, queue: str) -> None:
         self.core.resume(queue, self.now)
         self.model.queue(queue).paused = False
+        self.model.queue(queue).paused_until = None
         if self.model.in_state(queue, W):
             self.model.ready.add(queue)
 
@@ -644,6 +724,9 @@ class CoreMachine(RuleBasedStateMachine):
         for job in sorted(model.jobs.values(), key=lambda j: (j.finished_at or 0, j.seq)):
             if job.state in (C, F):
                 job.finish_stamp = model._stamp()
+        for name, queue in model.queues.items():  # the window is rebuilt from started_at
+            queue.starts = [j.started_at for j in model.jobs.values()
+                            if j.queue == name and j.started_at is not None]
         for job in sorted(model.jobs.values(), key=lambda j: j.seq):
             if job.state is A:
                 model.fail_attempt(job, "broker restarted during the attempt", True, None, now)
@@ -657,7 +740,11 @@ class CoreMachine(RuleBasedStateMachine):
     @invariant()
     def agree(self) -> None:
         core, model, now = self.core, self.model, self.now
-        assert core.take_ready() == model.ready
+        ready = core.take_ready()
+        # A queue with flow control may also be reported when a slot or its window frees (a
+        # waiter then tries, and may find nothing): spurious wakes are allowed, missed ones not.
+        assert model.ready <= ready
+        assert all(model.queue(name).limited for name in ready - model.ready), ready
         assert core.take_finished() == model.finished
         model.ready.clear()
         model.finished.clear()

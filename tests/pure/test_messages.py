@@ -12,16 +12,20 @@ from hypothesis import strategies as st
 from protocol.checks import (
     MAX_ATTEMPTS,
     MAX_BATCH,
+    MAX_CONCURRENCY,
     MAX_DELAY_MS,
     MAX_ERROR_LEN,
     MAX_LEASE_MS,
     MAX_LIST_LIMIT,
     MAX_NAME_LEN,
+    MAX_RATE,
+    MAX_RATE_PERIOD_MS,
     MAX_RESERVE_JOBS,
     MAX_RESERVE_QUEUES,
     MAX_TIME_MS,
     MAX_VALUE_DEPTH,
     MAX_WAIT_MS,
+    MIN_RATE_PERIOD_MS,
     PRIORITY_MAX,
     PRIORITY_MIN,
 )
@@ -224,6 +228,8 @@ def test_defaults() -> None:
     assert parse_request((0, 1, "list_failed", {"queue": "q"}))[2] == ListFailed("q", 100, 0)
     release = parse_request((0, 1, "release", {"items": (("1", 7), ("2", 8, None))}))[2]
     assert release == Release((ReleaseItem("1", 7, None), ReleaseItem("2", 8, None)))
+    release = parse_request((0, 1, "release", {"items": (("1", 7, 500, True),)}))[2]
+    assert release == Release((ReleaseItem("1", 7, 500, True),))
     _, _, enqueue = parse_request((0, 1, "enqueue", {"queue": "q", "jobs": ((None, "n", b""),)}))
     assert enqueue.jobs == (JobSpec(None, "n", b""),)  # type: ignore[union-attr]
 
@@ -298,6 +304,7 @@ VALID: dict[str, dict[str, Any]] = {
     "unsubscribe": {"sub": 3},
     "metrics": {"queues": ("a",), "after": "a", "limit": 10, "buckets": True},
     "workers": {"all": True, "limit": 10, "offset": 0},
+    "limit": {"queue": "q", "rate": (10, 1_000), "concurrency": 5},
 }
 
 LONG = "x" * (MAX_NAME_LEN + 1)
@@ -377,10 +384,15 @@ CASES: list[tuple[str, tuple[Any, ...], str, list[Any]]] = [
     ("extend", ("items", 0, 1), "items[0].token", TOKEN_BAD[1:]),
     ("extend", ("items", 0, 2), "items[0].lease_ms", _int_bad(100, MAX_LEASE_MS)),
     ("release", ("items",), "items", [*ITEMS_BAD, (("1", 7),) * (MAX_BATCH + 1)]),
-    ("release", ("items", 0), "items[0]", [None, "x", (), ("1",), ("1", 7, 0, None), {}]),
+    ("release", ("items", 0), "items[0]", [None, "x", (), ("1",), ("1", 7, 0, None, 1), {}]),
     ("release", ("items", 0, 0), "items[0].id", ID_BAD[1:]),
     ("release", ("items", 0, 1), "items[0].token", TOKEN_BAD[1:]),
     ("release", ("items", 0, 2), "items[0].delay_ms", _int_bad(0, MAX_DELAY_MS)),
+    ("limit", ("queue",), "queue", NAME_BAD),
+    ("limit", ("rate",), "rate", [True, 1, "10/s", (), (10,), (10, 1_000, 1), {}]),
+    ("limit", ("rate", 0), "rate.max", _int_bad(1, MAX_RATE)),
+    ("limit", ("rate", 1), "rate.period_ms", _int_bad(MIN_RATE_PERIOD_MS, MAX_RATE_PERIOD_MS)),
+    ("limit", ("concurrency",), "concurrency", _int_bad(1, MAX_CONCURRENCY)),
     ("progress", ("id",), "id", ID_BAD),
     ("progress", ("token",), "token", TOKEN_BAD),
     ("progress", ("progress",), "progress",

@@ -20,10 +20,13 @@ from hypothesis import strategies as st
 
 from protocol.checks import (
     MAX_ATTEMPTS,
+    MAX_CONCURRENCY,
     MAX_DELAY_MS,
     MAX_LEASE_MS,
     MAX_LIST_LIMIT,
     MAX_NAME_LEN,
+    MAX_RATE,
+    MAX_RATE_PERIOD_MS,
     MAX_REQUEST_ID,
     MAX_RESERVE_JOBS,
     MAX_RESERVE_QUEUES,
@@ -32,6 +35,7 @@ from protocol.checks import (
     MAX_VALUE_DEPTH,
     MAX_WAIT_MS,
     MIN_LEASE_MS,
+    MIN_RATE_PERIOD_MS,
     PRIORITY_MAX,
     PRIORITY_MIN,
 )
@@ -69,6 +73,7 @@ from protocol.operations import (
     FAIL,
     GET,
     HELLO,
+    LIMIT,
     LIST_FAILED,
     OPERATIONS,
     PAUSE,
@@ -88,6 +93,7 @@ from protocol.operations import (
     Fail,
     Get,
     Hello,
+    Limit,
     ListFailed,
     Pause,
     Ping,
@@ -244,7 +250,9 @@ fail_items = st.builds(
     _opt(st.integers(0, MAX_DELAY_MS)),
 )
 extend_items = st.builds(ExtendItem, job_ids, tokens, _opt(st.integers(MIN_LEASE_MS, MAX_LEASE_MS)))
-release_items = st.builds(ReleaseItem, job_ids, tokens, _opt(st.integers(0, MAX_DELAY_MS)))
+release_items = st.builds(
+    ReleaseItem, job_ids, tokens, _opt(st.integers(0, MAX_DELAY_MS)), st.booleans()
+)
 acks = st.builds(Ack, _batch(ack_items))
 fails = st.builds(Fail, _batch(fail_items))
 extends = st.builds(Extend, _batch(extend_items))
@@ -267,6 +275,12 @@ retry_faileds = st.builds(
     RetryFailed, names, _opt(_batch(job_ids)), _opt(st.integers(1, 2**31))
 )
 
+limits = st.builds(
+    Limit, names,
+    st.none() | st.just(False) | st.tuples(st.integers(1, MAX_RATE),
+                                           st.integers(MIN_RATE_PERIOD_MS, MAX_RATE_PERIOD_MS)),
+    st.none() | st.just(False) | st.integers(1, MAX_CONCURRENCY),
+)
 subscribes = st.builds(
     Subscribe, _opt(_batch(names)),
     _opt(st.frozensets(st.sampled_from(sorted(SUBSCRIBABLE)), min_size=1)),
@@ -296,6 +310,7 @@ requests_by_op: dict[str, st.SearchStrategy[Any]] = {
     CLEAN.name: cleans,
     LIST_FAILED.name: list_faileds,
     RETRY_FAILED.name: retry_faileds,
+    LIMIT.name: limits,
     SUBSCRIBE.name: subscribes,
     UNSUBSCRIBE.name: unsubscribes,
     METRICS.name: metrics,
