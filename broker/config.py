@@ -52,6 +52,7 @@ class Settings:
     sync: str = "full"
     max_frame: int = 8 * 1024 * 1024
     max_payload: int = 1024 * 1024
+    checkpoint_bytes: int = 16 * 1024 * 1024
     max_connections: int = 1000
     max_inflight: int = 4096
     max_parked: int = 10_000
@@ -140,6 +141,13 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise ValueError(f"{text!r} is not an integer >= 1")
+    return value
+
+
+def _checkpoint_size(text: str) -> int:
+    value = parse_size(text)
+    if value < 64 * 1024:
+        raise ValueError(f"{text!r} is below 64KiB (a checkpoint after nearly every commit)")
     return value
 
 
@@ -259,6 +267,8 @@ OPTIONS: Final[tuple[Option, ...]] = (
     Option("max_frame", parse_size, "largest frame accepted (at least 2 x max-payload + 2540)",
            "SIZE"),
     Option("max_payload", parse_size, "largest job payload, result or progress value", "SIZE"),
+    Option("checkpoint_bytes", _checkpoint_size, "WAL size past which a commit is followed by "
+           "a checkpoint (copying the WAL into the database file)", "SIZE"),
     Option("max_connections", _positive_int, "open connections; more are refused with "
            "OVERLOADED", "N"),
     Option("max_inflight", _positive_int, "unanswered requests per connection; reading pauses "

@@ -44,7 +44,13 @@ import time
 from pathlib import Path
 
 from broker.core import Snapshot
-from broker.journal import DamagedRows, Journal, JournalError, SyncMode
+from broker.journal import (
+    DEFAULT_CHECKPOINT_BYTES,
+    DamagedRows,
+    Journal,
+    JournalError,
+    SyncMode,
+)
 from broker.log import get_logger
 from broker.walformat import WAL_HEADER_BYTES, WalIndex, frames_after, read_wal_header
 
@@ -174,7 +180,8 @@ def _damaged(db_path: Path, problem: str, accept_loss: bool) -> None:
 
 
 async def open_journal(
-    db_path: Path, *, sync: SyncMode, accept_loss: bool
+    db_path: Path, *, sync: SyncMode, accept_loss: bool,
+    checkpoint_bytes: int = DEFAULT_CHECKPOINT_BYTES,
 ) -> tuple[Journal, Snapshot]:
     """Check, open and load the journal at ``db_path`` (the steps in this module's docstring).
 
@@ -189,7 +196,7 @@ async def open_journal(
     problem = wal_damage(db_path)
     if problem is not None:
         _damaged(db_path, problem, accept_loss)
-    journal = await Journal.open(db_path, sync=sync)
+    journal = await Journal.open(db_path, sync=sync, checkpoint_bytes=checkpoint_bytes)
     try:
         try:
             snapshot = await journal.load()

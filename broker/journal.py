@@ -33,6 +33,7 @@ import gc
 import os
 import sqlite3
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
@@ -369,11 +370,17 @@ class Journal:
             await self._checkpoint(self._require_open(), truncate)
 
     async def _checkpoint(self, db: SQLiteThread, truncate: bool) -> None:
+        # Debug lines: the kill test (tests/tools/killtest.py) kills between them.
+        mode = "TRUNCATE" if truncate else "PASSIVE"
+        _log.debug("checkpoint_started", mode=mode)
+        started = time.perf_counter()
         try:
             row = await db.run(checkpoint, truncate)
         except sqlite3.Error as exc:
             raise JournalError(f"checkpoint failed: {exc}") from exc
         self.checkpoints += 1
+        _log.debug("checkpoint_complete", mode=mode,
+                   seconds=round(time.perf_counter() - started, 4))
         if row is not None and row[0]:
             _log.warning("checkpoint_incomplete", mode="TRUNCATE" if truncate else "PASSIVE",
                          wal_frames=row[1], checkpointed=row[2])

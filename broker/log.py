@@ -4,7 +4,8 @@ Every log line is an event name plus key/value pairs (``log.info("connection_clo
 conn=3, reason="peer closed")``). Events the broker emits: ``starting`` (the settings, token
 redacted), ``recovered`` (jobs loaded, seconds), ``listening``, ``connection_opened``,
 ``connection_closed`` (with a reason), ``protocol_error``, ``journal_failure``, ``internal_error``,
-``shutdown_started``, ``shutdown_complete``.
+``shutdown_started``, ``shutdown_complete``; at debug level ``checkpoint_started`` and
+``checkpoint_complete``.
 
 Two keys are never written, whatever a caller passes: ``token`` and ``payload`` (the
 ``_drop_secrets`` processor removes them), so a careless call cannot leak a secret or job data.
@@ -76,6 +77,21 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | N
         logger_factory=structlog.WriteLoggerFactory(file=out),
         cache_logger_on_first_use=False,
     )
+    # A companion on the broker's loop (serve --http's gateway) logs through the stdlib logger
+    # ``jobwire`` (client/log.py): its lines go to the same stream in the same format.
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[structlog.stdlib.add_log_level, structlog.stdlib.add_logger_name,
+                           structlog.processors.TimeStamper(fmt="iso", utc=True),
+                           structlog.stdlib.ExtraAdder(), _drop_secrets],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                    structlog.processors.format_exc_info, renderer],
+    ))
+    library = logging.getLogger("jobwire")
+    library.handlers = [h for h in library.handlers if isinstance(h, logging.NullHandler)]
+    library.addHandler(handler)
+    library.setLevel(_LEVELS[level])
+    library.propagate = False
 
 
 def get_logger(component: str) -> FilteringBoundLogger:

@@ -366,7 +366,7 @@ async def _recover_and_serve(
     started = time.perf_counter()
     journal, snapshot = await open_journal(
         settings.journal_path, sync=SyncMode(settings.sync),
-        accept_loss=settings.accept_journal_loss,
+        accept_loss=settings.accept_journal_loss, checkpoint_bytes=settings.checkpoint_bytes,
     )
     try:
         core = Core.restore(

@@ -27,6 +27,7 @@ from typing import Any, Final, TextIO
 from client.endpoint import DEFAULT_URL, parse_url
 from client.errors import JobwireError, NotFoundError
 from client.job import JobRecord
+from client.log import configure_cli_output
 from client.queue import Client
 from client.serializers import get_serializer
 from client.watch_cli import (
@@ -164,6 +165,9 @@ def _command(
     """Wrap an async command: connect, run, map errors to one stderr line and exit 1."""
 
     def run(args: argparse.Namespace) -> int:
+        # The library's warnings on stderr: stdout carries the command's output (--json).
+        configure_cli_output("warning", sys.stderr)
+
         async def main() -> int:
             async with Client(args.url, reconnect=False, client_name="jobwire-cli",
                               connect_timeout=5.0, request_timeout=30.0) as client:

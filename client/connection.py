@@ -34,8 +34,6 @@ import ssl as ssl_module
 from collections.abc import Callable
 from typing import Any, Final, Self
 
-import structlog
-
 from client.endpoint import (
     DEFAULT_URL,
     ConnectionState,
@@ -50,6 +48,7 @@ from client.errors import (
     RequestTimeoutError,
     broker_error,
 )
+from client.log import get_logger
 from client.request_table import RequestTable
 from client.supervisor import Supervisor
 from client.wire import Wire, open_wire
@@ -67,7 +66,7 @@ from protocol.messages import (
 )
 from protocol.operations import Hello, Request
 
-log = structlog.get_logger("jobwire.client")
+log = get_logger("jobwire.client")
 
 _REPLY: Final = int(Kind.REPLY)
 _FATAL_CODES: Final = frozenset({ErrorCode.UNAUTHORIZED, ErrorCode.UNSUPPORTED_VERSION})

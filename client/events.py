@@ -9,12 +9,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import structlog
-
 from client.context import JobContext
 from client.endpoint import ConnectionStatistics
+from client.log import get_logger
 
-log = structlog.get_logger("jobwire.worker")
+log = get_logger("jobwire.worker")
 
 CompletedCallback = Callable[[JobContext, Any], Any]
 FailedCallback = Callable[[JobContext, BaseException], Any]

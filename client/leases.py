@@ -24,16 +24,15 @@ from collections.abc import Callable, Iterable
 from functools import partial
 from typing import Any, Final
 
-import structlog
-
 from client.call import PipelinedSender
 from client.context import JobContext
 from client.errors import ConnectionError_
+from client.log import get_logger
 from protocol.model import ExtendItem
 from protocol.operations import Extend
 from protocol.replies import parse_outcomes
 
-log = structlog.get_logger("jobwire.worker")
+log = get_logger("jobwire.worker")
 
 LEASE_TICK_MAX: Final = 1.0
 """Longest pause between two looks at the leases, seconds."""

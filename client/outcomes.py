@@ -28,11 +28,10 @@ from collections.abc import Callable, Iterable
 from functools import partial
 from typing import TYPE_CHECKING, Any, Final
 
-import structlog
-
 from client.call import PipelinedSender
 from client.errors import ConnectionError_, Retry, UnrecoverableError
 from client.events import EventCallbacks
+from client.log import get_logger
 from protocol.checks import MAX_ERROR_LEN
 from protocol.errors import ErrorCode
 from protocol.model import AckItem, FailItem, ReleaseItem
@@ -42,7 +41,7 @@ from protocol.replies import Outcome, parse_outcomes
 if TYPE_CHECKING:
     from client.context import JobContext
 
-log = structlog.get_logger("jobwire.worker")
+log = get_logger("jobwire.worker")
 
 REFUSED_CODES: Final = frozenset({ErrorCode.STALE_LEASE, ErrorCode.NOT_FOUND})
 MAX_IN_FLIGHT: Final = 64

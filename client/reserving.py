@@ -27,15 +27,14 @@ from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
-import structlog
-
 from client.call import PipelinedSender
 from client.errors import ConnectionError_
+from client.log import get_logger
 from protocol.checks import MAX_RESERVE_JOBS
 from protocol.operations import Reserve
 from protocol.replies import ReservedJob, parse_reserved
 
-log = structlog.get_logger("jobwire.worker")
+log = get_logger("jobwire.worker")
 
 
 class Reserver:

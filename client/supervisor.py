@@ -15,6 +15,9 @@ Invariants:
    failed, in which case the link is back to ``IDLE`` and ``start`` may be called again.
 2. Fatal handshake errors (``UNAUTHORIZED``, ``UNSUPPORTED_VERSION``) stop reconnecting.
 3. When the task ends, for whatever reason, the link has dropped its transport.
+4. One WARNING per outage (the connection lost, or the first failed attempt of one that began
+   at connect), every further failed attempt at DEBUG, one INFO line when it is over
+   ("reconnected after N attempts in X s"): an embedded client does not flood its host's logs.
 """
 
 from __future__ import annotations
@@ -22,9 +25,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import time
 from typing import Any, Protocol
-
-import structlog
 
 from client.endpoint import ConnectionState, reconnect_delay
 from client.errors import (
@@ -33,10 +35,11 @@ from client.errors import (
     ConnectionClosedError,
     ProtocolMismatchError,
 )
+from client.log import get_logger
 from client.wire import Wire
 from protocol.errors import ProtocolError
 
-log = structlog.get_logger("jobwire.client")
+log = get_logger("jobwire.client")
 
 
 class Link(Protocol):
@@ -155,6 +158,9 @@ class Supervisor:
     async def _run(self, first: asyncio.Future[None], raise_first: bool) -> None:
         link = self._link
         attempt = 0
+        # The outage under way (its start, failed attempts) for the rate-limited log lines.
+        outage_since: float | None = None
+        failures = 0
         try:
             while link.state is not ConnectionState.CLOSED:
                 link.state = ConnectionState.CONNECTING
@@ -181,9 +187,22 @@ class Supervisor:
                         return
                     delay = reconnect_delay(attempt, self._base, self._cap, self._rng)
                     attempt += 1
-                    log.debug("broker unreachable, retrying", error=str(exc), delay=delay)
+                    failures += 1
+                    if outage_since is None:
+                        # One warning per outage; every further attempt only at debug level.
+                        outage_since = time.monotonic()
+                        log.warning("broker unreachable, retrying", error=str(exc), delay=delay)
+                    else:
+                        log.debug("broker unreachable, retrying", error=str(exc), delay=delay,
+                                  attempt=failures)
                     await self._sleep(delay)
                     continue
+                if outage_since is not None:
+                    seconds = time.monotonic() - outage_since
+                    log.info(f"reconnected after {failures + 1} attempts in {seconds:.1f} s",
+                             attempts=failures + 1, seconds=round(seconds, 3))
+                outage_since = None
+                failures = 0
                 attempt = 0
                 self.connects += 1
                 link.link_up()
@@ -198,6 +217,7 @@ class Supervisor:
                     link.link_closed(link.close_reason)
                     return
                 log.warning("connection to broker lost", error=str(cause) if cause else "closed")
+                outage_since = time.monotonic()
                 link.notify("disconnected", {})
                 if not link.reconnect:
                     link.link_closed(cause)

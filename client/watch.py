@@ -32,9 +32,8 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Self
 
-import structlog
-
 from client.connection import Connection
+from client.log import get_logger
 from client.serializers import Serializer
 from protocol.observing import (
     EVENTS,
@@ -46,7 +45,7 @@ from protocol.observing import (
     parse_subscribed,
 )
 
-log = structlog.get_logger("jobwire.events")
+log = get_logger("jobwire.events")
 
 _COMMON = frozenset({"seq", "kind", "time", "queue", "job_id", "name"})
 

@@ -16,13 +16,12 @@ import socket
 import ssl as ssl_module
 from typing import Any, Final, Protocol, cast
 
-import structlog
-
 from client.endpoint import Endpoint
+from client.log import get_logger
 from protocol.codec import FrameDecoder
 from protocol.errors import ProtocolError
 
-log = structlog.get_logger("jobwire.client")
+log = get_logger("jobwire.client")
 
 CLIENT_MAX_FRAME: Final = 64 * 1024 * 1024
 """The largest reply frame this client accepts (the broker's own cap is lower)."""

@@ -61,8 +61,6 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any, Final, TypeVar
 
-import structlog
-
 from client.connection import Connection
 from client.context import JobContext
 from client.endpoint import DEFAULT_URL
@@ -70,18 +68,18 @@ from client.errors import ConnectionClosedError, JobwireError, RateLimited
 from client.events import CompletedCallback, EventCallbacks, FailedCallback, WorkerStatistics
 from client.handlers import Handler, HandlerTable
 from client.leases import LeaseKeeper
+from client.log import get_logger
 from client.outcomes import OutcomeBuffer, describe_exception
 from client.reserving import Reserver
 from client.serializers import Serializer, get_serializer
 from protocol.checks import MAX_WAIT_MS
 from protocol.replies import ReservedJob
 
-log = structlog.get_logger("jobwire.worker")
+log = get_logger("jobwire.worker")
 _T = TypeVar("_T")
 
 HELD_PER_SLOT: Final = 8
-"""Default ``max_held`` per unit of ``concurrency``: a window of about ``max_held`` jobs per commit
-round trip, throughput against start-to-ack latency (measurements: ``bench/README.md``)."""
+"""Default ``max_held`` per ``concurrency``: throughput against latency (``bench/README.md``)."""
 
 
 class Worker:
@@ -300,9 +298,11 @@ class Worker:
     async def _drain(self, runners: list[asyncio.Task[None]]) -> None:
         """Stop reserving, let held jobs finish within the grace period, cancel the rest."""
         deadline = time.monotonic() + self.grace
-        log.info("worker stopping", held=len(self._held), grace=self.grace)
-        # Jobs from reserves already sent are ours: wait for those replies, then run them.
-        await self._until(self._reserver.done, deadline)
+        left, acks = self._running + len(self._ready), len(self._settling)  # acks need no grace
+        log.info(f"worker stopping: up to {self.grace:g} s for {left} jobs to finish" if left
+                 else "worker stopping: no job running", running=self._running,
+                 queued=len(self._ready), awaiting_ack=acks, grace=self.grace)
+        await self._until(self._reserver.done, deadline)  # jobs of sent reserves are ours too
         while self._unfinished() and not self._force.is_set():
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -478,8 +478,7 @@ class Worker:
             self._idle_wake.set()
 
     def _settled(self, jobs: Iterable[JobContext]) -> None:
-        """The broker answered these jobs' outcomes (or their request was lost): they are no
-        longer held, and their places count for reserving again."""
+        """These jobs' outcomes were answered (or lost): no longer held, free for reserving."""
         held, settling = self._held, self._settling
         gone = [ctx for ctx in jobs if held.pop(ctx.token, None) is not None]
         if gone:

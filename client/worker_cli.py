@@ -4,7 +4,9 @@
 
 * a handler function (``async def`` or plain ``def``) that runs every job of the queues;
 * a mapping ``{job_name: handler}``;
-* a ``Worker`` instance, run as it is configured (``--queue`` etc. are then not allowed).
+* a ``Worker`` instance, run as it is configured: the flags that configure a worker
+  (``--queue``, ``--concurrency``, ``--lease``, ``--timeout``, ``--grace``, ``--serializer``,
+  ``--url``) are refused with it rather than silently ignored; ``--log-level`` applies.
 
 The current directory is put on ``sys.path`` first, so ``jobwire worker tasks:handlers`` finds
 ``./tasks.py``. SIGTERM or SIGINT shuts down gracefully (``--grace`` seconds for running
@@ -16,16 +18,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
-import logging
 import os
 import sys
 from collections.abc import Mapping
 from typing import Any
 
-import structlog
-
 from client.endpoint import DEFAULT_URL
 from client.errors import JobwireError
+from client.log import configure_cli_output
 from client.worker import Worker
 
 
@@ -38,22 +38,23 @@ def add_worker_parser(subparsers: Any) -> argparse.ArgumentParser:
     p: argparse.ArgumentParser = subparsers.add_parser(
         "worker", help="run a worker process",
         description="Run jobs from one or more queues with the handler(s) at MODULE:ATTRIBUTE "
-        "(a function, a {job_name: function} mapping, or a Worker instance).",
+        "(a function, a {job_name: function} mapping, or a Worker instance). A Worker instance "
+        "runs as it is configured: the flags below other than --log-level are refused with it.",
     )
     p.add_argument("target", metavar="MODULE:ATTRIBUTE")
     p.add_argument("--queue", "-q", dest="queues", action="append", metavar="QUEUE",
                    help="queue to serve (repeatable; earlier queues first; default: default)")
-    p.add_argument("--concurrency", "-c", type=int, default=10,
+    p.add_argument("--concurrency", "-c", type=int,
                    help="jobs handled at once (default 10)")
     p.add_argument("--lease", type=float, metavar="SECONDS",
                    help="lease length to ask for (default: each job's own)")
     p.add_argument("--timeout", type=float, metavar="SECONDS",
                    help="cancel a handler after this long and fail the attempt")
-    p.add_argument("--grace", type=float, default=30.0, metavar="SECONDS",
+    p.add_argument("--grace", type=float, metavar="SECONDS",
                    help="on SIGTERM/SIGINT, how long running handlers may finish (default 30)")
-    p.add_argument("--serializer", default="msgpack",
+    p.add_argument("--serializer",
                    help="payload serializer: msgpack (default), json, raw")
-    p.add_argument("--url", default=os.environ.get("JOBWIRE_URL") or DEFAULT_URL,
+    p.add_argument("--url",
                    help=f"broker URL (default: $JOBWIRE_URL or {DEFAULT_URL})")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=run_worker_command)
@@ -90,26 +91,34 @@ def build_worker(args: argparse.Namespace, target: Any) -> Worker:
         ValueError: the target is not a handler, a mapping or a Worker.
     """
     if isinstance(target, Worker):
-        if args.queues:
-            raise ValueError(f"{args.target} is a configured Worker: drop --queue (it has its "
-                             f"own queues: {', '.join(target.queues)})")
+        # Every worker flag defaults to None, so a flag given on the command line is seen here.
+        given = [flag for flag, dest in _WORKER_FLAGS if getattr(args, dest) is not None]
+        if given:
+            raise ValueError(
+                f"{args.target} is a configured Worker: drop {', '.join(given)} (it has its own "
+                f"settings: queues {', '.join(target.queues)}, concurrency {target.concurrency}; "
+                "change them where the Worker is created)")
         return target
     if not (callable(target) or isinstance(target, Mapping)):
         raise ValueError(f"{args.target} is not a function, a mapping of functions or a Worker")
     return Worker(
-        args.url, args.queues or ["default"], target, concurrency=args.concurrency,
-        lease=args.lease, job_timeout=args.timeout, grace=args.grace,
-        serializer=args.serializer,
+        args.url or os.environ.get("JOBWIRE_URL") or DEFAULT_URL, args.queues or ["default"],
+        target, concurrency=10 if args.concurrency is None else args.concurrency,
+        lease=args.lease, job_timeout=args.timeout,
+        grace=30.0 if args.grace is None else args.grace,
+        serializer=args.serializer or "msgpack",
     )
+
+
+# (flag, argparse dest) of the flags that configure a Worker built from a handler.
+_WORKER_FLAGS = [("--queue", "queues"), ("--concurrency", "concurrency"), ("--lease", "lease"),
+                 ("--timeout", "timeout"), ("--grace", "grace"), ("--serializer", "serializer"),
+                 ("--url", "url")]
 
 
 def run_worker_command(args: argparse.Namespace) -> int:
     """``func`` of ``jobwire worker``: returns the exit code."""
-    structlog.configure(
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelNamesMapping()[args.log_level.upper()]
-        )
-    )
+    configure_cli_output(args.log_level)
     try:
         worker = build_worker(args, load_target(args.target))
     except (ValueError, TypeError) as exc:

@@ -16,7 +16,6 @@ from importlib.resources import files
 from ssl import SSLContext
 from typing import Final
 
-import structlog
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -35,9 +34,10 @@ from client.gateway.errors import (
 from client.gateway.guards import BearerAuth, BrowserGuard
 from client.gateway.routes import API_ROUTES, openapi_document
 from client.gateway.state import Gateway
+from client.log import get_logger
 from protocol.errors import ErrorCode
 
-log = structlog.get_logger("jobwire.gateway")
+log = get_logger("jobwire.gateway")
 
 VERSION: Final = "0.1.0"
 STATIC = files("client.gateway") / "static"

@@ -20,6 +20,7 @@ from urllib.parse import quote
 
 from client.endpoint import DEFAULT_URL
 from client.gateway.listen import DEFAULT_LISTEN, parse_listen
+from client.log import configure_cli_output
 
 
 def listen_address(text: str) -> tuple[str, int]:
@@ -98,6 +99,7 @@ def run_http(args: argparse.Namespace) -> int:
         return 1
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(message)s")
+    configure_cli_output("info")
     host, port = args.listen
 
     async def run() -> None:

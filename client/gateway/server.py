@@ -26,13 +26,13 @@ from collections.abc import Iterator
 from ssl import SSLContext
 from typing import Final
 
-import structlog
 import uvicorn
 
 from client.gateway.app import create_app
 from client.gateway.listen import is_loopback
+from client.log import get_logger
 
-log = structlog.get_logger("jobwire.gateway")
+log = get_logger("jobwire.gateway")
 
 SHUTDOWN_GRACE_S: Final = 5
 

@@ -152,7 +152,6 @@ async def test_acknowledged_work_survives_kill_9(
     assert ledger.redelivered_after_ack == [], f"seed {seed}"
     assert len(ledger.enqueued) == JOBS, f"seed {seed}"
     assert states == {"completed": JOBS}, f"seed {seed}: {states}"
-    assert ledger.completed <= set(ledger.all_ids)  # some acks may have lost their reply
     assert (stats["completed"], stats["total_completed"]) == (JOBS, JOBS), f"seed {seed}: {stats}"
     assert stats["waiting"] + stats["delayed"] + stats["active"] + stats["failed"] == 0, stats
     assert ledger.deliveries >= JOBS

@@ -20,6 +20,7 @@ broker process (every write past the limit fails with ``EFBIG``, an I/O error to
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import resource
 import sqlite3
@@ -32,7 +33,7 @@ from typing import Any
 
 import pytest
 
-from broker.schema import STATES
+from broker.schema import APPLICATION_ID, SCHEMA_VERSION, STATES
 from protocol.messages import ErrorReply, Reply
 from tests.conftest import HOST, RunningBroker, free_port, jobwire_command
 from tests.tools.wire import R_ID, R_TOKEN, WireClient, job_spec
@@ -254,15 +255,28 @@ async def test_io_errors_fail_writes_and_writes_resume_when_they_stop(daemon: Da
 # --------------------------------------------------------------------------- cannot go on
 
 
-@pytest.mark.parametrize("damage", ["not_a_database", "data_dir_is_a_file"])
+@pytest.mark.parametrize(("damage", "cause"), [
+    ("not_a_database", ""), ("data_dir_is_a_file", ""),
+    ("newer_jobwire", "written by a newer jobwire"),
+    ("unreadable", ""),  # the journal's path is a directory: no user (root either) can read it
+])
 def test_an_unusable_journal_stops_the_broker_with_one_fatal_line(tmp_path: Path,
-                                                                 damage: str) -> None:
+                                                                 damage: str, cause: str) -> None:
     data_dir = tmp_path / "data"
-    if damage == "not_a_database":
-        data_dir.mkdir()
-        (data_dir / "jobwire.db").write_bytes(b"this is not sqlite" * 100)
-    else:
+    if damage == "data_dir_is_a_file":
         data_dir.write_text("a file where the data directory should be")
+    else:
+        data_dir.mkdir()
+    if damage == "not_a_database":
+        (data_dir / "jobwire.db").write_bytes(b"this is not sqlite" * 100)
+    elif damage == "newer_jobwire":
+        with contextlib.closing(sqlite3.connect(data_dir / "jobwire.db")) as db:
+            db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+            db.execute("CREATE TABLE future (x)")
+            db.commit()
+    elif damage == "unreadable":
+        (data_dir / "jobwire.db").mkdir()
     command = [*jobwire_command(), "serve", "--port", "0", "--data-dir", str(data_dir),
                "--log-format", "json"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=60)
@@ -271,6 +285,7 @@ def test_an_unusable_journal_stops_the_broker_with_one_fatal_line(tmp_path: Path
     fatal = [e for e in events if e["event"] == "fatal"]
     assert len(fatal) == 1, done.stderr
     assert str(data_dir) in json.dumps(fatal[0]), fatal[0]
+    assert cause in json.dumps(fatal[0]), fatal[0]
     assert not any(e["event"] == "listening" for e in events)
 
 

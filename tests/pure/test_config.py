@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -115,6 +116,10 @@ def test_a_bad_token_value_is_not_echoed() -> None:
 def restore_logging() -> Iterator[None]:
     yield
     structlog.reset_defaults()
+    library = logging.getLogger("jobwire")  # configure_logging routes the library there too
+    library.handlers = [h for h in library.handlers if isinstance(h, logging.NullHandler)]
+    library.setLevel(logging.NOTSET)
+    library.propagate = True
 
 
 @pytest.mark.usefixtures("restore_logging")

@@ -770,9 +770,41 @@ def test_restore_applies_retention_and_next_seq_floor() -> None:
 
 
 def test_job_transitions_table_covers_core_moves() -> None:
-    assert JobState.ACTIVE in TRANSITIONS[JobState.WAITING]
-    assert JobState.COMPLETED in TRANSITIONS[JobState.ACTIVE]
-    assert TRANSITIONS[JobState.COMPLETED] == frozenset()
+    """Every state change the core makes, hot paths included (they assign ``state`` directly
+    instead of calling ``Job.move_to``), is one ``TRANSITIONS`` allows."""
+    core = make(default_backoff=Backoff(BackoffKind.FIXED, 10, None))
+    seen: set[tuple[JobState, JobState]] = set()
+    before: dict[str, JobState] = {}
+
+    def step() -> None:
+        for job in core.iter_jobs():
+            old = before.get(job.id)
+            if old is not None and old is not job.state:
+                # reserve promotes a due delayed job and leases it in one call (via WAITING)
+                via = TRANSITIONS[JobState.WAITING] if old is JobState.DELAYED else frozenset()
+                assert job.state in TRANSITIONS[old] | via, (job.id, old, job.state)
+                seen.add((old, job.state))
+            before[job.id] = job.state
+
+    done, retried, last = put(core, count=3, max_attempts=2)
+    [due] = put(core, queue="later", delay_ms=10)
+    step()
+    jobs = {j.job_id: j for j in take(core, n=3)}  # waiting -> active
+    step()
+    core.ack([AckItem(done, jobs[done].token)], T0)  # active -> completed
+    core.fail([FailItem(retried, jobs[retried].token, "x")], T0)  # active -> delayed
+    core.fail([FailItem(last, jobs[last].token, "x")], T0)
+    step()
+    again = {j.job_id: j for j in take(core, n=2, now=T0 + 10)}  # delayed -> active when due
+    step()
+    core.ack([AckItem(retried, again[retried].token)], T0 + 10)
+    core.fail([FailItem(last, again[last].token, "x")], T0 + 10)  # last attempt: -> failed
+    step()
+    assert take(core, ("later",), now=T0 + 10)[0].job_id == due  # delayed -> active
+    step()
+    assert {(JobState.WAITING, JobState.ACTIVE), (JobState.ACTIVE, JobState.COMPLETED),
+            (JobState.ACTIVE, JobState.DELAYED), (JobState.DELAYED, JobState.ACTIVE),
+            (JobState.ACTIVE, JobState.FAILED)} <= seen, seen
 
 
 def test_lease_heap_stays_bounded_under_churn() -> None:

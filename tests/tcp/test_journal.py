@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from broker.committer import GroupCommitter
+from broker.config import SYNC_MODES
 from broker.core import Changes, QueueMeta
 from broker.jobs import NO_OPTIONS, Job, JobOptions
 from broker.journal import Journal, JournalError, SyncMode
@@ -246,7 +247,10 @@ async def test_pragmas_take_effect(tmp_path: Path, mode: SyncMode, synchronous: 
 
 
 def test_sync_mode_parses_the_cli_words() -> None:
-    assert [SyncMode(word) for word in ("full", "normal", "off")] == list(SyncMode)
+    """Each --sync word the CLI accepts is a journal mode, and nothing else is."""
+    assert [SyncMode(word).value for word in SYNC_MODES] == list(SYNC_MODES)
+    with pytest.raises(ValueError):
+        SyncMode("fsync")
 
 
 async def test_a_pragma_that_does_not_take_effect_is_an_error() -> None:

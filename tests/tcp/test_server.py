@@ -497,7 +497,8 @@ async def test_requests_beyond_max_inflight_are_refused_not_lost(
             accepted.append(f"j{i}")
         else:
             assert answer.code == "OVERLOADED"
-    assert accepted
+    # 500 requests in one write against a limit of 16: some were refused, some accepted.
+    assert accepted and len(accepted) < 500, len(accepted)
     stats = (await client.ok("stats", {"queue": "q"}))["queues"]["q"]
     assert stats["waiting"] == len(accepted)
     for job_id in accepted:

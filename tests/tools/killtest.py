@@ -20,8 +20,13 @@ accounting sees exactly what the broker sent):
 * the **killer** SIGKILLs the broker at spread-out points of the run, at a random moment chosen
   by a mode: ``random``, ``ack_burst`` (right after workers sent acks: inside a group commit),
   ``enqueue_burst`` (inside an enqueue commit) or ``shutdown`` (SIGTERM, then SIGKILL a few ms
-  later: inside the drain, the final commit or the TRUNCATE checkpoint); it restarts the broker
-  on the same data directory and records the recovery time.
+  later: inside the drain, the final commit or the TRUNCATE checkpoint); ``checkpoint_kills``
+  of the kills (at random places in the run) are ``checkpoint`` kills: the broker runs with a
+  small ``--checkpoint-bytes`` and debug logging, and the killer tails its log and sends SIGKILL
+  as soon as a ``checkpoint_started`` line has no ``checkpoint_complete`` after it. The log after
+  the kill tells whether the kill landed inside that checkpoint (mode ``checkpoint/mid``) or just
+  after it (``checkpoint/after``). It restarts the broker on the same data directory and records
+  the recovery time.
 
 Every connection carries the *generation* of the broker process it reached: the killer bumps the
 generation (and holds new connections back) before each kill, and a connection whose connect
@@ -86,6 +91,8 @@ class KillConfig:
         slow_rate: chance a handler outlives its lease (the lease expires, the job is redelivered).
         sync: the broker's sync mode.
         deadline_s: the whole run must finish within this (a stuck job then shows as unfinished).
+        checkpoint_kills: how many of the kills wait for a checkpoint and land inside it.
+        checkpoint_bytes: the broker's ``--checkpoint-bytes`` (small: checkpoints happen often).
     """
 
     kills: int = 5
@@ -100,6 +107,8 @@ class KillConfig:
     slow_rate: float = 0.003
     sync: str = "full"
     deadline_s: float = 900.0
+    checkpoint_kills: int = 2
+    checkpoint_bytes: str = "256KiB"
 
 
 def expected_payload(job_id: str) -> bytes:
@@ -169,6 +178,11 @@ class Report:
     restarts: list[Restart] = field(default_factory=list)
     elapsed_s: float = 0.0
 
+    @property
+    def mid_checkpoint_kills(self) -> int:
+        """Kills that landed inside a checkpoint (the broker's log: started, not complete)."""
+        return sum(r.mode == "checkpoint/mid" for r in self.restarts)
+
     def violations(self) -> dict[str, list[str]]:
         """Every failed invariant, with up to 10 example job ids each (empty when all hold)."""
         checks = {
@@ -187,6 +201,7 @@ class Report:
         rows = [
             ("seed", cfg.seed),
             ("kills / restarts", f"{cfg.kills} / {len(self.restarts)}"),
+            ("kills inside a checkpoint", self.mid_checkpoint_kills),
             ("jobs, producers, workers", f"{cfg.jobs}, {cfg.producers}, {cfg.workers}"),
             ("lease_ms, sync", f"{cfg.lease_ms}, {cfg.sync}"),
             ("acknowledged enqueues", self.acked_enqueues),
@@ -380,9 +395,16 @@ async def _killer(broker: BrokerProcess, ledger: Ledger, cfg: KillConfig,
                   rng: random.Random) -> None:
     loop = asyncio.get_running_loop()
     log_mark = len(broker.log_lines())
+    at_checkpoint = set(rng.sample(range(cfg.kills), min(cfg.checkpoint_kills, cfg.kills)))
     for k in range(cfg.kills):
         target = (k + 1) / (cfg.kills + 1) + rng.uniform(-0.3, 0.3) / (cfg.kills + 1)
         await _until(ledger, functools.partial(_progress_reached, ledger, cfg, target))
+        if k in at_checkpoint:
+            killed_at = loop.time()
+            mode = await _kill_in_checkpoint(broker, ledger)
+            await _restart(broker, ledger, mode, killed_at)
+            log_mark = len(broker.log_lines())
+            continue
         mode = rng.choice(KILL_MODES)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(2):
@@ -405,15 +427,52 @@ async def _killer(broker: BrokerProcess, ledger: Ledger, cfg: KillConfig,
         lines = broker.log_lines()
         if mode == "shutdown":
             mode += "/" + _shutdown_phase(lines[log_mark:])
-        await asyncio.to_thread(broker.start, 60.0)
-        downtime = loop.time() - killed_at
-        lines = broker.log_lines()
-        log_mark = len(lines)
-        event: dict[str, Any] = next(
-            (e for e in reversed(lines) if e.get("event") == "recovered"), {})
-        ledger.restarts.append(Restart(mode, downtime, event.get("seconds"), event.get("jobs")))
-        ledger.generation += 1  # connections made while it was down are discarded too
-        ledger.up.set()
+        await _restart(broker, ledger, mode, killed_at)
+        log_mark = len(broker.log_lines())
+
+
+async def _restart(broker: BrokerProcess, ledger: Ledger, mode: str, killed_at: float) -> None:
+    """Start the killed broker again and record the restart."""
+    await asyncio.to_thread(broker.start, 60.0)
+    downtime = asyncio.get_running_loop().time() - killed_at
+    event: dict[str, Any] = next(
+        (e for e in reversed(broker.log_lines()) if e.get("event") == "recovered"), {})
+    ledger.restarts.append(Restart(mode, downtime, event.get("seconds"), event.get("jobs")))
+    ledger.generation += 1  # connections made while it was down are discarded too
+    ledger.up.set()
+
+
+def _checkpoint_open(text: str, was_open: bool) -> bool:
+    """Whether a checkpoint is under way after the log lines in ``text``."""
+    for line in text.splitlines():
+        if '"checkpoint_started"' in line:
+            was_open = True
+        elif '"checkpoint_complete"' in line or '"checkpoint_failed"' in line:
+            was_open = False
+    return was_open
+
+
+async def _kill_in_checkpoint(broker: BrokerProcess, ledger: Ledger) -> str:
+    """SIGKILL the broker as soon as its log shows a checkpoint under way; say where it landed.
+
+    The log is tailed every millisecond (the broker flushes each line before the checkpoint
+    starts); a checkpoint seen complete before the kill is let go and the next one awaited.
+    """
+    with broker.log_path.open("rb") as log:
+        log.seek(0, 2)
+        under_way = False
+        for _ in range(20_000):  # 20 s at most: checkpoints come every few hundred commits
+            under_way = _checkpoint_open(log.read().decode(errors="replace"), under_way)
+            if under_way:
+                break
+            await asyncio.sleep(0.001)
+        ledger.up.clear()
+        ledger.generation += 1
+        broker.kill()
+        still = _checkpoint_open(log.read().decode(errors="replace"), under_way)
+    if not under_way:
+        return "checkpoint/none seen"
+    return "checkpoint/mid" if still else "checkpoint/after"
 
 
 async def _until(ledger: Ledger, condition: Callable[[], bool]) -> None:
@@ -495,7 +554,8 @@ def broker_args(cfg: KillConfig) -> tuple[str, ...]:
     """The flags the harness runs ``jobwire serve`` with (retention off: every job stays)."""
     return ("--sync", cfg.sync, "--keep-completed-count", "none", "--keep-completed-age", "none",
             "--keep-failed-count", "none", "--keep-failed-age", "none",
-            "--shutdown-grace", "0.2", "--log-level", "info")
+            "--shutdown-grace", "0.2", "--checkpoint-bytes", cfg.checkpoint_bytes,
+            "--log-level", "debug" if cfg.checkpoint_kills else "info")
 
 
 async def run_kill_test(cfg: KillConfig, workdir: Path) -> Report:
