@@ -51,7 +51,7 @@ import random
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from broker import core_admin, core_flow, core_producer, core_recovery, core_worker
+from broker import core_admin, core_flow, core_lists, core_producer, core_recovery, core_worker
 from broker.core_config import CoreConfig
 from broker.core_flow import QueueLimits
 from broker.core_state import Changes, CoreError, CoreState, QueueMeta, Snapshot
@@ -319,6 +319,36 @@ class Core:
         priorities in use whose first job changed since (``ReadyQueue.earliest_run_at``).
         """
         return core_admin.stats(self._state, queue, now)
+
+    def stats_page(self, offset: int, limit: int, now: int) -> tuple[dict[str, QueueStats], int]:
+        """Counters of the queues from the ``offset``-th in creation order, at most ``limit``.
+
+        Returns:
+            ``(stats by queue name, how many queues there are)``.
+        """
+        queues, total = core_lists.stats_page(self._state, offset, limit)
+        return core_admin.stats_of(self._state, queues, now), total
+
+    def list_jobs(
+        self, queue: str, states: Sequence[JobState], offset: int, limit: int, now: int
+    ) -> tuple[list[Job], int]:
+        """A page of the queue's jobs in ``states`` (see ``broker/core_lists`` for the orders).
+
+        The states' jobs follow one another in the order ``states`` names them. Waiting jobs
+        are paged through an order-statistic index (O(log n + limit)), built on the first call
+        for the queue and kept up to date while lists read it (``core_lists.kept``).
+
+        Args:
+            queue: the queue (an unknown one has no jobs).
+            states: distinct states, in the order to list them.
+            offset: jobs to skip.
+            limit: the most jobs to return.
+            now: the current time (keeps the waiting index alive).
+
+        Returns:
+            ``(the jobs, how many jobs the queue has in those states)``.
+        """
+        return core_lists.list_jobs(self._state, queue, states, offset, limit, now)
 
     def clean(
         self, queue: str, state: JobState, older_than_ms: int, limit: int | None, now: int

@@ -97,6 +97,11 @@ def stats(core: CoreState, queue: str | None, now: int) -> dict[str, QueueStats]
     return {name: _stats(core, state, now) for name, state in core.queues.items()}
 
 
+def stats_of(core: CoreState, queues: Sequence[QueueState], now: int) -> dict[str, QueueStats]:
+    """The counters of ``queues``, by name (``Core.stats_page``)."""
+    return {queue.name: _stats(core, queue, now) for queue in queues}
+
+
 def _stats(core: CoreState, queue: QueueState, now: int) -> QueueStats:
     oldest: int | None = None
     if queue.waiting:

@@ -9,7 +9,9 @@ creates the jobs waiting at priority 0. Both paths follow the rules in ``broker/
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import islice
 
+from broker import core_lists
 from broker.core_state import DELAYED, WAITING, CoreError, CoreState, QueueState
 from broker.jobs import NO_OPTIONS, Job, JobOptions
 from protocol.errors import ErrorCode
@@ -52,6 +54,7 @@ def enqueue(core: CoreState, queue: str, specs: Sequence[JobSpec], now: int) -> 
     q = existing if existing is not None else core.queue(queue)
     qname = q.name
     ready = q.ready
+    listing = q.listing if q.listing is None else core_lists.kept(q, now)
     names = core.names
     changed = core.changed_jobs
     default_attempts = config.default_max_attempts
@@ -113,6 +116,8 @@ def enqueue(core: CoreState, queue: str, specs: Sequence[JobSpec], now: int) -> 
                 lane = ready.lane(priority, now)
                 lane_priority = priority
             lane.append(job)
+            if listing is not None:
+                listing.add(job)
             if events is not None:
                 events.record(EventKind.ADDED, now, qname, job_id, interned, (WAITING, now))
         seq += 1
@@ -185,6 +190,9 @@ def _enqueue_plain(
     core.unfinished += fresh
     q.metrics.added.add(now, fresh)
     q.waiting += fresh
+    if q.listing is not None and (listing := core_lists.kept(q, now)) is not None:
+        # the batch is the lane's last ``fresh`` entries
+        listing.add_all(reversed(list(islice(reversed(lane), fresh))))
     if not q.meta.paused:
         core.ready_names.add(qname)
     return EnqueueResult(tuple(ids), ())

@@ -12,7 +12,7 @@ import heapq
 import random
 import sys
 from dataclasses import dataclass, field
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from broker import backoff as backoff_policy
 from broker.core_config import CoreConfig
@@ -25,6 +25,9 @@ from broker.retention import FinishedList
 from protocol.errors import ErrorCode
 from protocol.model import JobState
 from protocol.observing import EventKind
+
+if TYPE_CHECKING:
+    from broker.core_lists import WaitingIndex
 
 WAITING: Final = JobState.WAITING
 DELAYED: Final = JobState.DELAYED
@@ -116,6 +119,8 @@ class QueueState:
     """The rate limit's start log, while ``meta.rate_max`` is set."""
     wake_at: int | None = None
     """When the flow timer next looks at this queue (``core_flow.schedule_wake``)."""
+    listing: WaitingIndex | None = None
+    """The waiting jobs in run order, once a ``list_jobs`` asked for them (``core_lists``)."""
     metrics: QueueMetrics = field(default_factory=QueueMetrics)
 
     @property
@@ -225,6 +230,8 @@ class CoreState:
         # push files the job in the ready queue's seq index too (for clean); its stale entries
         # are dropped here, so the index stays within a margin of the waiting jobs.
         queue.ready.maybe_compact(queue.waiting, self.is_waiting)
+        if queue.listing is not None:
+            queue.listing.add(job)
         if not queue.meta.paused:
             self.ready_names.add(queue.name)
 
@@ -299,6 +306,8 @@ class CoreState:
         if state is WAITING:
             queue.waiting -= 1
             queue.ready.stale += 1
+            if queue.listing is not None:
+                queue.listing.remove(job)
         elif state is DELAYED:
             queue.delayed -= 1
             self.delayed.stale += 1

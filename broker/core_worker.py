@@ -12,7 +12,7 @@ import heapq
 from collections.abc import Sequence
 from typing import Any, Final
 
-from broker import core_flow
+from broker import core_flow, core_lists
 from broker.core_state import (
     ACTIVE,
     COMPLETED,
@@ -65,6 +65,7 @@ def reserve(
             stop = min(max_jobs, len(out) + allowed)
         ready = q.ready
         qname = q.name
+        listing = q.listing if q.listing is None else core_lists.kept(q, now)
         fixed = RESERVED_JOB_OVERHEAD + UTF8_MAX * len(qname)
         observe_wait = q.metrics.wait_ms.observe
         taken = 0
@@ -87,6 +88,8 @@ def reserve(
                         max_jobs = stop = len(out)
                         break
                     room -= size
+                if listing is not None:
+                    listing.take_first(job)
                 lease = job.options.lease_ms or default_lease
                 deadline = now + lease
                 # WAITING -> ACTIVE is legal (TRANSITIONS); assigned directly on the hot path.

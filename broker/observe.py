@@ -171,7 +171,7 @@ class Observation:
     # ------------------------------------------------------------------ metrics, workers
 
     def metrics_body(self, request: Metrics, now: int, connections: int) -> Body:
-        """The ``metrics`` reply (SPEC §8.21): the broker's map and a page of queue maps."""
+        """The ``metrics`` reply (SPEC §8.22): the broker's map and a page of queue maps."""
         per_queue = self.core.queue_metrics()
         if request.queues is not None:
             names = list(dict.fromkeys(request.queues))
@@ -206,7 +206,7 @@ class Observation:
         }
 
     def workers_body(self, request: Workers) -> Body:
-        """The ``workers`` reply (SPEC §8.22)."""
+        """The ``workers`` reply (SPEC §8.23)."""
         workers, total = self.workers.page(
             include_all=request.include_all, offset=request.offset, limit=request.limit,
             held=self.core.held_by, max_bytes=self._max_frame - _REPLY_ROOM,

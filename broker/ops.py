@@ -13,13 +13,14 @@ checks that.
 from __future__ import annotations
 
 from collections.abc import Callable
+from itertools import islice
 from typing import Any, Final, Protocol, TypeVar
 
 from broker.committer import GroupCommitter
 from broker.core import Core, CoreError
 from broker.longpoll import ParkedReserve, Parking, Waiter
 from broker.observe import EventSink, Observation
-from broker.replysize import fit_job_infos, reserve_budget
+from broker.replysize import CONN_KEY_SIZE, fit_job_infos, fit_stats, job_info, reserve_budget
 from broker.workers import WorkerInfo
 from protocol.errors import ErrorCode
 from protocol.model import JobState
@@ -44,6 +45,7 @@ from protocol.operations import (
     HELLO,
     LIMIT,
     LIST_FAILED,
+    LIST_JOBS,
     OPERATIONS,
     PAUSE,
     PING,
@@ -64,6 +66,7 @@ from protocol.operations import (
     Get,
     Limit,
     ListFailed,
+    ListJobs,
     Operation,
     Pause,
     Progress,
@@ -303,11 +306,32 @@ def cancel(broker: OpContext, conn: Conn, request_id: int, request: Cancel, now:
 
 @handles(STATS)
 def stats(broker: OpContext, conn: Conn, request_id: int, request: Stats, now: int) -> Body:
-    queues = broker.core.stats(request.queue, now)
+    if request.queue is not None:
+        queues, total = broker.core.stats(request.queue, now), 1
+    else:
+        queues, total = broker.core.stats_page(request.offset, request.limit, now)
+        fit = fit_stats(list(queues), broker.max_frame)  # "total" tells there is more
+        if fit < len(queues):
+            queues = dict(islice(queues.items(), fit))
     return {
         "queues": {name: queue.to_wire() for name, queue in queues.items()},
+        "total": total,
         "broker": broker.broker_stats(now),
     }
+
+
+@handles(LIST_JOBS)
+def list_jobs(broker: OpContext, conn: Conn, request_id: int, request: ListJobs, now: int) -> Body:
+    jobs, total = broker.core.list_jobs(request.queue, request.states, request.offset,
+                                        request.limit, now)
+    infos = fit_job_infos([job_info(job) for job in jobs], broker.max_frame, CONN_KEY_SIZE)
+    listed = []
+    for job, info in zip(jobs, infos, strict=False):  # the frame may have cut the page short
+        wire = info.to_wire()
+        if job.owner is not None:
+            wire["conn"] = job.owner
+        listed.append(wire)
+    return {"jobs": listed, "total": total}
 
 
 @handles(PAUSE)

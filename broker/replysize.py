@@ -1,9 +1,10 @@
-"""Reply sizes: keep a ``reserve`` or ``list_failed`` reply within the peer's ``max_frame``; and
-the wire description of a job (``job_info``), whose size they bound.
+"""Reply sizes: keep a ``reserve``, ``list_failed`` or ``list_jobs`` reply within the peer's
+``max_frame``; and the wire description of a job (``job_info``), whose size they bound.
 
-A reply that lists jobs (up to 1,000 for ``reserve`` and ``list_failed``, each with a payload of up
-to ``max_payload``) could be far larger than the frame a client accepts. The broker stops adding
-jobs once the next one would take the reply past the frame, always giving at least one job.
+A reply that lists jobs (up to 1,000 for ``reserve``, ``list_failed`` and ``list_jobs``, each with
+a payload of up to ``max_payload``) could be far larger than the frame a client accepts. The
+broker stops adding jobs once the next one would take the reply past the frame, always giving at
+least one job.
 
 Sizes are upper bounds computed without encoding anything: the bytes a job's payload, result and
 error texts take, plus a fixed per-job overhead covering every msgpack header and integer at its
@@ -25,7 +26,7 @@ import msgpack
 
 from broker.jobs import Job
 from protocol.checks import MAX_NAME_LEN
-from protocol.replies import JOB_INFO_FIELDS, JobInfo
+from protocol.replies import JOB_INFO_FIELDS, QUEUE_STATS_FIELDS, JobInfo
 
 UTF8_MAX: Final = 4
 """Bytes per character at most in UTF-8."""
@@ -100,12 +101,17 @@ def job_info_size(info: JobInfo) -> int:
     return size
 
 
-def fit_job_infos(infos: list[JobInfo], max_frame: int) -> list[JobInfo]:
+CONN_KEY_SIZE: Final = 1 + len("conn") + _INT
+"""The ``conn`` key and value a ``list_jobs`` reply adds to an active job's map."""
+
+
+def fit_job_infos(infos: list[JobInfo], max_frame: int, extra: int = 0) -> list[JobInfo]:
     """The longest prefix of ``infos`` whose reply fits in ``max_frame`` (at least one job).
 
     Args:
         infos: jobs in reply order.
         max_frame: the largest frame body the peer accepts.
+        extra: bytes each job's map may carry beyond ``job_info_size`` (``CONN_KEY_SIZE``).
 
     Returns:
         ``infos`` itself when all fit, else its first jobs (never empty if ``infos`` is not).
@@ -113,10 +119,41 @@ def fit_job_infos(infos: list[JobInfo], max_frame: int) -> list[JobInfo]:
     budget = max_frame - REPLY_ENVELOPE
     used = 0
     for index, info in enumerate(infos):
-        used += job_info_size(info)
+        used += job_info_size(info) + extra
         if used > budget and index > 0:
             return infos[:index]
     return infos
+
+
+STATS_ENVELOPE: Final = 1024
+"""A ``stats`` reply around its queues: the envelope, ``total`` and the ``broker`` map."""
+
+QUEUE_STATS_OVERHEAD: Final = (
+    _STR_HEADER + 3 + sum(1 + len(key) for key in QUEUE_STATS_FIELDS)
+    + len(QUEUE_STATS_FIELDS) * _INT
+)
+"""One queue's entry in a ``stats`` reply beyond its name: the name's header, the map header,
+every key and every value at its largest."""
+
+
+def fit_stats(names: list[str], max_frame: int) -> int:
+    """How many of the first ``names`` a ``stats`` reply can carry within ``max_frame`` (at
+    least one; a ``stats`` page never lists 1,000 queues of 200 characters in a small frame).
+
+    Args:
+        names: the page's queue names, in reply order.
+        max_frame: the largest frame body the peer accepts.
+
+    Returns:
+        A count, ``len(names)`` when all fit.
+    """
+    budget = max_frame - STATS_ENVELOPE
+    used = 0
+    for index, name in enumerate(names):
+        used += QUEUE_STATS_OVERHEAD + UTF8_MAX * len(name)
+        if used > budget and index > 0:
+            return index
+    return len(names)
 
 
 def min_max_frame(max_payload: int) -> int:

@@ -53,16 +53,16 @@ from client.sync import SyncClient, SyncJob, SyncQueue
 from client.watch import EventStream, JobEvent, QueueEvents
 from client.worker import Worker
 from protocol.model import JobState
-from protocol.replies import QueueStats
+from protocol.replies import JobInfo, JobPage, QueueStats
 
 __all__ = [
     "DEFAULT_URL", "JSON", "MSGPACK", "RAW", "AuthenticationError", "BrokerError", "Client",
     "ConflictError", "Connection", "ConnectionClosedError", "ConnectionLostError",
     "ConnectionState", "ConnectionStatistics", "DrainingError", "EventStream", "Job", "JobContext",
-    "JobEvent", "JobFailed", "JobRecord", "JobState", "JobwireError", "JournalFailureError",
-    "JsonSerializer", "MsgpackSerializer", "NotFoundError", "PayloadTooLargeError", "Queue",
-    "QueueEvents", "QueueFullError", "QueueLimits", "QueueStats", "RateLimited",
-    "RequestTimeoutError", "Retry", "Serializer", "ServerInfo", "StaleLeaseError", "SyncClient",
-    "SyncJob", "SyncQueue", "UnrecoverableError",
-    "WaitTimeoutError", "Worker", "WorkerStatistics", "exponential", "fixed", "parse_url",
+    "JobEvent", "JobFailed", "JobInfo", "JobPage", "JobRecord", "JobState", "JobwireError",
+    "JournalFailureError", "JsonSerializer", "MsgpackSerializer", "NotFoundError",
+    "PayloadTooLargeError", "Queue", "QueueEvents", "QueueFullError", "QueueLimits", "QueueStats",
+    "RateLimited", "RequestTimeoutError", "Retry", "Serializer", "ServerInfo", "StaleLeaseError",
+    "SyncClient", "SyncJob", "SyncQueue", "UnrecoverableError", "WaitTimeoutError", "Worker",
+    "WorkerStatistics", "exponential", "fixed", "parse_url",
 ]

@@ -1,6 +1,6 @@
-"""``jobwire worker`` and the admin subcommands: ``stats``, ``job``, ``pause``, ``resume``,
-``clean``, ``failed``, ``events``, ``workers`` (``limit`` is in ``client/cli_limit.py``,
-registered by ``jobwire/cli.py``).
+"""``jobwire worker`` and the admin subcommands: ``stats``, ``job``, ``jobs``, ``pause``,
+``resume``, ``clean``, ``failed``, ``events``, ``workers`` (``limit`` is in
+``client/cli_limit.py``, registered by ``jobwire/cli.py``).
 
 ``register(subparsers)`` adds them to the ``jobwire`` console script (``jobwire/cli.py`` calls
 it); each sets ``func(args) -> exit code``. Every command takes ``--url`` (default ``$JOBWIRE_URL``,
@@ -26,7 +26,7 @@ from typing import Any, Final, TextIO
 
 from client.endpoint import DEFAULT_URL, parse_url
 from client.errors import JobwireError, NotFoundError
-from client.job import JobRecord
+from client.job import Job, JobRecord
 from client.log import configure_cli_output
 from client.queue import Client
 from client.serializers import get_serializer
@@ -38,9 +38,10 @@ from client.watch_cli import (
     rate_columns,
     worker_row,
 )
+from protocol.checks import MAX_LIST_LIMIT
 from protocol.model import JobState
 from protocol.observing import SUBSCRIBABLE
-from protocol.replies import QueueStats
+from protocol.replies import JobInfo, QueueStats
 
 _UNITS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
@@ -84,8 +85,7 @@ def _common(parser: argparse.ArgumentParser, *, json_flag: bool = True) -> None:
 
 
 def register(subparsers: Any) -> None:
-    """Add ``worker``, ``stats``, ``job``, ``pause``, ``resume``, ``clean``, ``failed``,
-    ``events`` and ``workers``."""
+    """Add ``worker`` and the admin subcommands (see the module docstring)."""
     from client.worker_cli import add_worker_parser
 
     add_worker_parser(subparsers)
@@ -123,6 +123,21 @@ def register(subparsers: Any) -> None:
     p.add_argument("--limit", type=int, help="delete at most this many")
     _common(p)
     p.set_defaults(func=_command(_clean))
+
+    p = subparsers.add_parser("jobs", help="list a queue's jobs by state",
+                              description="List QUEUE's jobs in one or more states: waiting in "
+                              "run order, delayed by run time, active by lease deadline (with "
+                              "the holding connection), completed and failed newest first. "
+                              "Payloads are not shown (jobwire job ID shows one job in full).")
+    p.add_argument("queue", metavar="QUEUE")
+    p.add_argument("--state", action="append", choices=[state.value for state in JobState],
+                   help="the state to list (repeatable: listed one after the other; "
+                   "default waiting)")
+    p.add_argument("--limit", type=int, default=20, help="list at most this many (default 20, "
+                   "at most 1000)")
+    p.add_argument("--offset", type=int, default=0, help="skip this many first (default 0)")
+    _common(p)
+    p.set_defaults(func=_command(_jobs))
 
     p = subparsers.add_parser("failed", help="list (and retry) failed jobs",
                               description="List QUEUE's failed jobs, newest first; --retry moves "
@@ -302,7 +317,15 @@ async def _failed(client: Client, args: argparse.Namespace) -> int:
                         *(f"job {job_id} not retried: {reason}" for job_id, reason in
                           why.items())]))
         return 1 if why else 0
-    jobs, total = await queue.failed_page(limit=max(1, args.limit))
+    jobs: list[Job] = []
+    total = 0
+    while len(jobs) < args.limit:  # a page stops short when it fills a frame: page on
+        page, total = await queue.failed_page(
+            limit=min(args.limit - len(jobs), MAX_LIST_LIMIT), offset=len(jobs)
+        )
+        jobs += page
+        if not page or len(jobs) >= total:
+            break
     if args.json:
         _print_json({"total": total, "jobs": [describe_job(job) for job in jobs]})
         return 0
@@ -315,6 +338,40 @@ async def _failed(client: Client, args: argparse.Namespace) -> int:
     if total > len(jobs):
         _out(f"({len(jobs)} of {total} shown; --limit to see more)")
     return 0
+
+
+async def _jobs(client: Client, args: argparse.Namespace) -> int:
+    page = await client.queue(args.queue).jobs(
+        tuple(args.state or ("waiting",)), offset=args.offset, limit=args.limit
+    )
+    listed = [_listed(info, page.holders.get(info.id)) for info in page.jobs]
+    if args.json:
+        _print_json({"total": page.total, "offset": args.offset, "jobs": listed})
+        return 0
+    if not listed:
+        _out(f"no jobs in {args.queue} ({page.total} in those states)")
+        return 0
+    keys = ["id", "name", "state", "priority", "attempts", "created_at", "run_at",
+            "lease_deadline", "conn", "error"]
+    rows = [[_first_line(job[key], 40) if key == "error" else job[key] for key in keys]
+            for job in listed]
+    _out(table([key.upper().replace("_", " ") for key in keys], rows))
+    _out(f"({args.offset + 1}..{args.offset + len(listed)} of {page.total})")
+    return 0
+
+
+def _listed(info: JobInfo, conn: int | None) -> dict[str, Any]:
+    """A listed job as a JSON-friendly mapping (times as ISO 8601 UTC; no payload)."""
+    def at(ms: int | None) -> str | None:
+        return None if ms is None else _iso(ms / 1000)
+
+    return {
+        "id": info.id, "name": info.name, "state": str(info.state), "priority": info.priority,
+        "attempts": f"{info.attempts}/{info.max_attempts}", "created_at": at(info.created_at),
+        "run_at": at(info.run_at), "started_at": at(info.started_at),
+        "finished_at": at(info.finished_at), "lease_deadline": at(info.lease_deadline),
+        "conn": conn, "error": info.error,
+    }
 
 
 # --------------------------------------------------------------------------- formatting

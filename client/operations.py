@@ -38,13 +38,14 @@ from protocol.operations import (
     Get,
     Limit,
     ListFailed,
+    ListJobs,
     Pause,
     Ping,
     Resume,
     RetryFailed,
     Stats,
 )
-from protocol.replies import JobInfo, QueueStats, parse_enqueued
+from protocol.replies import JobInfo, JobPage, QueueStats, parse_enqueued, parse_job_page
 
 J = TypeVar("J", bound=JobHandle[Any])
 
@@ -71,8 +72,8 @@ def _found(
     return job_type.from_info(sender, info, serializer)
 
 
-def stats_call(queue: str | None = None) -> Call[dict[str, QueueStats]]:
-    """Counters per queue (every queue, or just ``queue``)."""
+def stats_call(queue: str) -> Call[dict[str, QueueStats]]:
+    """Counters of ``queue``."""
     return Call(Stats(queue), _queue_stats)
 
 
@@ -80,9 +81,33 @@ def _queue_stats(body: Mapping[str, Any]) -> dict[str, QueueStats]:
     return {name: QueueStats.from_wire(raw) for name, raw in body["queues"].items()}
 
 
+def stats_page_call(offset: int) -> Call[tuple[dict[str, QueueStats], int]]:
+    """Counters of the queues from the ``offset``-th (creation order), as many as the broker
+    sends in one page, and how many queues there are."""
+    return Call(Stats(None, offset), _stats_page)
+
+
+def _stats_page(body: Mapping[str, Any]) -> tuple[dict[str, QueueStats], int]:
+    queues = _queue_stats(body)
+    return queues, int(body.get("total", len(queues)))
+
+
+def more_stats(
+    gathered: dict[str, QueueStats], page: dict[str, QueueStats], total: int
+) -> int | None:
+    """Add ``page`` to ``gathered``; the offset of the next page, or ``None`` when done.
+
+    An empty page ends it too (queues removed while paging make ``total`` shrink)."""
+    offset = len(gathered)
+    gathered.update(page)
+    if not page or len(gathered) == offset or len(gathered) >= total:
+        return None
+    return offset + len(page)
+
+
 def broker_stats_call() -> Call[dict[str, Any]]:
     """The broker-wide part of the ``stats`` reply (version, connections, uptime)."""
-    return Call(Stats(None), _broker_stats)
+    return Call(Stats(None, 0, 1), _broker_stats)  # one queue at most: only "broker" is read
 
 
 def _broker_stats(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -142,7 +167,7 @@ def limit_call(
 def metrics_call(
     queues: Sequence[str] | None, after: str | None, buckets: bool
 ) -> Call[dict[str, Any]]:
-    """One page of the ``metrics`` op (SPEC §8.21): the named queues, or the next
+    """One page of the ``metrics`` op (SPEC §8.22): the named queues, or the next
     ``MAX_LIST_LIMIT`` after ``after``; ``add_metrics`` folds it into a result."""
     named = None if queues is None else tuple(queues)
     return Call(Metrics(named, after, MAX_LIST_LIMIT, buckets), dict)
@@ -158,7 +183,7 @@ def add_metrics(out: dict[str, Any], body: dict[str, Any]) -> str | None:
 
 
 def workers_call(include_all: bool, offset: int) -> Call[WorkersPage]:
-    """One page of the ``workers`` op (SPEC §8.22), from ``offset``."""
+    """One page of the ``workers`` op (SPEC §8.23), from ``offset``."""
     return Call(Workers(include_all, MAX_LIST_LIMIT, offset), parse_workers)
 
 
@@ -270,6 +295,14 @@ class QueueOperations(Generic[J]):
             for raw in body["jobs"]
         ]
         return jobs, int(body.get("total", len(jobs)))
+
+    def jobs_call(
+        self, states: Sequence[JobState | str] | JobState | str, offset: int, limit: int
+    ) -> Call[JobPage]:
+        if isinstance(states, str):  # a JobState is a str too
+            states = (states,)
+        request = ListJobs(self.name, tuple(JobState(state) for state in states), offset, limit)
+        return Call(request, parse_job_page)
 
     def retry_failed_call(self, job_ids: Sequence[str] | None, limit: int | None) -> Call[int]:
         ids = None if job_ids is None else tuple(job_ids)

@@ -29,8 +29,10 @@ from client.operations import (
     broker_stats_call,
     get_job_call,
     metrics_call,
+    more_stats,
     ping_call,
     stats_call,
+    stats_page_call,
     workers_call,
 )
 from client.options import Duration, check_options
@@ -38,7 +40,7 @@ from client.serializers import Serializer, get_serializer
 from client.watch import EventRouter, EventStream
 from protocol.model import JobState
 from protocol.operations import TIME, Time
-from protocol.replies import QueueStats
+from protocol.replies import JobPage, QueueStats
 
 
 class Client:
@@ -116,8 +118,16 @@ class Client:
         return await send(self.connection, cancel_call(job_id))
 
     async def stats(self, queue: str | None = None) -> dict[str, QueueStats]:
-        """Counters per queue (every queue, or just ``queue``)."""
-        return await send(self.connection, stats_call(queue))
+        """Counters per queue: every queue (in creation order, fetched page by page), or just
+        ``queue``."""
+        if queue is not None:
+            return await send(self.connection, stats_call(queue))
+        gathered: dict[str, QueueStats] = {}
+        offset: int | None = 0
+        while offset is not None:
+            page, total = await send(self.connection, stats_page_call(offset))
+            offset = more_stats(gathered, page, total)
+        return gathered
 
     async def broker_stats(self) -> dict[str, Any]:
         """The broker-wide part of the ``stats`` reply (version, connections, uptime)."""
@@ -127,7 +137,7 @@ class Client:
         self, queues: Iterable[str] | None = None, *, kinds: Iterable[str] | None = None,
         serializer: Serializer | str | None = None, max_buffer: int = 10_000,
     ) -> EventStream:
-        """Follow job events as the broker commits them (SPEC §8.19, §10.1).
+        """Follow job events as the broker commits them (SPEC §8.20, §10.1).
 
         ``async for event in client.events(["emails"], kinds=["completed", "failed"])`` (or
         ``async with`` it, to unsubscribe on exit). Each item is a ``JobEvent``; a ``lagged``
@@ -148,7 +158,7 @@ class Client:
     async def metrics(
         self, queues: Sequence[str] | None = None, *, buckets: bool = False
     ) -> dict[str, Any]:
-        """Broker and per-queue metrics (SPEC §8.21): ``{"broker": {...}, "queues": {...}}``.
+        """Broker and per-queue metrics (SPEC §8.22): ``{"broker": {...}, "queues": {...}}``.
 
         Pages through every queue when ``queues`` is ``None``; durations are milliseconds, as
         on the wire.
@@ -162,7 +172,7 @@ class Client:
                 return out
 
     async def workers(self, *, include_all: bool = False) -> list[dict[str, Any]]:
-        """The connected workers (SPEC §8.22), oldest connection first (every connection with
+        """The connected workers (SPEC §8.23), oldest connection first (every connection with
         ``include_all``)."""
         out: list[dict[str, Any]] = []
         while True:
@@ -308,6 +318,30 @@ class Queue(QueueOperations[Job]):
     async def failed_page(self, limit: int = 100, offset: int = 0) -> tuple[list[Job], int]:
         """Like ``failed`` and also the total number of failed jobs in the queue."""
         return await send(self._conn, self.failed_page_call(limit, offset))
+
+    async def jobs(
+        self, state: Sequence[JobState | str] | JobState | str, *, offset: int = 0,
+        limit: int = 100,
+    ) -> JobPage:
+        """A page of the queue's jobs in ``state`` (one state or several, listed one after the
+        other), in each state's order (protocol/SPEC.md §8.19).
+
+        Args:
+            state: ``"waiting"`` (run order), ``"delayed"`` (by run time), ``"active"`` (by lease
+                deadline), ``"completed"``/``"failed"`` (newest first), or a sequence of them.
+            offset: jobs to skip.
+            limit: the most jobs (1..1,000; the reply may hold fewer when they would not fit in
+                a frame: page on with ``offset + len(page.jobs)``).
+
+        Returns:
+            ``JobPage(jobs, total, holders)``: ``JobInfo`` records, how many jobs the queue has
+            in those states, and the connection id holding each active job.
+
+        Raises:
+            ProtocolError: ``BAD_ARGUMENT`` for an unknown state, a negative offset, a limit
+                out of range.
+        """
+        return await send(self._conn, self.jobs_call(state, offset, limit))
 
     async def retry_failed(
         self, job_ids: Sequence[str] | None = None, *, limit: int | None = None

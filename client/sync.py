@@ -48,8 +48,10 @@ from client.operations import (
     add_metrics,
     get_job_call,
     metrics_call,
+    more_stats,
     ping_call,
     stats_call,
+    stats_page_call,
     workers_call,
 )
 from client.options import Duration, check_options
@@ -65,7 +67,7 @@ from protocol.messages import (
 )
 from protocol.model import JobState
 from protocol.operations import Hello, Request
-from protocol.replies import QueueStats
+from protocol.replies import JobPage, QueueStats
 
 R = TypeVar("R")
 _RECV_SIZE = 256 * 1024
@@ -270,8 +272,15 @@ class SyncClient:
         return self.call(cancel_call(job_id))
 
     def stats(self, queue: str | None = None) -> dict[str, QueueStats]:
-        """Counters per queue."""
-        return self.call(stats_call(queue))
+        """Counters per queue: every queue (page by page), or just ``queue``."""
+        if queue is not None:
+            return self.call(stats_call(queue))
+        gathered: dict[str, QueueStats] = {}
+        offset: int | None = 0
+        while offset is not None:
+            page, total = self.call(stats_page_call(offset))
+            offset = more_stats(gathered, page, total)
+        return gathered
 
     def ping(self) -> int:
         """Round-trip; returns the broker's clock (Unix ms)."""
@@ -376,6 +385,13 @@ class SyncQueue(QueueOperations["SyncJob"]):
         """Failed jobs, newest first."""
         jobs, _ = self._client.call(self.failed_page_call(limit, offset))
         return jobs
+
+    def jobs(
+        self, state: Sequence[JobState | str] | JobState | str, *, offset: int = 0,
+        limit: int = 100,
+    ) -> JobPage:
+        """A page of the queue's jobs by state (as ``Queue.jobs``)."""
+        return self._client.call(self.jobs_call(state, offset, limit))
 
     def retry_failed(
         self, job_ids: Sequence[str] | None = None, *, limit: int | None = None

@@ -3,7 +3,7 @@ and ``QueueEvents`` (BullMQ-style ``on("completed", callback)``).
 
 Theory of operation
 -------------------
-A stream subscribes on the client's connection (``subscribe``, SPEC §8.19) and receives the
+A stream subscribes on the client's connection (``subscribe``, SPEC §8.20) and receives the
 broker's ``events`` messages for its subscription id. One ``EventRouter`` per connection listens
 to the connection's server events and hands each batch to its stream by id. Streams hold what
 arrived in a bounded buffer, the broker's policy again: past ``max_buffer`` events the buffered

@@ -33,6 +33,8 @@ MAX_ATTEMPTS: Final = 1_000_000
 MAX_ERROR_LEN: Final = 65_536
 """Longest error text in a fail item, in characters."""
 MAX_LIST_LIMIT: Final = 1_000
+MAX_STATS_LIMIT: Final = 1_000
+"""Most queues in one ``stats`` page (and its default)."""
 MAX_VALUE_DEPTH: Final = 32
 """Deepest nesting allowed in a progress value."""
 MAX_AUTH_TOKEN_LEN: Final = 4096

@@ -35,6 +35,7 @@ from protocol.checks import (
     MAX_RATE_PERIOD_MS,
     MAX_RESERVE_JOBS,
     MAX_RESERVE_QUEUES,
+    MAX_STATS_LIMIT,
     MAX_TIME_MS,
     MAX_WAIT_MS,
     MIN_LEASE_MS,
@@ -76,6 +77,7 @@ from protocol.replies import (
     EnqueueResult,
     FailedPage,
     JobInfo,
+    JobPage,
     Outcome,
     ReservedJob,
     Retried,
@@ -83,6 +85,7 @@ from protocol.replies import (
     parse_enqueued,
     parse_failed_page,
     parse_job_info,
+    parse_job_page,
     parse_now,
     parse_outcomes,
     parse_removed,
@@ -98,6 +101,10 @@ T = TypeVar("T")
 
 def _nothing(body: Mapping[str, Any]) -> None:
     return None
+
+
+def _states_to_wire(states: tuple[JobState | str, ...]) -> list[str]:
+    return [JobState(state).value for state in states]
 
 
 # --------------------------------------------------------------------------- session
@@ -286,13 +293,21 @@ CANCEL: Final[Operation[Cancel, JobState]] = declare(Operation(
 
 class Stats(NamedTuple):
     queue: str | None = None
+    offset: int = 0
+    limit: int = MAX_STATS_LIMIT
 
 
 STATS: Final[Operation[Stats, StatsReply]] = declare(Operation(
-    "stats", Stats, (Field("queue", check_name, None),), reply=parse_stats, after_commit=False,
+    "stats", Stats,
+    (Field("queue", check_name, None), Field("offset", int_in(0, MAX_COUNT), 0),
+     Field("limit", int_in(1, MAX_STATS_LIMIT), MAX_STATS_LIMIT)),
+    reply=parse_stats,
+    after_commit=False,
 ))
-"""Reply: ``{queues: {name: QueueStats map}, broker: {version, connections, uptime_ms,
-draining}}``."""
+"""Reply: ``{queues: {name: QueueStats map}, total: int, broker: {version, connections,
+uptime_ms, draining}}``: with ``queue``, that queue alone (``offset`` and ``limit`` unused);
+else the queues from the ``offset``-th in creation order, at most ``limit``, and ``total`` the
+number of queues."""
 
 
 class Pause(NamedTuple):
@@ -353,6 +368,34 @@ LIST_FAILED: Final[Operation[ListFailed, FailedPage]] = declare(Operation(
     after_commit=False,
 ))
 """Reply: ``{jobs: [JobInfo map], total: int}``."""
+
+
+class ListJobs(NamedTuple):
+    queue: str
+    states: tuple[JobState, ...]
+    offset: int = 0
+    limit: int = 100
+
+
+def _states(value: Any, field: str) -> tuple[JobState, ...]:
+    if type(value) is str:
+        value = (value,)
+    if type(value) is not tuple or not 0 < len(value) <= len(JobState):
+        raise bad_argument(field, f"a state or an array of 1..{len(JobState)} distinct states")
+    states = tuple(check_enum(JobState, item, f"{field}[{i}]") for i, item in enumerate(value))
+    if len(set(states)) != len(states):
+        raise bad_argument(field, "distinct states")
+    return states
+
+
+LIST_JOBS: Final[Operation[ListJobs, JobPage]] = declare(Operation(
+    "list_jobs", ListJobs,
+    (Field("queue", check_name), Field("states", _states, to_wire=_states_to_wire),
+     Field("offset", int_in(0, MAX_COUNT), 0), Field("limit", int_in(1, MAX_LIST_LIMIT), 100)),
+    reply=parse_job_page,
+    after_commit=False,
+))
+"""Reply: ``{jobs: [JobInfo map, with "conn" for an active job], total: int}``."""
 
 
 class RetryFailed(NamedTuple):

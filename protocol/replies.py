@@ -233,13 +233,37 @@ def parse_failed_page(body: Mapping[str, Any]) -> FailedPage:
     return FailedPage(jobs, int(body.get("total", len(jobs))))
 
 
+class JobPage(NamedTuple):
+    """A ``list_jobs`` reply."""
+
+    jobs: list[JobInfo]
+    total: int
+    """Jobs of the queue in the states asked for; more than ``len(jobs)`` when paged."""
+    holders: dict[str, int]
+    """The connection id holding each active job of the page, by job id."""
+
+
+def parse_job_page(body: Mapping[str, Any]) -> JobPage:
+    """The jobs, total and lease holders of a ``list_jobs`` reply."""
+    raws = body["jobs"]
+    jobs = [JobInfo.from_wire(raw) for raw in raws]
+    holders = {
+        info.id: raw["conn"] for info, raw in zip(jobs, raws, strict=True)
+        if raw.get("conn") is not None
+    }
+    return JobPage(jobs, int(body.get("total", len(jobs))), holders)
+
+
 class StatsReply(NamedTuple):
     queues: dict[str, QueueStats]
     broker: dict[str, Any]
     """Broker-wide figures: ``{version, connections, uptime_ms, draining}``."""
+    total: int
+    """Queues in the broker (the page is ``queues``)."""
 
 
 def parse_stats(body: Mapping[str, Any]) -> StatsReply:
-    """The counters per queue and the broker-wide figures of a ``stats`` reply."""
+    """The counters per queue, the number of queues and the broker-wide figures of a ``stats``
+    reply."""
     queues = {name: QueueStats.from_wire(raw) for name, raw in body["queues"].items()}
-    return StatsReply(queues, dict(body.get("broker") or {}))
+    return StatsReply(queues, dict(body.get("broker") or {}), int(body.get("total", len(queues))))

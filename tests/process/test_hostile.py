@@ -262,6 +262,7 @@ def _example_args() -> dict[str, dict[str, Any]]:
         "resume": {"queue": "paused-q"},
         "clean": {"queue": "q", "state": "completed", "older_than_ms": 0, "limit": 10},
         "list_failed": {"queue": "q", "limit": 10, "offset": 0},
+        "list_jobs": {"queue": "q", "states": ["waiting", "failed"], "limit": 10},
         "retry_failed": {"queue": "q", "ids": ["id-1"], "limit": 10},
         "subscribe": {"queues": ["q"], "kinds": ["completed"]},
         "unsubscribe": {"sub": 1},

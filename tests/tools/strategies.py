@@ -30,6 +30,7 @@ from protocol.checks import (
     MAX_REQUEST_ID,
     MAX_RESERVE_JOBS,
     MAX_RESERVE_QUEUES,
+    MAX_STATS_LIMIT,
     MAX_TIME_MS,
     MAX_TOKEN,
     MAX_VALUE_DEPTH,
@@ -75,6 +76,7 @@ from protocol.operations import (
     HELLO,
     LIMIT,
     LIST_FAILED,
+    LIST_JOBS,
     OPERATIONS,
     PAUSE,
     PING,
@@ -95,6 +97,7 @@ from protocol.operations import (
     Hello,
     Limit,
     ListFailed,
+    ListJobs,
     Pause,
     Ping,
     Progress,
@@ -261,7 +264,7 @@ progresses = st.builds(Progress, job_ids, tokens, msgpack_values())
 gets = st.builds(Get, job_ids)
 waits = st.builds(Wait, job_ids, st.integers(0, MAX_WAIT_MS))
 cancels = st.builds(Cancel, job_ids)
-stats = st.builds(Stats, _opt(names))
+stats = st.builds(Stats, _opt(names), st.integers(0, 2**31), st.integers(1, MAX_STATS_LIMIT))
 pauses = st.builds(Pause, names)
 resumes = st.builds(Resume, names)
 cleans = st.builds(
@@ -270,6 +273,10 @@ cleans = st.builds(
 )
 list_faileds = st.builds(
     ListFailed, names, st.integers(1, MAX_LIST_LIMIT), st.integers(0, 2**31)
+)
+list_jobs = st.builds(
+    ListJobs, names, st.lists(st.sampled_from(JobState), min_size=1, max_size=5, unique=True)
+    .map(tuple), st.integers(0, 2**31), st.integers(1, MAX_LIST_LIMIT),
 )
 retry_faileds = st.builds(
     RetryFailed, names, _opt(_batch(job_ids)), _opt(st.integers(1, 2**31))
@@ -309,6 +316,7 @@ requests_by_op: dict[str, st.SearchStrategy[Any]] = {
     RESUME.name: resumes,
     CLEAN.name: cleans,
     LIST_FAILED.name: list_faileds,
+    LIST_JOBS.name: list_jobs,
     RETRY_FAILED.name: retry_faileds,
     LIMIT.name: limits,
     SUBSCRIBE.name: subscribes,
@@ -403,12 +411,16 @@ def reply_bodies() -> st.SearchStrategy[tuple[str, dict[str, Any]]]:
             {"state": st.sampled_from(JobState).map(str)})),
         st.tuples(st.just(STATS.name), st.fixed_dictionaries({
             "queues": st.dictionaries(names, queue_stats.map(QueueStats.to_wire), max_size=3),
+            "total": st.integers(0, 2**31),
             "broker": st.fixed_dictionaries({
                 "version": st.text(max_size=8), "connections": st.integers(0, 10_000),
                 "uptime_ms": times_ms, "draining": st.booleans(),
             }),
         })),
         st.tuples(st.just(CLEAN.name), st.fixed_dictionaries({"removed": st.integers(0, 2**31)})),
+        st.tuples(st.just(LIST_JOBS.name), st.fixed_dictionaries({
+            "jobs": st.lists(job_map, max_size=3).map(tuple), "total": st.integers(0, 2**31),
+        })),
         st.tuples(st.just(LIST_FAILED.name), st.fixed_dictionaries({
             "jobs": st.lists(job_map, max_size=3).map(tuple), "total": st.integers(0, 2**31),
         })),
