@@ -16,13 +16,21 @@ Invariants:
    arrives, so memory and disk converge once the fault clears. Only the callbacks of the failed
    batch see the error.
 3. One batch at a time (``_lock``): ``flush`` waits for a running batch, then commits the rest.
+4. The ``observer``, if any, hears of every batch in order: ``batch_taken`` right after the
+   core's changes are taken, then ``committed`` (with the job rows written and the seconds the
+   write took; ``None`` rows when there was nothing to write) once the transaction committed,
+   or ``failed`` if it failed. A cancelled write reports neither: its changes are retained,
+   like a failed one's. This is how job events leave only after their write committed
+   (``broker/events``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable
+from typing import Protocol
 
 from broker.core import Changes
 from broker.journal import Journal, JournalError
@@ -31,6 +39,20 @@ from broker.log import get_logger
 _log = get_logger("committer")
 
 Callback = Callable[[BaseException | None], None]
+
+
+class CommitObserver(Protocol):
+    """What the committer reports about each batch (invariant 4)."""
+
+    def batch_taken(self) -> None:
+        """The core's changes were just taken for a transaction."""
+
+    def committed(self, rows: int | None, seconds: float) -> None:
+        """That transaction committed (``rows`` job rows, in ``seconds``), or there was nothing
+        to write (``rows`` is ``None``)."""
+
+    def failed(self) -> None:
+        """That transaction failed; its changes are retained for the next batch."""
 
 
 class GroupCommitter:
@@ -42,6 +64,7 @@ class GroupCommitter:
         retry_delay: seconds before the first retry of a failed batch when nothing new arrives;
             doubles per consecutive failure up to ``max_retry_delay``.
         max_retry_delay: the longest wait between retries.
+        observer: told of every batch (invariant 4).
     """
 
     def __init__(
@@ -51,8 +74,10 @@ class GroupCommitter:
         *,
         retry_delay: float = 0.05,
         max_retry_delay: float = 5.0,
+        observer: CommitObserver | None = None,
     ) -> None:
         self._journal = journal
+        self._observer = observer
         self._take_changes = take_changes
         self._waiters: list[Callback] = []
         self._retained: Changes | None = None
@@ -160,6 +185,9 @@ class GroupCommitter:
         waiters, self._waiters = self._waiters, []
         self.generation += 1
         changes = self._take_changes()
+        observer = self._observer
+        if observer is not None:
+            observer.batch_taken()
         retained, self._retained = self._retained, None
         if retained is not None:
             retained.jobs.update(changes.jobs)
@@ -167,9 +195,12 @@ class GroupCommitter:
             retained.next_seq = max(retained.next_seq, changes.next_seq)
             changes = retained
         error: JournalError | None = None
+        seconds = 0.0
         if changes:
+            started = time.perf_counter()
             try:
                 await self._journal.write(changes, dispatched=previous)
+                seconds = time.perf_counter() - started
             except JournalError as exc:
                 error = exc
                 self._retained = changes
@@ -182,6 +213,14 @@ class GroupCommitter:
                 raise
             else:
                 self.batches += 1
+        if observer is not None:
+            try:
+                if error is None:
+                    observer.committed(len(changes.jobs) if changes else None, seconds)
+                else:
+                    observer.failed()
+            except Exception:  # a bug there must not stop the broker's only writer
+                _log.exception("commit_observer_failed")
         if error is None:
             if self._failures:
                 _log.info("journal_recovered", failed_batches=self._failures)

@@ -72,6 +72,9 @@ class Settings:
     keep_failed_count: int | None = 10_000
     keep_failed_age: float | None = 7 * 86_400.0
     shutdown_grace: float = 5.0
+    max_subscriptions: int = 1000
+    subscription_buffer_events: int = 10_000
+    subscription_buffer_bytes: int = 1024 * 1024
     token: str | None = field(default=None, repr=False)
     token_file: Path | None = None
     tls_cert: Path | None = None
@@ -300,6 +303,13 @@ OPTIONS: Final[tuple[Option, ...]] = (
            "forever)", "DUR"),
     Option("shutdown_grace", parse_duration, "on SIGTERM/SIGINT, time workers get to ack (or "
            "release) the jobs they hold; leases still held then fail one attempt", "DUR"),
+    Option("max_subscriptions", _positive_int, "event subscriptions in the broker (16 per "
+           "connection); more get OVERLOADED", "N"),
+    Option("subscription_buffer_events", _positive_int, "events buffered per subscription for "
+           "a slow reader; past it (or the bytes) it gets one lagged event with the count lost",
+           "N"),
+    Option("subscription_buffer_bytes", parse_size, "encoded event bytes buffered per "
+           "subscription (see subscription-buffer-events)", "SIZE"),
     Option("token", _token, "shared secret clients must send in hello (prefer --token-file or "
            "the variable: flags show in ps)", "TOKEN"),
     Option("token_file", Path, "file holding the token (surrounding whitespace ignored)", "FILE"),

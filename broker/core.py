@@ -63,7 +63,9 @@ from broker import (
 from broker.core_config import CoreConfig
 from broker.core_flow import QueueLimits
 from broker.core_state import Changes, CoreError, CoreState, QueueMeta, Snapshot
+from broker.events import PendingEvents
 from broker.jobs import Job
+from broker.metrics import QueueMetrics
 from broker.replysize import job_info
 from protocol.model import AckItem, ExtendItem, FailItem, JobSpec, JobState, ReleaseItem
 from protocol.replies import EnqueueResult, JobInfo, Outcome, QueueStats, ReservedJob
@@ -466,3 +468,20 @@ class Core:
         instead of ``NOT_FOUND``."""
         job = self._state.gone_last.get((queue, job_id))
         return None if job is None else job_info(job)
+
+    # ------------------------------------------------------------------ observation
+
+    def record_events(self, events: PendingEvents | None) -> None:
+        """From now on, record a job event for each change into ``events`` (``broker/events``;
+        the I/O layer publishes them once their write commits), or none with ``None``: the
+        server passes ``None`` while nobody subscribes, so no event is ever built then."""
+        self._state.events = events
+
+    def queue_metrics(self) -> dict[str, QueueMetrics]:
+        """Each queue's rates and durations (``broker/metrics``), by name: live objects, to
+        read (``to_wire``), not to change."""
+        return {name: queue.metrics for name, queue in self._state.queues.items()}
+
+    def held_by(self, owner: int) -> int:
+        """How many jobs are leased to connection ``owner`` now."""
+        return len(self._state.owned.get(owner, ()))

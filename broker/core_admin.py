@@ -26,6 +26,7 @@ from broker.jobs import Job
 from broker.replysize import job_info
 from protocol.errors import ErrorCode
 from protocol.model import JobState
+from protocol.observing import EventKind
 from protocol.replies import JobInfo, QueueStats
 
 _EMPTY_STATS = QueueStats(0, 0, 0, 0, 0, False, None, 0, 0)
@@ -49,6 +50,8 @@ def cancel(core: CoreState, job_id: str, queue_name: str | None, now: int) -> Jo
     elif state is COMPLETED or state is FAILED:
         (queue.completed if state is COMPLETED else queue.failed).maybe_compact(core.jobs)
         core.reschedule(queue)
+    if core.events is not None:
+        core.events.record(EventKind.REMOVED, now, job.queue, job_id, job.name, ("cancelled",))
     return state
 
 
@@ -66,6 +69,8 @@ def iter_jobs(core: CoreState) -> Iterator[Job]:
 def pause(core: CoreState, queue: str, now: int) -> None:
     """``Core.pause`` (documented there)."""
     state = core.queue(queue)
+    if core.events is not None and not state.meta.paused:
+        core.events.record(EventKind.PAUSED, now, state.name, None, None)
     state.meta.paused = True
     core.changed_queues[state.name] = state.meta
 
@@ -73,6 +78,8 @@ def pause(core: CoreState, queue: str, now: int) -> None:
 def resume(core: CoreState, queue: str, now: int) -> None:
     """``Core.resume`` (documented there)."""
     state = core.queue(queue)
+    if core.events is not None and state.meta.paused:
+        core.events.record(EventKind.RESUMED, now, state.name, None, None)
     state.meta.paused = False
     core.changed_queues[state.name] = state.meta
     core_flow.lift_pause(core, state)
@@ -119,7 +126,7 @@ def clean(
         return 0
     cutoff = now - older_than_ms
     if state is WAITING:
-        return _clean_waiting(core, target, cutoff, limit)
+        return _clean_waiting(core, target, cutoff, limit, now)
     victims: list[Job] = []
     if state is COMPLETED or state is FAILED:
         finished = target.completed if state is COMPLETED else target.failed
@@ -137,9 +144,12 @@ def clean(
         victims = sorted((j for j in candidates if j.created_at <= cutoff), key=lambda j: j.seq)
         if limit is not None:
             victims = victims[:limit]
+    events = core.events
     for job in victims:
         core.delete(job)
         core.forget(job, target)
+        if events is not None:
+            events.record(EventKind.REMOVED, now, job.queue, job.id, job.name, ("cleaned",))
     if victims:
         if state is DELAYED:
             core.delayed.maybe_compact(core.delayed_entry_live)
@@ -150,7 +160,9 @@ def clean(
     return len(victims)
 
 
-def _clean_waiting(core: CoreState, queue: QueueState, cutoff: int, limit: int | None) -> int:
+def _clean_waiting(
+    core: CoreState, queue: QueueState, cutoff: int, limit: int | None, now: int
+) -> int:
     """Delete the queue's oldest waiting jobs created at or before ``cutoff``: O(k + limit·log k)
     for k priorities in use, never a scan of the queue.
 
@@ -165,6 +177,8 @@ def _clean_waiting(core: CoreState, queue: QueueState, cutoff: int, limit: int |
             break
         core.delete(job)
         core.forget(job, queue)
+        if core.events is not None:
+            core.events.record(EventKind.REMOVED, now, job.queue, job.id, job.name, ("cleaned",))
         removed += 1
         if removed == limit:
             break
@@ -213,6 +227,8 @@ def retry_failed(
         job.result = None
         core.make_waiting(job, target, now)
         core.changed_jobs[job.seq] = job
+        if core.events is not None:
+            core.events.record(EventKind.WAITING, now, job.queue, job.id, job.name)
     core.unfinished += len(chosen)
     core.reschedule(target)
     return len(chosen), not_failed

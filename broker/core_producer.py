@@ -16,6 +16,7 @@ from broker.core_state import DELAYED, WAITING, CoreError, CoreState, QueueState
 from broker.jobs import NO_OPTIONS, Job, JobOptions
 from protocol.errors import ErrorCode
 from protocol.model import PLAIN_TAIL, JobSpec
+from protocol.observing import EventKind
 from protocol.replies import EnqueueResult
 
 
@@ -66,6 +67,7 @@ def enqueue(core: CoreState, queue: str, specs: Sequence[JobSpec], now: int) -> 
     waiting = 0
     lane_priority: int | None = None
     lane = None
+    events = core.events
     for index, spec in enumerate(specs):
         (job_id, name, payload, priority, delay_ms, run_at_ms, max_attempts, backoff,
          lease_ms, keep_completed, keep_failed) = spec
@@ -101,6 +103,9 @@ def enqueue(core: CoreState, queue: str, specs: Sequence[JobSpec], now: int) -> 
             )
             q.delayed += 1
             delayed.push(run_at, seq, job)
+            if events is not None:
+                events.record(EventKind.ADDED, now, qname, job_id, interned, (DELAYED, run_at))
+                events.record(EventKind.DELAYED, now, qname, job_id, interned, (run_at,))
         else:
             job = Job(
                 seq, job_id, qname, interned, payload, priority=priority, run_at=now,
@@ -114,12 +119,16 @@ def enqueue(core: CoreState, queue: str, specs: Sequence[JobSpec], now: int) -> 
             lane.append(job)
             if listing is not None:
                 listing.add(job)
+            if events is not None:
+                events.record(EventKind.ADDED, now, qname, job_id, interned, (WAITING, now))
         add(job)
         changed[seq] = job
         seq += 1
         ids.append(job_id)
     core.seq = seq
     core.unfinished += fresh
+    if fresh:
+        q.metrics.added.add(now, fresh)
     if waiting:
         q.waiting += waiting
         if not q.meta.paused:
@@ -160,6 +169,7 @@ def _enqueue_plain(
     attempts = config.default_max_attempts
     seq = core.seq
     ids: list[str] = []
+    events = core.events
     for spec in specs:
         name = spec[1]
         interned = names.get(name)
@@ -175,8 +185,11 @@ def _enqueue_plain(
         changed[seq] = job
         ids.append(job_id)
         seq += 1
+        if events is not None:
+            events.record(EventKind.ADDED, now, qname, job_id, interned, (WAITING, now))
     core.seq = seq
     core.unfinished += fresh
+    q.metrics.added.add(now, fresh)
     q.waiting += fresh
     if q.listing is not None and (listing := core_lists.kept(q, now)) is not None:
         # the batch is the lane's last ``fresh`` entries

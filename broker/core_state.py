@@ -12,17 +12,20 @@ import heapq
 import random
 import sys
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final, Protocol
 
 from broker import backoff as backoff_policy
 from broker.core_config import CoreConfig
+from broker.events import PendingEvents
 from broker.heaps import DeadlineHeap, ReadyQueue
 from broker.jobs import Job, JobKey
+from broker.metrics import QueueMetrics
 from broker.ratelimit import SlidingWindow
 from broker.retention import FinishedList
 from protocol.errors import ErrorCode
 from protocol.model import JobState
+from protocol.observing import EventKind
 
 
 class ListingIndex(Protocol):
@@ -116,7 +119,8 @@ class Snapshot:
 
 @dataclass(slots=True)
 class QueueState:
-    """One queue: its metadata, ready structure, finished lists and live counts per state."""
+    """One queue: its metadata, ready structure, finished lists, live counts per state and
+    metrics (rates and durations since the broker started; not journaled)."""
 
     name: str
     meta: QueueMeta
@@ -134,6 +138,7 @@ class QueueState:
     """When the flow timer next looks at this queue (``core_flow.schedule_wake``)."""
     listing: ListingIndex | None = None
     """The waiting jobs in run order, once a ``list_jobs`` asked for them (``core_lists``)."""
+    metrics: QueueMetrics = field(default_factory=QueueMetrics)
 
     @property
     def unfinished(self) -> int:
@@ -145,7 +150,8 @@ class CoreState:
     consistent. Only the core's modules use it; everything else goes through ``Core``."""
 
     __slots__ = (
-        "changed_jobs", "changed_queues", "config", "delayed", "finished_ids", "flow_wakes",
+        "changed_jobs", "changed_queues", "config", "delayed", "events", "finished_ids",
+        "flow_wakes",
         "gone_at_finish", "gone_last", "jobs", "leases", "names", "owned", "prune_counter",
         "prunes", "queues", "ready_names", "rng", "seq", "shared", "token", "unfinished",
     )
@@ -186,6 +192,9 @@ class CoreState:
         """Jobs deleted the moment they finished (retention keeping none), by ``(queue, id)``,
         since the last ``take_finished``: what a parked ``wait`` for them is answered with."""
         self.gone_last: dict[tuple[str, str], Job] = {}
+        self.events: PendingEvents | None = None
+        """Where job events are recorded while someone subscribes (``broker/events``); ``None``
+        otherwise, which every operation tests before building an event."""
 
     def queue(self, name: str) -> QueueState:
         """The queue named ``name``, created (and recorded for the journal) on first use."""
@@ -339,6 +348,8 @@ class CoreState:
             queue.delayed -= 1
             self.make_waiting(job, queue, run_at)
             self.changed_jobs[job.seq] = job
+            if self.events is not None:
+                self.events.record(EventKind.WAITING, now, job.queue, job.id, job.name)
 
     def end_lease(self, job: Job, queue: QueueState, *, entry_popped: bool) -> None:
         """Clear an active job's lease (before it moves on or is deleted)."""
@@ -401,25 +412,51 @@ class CoreState:
 
     def fail_attempt(
         self, job: Job, queue: QueueState, error: str, retry: bool, delay_ms: int | None, now: int,
-        *, entry_popped: bool = False,
+        *, entry_popped: bool = False, expired: bool = False,
     ) -> JobState:
-        """Count a failed attempt of an active job: failed, or retried after a delay."""
+        """Count a failed attempt of an active job: failed, or retried after a delay.
+
+        ``expired``: the attempt ended without an outcome (lease expiry, lost connection), which
+        its event and the queue's ``expired`` counter tell apart from a worker's ``fail``.
+        """
         self.end_lease(job, queue, entry_popped=entry_popped)
         job.error = error
         self.changed_jobs[job.seq] = job
+        metrics = queue.metrics
+        if expired:
+            metrics.expired.add(now)
         if not retry or job.attempts >= job.max_attempts:
             job.move_to(FAILED)
             job.finished_at = now
             queue.meta.total_failed += 1
             self.changed_queues[queue.name] = queue.meta
             self.finish(job, queue, queue.failed, now)
+            metrics.failed.add(now)
+            self._record_failure(job, error, expired, None, now)
             return FAILED
+        metrics.retried.add(now)
         if delay_ms is None:
             policy = job.options.backoff or self.config.default_backoff
             delay_ms = backoff_policy.delay(max(job.attempts, 1), policy, self.rng)
         if delay_ms <= 0:
             self.make_waiting(job, queue, now)
+            self._record_failure(job, error, expired, now, now)
             return WAITING
         self.make_delayed(job, queue, now + delay_ms)
+        self._record_failure(job, error, expired, now + delay_ms, now)
         return DELAYED
+
+    def _record_failure(
+        self, job: Job, error: str, expired: bool, retry_at: int | None, now: int
+    ) -> None:
+        """The events of a failed attempt: ``failed`` or ``lease_expired``, then ``delayed``
+        when the retry waits."""
+        events = self.events
+        if events is None:
+            return
+        kind = EventKind.LEASE_EXPIRED if expired else EventKind.FAILED
+        events.record(kind, now, job.queue, job.id, job.name,
+                      (job.attempts, error, retry_at is not None, retry_at))
+        if retry_at is not None and retry_at > now:
+            events.record(EventKind.DELAYED, now, job.queue, job.id, job.name, (retry_at,))
 

@@ -26,6 +26,7 @@ from broker.jobs import Job
 from broker.replysize import RESERVED_JOB_OVERHEAD, UTF8_MAX, packed_size
 from protocol.errors import ErrorCode
 from protocol.model import AckItem, ExtendItem, FailItem, JobState, ReleaseItem
+from protocol.observing import EventKind
 from protocol.replies import OK, Outcome, ReservedJob
 
 LEASE_EXPIRED: Final = "lease expired"
@@ -50,6 +51,7 @@ def reserve(
     owned: dict[Job, None] | None = None
     token = core.token
     room = max_bytes
+    events = core.events
     for name in queues:
         q = core.queues.get(name)
         if q is None or not q.waiting or q.meta.paused:
@@ -65,6 +67,7 @@ def reserve(
         qname = q.name
         listing = q.listing if q.listing is None else core_lists.kept(q, now)
         fixed = RESERVED_JOB_OVERHEAD + UTF8_MAX * len(qname)
+        observe_wait = q.metrics.wait_ms.observe
         taken = 0
         while len(out) < stop:
             lane = ready.front()
@@ -107,10 +110,18 @@ def reserve(
                     job_id, qname, job.name, job.payload, attempts, job.max_attempts, token,
                     lease, deadline, job.created_at, job.progress,
                 )))
+                # Waiting since it became due (run_at), or since it was created if it was
+                # enqueued with a run time already past.
+                run_at = job.run_at
+                observe_wait(now - (run_at if run_at > job.created_at else job.created_at))
+                if events is not None:
+                    events.record(EventKind.ACTIVE, now, qname, job_id, job.name, (attempts,))
                 token += 1
                 taken += 1
         q.waiting -= taken
         q.active += taken
+        if events is not None and taken and not q.waiting:
+            events.record(EventKind.DRAINED, now, qname, None, None)
         if q.limited:
             core_flow.started(core, q, now, taken)
         if len(out) >= max_jobs:
@@ -130,6 +141,7 @@ def ack(core: CoreState, items: Sequence[AckItem], now: int) -> list[Outcome]:
     max_payload = core.config.max_payload
     leases = core.leases
     delete = core.delete
+    events = core.events
     done = 0
     q: QueueState | None = None
     for job_id, token, result in items:
@@ -147,9 +159,10 @@ def ack(core: CoreState, items: Sequence[AckItem], now: int) -> list[Outcome]:
             continue
         if q is None or q.name is not job.queue:
             if q is not None:
-                _after_completions(core, q, done)
+                _after_completions(core, q, done, now)
                 done = 0
             q = queues[job.queue]
+            observe_processing = q.metrics.processing_ms.observe
         # The lease ends (CoreState.end_lease, inlined: this is the hot path).
         owned = owned_by.get(job.owner)  # type: ignore[arg-type]
         if owned is not None:
@@ -162,19 +175,24 @@ def ack(core: CoreState, items: Sequence[AckItem], now: int) -> list[Outcome]:
         job.finished_at = now
         done += 1
         finished_ids.add((job.queue, job_id))
+        observe_processing(now - job.started_at)  # type: ignore[operator]  # set when reserved
+        if events is not None:  # before retention may drop the job: its result goes out
+            events.record(EventKind.COMPLETED, now, q.name, job_id, job.name,
+                          (job.attempts, result))
         if q.completed.add(job, jobs, delete):
             changed[job.seq] = job
         else:  # removed on completion: its parked waiters still get the result
             core.gone_at_finish[(job.queue, job_id)] = job
         out.append(_OK_COMPLETED)
     if q is not None:
-        _after_completions(core, q, done)
+        _after_completions(core, q, done, now)
     leases.maybe_compact(core.lease_entry_live)
     return out
 
 
-def _after_completions(core: CoreState, queue: QueueState, done: int) -> None:
+def _after_completions(core: CoreState, queue: QueueState, done: int, now: int) -> None:
     """Counters and bookkeeping after ``done`` of the queue's active jobs completed."""
+    queue.metrics.completed.add(now, done)
     queue.active -= done
     core.unfinished -= done
     meta = queue.meta
@@ -247,6 +265,11 @@ def release(core: CoreState, items: Sequence[ReleaseItem], now: int) -> list[Out
         else:
             core.make_waiting(job, queue, now)
             out.append(_OUTCOME_OF_STATE[WAITING])
+        events = core.events
+        if events is not None:
+            events.record(EventKind.RELEASED, now, job.queue, job_id, job.name, (job.run_at,))
+            if delay_ms:
+                events.record(EventKind.DELAYED, now, job.queue, job_id, job.name, (job.run_at,))
     return out
 
 
@@ -265,6 +288,8 @@ def progress(core: CoreState, job_id: str, token: int, value: Any, now: int) -> 
         )
     job.progress = value
     core.changed_jobs[job.seq] = job
+    if core.events is not None:
+        core.events.record(EventKind.PROGRESS, now, job.queue, job_id, job.name, (value,))
 
 
 def _check_lease(job: Job | None, job_id: str, token: int) -> Outcome | None:
@@ -290,7 +315,8 @@ def release_owner(core: CoreState, owner: int, now: int) -> int:
         return 0
     core.promote_due(now)
     for job in list(held):
-        core.fail_attempt(job, core.queues[job.queue], CONNECTION_LOST, True, None, now)
+        core.fail_attempt(job, core.queues[job.queue], CONNECTION_LOST, True, None, now,
+                          expired=True)
     return len(held)
 
 
@@ -308,7 +334,8 @@ def tick(core: CoreState, now: int) -> None:
             leases.push(job.lease_deadline, token, job)  # extended: expire in its turn
             continue
         core.fail_attempt(
-            job, core.queues[job.queue], LEASE_EXPIRED, True, None, now, entry_popped=True
+            job, core.queues[job.queue], LEASE_EXPIRED, True, None, now, entry_popped=True,
+            expired=True,
         )
     if core.flow_wakes:
         core_flow.fire(core, now)

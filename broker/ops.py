@@ -19,9 +19,21 @@ from typing import Any, Final, Protocol, TypeVar
 from broker.committer import GroupCommitter
 from broker.core import Core, CoreError
 from broker.longpoll import ParkedReserve, Parking, Waiter
+from broker.observe import EventSink, Observation
 from broker.replysize import CONN_KEY_SIZE, fit_job_infos, fit_stats, job_info, reserve_budget
+from broker.workers import WorkerInfo
 from protocol.errors import ErrorCode
 from protocol.model import JobState
+from protocol.observing import (
+    METRICS,
+    SUBSCRIBE,
+    UNSUBSCRIBE,
+    WORKERS,
+    Metrics,
+    Subscribe,
+    Unsubscribe,
+    Workers,
+)
 from protocol.operations import (
     ACK,
     CANCEL,
@@ -68,7 +80,7 @@ from protocol.operations import (
     Time,
     Wait,
 )
-from protocol.replies import ReservedJob
+from protocol.replies import OK, ReservedJob
 
 _FINISHED: Final = frozenset({JobState.COMPLETED, JobState.FAILED})
 _READ_NOT_DURABLE: Final = (
@@ -78,8 +90,11 @@ _READ_NOT_DURABLE: Final = (
 Body = dict[str, Any]
 
 
-class Conn(Waiter, Protocol):
+class Conn(Waiter, EventSink, Protocol):
     """What a handler needs of the connection a request came on."""
+
+    worker: WorkerInfo | None
+    """What the ``workers`` op shows of this connection (set once it is accepted)."""
 
     def reply(self, request_id: int, body: Body) -> None:
         """Send a reply now."""
@@ -110,10 +125,12 @@ class OpContext:
         max_parked_per_connection: most parked reserve/wait requests on one connection.
         clock: wall-clock milliseconds (for reservations made when a parked reserve wakes).
         broker_stats: the broker-wide figures of a ``stats`` reply, given ``now``.
+        observe: job events, metrics and the workers table.
+        connections: how many connections are open.
     """
 
-    __slots__ = ("_budget", "broker_stats", "clock", "committer", "core", "draining",
-                 "max_frame", "output_budget", "parking")
+    __slots__ = ("_budget", "broker_stats", "clock", "committer", "connections", "core",
+                 "draining", "max_frame", "observe", "output_budget", "parking")
 
     def __init__(
         self,
@@ -126,8 +143,12 @@ class OpContext:
         max_parked_per_connection: int,
         clock: Callable[[], int],
         broker_stats: Callable[[int], Body],
+        observe: Observation,
+        connections: Callable[[], int],
     ) -> None:
         self.core = core
+        self.observe = observe
+        self.connections = connections
         self.committer = committer
         self.max_frame = max_frame
         self.output_budget = output_budget
@@ -195,6 +216,8 @@ def enqueue(broker: OpContext, conn: Conn, request_id: int, request: Enqueue, no
 def reserve(
     broker: OpContext, conn: Conn, request_id: int, request: Reserve, now: int
 ) -> Body | None:
+    if conn.worker is not None:
+        conn.worker.asked(request.queues, now)
     if broker.draining:
         return {"jobs": ()}
     jobs = broker.reserve(conn, request, now)
@@ -210,12 +233,18 @@ def reserve(
 
 @handles(ACK)
 def ack(broker: OpContext, conn: Conn, request_id: int, request: Ack, now: int) -> Body:
-    return {"results": broker.core.ack(request.items, now)}
+    results = broker.core.ack(request.items, now)
+    if conn.worker is not None:
+        conn.worker.completed += sum(1 for result in results if result.code == OK)
+    return {"results": results}
 
 
 @handles(FAIL)
 def fail(broker: OpContext, conn: Conn, request_id: int, request: Fail, now: int) -> Body:
-    return {"results": broker.core.fail(request.items, now)}
+    results = broker.core.fail(request.items, now)
+    if conn.worker is not None:
+        conn.worker.failed += sum(1 for result in results if result.code == OK)
+    return {"results": results}
 
 
 @handles(EXTEND)
@@ -370,6 +399,30 @@ def obliterate(
     broker: OpContext, conn: Conn, request_id: int, request: Obliterate, now: int
 ) -> Body:
     return {"removed": broker.core.obliterate(request.queue, request.force, now)}
+
+
+@handles(SUBSCRIBE)
+def subscribe(
+    broker: OpContext, conn: Conn, request_id: int, request: Subscribe, now: int
+) -> Body:
+    return broker.observe.subscribe(conn, request)
+
+
+@handles(UNSUBSCRIBE)
+def unsubscribe(
+    broker: OpContext, conn: Conn, request_id: int, request: Unsubscribe, now: int
+) -> Body:
+    return broker.observe.unsubscribe(conn.conn_id, request.sub)
+
+
+@handles(METRICS)
+def metrics(broker: OpContext, conn: Conn, request_id: int, request: Metrics, now: int) -> Body:
+    return broker.observe.metrics_body(request, now, broker.connections())
+
+
+@handles(WORKERS)
+def workers(broker: OpContext, conn: Conn, request_id: int, request: Workers, now: int) -> Body:
+    return broker.observe.workers_body(request)
 
 
 _UNHANDLED: Final = set(OPERATIONS) - set(HANDLERS) - {HELLO.name}

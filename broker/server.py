@@ -49,6 +49,7 @@ from broker.core_config import core_config
 from broker.integrity import open_journal
 from broker.journal import Journal, JournalError, SyncMode
 from broker.log import get_logger
+from broker.observe import Observation
 from broker.ops import OpContext
 from broker.session import OUTPUT_BUDGET, Session, SessionHooks
 from broker.tls import server_ssl_context
@@ -95,14 +96,16 @@ class Server:
         self.settings = settings
         self.core = core
         self.journal = journal
-        self.committer = GroupCommitter(journal, core.take_changes)
+        self.observe = Observation(core, settings, clock)
+        self.committer = GroupCommitter(journal, core.take_changes, observer=self.observe)
         self.now_ms = clock
         self.sessions: dict[int, Session] = {}
         self.ops = OpContext(
             core, self.committer, max_frame=settings.max_frame, output_budget=OUTPUT_BUDGET,
             max_parked=settings.max_parked,
             max_parked_per_connection=settings.max_parked_per_connection,
-            clock=clock, broker_stats=self.broker_stats,
+            clock=clock, broker_stats=self.broker_stats, observe=self.observe,
+            connections=lambda: len(self.sessions),
         )
         self.port = 0
         """The port actually bound (useful with ``port=0``)."""
@@ -239,6 +242,8 @@ class Server:
         if self.ops.draining or len(self.sessions) >= self.settings.max_connections:
             return False
         self.sessions[session.conn_id] = session
+        session.worker = self.observe.workers.open(session.conn_id, "", session.peer,
+                                                   self.now_ms())
         _log.info("connection_opened", conn=session.conn_id, peer=session.peer)
         return True
 
@@ -249,6 +254,7 @@ class Server:
                       reason=reason)
             return
         self.ops.parking.drop(session)
+        self.observe.connection_closed(session.conn_id)
         released = 0
         if not self._closed:
             released = self.core.release_owner(session.conn_id, self.now_ms())

@@ -47,6 +47,7 @@ from broker.log import get_logger
 from broker.longpoll import ParkedReserve, ParkedWait
 from broker.ops import OpContext, handle, reply_job
 from broker.outbox import NOT_DURABLE, Outbox
+from broker.workers import WorkerInfo
 from protocol.codec import FrameDecoder
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.messages import (
@@ -134,6 +135,8 @@ class Session(asyncio.Protocol):
         """How many times reading was paused (exposed for tests and stats)."""
         self.output_holds = 0
         """How many times handling stopped for the output budget (for tests and stats)."""
+        self.worker: WorkerInfo | None = None
+        """What the ``workers`` op shows of this connection (set by the server on accept)."""
         self._settings = settings
         self._decoder = FrameDecoder(settings.max_frame)
         self._transport: asyncio.Transport | None = None
@@ -221,6 +224,8 @@ class Session(asyncio.Protocol):
         if self._input_held:
             return
         now = self.hooks.now_ms()
+        if self.worker is not None:
+            self.worker.last_seen = now
         self._in_batch = True
         try:
             while self.state is ConnState.OPEN or self.state is ConnState.HANDSHAKE:
@@ -274,6 +279,17 @@ class Session(asyncio.Protocol):
         self._writing_paused = False
         self._update_reading()
         self._release_input()
+        self.broker.observe.pump(self)  # events waiting for room (nothing if none)
+
+    def can_send_events(self) -> bool:
+        """Open and below the write high-water mark (else events wait in bounded buffers)."""
+        return self.state is ConnState.OPEN and not self._writing_paused
+
+    def send_events_frame(self, frame: bytes) -> None:
+        """Write one encoded ``events`` frame, after the replies already queued."""
+        self._outbox.write()
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.write(frame)
 
     # ------------------------------------------------------------------ output
 
@@ -451,6 +467,8 @@ class Session(asyncio.Protocol):
             self.hooks.handshakes().record_success(host)
         self._move(ConnState.OPEN)
         self.client_name = hello.client
+        if self.worker is not None:
+            self.worker.client = hello.client
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None

@@ -51,6 +51,7 @@ from client.options import exponential, fixed
 from client.queue import Client, Queue
 from client.serializers import JSON, MSGPACK, RAW, JsonSerializer, MsgpackSerializer, Serializer
 from client.sync import SyncClient, SyncJob, SyncQueue
+from client.watch import EventStream, JobEvent, QueueEvents
 from client.worker import Worker
 from protocol.model import JobState
 from protocol.replies import JobInfo, JobPage, QueueStats
@@ -59,12 +60,11 @@ __all__ = [
     "DEFAULT_URL", "JSON", "MSGPACK", "RAW", "AmbiguousIdError", "AuthenticationError",
     "BrokerError", "Client",
     "ConflictError", "Connection", "ConnectionClosedError", "ConnectionLostError",
-    "ConnectionState", "ConnectionStatistics", "DrainingError", "Job", "JobContext",
-    "JobFailed", "JobInfo", "JobPage", "JobRecord", "JobState", "JobwireError",
+    "ConnectionState", "ConnectionStatistics", "DrainingError", "EventStream", "Job", "JobContext",
+    "JobEvent", "JobFailed", "JobInfo", "JobPage", "JobRecord", "JobState", "JobwireError",
     "JournalFailureError", "JsonSerializer", "MsgpackSerializer", "NotFoundError",
-    "PayloadTooLargeError", "Queue", "QueueFullError", "QueueLimits", "QueueStats",
-    "RateLimited", "RequestTimeoutError",
-    "Retry", "Serializer", "ServerInfo",
-    "StaleLeaseError", "SyncClient", "SyncJob", "SyncQueue", "UnrecoverableError",
-    "WaitTimeoutError", "Worker", "WorkerStatistics", "exponential", "fixed", "parse_url",
+    "PayloadTooLargeError", "Queue", "QueueEvents", "QueueFullError", "QueueLimits", "QueueStats",
+    "RateLimited", "RequestTimeoutError", "Retry", "Serializer", "ServerInfo", "StaleLeaseError",
+    "SyncClient", "SyncJob", "SyncQueue", "UnrecoverableError", "WaitTimeoutError", "Worker",
+    "WorkerStatistics", "exponential", "fixed", "parse_url",
 ]

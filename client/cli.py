@@ -1,6 +1,6 @@
 """``jobwire worker`` and the admin subcommands: ``stats``, ``job``, ``jobs``, ``pause``,
-``resume``, ``clean``, ``failed`` (``limit`` is in ``client/cli_limit.py``, registered by
-``jobwire/cli.py``).
+``resume``, ``clean``, ``failed``, ``events``, ``workers`` (``limit`` is in
+``client/cli_limit.py``, registered by ``jobwire/cli.py``).
 
 ``register(subparsers)`` adds them to the ``jobwire`` console script (``jobwire/cli.py`` calls
 it); each sets ``func(args) -> exit code``. Every command takes ``--url`` (default ``$JOBWIRE_URL``,
@@ -34,8 +34,17 @@ from client.errors import NotFoundError
 from client.job import Job, JobRecord
 from client.queue import Client
 from client.serializers import get_serializer
+from client.watch_cli import (
+    RATE_HEADERS,
+    WORKER_HEADERS,
+    event_json,
+    event_line,
+    rate_columns,
+    worker_row,
+)
 from protocol.checks import MAX_LIST_LIMIT
 from protocol.model import JobState
+from protocol.observing import SUBSCRIBABLE
 from protocol.replies import JobInfo, QueueStats
 
 
@@ -45,8 +54,10 @@ def register(subparsers: Any) -> None:
 
     add_worker_parser(subparsers)
 
-    p = subparsers.add_parser("stats", help="show queue counters",
-                              description="Counts per state for every queue (or one).")
+    p = subparsers.add_parser("stats", help="show queue counters, rates and durations",
+                              description="Counts per state for every queue (or one), jobs "
+                              "added and completed per second over the last minute, and the "
+                              "median and 99th percentile of waiting and processing times.")
     p.add_argument("--queue", "-q", help="only this queue")
     add_common(p)
     p.set_defaults(func=command(_stats))
@@ -117,6 +128,29 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=command(_failed))
     add_limit_parser(subparsers)
 
+    p = subparsers.add_parser(
+        "events", help="print job events as they happen",
+        description="Follow job events (added, active, progress, completed, failed, ...) of "
+        "QUEUE... (every queue when none is named), one line each, until Ctrl-C (exit 130) or "
+        "--count. A 'lagged' line says how many events this terminal missed because it fell "
+        "behind.")
+    p.add_argument("queues", metavar="QUEUE", nargs="*")
+    p.add_argument("--kind", dest="kinds", action="append", choices=sorted(SUBSCRIBABLE),
+                   metavar="KIND", help="only this kind (repeatable; default all): "
+                   + ", ".join(sorted(SUBSCRIBABLE)))
+    p.add_argument("--count", type=int, help="stop after this many events")
+    add_common(p)
+    p.set_defaults(func=command(_events))
+
+    p = subparsers.add_parser(
+        "workers", help="list the connected workers",
+        description="Connections that reserve jobs: client name, host, queues, jobs held, "
+        "completed and failed on this connection, connected since, last seen.")
+    p.add_argument("--all", dest="include_all", action="store_true",
+                   help="every connection, not only workers")
+    add_common(p)
+    p.set_defaults(func=command(_workers))
+
 
 
 
@@ -138,18 +172,45 @@ async def _stats(client: Client, args: argparse.Namespace) -> int:
     stats = await client.stats(args.queue)
     if args.queue and args.queue not in stats:
         stats[args.queue] = QueueStats(0, 0, 0, 0, 0, False, None, 0, 0)
+    metrics = await client.metrics([args.queue] if args.queue else None)
+    per_queue = metrics["queues"]
     if args.json:
-        print_json({name: s.to_wire() for name, s in sorted(stats.items())})
+        print_json({name: {**s.to_wire(), "metrics": per_queue.get(name)}
+                     for name, s in sorted(stats.items())})
         return 0
     if not stats:
         out("no queues yet")
         return 0
     headers = ["QUEUE", "WAITING", "DELAYED", "ACTIVE", "COMPLETED", "FAILED", "PAUSED",
-               "OLDEST WAITING", "TOTAL DONE", "TOTAL FAILED"]
+               "OLDEST WAITING", "TOTAL DONE", "TOTAL FAILED", *RATE_HEADERS]
+    uptime = metrics["broker"].get("uptime_ms", 0)
     rows = [[name, s.waiting, s.delayed, s.active, s.completed, s.failed,
              "yes" if s.paused else "no", _age(s.oldest_waiting_ms), s.total_completed,
-             s.total_failed] for name, s in sorted(stats.items())]
+             s.total_failed, *rate_columns(per_queue.get(name), uptime)]
+            for name, s in sorted(stats.items())]
     out(table(headers, rows))
+    return 0
+
+
+async def _events(client: Client, args: argparse.Namespace) -> int:
+    printed = 0
+    async with client.events(args.queues or None, kinds=args.kinds) as stream:
+        async for event in stream:
+            out(event_json(event) if args.json else event_line(event))
+            printed += 1
+            if args.count is not None and printed >= args.count:
+                break
+    return 0
+
+
+async def _workers(client: Client, args: argparse.Namespace) -> int:
+    workers = await client.workers(include_all=args.include_all)
+    if args.json:
+        print_json(workers)
+    elif not workers:
+        out("no workers connected")
+    else:
+        out(table(WORKER_HEADERS, [worker_row(worker) for worker in workers]))
     return 0
 
 

@@ -77,6 +77,8 @@ def command(
 
         try:
             return asyncio.run(main())
+        except KeyboardInterrupt:  # Ctrl-C: how `jobwire events` is meant to end; as tail -f
+            return 130
         except ConnectionRefusedError:
             endpoint = parse_url(args.url)
             err(f"jobwire: error: no broker at {endpoint.host}:{endpoint.port}: is `jobwire "

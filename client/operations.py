@@ -31,6 +31,7 @@ from client.options import (
 from client.serializers import Serializer
 from protocol.checks import MAX_LIST_LIMIT
 from protocol.model import JobSpec, JobState
+from protocol.observing import Metrics, Workers, WorkersPage, parse_workers
 from protocol.operations import (
     Clean,
     Enqueue,
@@ -163,6 +164,29 @@ def limit_call(
     wire_rate: tuple[int, int] | bool | None
     wire_rate = (rate[0], seconds_to_ms(rate[1], "per")) if isinstance(rate, tuple) else rate
     return Call(Limit(queue, wire_rate, concurrency), QueueLimits.from_wire)
+
+
+def metrics_call(
+    queues: Sequence[str] | None, after: str | None, buckets: bool
+) -> Call[dict[str, Any]]:
+    """One page of the ``metrics`` op (SPEC §8.22): the named queues, or the next
+    ``MAX_LIST_LIMIT`` after ``after``; ``add_metrics`` folds it into a result."""
+    named = None if queues is None else tuple(queues)
+    return Call(Metrics(named, after, MAX_LIST_LIMIT, buckets), dict)
+
+
+def add_metrics(out: dict[str, Any], body: dict[str, Any]) -> str | None:
+    """Fold one ``metrics`` reply into ``out`` (``{"broker", "queues"}``); returns the name to
+    page on from, or ``None`` when done."""
+    out["broker"] = body["broker"]
+    out.setdefault("queues", {}).update(body["queues"])
+    following: str | None = body.get("next")
+    return following
+
+
+def workers_call(include_all: bool, offset: int) -> Call[WorkersPage]:
+    """One page of the ``workers`` op (SPEC §8.23), from ``offset``."""
+    return Call(Workers(include_all, MAX_LIST_LIMIT, offset), parse_workers)
 
 
 class QueueOperations(Generic[J]):

@@ -28,15 +28,19 @@ from client.job import Job, cancel_call
 from client.operations import (
     QueueLimits,
     QueueOperations,
+    add_metrics,
     broker_stats_call,
     get_job_call,
+    metrics_call,
     more_stats,
     ping_call,
     stats_call,
     stats_page_call,
+    workers_call,
 )
 from client.options import Duration, check_options
 from client.serializers import Serializer, get_serializer
+from client.watch import EventRouter, EventStream
 from protocol.model import JobState
 from protocol.operations import TIME, Time
 from protocol.replies import JobPage, QueueStats
@@ -68,6 +72,7 @@ class Client:
         self.connection = Connection(url, **connection_options)
         self.serializer = get_serializer(serializer)
         self.batcher = AddBatcher(self.connection) if batch_adds else None
+        self._router: EventRouter | None = None
 
     async def connect(self, *, wait: bool = False) -> Self:
         """Connect and handshake (see ``Connection.connect``).
@@ -143,6 +148,54 @@ class Client:
     async def broker_stats(self) -> dict[str, Any]:
         """The broker-wide part of the ``stats`` reply (version, connections, uptime)."""
         return await send(self.connection, broker_stats_call())
+
+    def events(
+        self, queues: Iterable[str] | None = None, *, kinds: Iterable[str] | None = None,
+        serializer: Serializer | str | None = None, max_buffer: int = 10_000,
+    ) -> EventStream:
+        """Follow job events as the broker commits them (SPEC §8.20, §10.1).
+
+        ``async for event in client.events(["emails"], kinds=["completed", "failed"])`` (or
+        ``async with`` it, to unsubscribe on exit). Each item is a ``JobEvent``; a ``lagged``
+        event says how many were lost when the consumer fell behind (``None``: unknown, after
+        a reconnect).
+
+        Args:
+            queues: the queues to follow; ``None`` for every queue.
+            kinds: event kinds (``"completed"``, ``"failed"``...); ``None`` for all.
+            serializer: decodes ``completed`` results (default: the client's).
+            max_buffer: events held for a slow consumer before they turn into ``lagged``.
+        """
+        if self._router is None:
+            self._router = EventRouter(self.connection)
+        chosen = self.serializer if serializer is None else get_serializer(serializer)
+        return EventStream(self._router, queues, kinds, chosen, max_buffer)
+
+    async def metrics(
+        self, queues: Sequence[str] | None = None, *, buckets: bool = False
+    ) -> dict[str, Any]:
+        """Broker and per-queue metrics (SPEC §8.22): ``{"broker": {...}, "queues": {...}}``.
+
+        Pages through every queue when ``queues`` is ``None``; durations are milliseconds, as
+        on the wire.
+        """
+        out: dict[str, Any] = {"broker": {}, "queues": {}}
+        after: str | None = None
+        while True:
+            after = add_metrics(out, await send(self.connection,
+                                                metrics_call(queues, after, buckets)))
+            if after is None:
+                return out
+
+    async def workers(self, *, include_all: bool = False) -> list[dict[str, Any]]:
+        """The connected workers (SPEC §8.23), oldest connection first (every connection with
+        ``include_all``)."""
+        out: list[dict[str, Any]] = []
+        while True:
+            page = await send(self.connection, workers_call(include_all, len(out)))
+            out += page.workers
+            if not page.workers or len(out) >= page.total:
+                return out
 
     async def ping(self) -> int:
         """Round-trip to the broker. Returns the broker's clock (Unix ms)."""

@@ -46,11 +46,14 @@ from client.job import JOURNAL_RETRY_S, JobHandle, cancel_call
 from client.operations import (
     QueueLimits,
     QueueOperations,
+    add_metrics,
     get_job_call,
+    metrics_call,
     more_stats,
     ping_call,
     stats_call,
     stats_page_call,
+    workers_call,
 )
 from client.options import Duration, check_options
 from client.serializers import Serializer, get_serializer
@@ -287,6 +290,25 @@ class SyncClient:
     def ping(self) -> int:
         """Round-trip; returns the broker's clock (Unix ms)."""
         return self.call(ping_call())
+
+    def metrics(self, queues: Sequence[str] | None = None, *,
+                buckets: bool = False) -> dict[str, Any]:
+        """``Client.metrics``, blocking."""
+        out: dict[str, Any] = {"broker": {}, "queues": {}}
+        after: str | None = None
+        while True:
+            after = add_metrics(out, self.call(metrics_call(queues, after, buckets)))
+            if after is None:
+                return out
+
+    def workers(self, *, include_all: bool = False) -> list[dict[str, Any]]:
+        """``Client.workers``, blocking."""
+        out: list[dict[str, Any]] = []
+        while True:
+            page = self.call(workers_call(include_all, len(out)))
+            out += page.workers
+            if not page.workers or len(out) >= page.total:
+                return out
 
 
 class SyncQueue(QueueOperations["SyncJob"]):

@@ -50,7 +50,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
+import socket
 import threading
 import time
 from collections import deque
@@ -135,7 +137,8 @@ class Worker:
         self.poll_wait_ms = max(100, min(MAX_WAIT_MS, round(poll_wait * 1000)))
         self.serializer = get_serializer(serializer)
         self.handle_signals = handle_signals
-        connection_options.setdefault("client_name", "jobwire-worker")
+        # hostname:pid by default, so `jobwire workers` tells workers apart (client_name= wins).
+        connection_options.setdefault("client_name", f"{socket.gethostname()}:{os.getpid()}")
         self.connection = Connection(url, **connection_options)
         self.connection.on_event(self._on_connection_event)
 

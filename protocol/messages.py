@@ -29,6 +29,7 @@ from typing import Any, Final, NamedTuple
 
 from protocol.checks import MAX_NAME_LEN, MAX_REQUEST_ID
 from protocol.errors import ErrorCode, ProtocolError, bad_argument
+from protocol.observing import EVENTS
 from protocol.operations import OPERATION_OF, OPERATIONS, Request
 
 PROTOCOL_VERSION: Final = 1
@@ -50,6 +51,10 @@ class Event(StrEnum):
     """``{"code": str, "message": str}``: a connection-level error; the broker closes after it."""
     DRAINING = "draining"
     """``{}``: the broker is shutting down; stop reserving, finish and ack what you hold."""
+    EVENTS = EVENTS
+    """``{"sub": int, "events": [Event map]}``: job events for a subscription
+    (``protocol.observing``, which also declares its operations: importing it here puts them in
+    ``OPERATIONS`` before ``_ENCODERS`` below is built)."""
 
 
 # --------------------------------------------------------------------------- requests

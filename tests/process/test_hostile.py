@@ -264,6 +264,10 @@ def _example_args() -> dict[str, dict[str, Any]]:
         "list_failed": {"queue": "q", "limit": 10, "offset": 0},
         "list_jobs": {"queue": "q", "states": ["waiting", "failed"], "limit": 10},
         "retry_failed": {"queue": "q", "ids": ["id-1"], "limit": 10},
+        "subscribe": {"queues": ["q"], "kinds": ["completed"]},
+        "unsubscribe": {"sub": 1},
+        "metrics": {"queues": ["q"], "after": "p", "limit": 10, "buckets": True},
+        "workers": {"all": True, "limit": 10, "offset": 0},
         "limit": {"queue": "limited-q", "rate": [10, 1000], "concurrency": 3},
         "obliterate": {"queue": "doomed-q", "force": True},
     }

@@ -300,6 +300,10 @@ VALID: dict[str, dict[str, Any]] = {
     "clean": {"queue": "q", "state": "completed", "older_than_ms": 0, "limit": 10},
     "list_failed": {"queue": "q", "limit": 10, "offset": 0},
     "retry_failed": {"queue": "q", "ids": ("a", "b"), "limit": 5},
+    "subscribe": {"queues": ("a", "b"), "kinds": ("completed", "failed")},
+    "unsubscribe": {"sub": 3},
+    "metrics": {"queues": ("a",), "after": "a", "limit": 10, "buckets": True},
+    "workers": {"all": True, "limit": 10, "offset": 0},
     "limit": {"queue": "q", "rate": (10, 1_000), "concurrency": 5},
 }
 
@@ -411,6 +415,19 @@ CASES: list[tuple[str, tuple[Any, ...], str, list[Any]]] = [
     ("retry_failed", ("ids",), "ids", [(), "a", 1, True, {}, ("a",) * (MAX_BATCH + 1)]),
     ("retry_failed", ("ids", 0), "ids[0]", [None, 1, "", LONG, b"a"]),
     ("retry_failed", ("limit",), "limit", _int_bad(1, 2**31)),
+    ("subscribe", ("queues",), "queues", [(), "a", 1, True, {}, ("a",) * 1_001]),
+    ("subscribe", ("queues", 0), "queues[0]", [None, 1, "", LONG, b"a"]),
+    ("subscribe", ("kinds",), "kinds", [(), "completed", 1, True, {}, ("added",) * 101]),
+    ("subscribe", ("kinds", 0), "kinds[0]", [None, 1, "", "lagged", "bogus", b"added"]),
+    ("unsubscribe", ("sub",), "sub", _int_bad(0, 2**53, required=True)),
+    ("metrics", ("queues",), "queues", [(), "a", 1, True, {}, ("a",) * 1_001]),
+    ("metrics", ("queues", 0), "queues[0]", [None, 1, "", LONG, b"a"]),
+    ("metrics", ("after",), "after", NAME_BAD[2:]),
+    ("metrics", ("limit",), "limit", _int_bad(1, MAX_LIST_LIMIT)),
+    ("metrics", ("buckets",), "buckets", [0, 1, "true", b"", ()]),
+    ("workers", ("all",), "all", [0, 1, "true", b"", ()]),
+    ("workers", ("limit",), "limit", _int_bad(1, MAX_LIST_LIMIT)),
+    ("workers", ("offset",), "offset", _int_bad(0, 2**31)),
 ]
 
 

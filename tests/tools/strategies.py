@@ -54,6 +54,17 @@ from protocol.model import (
     ReleaseItem,
     Retention,
 )
+from protocol.observing import (
+    METRICS,
+    SUBSCRIBABLE,
+    SUBSCRIBE,
+    UNSUBSCRIBE,
+    WORKERS,
+    Metrics,
+    Subscribe,
+    Unsubscribe,
+    Workers,
+)
 from protocol.operations import (
     ACK,
     CANCEL,
@@ -280,6 +291,15 @@ limits = st.builds(
                                            st.integers(MIN_RATE_PERIOD_MS, MAX_RATE_PERIOD_MS)),
     st.none() | st.just(False) | st.integers(1, MAX_CONCURRENCY),
 )
+subscribes = st.builds(
+    Subscribe, _opt(_batch(names)),
+    _opt(st.frozensets(st.sampled_from(sorted(SUBSCRIBABLE)), min_size=1)),
+)
+unsubscribes = st.builds(Unsubscribe, st.integers(0, 2**53))
+metrics = st.builds(
+    Metrics, _opt(_batch(names)), _opt(names), st.integers(1, MAX_LIST_LIMIT), st.booleans()
+)
+workers = st.builds(Workers, st.booleans(), st.integers(1, MAX_LIST_LIMIT), st.integers(0, 2**31))
 
 requests_by_op: dict[str, st.SearchStrategy[Any]] = {
     HELLO.name: hellos,
@@ -303,6 +323,10 @@ requests_by_op: dict[str, st.SearchStrategy[Any]] = {
     RETRY_FAILED.name: retry_faileds,
     LIMIT.name: limits,
     OBLITERATE.name: obliterates,
+    SUBSCRIBE.name: subscribes,
+    UNSUBSCRIBE.name: unsubscribes,
+    METRICS.name: metrics,
+    WORKERS.name: workers,
 }
 requests_by_op.update({  # an op without fields has one request: its declaration says it all
     name: st.just(op.request_type()) for name, op in OPERATIONS.items()
