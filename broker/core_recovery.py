@@ -54,6 +54,7 @@ def load(core: CoreState, snapshot: Snapshot, now: int) -> None:
         if job.id in index:  # a user id live in several queues
             core.add(job)
         else:
+            job.key = job.id  # a restored record may carry another core's (queue, id) form
             index[job.id] = job
         state = job.state
         if state is WAITING:

@@ -235,6 +235,7 @@ class CoreState:
             self.shared.setdefault(job_id, {})[job.queue] = None
             self.jobs[key] = job
         else:
+            job.key = job_id  # a job restored from a snapshot may carry the form of before
             self.jobs[job_id] = job
 
     def find(self, queue: str, job_id: str) -> Job | None:

@@ -131,8 +131,9 @@ class Model:
         self.stamp = 0
         self.ready: set[str] = set()
         self.limit_changed: set[str] = set()
-        """Queues whose limits changed since the last check: a raised or cleared limit may
-        wake their waiters (a wake the core may report, not one it must)."""
+        """Queues whose limits were ever set or changed: a raised or cleared limit may wake
+        their waiters, and a flow wake scheduled before a limit was cleared may still fire (wakes
+        the core may report, not ones it must; missed wakes are still caught)."""
         self.finished: set[tuple[str, str]] = set()
 
     def _stamp(self) -> int:
@@ -788,7 +789,6 @@ class CoreMachine(RuleBasedStateMachine):
         assert all(model.queue(name).limited or name in model.limit_changed
                    for name in ready - model.ready), ready
         assert core.take_finished() == model.finished
-        model.limit_changed.clear()
         model.ready.clear()
         model.finished.clear()
         self.commit()
