@@ -4,15 +4,11 @@ Theory of operation
 -------------------
 A ``Session`` is the ``asyncio.Protocol`` of one TCP connection. ``data_received`` feeds the bytes
 to a ``FrameDecoder`` and handles every complete request in order; each handler (``broker/ops.py``)
-calls the core synchronously and returns the reply body. The session queues it at once or hands it
-to the group committer so it leaves only after the transaction holding every change made so far
-committed, as the op's declaration says (``after_commit`` in ``protocol/operations.py``: writes,
-and the job reads ``get``/``wait``, which must never show a state a crash could revert). Such
-replies gather in one list per session and commit batch (``committer.generation``) under a single
-callback (``broker/outbox.py``), so a commit answers all of a session's requests in one pass.
-Replies queued while handling one chunk of input, or while one commit completes, go out in a
-single ``transport.write`` of consecutive frames. The session knows the rest of the broker only
-through the ``OpContext`` its handlers use and the ``SessionHooks`` callbacks the server gives it.
+returns the reply body, which the session queues at once or, as the op's declaration says
+(``after_commit``), hands to the group committer through ``broker/outbox.py`` so it leaves only
+after the transaction holding every change made so far committed. Replies queued while handling
+one chunk of input, or one commit, go out in one ``transport.write``. The session knows the rest
+of the broker only through its handlers' ``OpContext`` and the server's ``SessionHooks``.
 
 Connection states and their moves (``ConnState``; an illegal move raises):
 
@@ -22,16 +18,13 @@ Connection states and their moves (``ConnState``; an illegal move raises):
 Rules:
 1. Before a successful ``hello`` every other request gets ``HANDSHAKE_REQUIRED`` (the connection
    stays). A wrong version gets ``UNSUPPORTED_VERSION``, a wrong token ``UNAUTHORIZED``; both close.
-2. A request with a valid envelope (``[0, id, op, args]``) but a bad op or bad arguments gets an
-   ERROR reply and the connection stays. Anything the decoder rejects (bad msgpack, a frame over
-   the cap) or a message that is not a request gets an ``error`` event, then the connection closes.
+2. A valid envelope with a bad op or arguments gets an ERROR reply, the connection stays; what the
+   decoder rejects, or a message that is not a request, gets an ``error`` event, then a close.
 3. ``inflight`` counts requests read but not yet answered (waiting for a commit, parked long-polls
    and waits). Reading pauses while ``inflight >= max_inflight`` or while the transport's write
    buffer is above its high-water mark; a request already read when ``inflight`` is at the cap gets
    ``OVERLOADED``.
 4. Once CLOSING, nothing more is read and replies still pending are dropped.
-
-The body of each op's reply is given with its declaration (``protocol/operations.py``).
 """
 
 from __future__ import annotations
@@ -62,17 +55,13 @@ from protocol.messages import (
 from protocol.operations import HELLO, Hello
 from protocol.replies import ReservedJob
 
-WRITE_HIGH_WATER: Final = 1 << 20
-"""Bytes of unsent replies above which a connection stops being read."""
-WRITE_LOW_WATER: Final = 256 << 10
-"""Bytes of unsent replies below which reading resumes."""
+WRITE_HIGH_WATER: Final = 1 << 20  # unsent reply bytes above which a connection is not read
+WRITE_LOW_WATER: Final = 256 << 10  # unsent reply bytes below which reading resumes
 OUTPUT_BUDGET: Final = WRITE_HIGH_WATER
-"""Unsent reply bytes (queued, in the transport, or promised after a commit) above which no more
-of a connection's requests are handled until they drain: a reply is budgeted before it is
-produced, so a few pipelined bytes cannot make the broker build gigabytes of replies."""
+"""Unsent reply bytes (queued, in the transport, promised after a commit) past which a
+connection's requests wait unhandled: replies are budgeted before they are produced."""
 
-_MAX_HELD: Final = 64 << 10
-"""Bytes a connection may send before its handshake slot comes (a hello needs about 4 KiB)."""
+_MAX_HELD: Final = 64 << 10  # bytes a connection may send before its handshake slot (hello: ~4 KiB)
 
 _log = get_logger("session")
 
@@ -131,18 +120,15 @@ class Session(asyncio.Protocol):
         self.peer: str = "?"
         self.inflight = 0
         self.parked: set[ParkedReserve | ParkedWait] = set()
-        self.read_pauses = 0
-        """How many times reading was paused (exposed for tests and stats)."""
-        self.output_holds = 0
-        """How many times handling stopped for the output budget (for tests and stats)."""
+        self.read_pauses = 0  # times reading was paused (for tests and stats)
+        self.output_holds = 0  # times handling stopped for the output budget
         self.worker: WorkerInfo | None = None
         """What the ``workers`` op shows of this connection (set by the server on accept)."""
         self._settings = settings
         self._decoder = FrameDecoder(settings.max_frame)
         self._transport: asyncio.Transport | None = None
         self._outbox = Outbox(broker.committer, self._answered)
-        self._input_held = False
-        """Requests already read are left in the decoder until the output budget has room."""
+        self._input_held = False  # requests read wait in the decoder for the output budget
         self._in_batch = False
         self._flush_handle: asyncio.Handle | None = None
         self._reading_paused = False
@@ -150,8 +136,7 @@ class Session(asyncio.Protocol):
         self._close_reason: str | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._last_input = 0.0
-        self._held: list[bytes] | None = None
-        """Bytes received before this connection's handshake slot (``None``: not held)."""
+        self._held: list[bytes] | None = None  # bytes received before the handshake slot
         self._held_bytes = 0
 
     # ------------------------------------------------------------------ asyncio.Protocol

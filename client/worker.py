@@ -169,18 +169,14 @@ class Worker:
     # ------------------------------------------------------------------ public API
 
     def on_completed(self, callback: CompletedCallback) -> CompletedCallback:
-        """Call ``callback(job, result)`` after the broker acknowledged a completion.
-
-        Usable as a decorator; ``async def`` callbacks are run as tasks the worker owns.
-        """
+        """Call ``callback(job, result)`` once the broker acknowledged a completion (usable as
+        a decorator; ``async def`` callbacks run as tasks the worker owns)."""
         self.events.completed.append(callback)
         return callback
 
     def on_failed(self, callback: FailedCallback) -> FailedCallback:
-        """Call ``callback(job, exception)`` after the broker recorded a failed attempt.
-
-        The job's ``is_last_attempt`` tells whether it went to ``failed`` or will be retried.
-        """
+        """Call ``callback(job, exception)`` once the broker recorded a failed attempt (the job's
+        ``is_last_attempt`` tells whether it went to ``failed`` or will be retried)."""
         self.events.failed.append(callback)
         return callback
 
