@@ -7,7 +7,7 @@ import net from 'node:net';
 import os from 'node:os';
 import { parseArgs } from 'node:util';
 
-import { parseUrl, Queue, Worker } from '../dist/index.js';
+import { parseUrl, Queue, QueueEvents, Worker } from '../dist/index.js';
 import { encodeRequest, FrameDecoder } from '../dist/codec.js';
 import { Broker } from '../test/broker.js';
 
@@ -65,8 +65,9 @@ async function single(url) {
   return { seconds, extra };
 }
 
-async function drain(url) {
-  const name = qname('drain');
+/** The drain; with `withEvents`, a QueueEvents (its own connection) follows the queue meanwhile. */
+async function drain(url, withEvents = false) {
+  const name = qname(withEvents ? 'drain-events' : 'drain');
   const queue = new Queue(name, { connection: url });
   const batch = Array.from({ length: 1000 }, () => ({ name: 'n', data: PAYLOAD }));
   const fills = [];
@@ -77,6 +78,13 @@ async function drain(url) {
   await Promise.all(fills);
   const worker = new Worker(name, async () => undefined, { connection: url, concurrency: 50, autorun: false, drainDelay: 1 });
   await worker.waitUntilReady();
+  let events = null;
+  let seen = 0;
+  if (withEvents) {
+    events = new QueueEvents(name, { connection: url });
+    events.on('completed', () => { seen += 1; });
+    await events.waitUntilReady();
+  }
   let completed = 0;
   let start = 0;
   const finished = new Promise((resolve) => {
@@ -90,6 +98,13 @@ async function drain(url) {
   void worker.run();
   const end = await finished;
   const extra = { requests: worker.connection.requestsSent, writes: worker.connection.writes };
+  if (events) {
+    // The last events may still be on their way: give them a moment, then count.
+    const deadline = Date.now() + 5000;
+    while (seen + events.stats.dropped < JOBS && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    Object.assign(extra, { completed_events: seen, events: events.stats.events, lagged: events.stats.lagged, dropped: events.stats.dropped });
+    await events.close();
+  }
   if (cpuBefore !== null) extra.broker_us_per_job_drain_only = Math.round(((cpuSeconds(brokerPid) - cpuBefore) * 1e6) / JOBS);
   await worker.close();
   await queue.close();
@@ -158,7 +173,8 @@ function cpuSeconds(pid) {
 const SCENARIOS = {
   bulk: { title: `bulk enqueue, addBulk of 1,000, ${values['bulk-in-flight']} request(s) in flight`, run: bulk },
   single: { title: 'one at a time, queue.add with 100 in flight', run: single },
-  drain: { title: 'drain, 1 worker at concurrency 50, no-op processor', run: drain },
+  drain: { title: 'drain, 1 worker at concurrency 50, no-op processor', run: (url) => drain(url) },
+  'drain-events': { title: 'drain as above, while a QueueEvents follows the queue (every event kind)', run: (url) => drain(url, true) },
   'raw-split': { title: 'raw socket, 100 one-job enqueues in flight, one write per frame', run: rawProbe('split') },
   'raw-joined': { title: 'raw socket, 100 one-job enqueues in flight, frames freed together in one write', run: rawProbe('joined') },
 };

@@ -95,7 +95,10 @@ type Pending = Pick<Waiting, 'resolve' | 'reject'>;
 
 type State = 'idle' | 'connecting' | 'ready' | 'closed';
 
-/** A pipelined connection; see the module comment. Events: `ready`, `lost`, `draining`, `error`. */
+/**
+ * A pipelined connection; see the module comment. Events: `ready`, `lost`, `draining`, `error`,
+ * `events` (the body of a subscription's `events` message, SPEC §10.1).
+ */
 export class Connection extends EventEmitter {
   readonly endpoint: Endpoint;
   /** The broker's `hello` answer on the current (or last) connection. */
@@ -341,6 +344,7 @@ export class Connection extends EventEmitter {
         return error;
       }
       if (name === 'draining') this.emit('draining');
+      else if (name === 'events') this.emit('events', body);
     }
     return null;
   }

@@ -16,11 +16,13 @@ export {
   WaitTimeoutError,
 } from './errors.js';
 export { Job } from './job.js';
-export type { JobState } from './job.js';
+export type { FinishedOutcome, JobFollower, JobState } from './job.js';
 export type { Logger } from './log.js';
 export type { BackoffOptions, JobsOptions, KeepJobs } from './options.js';
 export { Queue } from './queue.js';
 export type { BulkJob, JobType, QueueOptions, QueueStats } from './queue.js';
+export { QueueEvents } from './queue-events.js';
+export type { EventKind, JobEvent, QueueEventsListener, QueueEventsOptions } from './queue-events.js';
 export { jsonSerializer, msgpackSerializer } from './serializer.js';
 export type { Serializer } from './serializer.js';
 export { DEFAULT_URL, parseUrl } from './url.js';

@@ -20,6 +20,24 @@ export interface JobOwner {
   onProgress?(job: Job, progress: unknown): void;
 }
 
+/** How a job ended, as `waitUntilFinished` learns it (from an event or a read). */
+export interface FinishedOutcome {
+  completed: boolean;
+  returnvalue?: unknown;
+  failedReason?: string;
+  /** The job's JobInfo when the outcome came from a read. */
+  info?: Record<string, unknown>;
+}
+
+/** What `waitUntilFinished` can follow a job with: a `QueueEvents`. */
+export interface JobFollower {
+  /**
+   * The outcome of job `id` of `queue` (from an event, or from `check()`, which it calls once
+   * subscribed and again after events were lost); null when it cannot follow that job.
+   */
+  follow(queue: string, id: string, check: () => Promise<FinishedOutcome | null>, ttl?: number): Promise<FinishedOutcome> | null;
+}
+
 /** The longest single `wait` request the broker takes (SPEC §8.9). */
 const MAX_WAIT_MS = 600_000;
 
@@ -141,7 +159,7 @@ export class Job<DataType = any, ReturnType = any, NameType extends string = str
   /** The job's state now, or `'unknown'` when it no longer exists. */
   async getState(): Promise<JobState> {
     try {
-      const body = await this.#owner.connection.request<{ job: Record<string, unknown> }>('get', { id: this.id });
+      const body = await this.#owner.connection.request<{ job: Record<string, unknown> }>('get', this.address());
       return String(body.job.state) as JobState;
     } catch (error) {
       if (error instanceof BrokerError && error.code === 'NOT_FOUND') return 'unknown';
@@ -157,7 +175,12 @@ export class Job<DataType = any, ReturnType = any, NameType extends string = str
 
   /** Delete the job in any state (an active job's worker then gets `NOT_FOUND` on its ack). */
   async remove(): Promise<void> {
-    await this.#owner.connection.request('cancel', { id: this.id });
+    await this.#owner.connection.request('cancel', this.address());
+  }
+
+  /** The job's address for `get`/`wait`/`cancel`: user ids are unique per queue (SPEC §8.8). */
+  private address(): Record<string, unknown> {
+    return { id: this.id, queue: this.queueName };
   }
 
   /**
@@ -178,25 +201,51 @@ export class Job<DataType = any, ReturnType = any, NameType extends string = str
 
   /**
    * Wait until the job completed (resolves with its return value) or failed for good (rejects
-   * with an Error whose message is the failure reason). Uses the broker's `wait` operation;
-   * `queueEvents` is accepted for BullMQ compatibility and not needed.
+   * with an Error whose message is the failure reason).
+   *
+   * With a `QueueEvents` of the job's queue, it follows the event stream: it subscribes first,
+   * then reads the job's state, so a job that finished before the call is seen as well (and it
+   * reads again after `lagged`). Without one (or a QueueEvents of another queue, or without the
+   * finishing kinds), it long-polls the broker's `wait` operation on the job's own connection.
    *
    * @param ttl give up after this many ms (`WaitTimeoutError`); default: wait as long as it takes.
+   * @throws BrokerError `NOT_FOUND` when the job does not exist or was removed meanwhile.
    */
-  async waitUntilFinished(_queueEvents?: unknown, ttl?: number): Promise<ReturnType> {
+  async waitUntilFinished(queueEvents?: unknown, ttl?: number): Promise<ReturnType> {
+    const follower = queueEvents as Partial<JobFollower> | undefined;
+    const followed = typeof follower?.follow === 'function'
+      ? follower.follow(this.queueName, this.id, () => this.readFinished(), ttl) : null;
+    const outcome = followed ? await followed : await this.waitFinished(ttl);
+    if (outcome.info) {
+      this.refreshFrom(Job.fromInfo(this.#owner, outcome.info));
+    } else {
+      this.state = outcome.completed ? 'completed' : 'failed';
+      if (outcome.completed) this.returnvalue = outcome.returnvalue as ReturnType;
+      else this.failedReason = outcome.failedReason;
+    }
+    if (outcome.completed) return this.returnvalue as ReturnType;
+    throw new Error(this.failedReason ?? 'job failed');
+  }
+
+  /** The outcome when the job is finished now (a `get`), else null. */
+  private async readFinished(): Promise<FinishedOutcome | null> {
+    const body = await this.#owner.connection.request<{ job: Record<string, unknown> }>('get', this.address());
+    return finishedOutcome(body.job);
+  }
+
+  /** The outcome by long-polling `wait` (SPEC §8.9), in steps of at most `MAX_WAIT_MS`. */
+  private async waitFinished(ttl?: number): Promise<FinishedOutcome> {
     const deadline = ttl === undefined ? Infinity : Date.now() + ttl;
     for (;;) {
       const left = deadline - Date.now();
       const timeout = Math.max(0, Math.min(MAX_WAIT_MS, Math.ceil(left)));
       const body = await this.#owner.connection.request<{ job: Record<string, unknown> }>('wait', {
-        id: this.id, timeout_ms: timeout,
+        ...this.address(), timeout_ms: timeout,
       });
-      const latest = Job.fromInfo(this.#owner, body.job);
-      this.refreshFrom(latest);
-      if (latest.state === 'completed') return latest.returnvalue as ReturnType;
-      if (latest.state === 'failed') throw new Error(latest.failedReason ?? 'job failed');
+      const outcome = finishedOutcome(body.job);
+      if (outcome) return outcome;
       if (Date.now() >= deadline) {
-        throw new WaitTimeoutError(`job ${this.id} did not finish within ${ttl} ms (state ${latest.state})`);
+        throw new WaitTimeoutError(`job ${this.id} did not finish within ${ttl} ms (state ${String(body.job.state)})`);
       }
     }
   }
@@ -222,6 +271,12 @@ export class Job<DataType = any, ReturnType = any, NameType extends string = str
       processedOn: this.processedOn, finishedOn: this.finishedOn, priority: this.priority,
     };
   }
+}
+
+function finishedOutcome(info: Record<string, unknown>): FinishedOutcome | null {
+  if (info.state === 'completed') return { completed: true, info };
+  if (info.state === 'failed') return { completed: false, info };
+  return null;
 }
 
 function optionalTime(value: unknown): number | undefined {

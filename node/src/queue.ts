@@ -13,6 +13,7 @@ import { toNumber } from './codec.js';
 import { Connection, type ConnectionInput } from './connection.js';
 import { BrokerError, ConnectionLostError } from './errors.js';
 import { Job, type JobOwner } from './job.js';
+import { listJobs, type BrokerState } from './listing.js';
 import { defaultLogger, type Logger } from './log.js';
 import { buildSpec, mergeOptions, type JobsOptions } from './options.js';
 import { getSerializer, type Serializer } from './serializer.js';
@@ -118,7 +119,9 @@ export class Queue<DataType = any, ResultType = any, NameType extends string = s
   /**
    * Add one job. Calls in the same tick share one `enqueue` request.
    *
-   * @returns the job; `job.duplicate` is true when its `jobId` existed (nothing was created).
+   * @returns the job; when its `jobId` already existed in this queue, nothing was created and the
+   *   job is the stored one (its data, name and state as the broker holds them, one more round
+   *   trip), with `job.duplicate` true.
    * @throws TypeError/RangeError for bad options (at once); BrokerError (`QUEUE_FULL`,
    *   `PAYLOAD_TOO_LARGE`, `DRAINING`, `BAD_ARGUMENT`...); ConnectionLostError (the job may or
    *   may not exist: retry with a `jobId`).
@@ -192,14 +195,12 @@ export class Queue<DataType = any, ResultType = any, NameType extends string = s
       body.ids.forEach((id, index) => {
         const item = batch[index]!;
         const job = new Job(this, this.name, item.name, item.data, item.opts, String(id));
-        job.duplicate = duplicates.has(index);
         job.state = undefined;
         job.priority = item.opts.priority ?? 0;
-        item.resolve(job);
-        try {
-          this.emit('waiting', job);
-        } catch (error) {
-          this.emitError(error instanceof Error ? error : new Error(String(error)));
+        if (duplicates.has(index)) {
+          this.track(this.stored(job).then((stored) => this.added(item, stored)));
+        } else {
+          this.added(item, job);
         }
       });
     }, (error: Error) => {
@@ -208,15 +209,36 @@ export class Queue<DataType = any, ResultType = any, NameType extends string = s
     this.track(request);
   }
 
+  private added(item: PendingAdd, job: Job): void {
+    item.resolve(job);
+    try {
+      this.emit('waiting', job);
+    } catch (error) {
+      this.emitError(error instanceof Error ? error : new Error(String(error)));
+    }
+  }
+
+  /**
+   * A duplicate add's job as the broker holds it; the request's view if it cannot be read
+   * (removed since, the connection lost, a payload of another serializer): the add succeeded.
+   */
+  private async stored(job: Job): Promise<Job> {
+    const found = (await this.getJob(job.id).catch(() => undefined)) ?? job;
+    found.duplicate = true;
+    return found;
+  }
+
   private track(promise: Promise<unknown>): void {
     this.inflight.add(promise);
     void promise.finally(() => this.inflight.delete(promise));
   }
 
-  /** The job with this id, or undefined when it does not exist. */
+  /** This queue's job with this id, or undefined when it does not exist. */
   async getJob(jobId: string): Promise<Job<DataType, ResultType, NameType> | undefined> {
     try {
-      const body = await this.connection.request<{ job: Record<string, unknown> }>('get', { id: jobId });
+      const body = await this.connection.request<{ job: Record<string, unknown> }>('get', {
+        id: jobId, queue: this.name,
+      });
       return Job.fromInfo(this, body.job) as Job<DataType, ResultType, NameType>;
     } catch (error) {
       if (error instanceof BrokerError && error.code === 'NOT_FOUND') return undefined;
@@ -312,7 +334,7 @@ export class Queue<DataType = any, ResultType = any, NameType extends string = s
   /** Remove one job in any state; 1 if it existed, else 0. */
   async remove(jobId: string): Promise<number> {
     try {
-      await this.connection.request('cancel', { id: jobId });
+      await this.connection.request('cancel', { id: jobId, queue: this.name });
       return 1;
     } catch (error) {
       if (error instanceof BrokerError && error.code === 'NOT_FOUND') return 0;
@@ -321,22 +343,50 @@ export class Queue<DataType = any, ResultType = any, NameType extends string = s
   }
 
   /**
-   * Failed jobs, newest failure first, positions `start` to `end` inclusive (`end = -1`: to the
-   * last), read from the broker's dead-letter set in pages.
+   * Jobs of these types (all when none is named), positions `start` to `end` inclusive (`end`
+   * negative: to the last) of their lists one after the other, in the order named. `asc`
+   * false (the default, as BullMQ): newest first (waiting: last to run first; completed and
+   * failed: last finished first); true: oldest first (waiting: run order). Types map to states
+   * as in `getJobCounts`: a paused queue's waiting jobs are `paused`, not `waiting`;
+   * `prioritized` and `waiting-children` are empty.
    */
-  async getFailed(start = 0, end = -1): Promise<Job<DataType, ResultType, NameType>[]> {
-    const out: Job<DataType, ResultType, NameType>[] = [];
-    let offset = Math.max(0, start);
-    for (;;) {
-      const wanted = end < 0 ? 1000 : Math.min(1000, end - offset + 1);
-      if (wanted <= 0) break;
-      const body = await this.connection.request<{ jobs: Record<string, unknown>[]; total: number }>(
-        'list_failed', { queue: this.name, limit: wanted, offset });
-      for (const info of body.jobs) out.push(Job.fromInfo(this, info) as Job<DataType, ResultType, NameType>);
-      offset += body.jobs.length;
-      if (body.jobs.length === 0 || offset >= toNumber(body.total)) break;
+  async getJobs(types?: JobType | JobType[], start = 0, end = -1, asc = false): Promise<Job<DataType, ResultType, NameType>[]> {
+    const named = types === undefined ? ALL_TYPES : Array.isArray(types) ? (types.length > 0 ? types : ALL_TYPES) : [types];
+    const needsPaused = named.some((type) => type === 'waiting' || type === 'wait' || type === 'paused');
+    const paused = needsPaused ? await this.isPaused() : false;
+    const states: BrokerState[] = [];
+    for (const type of named) {
+      const state = stateOf(type, paused);
+      if (state && !states.includes(state)) states.push(state);
     }
-    return out;
+    const infos = await listJobs(this.connection, this.name, states, start, end, asc);
+    return infos.map((info) => Job.fromInfo(this, info) as Job<DataType, ResultType, NameType>);
+  }
+
+  /** Waiting jobs in run order (BullMQ's `getWaiting`; asc as BullMQ's). */
+  getWaiting(start = 0, end = -1): Promise<Job<DataType, ResultType, NameType>[]> { return this.getJobs('waiting', start, end, true); }
+  /** Active jobs, nearest lease deadline first. */
+  getActive(start = 0, end = -1): Promise<Job<DataType, ResultType, NameType>[]> { return this.getJobs('active', start, end, true); }
+  /** Delayed jobs, next due first. */
+  getDelayed(start = 0, end = -1): Promise<Job<DataType, ResultType, NameType>[]> { return this.getJobs('delayed', start, end, true); }
+  /** Completed jobs, last finished first. */
+  getCompleted(start = 0, end = -1): Promise<Job<DataType, ResultType, NameType>[]> { return this.getJobs('completed', start, end, false); }
+  /** Failed jobs (the dead-letter set), last failed first. */
+  getFailed(start = 0, end = -1): Promise<Job<DataType, ResultType, NameType>[]> { return this.getJobs('failed', start, end, false); }
+
+  /**
+   * Delete this queue and every job in it, in every state; `stats` no longer lists it (a later
+   * add creates it afresh, unpaused). Waits on its jobs end with `NOT_FOUND`.
+   *
+   * @param opts.force also delete active jobs (their workers' acks are refused and counted);
+   *   without it a queue with active jobs is refused with BrokerError `CONFLICT`, nothing changed.
+   * @returns how many jobs were deleted (BullMQ returns nothing).
+   */
+  async obliterate(opts: { force?: boolean } = {}): Promise<number> {
+    const body = await this.connection.request<{ removed: unknown }>('obliterate', {
+      queue: this.name, force: opts.force === true,
+    });
+    return toNumber(body.removed);
   }
 
   /**
@@ -357,12 +407,30 @@ export class Queue<DataType = any, ResultType = any, NameType extends string = s
   close(): Promise<void> {
     this.closing ??= (async () => {
       if (this.flushScheduled) this.flushAdds();
-      await Promise.allSettled([...this.inflight]);
+      // A duplicate's read starts once its enqueue is answered: wait for those too.
+      while (this.inflight.size > 0) await Promise.allSettled([...this.inflight]);
       this.connection.off('lost', this.onLost);
       this.connection.off('error', this.onConnectionError);
       if (this.ownsConnection) await this.connection.close();
     })();
     return this.closing;
+  }
+}
+
+function stateOf(type: JobType, paused: boolean): BrokerState | null {
+  switch (type) {
+    case 'waiting':
+    case 'wait':
+      return paused ? null : 'waiting';
+    case 'paused':
+      return paused ? 'waiting' : null;
+    case 'active':
+    case 'completed':
+    case 'failed':
+    case 'delayed':
+      return type;
+    default:
+      return null;
   }
 }
 

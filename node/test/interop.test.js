@@ -5,8 +5,8 @@ import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 
-import { Queue, Worker } from '../dist/index.js';
-import { JOBWIRE, PYTHON, queueName, startBroker } from './broker.js';
+import { Queue, QueueEvents, Worker } from '../dist/index.js';
+import { eventually, JOBWIRE, PYTHON, queueName, startBroker } from './broker.js';
 
 const PY_DIR = join(import.meta.dirname ?? new URL('.', import.meta.url).pathname, 'python');
 
@@ -29,6 +29,11 @@ test('Node producer → Python worker: JS values arrive as the documented Python
   const worker = run(JOBWIRE, ['worker', 'interop_handlers:handlers', '--queue', name, '--url', broker.url,
     '--concurrency', '2', '--log-level', 'warning']);
   const queue = new Queue(name, { connection: broker.url });
+  // The Python worker's outcome as a Node QueueEvents sees it (the broker's event stream).
+  const events = new QueueEvents(name, { connection: broker.url });
+  const completed = [];
+  events.on('completed', (args) => completed.push(args));
+  await events.waitUntilReady();
   try {
     const data = {
       int: 7, big: 2 ** 40, negative: -(2 ** 40), bigint: 2n ** 60n, float: 1.5, text: 'héllo',
@@ -36,7 +41,10 @@ test('Node producer → Python worker: JS values arrive as the documented Python
       nested: { a: { b: [null] } }, when: new Date(1_767_225_600_000), dropped: undefined,
     };
     const job = await queue.add('describe', data);
-    const result = await job.waitUntilFinished(undefined, 30_000);
+    const result = await job.waitUntilFinished(events, 30_000);
+    await eventually(() => completed.length === 1, 10_000, 'the completed event');
+    assert.equal(completed[0].jobId, job.id);
+    assert.deepEqual(completed[0].returnvalue, result, 'the event carries the result Python returned');
     assert.deepEqual(result.types, {
       int: 'int', big: 'int', negative: 'int', bigint: 'int', float: 'float', text: 'str',
       raw: 'bytes', none: 'NoneType', flag: 'bool', items: ['int', 'str', 'float'],
@@ -53,7 +61,7 @@ test('Node producer → Python worker: JS values arrive as the documented Python
     worker.child.kill('SIGTERM');
     const { code, stderr } = await worker.done;
     assert.equal(code, 0, stderr);
-    await queue.close();
+    await Promise.all([queue.close(), events.close()]);
   }
 });
 

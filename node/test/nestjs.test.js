@@ -19,12 +19,15 @@ before(async () => {
   modules = {
     app: await import('../build/examples/message-requests/app.module.js'),
     processor: await import('../build/examples/message-requests/message-request.processor.js'),
+    events: await import('../build/examples/message-requests/message-request.events.js'),
     nest: await import('jobwire/nestjs'),
   };
   app = await NestFactory.create(modules.app.AppModule, { logger: false });
   app.enableShutdownHooks();
   await app.listen(0, '127.0.0.1');
   base = `${await app.getUrl()}/message-requests`;
+  // The listener subscribes as the application starts; events come from then on.
+  await app.get(modules.events.MessageRequestEvents).queueEvents.waitUntilReady();
 });
 
 after(async () => {
@@ -54,6 +57,9 @@ test('the controller enqueues and returns the job id; the processor completes it
   const processor = app.get(modules.processor.MessageRequestProcessor);
   assert.ok(processor.completed >= 1, '@OnWorkerEvent("completed") ran');
   assert.equal(processor.worker.concurrency, 5, '@Processor options reach the Worker');
+  const listener = app.get(modules.events.MessageRequestEvents);
+  await eventually(() => listener.completedIds.includes(jobId), 10_000, '@OnQueueEvent("completed")');
+  assert.equal(listener.queueEvents.name, 'MessageRequestQueue');
 
   // The same job, seen by the Python CLI.
   const shown = JSON.parse(await broker.cli('job', jobId, '--json'));

@@ -3,6 +3,7 @@ import { JobwireModule } from 'jobwire/nestjs';
 
 import { MESSAGE_REQUEST_QUEUE } from './jobs.js';
 import { MessageRequestQueueService } from './message-request-queue.service.js';
+import { MessageRequestEvents } from './message-request.events.js';
 import { MessageRequestProcessor } from './message-request.processor.js';
 import { MessageRequestController } from './message-requests.controller.js';
 
@@ -20,7 +21,7 @@ import { MessageRequestController } from './message-requests.controller.js';
     }),
   ],
   controllers: [MessageRequestController],
-  providers: [MessageRequestQueueService, MessageRequestProcessor],
+  providers: [MessageRequestQueueService, MessageRequestProcessor, MessageRequestEvents],
 })
 export class MessageRequestsModule {}
 

@@ -1,8 +1,9 @@
 /**
  * `JobwireModule`: `forRoot({ connection })` once, `registerQueue({ name, defaultJobOptions })`
  * per feature module, as `BullModule` in `@nestjs/bullmq`. Every Queue shares one connection
- * (pipelined); every `@Processor` gets its own Worker (and connection), started when the
- * application initialises and closed gracefully when it shuts down.
+ * (pipelined); every `@Processor` gets its own Worker (and connection), and every
+ * `@QueueEventsListener` its own QueueEvents (and connection), started when the application
+ * initialises and closed gracefully when it shuts down.
  */
 
 import {
@@ -13,10 +14,13 @@ import { DiscoveryModule, DiscoveryService, MetadataScanner } from '@nestjs/core
 
 import { Connection, type ConnectionInput } from '../connection.js';
 import type { JobsOptions } from '../options.js';
+import { QueueEvents } from '../queue-events.js';
 import { Queue, type QueueOptions } from '../queue.js';
 import { Worker } from '../worker.js';
 import {
-  getQueueToken, PROCESSOR_METADATA, WORKER_EVENT_METADATA, WorkerHost, type ProcessorMetadata,
+  getQueueToken, PROCESSOR_METADATA, QUEUE_EVENT_METADATA, QUEUE_EVENTS_LISTENER_METADATA,
+  QueueEventsHost, WORKER_EVENT_METADATA, WorkerHost, type ProcessorMetadata,
+  type QueueEventsListenerMetadata,
 } from './decorators.js';
 
 export const JOBWIRE_ROOT_OPTIONS = 'JOBWIRE_ROOT_OPTIONS';
@@ -35,10 +39,14 @@ export interface RegisterQueueOptions {
   defaultJobOptions?: JobsOptions;
 }
 
-/** Starts a Worker for every `@Processor` provider and closes them on shutdown. */
+/**
+ * Starts a Worker for every `@Processor` provider and a QueueEvents for every
+ * `@QueueEventsListener` provider, and closes them on shutdown.
+ */
 @Injectable()
 export class JobwireExplorer implements OnModuleInit, OnModuleDestroy {
   private readonly workers: Worker[] = [];
+  private readonly listeners: QueueEvents[] = [];
 
   constructor(
     private readonly discovery: DiscoveryService,
@@ -51,6 +59,13 @@ export class JobwireExplorer implements OnModuleInit, OnModuleDestroy {
       const instance = wrapper.instance as Record<string, unknown> | undefined;
       const type = wrapper.metatype as object | undefined;
       if (!instance || !type || !wrapper.isDependencyTreeStatic()) continue;
+      const events = Reflect.getMetadata(QUEUE_EVENTS_LISTENER_METADATA, type) as QueueEventsListenerMetadata | undefined;
+      if (events) {
+        if (!(instance instanceof QueueEventsHost)) {
+          throw new TypeError(`@QueueEventsListener(${JSON.stringify(events.name)}) class ${wrapper.name} must extend QueueEventsHost`);
+        }
+        this.listeners.push(this.startListener(instance, events));
+      }
       const meta = Reflect.getMetadata(PROCESSOR_METADATA, type) as ProcessorMetadata | undefined;
       if (!meta) continue;
       if (!(instance instanceof WorkerHost)) {
@@ -67,20 +82,37 @@ export class JobwireExplorer implements OnModuleInit, OnModuleDestroy {
       connection: this.options.connection ?? {},
       autorun: false,
     });
-    const prototype = Object.getPrototypeOf(host) as object;
-    for (const method of this.scanner.getAllMethodNames(prototype)) {
-      const handler = (prototype as Record<string, unknown>)[method];
-      const event = typeof handler === 'function'
-        ? Reflect.getMetadata(WORKER_EVENT_METADATA, handler) as string | undefined : undefined;
-      if (event) worker.on(event, (...args: unknown[]) => (handler as (...a: unknown[]) => unknown).apply(host, args));
-    }
+    this.bindHandlers(host, WORKER_EVENT_METADATA, worker);
     host.attachWorker(worker);
     worker.run().catch(() => undefined);
     return worker;
   }
 
+  private startListener(host: QueueEventsHost, meta: QueueEventsListenerMetadata): QueueEvents {
+    const queueEvents = new QueueEvents(meta.name, {
+      serializer: this.options.serializer,
+      ...meta.options,
+      connection: this.options.connection ?? {},
+      autorun: false,
+    });
+    this.bindHandlers(host, QUEUE_EVENT_METADATA, queueEvents);
+    host.attachQueueEvents(queueEvents);
+    queueEvents.run().catch(() => undefined);
+    return queueEvents;
+  }
+
+  /** Listen on `emitter` with every method of `host` that a decorator marked (`key`). */
+  private bindHandlers(host: object, key: string, emitter: { on(event: string, listener: (...args: unknown[]) => void): unknown }): void {
+    const prototype = Object.getPrototypeOf(host) as object;
+    for (const method of this.scanner.getAllMethodNames(prototype)) {
+      const handler = (prototype as Record<string, unknown>)[method];
+      const event = typeof handler === 'function' ? Reflect.getMetadata(key, handler) as string | undefined : undefined;
+      if (event) emitter.on(event, (...args: unknown[]) => (handler as (...a: unknown[]) => unknown).apply(host, args));
+    }
+  }
+
   async onModuleDestroy(): Promise<void> {
-    await Promise.all(this.workers.map((worker) => worker.close()));
+    await Promise.all([...this.workers, ...this.listeners].map((closable) => closable.close()));
   }
 }
 
