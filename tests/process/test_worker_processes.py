@@ -66,15 +66,19 @@ async def supervisor(tmp_path: Path, broker: BrokerProcess, *flags: str,
         *jobwire_command(), "worker", "tasks_procs:handlers", "--processes", str(processes),
         "--url", url_of(broker), *flags, cwd=tmp_path, stdout=output, stderr=subprocess.STDOUT,
     )
+    started: list[int] = []
     try:
         async with Client(url_of(broker)) as client:
             await until(lambda: len(children_of(proc.pid)) == processes, 30)
             await until(lambda: _workers(client, processes), 30)
+        started = children_of(proc.pid)
         yield proc
     finally:
-        if proc.returncode is None:
-            for pid in children_of(proc.pid):
+        # A failed test must not leave workers behind (orphans included, if that is the bug).
+        for pid in {*started, *children_of(proc.pid)}:
+            if alive(pid):
                 os.kill(pid, signal.SIGKILL)
+        if proc.returncode is None:
             proc.kill()
             await proc.wait()
         output.close()
