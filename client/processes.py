@@ -20,9 +20,10 @@ environment, the working directory, standard output and error, and the descripto
 * **Stop.** The first SIGTERM or SIGINT forwards SIGTERM to every child: a graceful worker stop
   (running handlers get the grace period, unfinished jobs are handed back without an attempt
   counted). A second signal forwards a second SIGTERM (the children skip the rest of their
-  grace). A child still running ``grace + kill_margin`` seconds after the first signal (the
-  margin is the hand-back after the grace; a plain ``def`` handler stuck in a thread keeps its
-  process alive) is SIGKILLed; the broker then gives its jobs back as for any dead worker. The
+  grace). A child whose worker stopped does not wait for ``def`` handlers still running in
+  their threads (``leave_stuck_handlers``: their jobs were handed back). A child still running
+  ``grace + kill_margin`` seconds after the first signal (the margin is for the hand-back after
+  the grace) is SIGKILLed; the broker then gives its jobs back as for any dead worker. The
   supervisor exits 0 once every child is gone.
 * **Process groups.** Children run in their own process group, so a terminal's Ctrl-C reaches
   the supervisor alone, which forwards one SIGTERM. (In the terminal's group each child would get
@@ -53,6 +54,9 @@ import os
 import random
 import signal
 import subprocess
+import sys
+import threading
+import time
 from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Final
@@ -149,6 +153,7 @@ class ProcessSupervisor:
         self._children: dict[int, asyncio.subprocess.Process] = {}
         self._stopping = asyncio.Event()
         self._stops = 0
+        self._ran = False
         self.exit_code = 0
         self.restarts = 0
         """Children started again after an exit (the first start of each slot not counted)."""
@@ -171,8 +176,9 @@ class ProcessSupervisor:
         Raises:
             RuntimeError: ``run()`` was already called.
         """
-        if self._stopping.is_set() or self._children:
+        if self._ran:
             raise RuntimeError("a ProcessSupervisor runs once; make a new one")
+        self._ran = True
         read_fd, write_fd = os.pipe()  # the children's lifeline: see "No orphans"
         removers = self._install_signals()
         log.info("worker processes starting", processes=self.processes, pid=os.getpid())
@@ -262,7 +268,7 @@ class ProcessSupervisor:
                 await proc.wait()
             del self._children[slot]
         if self._stopping.is_set():
-            level = log.info if code == 0 else log.warning
+            level = log.info if code in (0, -signal.SIGTERM) else log.warning
             level("worker process exited", slot=slot, pid=proc.pid, exit=describe_exit(code))
         return proc.pid, code
 
@@ -324,6 +330,8 @@ async def run_supervised(worker: Worker, lifeline: int) -> None:
         loop.remove_reader(lifeline)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
+            # Stopped: a later signal (the supervisor's second) must not kill the exit midway.
+            signal.signal(sig, signal.SIG_IGN)
 
 
 
@@ -338,3 +346,32 @@ def _tag_log_records(pid: int) -> None:
 
     for handler in logging.getLogger(ROOT).handlers:
         handler.addFilter(tag)
+
+
+HANDLER_THREAD_PREFIX: Final = "jobwire-handler"
+"""The names of the worker's handler threads (``Worker``'s thread pool)."""
+
+
+def leave_stuck_handlers(wait: float = 0.5) -> None:
+    """After a supervised child's worker stopped: exit now if handler threads still run.
+
+    They are plain ``def`` handlers the stop cut off (their jobs were handed back, or the broker
+    gives them back when the connection closes). Python cannot stop a thread, and interpreter exit
+    would wait for them: the child would linger past its grace until the supervisor kills it. So
+    after ``wait`` seconds (idle pool threads end by then) the child flushes its output and
+    exits 0 without waiting for them (nor running ``atexit`` hooks).
+    """
+    deadline = time.monotonic() + wait
+    stuck = [thread for thread in threading.enumerate()
+             if thread.name.startswith(HANDLER_THREAD_PREFIX)]
+    for thread in stuck:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    stuck = [thread for thread in stuck if thread.is_alive()]
+    if not stuck:
+        return
+    log.warning("handlers still running after the stop: exiting without them",
+                threads=len(stuck))
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

@@ -34,6 +34,7 @@ from client.log import configure_cli_output
 from client.processes import (
     SUPERVISOR_FD_FLAG,
     ProcessSupervisor,
+    leave_stuck_handlers,
     parse_processes,
     run_supervised,
 )
@@ -156,6 +157,7 @@ def run_worker_command(args: argparse.Namespace) -> int:
         else:
             fd = args.supervisor_fd
             _run(lambda: run_supervised(worker, fd))
+            leave_stuck_handlers()
     except (JobwireError, OSError) as exc:
         _err(f"jobwire: error: {exc}")
         return 1

@@ -142,6 +142,25 @@ async def test_sigterm_stops_every_child_gracefully_and_exits_0(
             assert job.state is JobState.COMPLETED and job.attempts == 1, job
 
 
+async def test_a_second_sigterm_skips_the_grace_and_hands_the_jobs_back(
+    broker_process: BrokerProcess, tmp_path: Path
+) -> None:
+    async with supervisor(tmp_path, broker_process, "-q", "twice", "-c", "1",
+                          "--grace", "60") as proc, Client(url_of(broker_process)) as client:
+        queue = client.queue("twice")
+        jobs = await queue.add_bulk([("where", 30.0)] * 2)
+        await until(lambda: _active(queue, 2), 30)
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.sleep(0.3)
+        proc.send_signal(signal.SIGTERM)
+        # Generous bound, far below the 60 s grace and the 30 s handlers: the grace was skipped.
+        assert await asyncio.wait_for(proc.wait(), 20) == 0
+        for job in jobs:  # handed back: waiting again, the attempt not counted
+            await job.refresh()
+            assert job.state is JobState.WAITING and job.attempts == 0, job
+    assert "killed by" not in (tmp_path / "supervisor.log").read_text()
+
+
 async def _active(queue: Queue, count: int) -> bool:
     return (await queue.stats()).active >= count
 
