@@ -11,6 +11,11 @@
 The current directory is put on ``sys.path`` first, so ``jobwire worker tasks:handlers`` finds
 ``./tasks.py``. SIGTERM or SIGINT shuts down gracefully (``--grace`` seconds for running
 handlers; a second signal skips the wait). Exit code 0 after a graceful stop.
+
+``--processes N`` (or ``auto``) runs N such workers as child processes under a supervisor
+(``client/processes.py``): the target and flags are checked here first, then each child runs
+this module again (``python -m client.worker_cli worker ...``) with the hidden
+``--supervisor-fd``.
 """
 
 from __future__ import annotations
@@ -20,12 +25,19 @@ import asyncio
 import importlib
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 from client.endpoint import DEFAULT_URL
 from client.errors import JobwireError
 from client.log import configure_cli_output
+from client.processes import (
+    SUPERVISOR_FD_FLAG,
+    ProcessSupervisor,
+    leave_stuck_handlers,
+    parse_processes,
+    run_supervised,
+)
 from client.worker import Worker
 
 
@@ -36,10 +48,11 @@ def _err(text: str) -> None:
 def add_worker_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``jobwire worker`` to an argparse subparsers object."""
     p: argparse.ArgumentParser = subparsers.add_parser(
-        "worker", help="run a worker process",
+        "worker", help="run a worker process (or several: --processes)",
         description="Run jobs from one or more queues with the handler(s) at MODULE:ATTRIBUTE "
         "(a function, a {job_name: function} mapping, or a Worker instance). A Worker instance "
-        "runs as it is configured: the flags below other than --log-level are refused with it.",
+        "runs as it is configured: the flags below other than --log-level and --processes are "
+        "refused with it.",
     )
     p.add_argument("target", metavar="MODULE:ATTRIBUTE")
     p.add_argument("--queue", "-q", dest="queues", action="append", metavar="QUEUE",
@@ -51,12 +64,20 @@ def add_worker_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, metavar="SECONDS",
                    help="cancel a handler after this long and fail the attempt")
     p.add_argument("--grace", type=float, metavar="SECONDS",
-                   help="on SIGTERM/SIGINT, how long running handlers may finish (default 30)")
+                   help="on SIGTERM/SIGINT, how long running handlers may finish (default 30); "
+                   "with --processes, a child still running 5 s after that is killed")
+    p.add_argument("--processes", type=parse_processes, default=1, metavar="N|auto",
+                   help="run N worker processes under a supervisor (auto: one per CPU; "
+                   "default 1, this process). Each has its own loop, connection and "
+                   "--concurrency; a child that dies is restarted (backoff 0.5 s doubling to "
+                   "30 s); SIGTERM stops all gracefully; if the supervisor is killed, its "
+                   "children stop by themselves")
     p.add_argument("--serializer",
                    help="payload serializer: msgpack (default), json, raw")
     p.add_argument("--url",
                    help=f"broker URL (default: $JOBWIRE_URL or {DEFAULT_URL})")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument(SUPERVISOR_FD_FLAG, type=int, dest="supervisor_fd", help=argparse.SUPPRESS)
     p.set_defaults(func=run_worker_command)
     return p
 
@@ -124,8 +145,19 @@ def run_worker_command(args: argparse.Namespace) -> int:
     except (ValueError, TypeError) as exc:
         _err(f"jobwire: error: {exc}")
         return 2
+    if args.processes > 1 and args.supervisor_fd is None:
+        supervisor = ProcessSupervisor(child_command(args), args.processes, worker.grace)
+        try:
+            return asyncio.run(supervisor.run())
+        except KeyboardInterrupt:  # pragma: no cover - SIGINT is handled while run() runs
+            return 130
     try:
-        _run(worker)
+        if args.supervisor_fd is None:
+            _run(worker.run)
+        else:
+            fd = args.supervisor_fd
+            _run(lambda: run_supervised(worker, fd))
+            leave_stuck_handlers()
     except (JobwireError, OSError) as exc:
         _err(f"jobwire: error: {exc}")
         return 1
@@ -134,11 +166,37 @@ def run_worker_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run(worker: Worker) -> None:
+def child_command(args: argparse.Namespace) -> list[str]:
+    """The command line of one supervised child: this command again, minus ``--processes``."""
+    argv = [sys.executable, "-m", "client.worker_cli", "worker", args.target,
+            "--log-level", args.log_level]
+    for queue in args.queues or ():
+        argv += ["--queue", queue]
+    for flag, dest in _WORKER_FLAGS[1:]:
+        value = getattr(args, dest)
+        if value is not None:
+            argv += [flag, str(value)]
+    return argv
+
+
+def _run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency
-        asyncio.run(worker.run())
+        asyncio.run(main())
         return
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(worker.run())
+        runner.run(main())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m client.worker_cli worker ...``: how the supervisor starts its children."""
+    parser = argparse.ArgumentParser(prog="jobwire")
+    add_worker_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

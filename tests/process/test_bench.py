@@ -156,3 +156,18 @@ def test_connect_to_a_running_broker() -> None:
             run_scenario("recovery", tiny(jobs=10, connect="127.0.0.1:1"))
         with pytest.raises(BenchError, match="needs the bench's own broker"):
             run_scenario("recovery", tiny(jobs=10, connect=broker.address))
+
+
+def test_bench_processes_runs_and_writes_its_figures(tmp_path: Path) -> None:
+    """``python -m bench.bench_processes``, tiny: it completes and reports every run (no speed
+    is asserted; runs this small say nothing about it)."""
+    from bench.bench_processes import main as bench_processes
+
+    out = tmp_path / "procs.json"
+    assert bench_processes(["--jobs", "6", "--ms", "1", "--rounds", "1", "--json",
+                            str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert set(data["runs"]) == {"1", "2"}
+    for run in data["runs"].values():
+        assert len(run["seconds"]) == 1 and run["median_s"] > 0
+    assert data["runs"]["1"]["speedup"] == 1.0

@@ -1,6 +1,6 @@
-"""Flow control with real processes: issue 13's Done-when run (three ``jobwire worker`` processes,
-a queue limited to 10/s, 100 jobs), limits and pauses across a SIGKILL of the broker, and
-``jobwire limit``."""
+"""Flow control with real processes: issue 13's Done-when run (``jobwire worker --processes 3``:
+three worker processes with a connection each, a queue limited to 10/s, 100 jobs), limits and
+pauses across a SIGKILL of the broker, and ``jobwire limit``."""
 
 from __future__ import annotations
 
@@ -46,22 +46,19 @@ async def test_three_worker_processes_at_10_per_second_never_pass_the_limit(
     async with Client(url) as client:
         queue = client.queue("sms")
         await queue.set_rate_limit(10, 1)
-        workers = [
-            await asyncio.create_subprocess_exec(
-                *jobwire_command(), "worker", "tasks_flow:handlers", "--queue", "sms",
-                "--concurrency", "8", "--url", url, cwd=tmp_path,
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            )
-            for _ in range(3)
-        ]
+        # One supervisor, three child processes: to the broker, three separate workers.
+        supervisor = await asyncio.create_subprocess_exec(
+            *jobwire_command(), "worker", "tasks_flow:handlers", "--queue", "sms",
+            "--concurrency", "8", "--processes", "3", "--url", url, cwd=tmp_path,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
         try:
+            await until(lambda: _workers(client, 3), 30)
             jobs = await queue.add_bulk([("send", i) for i in range(100)])
             await until(lambda: _completed(queue, 100), 60)
         finally:
-            for worker in workers:
-                worker.terminate()
-            for worker in workers:
-                await worker.wait()
+            supervisor.terminate()
+            assert await supervisor.wait() == 0
         starts, finishes = [], []
         for job in jobs:
             await job.refresh()
@@ -72,6 +69,10 @@ async def test_three_worker_processes_at_10_per_second_never_pass_the_limit(
     assert most_in_any_window(starts, 1_000) <= 10
     run_seconds = (max(finishes) - min(starts)) / 1000
     assert 9 <= run_seconds <= 11, run_seconds
+
+
+async def _workers(client: Client, count: int) -> bool:
+    return len({w["client"] for w in await client.workers()}) >= count
 
 
 async def _completed(queue: object, count: int) -> bool:
