@@ -24,7 +24,7 @@ _J = TypeVar("_J")
 
 OPTION_NAMES: Final = frozenset({
     "priority", "delay", "run_at", "attempts", "backoff", "job_id", "lease",
-    "remove_on_complete", "remove_on_fail",
+    "remove_on_complete", "remove_on_fail", "timeout",
 })
 """Keyword options that ``queue.add`` and ``client.queue(name, **defaults)`` accept."""
 
@@ -168,6 +168,7 @@ def build_spec(name: str, payload: bytes, options: Mapping[str, Any]) -> JobSpec
     run_at = get("run_at")
     attempts = get("attempts")
     lease = get("lease")
+    timeout = get("timeout")
     priority = get("priority")
     if attempts is not None and (not isinstance(attempts, int) or attempts < 1):
         raise ValueError("attempts: must be an int >= 1")
@@ -185,6 +186,7 @@ def build_spec(name: str, payload: bytes, options: Mapping[str, Any]) -> JobSpec
         None if lease is None else seconds_to_ms(lease, "lease"),
         to_retention(get("remove_on_complete"), "remove_on_complete"),
         to_retention(get("remove_on_fail"), "remove_on_fail"),
+        None if timeout is None else seconds_to_ms(timeout, "timeout"),
     )
 
 
