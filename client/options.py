@@ -4,6 +4,9 @@ Pure functions shared by the asynchronous and the synchronous producer. Units: e
 is in seconds (``float`` or ``datetime.timedelta``); ``run_at`` is a ``datetime`` (naive means
 local time) or Unix seconds.
 
+``timeout`` (seconds) limits one attempt's run time: the worker cancels the handler then, and the
+broker fails the attempt if no outcome came (``SPEC.md`` §11.9); on the wire ``timeout_ms``.
+
 ``remove_on_complete`` / ``remove_on_fail`` follow BullMQ: ``True`` removes the job as soon as it
 finishes, ``False`` keeps it forever, an ``int`` keeps that many of the newest, and a mapping
 ``{"count": n, "age": seconds}`` keeps at most ``n`` jobs no older than ``age``. ``None`` means
