@@ -415,7 +415,10 @@ class Worker:
         self._running += 1
         try:
             call = self._handlers.start(handler, ctx, self._executor)
-            result = await run_limited(call, ctx, self.job_timeout)
+            if self.job_timeout is None and ctx.timeout_at is None:
+                result = await call  # no limit: no extra coroutine on the hot path
+            else:
+                result = await run_limited(call, ctx, self.job_timeout)
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if task is not None and task.cancelling():
