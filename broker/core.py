@@ -157,7 +157,8 @@ class Core:
         then the job that became waiting first. Paused and unknown queues give nothing; a queue
         with flow control gives at most what its rate and concurrency limits and its "not now"
         pause allow (``broker/core_flow``), and the next queue is tried. The lease
-        lasts the job's own ``lease_ms`` if it has one, else ``lease_ms``, else the default.
+        lasts the job's own ``lease_ms`` if it has one, else ``lease_ms``, else the default;
+        a job with a timeout also gets its attempt deadline (``broker/timeouts``).
 
         Args:
             queues: queue names, most preferred first.
@@ -250,10 +251,11 @@ class Core:
         return core_worker.release_owner(self._state, owner, now)
 
     def tick(self, now: int) -> None:
-        """Promote due delayed jobs, expire leases (one failed attempt, "lease expired") and
-        prune finished jobs by age.
+        """Promote due delayed jobs, expire leases (one failed attempt, "lease expired"), fail
+        attempts past their job's timeout (``broker/timeouts``: "timed out after N ms", however
+        the lease was extended) and prune finished jobs by age.
 
-        Leases expire in ``(deadline, token)`` order.
+        Leases expire in ``(deadline, token)`` order (the deadline: the earlier of the two).
         """
         core_worker.tick(self._state, now)
 

@@ -70,7 +70,7 @@ def enqueue(core: CoreState, queue: str, specs: Sequence[JobSpec], now: int) -> 
     events = core.events
     for index, spec in enumerate(specs):
         (job_id, name, payload, priority, delay_ms, run_at_ms, max_attempts, backoff,
-         lease_ms, keep_completed, keep_failed) = spec
+         lease_ms, keep_completed, keep_failed, timeout_ms) = spec
         if job_id is None:
             job_id = str(seq)
         elif find(qname, job_id) is not None:
@@ -84,11 +84,11 @@ def enqueue(core: CoreState, queue: str, specs: Sequence[JobSpec], now: int) -> 
         else:
             run_at = now
         if backoff is None and lease_ms is None and keep_completed is None and (
-            keep_failed is None
+            keep_failed is None and timeout_ms is None
         ):
             options = NO_OPTIONS
         else:
-            options = JobOptions(backoff, lease_ms, keep_completed, keep_failed)
+            options = JobOptions(backoff, lease_ms, keep_completed, keep_failed, timeout_ms)
             if options == last_options:
                 options = last_options
             last_options = options

@@ -24,6 +24,7 @@ from broker.core_state import (
 )
 from broker.jobs import Job
 from broker.replysize import RESERVED_JOB_OVERHEAD, UTF8_MAX, packed_size
+from broker.timeouts import first_due, timed_out, timeout_error
 from protocol.errors import ErrorCode
 from protocol.model import AckItem, ExtendItem, FailItem, JobState, ReleaseItem
 from protocol.observing import EventKind
@@ -90,8 +91,10 @@ def reserve(
                     room -= size
                 if listing is not None:
                     listing.take_first(job)
-                lease = job.options.lease_ms or default_lease
+                options = job.options
+                lease = options.lease_ms or default_lease
                 deadline = now + lease
+                timeout = options.timeout_ms
                 # WAITING -> ACTIVE is legal (TRANSITIONS); assigned directly on the hot path.
                 job.state = ACTIVE
                 attempts = job.attempts = job.attempts + 1
@@ -99,7 +102,9 @@ def reserve(
                 job.lease_token = token
                 job.lease_deadline = deadline
                 job.owner = owner
-                heappush(lease_entries, (deadline, token, job))
+                # A job with a timeout files its entry at the earlier of its two deadlines.
+                heappush(lease_entries, (
+                    deadline if timeout is None else first_due(deadline, job), token, job))
                 if owned is None:
                     owned = core.owned.get(owner)
                     if owned is None:
@@ -108,7 +113,7 @@ def reserve(
                 changed[job.seq] = job
                 out.append(_new_tuple(ReservedJob, (
                     job_id, qname, job.name, job.payload, attempts, job.max_attempts, token,
-                    lease, deadline, job.created_at, job.progress,
+                    lease, deadline, job.created_at, job.progress, timeout,
                 )))
                 # Waiting since it became due (run_at), or since it was created if it was
                 # enqueued with a run time already past.
@@ -232,8 +237,9 @@ def extend(core: CoreState, items: Sequence[ExtendItem], now: int) -> list[Outco
         assert job is not None and job.lease_deadline is not None
         length = lease_ms or job.options.lease_ms or core.config.default_lease_ms
         deadline = now + length
-        if deadline < job.lease_deadline:
-            # The heap entry is later than the new deadline: add an earlier one.
+        if deadline < job.lease_deadline and first_due(deadline, job) == deadline:
+            # The heap entry is later than the new deadline (and the attempt deadline, which
+            # an extension never moves, is later still): add an earlier one.
             core.leases.push(deadline, token, job)
             core.leases.stale += 1
         job.lease_deadline = deadline
@@ -330,8 +336,13 @@ def tick(core: CoreState, now: int) -> None:
             leases.stale -= 1
             continue
         assert job.lease_deadline is not None
-        if job.lease_deadline > deadline:
-            leases.push(job.lease_deadline, token, job)  # extended: expire in its turn
+        due = first_due(job.lease_deadline, job)
+        if due > deadline:
+            leases.push(due, token, job)  # extended: expire in its turn
+            continue
+        if timed_out(job, now):  # the job's timeout (broker/timeouts), not the lease
+            core.fail_attempt(job, core.queues[job.queue], timeout_error(job), True, None, now,
+                              entry_popped=True)
             continue
         core.fail_attempt(
             job, core.queues[job.queue], LEASE_EXPIRED, True, None, now, entry_popped=True,

@@ -53,6 +53,8 @@ class JobOptions(NamedTuple):
     lease_ms: int | None = None
     keep_completed: Retention | None = None
     keep_failed: Retention | None = None
+    timeout_ms: int | None = None
+    """One attempt's longest run time (``broker/timeouts``); ``None``: no limit."""
 
 
 NO_OPTIONS: Final = JobOptions()

@@ -36,9 +36,10 @@ _STR_HEADER: Final = 5  # str32 / bin32 header at its largest
 REPLY_ENVELOPE: Final = 64
 """``[1, request_id, {"jobs": [...], "total": n}]`` around the list: 40 bytes at most."""
 
-RESERVED_JOB_OVERHEAD: Final = 1 + 3 * _STR_HEADER + _STR_HEADER + 6 * _INT + 1
+RESERVED_JOB_OVERHEAD: Final = 1 + 3 * _STR_HEADER + _STR_HEADER + 7 * _INT + 1
 """A ``ReservedJob`` array beyond its payload and strings: the array header, three string
-headers, the payload's bin header, six integers and a ``nil`` progress."""
+headers, the payload's bin header, seven integers (the timeout, or its ``nil``, is the
+seventh) and a ``nil`` progress."""
 
 JOB_INFO_OVERHEAD: Final = (
     3 + sum(1 + len(key) for key in JOB_INFO_FIELDS) + 5 * _STR_HEADER + 8 * _INT + 2

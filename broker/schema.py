@@ -205,24 +205,24 @@ def _retention_from_wire(value: Any) -> Retention | None:
 def encode_options(options: JobOptions) -> bytes | None:
     """A job's overrides as stored: NULL (``None``) when it has none.
 
-    The stored form is the msgpack array ``[backoff, lease_ms, keep_completed, keep_failed]`` with
-    ``backoff`` as ``[kind, base_ms, cap_ms, jitter]`` and each retention as ``[count, age_ms]``;
-    ``nil`` means "use the default".
+    The stored form is the msgpack array ``[backoff, lease_ms, keep_completed, keep_failed,
+    timeout_ms?]`` with ``backoff`` as ``[kind, base_ms, cap_ms, jitter]`` and each retention as
+    ``[count, age_ms]``; ``nil`` means "use the default". ``timeout_ms`` is appended only when
+    set, so rows without one keep the 4-item form of before (no schema version change).
     """
     if options is NO_OPTIONS or options == NO_OPTIONS:
         return None
     backoff = options.backoff
-    encoded: bytes = _packb(
-        [
-            None
-            if backoff is None
-            else [str(backoff.kind), backoff.base_ms, backoff.cap_ms, backoff.jitter],
-            options.lease_ms,
-            _retention_to_wire(options.keep_completed),
-            _retention_to_wire(options.keep_failed),
-        ],
-        use_bin_type=True,
-    )
+    stored = [
+        None if backoff is None
+        else [str(backoff.kind), backoff.base_ms, backoff.cap_ms, backoff.jitter],
+        options.lease_ms,
+        _retention_to_wire(options.keep_completed),
+        _retention_to_wire(options.keep_failed),
+    ]
+    if options.timeout_ms is not None:
+        stored.append(options.timeout_ms)
+    encoded: bytes = _packb(stored, use_bin_type=True)
     return encoded
 
 
@@ -233,7 +233,10 @@ def decode_options(data: bytes) -> JobOptions:
         SchemaError: the bytes are not a stored options array.
     """
     try:
-        backoff, lease_ms, keep_completed, keep_failed = _unpackb(data, raw=False, use_list=False)
+        stored = _unpackb(data, raw=False, use_list=False)
+        if len(stored) not in (4, 5):  # 4 items: written before timeout_ms existed
+            raise ValueError(f"{len(stored)} items")
+        backoff, lease_ms, keep_completed, keep_failed, timeout_ms = (*stored, None)[:5]
         return JobOptions(
             backoff=None
             if backoff is None
@@ -241,6 +244,7 @@ def decode_options(data: bytes) -> JobOptions:
             lease_ms=lease_ms,
             keep_completed=_retention_from_wire(keep_completed),
             keep_failed=_retention_from_wire(keep_failed),
+            timeout_ms=timeout_ms,
         )
     except (ValueError, TypeError, IndexError, msgpack.UnpackException) as exc:
         raise SchemaError(f"stored job options {data!r} are not valid: {exc}") from exc

@@ -34,6 +34,11 @@ class JobContext:
         max_attempts: attempts allowed in total.
         token: the lease token (needed only when speaking the protocol directly).
         lease: the lease length in seconds.
+        timeout: the job's timeout in seconds (the longest this attempt may run), or ``None``.
+        timeout_at: local monotonic time when the worker cancels the handler for ``timeout``
+            (counted from when the job arrived, as the broker counts from the reservation).
+        timed_out: set when a time limit ended the attempt; a plain ``def`` handler, whose
+            thread cannot be stopped, may check it to give up early.
         lease_lost: set when the broker refused to extend the lease (it expired or the job was
             removed); the outcome of this attempt will be refused too.
         result: the handler's return value, once it returned (for ``on_completed`` callbacks).
@@ -41,7 +46,8 @@ class JobContext:
 
     __slots__ = (
         "_connection", "_loop", "attempt", "created_at", "data", "deadline", "id", "lease",
-        "lease_lost", "max_attempts", "name", "payload", "queue", "result", "token",
+        "lease_lost", "max_attempts", "name", "payload", "queue", "result", "timed_out",
+        "timeout", "timeout_at", "token",
     )
 
     def __init__(
@@ -61,6 +67,10 @@ class JobContext:
         self.lease = reserved.lease_ms / 1000.0
         self.deadline = received_at + self.lease
         """Local monotonic time by which the lease must be extended (conservative)."""
+        timeout_ms = reserved.timeout_ms
+        self.timeout = None if timeout_ms is None else timeout_ms / 1000.0
+        self.timeout_at = None if self.timeout is None else received_at + self.timeout
+        self.timed_out = False
         self.created_at = reserved.created_at_ms / 1000.0
         self.lease_lost = False
         self.result: Any = None

@@ -4,6 +4,9 @@ Pure functions shared by the asynchronous and the synchronous producer. Units: e
 is in seconds (``float`` or ``datetime.timedelta``); ``run_at`` is a ``datetime`` (naive means
 local time) or Unix seconds.
 
+``timeout`` (seconds) limits one attempt's run time: the worker cancels the handler then, and the
+broker fails the attempt if no outcome came (``SPEC.md`` §11.9); on the wire ``timeout_ms``.
+
 ``remove_on_complete`` / ``remove_on_fail`` follow BullMQ: ``True`` removes the job as soon as it
 finishes, ``False`` keeps it forever, an ``int`` keeps that many of the newest, and a mapping
 ``{"count": n, "age": seconds}`` keeps at most ``n`` jobs no older than ``age``. ``None`` means
@@ -24,7 +27,7 @@ _J = TypeVar("_J")
 
 OPTION_NAMES: Final = frozenset({
     "priority", "delay", "run_at", "attempts", "backoff", "job_id", "lease",
-    "remove_on_complete", "remove_on_fail",
+    "remove_on_complete", "remove_on_fail", "timeout",
 })
 """Keyword options that ``queue.add`` and ``client.queue(name, **defaults)`` accept."""
 
@@ -168,6 +171,7 @@ def build_spec(name: str, payload: bytes, options: Mapping[str, Any]) -> JobSpec
     run_at = get("run_at")
     attempts = get("attempts")
     lease = get("lease")
+    timeout = get("timeout")
     priority = get("priority")
     if attempts is not None and (not isinstance(attempts, int) or attempts < 1):
         raise ValueError("attempts: must be an int >= 1")
@@ -185,6 +189,7 @@ def build_spec(name: str, payload: bytes, options: Mapping[str, Any]) -> JobSpec
         None if lease is None else seconds_to_ms(lease, "lease"),
         to_retention(get("remove_on_complete"), "remove_on_complete"),
         to_retention(get("remove_on_fail"), "remove_on_fail"),
+        None if timeout is None else seconds_to_ms(timeout, "timeout"),
     )
 
 

@@ -235,7 +235,9 @@ class Queue(QueueOperations[Job]):
             **options: ``priority`` (int, lower first), ``delay`` (seconds), ``run_at``
                 (datetime or Unix seconds), ``attempts``, ``backoff`` (seconds, ``exponential()``,
                 ``fixed()`` or a map), ``job_id`` (idempotency key), ``lease`` (seconds),
-                ``remove_on_complete``, ``remove_on_fail`` (see ``client.options``).
+                ``timeout`` (seconds one attempt may run: the worker cancels the handler, the
+                broker fails the attempt if no outcome came), ``remove_on_complete``,
+                ``remove_on_fail`` (see ``client.options``).
 
         Concurrent calls on one queue travel together in one ``enqueue`` request (see
         ``Client(batch_adds=...)``); each still gets its own job and its own error.

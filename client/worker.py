@@ -17,8 +17,8 @@ a busy broker), the worker stops reserving instead of piling up finished jobs.
   runners are woken, one per job.
 * **Running**: a runner takes jobs from ``_ready`` until it is empty, so a burst of fast
   handlers runs without task switches. Async handlers are awaited in the runner; plain ``def``
-  handlers run in a thread pool (``client/handlers.py``). An optional per-job timeout cancels
-  the handler.
+  handlers run in a thread pool (``client/handlers.py``). The job's ``timeout`` and the
+  worker's ``job_timeout`` cancel the handler (``handlers.run_limited``).
 * **Outcomes** (``client/outcomes.py``): outcomes that finish in the same loop iteration go in
   one ``ack`` / ``fail`` request. The runner's slot frees at once, but the job stays held (and
   its lease extended) until the reply arrives; then it leaves ``_held``. ``on_completed`` /
@@ -66,7 +66,7 @@ from client.context import JobContext
 from client.endpoint import DEFAULT_URL
 from client.errors import ConnectionClosedError, JobwireError, RateLimited
 from client.events import CompletedCallback, EventCallbacks, FailedCallback, WorkerStatistics
-from client.handlers import Handler, HandlerTable
+from client.handlers import Handler, HandlerTable, run_limited
 from client.leases import LeaseKeeper
 from client.log import get_logger
 from client.outcomes import OutcomeBuffer, describe_exception
@@ -96,7 +96,8 @@ class Worker:
             the worker stops reserving until outcome replies come back, so slow acks cannot
             pile up.
         lease: lease length in seconds to ask for (default: each job's own lease).
-        job_timeout: seconds a handler may run before it is cancelled and the attempt fails.
+        job_timeout: seconds a handler may run before it is cancelled and the attempt fails
+            (a job's own ``timeout`` applies too: the earlier limit wins).
         grace: seconds running handlers get to finish on shutdown.
         poll_wait: seconds one long-poll ``reserve`` waits for jobs.
         serializer: how payloads and results are encoded (default msgpack).
@@ -414,21 +415,15 @@ class Worker:
         self._running += 1
         try:
             call = self._handlers.start(handler, ctx, self._executor)
-            if self.job_timeout is None:
-                result = await call
+            if self.job_timeout is None and ctx.timeout_at is None:
+                result = await call  # no limit: no extra coroutine on the hot path
             else:
-                async with asyncio.timeout(self.job_timeout):
-                    result = await call
+                result = await run_limited(call, ctx, self.job_timeout)
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if task is not None and task.cancelling():
                 raise  # shutdown: the job is handed back by _finish
             self._fail(ctx, JobwireError("the handler was cancelled"))
-        except TimeoutError as exc:
-            if self.job_timeout is not None and isinstance(exc.__context__, asyncio.CancelledError):
-                self._fail(ctx, TimeoutError(f"job timed out after {self.job_timeout:g}s"))
-            else:
-                self._fail(ctx, exc)
         except RateLimited as exc:
             self._not_now(ctx, exc)
         except Exception as exc:

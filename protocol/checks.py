@@ -29,6 +29,9 @@ MAX_WAIT_MS: Final = 600_000
 MIN_LEASE_MS: Final = 100
 MAX_LEASE_MS: Final = 86_400_000
 MAX_DELAY_MS: Final = 10 * 365 * 86_400_000
+MIN_TIMEOUT_MS: Final = 1
+MAX_TIMEOUT_MS: Final = 7 * 86_400_000
+"""A job's ``timeout_ms`` (one attempt's run time): 1 ms .. 7 days."""
 MAX_ATTEMPTS: Final = 1_000_000
 MAX_ERROR_LEN: Final = 65_536
 """Longest error text in a fail item, in characters."""

@@ -24,8 +24,10 @@ from protocol.checks import (
     MAX_LEASE_MS,
     MAX_NAME_LEN,
     MAX_TIME_MS,
+    MAX_TIMEOUT_MS,
     MAX_TOKEN,
     MIN_LEASE_MS,
+    MIN_TIMEOUT_MS,
     PRIORITY_MAX,
     PRIORITY_MIN,
     check_array,
@@ -127,7 +129,9 @@ class JobSpec(NamedTuple):
     """One job of an enqueue batch. ``None`` fields take the broker's defaults.
 
     Wire form: ``[job_id?, name, payload, priority?, delay_ms?, run_at_ms?, max_attempts?,
-    backoff?, lease_ms?, keep_completed?, keep_failed?]``; trailing items may be omitted.
+    backoff?, lease_ms?, keep_completed?, keep_failed?, timeout_ms?]``; trailing items may be
+    omitted (so a job without a timeout is an array of at most 11 items, which every broker of
+    protocol version 1 accepts).
     """
 
     job_id: str | None
@@ -141,9 +145,11 @@ class JobSpec(NamedTuple):
     lease_ms: int | None = None
     keep_completed: Retention | None = None
     keep_failed: Retention | None = None
+    timeout_ms: int | None = None
+    """The longest one attempt may run (``SPEC.md`` §11.9); ``None``: no limit."""
 
 
-PLAIN_TAIL: Final = (0, None, None, None, None, None, None, None)
+PLAIN_TAIL: Final = (0, None, None, None, None, None, None, None, None)
 """A ``JobSpec`` from ``priority`` on, when every option is left to the broker (``spec[3:]``)."""
 
 
@@ -172,17 +178,17 @@ def jobs_to_wire(jobs: tuple[JobSpec, ...]) -> list[tuple[Any, ...] | list[Any]]
     return [job_to_wire(job) for job in jobs]
 
 
-_JOB_PAD: Final = tuple((None,) * (11 - n) for n in range(12))
+_JOB_PAD: Final = tuple((None,) * (12 - n) for n in range(13))
 
 
 def parse_job(raw: Any, index: int) -> JobSpec:
     """Validate one enqueue item in any form ``job_to_wire`` may give."""
-    if type(raw) is not tuple or not 3 <= len(raw) <= 11:
-        raise bad_argument(f"jobs[{index}]", "array of 3..11 items")
-    if len(raw) < 11:
+    if type(raw) is not tuple or not 3 <= len(raw) <= 12:
+        raise bad_argument(f"jobs[{index}]", "array of 3..12 items")
+    if len(raw) < 12:
         raw = raw + _JOB_PAD[len(raw)]
     (job_id, name, payload, priority, delay_ms, run_at_ms, max_attempts, backoff, lease_ms,
-     keep_completed, keep_failed) = raw
+     keep_completed, keep_failed, timeout_ms) = raw
     if type(payload) is not bytes:
         raise bad_argument(f"jobs[{index}].payload", "bin")
     if type(name) is not str or len(name) > MAX_NAME_LEN:
@@ -210,8 +216,11 @@ def parse_job(raw: Any, index: int) -> JobSpec:
         keep_completed = parse_retention(keep_completed, f"jobs[{index}].keep_completed")
     if keep_failed is not None:
         keep_failed = parse_retention(keep_failed, f"jobs[{index}].keep_failed")
+    if timeout_ms is not None:
+        check_int(timeout_ms, f"jobs[{index}].timeout_ms", MIN_TIMEOUT_MS, MAX_TIMEOUT_MS)
     return new_tuple(JobSpec, (job_id, name, payload, priority, delay_ms, run_at_ms,
-                               max_attempts, backoff, lease_ms, keep_completed, keep_failed))
+                               max_attempts, backoff, lease_ms, keep_completed, keep_failed,
+                               timeout_ms))
 
 
 def parse_jobs(value: Any, field: str) -> tuple[JobSpec, ...]:

@@ -113,6 +113,9 @@ class ReservedJob(NamedTuple):
     lease_deadline_ms: int
     created_at_ms: int
     progress: Any = None
+    timeout_ms: int | None = None
+    """The job's timeout: the longest this attempt may run (``SPEC.md`` §11.9), or ``None``.
+    A broker older than this item sends 11 items; the parser reads that as ``None``."""
 
 
 def parse_reserved(body: Mapping[str, Any]) -> list[ReservedJob]:
@@ -130,7 +133,7 @@ def parse_reserved(body: Mapping[str, Any]) -> list[ReservedJob]:
     for i, raw in enumerate(jobs):
         if type(raw) is not tuple or len(raw) < 11:
             raise bad_argument(f"jobs[{i}]", "array of at least 11 items")
-        out.append(new_tuple(ReservedJob, raw if len(raw) == 11 else raw[:11]))
+        out.append(new_tuple(ReservedJob, raw if len(raw) == 12 else (*raw, None)[:12]))
     return out
 
 

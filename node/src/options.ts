@@ -29,11 +29,17 @@ export interface JobsOptions {
   runAt?: Date | number;
   /** jobwire: this job's lease (ms), overriding the worker's `lockDuration`. */
   leaseMs?: number;
+  /**
+   * The longest one attempt may run, ms (BullMQ's `timeout`; 1..604,800,000). The broker fails
+   * an attempt with no outcome 1 s after it (SPEC §11.9); this client's worker does not cancel
+   * its handler (a promise cannot be), so that attempt's later outcome is refused.
+   */
+  timeout?: number;
 }
 
 const KNOWN = new Set([
   'priority', 'delay', 'attempts', 'backoff', 'jobId', 'removeOnComplete', 'removeOnFail',
-  'runAt', 'leaseMs',
+  'runAt', 'leaseMs', 'timeout',
 ]);
 
 /** BullMQ options that would change what a job does and that the broker cannot do (yet). */
@@ -118,6 +124,7 @@ export function buildSpec(name: string, payload: Buffer, opts: JobsOptions | und
     opts.leaseMs === undefined ? null : int(opts.leaseMs, 'leaseMs', 100, 86_400_000),
     opts.removeOnComplete === undefined ? null : toRetention(opts.removeOnComplete, 'removeOnComplete'),
     opts.removeOnFail === undefined ? null : toRetention(opts.removeOnFail, 'removeOnFail'),
+    opts.timeout === undefined ? null : int(opts.timeout, 'timeout', 1, 604_800_000),
   ];
   while (spec.length > 3 && spec[spec.length - 1] === null) spec.pop();
   return spec;

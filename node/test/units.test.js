@@ -101,6 +101,8 @@ test('job options map to the JobSpec in BullMQ units', () => {
   assert.deepEqual(spec, ['k1', 'n', payload, 2, 5000, null, 4, ['exponential', 2000], 60_000, [100, null], [5, 3_600_000]]);
   assert.deepEqual(buildSpec('n', payload, { removeOnComplete: true, removeOnFail: false }).slice(9),
     [[0, null], [null, null]]);
+  assert.deepEqual(buildSpec('n', payload, { timeout: 30_000 }).slice(8), [null, null, null, 30_000]);
+  assert.throws(() => buildSpec('n', payload, { timeout: 0 }), /timeout: expected an integer in 1/);
   assert.deepEqual(buildSpec('n', payload, { backoff: 500 })[7], ['fixed', 500]);
   assert.deepEqual(buildSpec('n', payload, { backoff: { type: 'fixed', delay: 10, jitter: 0.5 } })[7], ['fixed', 10, null, 0.5]);
   assert.equal(buildSpec('n', payload, { runAt: new Date(1_767_225_600_000) })[5], 1_767_225_600_000n);

@@ -12,6 +12,10 @@ which also checks that the changes the core reports are complete. The crash-and-
 against the real SQLite journal (tests/tcp/test_core_journal_model.py) overrides ``commit`` and
 ``recovered_snapshot``.
 
+A job's timeout (broker/timeouts.py) is modelled plainly: an active job with one is due at the
+earlier of its lease deadline and ``started_at + timeout + TIMEOUT_GRACE_MS``, which extending
+the lease never moves, and fails as "timed out" when the second comes first (ties too).
+
 Retention in the model is uniform per state (plus "remove at once" per job), which keeps the
 model a few lines; per-job retention overrides are covered by unit tests in test_core.py.
 """
@@ -31,6 +35,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from broker.core import Changes, Core, CoreConfig, CoreError, QueueMeta, Snapshot
 from broker.jobs import Job
 from broker.replysize import RESERVED_JOB_OVERHEAD, UTF8_MAX
+from broker.timeouts import TIMEOUT_GRACE_MS
 from protocol.errors import ErrorCode
 from protocol.model import (
     AckItem,
@@ -90,6 +95,7 @@ class MJob:
     backoff: Backoff | None
     lease_ms: int | None
     remove_on_complete: bool
+    timeout_ms: int | None = None
     attempts: int = 0
     error: str | None = None
     result: bytes | None = None
@@ -101,6 +107,25 @@ class MJob:
     owner: int | None = None
     ready_stamp: int = 0
     finish_stamp: int = 0
+
+    @property
+    def attempt_deadline(self) -> int | None:
+        if self.timeout_ms is None or self.started_at is None:
+            return None
+        return self.started_at + self.timeout_ms + TIMEOUT_GRACE_MS
+
+    @property
+    def due(self) -> int:
+        """When an active job's attempt ends without an outcome: lease expiry or timeout."""
+        assert self.deadline is not None
+        timeout_at = self.attempt_deadline
+        return self.deadline if timeout_at is None else min(self.deadline, timeout_at)
+
+    @property
+    def times_out(self) -> bool:
+        """Its attempt ends by its timeout rather than its lease (ties go to the timeout)."""
+        timeout_at = self.attempt_deadline
+        return timeout_at is not None and self.deadline is not None and timeout_at <= self.deadline
 
 
 @dataclass
@@ -298,6 +323,7 @@ specs_strategy = st.lists(
         st.sampled_from(BACKOFFS),
         st.sampled_from((None, None, 500)),            # lease_ms
         st.sampled_from((False, False, False, True)),  # remove on complete
+        st.sampled_from((None, None, None, 1, 200, 1_500)),  # timeout_ms
     ),
     min_size=1, max_size=4,
 )
@@ -321,9 +347,9 @@ class CoreMachine(RuleBasedStateMachine):
         specs = [
             JobSpec(job_id, "task", payload, priority, delay_ms,
                     None if offset is None else now + offset, attempts, backoff, lease_ms,
-                    Retention(0, None) if remove else None)
-            for job_id, payload, priority, delay_ms, offset, attempts, backoff, lease_ms, remove
-            in raw
+                    Retention(0, None) if remove else None, None, timeout_ms)
+            for (job_id, payload, priority, delay_ms, offset, attempts, backoff, lease_ms, remove,
+                 timeout_ms) in raw
         ]
         expected_error: ErrorCode | None = None
         seen: set[str] = set()
@@ -366,7 +392,7 @@ class CoreMachine(RuleBasedStateMachine):
                       else now + spec.delay_ms if spec.delay_ms else now)
             job = MJob(job_id, model.seq, queue, spec.payload, spec.priority, D, run_at, now,
                        spec.max_attempts or CONFIG.default_max_attempts, spec.backoff,
-                       spec.lease_ms, spec.keep_completed is not None)
+                       spec.lease_ms, spec.keep_completed is not None, spec.timeout_ms)
             model.seq += 1
             model.jobs[(queue, job_id)] = job
             if run_at <= now:
@@ -378,7 +404,8 @@ class CoreMachine(RuleBasedStateMachine):
     @rule(count=st.integers(1, 4), priority=st.sampled_from((0, 1)))
     def enqueue_plain(self, count: int, priority: int) -> None:
         """Plain jobs into queue "a" (weights the runs towards long queues and finished lists)."""
-        self.enqueue("a", [(None, b"p", priority, None, None, None, None, None, False)] * count)
+        plain = (None, b"p", priority, None, None, None, None, None, False, None)
+        self.enqueue("a", [plain] * count)
 
     # ------------------------------------------------------------------ worker
 
@@ -413,9 +440,11 @@ class CoreMachine(RuleBasedStateMachine):
                 model.token += 1
                 model.queues[name].starts.append(now)
                 expected.append((job.id, name, job.payload, job.attempts, job.max_attempts,
-                                 job.token, lease, job.deadline, job.created_at, job.progress))
+                                 job.token, lease, job.deadline, job.created_at, job.progress,
+                                 job.timeout_ms))
         assert [(j.job_id, j.queue, j.payload, j.attempt, j.max_attempts, j.token, j.lease_ms,
-                 j.lease_deadline_ms, j.created_at_ms, j.progress) for j in got] == expected
+                 j.lease_deadline_ms, j.created_at_ms, j.progress, j.timeout_ms)
+                for j in got] == expected
         self.leases.extend((j.job_id, j.token) for j in got)
         for name in queues:  # liveness: a queue left blocked by its rate or pause has a wake
             queue = model.queues.get(name)
@@ -582,10 +611,14 @@ class CoreMachine(RuleBasedStateMachine):
         now, model = self.now, self.model
         self.core.tick(now)
         model.promote(now)
-        for job in sorted((j for j in model.jobs.values()
-                           if j.state is A and (j.deadline or 0) <= now),
-                          key=lambda j: (j.deadline, j.token)):
-            model.fail_attempt(job, "lease expired", True, None, now)
+        for job in sorted((j for j in model.jobs.values() if j.state is A and j.due <= now),
+                          key=lambda j: (j.due, j.token)):
+            if job.times_out:
+                error = f"timed out after {job.timeout_ms} ms (job timeout; the worker did not " \
+                        "report)"
+            else:
+                error = "lease expired"
+            model.fail_attempt(job, error, True, None, now)
         model.age_prune_all(now)
 
     @rule(step=st.sampled_from((1, 100, 1_000)))
@@ -814,7 +847,7 @@ class CoreMachine(RuleBasedStateMachine):
                 oldest, queue.total_completed, queue.total_failed,
             ), name
         due = [j.run_at for j in model.jobs.values() if j.state is D]
-        due += [j.deadline or 0 for j in model.jobs.values() if j.state is A]
+        due += [j.due for j in model.jobs.values() if j.state is A]
         due += [(j.finished_at or 0) + (KEEP_COMPLETED.age_ms or 0)
                 for j in model.jobs.values() if j.state is C]
         deadline = core.next_deadline()

@@ -23,6 +23,7 @@ from protocol.checks import (
     MAX_RESERVE_JOBS,
     MAX_RESERVE_QUEUES,
     MAX_TIME_MS,
+    MAX_TIMEOUT_MS,
     MAX_VALUE_DEPTH,
     MAX_WAIT_MS,
     MIN_RATE_PERIOD_MS,
@@ -280,7 +281,7 @@ MISSING = object()
 """Stands for "the key is absent" in the table below."""
 
 JOB = ("job-1", "send", b"payload", 5, 10, 1_000, 3, ("exponential", 1_000, 60_000, 0.5), 30_000,
-       (10, 3_600_000), True)
+       (10, 3_600_000), True, 60_000)
 VALID: dict[str, dict[str, Any]] = {
     "hello": {"version": 1, "client": "tests", "token": "secret"},
     "ping": {},
@@ -360,6 +361,7 @@ CASES: list[tuple[str, tuple[Any, ...], str, list[Any]]] = [
     ("enqueue", ("jobs", 0), "jobs[0].keep_completed.age_ms",
      [_retention(None, v) for v in _int_bad(0, MAX_DELAY_MS)]),
     ("enqueue", ("jobs", 0, 10), "jobs[0].keep_failed", ["x", 1, (1, 2, 3), {}]),
+    ("enqueue", ("jobs", 0, 11), "jobs[0].timeout_ms", _int_bad(1, MAX_TIMEOUT_MS)),
     ("reserve", ("queues",), "queues",
      [*ITEMS_BAD, ("q",) * (MAX_RESERVE_QUEUES + 1)]),
     ("reserve", ("queues", 0), "queues[0]", NAME_BAD[1:]),

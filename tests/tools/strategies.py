@@ -32,11 +32,13 @@ from protocol.checks import (
     MAX_RESERVE_QUEUES,
     MAX_STATS_LIMIT,
     MAX_TIME_MS,
+    MAX_TIMEOUT_MS,
     MAX_TOKEN,
     MAX_VALUE_DEPTH,
     MAX_WAIT_MS,
     MIN_LEASE_MS,
     MIN_RATE_PERIOD_MS,
+    MIN_TIMEOUT_MS,
     PRIORITY_MAX,
     PRIORITY_MIN,
 )
@@ -222,6 +224,7 @@ job_specs = st.builds(
     _opt(st.integers(MIN_LEASE_MS, MAX_LEASE_MS)),
     _opt(retentions),
     _opt(retentions),
+    _opt(st.integers(MIN_TIMEOUT_MS, MAX_TIMEOUT_MS)),
 )
 
 plain_job_specs = st.tuples(job_names, payloads).map(lambda t: JobSpec(None, *t))
@@ -346,7 +349,7 @@ reserved_jobs = st.builds(
     job_ids, names, job_names, payloads,
     st.integers(1, MAX_ATTEMPTS), st.integers(1, MAX_ATTEMPTS), tokens,
     st.integers(MIN_LEASE_MS, MAX_LEASE_MS), times_ms, times_ms,
-    msgpack_values(max_leaves=4),
+    msgpack_values(max_leaves=4), _opt(st.integers(MIN_TIMEOUT_MS, MAX_TIMEOUT_MS)),
 )
 
 error_codes = st.sampled_from(ErrorCode)

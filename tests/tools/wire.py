@@ -194,7 +194,7 @@ class WireClient:
 
 
 JOB_OPTION_FIELDS = ("priority", "delay_ms", "run_at_ms", "max_attempts", "backoff", "lease_ms",
-                     "keep_completed", "keep_failed")
+                     "keep_completed", "keep_failed", "timeout_ms")
 """The optional items of a wire job, in order (see ``protocol.JobSpec``)."""
 
 # Indexes into a reserved job array (``protocol.ReservedJob``).
