@@ -62,7 +62,9 @@ def add_worker_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--lease", type=float, metavar="SECONDS",
                    help="lease length to ask for (default: each job's own)")
     p.add_argument("--timeout", type=float, metavar="SECONDS",
-                   help="cancel a handler after this long and fail the attempt")
+                   help="cancel a handler after this long and fail the attempt (this worker's own "
+                   "limit; a job's own timeout, set when it was added, also applies: the "
+                   "earlier wins)")
     p.add_argument("--grace", type=float, metavar="SECONDS",
                    help="on SIGTERM/SIGINT, how long running handlers may finish (default 30); "
                    "with --processes, a child still running 5 s after that is killed")
