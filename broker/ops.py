@@ -399,7 +399,8 @@ def schedule_list(
     broker: OpContext, conn: Conn, request_id: int, request: ScheduleList, now: int
 ) -> Body:
     found, total = broker.core.schedules.list(request.queue, request.offset, request.limit)
-    budget, items = broker.max_frame - 4096, []  # cut to fit the frame: the client pages on
+    budget = broker.max_frame - 4096  # the page is cut to fit the frame: the client pages on
+    items: list[dict[str, Any]] = []
     for info in found:
         budget -= 600 + len(info.job.payload) + 4 * (len(info.key) + len(info.queue)
                                                      + len(info.job.name) + len(info.cron or ""))

@@ -11,16 +11,20 @@ first occurrence strictly after ``after_ms``, or ``None`` when there is none (pa
 * ``every``: occurrences are ``anchor_ms + k * every_ms`` for ``k >= 0``. The anchor is
   ``start_ms`` when given, else the time the scheduler was first upserted (kept by later upserts
   of the same definition), so the runs keep their phase across restarts and upserts.
-* ``cron``: the calendar arithmetic is croniter's (``croniter`` on PyPI, maintained under the
-  pallets-eco organisation; used by Apache Airflow and Celery-beat users, so its DST and
-  day-of-month/day-of-week rules get exercised far beyond what a hand-written parser would).
+* ``cron``: the calendar arithmetic is cronsim's (``cronsim`` on PyPI, the evaluator written
+  for and run by Healthchecks, a cron-monitoring service, so DST transitions are its daily
+  business). Chosen over croniter, the better-known one, because croniter runs the ``file``
+  command in a subprocess when it is imported (a 32-bit check through
+  ``platform.architecture``): a broker must not fork on import, and a minimal machine may have
+  no ``file``. cronsim has no dependencies, ships type hints, matches Debian cron's rules
+  (day-of-month OR day-of-week unless one starts with ``*``; ``L``, ``LW``, ``#``) and reads
+  six fields with seconds first, as BullMQ's ``cron-parser`` does.
   The pattern is evaluated on wall-clock time in ``tz`` (``zoneinfo``; the ``tzdata`` package
   supplies the database where the system has none): ``0 9 * * *`` in ``Europe/Berlin`` is 09:00
-  Berlin time in winter and in summer. A time that does not exist on the day the clocks go
-  forward runs at the first minute after the gap; a time that exists twice when they go back
-  runs once. Five fields, or six with seconds first (as BullMQ's ``cron-parser`` reads them),
-  or croniter's ``@hourly``-style aliases. croniter's random (``R``) and hashed (``H``) fields
-  are refused: they would not give the same times after a restart.
+  Berlin time in winter and in summer. As Debian cron does, a fixed time that does not exist on
+  the day the clocks go forward runs once, right after the gap; one that exists twice when they
+  go back runs once, the first time. The aliases ``@yearly``, ``@monthly``, ``@weekly``,
+  ``@daily``, ``@hourly`` (and ``@annually``, ``@midnight``) stand for their 5-field patterns.
 
 Invariants: ``next_run`` is deterministic (the same rule and arguments give the same answer) and
 strictly increasing in ``after_ms`` steps: ``next_run(rule, t) > t``.
@@ -28,22 +32,24 @@ strictly increasing in ``after_ms`` steps: ``next_run(rule, t) > t``.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Final, NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import CroniterBadCronError, CroniterBadDateError, CroniterError, croniter
+from cronsim import CronSim, CronSimError
 
 from protocol.checks import MAX_EVERY_MS, MIN_EVERY_MS
 from protocol.model import JobSpec
 from protocol.scheduling import SchedulerInfo
 
 MAX_CRON_LEN: Final = 200
-MAX_TZ_LEN: Final = 64
-_RANDOM_FIELD: Final = re.compile(r"(^|[\s,/])[RrHh](\(|$|[\s,/])")
+ALIASES: Final = {
+    "@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *", "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0", "@daily": "0 0 * * *", "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
 
 
 class ScheduleError(ValueError):
@@ -83,16 +89,15 @@ def zone(name: str | None) -> ZoneInfo | None:
         raise ScheduleError("tz", f"a known IANA time zone name, not {name!r}") from None
 
 
-def _cron(pattern: str, tz: str | None, after_ms: int) -> croniter:
-    tzinfo = zone(tz)
-    start = datetime.fromtimestamp(after_ms / 1000, tzinfo or UTC)
-    seconds = len(pattern.split()) == 6
-    return croniter(pattern, start, second_at_beginning=seconds)
+def _cron(pattern: str, tz: str | None, after_ms: int) -> CronSim:
+    """An iterator of the pattern's times strictly after ``after_ms`` (whole seconds)."""
+    start = datetime.fromtimestamp(after_ms / 1000, zone(tz) or UTC)
+    return CronSim(ALIASES.get(pattern.strip().lower(), pattern), start)
 
 
 def validate(rule: Rule, now: int) -> None:
     """Check that ``rule`` can run: one of ``every``/``cron``, a period in range, a pattern
-    croniter reads and that matches some time, a known time zone, ``start <= end``.
+    cronsim reads and that matches some time, a known time zone, ``start <= end``.
 
     Raises:
         ScheduleError: naming the field at fault.
@@ -110,16 +115,13 @@ def validate(rule: Rule, now: int) -> None:
     pattern = rule.cron
     if pattern is None:
         return
-    if len(pattern) > MAX_CRON_LEN or len(pattern.split()) not in (1, 5, 6):
-        raise ScheduleError("cron", "a cron pattern of 5 fields, or 6 with seconds first")
-    if _RANDOM_FIELD.search(pattern):
-        raise ScheduleError("cron", "no random (R) or hashed (H) fields: they change on restart")
+    if len(pattern) > MAX_CRON_LEN:
+        raise ScheduleError("cron", f"a pattern of at most {MAX_CRON_LEN} characters")
     try:
-        _cron(pattern, rule.tz, now).get_next(float)
-    except CroniterBadDateError:
-        raise ScheduleError("cron", f"a pattern that matches some date, not {pattern!r}") from None
-    except (CroniterBadCronError, CroniterError, ValueError, KeyError, IndexError) as exc:
-        raise ScheduleError("cron", f"a valid cron pattern, not {pattern!r} ({exc})") from None
+        next(_cron(pattern, rule.tz, now))
+    except (CronSimError, ValueError, KeyError, IndexError, OverflowError) as exc:
+        raise ScheduleError("cron", f"a cron pattern of 5 fields (or 6, seconds first), not "
+                            f"{pattern!r} ({exc})") from None
 
 
 def next_run(rule: Rule, after_ms: int, made: int = 0) -> int | None:
@@ -145,13 +147,11 @@ def next_run(rule: Rule, after_ms: int, made: int = 0) -> int | None:
     else:
         assert rule.cron is not None
         try:
-            at = round(_cron(rule.cron, rule.tz, after_ms).get_next(float) * 1000)
-        except CroniterBadDateError:
-            return None
-        if at <= after_ms:  # croniter works in whole seconds: never answer at or before after
-            at = next_run(rule, after_ms + 1000 - after_ms % 1000, made) or 0
-            if not at:
-                return None
+            at = round(next(_cron(rule.cron, rule.tz, after_ms)).timestamp() * 1000)
+        except (CronSimError, OverflowError, StopIteration):
+            return None  # past the calendar's end (year 9999)
+        if at <= after_ms:  # cronsim counts whole seconds: never answer at or before after
+            return next_run(rule, after_ms - after_ms % 1000 + 999, made)
     if rule.end_ms is not None and at > rule.end_ms:
         return None
     return at

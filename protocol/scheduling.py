@@ -25,7 +25,7 @@ from protocol.checks import (
     text,
 )
 from protocol.errors import ProtocolError, bad_argument
-from protocol.model import JobSpec, job_to_wire, new_tuple, parse_job
+from protocol.model import JobSpec, job_to_wire, parse_job
 from protocol.operations import Field, Operation, declare
 
 MAX_CRON_LEN: Final = 200
@@ -113,12 +113,17 @@ class SchedulerInfo(NamedTuple):
     @classmethod
     def from_wire(cls, raw: Mapping[str, Any]) -> SchedulerInfo:
         """The client's reading of a scheduler map (the broker is trusted)."""
-        job = tuple(raw["job"])
-        job = job + (None,) * (11 - len(job))
-        return cls(raw["queue"], raw["key"], new_tuple(JobSpec, job), raw.get("every_ms"),
+        return cls(raw["queue"], raw["key"], parse_job(_tuples(raw["job"]), 0), raw.get("every_ms"),
                    raw.get("cron"), raw.get("tz"), raw.get("start_ms"), raw.get("end_ms"),
                    raw.get("limit"), int(raw.get("count", 0)), raw.get("next_run_at"),
                    int(raw.get("created_at", 0)))
+
+
+def _tuples(value: Any) -> Any:
+    """Arrays as tuples, as the strict decoder gives them (``parse_job`` expects those)."""
+    if isinstance(value, list | tuple):
+        return tuple(_tuples(item) for item in value)
+    return value
 
 
 class Upserted(NamedTuple):
