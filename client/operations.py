@@ -15,7 +15,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from functools import partial
 from typing import Any, Final, Generic, NamedTuple, TypeVar
 
-from client import schedules
 from client.call import BulkCall, Call
 from client.endpoint import ServerInfo
 from client.errors import NotFoundError
@@ -29,7 +28,7 @@ from client.options import (
     seconds_to_ms,
     split_batches,
 )
-from client.schedules import Scheduler, check_template_options
+from client.schedules import Scheduler, check_template_options, list_call, upsert_call
 from client.serializers import Serializer
 from protocol.checks import MAX_LIST_LIMIT
 from protocol.model import JobSpec, JobState
@@ -286,10 +285,10 @@ class QueueOperations(Generic[J]):
         """``Queue.upsert_scheduler``'s request: the template is built as ``add`` builds a job."""
         check_template_options(options)
         spec = self._spec(key if name is None else name, data, options)
-        return schedules.upsert_call(self.name, key, spec, self.serializer, **rule)
+        return upsert_call(self.name, key, spec, self.serializer, **rule)
 
     def schedulers_call(self, offset: int) -> Call[SchedulerPage]:
-        return schedules.list_call(self.name, offset, self.serializer)
+        return list_call(self.name, offset, self.serializer)
 
     def limit_call(
         self, rate: tuple[int, Duration] | bool | None, concurrency: int | bool | None = None

@@ -40,7 +40,7 @@ from client.operations import (
     workers_call,
 )
 from client.options import Duration, check_options
-from client.schedules import Scheduler, more, remove_call, scheduler_from_info
+from client.schedules import Scheduler, list_call, more, remove_call, scheduler_from_info
 from client.serializers import Serializer, get_serializer
 from client.watch import EventRouter, EventStream
 from protocol.model import JobState
@@ -461,11 +461,18 @@ class Queue(QueueOperations[Job]):
 
     async def schedulers(self) -> list[Scheduler]:
         """This queue's schedulers by key, each with its next run (``getJobSchedulers``)."""
-        gathered: list[SchedulerInfo] = []
-        offset: int | None = 0
-        while offset is not None:
-            offset = more(gathered, await send(self._conn, self.schedulers_call(offset)))
-        return [scheduler_from_info(info, self.serializer) for info in gathered]
+        return await all_schedulers(self._conn, self.name, self.serializer)
+
+
+async def all_schedulers(
+    conn: Connection, queue: str | None, serializer: Serializer
+) -> list[Scheduler]:
+    """Every scheduler (of ``queue``, or of all queues), by ``(queue, key)``, page by page."""
+    gathered: list[SchedulerInfo] = []
+    offset: int | None = 0
+    while offset is not None:
+        offset = more(gathered, await send(conn, list_call(queue, offset, serializer)))
+    return [scheduler_from_info(info, serializer) for info in gathered]
 
 
 async def _as_stored(job: Job) -> None:

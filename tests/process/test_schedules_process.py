@@ -1,16 +1,22 @@
 """A repeatable job across ``kill -9`` of a real ``jobwire serve``: a scheduler with ``every: 1s``
 upserted 5 times is one scheduler; over 10 s it makes 10 ± 1 jobs, one per occurrence, with a
 SIGKILL and restart in the middle (issue 13's done-when); the occurrence pending at the kill runs
-once after the restart (the catch-up run) and no occurrence is made twice."""
+once after the restart (the catch-up run) and no occurrence is made twice. And ``jobwire
+schedules``."""
 
 from __future__ import annotations
 
 import asyncio
+import io
+import json
 import time
 from collections.abc import Callable
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
 from client import Client, JobState
-from tests.conftest import BrokerProcess
+from client.cli import main
+from tests.conftest import BrokerProcess, RunningBroker
 
 PERIOD_MS = 1_000
 WINDOW_MS = 10_000
@@ -64,3 +70,40 @@ async def test_every_second_over_ten_seconds_across_a_sigkill(
     # failure on a machine that slow says why.
     assert 9 <= len(made) <= 11, (made, up_at - killed_at)
     assert len(listed) == 1 and listed[0].next_run is not None
+
+
+async def cli(*argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = await asyncio.to_thread(main, list(argv), stdout=out, stderr=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+async def test_jobwire_schedules_upsert_list_remove(broker: RunningBroker) -> None:
+    url = f"jobwire://{broker.host}:{broker.port}"
+    upsert = ("schedules", "upsert", "reports", "daily", "--cron", "0 9 * * 1-5", "--tz",
+              "Europe/Berlin", "--name", "report", "--data", '{"days": 7}', "--limit", "10",
+              "--url", url)
+    code, out, _ = await cli(*upsert, "--json")
+    assert code == 0
+    made = json.loads(out)
+    assert (made["created"], made["cron"], made["tz"], made["data"], made["count"]) == (
+        True, "0 9 * * 1-5", "Europe/Berlin", {"days": 7}, 1)
+    next_run = datetime.fromtimestamp(made["next_run"], ZoneInfo("Europe/Berlin"))
+    assert (next_run.hour, next_run.minute) == (9, 0) and next_run.weekday() < 5
+    code, out, _ = await cli(*upsert)
+    assert code == 0 and out.startswith("reports/daily: unchanged; cron '0 9 * * 1-5'")
+    code, out, _ = await cli("schedules", "upsert", "ops", "beat", "--every", "15m", "--url", url)
+    assert code == 0 and "created; every 900s" in out
+    code, out, _ = await cli("schedules", "--url", url)
+    lines = out.splitlines()
+    assert lines[0].split()[:3] == ["QUEUE", "KEY", "RULE"]
+    assert [line.split()[:2] for line in lines[1:]] == [["ops", "beat"], ["reports", "daily"]]
+    assert "1/10" in lines[2]
+    code, out, _ = await cli("schedules", "list", "--queue", "ops", "--json", "--url", url)
+    assert [s["key"] for s in json.loads(out)] == ["beat"]
+    code, _, err = await cli("schedules", "upsert", "ops", "bad", "--cron", "0 9 * * *", "--tz",
+                             "Atlantis/Capital", "--url", url)
+    assert code == 1 and "tz: " in err
+    assert (await cli("schedules", "remove", "ops", "beat", "--url", url))[0] == 0
+    code, out, _ = await cli("schedules", "remove", "ops", "beat", "--url", url)
+    assert code == 1 and "no such scheduler" in out
