@@ -36,8 +36,8 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from broker.core import Changes, Core, CoreConfig, CoreError, QueueMeta, Snapshot
 from broker.jobs import Job
-from broker.schedule import Rule, Scheduler
 from broker.replysize import RESERVED_JOB_OVERHEAD, UTF8_MAX
+from broker.schedule import Rule, Scheduler
 from protocol.errors import ErrorCode
 from protocol.model import (
     AckItem,

@@ -5,6 +5,7 @@ the checks that name the field at fault."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from itertools import pairwise
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -84,7 +85,7 @@ def test_hourly_cron_through_the_repeated_hour_keeps_one_hour_steps() -> None:
     for _ in range(5):
         at = next_run(rule, at) or 0
         runs.append(at)
-    assert [b - a for a, b in zip(runs, runs[1:], strict=False)] == [3_600_000] * 4
+    assert [b - a for a, b in pairwise(runs)] == [3_600_000] * 4
 
 
 def test_six_fields_have_seconds_first_and_aliases_expand() -> None:

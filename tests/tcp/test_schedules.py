@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from itertools import pairwise
 from typing import Any
 
 import pytest
@@ -55,7 +56,7 @@ async def test_upsert_is_idempotent_and_makes_one_job_per_occurrence(client: Cli
     jobs = await repeat_jobs(client, "ticks", "tick")
     times = sorted(int(job.id.rsplit(":", 1)[1]) for job in jobs)
     assert len(set(times)) == len(times)
-    assert all(b - a == 200 for a, b in zip(times, times[1:], strict=False))  # one period apart
+    assert all(b - a == 200 for a, b in pairwise(times))  # one period apart
     assert sum(1 for job in jobs if job.state is JobState.DELAYED) <= 1  # only the next run
 
 
