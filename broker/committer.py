@@ -192,6 +192,7 @@ class GroupCommitter:
         if retained is not None:
             retained.jobs.update(changes.jobs)
             retained.queues.update(changes.queues)
+            retained.schedules.update(changes.schedules)
             retained.next_seq = max(retained.next_seq, changes.next_seq)
             changes = retained
         error: JournalError | None = None

@@ -14,8 +14,8 @@ indexes and the methods that keep them consistent) and each operation is a funct
 in the module for its concern: ``core_producer`` (enqueue), ``core_worker`` (reserve, ack, fail,
 extend, release, progress, a lost connection, ``tick``), ``core_admin`` (cancel, get, queue
 control, stats, clean, the failed set), ``core_flow`` (rate and concurrency limits and the
-"not now" pause, checked by reserve) and ``core_recovery`` (``restore``). The defaults and
-limits are ``CoreConfig`` (``broker/core_config``).
+"not now" pause, checked by reserve), ``core_schedules`` (repeatable jobs: ``Core.schedules``)
+and ``core_recovery`` (``restore``). The defaults and limits are ``CoreConfig``.
 
 Indexes, each O(1) or O(log n) per job (see ``broker/heaps`` and ``broker/retention``):
 
@@ -62,6 +62,7 @@ from broker import (
 )
 from broker.core_config import CoreConfig
 from broker.core_flow import QueueLimits
+from broker.core_schedules import Schedules
 from broker.core_state import Changes, CoreError, CoreState, QueueMeta, Snapshot
 from broker.events import PendingEvents
 from broker.jobs import Job
@@ -435,6 +436,12 @@ class Core:
         """
         return core_obliterate.obliterate(self._state, queue, force, now)
 
+    @property
+    def schedules(self) -> Schedules:
+        """Repeatable jobs' schedulers: upsert, remove, list (``broker/core_schedules``);
+        ``tick`` makes their occurrences and ``next_deadline`` wakes for them."""
+        return Schedules(self._state)
+
     # ------------------------------------------------------------------ hand-offs to the I/O layer
 
     def take_changes(self) -> Changes:
@@ -445,7 +452,8 @@ class Core:
         the journal must read the job's fields when it builds the transaction.
         """
         state = self._state
-        changes = Changes(state.changed_jobs, state.changed_queues, state.seq)
+        changes = Changes(state.changed_jobs, state.changed_queues, state.seq,
+                          state.schedules.take_changes())
         state.changed_jobs = {}
         state.changed_queues = {}
         return changes

@@ -7,11 +7,12 @@ lease heaps filtered by queue (their size is the broker's delayed and active job
 Each job is deleted as ``cancel`` deletes one (an active job's lease is revoked first, so the
 worker's later ack gets ``NOT_FOUND``); then the queue itself goes: from the index of queues (so
 ``stats`` no longer lists it), from the ready set, and from the journal (``Changes.queues`` maps
-its name to ``None``) in the same commit as its jobs.
+its name to ``None``) in the same commit as its jobs, and so do its schedulers.
 """
 
 from __future__ import annotations
 
+from broker import core_schedules
 from broker.core_state import ACTIVE, DELAYED, CoreError, CoreState
 from broker.jobs import Job
 from protocol.errors import ErrorCode
@@ -21,12 +22,14 @@ def obliterate(core: CoreState, name: str, force: bool, now: int) -> int:
     """``Core.obliterate`` (documented there)."""
     queue = core.queues.get(name)
     if queue is None:
+        core_schedules.drop_queue(core, name)
         return 0
     if queue.active and not force:
         raise CoreError(
             ErrorCode.CONFLICT,
             f"queue {name!r} has {queue.active} active jobs; pass force to revoke their leases",
         )
+    core_schedules.drop_queue(core, name)  # first: no occurrence is made into the queue
     victims: dict[Job, None] = dict.fromkeys(queue.ready.oldest(core.is_waiting))
     for finished in (queue.completed, queue.failed):
         victims.update(dict.fromkeys(finished.live(core.jobs)))

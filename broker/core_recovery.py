@@ -10,7 +10,7 @@ from collections import deque
 from operator import attrgetter
 from typing import Final
 
-from broker import core_flow
+from broker import core_flow, core_schedules
 from broker.core_state import (
     ACTIVE,
     COMPLETED,
@@ -102,3 +102,4 @@ def load(core: CoreState, snapshot: Snapshot, now: int) -> None:
         if queue.waiting and not queue.meta.paused:
             core.ready_names.add(queue.name)
     core_flow.restore(core, jobs, now)
+    core_schedules.restore(core, snapshot.schedules)

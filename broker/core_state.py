@@ -23,6 +23,7 @@ from broker.jobs import Job, JobKey
 from broker.metrics import QueueMetrics
 from broker.ratelimit import SlidingWindow
 from broker.retention import FinishedList
+from broker.schedule import ScheduleBook, Scheduler, SchedulerKey
 from protocol.errors import ErrorCode
 from protocol.model import JobState
 from protocol.observing import EventKind
@@ -103,9 +104,11 @@ class Changes:
     queues: dict[str, QueueMeta | None]
     """By name: the metadata to write, or ``None`` to delete the queue's row (obliterate)."""
     next_seq: int = 0
+    schedules: dict[SchedulerKey, Scheduler | None] = field(default_factory=dict)
+    """By ``(queue, key)``: the scheduler to write, or ``None`` to delete its row."""
 
     def __bool__(self) -> bool:
-        return bool(self.jobs) or bool(self.queues)
+        return bool(self.jobs) or bool(self.queues) or bool(self.schedules)
 
 
 @dataclass(slots=True)
@@ -115,6 +118,7 @@ class Snapshot:
     jobs: list[Job]
     queues: list[QueueMeta]
     next_seq: int = 0
+    schedules: list[Scheduler] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -153,7 +157,8 @@ class CoreState:
         "changed_jobs", "changed_queues", "config", "delayed", "events", "finished_ids",
         "flow_wakes",
         "gone_at_finish", "gone_last", "jobs", "leases", "names", "owned", "prune_counter",
-        "prunes", "queues", "ready_names", "rng", "seq", "shared", "token", "unfinished",
+        "prunes", "queues", "ready_names", "rng", "schedules", "seq", "shared", "token",
+        "unfinished",
     )
 
     def __init__(self, config: CoreConfig, *, rng: random.Random, token_base: int) -> None:
@@ -182,6 +187,8 @@ class CoreState:
         self.flow_wakes: list[tuple[int, str]] = []
         """``(time, queue)``: when a rate-limited or paused-for queue may have room again."""
         self.owned: dict[int, dict[Job, None]] = {}
+        self.schedules = ScheduleBook()
+        """Repeatable jobs' schedulers (``broker/core_schedules``)."""
         self.unfinished = 0
         self.changed_jobs: dict[int, Job | None] = {}
         self.changed_queues: dict[str, QueueMeta | None] = {}

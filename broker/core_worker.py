@@ -12,7 +12,7 @@ import heapq
 from collections.abc import Sequence
 from typing import Any, Final
 
-from broker import core_flow, core_lists
+from broker import core_flow, core_lists, core_schedules
 from broker.core_state import (
     ACTIVE,
     COMPLETED,
@@ -350,6 +350,8 @@ def tick(core: CoreState, now: int) -> None:
         )
     if core.flow_wakes:
         core_flow.fire(core, now)
+    if core.schedules.heap:
+        core_schedules.fire(core, now)
     prunes = core.prunes
     while prunes and prunes[0][0] <= now:
         expiry, _, finished, queue = heapq.heappop(prunes)
@@ -377,6 +379,7 @@ def next_deadline(core: CoreState) -> int | None:
             leases.peek_time(),
             core.prunes[0][0] if core.prunes else None,
             core_flow.next_wake(core) if core.flow_wakes else None,
+            core_schedules.next_wake(core) if core.schedules.heap else None,
         )
         if time is not None
     ]

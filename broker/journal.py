@@ -60,6 +60,7 @@ from broker.journal_sql import (
 )
 from broker.log import get_logger
 from broker.schema import RowDecoder, RowEncoder, SchemaError
+from broker.schema_schedules import DamagedSchedule, schedule_row, scheduler_from_row
 from broker.walformat import WalIndex
 
 __all__ = ["DEFAULT_CHECKPOINT_BYTES", "DamagedRows", "Journal", "JournalError", "SyncMode"]
@@ -216,10 +217,11 @@ class Journal:
                         await self._scan_jobs(db, decoder, jobs)
                     finally:
                         await db.run(lenient_text, False)
-                queue_rows, stored_next_seq = await db.run(load_rest)
+                queue_rows, stored_next_seq, schedule_rows = await db.run(load_rest)
+                schedulers = [scheduler_from_row(row) for row in schedule_rows]
             except sqlite3.Error as exc:
                 raise JournalError(f"cannot read the journal {self._path}: {exc}") from exc
-            except SchemaError as exc:
+            except (SchemaError, DamagedSchedule) as exc:
                 raise JournalError(f"the journal {self._path} is corrupt: {exc}") from exc
             finally:
                 if gc_was_enabled:
@@ -231,7 +233,7 @@ class Journal:
             for name, paused, completed, failed, *flow in queue_rows
         ]
         next_seq = max(stored_next_seq or 0, jobs[-1].seq + 1 if jobs else 0)
-        return Snapshot(jobs=jobs, queues=queues, next_seq=next_seq)
+        return Snapshot(jobs=jobs, queues=queues, next_seq=next_seq, schedules=schedulers)
 
     @staticmethod
     async def _scan_jobs(db: SQLiteThread, decoder: RowDecoder, out: list[Job]) -> None:
@@ -280,7 +282,9 @@ class Journal:
             for name, meta in changes.queues.items()
         ]
         next_seq = changes.next_seq
-        if not (upserts or deletes or queues):
+        schedules = [ident if scheduler is None else schedule_row(scheduler)
+                     for ident, scheduler in changes.schedules.items()]
+        if not (upserts or deletes or queues or schedules):
             return
         # Handed to the SQLite thread in this task's own step: a task created for it would only
         # start after the next I/O poll, behind every data_received that poll brings (measured:
@@ -302,7 +306,8 @@ class Journal:
             # statement. If this caller is cancelled, the queued transaction still runs to its
             # end in the thread, before any later journal operation.
             try:
-                await db.run(transaction, write_rows, upserts, deletes, queues, next_seq)
+                await db.run(transaction, write_rows, upserts, deletes, queues, next_seq,
+                             schedules)
             except (sqlite3.Error, OverflowError) as exc:
                 raise JournalError(f"journal write failed: {exc}") from exc
             self.transactions += 1

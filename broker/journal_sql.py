@@ -33,6 +33,7 @@ from broker.schema import (
     migrate,
     upsert_jobs_sql,
 )
+from broker.schema_schedules import DELETE_SCHEDULE, SELECT_SCHEDULES, UPSERT_SCHEDULE
 
 _log = get_logger("journal")
 
@@ -165,7 +166,7 @@ def _check_schema(conn: sqlite3.Connection, path: Path) -> None:
             f"{path} has schema version {version}, written by a newer jobwire; this "
             f"version reads schema version {SCHEMA_VERSION}: upgrade jobwire"
         )
-    if version in (1, 2, 3):  # an older schema (broker.schema, "History"): in one transaction
+    if 1 <= version < SCHEMA_VERSION:  # older (broker.schema, "History"): in one transaction
         started = time.perf_counter()
         jobs = transaction(conn, migrate, version)
         _log.info("journal_migrated", path=str(path), from_version=version,
@@ -206,8 +207,10 @@ def write_rows(
     deletes: list[int],
     queues: list[tuple[Any, ...] | str],
     next_seq: int,
+    schedules: list[tuple[Any, ...]] | None = None,
 ) -> None:
-    """The statements of one journal transaction (``Journal.write``, through ``transaction``)."""
+    """The statements of one journal transaction (``Journal.write``, through ``transaction``);
+    a ``schedules`` item of two values is a deleted scheduler's ``(queue, key)``."""
     if deletes:
         _delete_rows(conn, deletes)
     if upserts:
@@ -217,6 +220,9 @@ def write_rows(
         conn.executemany(UPSERT_QUEUE, [row for row in queues if not isinstance(row, str)])
     if next_seq > 0:
         conn.execute(UPSERT_NEXT_SEQ, (next_seq,))
+    if schedules:
+        conn.executemany(DELETE_SCHEDULE, [row for row in schedules if len(row) == 2])
+        conn.executemany(UPSERT_SCHEDULE, [row for row in schedules if len(row) > 2])
 
 
 def _chunks(total: int) -> Iterator[tuple[int, int]]:
@@ -268,11 +274,12 @@ def _lenient_text(data: bytes) -> str:
     return data.decode("utf-8", "surrogateescape")
 
 
-def load_rest(conn: sqlite3.Connection) -> tuple[list[Any], Any]:
+def load_rest(conn: sqlite3.Connection) -> tuple[list[Any], Any, list[Any]]:
     queue_rows = conn.execute(SELECT_QUEUES).fetchall()
     next_seq = scalar(conn, SELECT_NEXT_SEQ)
+    schedule_rows = conn.execute(SELECT_SCHEDULES).fetchall()
     conn.execute("PRAGMA shrink_memory")  # the scan's pages are of no more use
-    return queue_rows, next_seq
+    return queue_rows, next_seq, schedule_rows
 
 
 def checkpoint(conn: sqlite3.Connection, truncate: bool) -> tuple[int, int, int] | None:

@@ -21,6 +21,7 @@ from broker.core import Core, CoreError
 from broker.longpoll import ParkedReserve, Parking, Waiter
 from broker.observe import EventSink, Observation
 from broker.replysize import CONN_KEY_SIZE, fit_job_infos, fit_stats, job_info, reserve_budget
+from broker.schedule import Rule
 from broker.workers import WorkerInfo
 from protocol.errors import ErrorCode
 from protocol.model import JobState
@@ -81,6 +82,14 @@ from protocol.operations import (
     Wait,
 )
 from protocol.replies import OK, ReservedJob
+from protocol.scheduling import (
+    SCHEDULE_LIST,
+    SCHEDULE_REMOVE,
+    SCHEDULE_UPSERT,
+    ScheduleList,
+    ScheduleRemove,
+    ScheduleUpsert,
+)
 
 _FINISHED: Final = frozenset({JobState.COMPLETED, JobState.FAILED})
 _READ_NOT_DURABLE: Final = (
@@ -365,6 +374,40 @@ def resume(broker: OpContext, conn: Conn, request_id: int, request: Resume, now:
 def limit(broker: OpContext, conn: Conn, request_id: int, request: Limit, now: int) -> Body:
     limits = broker.core.limit(request.queue, request.rate, request.concurrency, now)
     return {"limits": limits.to_wire()}
+
+
+@handles(SCHEDULE_UPSERT)
+def schedule_upsert(
+    broker: OpContext, conn: Conn, request_id: int, request: ScheduleUpsert, now: int
+) -> Body:
+    rule = Rule(request.every_ms, request.cron, request.tz, request.start_ms, request.end_ms,
+                request.limit, now)
+    info, created, changed = broker.core.schedules.upsert(
+        request.queue, request.key, request.job, rule, now)
+    return {"scheduler": info.to_wire(), "created": created, "changed": changed}
+
+
+@handles(SCHEDULE_REMOVE)
+def schedule_remove(
+    broker: OpContext, conn: Conn, request_id: int, request: ScheduleRemove, now: int
+) -> Body:
+    return {"removed": broker.core.schedules.remove(request.queue, request.key, now)}
+
+
+@handles(SCHEDULE_LIST)
+def schedule_list(
+    broker: OpContext, conn: Conn, request_id: int, request: ScheduleList, now: int
+) -> Body:
+    found, total = broker.core.schedules.list(request.queue, request.offset, request.limit)
+    budget = broker.max_frame - 4096  # the page is cut to fit the frame: the client pages on
+    items: list[dict[str, Any]] = []
+    for info in found:
+        budget -= 600 + len(info.job.payload) + 4 * (len(info.key) + len(info.queue)
+                                                     + len(info.job.name) + len(info.cron or ""))
+        if budget < 0 and items:
+            break
+        items.append(info.to_wire())
+    return {"schedulers": items, "total": total}
 
 
 @handles(CLEAN)

@@ -1,6 +1,6 @@
 """The journal's SQLite schema and the conversion between ``Job`` objects and table rows.
 
-Layout (``SCHEMA_VERSION`` 4, stored in ``PRAGMA user_version``; ``PRAGMA application_id`` marks
+Layout (``SCHEMA_VERSION`` 5, stored in ``PRAGMA user_version``; ``PRAGMA application_id`` marks
 the file as a jobwire journal):
 
 * ``jobs``: one row per job, keyed by ``seq`` alone: the ``INTEGER PRIMARY KEY`` (the rowid), so
@@ -16,14 +16,14 @@ the file as a jobwire journal):
   ACTIVE rows into failed attempts. ``crc`` is ``row_checksum`` of the row's other columns,
   checked on load (``broker.integrity``).
 * ``queues``: queue metadata keyed by name, with its flow control (schema 3): ``rate_max`` starts
-  per ``rate_period_ms``, ``concurrency``, and ``paused_until`` (a "not now" pause), each NULL
-  when not set.
+  per ``rate_period_ms``, ``concurrency``, ``paused_until`` (a "not now" pause); NULL: not set.
 * ``meta``: broker-wide integers; ``next_seq`` (the core's next sequence number, which only
   grows, so broker-assigned ids stay unique after the newest job was deleted).
+* ``schedules``: repeatable jobs' schedulers (schema 5; ``broker/schema_schedules``).
 
-History: schema 1 had no ``crc``; schema 2 added it and kept a UNIQUE index on ``id``; schema 3
-added the queues' flow control columns; schema 4 drops the index on ``id``. ``migrate`` brings
-an older journal to ``SCHEMA_VERSION`` in one transaction.
+History: schema 1 had no ``crc``; 2 added it and kept a UNIQUE index on ``id``; 3 added the
+queues' flow control columns; 4 dropped the index on ``id``; 5 added ``schedules``. ``migrate``
+brings an older journal to ``SCHEMA_VERSION`` in one transaction.
 
 Invariants: ``job_row`` and ``JOB_COLUMNS`` list the same columns in the same order, and
 ``jobs_from_rows`` reads them in that order; changing any of them means a new schema version.
@@ -40,9 +40,10 @@ from typing import Any, Final
 import msgpack
 
 from broker.jobs import NO_OPTIONS, Job, JobOptions
+from broker.schema_schedules import CREATE_SCHEDULES, migrate_v4
 from protocol.model import Backoff, BackoffKind, JobState, Retention
 
-SCHEMA_VERSION: Final = 4
+SCHEMA_VERSION: Final = 5
 APPLICATION_ID: Final = 0x6A627772  # "jbwr": tells a jobwire journal from any other SQLite file
 
 JOB_COLUMNS: Final = (
@@ -113,6 +114,7 @@ CREATE_STATEMENTS: Final = (
         value INTEGER NOT NULL
     ) WITHOUT ROWID
     """,
+    CREATE_SCHEDULES,
 )
 
 _INSERT_JOB: Final = (
@@ -268,8 +270,8 @@ MIGRATE_BATCH: Final = 10_000
 
 
 def migrate(conn: sqlite3.Connection, version: int) -> int:
-    """Bring a journal of schema ``version`` (1, 2 or 3) to ``SCHEMA_VERSION``, step by step;
-    the caller runs it in one transaction, so a failure leaves the file as it was.
+    """Bring a journal of schema ``version`` (1..4) to ``SCHEMA_VERSION``, step by step; the
+    caller runs it in one transaction, so a failure leaves the file as it was.
 
     Returns:
         The number of job rows.
@@ -278,7 +280,10 @@ def migrate(conn: sqlite3.Connection, version: int) -> int:
         _migrate_v1(conn)
     if version <= 2:
         migrate_v2(conn)
-    return _migrate_v3(conn)
+    if version <= 3:
+        _migrate_v3(conn)
+    migrate_v4(conn)
+    return int(conn.execute("SELECT count(*) FROM jobs").fetchone()[0])
 
 
 def _migrate_v1(conn: sqlite3.Connection) -> None:
@@ -308,19 +313,16 @@ def migrate_v2(conn: sqlite3.Connection) -> int:
     return int(conn.execute("SELECT count(*) FROM queues").fetchone()[0])
 
 
-def _migrate_v3(conn: sqlite3.Connection) -> int:
+def _migrate_v3(conn: sqlite3.Connection) -> None:
     """Schema 3 -> 4: drop the UNIQUE index on ``id``. SQLite cannot drop a column constraint,
     so the table is rebuilt (rows copied as they are, in ``seq`` order: the checksums stay
     valid, since the columns are the same)."""
     conn.execute(CREATE_JOBS.format(table="jobs_v4"))
     columns = ", ".join(JOB_COLUMNS)
-    count = conn.execute(
-        f"INSERT INTO jobs_v4 ({columns}) SELECT {columns} FROM jobs ORDER BY seq"
-    ).rowcount
+    conn.execute(f"INSERT INTO jobs_v4 ({columns}) SELECT {columns} FROM jobs ORDER BY seq")
     conn.execute("DROP TABLE jobs")
     conn.execute("ALTER TABLE jobs_v4 RENAME TO jobs")
-    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-    return int(count)
+    conn.execute("PRAGMA user_version = 4")
 
 
 class RowEncoder:

@@ -49,6 +49,7 @@ from client.job import Job, JobRecord
 from client.operations import QueueLimits
 from client.options import exponential, fixed
 from client.queue import Client, Queue
+from client.schedules import Scheduler
 from client.serializers import JSON, MSGPACK, RAW, JsonSerializer, MsgpackSerializer, Serializer
 from client.sync import SyncClient, SyncJob, SyncQueue
 from client.watch import EventStream, JobEvent, QueueEvents
@@ -64,7 +65,8 @@ __all__ = [
     "JobEvent", "JobFailed", "JobInfo", "JobPage", "JobRecord", "JobState", "JobwireError",
     "JournalFailureError", "JsonSerializer", "MsgpackSerializer", "NotFoundError",
     "PayloadTooLargeError", "Queue", "QueueEvents", "QueueFullError", "QueueLimits", "QueueStats",
-    "RateLimited", "RequestTimeoutError", "Retry", "Serializer", "ServerInfo", "StaleLeaseError",
+    "RateLimited", "RequestTimeoutError", "Retry", "Scheduler", "Serializer", "ServerInfo",
+    "StaleLeaseError",
     "SyncClient", "SyncJob", "SyncQueue", "UnrecoverableError", "WaitTimeoutError", "Worker",
     "WorkerStatistics", "exponential", "fixed", "parse_url",
 ]

@@ -1,6 +1,6 @@
 """``jobwire worker`` and the admin subcommands: ``stats``, ``job``, ``jobs``, ``pause``,
 ``resume``, ``clean``, ``failed``, ``events``, ``workers`` (``limit`` is in
-``client/cli_limit.py``, registered by ``jobwire/cli.py``).
+``client/cli_limit.py``, ``schedules`` in ``client/cli_schedules.py``).
 
 ``register(subparsers)`` adds them to the ``jobwire`` console script (``jobwire/cli.py`` calls
 it); each sets ``func(args) -> exit code``. Every command takes ``--url`` (default ``$JOBWIRE_URL``,
@@ -30,6 +30,7 @@ from client.cli_common import (
     set_streams,
 )
 from client.cli_limit import add_limit_parser
+from client.cli_schedules import add_schedules_parser
 from client.errors import NotFoundError
 from client.job import Job, JobRecord
 from client.queue import Client
@@ -127,6 +128,7 @@ def register(subparsers: Any) -> None:
     add_common(p)
     p.set_defaults(func=command(_failed))
     add_limit_parser(subparsers)
+    add_schedules_parser(subparsers)
 
     p = subparsers.add_parser(
         "events", help="print job events as they happen",

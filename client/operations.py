@@ -28,6 +28,7 @@ from client.options import (
     seconds_to_ms,
     split_batches,
 )
+from client.schedules import Scheduler, check_template_options, list_call, upsert_call
 from client.serializers import Serializer
 from protocol.checks import MAX_LIST_LIMIT
 from protocol.model import JobSpec, JobState
@@ -47,6 +48,7 @@ from protocol.operations import (
     Stats,
 )
 from protocol.replies import JobInfo, JobPage, QueueStats, parse_enqueued, parse_job_page
+from protocol.scheduling import SchedulerPage
 
 J = TypeVar("J", bound=JobHandle[Any])
 
@@ -275,6 +277,18 @@ class QueueOperations(Generic[J]):
 
     def resume_call(self) -> Call[None]:
         return Call(Resume(self.name), _nothing)
+
+    def upsert_scheduler_call(
+        self, key: str, name: str | None, data: Any, options: Mapping[str, Any],
+        **rule: Any,
+    ) -> Call[Scheduler]:
+        """``Queue.upsert_scheduler``'s request: the template is built as ``add`` builds a job."""
+        check_template_options(options)
+        spec = self._spec(key if name is None else name, data, options)
+        return upsert_call(self.name, key, spec, self.serializer, **rule)
+
+    def schedulers_call(self, offset: int) -> Call[SchedulerPage]:
+        return list_call(self.name, offset, self.serializer)
 
     def limit_call(
         self, rate: tuple[int, Duration] | bool | None, concurrency: int | bool | None = None

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
 from typing import Any, Self
 
 from client.batcher import AddBatcher
@@ -39,11 +40,13 @@ from client.operations import (
     workers_call,
 )
 from client.options import Duration, check_options
+from client.schedules import Scheduler, list_call, more, remove_call, scheduler_from_info
 from client.serializers import Serializer, get_serializer
 from client.watch import EventRouter, EventStream
 from protocol.model import JobState
 from protocol.operations import TIME, Time
 from protocol.replies import JobPage, QueueStats
+from protocol.scheduling import SchedulerInfo
 
 
 class Client:
@@ -419,6 +422,59 @@ class Queue(QueueOperations[Job]):
             ConflictError: the queue has active jobs and ``force`` is false (nothing changed).
         """
         return await send(self._conn, self.obliterate_call(force))
+
+    async def upsert_scheduler(
+        self, key: str, *, every: Duration | None = None, cron: str | None = None,
+        tz: str | None = None, start: datetime | float | None = None,
+        end: datetime | float | None = None, limit: int | None = None, name: str | None = None,
+        data: Any = None, **options: Any,
+    ) -> Scheduler:
+        """Create or update the repeatable job ``key`` of this queue (BullMQ's
+        ``upsertJobScheduler``): the broker adds one job per occurrence, delayed until then.
+        The same definition again changes nothing, so call it on every start.
+
+        Args:
+            key: the scheduler's name, unique per queue.
+            every: the period in seconds (or a ``timedelta``); or
+            cron: a cron pattern (5 fields, or 6 with seconds first), read in
+            tz: an IANA time zone (``"Europe/Berlin"``; UTC when not given).
+            start, end: no run before ``start`` or after ``end`` (datetime or Unix seconds).
+            limit: at most this many runs in all.
+            name: each run's handler name (``key`` when not given).
+            data: each run's data.
+            **options: each run's job options, as ``add`` takes them (not ``job_id``,
+                ``delay`` or ``run_at``).
+
+        Returns:
+            The scheduler, with ``next_run``, ``created`` and ``changed``.
+
+        Raises:
+            BadArgumentError: naming the field (a period under 1 ms or over a year, an invalid
+                pattern, an unknown time zone, data over the payload cap).
+        """
+        call = self.upsert_scheduler_call(key, name, data, options, every=every, cron=cron,
+                                          tz=tz, start=start, end=end, limit=limit)
+        return await send(self._conn, call)
+
+    async def remove_scheduler(self, key: str) -> bool:
+        """Delete the scheduler ``key`` and its next run's job if it has not started (BullMQ's
+        ``removeJobScheduler``). Returns whether it existed."""
+        return await send(self._conn, remove_call(self.name, key))
+
+    async def schedulers(self) -> list[Scheduler]:
+        """This queue's schedulers by key, each with its next run (``getJobSchedulers``)."""
+        return await all_schedulers(self._conn, self.name, self.serializer)
+
+
+async def all_schedulers(
+    conn: Connection, queue: str | None, serializer: Serializer
+) -> list[Scheduler]:
+    """Every scheduler (of ``queue``, or of all queues), by ``(queue, key)``, page by page."""
+    gathered: list[SchedulerInfo] = []
+    offset: int | None = 0
+    while offset is not None:
+        offset = more(gathered, await send(conn, list_call(queue, offset, serializer)))
+    return [scheduler_from_info(info, serializer) for info in gathered]
 
 
 async def _as_stored(job: Job) -> None:

@@ -56,6 +56,7 @@ from client.operations import (
     workers_call,
 )
 from client.options import Duration, check_options
+from client.schedules import RULE_FIELDS, Scheduler, more, remove_call, scheduler_from_info
 from client.serializers import Serializer, get_serializer
 from protocol.checks import MAX_REQUEST_ID
 from protocol.codec import FrameDecoder, encode_frames
@@ -69,6 +70,7 @@ from protocol.messages import (
 from protocol.model import JobState
 from protocol.operations import Hello, Request
 from protocol.replies import JobPage, QueueStats
+from protocol.scheduling import SchedulerInfo
 
 R = TypeVar("R")
 _RECV_SIZE = 256 * 1024
@@ -422,6 +424,25 @@ class SyncQueue(QueueOperations["SyncJob"]):
     def obliterate(self, force: bool = False) -> int:
         """Delete this queue and its jobs; returns how many (see ``Queue.obliterate``)."""
         return self._client.call(self.obliterate_call(force))
+
+    def upsert_scheduler(self, key: str, *, name: str | None = None, data: Any = None,
+                         **rule_and_options: Any) -> Scheduler:
+        """Create or update a repeatable job (see ``client.Queue.upsert_scheduler``)."""
+        rule = {field: rule_and_options.pop(field, None) for field in RULE_FIELDS}
+        return self._client.call(
+            self.upsert_scheduler_call(key, name, data, rule_and_options, **rule))
+
+    def remove_scheduler(self, key: str) -> bool:
+        """Delete a scheduler (see ``client.Queue.remove_scheduler``)."""
+        return self._client.call(remove_call(self.name, key))
+
+    def schedulers(self) -> list[Scheduler]:
+        """This queue's schedulers, each with its next run (see ``client.Queue.schedulers``)."""
+        gathered: list[SchedulerInfo] = []
+        offset: int | None = 0
+        while offset is not None:
+            offset = more(gathered, self._client.call(self.schedulers_call(offset)))
+        return [scheduler_from_info(info, self.serializer) for info in gathered]
 
 
 def _as_stored(job: SyncJob) -> None:

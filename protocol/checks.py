@@ -56,6 +56,12 @@ MAX_RATE_PERIOD_MS: Final = 31 * 86_400_000
 """Longest rate-limit period: 31 days."""
 MAX_CONCURRENCY: Final = 1_000_000
 """Largest concurrency limit of a queue."""
+MIN_EVERY_MS: Final = 1
+MAX_EVERY_MS: Final = 366 * 86_400_000
+"""Longest period of a repeatable job (``every``): a leap year; longer is more likely a unit
+mistake (use a cron pattern for yearly runs)."""
+MAX_SCHEDULE_KEY_LEN: Final = 160
+"""Longest scheduler key: its jobs' ids, ``repeat:<key>:<ms>``, stay within ``MAX_NAME_LEN``."""
 
 
 def check_name(value: Any, field: str) -> str:

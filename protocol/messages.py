@@ -31,6 +31,7 @@ from protocol.checks import MAX_NAME_LEN, MAX_REQUEST_ID
 from protocol.errors import ErrorCode, ProtocolError, bad_argument
 from protocol.observing import EVENTS
 from protocol.operations import OPERATION_OF, OPERATIONS, Request
+from protocol.scheduling import SCHEDULE_UPSERT  # noqa: F401  (declares the schedule_* ops)
 
 PROTOCOL_VERSION: Final = 1
 

@@ -270,6 +270,10 @@ def _example_args() -> dict[str, dict[str, Any]]:
         "workers": {"all": True, "limit": 10, "offset": 0},
         "limit": {"queue": "limited-q", "rate": [10, 1000], "concurrency": 3},
         "obliterate": {"queue": "doomed-q", "force": True},
+        "schedule_upsert": {"queue": "sched-q", "key": "k", "job": [None, "n", b"p"],
+                            "every_ms": 60_000},
+        "schedule_remove": {"queue": "sched-q", "key": "k"},
+        "schedule_list": {"queue": "sched-q", "limit": 10},
     }
 
 
@@ -297,7 +301,8 @@ def test_a_wrong_type_in_every_field_is_an_error_reply_not_a_crash(
             if answer is None:  # writes answer after their commit, long-polls later: EOF
                 assert message[2] in ("enqueue", "ack", "fail", "extend", "release", "progress",
                                       "cancel", "pause", "resume", "clean", "retry_failed", "limit",
-                                      "get", "wait", "reserve", "obliterate"), message
+                                      "get", "wait", "reserve", "obliterate", "schedule_upsert",
+                                      "schedule_remove", "schedule_list"), message
                 continue
             if isinstance(answer, ErrorReply):
                 assert answer.code in ("BAD_ARGUMENT", "NOT_FOUND", "STALE_LEASE", "CONFLICT",

@@ -16,6 +16,12 @@ A job's timeout (broker/timeouts.py) is modelled plainly: an active job with one
 earlier of its lease deadline and ``started_at + timeout + TIMEOUT_GRACE_MS``, which extending
 the lease never moves, and fails as "timed out" when the second comes first (ties too).
 
+Repeatable jobs: the model keeps each scheduler as ``(period, limit, end, anchor, count,
+next_at)`` and makes occurrences by brute force (the first grid point after a time), with the
+job of each occurrence created as an enqueue of ``repeat:<key>:<ms>`` would; the tick makes the
+next occurrence of every scheduler whose ``next_at`` came, in ``(next_at, queue, key)`` order.
+The crash-and-replay machine checks that the scheduler and its job are never replayed twice.
+
 Retention in the model is uniform per state (plus "remove at once" per job), which keeps the
 model a few lines; per-job retention overrides are covered by unit tests in test_core.py.
 """
@@ -35,6 +41,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from broker.core import Changes, Core, CoreConfig, CoreError, QueueMeta, Snapshot
 from broker.jobs import Job
 from broker.replysize import RESERVED_JOB_OVERHEAD, UTF8_MAX
+from broker.schedule import Rule, Scheduler
 from broker.timeouts import TIMEOUT_GRACE_MS
 from protocol.errors import ErrorCode
 from protocol.model import (
@@ -144,6 +151,17 @@ class MQueue:
                 or self.paused_until is not None)
 
 
+@dataclass
+class MScheduler:
+    every: int
+    limit: int | None
+    end: int | None
+    payload: bytes
+    anchor: int
+    count: int = 0
+    next_at: int | None = None
+
+
 class Model:
     """What the core should do, written as plainly as possible."""
 
@@ -160,6 +178,7 @@ class Model:
         their waiters, and a flow wake scheduled before a limit was cleared may still fire (wakes
         the core may report, not ones it must; missed wakes are still caught)."""
         self.finished: set[tuple[str, str]] = set()
+        self.schedulers: dict[tuple[str, str], MScheduler] = {}
 
     def _stamp(self) -> int:
         self.stamp += 1
@@ -276,6 +295,52 @@ class Model:
             return "STALE_LEASE"
         return None
 
+    # -- repeatable jobs
+
+    def add_repeat_job(self, queue: str, job_id: str, payload: bytes, at: int, now: int) -> None:
+        """What an enqueue of one job with this id and run time does (QUEUE_FULL: nothing)."""
+        if (queue, job_id) in self.jobs:
+            return
+        if (self.unfinished(queue) + 1 > (CONFIG.max_queue_jobs or 0)
+                or self.unfinished() + 1 > (CONFIG.max_total_jobs or 0)):
+            return
+        self.promote(now)
+        self.queue(queue)
+        job = MJob(job_id, self.seq, queue, payload, 0, D, at, now, CONFIG.default_max_attempts,
+                   None, None, False)
+        self.seq += 1
+        self.jobs[(queue, job_id)] = job
+        if at <= now:
+            self.make_waiting(job, now)
+
+    def make_next(self, queue: str, key: str, scheduler: MScheduler, after: int,
+                  now: int) -> None:
+        at: int | None = scheduler.anchor
+        assert at is not None
+        while at <= after:
+            at += scheduler.every
+        if scheduler.limit is not None and scheduler.count >= scheduler.limit:
+            at = None
+        if at is not None and scheduler.end is not None and at > scheduler.end:
+            at = None
+        scheduler.next_at = at
+        if at is not None:
+            scheduler.count += 1
+            self.add_repeat_job(queue, f"repeat:{key}:{at}", scheduler.payload, at, now)
+
+    def drop_pending(self, queue: str, key: str, scheduler: MScheduler) -> int:
+        job = self.jobs.get((queue, f"repeat:{key}:{scheduler.next_at}"))
+        if scheduler.next_at is None or job is None or job.state is not D:
+            return 0
+        self.delete(job)
+        return 1
+
+    def fire_schedulers(self, now: int) -> None:
+        due = sorted((s.next_at, queue, key) for (queue, key), s in self.schedulers.items()
+                     if s.next_at is not None and s.next_at <= now)
+        for at, queue, key in due:
+            self.make_next(queue, key, self.schedulers[(queue, key)], max(at, now), now)
+
     def age_prune_all(self, now: int) -> None:
         for queue in list(self.queues):
             for state in (C, F):
@@ -288,6 +353,7 @@ class FakeJournal:
     def __init__(self) -> None:
         self.jobs: dict[int, Job] = {}
         self.queues: dict[str, QueueMeta] = {}
+        self.schedulers: dict[tuple[str, str], Scheduler] = {}
         self.next_seq = 0
 
     def apply(self, core: Core) -> None:
@@ -304,12 +370,18 @@ class FakeJournal:
                 self.queues.pop(name, None)
             else:
                 self.queues[name] = dataclasses.replace(meta)
+        for ident, scheduler in changes.schedules.items():
+            if scheduler is None:
+                self.schedulers.pop(ident, None)
+            else:
+                self.schedulers[ident] = dataclasses.replace(scheduler)
         self.next_seq = changes.next_seq
 
     def snapshot(self) -> Snapshot:
         return Snapshot([job.clone() for job in self.jobs.values()],
                         [dataclasses.replace(meta) for meta in self.queues.values()],
-                        self.next_seq)
+                        self.next_seq,
+                        [dataclasses.replace(s) for s in self.schedulers.values()])
 
 
 specs_strategy = st.lists(
@@ -619,6 +691,7 @@ class CoreMachine(RuleBasedStateMachine):
             else:
                 error = "lease expired"
             model.fail_attempt(job, error, True, None, now)
+        model.fire_schedulers(now)
         model.age_prune_all(now)
 
     @rule(step=st.sampled_from((1, 100, 1_000)))
@@ -661,6 +734,8 @@ class CoreMachine(RuleBasedStateMachine):
         assert self.core.obliterate(queue, force, self.now) == len(doomed)
         for job in doomed:
             model.delete(job)
+        for ident in [ident for ident in model.schedulers if ident[0] == queue]:
+            del model.schedulers[ident]
         model.queues.pop(queue, None)
         model.ready.discard(queue)
 
@@ -764,6 +839,49 @@ class CoreMachine(RuleBasedStateMachine):
         assert [j.id for j in jobs] == [j.id for j in expected[offset:offset + limit]]
         assert total == len(expected)
 
+    # ------------------------------------------------------------------ repeatable jobs
+
+    @rule(queue=st.sampled_from(("a", "b")), key=st.sampled_from(("k", "j")),
+          every=st.sampled_from((100, 700, 2_000)), limit=st.sampled_from((None, None, 1, 3)),
+          end=st.sampled_from((None, None, 1_500)), payload=st.sampled_from(PAYLOADS[-3:]))
+    def schedule_upsert(self, queue: str, key: str, every: int, limit: int | None,
+                        end: int | None, payload: bytes) -> None:
+        now, model = self.now, self.model
+        end_ms = None if end is None else now + end
+        template = JobSpec(None, "task", payload)
+        rule_ = Rule(every, None, None, None, end_ms, limit, 0)
+        if len(payload) > CONFIG.max_payload:
+            try:
+                self.core.schedules.upsert(queue, key, template, rule_, now)
+            except CoreError as exc:
+                assert exc.code is ErrorCode.BAD_ARGUMENT
+            else:
+                raise AssertionError("expected BAD_ARGUMENT")
+            return
+        info, created, changed = self.core.schedules.upsert(queue, key, template, rule_, now)
+        old = model.schedulers.get((queue, key))
+        expected = MScheduler(every, limit, end_ms, payload, now if old is None else old.anchor)
+        if old is not None and (old.every, old.limit, old.end, old.payload) == (
+                every, limit, end_ms, payload):
+            assert (created, changed) == (False, False)
+        else:
+            assert (created, changed) == (old is None, True)
+            if old is not None:
+                expected.count = old.count - model.drop_pending(queue, key, old)
+            model.schedulers[(queue, key)] = expected
+            model.make_next(queue, key, expected, now - 1, now)
+        scheduler = model.schedulers[(queue, key)]
+        assert (info.count, info.next_run_at) == (scheduler.count, scheduler.next_at)
+
+    @rule(queue=st.sampled_from(("a", "b")), key=st.sampled_from(("k", "j")))
+    def schedule_remove(self, queue: str, key: str) -> None:
+        model = self.model
+        removed = self.core.schedules.remove(queue, key, self.now)
+        scheduler = model.schedulers.pop((queue, key), None)
+        assert removed == (scheduler is not None)
+        if scheduler is not None:
+            model.drop_pending(queue, key, scheduler)
+
     # ------------------------------------------------------------------ restart
 
     def commit(self) -> None:
@@ -850,9 +968,16 @@ class CoreMachine(RuleBasedStateMachine):
         due += [j.due for j in model.jobs.values() if j.state is A]
         due += [(j.finished_at or 0) + (KEEP_COMPLETED.age_ms or 0)
                 for j in model.jobs.values() if j.state is C]
+        due += [s.next_at for s in model.schedulers.values() if s.next_at is not None]
         deadline = core.next_deadline()
         if due:
             assert deadline is not None and deadline <= min(due)
+        listed, total = core.schedules.list(None, 0, 100)
+        assert total == len(model.schedulers)
+        assert [(s.queue, s.key, s.every_ms, s.limit, s.end_ms, s.count, s.next_run_at)
+                for s in listed] == [
+            (queue, key, s.every, s.limit, s.end, s.count, s.next_at)
+            for (queue, key), s in sorted(model.schedulers.items())]
 
 
 CoreMachine.TestCase.settings = settings(

@@ -13,7 +13,7 @@ connection opens the same file (the WAL as the dead process left it), ``load()``
 active job's attempt counts as failed, "broker restarted during the attempt": delayed with
 backoff, waiting, or failed when no attempts remain; completed and failed jobs stay; retention
 by age applies; every acknowledged enqueue is present). The shared ``agree`` invariant then
-checks every job, every queue's stats and the next id.
+checks every job, every queue's stats, every scheduler and the next id.
 
 ``crash_with_uncommitted_work`` crashes with work that never reached the journal (an enqueue, a
 reservation and an ack taken by the core, never written): the model rolls back to the last
@@ -98,6 +98,8 @@ class JournalCoreMachine(CoreMachine):
         assert all(job.lease_token is None and job.owner is None for job in loaded.jobs)
         assert sorted(loaded.queues, key=lambda q: q.name) == sorted(
             expected.queues, key=lambda q: q.name)
+        assert sorted(loaded.schedules, key=lambda s: (s.queue, s.key)) == sorted(
+            expected.schedules, key=lambda s: (s.queue, s.key))
         # A commit of nothing but next_seq writes nothing: before any job, 0 (unknown) means 1.
         assert max(loaded.next_seq, 1) == max(expected.next_seq, 1)
         return loaded

@@ -139,7 +139,7 @@ async def test_a_version_2_journal_is_migrated_in_one_step_and_keeps_every_job(
         ("reports", "nightly-report"), ("other", "nightly-report")]
     assert _jobs_indexes(path) == []
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (4,)
+        assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (5,)
 
 
 async def test_a_failed_version_2_migration_leaves_the_journal_as_it_was(
@@ -232,3 +232,63 @@ async def test_the_wal_header_reader_accepts_sqlites_and_rejects_damage(tmp_path
         flipped = bytearray(head)
         flipped[offset] ^= 0x40
         assert read_wal_header(bytes(flipped)) is None, offset
+
+
+# --------------------------------------------------------------------------- schema 5: schedules
+
+
+def _as_version_4(path: Path) -> None:
+    """Turn a fresh journal into what schema 4 wrote: no ``schedules`` table, user_version 4
+    (schema 5 added only that table, so this is byte-for-byte the v4 layout otherwise)."""
+    with sqlite3.connect(path) as db:
+        db.execute("DROP TABLE schedules")
+        db.execute("PRAGMA user_version = 4")
+
+
+async def test_a_version_4_journal_gains_the_schedules_table_in_place(tmp_path: Path) -> None:
+    from broker.core import Changes
+    from broker.schedule import Rule, Scheduler
+    from protocol.model import JobSpec
+
+    path = tmp_path / "jobwire.db"
+    journal = await Journal.open(path)
+    await journal.write(upserts(*(make_job(seq) for seq in range(1, 51))))
+    await journal.close()
+    _as_version_4(path)
+
+    journal = await Journal.open(path)
+    try:
+        snapshot = await journal.load()
+        assert len(snapshot.jobs) == 50 and snapshot.schedules == []
+        scheduler = Scheduler("q", "nightly", Rule(None, "0 3 * * *", "Europe/Berlin", None, None,
+                                                    5, NOW), JobSpec(None, "cleanup", b"\x00"),
+                              NOW, 2, NOW + 86_400_000)
+        await journal.write(Changes({}, {}, 0, {("q", "nightly"): scheduler}))
+        assert (await journal.load()).schedules == [scheduler]
+        await journal.write(Changes({}, {}, 0, {("q", "nightly"): None}))
+        assert (await journal.load()).schedules == []
+    finally:
+        await journal.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (5,)
+
+
+async def test_a_damaged_scheduler_row_stops_the_load(tmp_path: Path) -> None:
+    from broker.core import Changes
+    from broker.schedule import Rule, Scheduler
+    from protocol.model import JobSpec
+
+    path = tmp_path / "jobwire.db"
+    journal = await Journal.open(path)
+    scheduler = Scheduler("q", "k", Rule(1_000, None, None, None, None, None, NOW),
+                          JobSpec(None, "t", b""), NOW, 1, NOW)
+    await journal.write(Changes({}, {}, 0, {("q", "k"): scheduler}))
+    await journal.close()
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE schedules SET count = 7")
+    journal = await Journal.open(path)
+    try:
+        with pytest.raises(JournalError, match="scheduler 'k' of queue 'q' fails its checksum"):
+            await journal.load()
+    finally:
+        await journal.close()

@@ -22,6 +22,7 @@ from protocol.checks import (
     MAX_ATTEMPTS,
     MAX_CONCURRENCY,
     MAX_DELAY_MS,
+    MAX_EVERY_MS,
     MAX_LEASE_MS,
     MAX_LIST_LIMIT,
     MAX_NAME_LEN,
@@ -30,12 +31,14 @@ from protocol.checks import (
     MAX_REQUEST_ID,
     MAX_RESERVE_JOBS,
     MAX_RESERVE_QUEUES,
+    MAX_SCHEDULE_KEY_LEN,
     MAX_STATS_LIMIT,
     MAX_TIME_MS,
     MAX_TIMEOUT_MS,
     MAX_TOKEN,
     MAX_VALUE_DEPTH,
     MAX_WAIT_MS,
+    MIN_EVERY_MS,
     MIN_LEASE_MS,
     MIN_RATE_PERIOD_MS,
     MIN_TIMEOUT_MS,
@@ -114,6 +117,14 @@ from protocol.operations import (
     Wait,
 )
 from protocol.replies import OK, JobInfo, Outcome, QueueStats, ReservedJob
+from protocol.scheduling import (
+    SCHEDULE_LIST,
+    SCHEDULE_REMOVE,
+    SCHEDULE_UPSERT,
+    ScheduleList,
+    ScheduleRemove,
+    ScheduleUpsert,
+)
 
 INT64_MIN = -(2**63)
 UINT64_MAX = 2**64 - 1
@@ -302,6 +313,21 @@ unsubscribes = st.builds(Unsubscribe, st.integers(0, 2**53))
 metrics = st.builds(
     Metrics, _opt(_batch(names)), _opt(names), st.integers(1, MAX_LIST_LIMIT), st.booleans()
 )
+templates = st.builds(
+    JobSpec, st.none(), job_names, payloads, st.integers(PRIORITY_MIN, PRIORITY_MAX), st.none(),
+    st.none(), _opt(st.integers(1, MAX_ATTEMPTS)), _opt(backoffs),
+    _opt(st.integers(MIN_LEASE_MS, MAX_LEASE_MS)), _opt(retentions), _opt(retentions),
+)
+schedule_keys = st.text(min_size=1, max_size=MAX_SCHEDULE_KEY_LEN)
+schedule_upserts = st.builds(
+    ScheduleUpsert, names, schedule_keys, templates,
+    _opt(st.integers(MIN_EVERY_MS, MAX_EVERY_MS)), _opt(st.sampled_from(("0 9 * * *", "@daily"))),
+    _opt(st.sampled_from(("UTC", "Europe/Berlin"))), _opt(times_ms), _opt(times_ms),
+    _opt(st.integers(1, 2**31)),
+)
+schedule_removes = st.builds(ScheduleRemove, names, schedule_keys)
+schedule_lists = st.builds(ScheduleList, _opt(names), st.integers(0, 2**31),
+                           st.integers(1, MAX_LIST_LIMIT))
 workers = st.builds(Workers, st.booleans(), st.integers(1, MAX_LIST_LIMIT), st.integers(0, 2**31))
 
 requests_by_op: dict[str, st.SearchStrategy[Any]] = {
@@ -330,6 +356,9 @@ requests_by_op: dict[str, st.SearchStrategy[Any]] = {
     UNSUBSCRIBE.name: unsubscribes,
     METRICS.name: metrics,
     WORKERS.name: workers,
+    SCHEDULE_UPSERT.name: schedule_upserts,
+    SCHEDULE_REMOVE.name: schedule_removes,
+    SCHEDULE_LIST.name: schedule_lists,
 }
 requests_by_op.update({  # an op without fields has one request: its declaration says it all
     name: st.just(op.request_type()) for name, op in OPERATIONS.items()
