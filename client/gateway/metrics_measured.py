@@ -23,7 +23,6 @@ from prometheus_client.core import (
     HistogramMetricFamily,
     Metric,
 )
-from prometheus_client.utils import floatToGoString
 
 MS_BOUNDS: Final = tuple(2.0 ** exponent for exponent in range(-2, 24, 2))
 """Duration buckets in ms: 0.25 ms, 1 ms, 4 ms ... 4,194 s (powers of four)."""
@@ -38,7 +37,7 @@ def prometheus_buckets(histogram: Mapping[str, Any], bounds: Sequence[float],
     out: list[tuple[str, float]] = []
     for bound in bounds:
         below = sum(count for upper, count in pairs if upper is not None and upper <= bound)
-        out.append((floatToGoString(bound * scale), float(below)))
+        out.append((repr(bound * scale), float(below)))  # as prometheus_client writes "le"
     out.append(("+Inf", float(histogram.get("count", 0))))
     return out
 
