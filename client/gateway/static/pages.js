@@ -405,7 +405,9 @@ async function workersPage() {
     empty);
   const refresh = async () => {
     const data = await api("GET", `/api/workers${all.checked ? "?all=true" : ""}`);
-    setText(meta, `${data.total} ${all.checked ? "connections" : "workers"} · ${data.workers.reduce((n, w) => n + w.held, 0)} jobs held`);
+    const held = data.workers.reduce((n, w) => n + w.held, 0);
+    const noun = all.checked ? "connection" : "worker";
+    setText(meta, `${data.total} ${noun}${data.total === 1 ? "" : "s"} · ${held} job${held === 1 ? "" : "s"} held`);
     empty.hidden = data.workers.length > 0;
     const ids = data.workers.map((w) => w.conn).join(",");
     if (rows.dataset.ids !== ids) {
