@@ -7,7 +7,9 @@ HTTP client connected), alternating which goes first, and measures it with ``job
 enqueue`` (300,000 jobs in batches of 1,000, 2 in flight) and ``jobwire bench drain`` (50,000
 jobs, one worker at concurrency 50) through ``--connect``: the load of ``make bench``'s
 ``enqueue-bulk`` and ``drain`` steps. It prints each run, then the median jobs/s of each
-configuration, their ratio (on / off) and the 1-minute load average seen around the runs.
+configuration, their ratio (on / off), the broker process's CPU per job (which includes the
+embedded gateway's, and moves far less than throughput on a busy host) and the 1-minute load
+average seen around the runs.
 Alternating within one sitting is what makes the ratio meaningful on a shared machine.
 """
 
@@ -75,6 +77,7 @@ def one_run(scenario: str, http: bool, work: Path) -> dict[str, Any]:
                         "--quiet", "--json", str(out)], check=True, stdout=subprocess.DEVNULL)
         result = json.loads(out.read_text())
         return {"scenario": scenario, "http": http, "jobs_per_s": round(result["jobs_per_s"]),
+                "broker_cpu_us_per_job": result["broker"]["cpu_us_per_job"],
                 "load_1m": round((load_before + os.getloadavg()[0]) / 2, 2)}
     finally:
         broker.terminate()
@@ -98,18 +101,25 @@ def main() -> None:
                 run = one_run(scenario, http, work)
                 runs.append(run)
                 print(f"run {index + 1} {scenario:<8} http={'on ' if http else 'off'} "
-                      f"{run['jobs_per_s']:>9,} jobs/s  load {run['load_1m']}", flush=True)
+                      f"{run['jobs_per_s']:>9,} jobs/s  broker CPU "
+                      f"{run['broker_cpu_us_per_job']} us/job  load {run['load_1m']}", flush=True)
     summary: dict[str, Any] = {}
     for scenario in SCENARIOS:
-        off = statistics.median(r["jobs_per_s"] for r in runs
-                                if r["scenario"] == scenario and not r["http"])
-        on = statistics.median(r["jobs_per_s"] for r in runs
-                               if r["scenario"] == scenario and r["http"])
+        def median(key: str, http: bool, scenario: str = scenario) -> float:
+            return float(statistics.median(r[key] for r in runs
+                                           if r["scenario"] == scenario and r["http"] == http))
+
+        off, on = median("jobs_per_s", False), median("jobs_per_s", True)
+        cpu_off, cpu_on = median("broker_cpu_us_per_job", False), median(
+            "broker_cpu_us_per_job", True)
         loads = [r["load_1m"] for r in runs if r["scenario"] == scenario]
         summary[scenario] = {"off": off, "on": on, "ratio": round(on / off, 3),
+                             "cpu_us_off": cpu_off, "cpu_us_on": cpu_on,
+                             "cpu_ratio": round(cpu_on / cpu_off, 3),
                              "load_1m": [min(loads), max(loads)]}
         print(f"{scenario:<8} median off {off:>9,.0f}  on {on:>9,.0f} jobs/s  ratio on/off "
-              f"{on / off:.3f}  (load {min(loads)}-{max(loads)})")
+              f"{on / off:.3f}; broker CPU {cpu_off} vs {cpu_on} us/job, ratio "
+              f"{cpu_on / cpu_off:.3f}  (load {min(loads)}-{max(loads)})")
     if args.json is not None:
         args.json.write_text(json.dumps({"runs": runs, "summary": summary}, indent=2))
 

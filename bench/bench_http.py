@@ -226,7 +226,7 @@ def main() -> None:
     results: list[dict[str, Any]] = []
     try:
         gateway = start_gateway(broker, args.port, broker.data_dir / "gateway.log")
-        for batch in (int(b) for b in args.batches.split(",")):
+        for batch in (int(b) for b in args.batches.split(",") if b):
             jobs = args.jobs if batch == 1 else args.jobs * 5
             in_flight = args.concurrency if batch == 1 else args.batch_concurrency
             before = {"gateway": cpu_seconds(gateway.pid), "broker": cpu_seconds(broker.pid)}

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections import deque
 from collections.abc import Callable
 from typing import Any, Final
@@ -50,6 +51,16 @@ HUB_BUFFER: Final = 10_000
 Encoder = Callable[[JobEvent], dict[str, Any]]
 
 
+def sse_message(body: dict[str, Any]) -> str:
+    """One Server-Sent Events message: ``id: SEQ``, ``event: KIND``, ``data: JSON``."""
+    data = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+    return f"id: {body['seq']}\nevent: {body['kind']}\ndata: {data}\n\n"
+
+
+Message = tuple[dict[str, Any], str]
+"""An event's JSON object and its SSE text, encoded once for every listener."""
+
+
 class Listener:
     """One SSE stream's view of the hub: a filter and a bounded buffer of encoded events."""
 
@@ -58,7 +69,7 @@ class Listener:
         self.queues = queues
         self.kinds = kinds
         self._max = buffer
-        self._buffer: deque[dict[str, Any]] = deque()
+        self._buffer: deque[Message] = deque()
         self._wakeup = asyncio.Event()
         self.closed = False
 
@@ -69,23 +80,23 @@ class Listener:
             return False
         return self.kinds is None or event.kind in self.kinds
 
-    def put(self, body: dict[str, Any]) -> None:
+    def put(self, message: Message) -> None:
         """Buffer one event (invariant 2: an overflow turns the buffer into one ``lagged``)."""
         buffer = self._buffer
         if len(buffer) >= self._max:
             dropped: int | None = 0
-            for held in buffer:
+            for held, _ in buffer:
                 count = held.get("dropped", 0) if held["kind"] == EventKind.LAGGED else 1
                 dropped = None if dropped is None or count is None else dropped + count
-            last = buffer[-1]
+            last = buffer[-1][0]
             buffer.clear()
-            buffer.append({"seq": last["seq"], "kind": EventKind.LAGGED.value,
-                           "time": last["time"], "queue": None, "job_id": None, "name": None,
-                           "dropped": dropped})
-        buffer.append(body)
+            lagged = {"seq": last["seq"], "kind": EventKind.LAGGED.value, "time": last["time"],
+                      "queue": None, "job_id": None, "name": None, "dropped": dropped}
+            buffer.append((lagged, sse_message(lagged)))
+        buffer.append(message)
         self._wakeup.set()
 
-    async def get(self, wait_s: float) -> list[dict[str, Any]] | None:
+    async def get(self, wait_s: float) -> list[Message] | None:
         """The events buffered now (waits up to ``wait_s`` for one); ``[]`` when none came,
         ``None`` once closed."""
         if not self._buffer and not self.closed:
@@ -168,10 +179,13 @@ class EventHub:
 
     async def _run(self, stream: EventStream) -> None:
         async for event in stream:
-            body = self.encode(event)
+            message: Message | None = None
             for listener in tuple(self.listeners):
                 if listener.wants(event):
-                    listener.put(body)
+                    if message is None:
+                        body = self.encode(event)
+                        message = (body, sse_message(body))
+                    listener.put(message)
         # The client closed for good: tell the listeners their streams end.
         if self._stream is stream:
             self._stream = None

@@ -12,7 +12,6 @@ kind). ``Last-Event-ID`` is not honoured: the broker keeps no history of events.
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from typing import Any, Final
 
@@ -67,16 +66,10 @@ def filters(request: Request) -> tuple[frozenset[str] | None, frozenset[str] | N
     return (frozenset(queues) or None), (frozenset(kinds) or None)
 
 
-def sse_message(body: dict[str, Any]) -> str:
-    data = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
-    return f"id: {body['seq']}\nevent: {body['kind']}\ndata: {data}\n\n"
-
-
 async def events(request: Request) -> Response:
     """``GET /api/events?queue=&kind=``: job events as they are committed (SSE)."""
-    gateway = gateway_of(request)
-    await gateway.ready()
     queues, kinds = filters(request)
+    await gateway_of(request).ready()
     hub = hub_of(request)
     listener = await hub.open(queues, kinds)
     return StreamingResponse(
@@ -97,6 +90,6 @@ async def stream(hub: EventHub, listener: Listener) -> AsyncIterator[str]:
             if not batch:
                 yield ": keep-alive\n\n"
                 continue
-            yield "".join(sse_message(body) for body in batch)
+            yield "".join(text for _, text in batch)
     finally:
         hub.leave(listener)

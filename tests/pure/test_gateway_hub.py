@@ -6,13 +6,19 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from client.gateway.hub import Listener
+from client.gateway.hub import Listener, Message, sse_message
 from client.watch import JobEvent
 
 
-def body(seq: int, kind: str = "added", queue: str = "q") -> dict[str, Any]:
-    return {"seq": seq, "kind": kind, "time": 1000 + seq, "queue": queue, "job_id": str(seq),
-            "name": "n"}
+def body(seq: int, kind: str = "added", queue: str = "q") -> Message:
+    event = {"seq": seq, "kind": kind, "time": 1000 + seq, "queue": queue, "job_id": str(seq),
+             "name": "n"}
+    return event, sse_message(event)
+
+
+def bodies(got: list[Message] | None) -> list[dict[str, Any]]:
+    assert got is not None
+    return [event for event, _ in got]
 
 
 def event(kind: str, queue: str | None) -> JobEvent:
@@ -35,8 +41,7 @@ def test_an_overflow_becomes_one_lagged_event_counting_what_was_dropped() -> Non
     listener.put(body(4))  # overflows: 1..3 dropped
     listener.put(body(5))
     listener.put(body(6, "completed"))  # buffer full again (lagged, 4, 5): dropped 2 + 2 more
-    got = asyncio.run(listener.get(0))
-    assert got is not None
+    got = bodies(asyncio.run(listener.get(0)))
     assert [b["kind"] for b in got] == ["lagged", "completed"]
     assert got[0]["dropped"] == 5 and got[0]["seq"] == 5
     assert asyncio.run(listener.get(0)) == []
@@ -44,11 +49,15 @@ def test_an_overflow_becomes_one_lagged_event_counting_what_was_dropped() -> Non
 
 def test_an_unknown_loss_stays_unknown() -> None:
     listener = Listener(None, None, 2)
-    listener.put({**body(1, "lagged"), "dropped": None})
+    unknown = {**body(1, "lagged")[0], "dropped": None}
+    listener.put((unknown, sse_message(unknown)))
     listener.put(body(2))
     listener.put(body(3))
     got = asyncio.run(listener.get(0))
-    assert got is not None and got[0]["kind"] == "lagged" and got[0]["dropped"] is None
+    assert got is not None
+    event, text = got[0]
+    assert event["kind"] == "lagged" and event["dropped"] is None
+    assert text.startswith("id: 2\nevent: lagged\ndata: {") and '"dropped":null' in text
 
 
 def test_a_closed_listener_ends_after_what_it_holds() -> None:
