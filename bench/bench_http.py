@@ -10,8 +10,9 @@ requests in flight, then ``5 x --jobs`` jobs per batch size as ``{"jobs": [...N.
 ``--batch-concurrency`` requests in flight. Each job is durable
 (committed) before its response. The SSE steps open ``--sse-streams`` streams of
 ``/api/events?queue=sse-N&kind=added`` and enqueue ``--sse-jobs`` jobs over TCP (batches of
-1,000), then count the ``added`` events each stream received (and what ``lagged`` events said
-were lost) and the time from the first to the last. The driver, the gateway and the broker share
+100, paced at each of ``--sse-rates`` jobs/s; 0: flat out in batches of 1,000), then count the
+``added`` events each stream received (and what ``lagged`` events said were lost) and the time
+from the first to the last. The driver, the gateway and the broker share
 the machine's cores, so the figures are a floor for a gateway on its own host.
 """
 
@@ -169,26 +170,34 @@ class SseReader:
             writer.close()
 
 
-async def sse_step(port: int, broker_url: str, jobs: int, streams: int) -> dict[str, Any]:
-    """``streams`` SSE readers of one queue while ``jobs`` jobs are enqueued over TCP."""
+async def sse_step(port: int, broker_url: str, jobs: int, streams: int,
+                   rate: int) -> dict[str, Any]:
+    """``streams`` SSE readers of one queue while ``jobs`` jobs are enqueued over TCP at
+    ``rate`` jobs/s (batches of 100; 0: flat out, batches of 1,000)."""
     from client import Client
 
-    queue = f"sse-{streams}"
+    queue = f"sse-{streams}-{rate}"
     readers = [SseReader() for _ in range(streams)]
     tasks = [asyncio.create_task(r.run(port, queue, jobs)) for r in readers]
     await asyncio.sleep(0.5)  # every stream subscribed (the hub subscribes on the first)
     async with Client(broker_url) as producer:
         target = producer.queue(queue)
+        step = 100 if rate else 1000
         started = time.perf_counter()
-        for start in range(0, jobs, 1000):
-            await target.add_bulk([("send", DATA)] * min(1000, jobs - start))
+        for start in range(0, jobs, step):
+            await target.add_bulk([("send", DATA)] * min(step, jobs - start))
+            if rate:
+                ahead = started + (start + step) / rate - time.perf_counter()
+                if ahead > 0:
+                    await asyncio.sleep(ahead)
         enqueued = time.perf_counter() - started
     await asyncio.wait_for(asyncio.gather(*tasks), 600)
     spans = [r.last - (r.first or r.last) for r in readers]
     received = sum(r.added for r in readers)
     seconds = max(spans) if spans else 0.0
     return {
-        "step": f"sse-{streams}-streams", "jobs": jobs, "streams": streams,
+        "step": f"sse-{streams}-streams-{rate or 'max'}", "jobs": jobs, "streams": streams,
+        "rate": rate,
         "enqueue_jobs_per_s": round(jobs / enqueued),
         "events_received": received, "events_dropped": sum(r.dropped for r in readers),
         "lagged_events": sum(r.lagged for r in readers),
@@ -215,6 +224,8 @@ def main() -> None:
     parser.add_argument("--sse-jobs", type=int, default=100_000,
                         help="jobs enqueued per SSE step (0: no SSE steps)")
     parser.add_argument("--sse-streams", default="1,10", help="SSE streams open, per step")
+    parser.add_argument("--sse-rates", default="2000,5000,10000,0",
+                        help="producer jobs/s per SSE step (0: flat out)")
     parser.add_argument("--sync", default="full", choices=["full", "normal", "off"])
     parser.add_argument("--port", type=int, default=7481, help="the gateway's port")
     parser.add_argument("--json", type=Path, help="also write the results here")
@@ -241,15 +252,17 @@ def main() -> None:
                   f"{result['gateway_cpu_us_per_job']} us, "
                   f"broker {result['broker_cpu_us_per_job']} us  "
                   f"({jobs:,} jobs, {in_flight} in flight)")
-        for streams in (int(n) for n in args.sse_streams.split(",") if args.sse_jobs):
+        sse_steps = [(int(n), int(r)) for n in args.sse_streams.split(",")
+                     for r in args.sse_rates.split(",") if args.sse_jobs]
+        for streams, rate in sse_steps:
             before = {"gateway": cpu_seconds(gateway.pid), "broker": cpu_seconds(broker.pid)}
             result = asyncio.run(sse_step(args.port, f"jobwire://{broker.address}",
-                                          args.sse_jobs, streams))
+                                          args.sse_jobs, streams, rate))
             events = max(1, result["events_received"] + result["events_dropped"])
             result["gateway_cpu_us_per_event"] = round(
                 (cpu_seconds(gateway.pid) - before["gateway"]) / events * 1e6, 1)
             results.append(result)
-            print(f"{result['step']:<24} {result['events_per_s_total'] or 0:>8,} events/s "
+            print(f"{result['step']:<26} {result['events_per_s_total'] or 0:>8,} events/s "
                   f"({result['events_per_s_per_stream'] or 0:,}/s per stream)  received "
                   f"{result['events_received']:,}, dropped {result['events_dropped']:,} in "
                   f"{result['lagged_events']} lagged  gateway CPU/event "
