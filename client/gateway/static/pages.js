@@ -17,6 +17,9 @@ function sparkline(points, label) {
   svg.setAttribute("class", "spark");
   svg.setAttribute("role", "img");
   svg.setAttribute("aria-label", label);
+  const base = document.createElementNS("http://www.w3.org/2000/svg", "line");
+  for (const [k, v] of [["x1", 0], ["y1", 18.5], ["x2", width], ["y2", 18.5]]) base.setAttribute(k, v);
+  svg.append(base);  // a flat baseline until there are points: the cell never looks empty
   if (coords.length > 1) {
     const line = document.createElementNS("http://www.w3.org/2000/svg", "polyline");
     line.setAttribute("points", coords.join(" "));
