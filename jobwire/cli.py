@@ -56,7 +56,8 @@ def _serve_with_gateway(args: argparse.Namespace) -> int:
                                tls=settings.tls_cert is not None)
         host, port = args.http
         return GatewayServer(host, port, url, token=args.http_token,
-                             serializer=args.http_serializer)
+                             serializer=args.http_serializer,
+                             max_streams=args.http_max_streams)
 
     return serve(args, gateway)
 

@@ -15,16 +15,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from client.gateway.bodies import SMALL_BODY, optional_object, parse_jobs, read_json
-from client.gateway.errors import GatewayError, bad_argument
+from client.gateway.errors import bad_argument
+from client.gateway.lists import lease_holder
 from client.gateway.metrics import CONTENT_TYPE, Snapshot, render
+from client.gateway.params import job_param, query_int, queue_param, require_queue, unknown_queue
 from client.gateway.present import job_view, queue_view
 from client.gateway.state import gateway_of
 from client.job import JobRecord
-from client.queue import Client
 from client.serializers import RAW
 from protocol.checks import MAX_BATCH, MAX_LIST_LIMIT, MAX_NAME_LEN
-from protocol.errors import ErrorCode
-from protocol.model import CLEANABLE_STATES
+from protocol.model import CLEANABLE_STATES, JobState
 
 DEFAULT_PAGE: Final = 50
 
@@ -79,8 +79,13 @@ async def get_job(request: Request) -> Response:
     gateway = gateway_of(request)
     client = await gateway.ready()
     job = await client.get_job(job_param(request), serializer=RAW)
-    return JSONResponse(job_view(job, job.data, job.result, gateway.serializer_name,
-                                 gateway.serializer))
+    view = job_view(job, job.data, job.result, gateway.serializer_name, gateway.serializer)
+    view["lease_holder"] = None
+    view["lease_holder_known"] = job.state != JobState.ACTIVE
+    if job.state == JobState.ACTIVE:
+        view["lease_holder"] = await lease_holder(client, job.queue, job.id)
+        view["lease_holder_known"] = view["lease_holder"] is not None
+    return JSONResponse(view)
 
 
 async def remove_job(request: Request) -> Response:
@@ -178,43 +183,6 @@ async def clean_queue(request: Request) -> Response:
 async def metrics(request: Request) -> Response:
     """``GET /metrics``: Prometheus exposition text from one ``stats`` request."""
     client = await gateway_of(request).ready()
-    queues, broker = await asyncio.gather(client.stats(), client.broker_stats())
-    return Response(render(Snapshot(queues, broker)), media_type=CONTENT_TYPE)
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def queue_param(request: Request) -> str:
-    name: str = request.path_params["queue"]
-    if not 0 < len(name) <= MAX_NAME_LEN:
-        raise bad_argument("queue", f"a queue name of 1..{MAX_NAME_LEN} characters")
-    return name
-
-
-def job_param(request: Request) -> str:
-    job_id: str = request.path_params["job_id"]
-    if not 0 < len(job_id) <= MAX_NAME_LEN:
-        raise bad_argument("job_id", f"a job id of 1..{MAX_NAME_LEN} characters")
-    return job_id
-
-
-def query_int(request: Request, key: str, default: int, low: int, high: int) -> int:
-    """An integer query parameter in ``low..high``."""
-    text = request.query_params.get(key)
-    if text is None:
-        return default
-    if not text.isdigit() or not low <= int(text) <= high:
-        raise bad_argument(key, f"an integer in {low}..{high}")
-    return int(text)
-
-
-async def require_queue(client: Client, name: str) -> None:
-    """Refuse (404) a queue the broker does not know: a typo must not create a queue."""
-    if name not in await client.stats():
-        raise unknown_queue(name)
-
-
-def unknown_queue(name: str) -> GatewayError:
-    return GatewayError(ErrorCode.NOT_FOUND, f"no queue {name!r} (queues appear with their "
-                        "first job)")
+    queues, broker, measured = await asyncio.gather(
+        client.stats(), client.broker_stats(), client.metrics(buckets=True))
+    return Response(render(Snapshot(queues, broker, measured)), media_type=CONTENT_TYPE)

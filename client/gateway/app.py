@@ -1,9 +1,10 @@
 """``create_app``: the gateway's ASGI application (Starlette).
 
 Layout: ``/api/...`` (REST, ``client.gateway.routes``), ``/metrics`` (Prometheus),
-``/openapi.json``, and the dashboard (``/``, ``/queues/{queue}``, ``/jobs/{job_id}`` serve one
-HTML shell; ``/static/`` its script and styles, shipped in the package). The app owns one broker
-connection (``client.gateway.state.Gateway``), opened in its lifespan.
+``/openapi.json``, and the dashboard (``/``, ``/queues/{queue}``, ``/jobs/{job_id}``,
+``/workers`` serve one HTML shell; ``/static/`` its script and styles, shipped in the package).
+Server-Sent Events streams share one broker subscription (``client.gateway.hub``). The app owns
+one broker connection (``client.gateway.state.Gateway``), opened in its lifespan.
 
 Authentication and browser safety: ``client.gateway.guards``.
 """
@@ -32,7 +33,9 @@ from client.gateway.errors import (
     from_client_error,
 )
 from client.gateway.guards import BearerAuth, BrowserGuard
+from client.gateway.hub import DEFAULT_MAX_STREAMS, EventHub
 from client.gateway.routes import API_ROUTES, openapi_document
+from client.gateway.sse import event_encoder
 from client.gateway.state import Gateway
 from client.log import get_logger
 from protocol.errors import ErrorCode
@@ -45,7 +48,8 @@ STATIC = files("client.gateway") / "static"
 
 def create_app(broker_url: str, *, token: str | None = None, serializer: str = "msgpack",
                request_timeout: float = 10.0, loopback_only: bool = False,
-               ssl: SSLContext | None = None) -> Starlette:
+               ssl: SSLContext | None = None,
+               max_streams: int = DEFAULT_MAX_STREAMS) -> Starlette:
     """The gateway application for the broker at ``broker_url``.
 
     Args:
@@ -59,6 +63,8 @@ def create_app(broker_url: str, *, token: str | None = None, serializer: str = "
             gateway listens on loopback: a DNS-rebinding page cannot reach it then).
         ssl: the TLS context for a ``jobwires://`` broker (default: the system's CAs; a broker
             with its own CA needs a context that trusts it).
+        max_streams: Server-Sent Events streams (``/api/events``) served at once; one more
+            answers ``429 OVERLOADED``.
 
     Returns:
         A Starlette app; run it with ``serve_gateway`` or any ASGI server.
@@ -66,6 +72,7 @@ def create_app(broker_url: str, *, token: str | None = None, serializer: str = "
     http_token = parse_url(broker_url).token if token is None else (token or None)
     gateway = Gateway(broker_url, token=http_token, serializer=serializer,
                       request_timeout=request_timeout, ssl=ssl)
+    hub = EventHub(gateway.client, event_encoder(gateway), max_streams=max_streams)
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
@@ -73,6 +80,7 @@ def create_app(broker_url: str, *, token: str | None = None, serializer: str = "
         try:
             yield
         finally:
+            await hub.close()
             await gateway.close()
 
     routes: list[BaseRoute] = [
@@ -90,6 +98,7 @@ def create_app(broker_url: str, *, token: str | None = None, serializer: str = "
         Route("/", dashboard_page, methods=["GET"]),
         Route("/queues/{queue}", dashboard_page, methods=["GET"]),
         Route("/jobs/{job_id}", dashboard_page, methods=["GET"]),
+        Route("/workers", dashboard_page, methods=["GET"]),
         Mount("/static", StaticFiles(directory=str(STATIC)), name="static"),
     ]
     app = Starlette(
@@ -102,6 +111,7 @@ def create_app(broker_url: str, *, token: str | None = None, serializer: str = "
         },
     )
     app.state.gateway = gateway
+    app.state.events = hub
     # Added last runs first: the browser guard, then authentication, then the routes.
     app.add_middleware(BearerAuth, token=http_token)
     app.add_middleware(BrowserGuard, loopback_only=loopback_only)

@@ -41,6 +41,10 @@ def add_http_arguments(parser: argparse.ArgumentParser) -> None:
         "--http-serializer", choices=["msgpack", "json"], default="msgpack",
         help="how job data posted over HTTP is encoded for workers (default msgpack, the Python "
         "client's default)")
+    parser.add_argument(
+        "--http-max-streams", type=int, default=100, metavar="N",
+        help="Server-Sent Events streams (GET /api/events) served at once; one more is answered "
+        "429 OVERLOADED (default 100; all of them share one broker subscription)")
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
@@ -104,6 +108,7 @@ def run_http(args: argparse.Namespace) -> int:
 
     async def run() -> None:
         server = GatewayServer(host, port, args.broker, token=args.http_token,
+                               max_streams=args.http_max_streams,
                                serializer=args.http_serializer)
         await server.start()
         sys.stderr.write(f"jobwire http: serving http://{host}:{server.port}/ for "

@@ -1,14 +1,15 @@
 """``/metrics``: the broker's numbers in Prometheus' text format, through ``prometheus_client``.
 
-Each scrape asks the broker once (``stats``: every queue's counts and totals, and the broker's
-connections and uptime) and renders that one snapshot with a custom collector in a fresh
-registry, so the gateway keeps no metric state of its own and two gateways on one broker agree.
+Each scrape asks the broker for ``stats`` (every queue's counts and totals, the broker's
+connections and uptime) and ``metrics`` (counters, histograms, process gauges) and renders that
+one snapshot with a custom collector in a fresh registry, so the gateway keeps no metric state of
+its own and two gateways on one broker agree.
 
 The collector is a list of *family builders*: functions from a ``Snapshot`` to metric families.
-The broker's coming ``metrics`` operation (wait and processing histograms, commit batch size and
-latency, RSS, journal bytes) adds a field to ``Snapshot`` and one builder to ``BUILDERS``; no
-other part changes. Names follow Prometheus conventions: base units (seconds), ``_total``
-counters (``prometheus_client`` adds the suffix to counter families), few label values.
+The families of the broker's ``metrics`` operation (wait and processing histograms, commit batch
+size and latency, RSS, journal bytes) are built in ``client.gateway.metrics_measured``. Names
+follow Prometheus conventions: base units (seconds), ``_total`` counters (``prometheus_client``
+adds the suffix to counter families), few label values.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from client.gateway.metrics_measured import broker_measured_families, queue_measured_families
 from protocol.model import JobState
 from protocol.replies import QueueStats
 
@@ -36,6 +38,8 @@ class Snapshot:
     broker: Mapping[str, Any] = field(default_factory=dict)
     """The ``broker`` map of the ``stats`` reply: ``version``, ``connections``, ``uptime_ms``,
     ``draining`` (more keys may appear; unknown ones are ignored)."""
+    measured: Mapping[str, Any] = field(default_factory=dict)
+    """The ``metrics`` reply (``{"broker": ..., "queues": ...}``, with buckets)."""
 
 
 def queue_families(snapshot: Snapshot) -> Iterator[Metric]:
@@ -85,8 +89,14 @@ def broker_families(snapshot: Snapshot) -> Iterator[Metric]:
                                 value=1.0 if broker["draining"] else 0.0)
 
 
+def measured_families(snapshot: Snapshot) -> Iterator[Metric]:
+    """The ``metrics`` operation's families (``client.gateway.metrics_measured``)."""
+    yield from queue_measured_families(snapshot.measured)
+    yield from broker_measured_families(snapshot.measured)
+
+
 Builder = Callable[[Snapshot], Iterable[Metric]]
-BUILDERS: Final[tuple[Builder, ...]] = (queue_families, broker_families)
+BUILDERS: Final[tuple[Builder, ...]] = (queue_families, broker_families, measured_families)
 
 
 class SnapshotCollector(Collector):

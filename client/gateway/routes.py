@@ -16,6 +16,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 import client.gateway.api as api
+import client.gateway.lists as lists
+import client.gateway.sse as sse
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -76,7 +78,26 @@ SCHEMAS: Final[dict[str, Any]] = {
         "error": {"type": ["string", "null"]},
         **{k: {"type": ["integer", "null"], "description": "Unix milliseconds"}
            for k in ("created_at", "run_at", "started_at", "finished_at", "lease_deadline")},
+        "conn": {"type": ["integer", "null"], "description": "in lists of active jobs: the "
+                 "broker connection id holding the lease (as in GET /api/workers)"},
+        "lease_holder": {"type": ["object", "null"], "description": "GET /api/jobs/{id} of an "
+                         "active job: {conn, client, host} of the worker holding its lease"},
+        "lease_holder_known": {"type": "boolean", "description": "false when the job is active "
+                               "but its holder was not among the queue's first 1,000 active jobs"},
     }},
+    "Worker": {"type": "object", "properties": {
+        "conn": {"type": "integer"}, "client": {"type": "string"}, "host": {"type": "string"},
+        "queues": {"type": "array", "items": {"type": "string"}},
+        **{k: {"type": "integer"} for k in ("held", "completed", "failed")},
+        **{k: {"type": "integer", "description": "Unix milliseconds"}
+           for k in ("connected_at", "last_seen")}}},
+    "Event": {"type": "object", "description": "one SSE message's data (event: the kind, id: the "
+              "seq); SPEC §9.8 with times in Unix ms", "properties": {
+        "seq": {"type": "integer"}, "kind": {"type": "string"},
+        "time": {"type": "integer", "description": "Unix milliseconds"},
+        **{k: {"type": ["string", "null"]} for k in ("queue", "job_id", "name")},
+        "dropped": {"type": ["integer", "null"], "description": "lagged: events lost (null: "
+                    "unknown)"}}},
 }
 
 
@@ -96,7 +117,8 @@ class ApiRoute:
     errors: tuple[int, ...] = ()
     body: dict[str, Any] | None = None
     body_required: bool = False
-    query: tuple[tuple[str, str], ...] = ()
+    query: tuple[tuple[str, str, str], ...] = ()
+    """``(name, type, description)`` of each query parameter."""
     status: int = 200
     media_type: str = "application/json"
 
@@ -124,8 +146,22 @@ API_ROUTES: Final[tuple[ApiRoute, ...]] = (
                  "jobs": {"type": "array", "items": ref("Job")}, "total": {"type": "integer"},
                  "offset": {"type": "integer"}, "limit": {"type": "integer"},
                  "next_offset": {"type": ["integer", "null"]}}},
-             (400, 404), query=(("offset", "first job to list (default 0)"),
-                                ("limit", "jobs per page, 1..1000 (default 50)"))),
+             (400, 404), query=(("offset", "integer", "first job to list (default 0)"),
+                                ("limit", "integer", "jobs per page, 1..1000 (default 50)"))),
+    ApiRoute("GET", "/api/queues/{queue}/jobs", lists.list_jobs,
+             "A page of the queue's jobs in one or more states, each in its own order "
+             "(waiting: run order; delayed: due time; active: lease deadline, with conn; "
+             "completed, failed: newest first)",
+             {"type": "object", "properties": {
+                 "jobs": {"type": "array", "items": ref("Job")}, "total": {"type": "integer"},
+                 "states": {"type": "array", "items": {"type": "string"}},
+                 "offset": {"type": "integer"}, "limit": {"type": "integer"},
+                 "next_offset": {"type": ["integer", "null"]}}},
+             (400, 404), query=(
+                 ("state", "string", "waiting, delayed, active, completed or failed; repeat it "
+                  "or separate with commas for several (listed one after the other)"),
+                 ("offset", "integer", "first job to list (default 0)"),
+                 ("limit", "integer", "jobs per page, 1..1000 (default 50)"))),
     ApiRoute("POST", "/api/queues/{queue}/retry", api.retry_failed,
              "Move failed jobs back to waiting: all, the given ids, or up to limit",
              {"type": "object", "properties": {"retried": {"type": "integer"}}}, (400, 404, 409),
@@ -154,6 +190,21 @@ API_ROUTES: Final[tuple[ApiRoute, ...]] = (
              {"type": "object", "properties": {"id": {"type": "string"},
                                                "removed": {"type": "boolean"},
                                                "state": {"type": "string"}}}, (404,)),
+    ApiRoute("GET", "/api/workers", lists.list_workers,
+             "The connected workers, oldest connection first",
+             {"type": "object", "properties": {
+                 "workers": {"type": "array", "items": ref("Worker")},
+                 "total": {"type": "integer"}}},
+             (400,), query=(("all", "boolean", "true: every connection, not only workers"),)),
+    ApiRoute("GET", "/api/events", sse.events,
+             "Job events as Server-Sent Events (event: kind, id: seq, data: JSON), as the "
+             "broker commits them; a lagged event says how many were lost",
+             {"type": "string", "description": "text/event-stream; each data line is an Event"},
+             (400, 429, 503), query=(
+                 ("queue", "string", "a queue to follow; repeat for several (default: all)"),
+                 ("kind", "string", "an event kind to follow; repeat for several (default: "
+                  "all)")),
+             media_type="text/event-stream"),
     ApiRoute("GET", "/metrics", api.metrics, "Prometheus exposition text",
              {"type": "string"}, media_type="text/plain; version=0.0.4"),
 )
@@ -167,8 +218,9 @@ def openapi_document(version: str) -> dict[str, Any]:
     for route in API_ROUTES:
         params = [{"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
                   for name in _PARAM.findall(route.path)]
-        params += [{"name": name, "in": "query", "required": False, "description": text,
-                    "schema": {"type": "integer"}} for name, text in route.query]
+        params += [{"name": name, "in": "query", "required": name == "state",
+                    "description": text, "schema": {"type": kind}}
+                   for name, kind, text in route.query]
         responses: dict[str, Any] = {str(route.status): {
             "description": "success",
             "content": {route.media_type: {"schema": route.response}},

@@ -29,6 +29,7 @@ from typing import Final
 import uvicorn
 
 from client.gateway.app import create_app
+from client.gateway.hub import DEFAULT_MAX_STREAMS
 from client.gateway.listen import is_loopback
 from client.log import get_logger
 
@@ -53,16 +54,17 @@ class GatewayServer:
             warning, as the broker does).
         port: TCP port (0: any free one; read ``.port`` after ``start``).
         broker_url: ``jobwire://[token@]host:port``.
-        token, serializer, request_timeout, ssl: see ``create_app``.
+        token, serializer, request_timeout, ssl, max_streams: see ``create_app``.
     """
 
     def __init__(self, host: str, port: int, broker_url: str, *, token: str | None = None,
                  serializer: str = "msgpack", request_timeout: float = 10.0,
-                 ssl: SSLContext | None = None) -> None:
+                 ssl: SSLContext | None = None,
+                 max_streams: int = DEFAULT_MAX_STREAMS) -> None:
         self.host = host
         self.app = create_app(broker_url, token=token, serializer=serializer,
                               request_timeout=request_timeout, loopback_only=is_loopback(host),
-                              ssl=ssl)
+                              ssl=ssl, max_streams=max_streams)
         config = uvicorn.Config(self.app, host=host, port=port, loop="none", lifespan="on",
                                 log_config=None, access_log=False, server_header=False,
                                 timeout_graceful_shutdown=SHUTDOWN_GRACE_S)
@@ -110,6 +112,9 @@ class GatewayServer:
     async def stop(self) -> None:
         """Stop accepting, finish open requests (up to 5 s), close the broker connection.
         Safe to call twice."""
+        # Event streams never finish by themselves: end them first, or the graceful shutdown
+        # would wait its whole grace period for them.
+        await self.app.state.events.close()
         self._server.should_exit = True
         task, self._task = self._task, None
         if task is not None:

@@ -7,6 +7,7 @@ Set ``JOBWIRE_SCREENSHOTS=docs`` to refresh the README's screenshots of the thre
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -15,8 +16,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from client import Client
+from client import Client, Worker
 from tests.conftest import RunningBroker
+from tests.tools.clienttools import running
 from tests.tools.gatewaytools import RunningGateway, fail_jobs, gateway, http, make_gateway
 
 __all__ = ["gateway", "http", "make_gateway"]  # fixtures, imported for pytest
@@ -80,7 +82,8 @@ async def test_overview_queue_job_retry_and_pause(
     await expect(reports.locator("td.failed")).to_have_text("2")
     await screenshot(page, tmp_path, "overview")
     await reports.get_by_role("link", name="reports").click()
-    await expect(page).to_have_url(f"{gateway.base_url}/queues/reports")
+    await expect(page).to_have_url(f"{gateway.base_url}/queues/reports?state=failed")
+    await expect(page.locator("#tab-failed")).to_have_attribute("aria-selected", "true")
     rows = page.locator("table.jobs tbody tr")
     await expect(rows).to_have_count(2)
     await expect(page.locator(".range")).to_have_text("1\N{EN DASH}2 of 2 failed")
@@ -133,7 +136,7 @@ async def test_remove_asks_then_leaves_for_the_queue(
     assert (await http.get(f"/api/jobs/{job_id}")).status_code == 200
     await page.get_by_role("button", name="Remove").click()
     await page.locator("#confirm-ok").click()
-    await expect(page).to_have_url(f"{gateway.base_url}/queues/trash")
+    await expect(page).to_have_url(f"{gateway.base_url}/queues/trash?state=waiting")
     assert (await http.get(f"/api/jobs/{job_id}")).status_code == 404
     await page.goto("/jobs/does-not-exist")
     await expect(page.locator(".empty")).to_contain_text("does not exist")
@@ -161,3 +164,68 @@ async def test_an_unknown_queue_says_so(gateway: RunningGateway,
                                         page: playwright_api.Page) -> None:
     await page.goto("/queues/nowhere")
     await playwright_api.expect(page.locator(".empty")).to_contain_text("no queue of this name")
+
+
+async def test_state_tabs_page_jobs_and_live_events_update_without_reloading(
+        gateway: RunningGateway, http: httpx.AsyncClient, page: playwright_api.Page,
+        tmp_path: Path) -> None:
+    expect = playwright_api.expect
+    async with Client(gateway.broker_url) as producer:
+        tabs = producer.queue("tabs")
+        await tabs.add_bulk([("w", i) for i in range(55)])
+        await tabs.add("later", "soon", delay=3600)
+        await page.goto("/queues/tabs")
+        # No failed or active job: the page opens on waiting, 50 a page.
+        rows = page.locator("table.jobs tbody tr")
+        await expect(page.locator("#tab-waiting")).to_have_attribute("aria-selected", "true")
+        await expect(page.locator("#tab-waiting")).to_have_text("Waiting (55)")
+        await expect(rows).to_have_count(50)
+        await page.get_by_role("button", name="Next").click()
+        await expect(page.locator(".range")).to_have_text("51\N{EN DASH}55 of 55 waiting")
+        await expect(page).to_have_url(f"{gateway.base_url}/queues/tabs?state=waiting&offset=50")
+        # Arrow keys move between tabs (the ARIA tab pattern).
+        await page.locator("#tab-waiting").focus()
+        await page.keyboard.press("ArrowRight")
+        await expect(page.locator("#tab-delayed")).to_be_focused()
+        await expect(page.locator("#col-time")).to_have_text("Runs at")
+        await expect(rows).to_have_count(1)
+        await expect(rows.first).to_contain_text('"soon"')
+
+        # A job added elsewhere shows up through the event stream, with no reload.
+        await page.evaluate("window.notReloaded = true")
+        await tabs.add("later", "also soon", delay=3600)
+        await expect(rows).to_have_count(2)
+        assert await page.evaluate("window.notReloaded === true")
+        assert int(await page.evaluate("document.body.dataset.events || '0'")) > 0
+        await expect(page.locator("#status")).to_contain_text("live")
+
+        # A job page follows its job: active with its worker, progress, then completed.
+        job = await producer.queue("live").add("slow", {"step": 1})
+        await page.goto(f"/jobs/{job.id}")
+        await expect(page.locator("#job-state")).to_have_text("waiting")
+        await page.evaluate("window.notReloaded = true")
+        go_on = asyncio.Event()
+
+        async def slow(ctx: object) -> str:
+            await ctx.progress(40)  # type: ignore[attr-defined]
+            await go_on.wait()
+            return "done"
+
+        worker = Worker(gateway.broker_url, "live", slow, handle_signals=False, poll_wait=0.2,
+                        client_name="dash-worker")
+        async with running(worker):
+            await expect(page.locator("#job-state")).to_have_text("active")
+            await expect(page.locator("#job-progress-text")).to_have_text("40%")
+            await expect(page.locator("#job-holder")).to_contain_text("dash-worker")
+            await page.goto("/workers")
+            await expect(page.locator("#workers tbody tr")).to_have_count(1)
+            await expect(page.locator("#workers tbody")).to_contain_text("dash-worker")
+            await expect(page.locator("#workers tbody")).to_contain_text("live")
+            await screenshot(page, tmp_path, "workers")
+            await page.goto(f"/jobs/{job.id}")
+            await expect(page.locator("#job-progress-text")).to_have_text("40%")
+            await page.evaluate("window.notReloaded = true")
+            go_on.set()
+            await expect(page.locator("#job-state")).to_have_text("completed")
+            await expect(page.locator("#job-result")).to_have_text('"done"')
+            assert await page.evaluate("window.notReloaded === true")

@@ -86,10 +86,22 @@ DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 
 def exported_names() -> set[str]:
-    """Every sample name ``/metrics`` can carry (a snapshot with every field set)."""
+    """Every family and sample name ``/metrics`` can carry (a snapshot with every field set)."""
+    counter = {"total": 1, "last_minute": 1}
+    histogram = {"count": 1, "sum": 1.0, "buckets": [[1.0, 1]]}
+    measured = {
+        "broker": {"rss_bytes": 1, "journal_bytes": 1, "wal_bytes": 1, "subscriptions": 1,
+                   "commits": counter, "commit_failures": counter,
+                   "commit_batch_size": histogram, "commit_latency_ms": histogram},
+        "queues": {"q": {"added": counter, "completed": counter, "failed": counter,
+                         "retried": counter, "expired": counter, "wait_ms": histogram,
+                         "processing_ms": histogram}},
+    }
     text = render(Snapshot({"q": QueueStats(1, 1, 1, 1, 1, True, 1, 1, 1)},
-                           {"version": "x", "connections": 1, "uptime_ms": 1, "draining": False}))
-    return {name for name, _ in samples(text.decode())}
+                           {"version": "x", "connections": 1, "uptime_ms": 1, "draining": False},
+                           measured))
+    families = {family.name for family in text_string_to_metric_families(text.decode())}
+    return families | {name for name, _ in samples(text.decode())}
 
 
 @pytest.mark.parametrize("doc", ["prometheus-alerts.yml", "grafana-dashboard.json"])

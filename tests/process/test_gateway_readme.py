@@ -45,6 +45,13 @@ async def test_the_curl_examples_work_as_printed(gateway: RunningGateway) -> Non
         command.insert(1, "--fail-with-body")
         proc = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE,
                                                     stderr=asyncio.subprocess.PIPE)
+        if "/api/events" in line:  # a stream: it runs until stopped; it must open with a hello
+            assert proc.stdout is not None
+            hello = await asyncio.wait_for(proc.stdout.readline(), 30)
+            assert hello == b": jobwire events\n", line
+            proc.terminate()
+            await proc.wait()
+            continue
         out, err = await proc.communicate()
         assert proc.returncode == 0, f"{line}\n{out.decode()}{err.decode()}"
         assert out, line
