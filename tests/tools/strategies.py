@@ -317,6 +317,7 @@ templates = st.builds(
     JobSpec, st.none(), job_names, payloads, st.integers(PRIORITY_MIN, PRIORITY_MAX), st.none(),
     st.none(), _opt(st.integers(1, MAX_ATTEMPTS)), _opt(backoffs),
     _opt(st.integers(MIN_LEASE_MS, MAX_LEASE_MS)), _opt(retentions), _opt(retentions),
+    _opt(st.integers(MIN_TIMEOUT_MS, MAX_TIMEOUT_MS)),
 )
 schedule_keys = st.text(min_size=1, max_size=MAX_SCHEDULE_KEY_LEN)
 schedule_upserts = st.builds(
