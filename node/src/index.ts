@@ -15,12 +15,17 @@ export {
   BrokerError, ConnectionClosedError, ConnectionLostError, JobwireError, UnrecoverableError,
   WaitTimeoutError,
 } from './errors.js';
+export { RateLimitError } from './flow.js';
+export type { LimitsChange, QueueLimits, RateLimiterOptions } from './flow.js';
 export { Job } from './job.js';
 export type { FinishedOutcome, JobFollower, JobState } from './job.js';
 export type { Logger } from './log.js';
 export type { BackoffOptions, JobsOptions, KeepJobs } from './options.js';
 export { Queue } from './queue.js';
 export type { BulkJob, JobType, QueueOptions, QueueStats } from './queue.js';
+export type {
+  JobSchedulerJson, JobSchedulerTemplate, JobSchedulerTemplateOptions, RepeatOptions,
+} from './schedulers.js';
 export { QueueEvents } from './queue-events.js';
 export type { EventKind, JobEvent, QueueEventsListener, QueueEventsOptions } from './queue-events.js';
 export { jsonSerializer, msgpackSerializer } from './serializer.js';

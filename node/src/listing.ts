@@ -12,6 +12,8 @@
  *
  * A page is a snapshot: jobs that move between two requests can make a long listing repeat or
  * skip one (as the broker says of its pages).
+ *
+ * Also BullMQ's job types (`JobType`) and how they map to the broker's states and counters.
  */
 
 import { toNumber } from './codec.js';
@@ -72,4 +74,60 @@ async function readRange(connection: Connection, queue: string, states: BrokerSt
 
 function list(connection: Connection, queue: string, states: BrokerState[], offset: number, limit: number): Promise<{ jobs: Info[]; total: unknown }> {
   return connection.request<{ jobs: Info[]; total: unknown }>('list_jobs', { queue, states, offset, limit });
+}
+
+/** BullMQ's job-count type names; `wait`/`waiting` are the same. */
+export type JobType =
+  | 'waiting' | 'wait' | 'active' | 'completed' | 'failed' | 'delayed' | 'paused' | 'prioritized'
+  | 'waiting-children';
+
+export const ALL_TYPES: JobType[] = [
+  'active', 'completed', 'delayed', 'failed', 'paused', 'prioritized', 'waiting', 'waiting-children',
+];
+
+/** Per-queue counters from `stats` (SPEC §9.7). */
+export interface QueueStats {
+  waiting: number;
+  delayed: number;
+  active: number;
+  completed: number;
+  failed: number;
+  paused: boolean;
+  oldestWaitingMs: number | null;
+  totalCompleted: number;
+  totalFailed: number;
+}
+
+export function stateOf(type: JobType, paused: boolean): BrokerState | null {
+  switch (type) {
+    case 'waiting':
+    case 'wait':
+      return paused ? null : 'waiting';
+    case 'paused':
+      return paused ? 'waiting' : null;
+    case 'active':
+    case 'completed':
+    case 'failed':
+    case 'delayed':
+      return type;
+    default:
+      return null;
+  }
+}
+
+export function countOf(stats: QueueStats, type: JobType): number {
+  switch (type) {
+    case 'waiting':
+    case 'wait':
+      return stats.paused ? 0 : stats.waiting;
+    case 'paused':
+      return stats.paused ? stats.waiting : 0;
+    case 'active':
+    case 'completed':
+    case 'failed':
+    case 'delayed':
+      return stats[type];
+    default:
+      return 0;
+  }
 }

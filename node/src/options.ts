@@ -45,7 +45,7 @@ const KNOWN = new Set([
 /** BullMQ options that would change what a job does and that the broker cannot do (yet). */
 const UNSUPPORTED: Record<string, string> = {
   lifo: 'the broker runs jobs of equal priority in FIFO order only',
-  repeat: 'repeatable jobs need broker schedules (not built yet)',
+  repeat: 'use queue.upsertJobScheduler(id, { every | pattern }, { name, data, opts })',
   parent: 'flows (parent/child jobs) are not supported',
   deduplication: 'use jobId for idempotent adds',
   debounce: 'use jobId for idempotent adds',

@@ -11,9 +11,10 @@
  * those jobs to a worker again: at-least-once delivery).
  */
 
-import { toNumber } from './codec.js';
+import { toNumber, wireInt } from './codec.js';
 import type { Connection } from './connection.js';
-import { ConnectionLostError } from './errors.js';
+import { ConnectionLostError, UnrecoverableError } from './errors.js';
+import type { RateLimitError } from './flow.js';
 import type { Job } from './job.js';
 import type { Logger } from './log.js';
 
@@ -109,4 +110,25 @@ export class OutcomeBuffer {
     this.inflight.add(request);
     void request.finally(() => this.inflight.delete(request));
   }
+}
+
+const MAX_ERROR_LEN = 65_536;
+
+/** A processor's throw as a `fail` (retried unless it is an `UnrecoverableError`). */
+export function failOutcome(job: Job, thrown: unknown): Outcome {
+  const error = thrown instanceof Error ? thrown : new Error(String(thrown));
+  let text = error.stack && error.stack.includes(error.message) ? error.stack : `${error.name}: ${error.message}`;
+  if (text.length > MAX_ERROR_LEN) text = `${text.slice(0, 2000)}\n[... cut ...]\n${text.slice(-(MAX_ERROR_LEN - 2020))}`;
+  const retry = !(error instanceof UnrecoverableError || error.name === 'UnrecoverableError');
+  return { kind: 'fail', job, value: error, item: [job.id, job.token, text, retry] };
+}
+
+/**
+ * A processor's `RateLimitError` as a `release` ("not now", the attempt not counted): for the
+ * `limitedFor` ms left of `worker.rateLimit(ms)` with the queue paused meanwhile, else for the
+ * error's own `delay`, this job only.
+ */
+export function notNowOutcome(job: Job, error: RateLimitError, limitedFor: number): Outcome {
+  const delay = Math.round(Math.max(limitedFor, error.delay ?? 0));
+  return { kind: 'release', job, value: error, item: [job.id, job.token, wireInt(delay, 'delay'), limitedFor > 0] };
 }

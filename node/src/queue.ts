@@ -12,10 +12,17 @@ import { EventEmitter } from 'node:events';
 import { toNumber } from './codec.js';
 import { Connection, type ConnectionInput } from './connection.js';
 import { BrokerError, ConnectionLostError } from './errors.js';
+import { limit, type QueueLimits } from './flow.js';
 import { Job, type JobOwner } from './job.js';
-import { listJobs, type BrokerState } from './listing.js';
+import {
+  ALL_TYPES, countOf, listJobs, stateOf, type BrokerState, type JobType, type QueueStats,
+} from './listing.js';
 import { defaultLogger, type Logger } from './log.js';
 import { buildSpec, mergeOptions, type JobsOptions } from './options.js';
+import {
+  countSchedulers, listSchedulers, pageByNextRun, upsertArgs, upsertedFromWire,
+  type JobSchedulerJson, type JobSchedulerTemplate, type RepeatOptions,
+} from './schedulers.js';
 import { getSerializer, type Serializer } from './serializer.js';
 
 export interface QueueOptions {
@@ -35,27 +42,7 @@ export interface BulkJob<DataType = any, NameType extends string = string> {
   opts?: JobsOptions;
 }
 
-/** BullMQ's job-count type names; `wait`/`waiting` are the same. */
-export type JobType =
-  | 'waiting' | 'wait' | 'active' | 'completed' | 'failed' | 'delayed' | 'paused' | 'prioritized'
-  | 'waiting-children';
-
-const ALL_TYPES: JobType[] = [
-  'active', 'completed', 'delayed', 'failed', 'paused', 'prioritized', 'waiting', 'waiting-children',
-];
-
-/** Per-queue counters from `stats` (SPEC §9.7). */
-export interface QueueStats {
-  waiting: number;
-  delayed: number;
-  active: number;
-  completed: number;
-  failed: number;
-  paused: boolean;
-  oldestWaitingMs: number | null;
-  totalCompleted: number;
-  totalFailed: number;
-}
+export type { JobType, QueueStats } from './listing.js';
 
 interface PendingAdd {
   spec: unknown[];
@@ -403,6 +390,90 @@ export class Queue<DataType = any, ResultType = any, NameType extends string = s
     return toNumber(body.retried);
   }
 
+  /**
+   * Create or update the job scheduler `schedulerId` (BullMQ's `upsertJobScheduler`): the broker
+   * adds one job per run (id `repeat:<schedulerId>:<run ms>`), delayed until its time. The same
+   * definition again changes nothing, so call it on every start.
+   *
+   * @returns the pending run's job (not read back: its state is unset), or undefined when the
+   *   scheduler has no run left (past `endDate`, `limit` reached).
+   * @throws BrokerError `BAD_ARGUMENT` naming the field (`every_ms`: neither or both of `every`
+   *   and `pattern`, or out of range; `cron`; `tz`; `end_ms`; `job.payload`...); TypeError for
+   *   options jobwire does not support.
+   */
+  async upsertJobScheduler(
+    schedulerId: string, repeat: RepeatOptions, template: JobSchedulerTemplate<DataType, NameType> = {},
+  ): Promise<Job<DataType, ResultType, NameType> | undefined> {
+    const args = upsertArgs(this.name, schedulerId, repeat, template, this.serializer);
+    const body = await this.connection.request<Record<string, unknown>>('schedule_upsert', args);
+    const { scheduler } = upsertedFromWire(body, this.serializer);
+    if (scheduler.nextJobId === undefined) return undefined;
+    const job = new Job(this, this.name, scheduler.name as NameType, template.data as DataType,
+      scheduler.template.opts, scheduler.nextJobId, scheduler.next);
+    job.priority = template.opts?.priority ?? 0;
+    return job;
+  }
+
+  /** Delete a scheduler and its pending run's job if still delayed; false when there was none. */
+  async removeJobScheduler(schedulerId: string): Promise<boolean> {
+    const body = await this.connection.request<{ removed: boolean }>('schedule_remove', { queue: this.name, key: schedulerId });
+    return body.removed === true;
+  }
+
+  /** One scheduler of this queue, or undefined (reads the queue's list). */
+  async getJobScheduler(schedulerId: string): Promise<JobSchedulerJson<DataType> | undefined> {
+    return (await listSchedulers(this.connection, this.name, this.serializer)).find((s) => s.key === schedulerId);
+  }
+
+  /** This queue's schedulers by next run (`asc` false: latest first, as BullMQ), `start..end` inclusive. */
+  async getJobSchedulers(start = 0, end = -1, asc = false): Promise<JobSchedulerJson<DataType>[]> {
+    return pageByNextRun(await listSchedulers(this.connection, this.name, this.serializer), start, end, asc);
+  }
+
+  getJobSchedulersCount(): Promise<number> { return countSchedulers(this.connection, this.name); }
+
+  /**
+   * Let at most `max` of this queue's jobs start in any window of `duration` ms, across every
+   * worker (the broker enforces it; it is stored with the queue until removed).
+   *
+   * @throws BrokerError `BAD_ARGUMENT` (`rate.max` outside 1..1,000,000, `rate.period_ms`
+   *   outside 1..2,678,400,000).
+   */
+  async setGlobalRateLimit(max: number, duration: number): Promise<QueueLimits> {
+    return limit(this.connection, this.name, { rate: { max, duration } });
+  }
+
+  async removeGlobalRateLimit(): Promise<QueueLimits> { return limit(this.connection, this.name, { rate: false }); }
+
+  async getGlobalRateLimit(): Promise<{ max: number; duration: number } | null> {
+    return (await limit(this.connection, this.name)).rateLimit;
+  }
+
+  /**
+   * Let at most `concurrency` of this queue's jobs be active at once, across every worker.
+   *
+   * @throws BrokerError `BAD_ARGUMENT` (`concurrency` outside 1..1,000,000).
+   */
+  async setGlobalConcurrency(concurrency: number): Promise<QueueLimits> {
+    return limit(this.connection, this.name, { concurrency });
+  }
+
+  async removeGlobalConcurrency(): Promise<QueueLimits> { return limit(this.connection, this.name, { concurrency: false }); }
+
+  async getGlobalConcurrency(): Promise<number | null> { return (await limit(this.connection, this.name)).concurrency; }
+
+  /** jobwire: the queue's rate and concurrency limits and its "not now" pause. */
+  getLimits(): Promise<QueueLimits> { return limit(this.connection, this.name); }
+
+  /**
+   * Ms until the "not now" pause of `worker.rateLimit(ms)` ends (0: none; client clock). The
+   * sliding window of a rate limit is not reported.
+   */
+  async getRateLimitTtl(): Promise<number> {
+    const until = (await limit(this.connection, this.name)).pausedUntil;
+    return until === null ? 0 : Math.max(0, until - Date.now());
+  }
+
   /** Wait for adds already made, then close the connection (if this queue opened it). */
   close(): Promise<void> {
     this.closing ??= (async () => {
@@ -414,39 +485,5 @@ export class Queue<DataType = any, ResultType = any, NameType extends string = s
       if (this.ownsConnection) await this.connection.close();
     })();
     return this.closing;
-  }
-}
-
-function stateOf(type: JobType, paused: boolean): BrokerState | null {
-  switch (type) {
-    case 'waiting':
-    case 'wait':
-      return paused ? null : 'waiting';
-    case 'paused':
-      return paused ? 'waiting' : null;
-    case 'active':
-    case 'completed':
-    case 'failed':
-    case 'delayed':
-      return type;
-    default:
-      return null;
-  }
-}
-
-function countOf(stats: QueueStats, type: JobType): number {
-  switch (type) {
-    case 'waiting':
-    case 'wait':
-      return stats.paused ? 0 : stats.waiting;
-    case 'paused':
-      return stats.paused ? stats.waiting : 0;
-    case 'active':
-    case 'completed':
-    case 'failed':
-    case 'delayed':
-      return stats[type];
-    default:
-      return 0;
   }
 }

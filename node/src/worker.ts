@@ -40,7 +40,8 @@ import { Connection, type ConnectionInput } from './connection.js';
 import { BrokerError, ConnectionClosedError, ConnectionLostError, UnrecoverableError } from './errors.js';
 import { Job, type JobOwner } from './job.js';
 import { defaultLogger, type Logger } from './log.js';
-import { OutcomeBuffer, type Outcome } from './outcomes.js';
+import { checkLimiter, isRateLimitError, limit, RateLimitError, type RateLimiterOptions } from './flow.js';
+import { failOutcome, notNowOutcome, OutcomeBuffer, type Outcome } from './outcomes.js';
 import { getSerializer, type Serializer } from './serializer.js';
 
 /** What runs a job: its return value is the job's result; a throw fails the attempt. */
@@ -64,6 +65,13 @@ export interface WorkerOptions {
   prefetch?: number;
   /** Jobs held at most, running or waiting for their outcome's reply (default 8 × concurrency). */
   maxHeld?: number;
+  /**
+   * BullMQ's rate limiter: at most `max` of the queue's jobs start in any window of `duration`
+   * ms. jobwire sets it on the queue at `run()` (the `limit` operation): the broker enforces it
+   * for every worker of the queue, and it stays after this worker closes (until
+   * `queue.removeGlobalRateLimit()`); the last worker to start sets it.
+   */
+  limiter?: RateLimiterOptions;
   serializer?: Serializer | 'msgpack' | 'json';
   logger?: Logger;
 }
@@ -80,6 +88,8 @@ export interface WorkerStats {
   lostOutcomes: number;
   /** Lease extensions the broker refused. */
   leasesLost: number;
+  /** Jobs given back "not now" (`RateLimitError`), attempt not counted. */
+  rateLimited: number;
 }
 
 interface Held {
@@ -89,8 +99,6 @@ interface Held {
   /** An outcome was buffered for it: it gets no other. */
   settled: boolean;
 }
-
-const MAX_ERROR_LEN = 65_536;
 
 export class Worker<DataType = any, ResultType = any, NameType extends string = string>
   extends EventEmitter implements JobOwner {
@@ -124,7 +132,11 @@ export class Worker<DataType = any, ResultType = any, NameType extends string = 
   private idleWaiters: Array<() => void> = [];
   private runPromise: Promise<void> | null = null;
   private resolveRun: (() => void) | null = null;
-  private counts = { completed: 0, failed: 0, released: 0, leasesLost: 0 };
+  private counts = { completed: 0, failed: 0, released: 0, leasesLost: 0, rateLimited: 0 };
+  private readonly limiter: RateLimiterOptions | undefined;
+  /** `rateLimit(ms)`: no job starts before this time (ms since the epoch). */
+  private limitUntil = 0;
+  private limitTimer: NodeJS.Timeout | null = null;
 
   constructor(
     readonly name: string,
@@ -143,6 +155,7 @@ export class Worker<DataType = any, ResultType = any, NameType extends string = 
     this.prefetch = opts.prefetch ?? this.concurrency;
     if (!Number.isInteger(this.prefetch) || this.prefetch < 0) throw new RangeError('prefetch: expected an integer >= 0');
     this.maxHeld = Math.max(this.concurrency + this.prefetch, opts.maxHeld ?? 8 * this.concurrency);
+    this.limiter = opts.limiter === undefined ? undefined : checkLimiter(opts.limiter);
     this.logger = opts.logger ?? defaultLogger;
     const input = opts.connection instanceof Connection || typeof opts.connection === 'string'
       ? opts.connection : { ...opts.connection, ...(opts.logger ? { logger: opts.logger } : {}) };
@@ -195,8 +208,32 @@ export class Worker<DataType = any, ResultType = any, NameType extends string = 
     const every = Math.max(25, Math.floor(this.lockDuration / 6));
     this.leaseTimer = setInterval(() => this.extendLeases(), every);
     this.connection.connect().then(() => this.emit('ready'), () => undefined);
+    // Sent before the first reserve on the same connection, so the broker applies it first.
+    if (this.limiter) limit(this.connection, this.name, { rate: this.limiter }).catch((error: Error) => this.emitError(error));
     this.pump();
     return this.runPromise;
+  }
+
+  /** BullMQ's `throw Worker.RateLimitError()` after `worker.rateLimit(ms)`. */
+  static RateLimitError(): RateLimitError {
+    return new RateLimitError();
+  }
+
+  /**
+   * BullMQ's `worker.rateLimit(ms)`: this worker takes no job for `ms` ms (prefetched jobs are
+   * handed back). A processor then throws `Worker.RateLimitError()`: its job goes back delayed
+   * for the rest of `ms` without counting an attempt, and the broker hands out no job of this
+   * queue to any worker until then (`queue.resume()` lifts that early).
+   */
+  async rateLimit(ms: number): Promise<void> {
+    if (typeof ms !== 'number' || !(ms >= 0)) throw new RangeError('rateLimit: expected ms >= 0');
+    this.limitUntil = Math.max(this.limitUntil, Date.now() + ms);
+    this.handBackReady();
+    if (this.limitTimer) clearTimeout(this.limitTimer);
+    this.limitTimer = setTimeout(() => {
+      this.limitTimer = null;
+      this.pump();
+    }, this.limitUntil - Date.now());
   }
 
   /** Resolves once connected to the broker. */
@@ -243,6 +280,7 @@ export class Worker<DataType = any, ResultType = any, NameType extends string = 
       }
       await this.outcomes.settle();
       if (this.leaseTimer) clearInterval(this.leaseTimer);
+      if (this.limitTimer) clearTimeout(this.limitTimer);
       if (this.ownsConnection) await this.connection.close();
       this.emit('closed');
       this.resolveRun?.();
@@ -269,7 +307,7 @@ export class Worker<DataType = any, ResultType = any, NameType extends string = 
   }
 
   private pump(): void {
-    if (!this.started || this.closing || this.paused || this.brokerDraining) return;
+    if (!this.started || this.closing || this.paused || this.brokerDraining || this.limitUntil > Date.now()) return;
     while (this.reserves.size < 2) {
       const free = Math.min(this.concurrency + this.prefetch - this.running - this.ready.length,
         this.maxHeld - this.held.size) - this.asked;
@@ -323,7 +361,7 @@ export class Worker<DataType = any, ResultType = any, NameType extends string = 
   private take(job: Job): void {
     const held: Held = { job, renewedAt: Date.now(), running: false, settled: false };
     this.held.set(job.token!, held);
-    if (this.closing || this.paused) {
+    if (this.closing || this.paused || this.limitUntil > Date.now()) {
       this.handBack(held);
       return;
     }
@@ -351,7 +389,8 @@ export class Worker<DataType = any, ResultType = any, NameType extends string = 
         item: result === undefined ? [job.id, job.token] : [job.id, job.token, this.serializer.serialize(result)],
       };
     } catch (error) {
-      outcome = failOutcome(job, error);
+      outcome = isRateLimitError(error) ? notNowOutcome(job, error, Math.max(0, this.limitUntil - Date.now()))
+        : failOutcome(job, error);
     }
     held.running = false;
     this.running -= 1;
@@ -389,6 +428,9 @@ export class Worker<DataType = any, ResultType = any, NameType extends string = 
       job.failedReason = error.message;
       job.stacktrace = [String(outcome.item[2])];
       this.notify('failed', job, error, 'active');
+    } else if (outcome.value !== undefined) { // a RateLimitError: "not now"
+      this.counts.rateLimited += 1;
+      job.state = state === 'waiting' ? 'waiting' : 'delayed';
     } else {
       this.counts.released += 1;
     }
@@ -450,14 +492,6 @@ export class Worker<DataType = any, ResultType = any, NameType extends string = 
     if (this.listenerCount('error') > 0) this.emit('error', error);
     else this.logger.warn(`worker ${this.name}: ${error.message}`);
   }
-}
-
-function failOutcome(job: Job, thrown: unknown): Outcome {
-  const error = thrown instanceof Error ? thrown : new Error(String(thrown));
-  let text = error.stack && error.stack.includes(error.message) ? error.stack : `${error.name}: ${error.message}`;
-  if (text.length > MAX_ERROR_LEN) text = `${text.slice(0, 2000)}\n[... cut ...]\n${text.slice(-(MAX_ERROR_LEN - 2020))}`;
-  const retry = !(error instanceof UnrecoverableError || error.name === 'UnrecoverableError');
-  return { kind: 'fail', job, value: error, item: [job.id, job.token, text, retry] };
 }
 
 function positiveInt(value: number, field: string): number {
