@@ -113,6 +113,8 @@ export class OutcomeBuffer {
 }
 
 const MAX_ERROR_LEN = 65_536;
+/** The longest `release` delay the broker takes (SPEC §8.16). */
+const MAX_DELAY_MS = 315_360_000_000;
 
 /** A processor's throw as a `fail` (retried unless it is an `UnrecoverableError`). */
 export function failOutcome(job: Job, thrown: unknown): Outcome {
@@ -129,6 +131,7 @@ export function failOutcome(job: Job, thrown: unknown): Outcome {
  * error's own `delay`, this job only.
  */
 export function notNowOutcome(job: Job, error: RateLimitError, limitedFor: number): Outcome {
-  const delay = Math.round(Math.max(limitedFor, error.delay ?? 0));
+  const own = typeof error.delay === 'number' && error.delay > 0 ? error.delay : 0;
+  const delay = Math.min(MAX_DELAY_MS, Math.round(Math.max(limitedFor, own)));
   return { kind: 'release', job, value: error, item: [job.id, job.token, wireInt(delay, 'delay'), limitedFor > 0] };
 }

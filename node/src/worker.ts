@@ -25,9 +25,9 @@
  *
  * `close()`: stop reserving, wait for the reserves still out (a parked one is answered within
  * `drainDelay`) and hand back with `release` (attempt not counted) the jobs they bring and the
- * jobs waiting in `ready`, let
- * running processors finish (`close(true)`: hand them back at once instead), wait for outcome
- * replies, close the connection.
+ * jobs waiting in `ready`, let running processors finish (`close(true)`: hand them back at once
+ * instead), wait for outcome replies, close the connection. `rateLimit(ms)` does the same to
+ * `ready` and reserves nothing until `limitUntil`; a `RateLimitError` is a delayed `release`.
  *
  * Invariants: `running <= concurrency`; `ready.length <= prefetch` (outside a shrinking
  * moment after `pause()`); `held.size + asked <= maxHeld`; each held job gets
@@ -215,9 +215,7 @@ export class Worker<DataType = any, ResultType = any, NameType extends string = 
   }
 
   /** BullMQ's `throw Worker.RateLimitError()` after `worker.rateLimit(ms)`. */
-  static RateLimitError(): RateLimitError {
-    return new RateLimitError();
-  }
+  static RateLimitError(): RateLimitError { return new RateLimitError(); }
 
   /**
    * BullMQ's `worker.rateLimit(ms)`: this worker takes no job for `ms` ms (prefetched jobs are
@@ -230,10 +228,11 @@ export class Worker<DataType = any, ResultType = any, NameType extends string = 
     this.limitUntil = Math.max(this.limitUntil, Date.now() + ms);
     this.handBackReady();
     if (this.limitTimer) clearTimeout(this.limitTimer);
-    this.limitTimer = setTimeout(() => {
-      this.limitTimer = null;
-      this.pump();
-    }, this.limitUntil - Date.now());
+    const rearm = (): void => { // setTimeout holds at most 2^31 - 1 ms
+      this.limitTimer = setTimeout(() => (this.limitUntil > Date.now() ? rearm() : this.pump()),
+        Math.min(this.limitUntil - Date.now(), 2 ** 31 - 1));
+    };
+    rearm();
   }
 
   /** Resolves once connected to the broker. */

@@ -70,7 +70,7 @@ test('events: active, progress, completed, failed, drained', async (t) => {
   assert.deepEqual(events.filter(([name]) => name === 'progress').map(([, , p]) => p), [{ step: 1 }, 100, { step: 1 }, 100]);
   const stored = await queue.getJobCounts('completed', 'failed');
   assert.deepEqual(stored, { completed: 1, failed: 1 });
-  assert.deepEqual(worker.stats, { completed: 1, failed: 1, released: 0, leasesLost: 0, staleOutcomes: 0, lostOutcomes: 0 });
+  assert.deepEqual(worker.stats, { completed: 1, failed: 1, released: 0, leasesLost: 0, rateLimited: 0, staleOutcomes: 0, lostOutcomes: 0 });
   await worker.close();
   await queue.close();
 });
