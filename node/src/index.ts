@@ -16,7 +16,7 @@ export {
   WaitTimeoutError,
 } from './errors.js';
 export { RateLimitError } from './flow.js';
-export type { LimitsChange, QueueLimits, RateLimiterOptions } from './flow.js';
+export type { QueueLimits, RateLimiterOptions } from './flow.js';
 export { Job } from './job.js';
 export type { FinishedOutcome, JobFollower, JobState } from './job.js';
 export type { Logger } from './log.js';

@@ -408,8 +408,8 @@ export class Queue<DataType = any, ResultType = any, NameType extends string = s
     const body = await this.connection.request<Record<string, unknown>>('schedule_upsert', args);
     const { scheduler } = upsertedFromWire(body, this.serializer);
     if (scheduler.nextJobId === undefined) return undefined;
-    const job = new Job(this, this.name, scheduler.name as NameType, template.data as DataType,
-      scheduler.template.opts, scheduler.nextJobId, scheduler.next);
+    const job = new Job(this, this.name, scheduler.name as NameType, scheduler.template.data as DataType,
+      scheduler.template.opts, scheduler.nextJobId);
     job.priority = template.opts?.priority ?? 0;
     return job;
   }
