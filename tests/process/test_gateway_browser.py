@@ -81,7 +81,7 @@ async def test_overview_queue_job_retry_and_pause(
     # The queue page also shows its flow control and its schedulers.
     await http.put("/api/queues/reports/limits", json={"rate": {"max": 50, "per": 60_000},
                                                        "concurrency": 4})
-    await http.put("/api/queues/reports/schedulers/weekday-digest",
+    await http.put("/api/queues/reports/schedulers/digest",
                    json={"cron": "0 9 * * 1-5", "tz": "Europe/Berlin", "name": "digest"})
     await http.put("/api/queues/reports/schedulers/cleanup", json={"every": 900_000,
                                                                    "limit": 100})
@@ -115,7 +115,7 @@ async def test_overview_queue_job_retry_and_pause(
     await expect(schedulers).to_have_count(1)
     keys = [s["key"] for s in (await http.get("/api/queues/reports/schedulers")).json()[
         "schedulers"]]
-    assert keys == ["weekday-digest"]
+    assert keys == ["digest"]
     job_id = await rows.first.get_attribute("data-job")
     assert job_id is not None
     await rows.first.get_by_role("link").click()

@@ -21,7 +21,7 @@ function flowPanels(name) {
   const save = h("button", { type: "submit", class: "primary" }, "Save limits");
   const clear = h("button", { type: "button" }, "Clear limits");
   const form = h("form", { class: "limits-form", "aria-label": "Set the queue's limits" },
-    h("label", { for: "limit-rate-max" }, "Rate: at most (jobs)", rateMax),
+    h("label", { for: "limit-rate-max" }, "Rate: max jobs", rateMax),
     h("label", { for: "limit-rate-per" }, "per (ms)", ratePer),
     h("label", { for: "limit-concurrency" }, "Concurrency", concurrency),
     h("p", { class: "hint" }, "Empty fields remove that limit. The broker enforces them across every worker."),
