@@ -230,7 +230,7 @@ API_ROUTES: Final[tuple[ApiRoute, ...]] = (
              ref("Limits"), (404,)),
     ApiRoute("PUT", "/api/queues/{queue}/limits", flow.set_limits,
              "Set the rate limit ({max, per ms}) and/or the concurrency limit; a field left out "
-             "is unchanged, null clears it (creates the queue if new)", ref("Limits"), (400,),
+             "is unchanged, null clears it (creates the queue if new)", ref("Limits"), (400, 413),
              body={"type": "object", "additionalProperties": False, "properties": {
                  "rate": {"type": ["object", "null"], "properties": {
                      "max": {"type": "integer"}, "per": _MS}, "required": ["max", "per"]},
@@ -254,7 +254,7 @@ API_ROUTES: Final[tuple[ApiRoute, ...]] = (
              "Delete the scheduler and its pending run's job if still delayed",
              {"type": "object", "properties": {"queue": {"type": "string"},
                                                "key": {"type": "string"},
-                                               "removed": {"type": "boolean"}}}, (404,)),
+                                               "removed": {"type": "boolean"}}}, (400, 404)),
     ApiRoute("GET", "/api/jobs/{job_id}", api.get_job, "One job: data, result, error, times",
              ref("Job"), (404,)),
     ApiRoute("DELETE", "/api/jobs/{job_id}", api.remove_job,
