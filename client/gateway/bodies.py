@@ -1,10 +1,11 @@
 """Request bodies: read with a size cap, parse JSON, check every field before the broker sees it.
 
 Units: every duration and time in an HTTP body is an integer number of **milliseconds** (``delay``,
-``backoff``, ``lease``, retention ``age``, ``older_than``; ``run_at`` is Unix milliseconds), as in
-BullMQ and the JavaScript world. The Python client takes seconds; the conversion happens here,
-once. Fields are checked against the protocol's limits (``protocol.messages``), so a request the
-broker would refuse with ``BAD_ARGUMENT`` is refused here with the same code and field path.
+``backoff``, ``lease``, ``timeout``, retention ``age``, ``older_than``; ``run_at`` is Unix
+milliseconds), as in BullMQ and the JavaScript world. The Python client takes seconds; the
+conversion happens here, once. Fields are checked against the protocol's limits
+(``protocol.messages``), so a request the broker would refuse with ``BAD_ARGUMENT`` is refused
+here with the same code and field path.
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ from protocol.checks import (
     MAX_LEASE_MS,
     MAX_NAME_LEN,
     MAX_TIME_MS,
+    MAX_TIMEOUT_MS,
     MIN_LEASE_MS,
+    MIN_TIMEOUT_MS,
     PRIORITY_MAX,
     PRIORITY_MIN,
 )
@@ -35,7 +38,7 @@ from protocol.model import Backoff, BackoffKind, Retention
 JOB_FIELDS: Final = frozenset({"name", "data", "opts"})
 OPTION_FIELDS: Final = frozenset({
     "priority", "delay", "run_at", "attempts", "backoff", "job_id", "lease",
-    "remove_on_complete", "remove_on_fail",
+    "remove_on_complete", "remove_on_fail", "timeout",
 })
 SMALL_BODY: Final = 64 * 1024
 """Cap on the bodies of the admin routes (retry, clean): they carry ids and numbers only."""
@@ -175,6 +178,8 @@ def parse_options(opts: Any, where: str) -> dict[str, Any]:
             out[key] = int_in(value, field, 1, MAX_ATTEMPTS)
         elif key == "lease":
             out[key] = int_in(value, field, MIN_LEASE_MS, MAX_LEASE_MS, unit=" ms") / 1000
+        elif key == "timeout":
+            out[key] = int_in(value, field, MIN_TIMEOUT_MS, MAX_TIMEOUT_MS, unit=" ms") / 1000
         elif key == "job_id":
             if type(value) is not str or not 0 < len(value) <= MAX_NAME_LEN:
                 raise bad_argument(field, f"a string of 1..{MAX_NAME_LEN} characters")

@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 import client.gateway.api as api
+import client.gateway.flow as flow
 import client.gateway.lists as lists
 import client.gateway.sse as sse
 
@@ -59,6 +60,10 @@ SCHEMAS: Final[dict[str, Any]] = {
             "job_id": {"type": "string", "description": "idempotency key: an existing id "
                        "returns the stored job (duplicate: true, HTTP 200)"},
             "lease": {**_MS, "minimum": 100},
+            "timeout": {"type": "integer", "minimum": 1, "maximum": 604_800_000,
+                        "description": "milliseconds one attempt may run (1 ms..7 days): the "
+                        "worker cancels the handler, the broker fails the attempt if no outcome "
+                        "came"},
             "remove_on_complete": _RETENTION,
             "remove_on_fail": _RETENTION,
         },
@@ -85,6 +90,43 @@ SCHEMAS: Final[dict[str, Any]] = {
         "lease_holder_known": {"type": "boolean", "description": "false when the job is active "
                                "but its holder was not among the queue's first 1,000 active jobs"},
     }},
+    "Limits": {"type": "object", "description": "a queue's flow control (SPEC §8.18), enforced "
+               "by the broker across every worker", "properties": {
+        "queue": {"type": "string"},
+        "rate": {"type": ["object", "null"], "description": "at most max jobs start in any "
+                 "window of per ms; null: no rate limit", "properties": {
+                     "max": {"type": "integer", "minimum": 1, "maximum": 1_000_000},
+                     "per": {**_MS, "minimum": 1, "maximum": 2_678_400_000}}},
+        "concurrency": {"type": ["integer", "null"], "minimum": 1, "maximum": 1_000_000,
+                        "description": "at most this many active at once; null: no limit"},
+        "paused_until": {"type": ["integer", "null"], "description": "a \"not now\" pause "
+                         "(a worker's RateLimited) runs until this Unix ms; null: none"}}},
+    "SchedulerRule": {
+        "type": "object", "additionalProperties": False,
+        "description": "exactly one of every and cron; the template: name (default: the key), "
+        "data, opts (as a job's, without job_id, delay, run_at)",
+        "properties": {
+            "every": {**_MS, "minimum": 1, "maximum": 31_622_400_000},
+            "cron": {"type": "string", "description": "5 fields, or 6 with seconds first; "
+                     "@daily, @hourly, ..."},
+            "tz": {"type": "string", "description": "IANA time zone of cron (default UTC)"},
+            "start": {"type": "integer", "description": "no run before (Unix ms)"},
+            "end": {"type": "integer", "description": "no run after (Unix ms)"},
+            "limit": {"type": "integer", "minimum": 1, "description": "at most this many runs"},
+            "name": {"type": "string"}, "data": {},
+            "opts": {"$ref": "#/components/schemas/JobOptions"}}},
+    "Scheduler": {"type": "object", "properties": {
+        **{k: {"type": "string"} for k in ("queue", "key", "name")},
+        "data": {}, "data_encoding": {"enum": ["msgpack", "json", "text", "base64", None]},
+        "every": {"type": ["integer", "null"], "description": "milliseconds"},
+        "cron": {"type": ["string", "null"]}, "tz": {"type": ["string", "null"]},
+        **{k: {"type": ["integer", "null"], "description": "Unix milliseconds"}
+           for k in ("start", "end")},
+        "limit": {"type": ["integer", "null"]},
+        "count": {"type": "integer", "description": "runs made so far"},
+        "next_run": {"type": ["integer", "null"], "description": "Unix ms of the next run (its "
+                     "job exists, delayed); null: no more runs"},
+        "opts": {"type": "object", "description": "each run's job options (ms)"}}},
     "Worker": {"type": "object", "properties": {
         "conn": {"type": "integer"}, "client": {"type": "string"}, "host": {"type": "string"},
         "queues": {"type": "array", "items": {"type": "string"}},
@@ -183,6 +225,36 @@ API_ROUTES: Final[tuple[ApiRoute, ...]] = (
                  "state": {"enum": ["waiting", "delayed", "completed", "failed"]},
                  "older_than": _MS, "limit": {"type": "integer", "minimum": 1}}},
              body_required=True),
+    ApiRoute("GET", "/api/queues/{queue}/limits", flow.get_limits,
+             "The queue's rate and concurrency limits and its \"not now\" pause",
+             ref("Limits"), (404,)),
+    ApiRoute("PUT", "/api/queues/{queue}/limits", flow.set_limits,
+             "Set the rate limit ({max, per ms}) and/or the concurrency limit; a field left out "
+             "is unchanged, null clears it (creates the queue if new)", ref("Limits"), (400, 413),
+             body={"type": "object", "additionalProperties": False, "properties": {
+                 "rate": {"type": ["object", "null"], "properties": {
+                     "max": {"type": "integer"}, "per": _MS}, "required": ["max", "per"]},
+                 "concurrency": {"type": ["integer", "null"], "minimum": 1}}},
+             body_required=True),
+    ApiRoute("DELETE", "/api/queues/{queue}/limits", flow.clear_limits,
+             "Remove the queue's rate and concurrency limits", ref("Limits"), (404,)),
+    ApiRoute("GET", "/api/queues/{queue}/schedulers", flow.list_schedulers,
+             "The queue's repeatable jobs (job schedulers) by key, each with its next run",
+             {"type": "object", "properties": {
+                 "schedulers": {"type": "array", "items": ref("Scheduler")},
+                 "total": {"type": "integer"}}}, (404,)),
+    ApiRoute("PUT", "/api/queues/{queue}/schedulers/{key}", flow.upsert_scheduler,
+             "Create (201) or update (200) the scheduler key: every ms or cron + tz; the same "
+             "definition again changes nothing",
+             {"type": "object", "properties": {"scheduler": ref("Scheduler"),
+                                               "created": {"type": "boolean"},
+                                               "changed": {"type": "boolean"}}},
+             (400, 413), body=ref("SchedulerRule"), body_required=True),
+    ApiRoute("DELETE", "/api/queues/{queue}/schedulers/{key}", flow.remove_scheduler,
+             "Delete the scheduler and its pending run's job if still delayed",
+             {"type": "object", "properties": {"queue": {"type": "string"},
+                                               "key": {"type": "string"},
+                                               "removed": {"type": "boolean"}}}, (400, 404)),
     ApiRoute("GET", "/api/jobs/{job_id}", api.get_job, "One job: data, result, error, times",
              ref("Job"), (404,)),
     ApiRoute("DELETE", "/api/jobs/{job_id}", api.remove_job,

@@ -78,6 +78,13 @@ async def test_overview_queue_job_retry_and_pause(
 
     # Failed jobs: open the queue, then a job, and read its traceback.
     await fail_jobs(gateway.broker_url, "reports", 2, message="disk on fire")
+    # The queue page also shows its flow control and its schedulers.
+    await http.put("/api/queues/reports/limits", json={"rate": {"max": 50, "per": 60_000},
+                                                       "concurrency": 4})
+    await http.put("/api/queues/reports/schedulers/digest",
+                   json={"cron": "0 9 * * 1-5", "tz": "Europe/Berlin", "name": "digest"})
+    await http.put("/api/queues/reports/schedulers/cleanup", json={"every": 900_000,
+                                                                   "limit": 100})
     reports = page.locator('tr[data-queue="reports"]')
     await expect(reports.locator("td.failed")).to_have_text("2")
     await screenshot(page, tmp_path, "overview")
@@ -87,7 +94,28 @@ async def test_overview_queue_job_retry_and_pause(
     rows = page.locator("table.jobs tbody tr")
     await expect(rows).to_have_count(2)
     await expect(page.locator(".range")).to_have_text("1\N{EN DASH}2 of 2 failed")
+    await expect(page.locator("#limits-rate")).to_have_text("50 per 1 min")
+    await expect(page.locator("#limits-concurrency")).to_have_text("4")
+    schedulers = page.locator("#schedulers-table tbody tr")
+    await expect(schedulers).to_have_count(2)
+    await expect(schedulers.first).to_contain_text("every 15 min")
+    await expect(schedulers.first).to_contain_text(" / 100")  # runs made of its limit
+    await expect(schedulers.last).to_contain_text("cron 0 9 * * 1-5 (Europe/Berlin)")
     await screenshot(page, tmp_path, "queue")
+
+    # The limits form works from the keyboard: an emptied field removes that limit.
+    await page.locator("#limit-concurrency").fill("")
+    await page.locator("#limit-concurrency").press("Enter")
+    await expect(page.locator("#limits-concurrency")).to_have_text("none")
+    limits = (await http.get("/api/queues/reports/limits")).json()
+    assert limits["concurrency"] is None and limits["rate"] == {"max": 50, "per": 60_000}
+    # Removing a scheduler asks first.
+    await page.get_by_role("button", name="Remove scheduler cleanup").click()
+    await page.locator("#confirm-ok").click()
+    await expect(schedulers).to_have_count(1)
+    keys = [s["key"] for s in (await http.get("/api/queues/reports/schedulers")).json()[
+        "schedulers"]]
+    assert keys == ["digest"]
     job_id = await rows.first.get_attribute("data-job")
     assert job_id is not None
     await rows.first.get_by_role("link").click()

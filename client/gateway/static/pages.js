@@ -1,5 +1,6 @@
 // jobwire dashboard, part 2 of 2: the pages (queues, one queue, one job, workers) and the router.
-// Helpers, the API and live updates are in app.js.
+// Helpers, the API and live updates are in app.js; the queue page's limits and schedulers in
+// flow.js.
 "use strict";
 
 // ------------------------------------------------------------------ overview
@@ -165,6 +166,7 @@ async function queuePage(name) {
   const range = h("span", { class: "range", "aria-live": "polite" }, "\u00a0");
   const prev = h("button", { class: "small" }, "← Previous");
   const next = h("button", { class: "small" }, "Next →");
+  const flow = flowPanels(name);  // flow.js: limits and schedulers
 
   app.replaceChildren(
     h("p", { class: "crumbs" }, h("a", { href: "/" }, "Queues"), " / "),
@@ -180,7 +182,8 @@ async function queuePage(name) {
         h("th", { scope: "col", class: "num" }, "Attempts"), timeHead, detailHead,
         h("th", { scope: "col" }, h("span", { class: "sr" }, "Actions")))),
       rows),
-    h("div", { class: "pager" }, prev, range, next));
+    h("div", { class: "pager" }, prev, range, next),
+    flow.node);
 
   const selectTab = () => {
     for (const s of STATES) {
@@ -197,6 +200,7 @@ async function queuePage(name) {
     const [queue, page] = await Promise.all([
       api("GET", `/api/queues/${q}`),
       api("GET", `/api/queues/${q}/jobs?state=${state}&offset=${offset}&limit=${PAGE}`),
+      flow.refresh(),
     ]);
     for (const s of STATES) {
       setText(document.getElementById(`count-${s}`), queue[s].toLocaleString("en"));
