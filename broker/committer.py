@@ -193,6 +193,7 @@ class GroupCommitter:
             retained.jobs.update(changes.jobs)
             retained.queues.update(changes.queues)
             retained.next_seq = max(retained.next_seq, changes.next_seq)
+            retained.new_from = min(retained.new_from, changes.new_from)
             changes = retained
         error: JournalError | None = None
         seconds = 0.0

@@ -443,7 +443,8 @@ class Core:
         the journal must read the job's fields when it builds the transaction.
         """
         state = self._state
-        changes = Changes(state.changed_jobs, state.changed_queues, state.seq)
+        changes = Changes(state.changed_jobs, state.changed_queues, state.seq, state.taken_seq)
+        state.taken_seq = state.seq
         state.changed_jobs = {}
         state.changed_queues = {}
         return changes

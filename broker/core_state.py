@@ -103,6 +103,9 @@ class Changes:
     queues: dict[str, QueueMeta | None]
     """By name: the metadata to write, or ``None`` to delete the queue's row (obliterate)."""
     next_seq: int = 0
+    new_from: int = 0
+    """Jobs of ``seq >= new_from`` were created since the changes taken before (the journal
+    writes their payload row with them, once; ``seq`` only grows). 0: any job may be new."""
 
     def __bool__(self) -> bool:
         return bool(self.jobs) or bool(self.queues)
@@ -153,7 +156,8 @@ class CoreState:
         "changed_jobs", "changed_queues", "config", "delayed", "events", "finished_ids",
         "flow_wakes",
         "gone_at_finish", "gone_last", "jobs", "leases", "names", "owned", "prune_counter",
-        "prunes", "queues", "ready_names", "rng", "seq", "shared", "token", "unfinished",
+        "prunes", "queues", "ready_names", "rng", "seq", "shared", "taken_seq", "token",
+        "unfinished",
     )
 
     def __init__(self, config: CoreConfig, *, rng: random.Random, token_base: int) -> None:
@@ -169,6 +173,8 @@ class CoreState:
         self.rng = rng
         self.token = token_base + 1
         self.seq = 1
+        self.taken_seq = 1
+        """``seq`` when the changes were last taken: later jobs are new (``Changes.new_from``)."""
         self.jobs: dict[JobKey, Job] = {}
         self.shared: dict[str, dict[str, None]] = {}
         """User id -> the queues whose job of that id is keyed ``(queue, id)`` in ``jobs``
