@@ -30,9 +30,11 @@ _HELP = {
              "(--rate 0); steady-state throughput and latency; --plot PATH.png",
     "recovery": "a journal holding N jobs; time until a killed (or --signal term) and restarted "
                 "broker answers hello+stats",
+    "raw": "N one-job enqueue requests from a raw socket (bench/rawload.py: no client library, "
+           "as a client in another language), --in-flight K outstanding",
 }
 _DEFAULT_JOBS = {"enqueue": 100_000, "drain": 50_000, "latency": 5_000, "mixed": 0,
-                 "recovery": 200_000}
+                 "recovery": 200_000, "raw": 50_000}
 
 
 def _positive(text: str) -> int:
@@ -80,6 +82,16 @@ def _add_load(parser: argparse.ArgumentParser, name: str) -> None:
         group.add_argument("--no-batch-adds", dest="batch_adds", action="store_false",
                            help="one at a time: one request per queue.add (the client batches "
                                 "concurrent adds by default)")
+        group.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop",
+                           help="the producers' event loop (default uvloop; asyncio: plain "
+                                "asyncio.run, as a user's script runs it)")
+    if name == "raw":
+        group.add_argument("--in-flight", type=_positive, default=100,
+                           help="requests outstanding (default 100)")
+        group.add_argument("--mode", dest="raw_mode", choices=("split", "joined"),
+                           default="split",
+                           help="split (default): one send() per request; joined: one send() "
+                                "for the requests freed by one recv()")
     if name in ("drain", "latency", "mixed"):
         group.add_argument("--workers", type=_positive, default=1, help="worker processes")
         group.add_argument("--concurrency", type=_positive, default=50,
@@ -114,7 +126,7 @@ def params_from_args(args: argparse.Namespace) -> Params:
         broker_pid=args.broker_pid, timeout=args.timeout,
     )
     for name in ("producers", "batch", "in_flight", "workers", "concurrency", "work", "work_ms",
-                 "batch_adds", "rate", "duration", "warmup", "max_backlog"):
+                 "batch_adds", "loop", "raw_mode", "rate", "duration", "warmup", "max_backlog"):
         if hasattr(args, name):
             setattr(params, name, getattr(args, name))
     if hasattr(args, "signal"):

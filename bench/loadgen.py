@@ -70,6 +70,9 @@ class LoadSpec:
     in_flight: int = 1
     batch_adds: bool = True
     """``Client(batch_adds=...)``: concurrent ``Queue.add`` calls share enqueue requests."""
+    loop: str = "uvloop"
+    """The process's event loop: ``uvloop``, or ``asyncio`` (plain ``asyncio.run``, as a user's
+    script runs it)."""
     rate: float = 0.0
     """Jobs per second for this producer; 0 means flat out."""
     max_backlog: int = 0
@@ -105,9 +108,12 @@ def child_main(spec: LoadSpec, shared: Shared) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when children stop
     _quiet_logging()
     try:
-        import uvloop
+        if spec.loop == "asyncio":
+            result = asyncio.run(_run_child(spec, shared))
+        else:
+            import uvloop
 
-        result = uvloop.run(_run_child(spec, shared))
+            result = uvloop.run(_run_child(spec, shared))
     except BaseException:
         result = {"index": spec.index, "role": spec.role, "error": traceback.format_exc()}
     shared.results.put(result)

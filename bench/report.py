@@ -95,6 +95,7 @@ def make_result(
         "jobs": jobs,
         "seconds": round(seconds, 6),
         "jobs_per_s": round(jobs / seconds, 1) if seconds > 0 else None,
+        "payload_mb_per_s": _payload_rate(parameters, jobs, seconds),
         "latency_ms": latencies.get(latency) if latency else None,
         "latency_of": latency,
         "latencies_ms": dict(latencies),
@@ -117,6 +118,14 @@ def make_result(
     if extra:
         result.update(extra)
     return result
+
+
+def _payload_rate(parameters: Mapping[str, Any], jobs: int, seconds: float) -> float | None:
+    """Payload megabytes (10**6 bytes) per second: ``jobs * payload_bytes / seconds``."""
+    size = parameters.get("payload_bytes")
+    if not isinstance(size, int) or seconds <= 0:
+        return None
+    return round(jobs * size / seconds / 1e6, 2)
 
 
 def _per_job_us(cpu_s: float | None, jobs: int) -> float | None:
@@ -163,8 +172,8 @@ def _fmt(value: Any, digits: int = 2) -> str:
     return str(value)
 
 
-COLUMNS = ("name", "jobs", "seconds", "jobs/s", "p50 ms", "p99 ms", "p99.9 ms", "max ms",
-           "RSS peak MiB", "RSS end MiB", "broker CPU s", "broker µs/job", "load µs/job",
+COLUMNS = ("name", "jobs", "seconds", "jobs/s", "payload MB/s", "p50 ms", "p99 ms", "p99.9 ms",
+           "max ms", "RSS peak MiB", "RSS end MiB", "broker CPU s", "broker µs/job", "load µs/job",
            "target", "met")
 
 
@@ -177,6 +186,7 @@ def _row(result: Mapping[str, Any]) -> list[str]:
     return [
         str(result.get("name", result["scenario"])), _fmt(result.get("jobs")),
         _fmt(result.get("seconds"), 2), _fmt(result.get("jobs_per_s"), 0),
+        _fmt(result.get("payload_mb_per_s"), 1),
         _fmt(latency.get("p50"), 3), _fmt(latency.get("p99"), 3), _fmt(latency.get("p999"), 3),
         _fmt(latency.get("max"), 3), _fmt(broker.get("rss_mb_peak"), 1),
         _fmt(broker.get("rss_mb_end"), 1), _fmt(broker.get("cpu_s"), 2),

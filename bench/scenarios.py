@@ -41,7 +41,7 @@ from protocol.codec import FrameDecoder, encode_frames
 from protocol.messages import PROTOCOL_VERSION, request_message
 from protocol.operations import Hello, Stats
 
-SCENARIOS = ("enqueue", "drain", "latency", "mixed", "recovery")
+SCENARIOS = ("enqueue", "drain", "latency", "mixed", "recovery", "raw")
 
 
 @dataclass(slots=True)
@@ -58,6 +58,10 @@ class Params:
     """Requests in flight per producer; default 1 in bulk, 100 one at a time."""
     batch_adds: bool = True
     """One at a time: the client's automatic batching of concurrent adds (``batch_adds``)."""
+    loop: str = "uvloop"
+    """The load processes' event loop: ``uvloop`` or ``asyncio`` (plain ``asyncio.run``)."""
+    raw_mode: str = "split"
+    """``raw``: one ``send`` per request (``split``) or per batch of replies (``joined``)."""
     workers: int = 1
     concurrency: int = 50
     work: str = "none"
@@ -169,7 +173,7 @@ def enqueue(params: Params, target: Target) -> dict[str, Any]:
     specs = [
         LoadSpec(role="producer", index=i, address=target.address, queue=queue,
                  payload_bytes=params.payload_bytes, jobs=quota, batch=params.batch,
-                 in_flight=in_flight, batch_adds=params.batch_adds)
+                 in_flight=in_flight, batch_adds=params.batch_adds, loop=params.loop)
         for i, quota in enumerate(_split(params.jobs, params.producers))
     ]
     run = run_load(specs, done=lambda e, c, t: e >= params.jobs, sampler=target.sampler(),
@@ -179,7 +183,8 @@ def enqueue(params: Params, target: Target) -> dict[str, Any]:
     return _result(
         "enqueue", params, target, run,
         parameters={"mode": mode, "producers": params.producers, "batch": params.batch,
-                    "in_flight": in_flight, "batch_adds": params.batch_adds},
+                    "in_flight": in_flight, "batch_adds": params.batch_adds,
+                    "loop": params.loop},
         jobs=run.count("producer"), seconds=_seconds(run.go_ns, run.last_ns("producer")),
         latency="enqueue_ack", latencies=merge_latencies(run.results, ["enqueue_ack"]),
         extra={"requests": sum(int(r["requests"]) for r in run.results)},
@@ -400,8 +405,34 @@ def recovery(params: Params, target: Target) -> dict[str, Any]:
     )
 
 
+def raw(params: Params, target: Target) -> dict[str, Any]:
+    """``jobs`` one-job enqueues from ``bench.rawload`` (no client library), ``in_flight``
+    outstanding on one blocking socket, in this process."""
+    from bench.rawload import run as raw_run
+
+    in_flight = params.in_flight or 100
+    sampler = target.sampler()
+    if sampler is not None:
+        sampler.start()
+    try:
+        done = raw_run(target.address, None, mode=params.raw_mode, jobs=params.jobs,
+                       in_flight=in_flight, payload_bytes=params.payload_bytes,
+                       queue=_queue_name("raw"), token=None)
+    finally:
+        usage = sampler.stop() if sampler is not None else None
+    own_cpu = round(done["load_us_per_job"] * params.jobs / 1e6, 3)
+    return make_result(
+        scenario="raw", parameters={"payload_bytes": params.payload_bytes,
+                                    "mode": params.raw_mode, "in_flight": in_flight},
+        jobs=params.jobs, seconds=done["seconds"], latency=None, latencies={},
+        usage=usage, sync=target.sync, managed=target.managed, load_processes=1,
+        load_cpu_s=own_cpu, extra={"sends": done["sends"], "recvs": done["recvs"]},
+    )
+
+
 RUNNERS: dict[str, Callable[[Params, Target], dict[str, Any]]] = {
     "enqueue": enqueue, "drain": drain, "latency": latency, "mixed": mixed, "recovery": recovery,
+    "raw": raw,
 }
 
 

@@ -194,6 +194,7 @@ class GroupCommitter:
             retained.queues.update(changes.queues)
             retained.schedules.update(changes.schedules)
             retained.next_seq = max(retained.next_seq, changes.next_seq)
+            retained.new_from = min(retained.new_from, changes.new_from)
             changes = retained
         error: JournalError | None = None
         seconds = 0.0

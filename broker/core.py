@@ -453,7 +453,8 @@ class Core:
         """
         state = self._state
         changes = Changes(state.changed_jobs, state.changed_queues, state.seq,
-                          state.schedules.take_changes())
+                          state.schedules.take_changes(), state.taken_seq)
+        state.taken_seq = state.seq
         state.changed_jobs = {}
         state.changed_queues = {}
         return changes

@@ -38,6 +38,7 @@ def load(core: CoreState, snapshot: Snapshot, now: int) -> None:
     core.changed_queues.clear()
     jobs = sorted(snapshot.jobs, key=attrgetter("seq"))
     core.seq = max(snapshot.next_seq, jobs[-1].seq + 1 if jobs else 1, 1)
+    core.taken_seq = core.seq  # restored jobs have their payload rows
     waiting: list[Job] = []
     delayed: list[tuple[int, int, Job]] = []
     finished: list[Job] = []

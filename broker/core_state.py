@@ -106,6 +106,9 @@ class Changes:
     next_seq: int = 0
     schedules: dict[SchedulerKey, Scheduler | None] = field(default_factory=dict)
     """By ``(queue, key)``: the scheduler to write, or ``None`` to delete its row."""
+    new_from: int = 0
+    """Jobs of ``seq >= new_from`` were created since the changes taken before (the journal
+    writes their payload row with them, once; ``seq`` only grows). 0: any job may be new."""
 
     def __bool__(self) -> bool:
         return bool(self.jobs) or bool(self.queues) or bool(self.schedules)
@@ -157,7 +160,8 @@ class CoreState:
         "changed_jobs", "changed_queues", "config", "delayed", "events", "finished_ids",
         "flow_wakes",
         "gone_at_finish", "gone_last", "jobs", "leases", "names", "owned", "prune_counter",
-        "prunes", "queues", "ready_names", "rng", "schedules", "seq", "shared", "token",
+        "prunes", "queues", "ready_names", "rng", "schedules", "seq", "shared", "taken_seq",
+        "token",
         "unfinished",
     )
 
@@ -174,6 +178,8 @@ class CoreState:
         self.rng = rng
         self.token = token_base + 1
         self.seq = 1
+        self.taken_seq = 1
+        """``seq`` when the changes were last taken: later jobs are new (``Changes.new_from``)."""
         self.jobs: dict[JobKey, Job] = {}
         self.shared: dict[str, dict[str, None]] = {}
         """User id -> the queues whose job of that id is keyed ``(queue, id)`` in ``jobs``

@@ -33,7 +33,8 @@ from protocol.replies import OK, Outcome, ReservedJob
 LEASE_EXPIRED: Final = "lease expired"
 CONNECTION_LOST: Final = "worker connection lost"
 _new_tuple = tuple.__new__  # builds a ReservedJob without NamedTuple.__new__'s argument handling
-_OK_COMPLETED: Final = Outcome(OK, COMPLETED.value)
+OK_COMPLETED: Final = Outcome(OK, COMPLETED.value)
+"""The outcome of every successful ack item (one shared object: ``list.count`` finds them)."""
 _OUTCOME_OF_STATE: Final = {state: Outcome(OK, state.value) for state in JobState}
 
 
@@ -68,7 +69,8 @@ def reserve(
         qname = q.name
         listing = q.listing if q.listing is None else core_lists.kept(q, now)
         fixed = RESERVED_JOB_OVERHEAD + UTF8_MAX * len(qname)
-        observe_wait = q.metrics.wait_ms.observe
+        waits: list[int] = []  # the queue's wait_ms, counted once per queue
+        wait = waits.append
         taken = 0
         while len(out) < stop:
             lane = ready.front()
@@ -118,13 +120,15 @@ def reserve(
                 # Waiting since it became due (run_at), or since it was created if it was
                 # enqueued with a run time already past.
                 run_at = job.run_at
-                observe_wait(now - (run_at if run_at > job.created_at else job.created_at))
+                wait(now - (run_at if run_at > job.created_at else job.created_at))
                 if events is not None:
                     events.record(EventKind.ACTIVE, now, qname, job_id, job.name, (attempts,))
                 token += 1
                 taken += 1
         q.waiting -= taken
         q.active += taken
+        if waits:
+            q.metrics.wait_ms.observe_many(waits)
         if events is not None and taken and not q.waiting:
             events.record(EventKind.DRAINED, now, qname, None, None)
         if q.limited:
@@ -149,6 +153,7 @@ def ack(core: CoreState, items: Sequence[AckItem], now: int) -> list[Outcome]:
     events = core.events
     done = 0
     q: QueueState | None = None
+    ran: list[int] = []  # processing_ms of the queue's completions, counted once per queue
     for job_id, token, result in items:
         job = jobs.get(job_id)
         if job is None or job.lease_token != token:
@@ -164,10 +169,10 @@ def ack(core: CoreState, items: Sequence[AckItem], now: int) -> list[Outcome]:
             continue
         if q is None or q.name is not job.queue:
             if q is not None:
-                _after_completions(core, q, done, now)
+                _after_completions(core, q, done, ran, now)
                 done = 0
+                ran = []
             q = queues[job.queue]
-            observe_processing = q.metrics.processing_ms.observe
         # The lease ends (CoreState.end_lease, inlined: this is the hot path).
         owned = owned_by.get(job.owner)  # type: ignore[arg-type]
         if owned is not None:
@@ -180,7 +185,7 @@ def ack(core: CoreState, items: Sequence[AckItem], now: int) -> list[Outcome]:
         job.finished_at = now
         done += 1
         finished_ids.add((job.queue, job_id))
-        observe_processing(now - job.started_at)  # type: ignore[operator]  # set when reserved
+        ran.append(now - job.started_at)  # type: ignore[operator]  # set when reserved
         if events is not None:  # before retention may drop the job: its result goes out
             events.record(EventKind.COMPLETED, now, q.name, job_id, job.name,
                           (job.attempts, result))
@@ -188,16 +193,21 @@ def ack(core: CoreState, items: Sequence[AckItem], now: int) -> list[Outcome]:
             changed[job.seq] = job
         else:  # removed on completion: its parked waiters still get the result
             core.gone_at_finish[(job.queue, job_id)] = job
-        out.append(_OK_COMPLETED)
+        out.append(OK_COMPLETED)
     if q is not None:
-        _after_completions(core, q, done, now)
+        _after_completions(core, q, done, ran, now)
     leases.maybe_compact(core.lease_entry_live)
     return out
 
 
-def _after_completions(core: CoreState, queue: QueueState, done: int, now: int) -> None:
-    """Counters and bookkeeping after ``done`` of the queue's active jobs completed."""
-    queue.metrics.completed.add(now, done)
+def _after_completions(
+    core: CoreState, queue: QueueState, done: int, ran: list[int], now: int
+) -> None:
+    """Counters and bookkeeping after ``done`` of the queue's active jobs completed, having
+    run for ``ran`` ms each."""
+    metrics = queue.metrics
+    metrics.completed.add(now, done)
+    metrics.processing_ms.observe_many(ran)
     queue.active -= done
     core.unfinished -= done
     meta = queue.meta

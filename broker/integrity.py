@@ -16,7 +16,9 @@ writing, ``open_journal``:
    header's salts; frames left from before a restart do not). Two or more commit frames among
    them are transactions that recovery would drop although they were written whole: damage;
 3. opens the journal and loads it; every job row carries a checksum of its columns
-   (``broker.schema.row_checksum``), and rows whose checksum does not match are damage (SQLite
+   (``broker.schema.row_checksum``) and every payload row one of its seq and payload
+   (``payload_checksum``), and a job whose row or payload fails its checksum (or whose payload
+   row is missing) is damage (SQLite
    has no page checksums: a flipped byte in the database file otherwise changes a payload or a
    state in silence).
 

@@ -268,13 +268,18 @@ class Journal:
                 the journal is closed.
         """
         job_row = self._encoder.job_row
+        payload_row = self._encoder.payload_row
         upserts: list[tuple[Any, ...]] = []
         deletes: list[int] = []
+        payloads: list[tuple[int, bytes, int]] = []
+        new_from = changes.new_from
         for seq, job in changes.jobs.items():
             if job is None:
                 deletes.append(seq)
             else:
                 upserts.append(job_row(job))
+                if job.seq >= new_from:  # created since the last batch: its payload, once
+                    payloads.append(payload_row(job))
         queues: list[tuple[Any, ...] | str] = [
             name if meta is None  # obliterated: its row goes
             else (meta.name, int(meta.paused), meta.total_completed, meta.total_failed,
@@ -307,7 +312,7 @@ class Journal:
             # end in the thread, before any later journal operation.
             try:
                 await db.run(transaction, write_rows, upserts, deletes, queues, next_seq,
-                             schedules)
+                             schedules, payloads)
             except (sqlite3.Error, OverflowError) as exc:
                 raise JournalError(f"journal write failed: {exc}") from exc
             self.transactions += 1

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from broker.log import get_logger
+from broker.migrations import migrate
 from broker.schema import (
     APPLICATION_ID,
     CREATE_STATEMENTS,
@@ -30,7 +31,7 @@ from broker.schema import (
     UPSERT_NEXT_SEQ,
     UPSERT_QUEUE,
     delete_jobs_sql,
-    migrate,
+    insert_payloads_sql,
     upsert_jobs_sql,
 )
 from broker.schema_schedules import DELETE_SCHEDULE, SELECT_SCHEDULES, UPSERT_SCHEDULE
@@ -166,7 +167,7 @@ def _check_schema(conn: sqlite3.Connection, path: Path) -> None:
             f"{path} has schema version {version}, written by a newer jobwire; this "
             f"version reads schema version {SCHEMA_VERSION}: upgrade jobwire"
         )
-    if 1 <= version < SCHEMA_VERSION:  # older (broker.schema, "History"): in one transaction
+    if 1 <= version < SCHEMA_VERSION:  # an older schema (broker.migrations): in one transaction
         started = time.perf_counter()
         jobs = transaction(conn, migrate, version)
         _log.info("journal_migrated", path=str(path), from_version=version,
@@ -208,13 +209,18 @@ def write_rows(
     queues: list[tuple[Any, ...] | str],
     next_seq: int,
     schedules: list[tuple[Any, ...]] | None = None,
+    payloads: list[tuple[int, bytes, int]] = [],  # noqa: B006  # read only
 ) -> None:
-    """The statements of one journal transaction (``Journal.write``, through ``transaction``);
-    a ``schedules`` item of two values is a deleted scheduler's ``(queue, key)``."""
+    """The statements of one journal transaction (``Journal.write``, through ``transaction``):
+    a ``schedules`` item of two values is a deleted scheduler's ``(queue, key)``; ``payloads``
+    are the payload rows of the new jobs among ``upserts``."""
     if deletes:
         _delete_rows(conn, deletes)
     if upserts:
         upsert_rows(conn, upserts)
+    if payloads:
+        for start, end in _chunks(len(payloads)):
+            conn.execute(insert_payloads_sql(end - start), list(_chain(payloads[start:end])))
     if queues:  # a name alone: the queue was obliterated
         conn.executemany(DELETE_QUEUE, [(row,) for row in queues if isinstance(row, str)])
         conn.executemany(UPSERT_QUEUE, [row for row in queues if not isinstance(row, str)])
@@ -246,11 +252,14 @@ def upsert_rows(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> int:
 def _delete_rows(conn: sqlite3.Connection, seqs: list[int]) -> None:
     """Delete the rows of ``seqs`` with multi-row ``DELETE ... IN (...)`` statements."""
     for start, end in _chunks(len(seqs)):
-        conn.execute(delete_jobs_sql(end - start), seqs[start:end])
+        chunk = seqs[start:end]
+        for statement in delete_jobs_sql(end - start):
+            conn.execute(statement, chunk)
 
 
 def drop_rows(conn: sqlite3.Connection, seqs: list[int]) -> None:
     conn.executemany("DELETE FROM jobs WHERE seq = ?", [(seq,) for seq in seqs])
+    conn.executemany("DELETE FROM payloads WHERE seq = ?", [(seq,) for seq in seqs])
 
 
 def open_jobs(conn: sqlite3.Connection) -> sqlite3.Cursor:

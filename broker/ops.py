@@ -18,6 +18,7 @@ from typing import Any, Final, Protocol, TypeVar
 
 from broker.committer import GroupCommitter
 from broker.core import Core, CoreError
+from broker.core_worker import OK_COMPLETED
 from broker.longpoll import ParkedReserve, Parking, Waiter
 from broker.observe import EventSink, Observation
 from broker.replysize import CONN_KEY_SIZE, fit_job_infos, fit_stats, job_info, reserve_budget
@@ -244,7 +245,7 @@ def reserve(
 def ack(broker: OpContext, conn: Conn, request_id: int, request: Ack, now: int) -> Body:
     results = broker.core.ack(request.items, now)
     if conn.worker is not None:
-        conn.worker.completed += sum(1 for result in results if result.code == OK)
+        conn.worker.completed += results.count(OK_COMPLETED)  # by identity first: cheap
     return {"results": results}
 
 

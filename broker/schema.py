@@ -1,6 +1,6 @@
 """The journal's SQLite schema and the conversion between ``Job`` objects and table rows.
 
-Layout (``SCHEMA_VERSION`` 5, stored in ``PRAGMA user_version``; ``PRAGMA application_id`` marks
+Layout (``SCHEMA_VERSION`` 6, stored in ``PRAGMA user_version``; ``PRAGMA application_id`` marks
 the file as a jobwire journal):
 
 * ``jobs``: one row per job, keyed by ``seq`` alone: the ``INTEGER PRIMARY KEY`` (the rowid), so
@@ -15,6 +15,11 @@ the file as a jobwire journal):
   ``owner``) are never stored: a lease does not survive a restart, and the core's recovery turns
   ACTIVE rows into failed attempts. ``crc`` is ``row_checksum`` of the row's other columns,
   checked on load (``broker.integrity``).
+* ``payloads`` (schema 6): each job's payload, keyed by the job's ``seq``, written once with the
+  job's first row and deleted with it. A payload never changes, and every state change rewrites
+  the job's row: SQLite rewrites a whole record (overflow pages included) when its size changes,
+  so a payload in ``jobs`` was written again on every reserve and ack (and checksummed again).
+  ``crc`` is ``payload_checksum(seq, payload)``: a payload moved to another row fails it too.
 * ``queues``: queue metadata keyed by name, with its flow control (schema 3): ``rate_max`` starts
   per ``rate_period_ms``, ``concurrency``, ``paused_until`` (a "not now" pause); NULL: not set.
 * ``meta``: broker-wide integers; ``next_seq`` (the core's next sequence number, which only
@@ -22,16 +27,18 @@ the file as a jobwire journal):
 * ``schedules``: repeatable jobs' schedulers (schema 5; ``broker/schema_schedules``).
 
 History: schema 1 had no ``crc``; 2 added it and kept a UNIQUE index on ``id``; 3 added the
-queues' flow control columns; 4 dropped the index on ``id``; 5 added ``schedules``. ``migrate``
-brings an older journal to ``SCHEMA_VERSION`` in one transaction.
+queues' flow control columns; 4 dropped the index on ``id``; 5 added ``schedules``; 6 moved
+payloads to their own table. ``broker.migrations`` brings an older journal to
+``SCHEMA_VERSION`` in one transaction.
 
 Invariants: ``job_row`` and ``JOB_COLUMNS`` list the same columns in the same order, and
-``jobs_from_rows`` reads them in that order; changing any of them means a new schema version.
+``jobs_from_rows`` reads them in that order (``SELECT_JOBS``: the job's columns, then its
+payload and the payload's ``crc``); changing any of them means a new schema version.
 """
 
 from __future__ import annotations
 
-import sqlite3
+import struct
 import sys
 import zlib
 from collections.abc import Callable, Iterable, Sequence
@@ -40,10 +47,10 @@ from typing import Any, Final
 import msgpack
 
 from broker.jobs import NO_OPTIONS, Job, JobOptions
-from broker.schema_schedules import CREATE_SCHEDULES, migrate_v4
+from broker.schema_schedules import CREATE_SCHEDULES
 from protocol.model import Backoff, BackoffKind, JobState, Retention
 
-SCHEMA_VERSION: Final = 5
+SCHEMA_VERSION: Final = 6
 APPLICATION_ID: Final = 0x6A627772  # "jbwr": tells a jobwire journal from any other SQLite file
 
 JOB_COLUMNS: Final = (
@@ -51,7 +58,6 @@ JOB_COLUMNS: Final = (
     "id",
     "queue",
     "name",
-    "payload",
     "priority",
     "run_at",
     "max_attempts",
@@ -75,7 +81,6 @@ CREATE_JOBS: Final = """
         id           TEXT    NOT NULL,
         queue        TEXT    NOT NULL,
         name         TEXT    NOT NULL,
-        payload      BLOB    NOT NULL,
         priority     INTEGER NOT NULL,
         run_at       INTEGER NOT NULL,
         max_attempts INTEGER NOT NULL,
@@ -91,11 +96,20 @@ CREATE_JOBS: Final = """
         crc          INTEGER NOT NULL DEFAULT 0
     )
     """
-"""The ``jobs`` table of the current schema (``{table}`` is its name: ``_migrate_v3`` builds it
-under another name first)."""
+"""The ``jobs`` table of the current schema (``{table}`` is its name: a migration builds it under
+another name first)."""
+
+CREATE_PAYLOADS: Final = """
+    CREATE TABLE payloads (
+        seq     INTEGER PRIMARY KEY,
+        payload BLOB    NOT NULL,
+        crc     INTEGER NOT NULL
+    )
+    """
 
 CREATE_STATEMENTS: Final = (
     CREATE_JOBS.format(table="jobs"),
+    CREATE_PAYLOADS,
     """
     CREATE TABLE queues (
         name            TEXT    PRIMARY KEY,
@@ -145,13 +159,27 @@ _UPSERT_MANY: Final = {
     + ", ".join([_ROW_PARAMS] * rows) + _UPSERT_SET
     for rows in UPSERT_CHUNKS
 }
+_INSERT_PAYLOADS: Final = {
+    rows: "INSERT INTO payloads (seq, payload, crc) VALUES "
+    + ", ".join(["(?, ?, ?)"] * rows) + " ON CONFLICT (seq) DO NOTHING"
+    for rows in UPSERT_CHUNKS
+}
 _DELETE_MANY: Final = {
-    rows: f"DELETE FROM jobs WHERE seq IN ({', '.join('?' * rows)})" for rows in UPSERT_CHUNKS
+    rows: (f"DELETE FROM jobs WHERE seq IN ({', '.join('?' * rows)})",
+           f"DELETE FROM payloads WHERE seq IN ({', '.join('?' * rows)})")
+    for rows in UPSERT_CHUNKS
 }
 
 
-def delete_jobs_sql(rows: int) -> str:
-    """Delete the jobs of ``rows`` seqs in one statement (``rows`` in ``UPSERT_CHUNKS``)."""
+def insert_payloads_sql(rows: int) -> str:
+    """Insert ``rows`` payload rows in one statement (``rows`` in ``UPSERT_CHUNKS``); a row
+    already there is left as it is (a payload never changes; a retried batch rewrites)."""
+    return _INSERT_PAYLOADS[rows]
+
+
+def delete_jobs_sql(rows: int) -> tuple[str, str]:
+    """Delete the jobs of ``rows`` seqs and their payloads: two statements (``rows`` in
+    ``UPSERT_CHUNKS``)."""
     return _DELETE_MANY[rows]
 
 QUEUE_COLUMNS: Final = (
@@ -169,8 +197,12 @@ UPSERT_NEXT_SEQ: Final = (
     "ON CONFLICT (key) DO UPDATE SET value = max(value, excluded.value)"
 )
 SELECT_NEXT_SEQ: Final = "SELECT value FROM meta WHERE key = 'next_seq'"
-SELECT_JOBS: Final = f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs ORDER BY seq"
-"""Every job in ``seq`` order (the rowid: a plain scan, no sort step)."""
+SELECT_JOBS: Final = (
+    f"SELECT {', '.join(f'jobs.{column}' for column in JOB_COLUMNS)}, payloads.payload, "
+    "payloads.crc FROM jobs LEFT JOIN payloads ON payloads.seq = jobs.seq ORDER BY jobs.seq"
+)
+"""Every job in ``seq`` order (the rowid: a plain scan, no sort step), with its payload (NULL if
+its payload row is missing: damage)."""
 SELECT_QUEUES: Final = f"SELECT {', '.join(QUEUE_COLUMNS)} FROM queues"
 
 STATES: Final[tuple[JobState, ...]] = (
@@ -266,63 +298,13 @@ def row_checksum(values: Sequence[Any], pack: Callable[[Any], bytes] | None = No
     return zlib.crc32(pack(tuple(values[:DATA_COLUMNS])))
 
 
-MIGRATE_BATCH: Final = 10_000
+_SEQ: Final = struct.Struct("<q")
 
 
-def migrate(conn: sqlite3.Connection, version: int) -> int:
-    """Bring a journal of schema ``version`` (1..4) to ``SCHEMA_VERSION``, step by step; the
-    caller runs it in one transaction, so a failure leaves the file as it was.
-
-    Returns:
-        The number of job rows.
-    """
-    if version == 1:
-        _migrate_v1(conn)
-    if version <= 2:
-        migrate_v2(conn)
-    if version <= 3:
-        _migrate_v3(conn)
-    migrate_v4(conn)
-    return int(conn.execute("SELECT count(*) FROM jobs").fetchone()[0])
-
-
-def _migrate_v1(conn: sqlite3.Connection) -> None:
-    """Schema 1 -> 2: add ``crc`` and fill it in for every row."""
-    conn.execute("ALTER TABLE jobs ADD COLUMN crc INTEGER NOT NULL DEFAULT 0")
-    pack = msgpack.Packer(use_bin_type=True).pack
-    select = (f"SELECT {', '.join(JOB_COLUMNS[:DATA_COLUMNS])} FROM jobs WHERE seq > ? "
-              f"ORDER BY seq LIMIT {MIGRATE_BATCH}")
-    last = -(1 << 63)
-    # Batches by seq, each SELECT finished before its UPDATEs (no update under a running scan).
-    while rows := conn.execute(select, (last,)).fetchall():
-        conn.executemany("UPDATE jobs SET crc = ? WHERE seq = ?",
-                         [(row_checksum(row, pack), row[0]) for row in rows])
-        last = rows[-1][0]
-    conn.execute("PRAGMA user_version = 2")
-
-
-def migrate_v2(conn: sqlite3.Connection) -> int:
-    """Schema 2 -> 3: the queues' flow control columns (all NULL: no limits).
-
-    Returns:
-        The number of queue rows.
-    """
-    for column in QUEUE_COLUMNS[4:]:
-        conn.execute(f"ALTER TABLE queues ADD COLUMN {column} INTEGER")
-    conn.execute("PRAGMA user_version = 3")
-    return int(conn.execute("SELECT count(*) FROM queues").fetchone()[0])
-
-
-def _migrate_v3(conn: sqlite3.Connection) -> None:
-    """Schema 3 -> 4: drop the UNIQUE index on ``id``. SQLite cannot drop a column constraint,
-    so the table is rebuilt (rows copied as they are, in ``seq`` order: the checksums stay
-    valid, since the columns are the same)."""
-    conn.execute(CREATE_JOBS.format(table="jobs_v4"))
-    columns = ", ".join(JOB_COLUMNS)
-    conn.execute(f"INSERT INTO jobs_v4 ({columns}) SELECT {columns} FROM jobs ORDER BY seq")
-    conn.execute("DROP TABLE jobs")
-    conn.execute("ALTER TABLE jobs_v4 RENAME TO jobs")
-    conn.execute("PRAGMA user_version = 4")
+def payload_checksum(seq: int, payload: bytes) -> int:
+    """The ``crc`` of a ``payloads`` row: CRC-32 of the seq (8 bytes, little-endian) followed by
+    the payload, so a payload found under another job's seq fails it as well."""
+    return _crc32(payload, _crc32(_SEQ.pack(seq)))
 
 
 class RowEncoder:
@@ -354,16 +336,16 @@ class RowEncoder:
     def job_row(self, job: Job) -> tuple[Any, ...]:
         """The row for ``job`` as it is now, columns in ``JOB_COLUMNS`` order (``crc`` last)."""
         progress = job.progress
+        options = job.options
         row = (
             job.seq,
             job.id,
             job.queue,
             job.name,
-            job.payload,
             job.priority,
             job.run_at,
             job.max_attempts,
-            self._options(job.options),
+            None if options is NO_OPTIONS else self._options(options),
             STATE_CODES[job.state],
             job.created_at,
             job.attempts,
@@ -373,7 +355,16 @@ class RowEncoder:
             job.result,
             job.error,
         )
-        return (*row, _crc32(self._pack(row)))  # row_checksum, inlined: this runs per job
+        # row_checksum, inlined: this runs per job (a tuple concatenation costs half a
+        # (*row, crc) display)
+        return row + (_crc32(self._pack(row)),)  # noqa: RUF005
+
+    @staticmethod
+    def payload_row(job: Job) -> tuple[int, bytes, int]:
+        """The ``payloads`` row of ``job``: ``(seq, payload, crc)``."""
+        seq = job.seq
+        payload = job.payload
+        return seq, payload, _crc32(payload, _crc32(_SEQ.pack(seq)))  # payload_checksum
 
 
 class RowDecoder:
@@ -408,9 +399,11 @@ class RowDecoder:
         return options
 
     def jobs_from_rows(self, rows: Iterable[Sequence[Any]], out: list[Job]) -> None:
-        """Append one ``Job`` per row (columns in ``JOB_COLUMNS`` order) to ``out``.
+        """Append one ``Job`` per row (``SELECT_JOBS``: the ``JOB_COLUMNS``, then the payload and
+        its ``crc``) to ``out``.
 
-        A row whose checksum does not match goes to ``damaged`` instead.
+        A row whose checksum does not match, or whose payload is missing or fails its own
+        checksum, goes to ``damaged`` instead.
 
         Raises:
             SchemaError: a row holds an unknown state code or unreadable options or progress.
@@ -425,14 +418,17 @@ class RowDecoder:
         pack = self._pack
         crc32 = _crc32
         columns = DATA_COLUMNS
+        seq_bytes = _SEQ.pack
         damaged = self.damaged
         # Jobs of one enqueue batch share their timestamps; share the int objects too, as the
         # core does for a batch it enqueues (64 bytes a job otherwise).
         last_created = last_run_at = -1
         for row in rows:
+            payload = row[-2]
             try:
-                intact = crc32(pack(row[:columns])) == row[columns]
-            except ValueError:  # text with surrogates: bytes that were not UTF-8
+                intact = crc32(pack(row[:columns])) == row[columns] and payload is not None and (
+                    crc32(payload, crc32(seq_bytes(row[0]))) == row[-1])  # payload_checksum
+            except (ValueError, TypeError):  # text that was not UTF-8; a payload not a BLOB
                 intact = False
             if not intact:
                 damaged.append((row[0], row[1]))
@@ -442,7 +438,6 @@ class RowDecoder:
                 job_id,
                 queue,
                 name,
-                payload,
                 priority,
                 run_at,
                 max_attempts,
@@ -455,6 +450,8 @@ class RowDecoder:
                 progress,
                 result,
                 error,
+                _,
+                _,
                 _,
             ) = row
             if created_at == last_created:

@@ -33,12 +33,14 @@ def check_latency(summary: Any, count: int | None = None) -> None:
         assert summary["count"] == count
 
 
-def check_schema(result: dict[str, Any], scenario: str, jobs: int | None) -> None:
+def check_schema(
+    result: dict[str, Any], scenario: str, jobs: int | None, payload_bytes: int = 100
+) -> None:
     assert set(result) >= TOP_KEYS
     json.dumps(result)  # serializable as it is
     assert result["scenario"] == scenario
     assert isinstance(result["parameters"], dict)
-    assert result["parameters"]["payload_bytes"] == 100
+    assert result["parameters"]["payload_bytes"] == payload_bytes
     if jobs is not None:
         assert result["jobs"] == jobs
     assert result["seconds"] > 0
@@ -68,8 +70,24 @@ def test_enqueue_bulk_and_single() -> None:
     single = run_scenario("enqueue", tiny(jobs=200, batch=1, in_flight=10))
     check_schema(single, "enqueue", 200)
     assert single["parameters"] == {"payload_bytes": 100, "mode": "single", "producers": 1,
-                                    "batch": 1, "in_flight": 10, "batch_adds": True}
+                                    "batch": 1, "in_flight": 10, "batch_adds": True,
+                                    "loop": "uvloop"}
     check_latency(single["latency_ms"], count=200)
+    plain = run_scenario("enqueue", tiny(jobs=100, batch=1, in_flight=10, loop="asyncio",
+                                         payload_bytes=1000))
+    check_schema(plain, "enqueue", 100, payload_bytes=1000)
+    assert plain["parameters"]["loop"] == "asyncio"
+    assert plain["payload_mb_per_s"] == round(100 * 1000 / plain["seconds"] / 1e6, 2)
+
+
+def test_raw_socket_load() -> None:
+    result = run_scenario("raw", tiny(jobs=300, in_flight=20))
+    assert result["scenario"] == "raw" and result["jobs"] == 300
+    assert result["parameters"] == {"payload_bytes": 100, "mode": "split", "in_flight": 20}
+    assert result["sends"] == 301  # hello + one send per request
+    assert result["broker"]["cpu_us_per_job"] > 0
+    joined = run_scenario("raw", tiny(jobs=300, in_flight=20, raw_mode="joined"))
+    assert joined["sends"] < 301
 
 
 def test_drain() -> None:
@@ -121,18 +139,20 @@ def test_suite_command_writes_json_and_markdown(tmp_path: Path) -> None:
     out_json, out_md = tmp_path / "latest.json", tmp_path / "latest.md"
     done = subprocess.run(
         [sys.executable, "-m", "bench", "suite", "--scale", "0.001", "--no-micro", "--quiet",
-         "--only", "enqueue-single,drain,latency-500",
+         "--only", "enqueue-single,drain,latency-500,single-raw",
          "--json", str(out_json), "--markdown", str(out_md)],
         capture_output=True, text=True, timeout=240, check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     data = json.loads(out_json.read_text())
-    assert [r["name"] for r in data["results"]] == ["enqueue-single", "drain", "latency-500"]
+    assert [r["name"] for r in data["results"]] == ["enqueue-single", "single-raw", "drain",
+                                                    "latency-500"]  # in STANDARD's order
     for result in data["results"]:
         assert set(result["target"]) == {"text", "checks", "met"}
         assert result["command"].startswith("jobwire bench ")
     assert data["failures"] == []
-    single, drain, latency = data["results"]
+    single, raw, drain, latency = data["results"]
+    assert raw["target"]["text"] == ">= 30,000 jobs/s"
     assert len(single["runs_jobs_per_s"]) == 3 and len(drain["runs_jobs_per_s"]) == 3
     assert single["jobs_per_s"] == sorted(single["runs_jobs_per_s"])[1]
     assert "runs_jobs_per_s" not in latency  # one run

@@ -9,12 +9,13 @@ import shutil
 import sqlite3
 from pathlib import Path
 
+import msgpack
 import pytest
 
-from broker import schema
+from broker import migrations, schema
 from broker.jobs import Job, JobOptions
 from broker.journal import DamagedRows, Journal, JournalError, SyncMode
-from broker.schema import JOB_COLUMNS, SCHEMA_VERSION, row_checksum
+from broker.schema import JOB_COLUMNS, SCHEMA_VERSION, payload_checksum, row_checksum
 from broker.walformat import read_wal_header
 from protocol.model import Backoff, BackoffKind, JobState, Retention
 from tests.tools.journaltools import NOW, as_tuple, make_job, upserts
@@ -60,7 +61,7 @@ async def test_a_version_1_journal_is_migrated_in_place_and_keeps_every_job(
 ) -> None:
     path = tmp_path / "jobwire.db"
     shutil.copy(V1_JOURNAL, path)
-    monkeypatch.setattr(schema, "MIGRATE_BATCH", 64)  # several batches from 304 rows
+    monkeypatch.setattr(migrations, "MIGRATE_BATCH", 64)  # several batches from 304 rows
     journal = await Journal.open(path)
     try:
         snapshot = await journal.load()  # every migrated row passes its checksum
@@ -91,7 +92,7 @@ async def test_a_failed_migration_leaves_the_version_1_journal_as_it_was(
     def failing_checksum(values: object, pack: object = None) -> int:
         raise sqlite3.OperationalError("disk I/O error")  # as a failing write would
 
-    monkeypatch.setattr(schema, "row_checksum", failing_checksum)
+    monkeypatch.setattr(migrations, "v4_checksum", failing_checksum)
     with pytest.raises(JournalError, match="disk I/O error"):
         await Journal.open(path)
 
@@ -139,7 +140,7 @@ async def test_a_version_2_journal_is_migrated_in_one_step_and_keeps_every_job(
         ("reports", "nightly-report"), ("other", "nightly-report")]
     assert _jobs_indexes(path) == []
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (5,)
+        assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (6,)
 
 
 async def test_a_failed_version_2_migration_leaves_the_journal_as_it_was(
@@ -148,7 +149,8 @@ async def test_a_failed_version_2_migration_leaves_the_journal_as_it_was(
     path = tmp_path / "jobwire.db"
     shutil.copy(V2_JOURNAL, path)
     # The copy into the new table fails (as a full disk would): the whole transaction goes.
-    monkeypatch.setattr(schema, "CREATE_JOBS", "CREATE TABLE {table} (seq INTEGER PRIMARY KEY)")
+    monkeypatch.setattr(migrations, "CREATE_JOBS_V4",
+                        "CREATE TABLE {table} (seq INTEGER PRIMARY KEY)")
     with pytest.raises(JournalError, match="no column named id"):
         await Journal.open(path)
 
@@ -193,9 +195,60 @@ async def test_a_change_to_any_column_fails_the_rows_checksum(tmp_path: Path,
 
 
 def test_the_stored_checksum_is_row_checksum_of_the_other_columns(tmp_path: Path) -> None:
-    row = schema.RowEncoder().job_row(make_job(7, payload=b"\x00" * 9, error="e"))
+    job = make_job(7, payload=b"\x00" * 9, error="e")
+    row = schema.RowEncoder().job_row(job)
     assert row[-1] == row_checksum(row) == row_checksum(row[:-1])
-    assert row_checksum(row) != row_checksum((*row[:4], b"\x01" * 9, *row[5:]))
+    assert row_checksum(row) != row_checksum((*row[:4], 1, *row[5:]))
+    assert schema.RowEncoder.payload_row(job) == (7, b"\x00" * 9, payload_checksum(7, b"\x00" * 9))
+    assert payload_checksum(7, b"\x00" * 9) != payload_checksum(8, b"\x00" * 9)
+
+
+@pytest.mark.parametrize("change", ["payload = CAST('x' AS BLOB) || payload", "seq = 99",
+                                    "crc = crc + 1"])
+async def test_a_change_to_a_payload_row_fails_its_jobs_check(tmp_path: Path,
+                                                              change: str) -> None:
+    path = tmp_path / "jobwire.db"
+    journal = await Journal.open(path, sync=SyncMode.OFF)
+    await journal.write(upserts(*v1_jobs()[:4]))
+    await journal.close()
+    with sqlite3.connect(path) as db:
+        db.execute(f"UPDATE payloads SET {change} WHERE seq = 2")
+
+    journal = await Journal.open(path)
+    try:
+        with pytest.raises(DamagedRows, match="1 job rows") as raised:
+            await journal.load()
+        assert [seq for seq, _ in raised.value.rows] == [2]
+        kept = await journal.load(skip_damaged=True)
+    finally:
+        await journal.close()
+    assert [job.seq for job in kept.jobs] == [1, 3, 4]
+
+
+async def test_a_version_4_journal_moves_its_payloads_and_keeps_damage_visible(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "jobwire.db"
+    shutil.copy(V2_JOURNAL, path)
+    journal = await Journal.open(path)  # 2 -> 6; then made a version 4 journal again below
+    await journal.close()
+    jobs = v2_jobs()
+    _as_version_4(path, jobs, damage_seq=3)  # a damaged v4 row (seq 3)
+    journal = await Journal.open(path)  # 4 -> 5 -> 6
+    try:
+        with pytest.raises(DamagedRows) as raised:
+            await journal.load()
+        assert [seq for seq, _ in raised.value.rows] == [3]  # still damaged after the move
+        kept = await journal.load(skip_damaged=True)
+    finally:
+        await journal.close()
+    expected = [as_tuple(job) for job in jobs if job.seq != 3]
+    assert [as_tuple(job) for job in kept.jobs] == expected
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (6,)
+        assert db.execute("SELECT count(*) FROM payloads").fetchone() == (len(jobs),)
+        columns = [row[1] for row in db.execute("PRAGMA table_info(jobs)")]
+    assert "payload" not in columns
 
 
 async def test_drop_rows_deletes_by_seq(tmp_path: Path) -> None:
@@ -234,14 +287,25 @@ async def test_the_wal_header_reader_accepts_sqlites_and_rejects_damage(tmp_path
         assert read_wal_header(bytes(flipped)) is None, offset
 
 
-# --------------------------------------------------------------------------- schema 5: schedules
+# --------------------------------------------------------------------------- schedules (schema 5)
 
 
-def _as_version_4(path: Path) -> None:
-    """Turn a fresh journal into what schema 4 wrote: no ``schedules`` table, user_version 4
-    (schema 5 added only that table, so this is byte-for-byte the v4 layout otherwise)."""
+def _as_version_4(path: Path, jobs: list[Job], damage_seq: int | None = None) -> None:
+    """Turn a journal into what schema 4 wrote, holding ``jobs``: no ``schedules`` (schema 5)
+    or ``payloads`` (schema 6) table, each payload in its ``jobs`` row under the v4 checksum
+    (flipped for ``damage_seq``), user_version 4."""
+    pack = msgpack.Packer(use_bin_type=True).pack
     with sqlite3.connect(path) as db:
-        db.execute("DROP TABLE schedules")
+        for table in ("schedules", "payloads", "jobs"):
+            db.execute(f"DROP TABLE {table}")
+        db.execute(migrations.CREATE_JOBS_V4.format(table="jobs"))
+        rows = [(*as_tuple(job)[:8], schema.encode_options(job.options),
+                 schema.STATE_CODES[job.state],
+                 *as_tuple(job)[10:14], None if job.progress is None else pack(job.progress),
+                 *as_tuple(job)[15:]) for job in jobs]
+        rows = [(*row, migrations.v4_checksum(row, pack) ^ (row[0] == damage_seq))
+                for row in rows]
+        db.executemany(f"INSERT INTO jobs VALUES ({', '.join('?' * 18)})", rows)
         db.execute("PRAGMA user_version = 4")
 
 
@@ -252,9 +316,8 @@ async def test_a_version_4_journal_gains_the_schedules_table_in_place(tmp_path: 
 
     path = tmp_path / "jobwire.db"
     journal = await Journal.open(path)
-    await journal.write(upserts(*(make_job(seq) for seq in range(1, 51))))
     await journal.close()
-    _as_version_4(path)
+    _as_version_4(path, [make_job(seq) for seq in range(1, 51)])
 
     journal = await Journal.open(path)
     try:
@@ -270,7 +333,7 @@ async def test_a_version_4_journal_gains_the_schedules_table_in_place(tmp_path: 
     finally:
         await journal.close()
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (5,)
+        assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (6,)
 
 
 async def test_a_damaged_scheduler_row_stops_the_load(tmp_path: Path) -> None:
