@@ -58,7 +58,7 @@ def cancel(core: CoreState, job_id: str, queue_name: str | None, now: int) -> Jo
 def get(core: CoreState, job_id: str, queue: str | None = None) -> JobInfo | None:
     """``Core.get`` (documented there)."""
     job = core.lookup(job_id, queue)
-    return None if job is None else job_info(job)
+    return None if job is None else job_info(job, with_owner=True)
 
 
 def iter_jobs(core: CoreState) -> Iterator[Job]:

@@ -398,6 +398,9 @@ job_infos = st.builds(
     st.integers(1, MAX_ATTEMPTS), payloads, msgpack_values(max_leaves=4), _opt(payloads),
     _opt(st.text(max_size=40)), times_ms, times_ms, _opt(times_ms), _opt(times_ms),
     _opt(times_ms),
+    _opt(st.fixed_dictionaries({"conn": st.integers(1, 2**40), "client": _opt(names),
+                                "host": _opt(names)})),
+    _opt(st.integers(1, 2**40)),
 )
 
 queue_stats = st.builds(
