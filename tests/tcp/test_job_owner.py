@@ -12,7 +12,9 @@ from tests.tools.wire import R_ID, WireClient, job_spec
 Wire = Callable[..., Awaitable[WireClient]]
 
 
-async def test_get_names_the_lease_holder_and_the_timeout(broker: RunningBroker, wire: Wire) -> None:
+async def test_get_names_the_lease_holder_and_the_timeout(
+    broker: RunningBroker, wire: Wire
+) -> None:
     worker = await wire(broker)
     looker = await wire(broker)
     await looker.ok("enqueue", {"queue": "q", "jobs": [job_spec("a", timeout_ms=5_000),
