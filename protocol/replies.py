@@ -196,7 +196,7 @@ class JobInfo(NamedTuple):
         owner = body.get("owner")
         if owner is not None and not isinstance(owner, Mapping):
             raise bad_argument("job.owner", "map or nil")
-        return cls(*values, owner=owner, timeout_ms=body.get("timeout_ms"))
+        return cls._make([*values, owner, body.get("timeout_ms")])
 
 
 QUEUE_STATS_FIELDS: Final = (
