@@ -362,7 +362,7 @@ def list_jobs(broker: OpContext, conn: Conn, request_id: int, request: ListJobs,
 
 @handles(PAUSE)
 def pause(broker: OpContext, conn: Conn, request_id: int, request: Pause, now: int) -> Body:
-    broker.core.pause(request.queue, now)
+    broker.core.pause(request.queue, now, request.for_ms)
     return {}
 
 

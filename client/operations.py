@@ -272,8 +272,9 @@ class QueueOperations(Generic[J]):
     def _own_stats(self, body: Mapping[str, Any]) -> QueueStats:
         return _queue_stats(body).get(self.name) or EMPTY_QUEUE_STATS
 
-    def pause_call(self) -> Call[None]:
-        return Call(Pause(self.name), _nothing)
+    def pause_call(self, for_: Duration | None = None) -> Call[None]:
+        for_ms = None if for_ is None else seconds_to_ms(for_, "for_")
+        return Call(Pause(self.name, for_ms), _nothing)
 
     def resume_call(self) -> Call[None]:
         return Call(Resume(self.name), _nothing)

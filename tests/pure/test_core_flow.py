@@ -127,3 +127,36 @@ def test_a_limit_meta_change_is_journaled() -> None:
     assert not core.take_changes()  # a read changes nothing
     core.limit("q", False, False, T0)
     assert core.take_changes().queues["q"] == QueueMeta("q")
+
+
+def test_pause_for_ms_is_a_not_now_pause_without_a_job_in_hand() -> None:
+    core = make()
+    put(core, "q", 2)
+    put(core, "other", 1)
+    core.take_changes()
+    core.pause("q", T0, 5_000)
+    assert core.take_changes().queues["q"].paused_until == T0 + 5_000  # journaled
+    limits = core.limit("q", None, None, T0 + 1)
+    assert limits.paused_until == T0 + 5_000
+    assert core.stats("q", T0 + 1)["q"].paused is False  # not the pause until resume
+    assert [j.queue for j in core.reserve(["q", "other"], 5, None, 1, T0 + 1)] == ["other"]
+    core.pause("q", T0 + 2, 1_000)  # a shorter one keeps the longer pause running
+    assert core.limit("q", None, None, T0 + 2).paused_until == T0 + 5_000
+    assert core.next_deadline() == T0 + 5_000
+    core.take_ready()
+    core.tick(T0 + 5_000)
+    assert core.take_ready() == {"q"}
+    assert len(core.reserve(["q"], 5, None, 1, T0 + 5_000)) == 2
+
+
+def test_pause_for_ms_survives_a_restore_and_resume_lifts_it() -> None:
+    core = make()
+    put(core, "q", 1)
+    core.pause("q", T0, 60_000)
+    restored = Core.restore(CoreConfig(), _snapshot(core), T0 + 100, rng=random.Random(1),
+                            token_base=2 << 40)
+    assert restored.limit("q", None, None, T0 + 100).paused_until == T0 + 60_000
+    assert restored.reserve(["q"], 1, None, 1, T0 + 100) == []
+    restored.resume("q", T0 + 200)
+    assert restored.limit("q", None, None, T0 + 200).paused_until is None
+    assert len(restored.reserve(["q"], 1, None, 1, T0 + 200)) == 1

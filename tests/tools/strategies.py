@@ -281,7 +281,7 @@ gets = st.builds(Get, job_ids, _opt(names))
 waits = st.builds(Wait, job_ids, st.integers(0, MAX_WAIT_MS), _opt(names))
 cancels = st.builds(Cancel, job_ids, _opt(names))
 stats = st.builds(Stats, _opt(names), st.integers(0, 2**31), st.integers(1, MAX_STATS_LIMIT))
-pauses = st.builds(Pause, names)
+pauses = st.builds(Pause, names, _opt(st.integers(1, MAX_DELAY_MS)))
 resumes = st.builds(Resume, names)
 cleans = st.builds(
     Clean, names, st.sampled_from(sorted(CLEANABLE_STATES)), times_ms,
