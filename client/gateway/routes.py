@@ -103,7 +103,9 @@ SCHEMAS: Final[dict[str, Any]] = {
         "concurrency": {"type": ["integer", "null"], "minimum": 1, "maximum": 1_000_000,
                         "description": "at most this many active at once; null: no limit"},
         "paused_until": {"type": ["integer", "null"], "description": "a \"not now\" pause "
-                         "(a worker's RateLimited) runs until this Unix ms; null: none"}}},
+                         "(a worker's RateLimited) runs until this Unix ms; null: none"},
+        "rate_free_at": {"type": ["integer", "null"], "description": "the rate window is "
+                         "full: the next job may start at this Unix ms; null: one may now"}}},
     "SchedulerRule": {
         "type": "object", "additionalProperties": False,
         "description": "exactly one of every and cron; the template: name (default: the key), "

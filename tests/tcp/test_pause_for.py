@@ -59,3 +59,22 @@ async def test_client_pause_for_seconds(broker: RunningBroker) -> None:
             await queue.pause(for_=-1)
         await queue.resume()
         assert (await queue.limits()).paused_until is None
+
+
+async def test_limits_report_when_the_rate_window_has_room(
+    broker: RunningBroker, wire: Wire
+) -> None:
+    worker = await wire(broker)
+    async with Client(f"jobwire://{broker.host}:{broker.port}") as client:
+        queue = client.queue("q")
+        await queue.set_rate_limit(1, 60)
+        await queue.add("task", 1)
+        await queue.add("task", 2)
+        assert (await queue.limits()).rate_free_at is None  # a job may start now
+        before = await client.broker_time()
+        got = await worker.ok("reserve", {"queues": ["q"], "max": 2, "timeout_ms": 0})
+        assert len(got["jobs"]) == 1
+        free_at = (await queue.limits()).rate_free_at
+        assert free_at is not None and before + 60 <= free_at <= before + 90  # generous bound
+        await queue.clear_rate_limit()
+        assert (await queue.limits()).rate_free_at is None
