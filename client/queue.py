@@ -303,7 +303,8 @@ class Queue(QueueOperations[Job]):
         Args:
             for_: pause for this many seconds only (or a ``timedelta``): a "not now" pause that
                 ends by itself (BullMQ's ``worker.rateLimit``; ``limits().paused_until`` shows
-                it; a longer one already running is kept; ``resume`` lifts it early).
+                it; a longer one already running is kept; ``resume`` lifts it early). A broker
+                that predates it (SPEC §8.12) pauses until ``resume`` instead.
 
         Raises:
             BadArgumentError: ``for_`` under 1 ms or over 10 years (broker-checked).
