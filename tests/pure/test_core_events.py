@@ -184,4 +184,4 @@ def test_failed_events_carry_max_attempts_so_a_final_failure_is_known() -> None:
     failed = [e.to_wire() for e in pending.commit_succeeded().events
               if e.kind is EventKind.FAILED]
     assert [(e["job_id"], e["attempt"], e["max_attempts"], e["will_retry"]) for e in failed] == [
-        ("a", 1, 2, True), ("a", 2, 2, False), ("b", 1, 3, False)]  # "b": not retried, not exhausted
+        ("a", 1, 2, True), ("a", 2, 2, False), ("b", 1, 3, False)]  # "b": final, not exhausted
