@@ -303,9 +303,10 @@ class Core:
         """Every live job, in no particular order (for tests and diagnostics; O(n))."""
         return core_admin.iter_jobs(self._state)
 
-    def pause(self, queue: str, now: int) -> None:
-        """Stop handing out the queue's jobs (reserve skips it). Creates the queue if new."""
-        core_admin.pause(self._state, queue, now)
+    def pause(self, queue: str, now: int, for_ms: int | None = None) -> None:
+        """Stop handing out the queue's jobs (reserve skips it), until ``resume`` or, with
+        ``for_ms``, until ``now + for_ms`` (a "not now" pause). Creates the queue if new."""
+        core_admin.pause(self._state, queue, now, for_ms)
 
     def resume(self, queue: str, now: int) -> None:
         """Hand out the queue's jobs again (also lifting a "not now" pause). Creates the queue

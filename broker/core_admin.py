@@ -58,7 +58,7 @@ def cancel(core: CoreState, job_id: str, queue_name: str | None, now: int) -> Jo
 def get(core: CoreState, job_id: str, queue: str | None = None) -> JobInfo | None:
     """``Core.get`` (documented there)."""
     job = core.lookup(job_id, queue)
-    return None if job is None else job_info(job)
+    return None if job is None else job_info(job, with_owner=True)
 
 
 def iter_jobs(core: CoreState) -> Iterator[Job]:
@@ -66,9 +66,12 @@ def iter_jobs(core: CoreState) -> Iterator[Job]:
     return iter(core.jobs.values())
 
 
-def pause(core: CoreState, queue: str, now: int) -> None:
+def pause(core: CoreState, queue: str, now: int, for_ms: int | None = None) -> None:
     """``Core.pause`` (documented there)."""
     state = core.queue(queue)
+    if for_ms is not None:  # "not now": as release's pause_queue (no event, a later one wins)
+        core_flow.pause_for(core, state, now + for_ms)
+        return
     if core.events is not None and not state.meta.paused:
         core.events.record(EventKind.PAUSED, now, state.name, None, None)
     state.meta.paused = True

@@ -45,10 +45,14 @@ class QueueLimits(NamedTuple):
     rate_period_ms: int | None
     concurrency: int | None
     paused_until: int | None
+    rate_free_at: int | None = None
+    """When the rate limit's window next lets a job start, if not now (``None``: it does now,
+    or there is no rate limit)."""
 
     def to_wire(self) -> dict[str, int | None]:
         return {"rate_max": self.rate_max, "rate_period_ms": self.rate_period_ms,
-                "concurrency": self.concurrency, "paused_until": self.paused_until}
+                "concurrency": self.concurrency, "paused_until": self.paused_until,
+                "rate_free_at": self.rate_free_at}
 
 
 def room(queue: QueueState, now: int) -> int:
@@ -149,7 +153,7 @@ def set_limits(
     """
     if rate is None and concurrency is None:  # a read: an unknown queue is not created
         known = core.queues.get(name)
-        return QueueLimits(None, None, None, None) if known is None else limits(known)
+        return QueueLimits(None, None, None, None) if known is None else limits(known, now)
     queue = core.queue(name)
     meta = queue.meta
     changed = False
@@ -179,12 +183,15 @@ def set_limits(
                 core.ready_names.add(queue.name)
             else:
                 started(core, queue, now, 0)
-    return limits(queue)
+    return limits(queue, now)
 
 
-def limits(queue: QueueState) -> QueueLimits:
+def limits(queue: QueueState, now: int) -> QueueLimits:
+    """A queue's limits, its "not now" pause and when its rate window next has room."""
     meta = queue.meta
-    return QueueLimits(meta.rate_max, meta.rate_period_ms, meta.concurrency, meta.paused_until)
+    free_at = None if queue.window is None else queue.window.next_room(now)
+    return QueueLimits(meta.rate_max, meta.rate_period_ms, meta.concurrency, meta.paused_until,
+                       None if free_at is None or free_at <= now else free_at)
 
 
 def pause_for(core: CoreState, queue: QueueState, until: int) -> None:

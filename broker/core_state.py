@@ -470,7 +470,7 @@ class CoreState:
             return
         kind = EventKind.LEASE_EXPIRED if expired else EventKind.FAILED
         events.record(kind, now, job.queue, job.id, job.name,
-                      (job.attempts, error, retry_at is not None, retry_at))
+                      (job.attempts, error, retry_at is not None, retry_at, job.max_attempts))
         if retry_at is not None and retry_at > now:
             events.record(EventKind.DELAYED, now, job.queue, job.id, job.name, (retry_at,))
 

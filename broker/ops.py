@@ -298,6 +298,8 @@ def reply_job(
     if info is None:
         conn.error_after_commit(request_id, ErrorCode.NOT_FOUND, missing)
     else:
+        if info.owner is not None:  # the core knows the connection id; the table its name
+            info = info._replace(owner=broker.observe.workers.owner(info.owner["conn"]))
         conn.reply_after_commit(request_id, {"job": info.to_wire()}, _READ_NOT_DURABLE)
 
 
@@ -361,7 +363,7 @@ def list_jobs(broker: OpContext, conn: Conn, request_id: int, request: ListJobs,
 
 @handles(PAUSE)
 def pause(broker: OpContext, conn: Conn, request_id: int, request: Pause, now: int) -> Body:
-    broker.core.pause(request.queue, now)
+    broker.core.pause(request.queue, now, request.for_ms)
     return {}
 
 

@@ -42,21 +42,26 @@ headers, the payload's bin header, seven integers (the timeout, or its ``nil``, 
 seventh) and a ``nil`` progress."""
 
 JOB_INFO_OVERHEAD: Final = (
-    3 + sum(1 + len(key) for key in JOB_INFO_FIELDS) + 5 * _STR_HEADER + 8 * _INT + 2
+    3 + sum(1 + len(key) for key in (*JOB_INFO_FIELDS, "timeout_ms")) + 5 * _STR_HEADER
+    + 9 * _INT + 2
 )
-"""A ``JobInfo`` map beyond its payload, result, error and strings: the map header, every key,
-five string/bin headers (id, queue, name, payload, result), eight integers (``nil`` fits an
-integer's room), the state and the error header (counted with the error below)."""
+"""A ``JobInfo`` map beyond its payload, result, error and strings: the map header, every key
+(``timeout_ms`` included; ``owner`` is only in ``get``/``wait`` replies, never in a list), five
+string/bin headers (id, queue, name, payload, result), nine integers (``nil`` fits an integer's
+room), the state and the error header (counted with the error below)."""
 
 _STATE_MAX: Final = 1 + len("completed")
 
 
-def job_info(job: Job) -> JobInfo:
-    """The wire description of a job (``get``, ``wait``, ``list_failed``)."""
+def job_info(job: Job, *, with_owner: bool = False) -> JobInfo:
+    """The wire description of a job (``get``, ``wait``, ``list_failed``). ``with_owner``: an
+    active job's ``owner`` is ``{"conn": id}`` (the I/O layer adds the worker's client and host:
+    ``Observation.owner``)."""
+    owner = {"conn": job.owner} if with_owner and job.owner is not None else None
     return JobInfo(
         job.id, job.queue, job.name, job.state, job.priority, job.attempts, job.max_attempts,
         job.payload, job.progress, job.result, job.error, job.created_at, job.run_at,
-        job.started_at, job.finished_at, job.lease_deadline,
+        job.started_at, job.finished_at, job.lease_deadline, owner, job.options.timeout_ms,
     )
 
 

@@ -102,6 +102,14 @@ class WorkerTable:
         """A connection closed (idempotent)."""
         self._by_conn.pop(conn_id, None)
 
+    def owner(self, conn_id: int) -> dict[str, Any]:
+        """A lease holder as ``get`` shows it (SPEC §9.6 ``owner``): ``{conn, client, host}``,
+        the last two ``None`` if the connection is no longer open."""
+        info = self._by_conn.get(conn_id)
+        if info is None:
+            return {"conn": conn_id, "client": None, "host": None}
+        return {"conn": conn_id, "client": info.client, "host": info.host}
+
     def page(
         self, *, include_all: bool, offset: int, limit: int, held: Callable[[int], int],
         max_bytes: int | None = None, size: Callable[[dict[str, Any]], int] | None = None,

@@ -77,6 +77,10 @@ def register(subparsers: Any) -> None:
         p = subparsers.add_parser(name, help=f"{verb} a queue's jobs",
                                   description=f"{verb.capitalize()} the jobs of QUEUE.")
         p.add_argument("queue", metavar="QUEUE")
+        if name == "pause":
+            p.add_argument("--for", dest="for_", type=parse_duration, metavar="DURATION",
+                           help='only for this long (30s, 15m...): a "not now" pause that ends '
+                           "by itself (`jobwire limit QUEUE` shows until when)")
         add_common(p)
         p.set_defaults(func=command(_pause if name == "pause" else _resume))
 
@@ -233,8 +237,12 @@ async def _job(client: Client, args: argparse.Namespace) -> int:
 
 
 async def _pause(client: Client, args: argparse.Namespace) -> int:
-    await client.queue(args.queue).pause()
-    _say(args, {"queue": args.queue, "paused": True}, f"paused {args.queue}")
+    await client.queue(args.queue).pause(for_=args.for_)
+    if args.for_ is None:
+        _say(args, {"queue": args.queue, "paused": True}, f"paused {args.queue}")
+    else:
+        _say(args, {"queue": args.queue, "paused": False, "for": args.for_},
+             f"paused {args.queue} for {args.for_:g}s (not now)")
     return 0
 
 

@@ -88,4 +88,7 @@ def describe_limits(queue: str, limits: QueueLimits) -> str:
     if limits.paused_until is not None:
         until = datetime.fromtimestamp(limits.paused_until, UTC).strftime("%H:%M:%S UTC")
         parts.append(f"paused (not now) until {until}")
+    if limits.rate_free_at is not None:
+        free = datetime.fromtimestamp(limits.rate_free_at, UTC).strftime("%H:%M:%S.%f")[:-3]
+        parts.append(f"rate window full until {free} UTC")
     return f"{queue}: {', '.join(parts) if parts else 'no limits'}"

@@ -68,14 +68,18 @@ class JobRecord:
         progress: the last progress value a worker reported.
         error: the last error text (message and traceback), if any attempt failed.
         created_at, run_at, started_at, finished_at: Unix times in seconds, or ``None``.
+        owner: the worker holding an active job's lease, ``{"conn", "client", "host"}`` as
+            ``Client.workers()`` shows it; ``None`` otherwise (and from an older broker,
+            which does not report it).
+        timeout: the job's timeout (one attempt's longest run) in seconds, or ``None``.
         duplicate: true when an enqueue found this id already present (nothing was created).
     """
 
     __slots__ = (
         "_data", "_payload", "_result", "_result_raw", "_serializer", "attempts",
         "created_at", "duplicate", "error", "finished_at", "id", "lease_deadline",
-        "max_attempts", "name", "priority", "progress", "queue", "run_at", "started_at",
-        "state",
+        "max_attempts", "name", "owner", "priority", "progress", "queue", "run_at",
+        "started_at", "state", "timeout",
     )
 
     def __init__(
@@ -110,6 +114,8 @@ class JobRecord:
         self.started_at: float | None = None
         self.finished_at: float | None = None
         self.lease_deadline: float | None = None
+        self.owner: dict[str, Any] | None = None
+        self.timeout: float | None = None
         self.duplicate = duplicate
 
     def _apply(self, info: JobInfo) -> None:
@@ -133,6 +139,8 @@ class JobRecord:
         self.started_at = ms_to_seconds(info.started_at)
         self.finished_at = ms_to_seconds(info.finished_at)
         self.lease_deadline = ms_to_seconds(info.lease_deadline)
+        self.owner = None if info.owner is None else dict(info.owner)
+        self.timeout = None if info.timeout_ms is None else info.timeout_ms / 1000
 
     @property
     def data(self) -> Any:

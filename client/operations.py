@@ -138,21 +138,26 @@ class QueueLimits(NamedTuple):
         rate_max: at most this many jobs start in any window of ``rate_period`` seconds.
         rate_period: the rate limit's window, in seconds.
         concurrency: at most this many of the queue's jobs are active at once.
-        paused_until: a "not now" pause (``RateLimited(pause_queue=True)``) runs until this Unix
-            time, in seconds.
+        paused_until: a "not now" pause (``RateLimited(pause_queue=True)``, ``pause(for_=)``)
+            runs until this Unix time, in seconds.
+        rate_free_at: the rate limit's window is full: the next job may start at this Unix
+            time, in seconds (``None``: one may start now, no rate limit, or an older broker).
     """
 
     rate_max: int | None
     rate_period: float | None
     concurrency: int | None
     paused_until: float | None
+    rate_free_at: float | None = None
 
     @classmethod
     def from_wire(cls, body: Mapping[str, Any]) -> QueueLimits:
         raw = body["limits"]
         period, until = raw.get("rate_period_ms"), raw.get("paused_until")
+        free = raw.get("rate_free_at")
         return cls(raw.get("rate_max"), None if period is None else period / 1000,
-                   raw.get("concurrency"), None if until is None else until / 1000)
+                   raw.get("concurrency"), None if until is None else until / 1000,
+                   None if free is None else free / 1000)
 
 
 def limit_call(
@@ -272,8 +277,9 @@ class QueueOperations(Generic[J]):
     def _own_stats(self, body: Mapping[str, Any]) -> QueueStats:
         return _queue_stats(body).get(self.name) or EMPTY_QUEUE_STATS
 
-    def pause_call(self) -> Call[None]:
-        return Call(Pause(self.name), _nothing)
+    def pause_call(self, for_: Duration | None = None) -> Call[None]:
+        for_ms = None if for_ is None else seconds_to_ms(for_, "for_")
+        return Call(Pause(self.name, for_ms), _nothing)
 
     def resume_call(self) -> Call[None]:
         return Call(Resume(self.name), _nothing)

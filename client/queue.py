@@ -297,9 +297,20 @@ class Queue(QueueOperations[Job]):
         """This queue's counters (all zero for a queue never used)."""
         return await send(self._conn, self.stats_call())
 
-    async def pause(self) -> None:
-        """Stop handing out this queue's jobs (reservations get nothing) until ``resume``."""
-        await send(self._conn, self.pause_call())
+    async def pause(self, *, for_: Duration | None = None) -> None:
+        """Stop handing out this queue's jobs (reservations get nothing) until ``resume``.
+
+        Args:
+            for_: pause for this many seconds only (or a ``timedelta``): a "not now" pause that
+                ends by itself (BullMQ's ``worker.rateLimit``; ``limits().paused_until`` shows
+                it; a longer one already running is kept; ``resume`` lifts it early). A broker
+                that predates it (SPEC §8.12) pauses until ``resume`` instead.
+
+        Raises:
+            BadArgumentError: ``for_`` under 1 ms or over 10 years (broker-checked).
+            ValueError: a negative ``for_``.
+        """
+        await send(self._conn, self.pause_call(for_))
 
     async def resume(self) -> None:
         """Hand out jobs again after ``pause``."""

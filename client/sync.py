@@ -349,9 +349,10 @@ class SyncQueue(QueueOperations["SyncJob"]):
         """This queue's counters."""
         return self._client.call(self.stats_call())
 
-    def pause(self) -> None:
-        """Stop handing out this queue's jobs until ``resume``."""
-        self._client.call(self.pause_call())
+    def pause(self, *, for_: Duration | None = None) -> None:
+        """Stop handing out this queue's jobs until ``resume`` (or for ``for_`` seconds only:
+        ``Queue.pause``)."""
+        self._client.call(self.pause_call(for_))
 
     def resume(self) -> None:
         """Hand out jobs again."""

@@ -28,6 +28,7 @@ from protocol.checks import (
     MAX_AUTH_TOKEN_LEN,
     MAX_CONCURRENCY,
     MAX_COUNT,
+    MAX_DELAY_MS,
     MAX_LEASE_MS,
     MAX_LIST_LIMIT,
     MAX_NAME_LEN,
@@ -320,10 +321,14 @@ number of queues."""
 
 class Pause(NamedTuple):
     queue: str
+    for_ms: int | None = None
+    """A "not now" pause of this long instead of a pause until ``resume`` (SPEC §8.12)."""
 
 
 PAUSE: Final[Operation[Pause, None]] = declare(Operation(
-    "pause", Pause, (Field("queue", check_name),), reply=_nothing, after_commit=True,
+    "pause", Pause,
+    (Field("queue", check_name), Field("for_ms", int_in(1, MAX_DELAY_MS), None)),
+    reply=_nothing, after_commit=True,
 ))
 """Reply: ``{}``."""
 

@@ -145,6 +145,8 @@ JOB_INFO_FIELDS: Final = (
     "progress", "result", "error", "created_at", "run_at", "started_at", "finished_at",
     "lease_deadline",
 )
+JOB_INFO_OPTIONAL: Final = ("owner", "timeout_ms")
+"""Keys a newer broker adds to a ``JobInfo`` map (absent from an older broker's: ``None``)."""
 
 
 class JobInfo(NamedTuple):
@@ -169,9 +171,18 @@ class JobInfo(NamedTuple):
     started_at: int | None
     finished_at: int | None
     lease_deadline: int | None
+    owner: Mapping[str, Any] | None = None
+    """The worker holding an active job's lease, ``{conn, client, host}`` as the ``workers``
+    op shows it (``get`` and ``wait`` only; ``None`` otherwise, or from an older broker)."""
+    timeout_ms: int | None = None
+    """The job's timeout (one attempt's longest run), or ``None`` when it has none."""
 
     def to_wire(self) -> dict[str, Any]:
-        return dict(zip(JOB_INFO_FIELDS, self, strict=True))
+        wire = dict(zip(JOB_INFO_FIELDS, self, strict=False))
+        wire["timeout_ms"] = self.timeout_ms
+        if self.owner is not None:
+            wire["owner"] = dict(self.owner)
+        return wire
 
     @classmethod
     def from_wire(cls, body: Any) -> JobInfo:
@@ -182,7 +193,10 @@ class JobInfo(NamedTuple):
         except KeyError as exc:
             raise bad_argument(f"job.{exc.args[0]}", "present") from None
         values[3] = check_enum(JobState, values[3], "job.state")
-        return cls(*values)
+        owner = body.get("owner")
+        if owner is not None and not isinstance(owner, Mapping):
+            raise bad_argument("job.owner", "map or nil")
+        return cls._make([*values, owner, body.get("timeout_ms")])
 
 
 QUEUE_STATS_FIELDS: Final = (

@@ -82,8 +82,8 @@ async def get_job(request: Request) -> Response:
     view = job_view(job, job.data, job.result, gateway.serializer_name, gateway.serializer)
     view["lease_holder"] = None
     view["lease_holder_known"] = job.state != JobState.ACTIVE
-    if job.state == JobState.ACTIVE:
-        view["lease_holder"] = await lease_holder(client, job.queue, job.id)
+    if job.state == JobState.ACTIVE:  # the scan is the fallback for a broker without ``owner``
+        view["lease_holder"] = job.owner or await lease_holder(client, job.queue, job.id)
         view["lease_holder_known"] = view["lease_holder"] is not None
     return JSONResponse(view)
 

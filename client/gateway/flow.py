@@ -53,12 +53,13 @@ SCHEDULER_FIELDS: Final = frozenset({
 
 def limits_view(name: str, limits: QueueLimits) -> dict[str, Any]:
     """A queue's flow control in ms: ``rate`` ``{max, per}`` or null, ``concurrency`` or null,
-    ``paused_until`` (a "not now" pause, Unix ms) or null."""
+    ``paused_until`` (a "not now" pause, Unix ms) or null, ``rate_free_at`` (when a full rate
+    window next lets a job start, Unix ms) or null."""
     rate = None
     if limits.rate_max is not None and limits.rate_period is not None:
         rate = {"max": limits.rate_max, "per": to_ms(limits.rate_period)}
     return {"queue": name, "rate": rate, "concurrency": limits.concurrency,
-            "paused_until": to_ms(limits.paused_until)}
+            "paused_until": to_ms(limits.paused_until), "rate_free_at": to_ms(limits.rate_free_at)}
 
 
 async def get_limits(request: Request) -> Response:

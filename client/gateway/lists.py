@@ -1,12 +1,12 @@
 """The list routes: a queue's jobs by state (``list_jobs``, SPEC §8.19), the connected workers
 (``workers``, §8.24), and who holds an active job's lease.
 
-Lease holders: ``get`` (§8.8) does not say which connection holds an active job, ``list_jobs``
-does (``conn`` of each active job). ``GET /api/jobs/{id}`` of an active job therefore reads the
-first ``HOLDER_SCAN`` active jobs of its queue (lease deadline order) and, when the job is among
-them, names the holder with what ``workers`` says of that connection. Past that many active jobs
-``lease_holder`` is ``null`` (``lease_holder_known`` false): finding it would cost the broker a
-pass over every active job per page view.
+Lease holders: ``get`` (§8.8, JobInfo ``owner`` §9.6) names the worker holding an active job's
+lease, and ``GET /api/jobs/{id}`` shows it. Only with an older broker, whose ``get`` lacks
+``owner``, does the gateway fall back to reading the first ``HOLDER_SCAN`` active jobs of the
+queue (``list_jobs`` gives each one's ``conn``) and naming the holder with what ``workers`` says
+of that connection; past that many active jobs ``lease_holder`` is then ``null``
+(``lease_holder_known`` false).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def info_view(info: JobInfo, serializer_name: str, serializer: Serializer,
         "result": result, "result_encoding": result_encoding, "error": info.error,
         "created_at": info.created_at, "run_at": info.run_at, "started_at": info.started_at,
         "finished_at": info.finished_at, "lease_deadline": info.lease_deadline,
-        "conn": holder,
+        "timeout_ms": info.timeout_ms, "conn": holder,
     }
 
 
@@ -87,8 +87,9 @@ async def list_workers(request: Request) -> Response:
 
 
 async def lease_holder(client: Client, queue: str, job_id: str) -> dict[str, Any] | None:
-    """The worker holding active job ``job_id`` of ``queue``, when found among the first
-    ``HOLDER_SCAN`` active jobs (see the module's docstring); ``None`` otherwise."""
+    """The worker holding active job ``job_id`` of ``queue`` for an older broker (whose ``get``
+    lacks ``owner``), when found among the first ``HOLDER_SCAN`` active jobs (see the module's
+    docstring); ``None`` otherwise."""
     page = await client.queue(queue).jobs("active", limit=HOLDER_SCAN)
     conn = page.holders.get(job_id)
     if conn is None:

@@ -50,6 +50,7 @@ def job_view(job: JobRecord, raw_payload: bytes | None, raw_result: bytes | None
         "started_at": to_ms(job.started_at),
         "finished_at": to_ms(job.finished_at),
         "lease_deadline": to_ms(job.lease_deadline),
+        "timeout_ms": to_ms(job.timeout),
     }
 
 

@@ -88,7 +88,10 @@ SCHEMAS: Final[dict[str, Any]] = {
         "lease_holder": {"type": ["object", "null"], "description": "GET /api/jobs/{id} of an "
                          "active job: {conn, client, host} of the worker holding its lease"},
         "lease_holder_known": {"type": "boolean", "description": "false when the job is active "
-                               "but its holder was not among the queue's first 1,000 active jobs"},
+                               "but its holder is unknown (an older broker, and the job not "
+                               "among the queue's first 1,000 active jobs)"},
+        "timeout_ms": {"type": ["integer", "null"], "description": "the job's timeout (one "
+                       "attempt's longest run), null when it has none"},
     }},
     "Limits": {"type": "object", "description": "a queue's flow control (SPEC §8.18), enforced "
                "by the broker across every worker", "properties": {
@@ -100,7 +103,9 @@ SCHEMAS: Final[dict[str, Any]] = {
         "concurrency": {"type": ["integer", "null"], "minimum": 1, "maximum": 1_000_000,
                         "description": "at most this many active at once; null: no limit"},
         "paused_until": {"type": ["integer", "null"], "description": "a \"not now\" pause "
-                         "(a worker's RateLimited) runs until this Unix ms; null: none"}}},
+                         "(a worker's RateLimited) runs until this Unix ms; null: none"},
+        "rate_free_at": {"type": ["integer", "null"], "description": "the rate window is "
+                         "full: the next job may start at this Unix ms; null: one may now"}}},
     "SchedulerRule": {
         "type": "object", "additionalProperties": False,
         "description": "exactly one of every and cron; the template: name (default: the key), "

@@ -28,6 +28,11 @@ export interface QueueLimits {
   concurrency: number | null;
   /** A "not now" pause (`worker.rateLimit`) runs until this time (ms since the epoch, broker clock). */
   pausedUntil: number | null;
+  /**
+   * jobwire: the rate limit's window is full; the next job may start at this time (ms since the
+   * epoch, broker clock). `null`: one may start now, no rate limit, or an older broker.
+   */
+  rateFreeAt: number | null;
 }
 
 /** What `limit` changes: a value sets, `false` clears, `undefined` leaves it as it is. */
@@ -98,7 +103,25 @@ export function limitsFromWire(raw: Record<string, unknown>): QueueLimits {
     rateLimit: max === null || period === null ? null : { max, duration: period },
     concurrency: optional(raw.concurrency),
     pausedUntil: optional(raw.paused_until),
+    rateFreeAt: optional(raw.rate_free_at),
   };
+}
+
+/** The longest "not now" pause the broker takes (SPEC §8.12 `for_ms`: 10 years). */
+export const MAX_PAUSE_MS = 315_360_000_000;
+
+/**
+ * Pause `queue` for `ms` ms on the broker, for every worker (SPEC §8.12 `pause` with `for_ms`;
+ * a longer pause already running is kept). Only a broker that knows `for_ms` gets the `pause`:
+ * one whose `limit` reply carries `rate_free_at` (SPEC §8.18); an older broker would ignore
+ * `for_ms` and pause the queue until `resume`, so it gets nothing and this returns false.
+ */
+export async function pauseQueueFor(connection: Connection, queue: string, ms: number): Promise<boolean> {
+  const probe = await connection.request<{ limits: Record<string, unknown> }>('limit', { queue });
+  if (!('rate_free_at' in probe.limits)) return false;
+  const forMs = Math.min(MAX_PAUSE_MS, Math.max(1, Math.round(ms)));
+  await connection.request('pause', { queue, for_ms: wireInt(forMs, 'for_ms') });
+  return true;
 }
 
 /**

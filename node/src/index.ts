@@ -18,7 +18,7 @@ export {
 export { RateLimitError } from './flow.js';
 export type { QueueLimits, RateLimiterOptions } from './flow.js';
 export { Job } from './job.js';
-export type { FinishedOutcome, JobFollower, JobState } from './job.js';
+export type { FinishedOutcome, JobFollower, JobState, LeaseHolder } from './job.js';
 export type { Logger } from './log.js';
 export type { BackoffOptions, JobsOptions, KeepJobs } from './options.js';
 export { Queue } from './queue.js';

@@ -41,6 +41,16 @@ export interface JobFollower {
 /** The longest single `wait` request the broker takes (SPEC §8.9). */
 const MAX_WAIT_MS = 600_000;
 
+/** The worker holding an active job's lease (SPEC §9.6 `owner`). */
+export interface LeaseHolder {
+  /** The broker's connection id (as the `workers` op and the gateway's /api/workers show it). */
+  conn: number;
+  /** Its `hello` client name; null if the connection has just closed. */
+  client: string | null;
+  /** Its peer address, `ip:port`; null if the connection has just closed. */
+  host: string | null;
+}
+
 export class Job<DataType = any, ReturnType = any, NameType extends string = string> {
   /** The job id (broker-assigned ids are decimal strings). */
   id: string;
@@ -67,6 +77,16 @@ export class Job<DataType = any, ReturnType = any, NameType extends string = str
   token: bigint | undefined;
   /** jobwire: when the current lease ends (ms since the epoch, broker clock). */
   leaseDeadline: number | undefined;
+  /**
+   * The name of the worker holding an active job's lease (BullMQ's `processedBy`): its
+   * connection's client name (`hostname:pid` by default). From `getJob`/`Queue` reads of an
+   * active job; undefined otherwise, and with an older broker.
+   */
+  processedBy: string | undefined;
+  /** jobwire: the lease holder in full, `{conn, client, host}` as the broker's `workers` op shows it. */
+  leaseHolder: LeaseHolder | undefined;
+  /** jobwire: the job's timeout (one attempt's longest run, ms), undefined when it has none. */
+  timeout: number | undefined;
   /** jobwire: the delivery's number, 1 for the first. */
   attempt = 0;
   maxAttempts = 0;
@@ -111,6 +131,16 @@ export class Job<DataType = any, ReturnType = any, NameType extends string = str
     job.processedOn = optionalTime(info.started_at);
     job.finishedOn = optionalTime(info.finished_at);
     job.leaseDeadline = optionalTime(info.lease_deadline);
+    job.timeout = optionalTime(info.timeout_ms);
+    const holder = info.owner as Record<string, unknown> | null | undefined;
+    if (holder !== null && typeof holder === 'object') {
+      job.leaseHolder = {
+        conn: toNumber(holder.conn),
+        client: typeof holder.client === 'string' ? holder.client : null,
+        host: typeof holder.host === 'string' ? holder.host : null,
+      };
+      job.processedBy = job.leaseHolder.client ?? undefined;
+    }
     return job;
   }
 
@@ -135,6 +165,7 @@ export class Job<DataType = any, ReturnType = any, NameType extends string = str
     job.maxAttempts = toNumber(item[5]);
     job.token = BigInt(item[6] as bigint | number);
     job.leaseDeadline = toNumber(item[8]);
+    job.timeout = optionalTime(item[11]);
     job.processedOn = Date.now();
     if (item[10] !== null && item[10] !== undefined) job.progress = fromWireValue(item[10]);
     return job;
@@ -260,6 +291,9 @@ export class Job<DataType = any, ReturnType = any, NameType extends string = str
     this.stacktrace = latest.stacktrace;
     this.processedOn = latest.processedOn;
     this.finishedOn = latest.finishedOn;
+    this.leaseHolder = latest.leaseHolder;
+    this.processedBy = latest.processedBy;
+    this.timeout = latest.timeout;
   }
 
   /** A plain description (no connection), for logs and HTTP answers. */

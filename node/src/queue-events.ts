@@ -47,7 +47,7 @@ export interface JobEvent {
   queue: string | null;
   jobId: string | null;
   name: string | null;
-  /** The kind's own keys (`attempt`, `error`, `will_retry`, `run_at`, `dropped`...). */
+  /** The kind's own keys (`attempt`, `error`, `will_retry`, `run_at`, `max_attempts`, `dropped`...). */
   fields: Record<string, unknown>;
 }
 
@@ -74,6 +74,12 @@ export interface QueueEventsListener {
   progress: (args: { jobId: string; data: unknown }, id: string) => void;
   completed: (args: { jobId: string; returnvalue: unknown; prev?: string; attempt: number }, id: string) => void;
   failed: (args: { jobId: string; failedReason: string; prev?: string; attemptsMade: number }, id: string) => void;
+  /**
+   * A failure for good that used up the job's attempts (`attemptsMade >= attempts`; not for an
+   * `UnrecoverableError` with attempts left); emitted just before its `failed`. Needs a broker
+   * whose failed events carry `max_attempts` (SPEC §9.8).
+   */
+  'retries-exhausted': (args: { jobId: string; attemptsMade: number }, id: string) => void;
   /** jobwire: an attempt failed and the job will run again (BullMQ emits nothing for it). */
   retrying: (args: { jobId: string; failedReason: string; attemptsMade: number; runAt: number | null }, id: string) => void;
   delayed: (args: { jobId: string; delay: number }, id: string) => void;
@@ -341,6 +347,9 @@ export class QueueEvents extends EventEmitter implements JobFollower {
           if (runAt === null || runAt <= event.time) this.safeEmit('waiting', { jobId, prev: 'failed' }, id);
         } else {
           this.finish(jobId, { completed: false, failedReason });
+          if (f.max_attempts !== null && f.max_attempts !== undefined && attempt >= toNumber(f.max_attempts)) {
+            this.safeEmit('retries-exhausted', { jobId, attemptsMade: attempt }, id);
+          }
           this.safeEmit('failed', { jobId, failedReason, prev: 'active', attemptsMade: attempt }, id);
         }
         break;

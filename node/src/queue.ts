@@ -466,12 +466,15 @@ export class Queue<DataType = any, ResultType = any, NameType extends string = s
   getLimits(): Promise<QueueLimits> { return limit(this.connection, this.name); }
 
   /**
-   * Ms until the "not now" pause of `worker.rateLimit(ms)` ends (0: none; client clock). The
-   * sliding window of a rate limit is not reported.
+   * Ms until the queue may start a job again as far as rate limiting goes: the later of the
+   * "not now" pause of `worker.rateLimit(ms)` and the moment a full rate-limit window next has
+   * room (0: a job may start now; client clock against the broker's times). A full concurrency
+   * limit is not counted.
    */
   async getRateLimitTtl(): Promise<number> {
-    const until = (await limit(this.connection, this.name)).pausedUntil;
-    return until === null ? 0 : Math.max(0, until - Date.now());
+    const limits = await limit(this.connection, this.name);
+    const until = Math.max(limits.pausedUntil ?? 0, limits.rateFreeAt ?? 0);
+    return Math.max(0, until - Date.now());
   }
 
   /** Wait for adds already made, then close the connection (if this queue opened it). */

@@ -27,7 +27,8 @@
  * `drainDelay`) and hand back with `release` (attempt not counted) the jobs they bring and the
  * jobs waiting in `ready`, let running processors finish (`close(true)`: hand them back at once
  * instead), wait for outcome replies, close the connection. `rateLimit(ms)` does the same to
- * `ready` and reserves nothing until `limitUntil`; a `RateLimitError` is a delayed `release`.
+ * `ready` and reserves nothing until `limitUntil` (and pauses the queue on the broker for every
+ * worker: `pause` with `for_ms`); a `RateLimitError` is a delayed `release`.
  *
  * Invariants: `running <= concurrency`; `ready.length <= prefetch` (outside a shrinking
  * moment after `pause()`); `held.size + asked <= maxHeld`; each held job gets
@@ -40,7 +41,7 @@ import { Connection, type ConnectionInput } from './connection.js';
 import { BrokerError, ConnectionClosedError, ConnectionLostError, UnrecoverableError } from './errors.js';
 import { Job, type JobOwner } from './job.js';
 import { defaultLogger, type Logger } from './log.js';
-import { checkLimiter, isRateLimitError, limit, RateLimitError, type RateLimiterOptions } from './flow.js';
+import { checkLimiter, isRateLimitError, limit, pauseQueueFor, RateLimitError, type RateLimiterOptions } from './flow.js';
 import { failOutcome, notNowOutcome, OutcomeBuffer, type Outcome } from './outcomes.js';
 import { getSerializer, type Serializer } from './serializer.js';
 
@@ -218,14 +219,19 @@ export class Worker<DataType = any, ResultType = any, NameType extends string = 
   static RateLimitError(): RateLimitError { return new RateLimitError(); }
 
   /**
-   * BullMQ's `worker.rateLimit(ms)`: this worker takes no job for `ms` ms (prefetched jobs are
-   * handed back). A processor then throws `Worker.RateLimitError()`: its job goes back delayed
-   * for the rest of `ms` without counting an attempt, and the broker hands out no job of this
-   * queue to any worker until then (`queue.resume()` lifts that early).
+   * BullMQ's `worker.rateLimit(ms)`: the broker hands out no job of this queue to any worker for
+   * `ms` ms (`pause` with `for_ms`, SPEC §8.12; `queue.resume()` lifts it early), and this worker
+   * takes none meanwhile (prefetched jobs are handed back). A processor then throws
+   * `Worker.RateLimitError()`: its job goes back delayed for the rest of `ms` without counting
+   * an attempt. With a broker that predates `for_ms` only this worker pauses until a job is
+   * handed back that way. A failed request is reported on `error`; the worker's own pause holds.
    */
   async rateLimit(ms: number): Promise<void> {
     if (typeof ms !== 'number' || !(ms >= 0)) throw new RangeError('rateLimit: expected ms >= 0');
     this.limitUntil = Math.max(this.limitUntil, Date.now() + ms);
+    if (Math.round(ms) >= 1) {
+      await pauseQueueFor(this.connection, this.name, ms).catch((error: Error) => this.emitError(error));
+    }
     this.handBackReady();
     if (this.limitTimer) clearTimeout(this.limitTimer);
     const rearm = (): void => { // setTimeout holds at most 2^31 - 1 ms

@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 
-import { BrokerError, Queue, QueueEvents, WaitTimeoutError, Worker } from '../dist/index.js';
+import { BrokerError, Queue, QueueEvents, UnrecoverableError, WaitTimeoutError, Worker } from '../dist/index.js';
 import { eventually, queueName, startBroker } from './broker.js';
 
 let broker;
@@ -64,12 +64,13 @@ test('a job\'s life as BullMQ events: added, waiting, active, progress, complete
 
 test('failures: retrying then failed for good, delayed with its run time, stalled', async (t) => {
   const { queue, events, worker } = await setup(t);
-  const seen = record(events, ['failed', 'retrying', 'delayed', 'waiting']);
+  const seen = record(events, ['failed', 'retrying', 'delayed', 'waiting', 'retries-exhausted']);
   const job = await queue.add('boom', {}, { attempts: 2, backoff: { type: 'fixed', delay: 50 } });
   worker(async (j) => { throw new Error(`attempt ${j.attemptsMade + 1} broke`); });
   await assert.rejects(job.waitUntilFinished(events, 10_000), /^Error: Error: attempt 2 broke$/);
   const names = seen.map(([name]) => name);
-  assert.deepEqual(names.filter((name) => name !== 'waiting'), ['retrying', 'delayed', 'failed']);
+  assert.deepEqual(names.filter((name) => name !== 'waiting'), ['retrying', 'delayed', 'retries-exhausted', 'failed']);
+  assert.deepEqual(seen.find(([name]) => name === 'retries-exhausted')[1], { jobId: job.id, attemptsMade: 2 });
   const retrying = seen.find(([name]) => name === 'retrying')[1];
   assert.equal(retrying.failedReason, 'Error: attempt 1 broke');
   assert.equal(retrying.attemptsMade, 1);
@@ -84,12 +85,23 @@ test('failures: retrying then failed for good, delayed with its run time, stalle
 
 test('a lease that runs out: stalled, and failed when no attempt is left', async (t) => {
   const { queue, events } = await setup(t);
-  const seen = record(events, ['stalled', 'failed']);
+  const seen = record(events, ['stalled', 'failed', 'retries-exhausted']);
   const job = await queue.add('slow', {}, { attempts: 1, leaseMs: 200 });
   // A raw reserve that never acks: the lease expires after 200 ms.
   await queue.connection.request('reserve', { queues: [queue.name], max: 1, lease_ms: 200 });
   await assert.rejects(job.waitUntilFinished(events, 10_000), /lease expired/);
-  assert.deepEqual(seen.map(([name, args]) => [name, args.jobId]), [['stalled', job.id], ['failed', job.id]]);
+  assert.deepEqual(seen.map(([name, args]) => [name, args.jobId]),
+    [['stalled', job.id], ['retries-exhausted', job.id], ['failed', job.id]]);
+});
+
+test('an UnrecoverableError with attempts left: failed, not retries-exhausted', async (t) => {
+  const { queue, events, worker } = await setup(t);
+  const seen = record(events, ['failed', 'retries-exhausted']);
+  const job = await queue.add('fatal', {}, { attempts: 5 });
+  worker(async () => { throw new UnrecoverableError('no point'); });
+  await assert.rejects(job.waitUntilFinished(events, 10_000), /no point/);
+  assert.deepEqual(seen.map(([name]) => name), ['failed']);
+  assert.equal(seen[0][1].attemptsMade, 1);
 });
 
 test('removed, paused, resumed; delayed adds; kinds narrow the subscription', async (t) => {

@@ -38,7 +38,7 @@ test('global concurrency and rate limit: set, read, remove', async (t) => {
   await queue.setGlobalRateLimit(10, 2500);
   assert.equal(await queue.getGlobalConcurrency(), 4);
   assert.deepEqual(await queue.getGlobalRateLimit(), { max: 10, duration: 2500 });
-  assert.deepEqual(await queue.getLimits(), { rateLimit: { max: 10, duration: 2500 }, concurrency: 4, pausedUntil: null });
+  assert.deepEqual(await queue.getLimits(), { rateLimit: { max: 10, duration: 2500 }, concurrency: 4, pausedUntil: null, rateFreeAt: null });
   await queue.removeGlobalConcurrency();
   assert.equal(await queue.getGlobalConcurrency(), null);
   assert.deepEqual(await queue.getGlobalRateLimit(), { max: 10, duration: 2500 }, 'the rate limit stays');
@@ -54,7 +54,7 @@ test('bad limits are the broker\'s BAD_ARGUMENT naming the field; a bad limiter 
   await assert.rejects(queue.setGlobalRateLimit(0, 1000), isBadArgument('rate.max'));
   await assert.rejects(queue.setGlobalRateLimit(5, 0), isBadArgument('rate.period_ms'));
   await assert.rejects(queue.setGlobalRateLimit(5, 40 * 86_400_000), isBadArgument('rate.period_ms'));
-  assert.deepEqual(await queue.getLimits(), { rateLimit: null, concurrency: null, pausedUntil: null }, 'nothing changed');
+  assert.deepEqual(await queue.getLimits(), { rateLimit: null, concurrency: null, pausedUntil: null, rateFreeAt: null }, 'nothing changed');
   const noop = async () => undefined;
   assert.throws(() => new Worker(queue.name, noop, { connection: broker.url, limiter: { max: 0, duration: 1000 } }), RangeError);
   assert.throws(() => new Worker(queue.name, noop, { connection: broker.url, limiter: { max: 1, duration: 1000, groupKey: 'g' } }), TypeError);
@@ -161,4 +161,39 @@ test('queue.resume() lifts a "not now" pause early', async (t) => {
   assert.equal((await queue.getLimits()).pausedUntil, null);
   // The job itself stays delayed for the ten minutes; the worker's own pause is local.
   assert.equal((await queue.getJob(job.id)).state, 'delayed');
+});
+
+test('worker.rateLimit(ms) without a throw pauses the whole queue on the broker', async (t) => {
+  const queue = newQueue(t);
+  const idle = newWorker(t, queue, async () => 'idle');
+  const other = newWorker(t, queue, async () => 'other');
+  await idle.waitUntilReady();
+  const before = Date.now();
+  await idle.rateLimit(60_000);
+  const { pausedUntil } = await queue.getLimits();
+  assert.ok(pausedUntil >= before + 59_000, `pausedUntil ${pausedUntil}`);
+  assert.ok((await queue.getRateLimitTtl()) > 50_000);
+  const job = await queue.add('held', null);
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  assert.equal((await queue.getJob(job.id)).state, 'waiting', 'no worker took it, the other one neither');
+  assert.equal(other.stats.completed, 0);
+  await queue.resume();
+  assert.equal(await queue.getRateLimitTtl(), 0);
+});
+
+test('getRateLimitTtl reports a full rate window; rateFreeAt shows when it has room', async (t) => {
+  const queue = newQueue(t);
+  await queue.setGlobalRateLimit(1, 60_000);
+  await queue.add('first', null);
+  await queue.add('second', null);
+  assert.equal((await queue.getLimits()).rateFreeAt, null);
+  newWorker(t, queue, async () => 'ok');
+  await eventually(async () => (await queue.getCompletedCount()) === 1, 10_000, 'one job ran');
+  const { rateFreeAt } = await queue.getLimits();
+  assert.ok(rateFreeAt > Date.now() + 30_000, `rateFreeAt ${rateFreeAt}`);
+  const ttl = await queue.getRateLimitTtl();
+  // At most the period plus one of its 1,024 slots (a start counts until its slot ends, SPEC §8.18).
+  assert.ok(ttl > 30_000 && ttl <= 60_000 + 60_000 / 1024 + 1, `ttl ${ttl}`);
+  await queue.removeGlobalRateLimit();
+  assert.equal(await queue.getRateLimitTtl(), 0);
 });

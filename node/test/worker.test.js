@@ -312,3 +312,30 @@ test('a listener that throws is reported on error and the worker goes on', async
   await eventually(() => worker.stats.completed === 3, 5000, 'three completions counted');
   assert.deepEqual(errors, ['listener bug']);
 });
+
+test('getJob of an active job names its worker (processedBy, leaseHolder) and its timeout', async (t) => {
+  let release;
+  const gate = new Promise((resolve) => { release = resolve; });
+  let started;
+  const running = new Promise((resolve) => { started = resolve; });
+  const { queue } = setup(t, async () => { started(); await gate; return 'ok'; },
+    { connection: { url: broker.url, clientName: 'node-holder' } });
+  t.after(() => release());
+  const job = await queue.add('slow', 1, { timeout: 30_000 });
+  await running;
+  const active = await queue.getJob(job.id);
+  assert.equal(active.state, 'active');
+  assert.equal(active.processedBy, 'node-holder');
+  assert.equal(active.leaseHolder.client, 'node-holder');
+  assert.equal(typeof active.leaseHolder.conn, 'number');
+  assert.equal(active.timeout, 30_000);
+  release();
+  await job.waitUntilFinished(undefined, 10_000);
+  const done = await queue.getJob(job.id);
+  assert.equal(done.state, 'completed');
+  assert.equal(done.processedBy, undefined);
+  assert.equal(done.leaseHolder, undefined);
+  assert.equal(done.timeout, 30_000);
+  const untimed = await queue.getJob((await queue.add('plain', 2)).id);
+  assert.equal(untimed.timeout, undefined);
+});

@@ -122,6 +122,10 @@ async def test_pause_and_resume(
     code, out, _ = await cli("resume", "emails", "--url", url, "--json")
     assert code == 0 and json.loads(out) == {"queue": "emails", "paused": False}
     assert not (await client.queue("emails").stats()).paused
+    code, out, _ = await cli("pause", "emails", "--for", "5m", "--url", url)
+    assert (code, out.strip()) == (0, "paused emails for 300s (not now)")
+    limits = await client.queue("emails").limits()
+    assert limits.paused_until is not None and not (await client.queue("emails").stats()).paused
 
 
 async def test_clean_older_than(

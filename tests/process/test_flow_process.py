@@ -118,7 +118,7 @@ async def test_jobwire_limit(broker_process: BrokerProcess) -> None:
     code, out, _ = await cli("limit", "sms", "--rate", "100/m", "--json", *url)
     assert code == 0 and json.loads(out) == {
         "queue": "sms", "rate_max": 100, "rate_period": 60.0, "concurrency": 3,
-        "paused_until": None,
+        "paused_until": None, "rate_free_at": None,
     }
     assert (await cli("limit", "sms", "--clear", *url))[:2] == (0, "sms: no limits\n")
     code, _, err = await cli("limit", "sms", "--rate", "0/1s", *url)

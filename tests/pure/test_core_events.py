@@ -167,3 +167,21 @@ def test_no_recorder_no_events_and_metrics_count_anyway() -> None:
             metrics.failed.total) == (3, 1, 1, 1)
     assert (metrics.wait_ms.count, metrics.wait_ms.min, metrics.processing_ms.max) == (3, 40, 60)
     assert core.held_by(1) == 0 and len(ids) == 3
+
+
+def test_failed_events_carry_max_attempts_so_a_final_failure_is_known() -> None:
+    core = Core(CoreConfig(), rng=random.Random(0), token_base=1 << 40)
+    pending = PendingEvents()
+    core.record_events(pending)
+    core.enqueue("q", [JobSpec("a", "t", b"p", max_attempts=2)], T0)
+    for attempt in (1, 2):
+        (job,) = core.reserve(("q",), 1, None, 1, T0 + attempt)
+        core.fail([FailItem(job.job_id, job.token, "boom", True, 0)], T0 + attempt)
+    core.enqueue("q", [JobSpec("b", "t", b"p")], T0 + 3)
+    (other,) = core.reserve(("q",), 1, None, 1, T0 + 3)
+    core.fail([FailItem(other.job_id, other.token, "fatal", False, None)], T0 + 3)
+    pending.begin_batch()
+    failed = [e.to_wire() for e in pending.commit_succeeded().events
+              if e.kind is EventKind.FAILED]
+    assert [(e["job_id"], e["attempt"], e["max_attempts"], e["will_retry"]) for e in failed] == [
+        ("a", 1, 2, True), ("a", 2, 2, False), ("b", 1, 3, False)]  # "b": final, not exhausted

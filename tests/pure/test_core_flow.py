@@ -110,7 +110,7 @@ def test_limits_pause_and_the_rate_window_survive_a_restore() -> None:
     core.release([ReleaseItem(held.job_id, held.token, 30_000, True)], T0)
     restored = Core.restore(CoreConfig(), _snapshot(core), T0 + 200, rng=random.Random(1),
                             token_base=2 << 40)
-    assert restored.limit("q", None, None, T0 + 200) == (3, 1_000, 4, None)
+    assert restored.limit("q", None, None, T0 + 200) == (3, 1_000, 4, None, T0 + 1_000)
     assert restored.limit("p", None, None, T0 + 200).paused_until == T0 + 30_000
     # The three starts at T0 (their jobs were failed by the restart) still fill the window.
     assert restored.reserve(["q", "p"], 10, None, 1, T0 + 200) == []
@@ -127,3 +127,50 @@ def test_a_limit_meta_change_is_journaled() -> None:
     assert not core.take_changes()  # a read changes nothing
     core.limit("q", False, False, T0)
     assert core.take_changes().queues["q"] == QueueMeta("q")
+
+
+def test_pause_for_ms_is_a_not_now_pause_without_a_job_in_hand() -> None:
+    core = make()
+    put(core, "q", 2)
+    put(core, "other", 1)
+    core.take_changes()
+    core.pause("q", T0, 5_000)
+    assert core.take_changes().queues["q"].paused_until == T0 + 5_000  # journaled
+    limits = core.limit("q", None, None, T0 + 1)
+    assert limits.paused_until == T0 + 5_000
+    assert core.stats("q", T0 + 1)["q"].paused is False  # not the pause until resume
+    assert [j.queue for j in core.reserve(["q", "other"], 5, None, 1, T0 + 1)] == ["other"]
+    core.pause("q", T0 + 2, 1_000)  # a shorter one keeps the longer pause running
+    assert core.limit("q", None, None, T0 + 2).paused_until == T0 + 5_000
+    assert core.next_deadline() == T0 + 5_000
+    core.take_ready()
+    core.tick(T0 + 5_000)
+    assert core.take_ready() == {"q"}
+    assert len(core.reserve(["q"], 5, None, 1, T0 + 5_000)) == 2
+
+
+def test_pause_for_ms_survives_a_restore_and_resume_lifts_it() -> None:
+    core = make()
+    put(core, "q", 1)
+    core.pause("q", T0, 60_000)
+    restored = Core.restore(CoreConfig(), _snapshot(core), T0 + 100, rng=random.Random(1),
+                            token_base=2 << 40)
+    assert restored.limit("q", None, None, T0 + 100).paused_until == T0 + 60_000
+    assert restored.reserve(["q"], 1, None, 1, T0 + 100) == []
+    restored.resume("q", T0 + 200)
+    assert restored.limit("q", None, None, T0 + 200).paused_until is None
+    assert len(restored.reserve(["q"], 1, None, 1, T0 + 200)) == 1
+
+
+def test_limit_reports_when_a_full_rate_window_next_has_room() -> None:
+    core = make()
+    put(core, count=5)
+    assert core.limit("q", (2, 1_000), None, T0).rate_free_at is None  # room now
+    core.reserve(["q"], 1, None, 1, T0)
+    core.reserve(["q"], 1, None, 1, T0 + 300)
+    assert core.limit("q", None, None, T0 + 400).rate_free_at == T0 + 1_000
+    core.pause("q", T0 + 400, 5_000)  # the pause is reported apart
+    limits = core.limit("q", None, None, T0 + 500)
+    assert (limits.paused_until, limits.rate_free_at) == (T0 + 5_400, T0 + 1_000)
+    assert core.limit("q", None, None, T0 + 1_000).rate_free_at is None
+    assert core.limit("other", None, None, T0).rate_free_at is None  # no rate limit

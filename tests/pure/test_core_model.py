@@ -755,7 +755,7 @@ class CoreMachine(RuleBasedStateMachine):
         if rate is None and concurrency is None:
             known = model.queues.get(queue)
             if known is None:
-                assert limits == (None, None, None, None)
+                assert limits == (None, None, None, None, None)
                 return
         target = model.queue(queue)
         if rate is False:
@@ -772,6 +772,8 @@ class CoreMachine(RuleBasedStateMachine):
         pause = limits.paused_until
         assert (pause is not None and pause > now) == (
             target.paused_until is not None and target.paused_until > now)
+        free_at = limits.rate_free_at
+        assert free_at is None or (target.rate is not None and free_at > now)
 
     @rule(queue=st.sampled_from(QUEUES))
     def resume(self, queue: str) -> None:

@@ -62,10 +62,11 @@ def test_every_kind_declares_its_fields() -> None:
 
 
 def test_wire_map_has_common_and_kind_fields() -> None:
-    event = Event(7, EventKind.FAILED, 123, "mail", "42", "send", (2, "boom", True, 5_000))
+    event = Event(7, EventKind.FAILED, 123, "mail", "42", "send", (2, "boom", True, 5_000, 3))
     assert event.to_wire() == {
         "seq": 7, "kind": "failed", "time": 123, "queue": "mail", "job_id": "42",
         "name": "send", "attempt": 2, "error": "boom", "will_retry": True, "run_at": 5_000,
+        "max_attempts": 3,
     }
 
 

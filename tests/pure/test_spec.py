@@ -16,7 +16,7 @@ from protocol.messages import (
     parse_server_message,
 )
 from protocol.operations import OPERATIONS
-from protocol.replies import JOB_INFO_FIELDS, QUEUE_STATS_FIELDS
+from protocol.replies import JOB_INFO_FIELDS, JOB_INFO_OPTIONAL, QUEUE_STATS_FIELDS
 
 SPEC = spec_example.SPEC_PATH.read_text(encoding="utf-8")
 
@@ -61,7 +61,7 @@ def test_spec_names_every_op_code_event_and_field() -> None:
         assert f"`{code.value}`" in SPEC, code
     for event in Event:
         assert f"`{event.value}`" in SPEC, event
-    for key in (*JOB_INFO_FIELDS, *QUEUE_STATS_FIELDS):
+    for key in (*JOB_INFO_FIELDS, *JOB_INFO_OPTIONAL, *QUEUE_STATS_FIELDS):
         assert f"`{key}`" in SPEC, key
 
 

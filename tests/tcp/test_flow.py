@@ -174,4 +174,4 @@ async def test_bad_limits_name_the_field(client: Client, call: Any, field: str) 
     with pytest.raises(BadArgumentError) as caught:
         await call(client.queue("q"))
     assert field in caught.value.message
-    assert await client.queue("q").limits() == QueueLimits(None, None, None, None)
+    assert await client.queue("q").limits() == QueueLimits(None, None, None, None, None)

@@ -43,7 +43,7 @@ async def test_limits_are_set_read_changed_and_cleared(
                            json={"rate": {"max": 10, "per": 1500}, "concurrency": 3})
     assert reply.status_code == 200, reply.text
     assert reply.json() == {"queue": "sms", "rate": {"max": 10, "per": 1500},
-                            "concurrency": 3, "paused_until": None}
+                            "concurrency": 3, "paused_until": None, "rate_free_at": None}
     limits = await client.queue("sms").limits()  # what the Python client reads back
     assert (limits.rate_max, limits.rate_period, limits.concurrency) == (10, 1.5, 3)
 
@@ -55,8 +55,8 @@ async def test_limits_are_set_read_changed_and_cleared(
     cleared = await http.delete("/api/queues/sms/limits")
     assert cleared.status_code == 200
     assert cleared.json() == {"queue": "sms", "rate": None, "concurrency": None,
-                              "paused_until": None}
-    assert await client.queue("sms").limits() == (None, None, None, None)
+                              "paused_until": None, "rate_free_at": None}
+    assert await client.queue("sms").limits() == (None, None, None, None, None)
 
 
 async def test_a_not_now_pause_shows_as_paused_until(

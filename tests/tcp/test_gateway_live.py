@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+import pytest
 
 from client import Client, Worker
 from tests.tools.clienttools import running, until
@@ -47,7 +48,8 @@ async def test_job_lists_refuse_bad_states_and_unknown_queues(http: httpx.AsyncC
 
 
 async def test_workers_and_the_lease_holder_of_an_active_job(
-        gateway: RunningGateway, http: httpx.AsyncClient, client: Client) -> None:
+        gateway: RunningGateway, http: httpx.AsyncClient, client: Client,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     started = asyncio.Event()
     release = asyncio.Event()
 
@@ -56,7 +58,11 @@ async def test_workers_and_the_lease_holder_of_an_active_job(
         await release.wait()
         return "done"
 
-    job = await client.queue("held").add("slow", {"n": 1})
+    async def no_scan(*args: Any) -> None:
+        raise AssertionError("get names the holder: no list_jobs scan (older brokers only)")
+
+    monkeypatch.setattr("client.gateway.api.lease_holder", no_scan)
+    job = await client.queue("held").add("slow", {"n": 1}, timeout=30)
     worker = Worker(gateway.broker_url, "held", hold, handle_signals=False, poll_wait=0.2,
                     client_name="holder-7")
     async with running(worker):
@@ -70,6 +76,7 @@ async def test_workers_and_the_lease_holder_of_an_active_job(
         assert view["state"] == "active" and view["lease_holder_known"] is True
         assert view["lease_holder"]["client"] == "holder-7"
         assert view["lease_holder"]["conn"] == mine["conn"]
+        assert view["timeout_ms"] == 30_000
         active = (await http.get("/api/queues/held/jobs?state=active")).json()
         assert active["jobs"][0]["conn"] == mine["conn"]
         release.set()

@@ -236,7 +236,7 @@ def test_job_info_size_bounds_the_encoding() -> None:
 
     info = JobInfo("id-é", "queue", "name", JobState.FAILED, -5, 3, 3, b"p" * 300,
                    {"done": [1, 2, 3]}, b"r" * 10, "erreur ☃" * 50, 2**53, 2**53, 2**53, 2**53,
-                   None)
+                   None, timeout_ms=2**53)
     assert job_info_size(info) >= len(msgpack.packb(info.to_wire(), use_bin_type=True))
 
 

@@ -22,6 +22,7 @@ HELLO_KEYS = {"version", "server", "now", "max_frame", "max_payload", "max_batch
 JOB_INFO_KEYS = {
     "id", "queue", "name", "state", "priority", "attempts", "max_attempts", "payload", "progress",
     "result", "error", "created_at", "run_at", "started_at", "finished_at", "lease_deadline",
+    "timeout_ms",
 }
 
 

@@ -281,7 +281,7 @@ gets = st.builds(Get, job_ids, _opt(names))
 waits = st.builds(Wait, job_ids, st.integers(0, MAX_WAIT_MS), _opt(names))
 cancels = st.builds(Cancel, job_ids, _opt(names))
 stats = st.builds(Stats, _opt(names), st.integers(0, 2**31), st.integers(1, MAX_STATS_LIMIT))
-pauses = st.builds(Pause, names)
+pauses = st.builds(Pause, names, _opt(st.integers(1, MAX_DELAY_MS)))
 resumes = st.builds(Resume, names)
 cleans = st.builds(
     Clean, names, st.sampled_from(sorted(CLEANABLE_STATES)), times_ms,
@@ -398,6 +398,9 @@ job_infos = st.builds(
     st.integers(1, MAX_ATTEMPTS), payloads, msgpack_values(max_leaves=4), _opt(payloads),
     _opt(st.text(max_size=40)), times_ms, times_ms, _opt(times_ms), _opt(times_ms),
     _opt(times_ms),
+    _opt(st.fixed_dictionaries({"conn": st.integers(1, 2**40), "client": _opt(names),
+                                "host": _opt(names)})),
+    _opt(st.integers(1, 2**40)),
 )
 
 queue_stats = st.builds(

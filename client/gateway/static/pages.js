@@ -332,7 +332,7 @@ async function jobPage(id) {
           h("dt", {}, "Name"), field("name"), h("dt", {}, "Attempts"), field("attempts"),
           h("dt", {}, "Priority"), field("priority"),
           h("dt", {}, "Progress"), h("dd", { class: "progress" }, bar, barText),
-          h("dt", {}, "Worker"), field("holder"),
+          h("dt", {}, "Worker"), field("holder"), h("dt", {}, "Timeout"), field("timeout"),
           times.flatMap((t) => [h("dt", {}, labels[t]), field(t)]))),
       h("section", {}, h("h2", {}, "Data ", h("small", { id: "job-data-encoding" }, "")), pre("data"),
         h("h2", {}, "Result"), pre("result"))),
@@ -345,7 +345,7 @@ async function jobPage(id) {
   };
   const holderText = (j) => {
     if (j.state !== "active") return "—";
-    if (!j.lease_holder) return "unknown (not among the queue's first 1,000 active jobs)";
+    if (!j.lease_holder) return "unknown";
     const w = j.lease_holder;
     return `${w.client || "?"} (connection ${w.conn}${w.host ? `, ${w.host}` : ""})`;
   };
@@ -356,6 +356,7 @@ async function jobPage(id) {
     setText(document.getElementById("job-attempts"), `${j.attempts} of ${j.max_attempts}`);
     setText(document.getElementById("job-priority"), j.priority);
     setText(document.getElementById("job-holder"), holderText(j));
+    setText(document.getElementById("job-timeout"), j.timeout_ms == null ? "none" : `${j.timeout_ms} ms`);
     for (const t of times) setText(document.getElementById(`job-${t}`), j[t] === null ? "—" : `${when(j[t])} (${ago(j[t])})`);
     showProgress(j.progress, j.state);
     setText(document.getElementById("job-data-encoding"), j.data_encoding ? `(${j.data_encoding})` : "");
