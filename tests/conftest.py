@@ -50,6 +50,7 @@ from tests.tools.wire import WireClient
 
 if TYPE_CHECKING:
     from broker.server import Server
+    from client import Client
 
 HOST = "127.0.0.1"
 
@@ -167,6 +168,21 @@ async def start_broker(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[
 @pytest.fixture
 async def broker(start_broker: Callable[..., Awaitable[RunningBroker]]) -> RunningBroker:
     return await start_broker()
+
+
+@pytest.fixture
+def url(broker: RunningBroker) -> str:
+    """The ``broker`` fixture's URL, for the client library."""
+    return f"jobwire://{broker.host}:{broker.port}"
+
+
+@pytest.fixture
+async def client(url: str) -> AsyncIterator[Client]:
+    """A ``client.Client`` connected to the ``broker`` fixture, closed after the test."""
+    from client import Client
+
+    async with Client(url) as connected:
+        yield connected
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ import io
 import json
 import os
 import subprocess
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -20,18 +19,7 @@ from client.cli import main
 from protocol.model import FailItem
 from protocol.operations import Fail, Progress, Reserve
 from protocol.replies import parse_reserved
-from tests.conftest import BrokerProcess, RunningBroker, free_port, jobwire_command
-
-
-@pytest.fixture
-def url(broker: RunningBroker) -> str:
-    return f"jobwire://{broker.host}:{broker.port}"
-
-
-@pytest.fixture
-async def client(url: str) -> AsyncIterator[Client]:
-    async with Client(url) as c:
-        yield c
+from tests.conftest import BrokerProcess, free_port, jobwire_command
 
 
 async def cli(*argv: str) -> tuple[int, str, str]:

@@ -8,7 +8,6 @@ Assertions are on the broker's own records (``started_at``) and on orderings, ne
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -22,19 +21,7 @@ from client import (
     Worker,
 )
 from client.errors import BadArgumentError
-from tests.conftest import RunningBroker
 from tests.tools.clienttools import running, until
-
-
-@pytest.fixture
-def url(broker: RunningBroker) -> str:
-    return f"jobwire://{broker.host}:{broker.port}"
-
-
-@pytest.fixture
-async def client(url: str) -> AsyncIterator[Client]:
-    async with Client(url) as c:
-        yield c
 
 
 def make_worker(url: str, queues: Any, handler: Any, **kwargs: Any) -> Worker:

@@ -9,7 +9,6 @@ Assertions are on the broker's records (job ids, run times, counts), never on sp
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from itertools import pairwise
 from typing import Any
@@ -18,19 +17,7 @@ import pytest
 
 from client import Client, JobState, SyncClient
 from client.errors import BadArgumentError
-from tests.conftest import RunningBroker
 from tests.tools.clienttools import until
-
-
-@pytest.fixture
-def url(broker: RunningBroker) -> str:
-    return f"jobwire://{broker.host}:{broker.port}"
-
-
-@pytest.fixture
-async def client(url: str) -> AsyncIterator[Client]:
-    async with Client(url) as c:
-        yield c
 
 
 async def repeat_jobs(client: Client, queue: str, key: str) -> list[Any]:

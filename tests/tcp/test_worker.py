@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -25,17 +25,6 @@ from tests.conftest import RunningBroker
 from tests.tools.clienttools import running, until
 
 NO_WAIT = fixed(0)
-
-
-@pytest.fixture
-def url(broker: RunningBroker) -> str:
-    return f"jobwire://{broker.host}:{broker.port}"
-
-
-@pytest.fixture
-async def client(url: str) -> AsyncIterator[Client]:
-    async with Client(url) as c:
-        yield c
 
 
 def make_worker(url: str, queue: str, handler: Any, **kwargs: Any) -> Worker:
