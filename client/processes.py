@@ -57,12 +57,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
-from functools import partial
+from collections.abc import Sequence
 from typing import Final
 
 from client.endpoint import reconnect_delay
 from client.log import ROOT, get_logger
+from client.signals import install_stop_signals
 from client.worker import Worker
 
 log = get_logger("jobwire.processes")
@@ -180,7 +180,7 @@ class ProcessSupervisor:
             raise RuntimeError("a ProcessSupervisor runs once; make a new one")
         self._ran = True
         read_fd, write_fd = os.pipe()  # the children's lifeline: see "No orphans"
-        removers = self._install_signals()
+        removers = install_stop_signals(self._on_signal) if self.handle_signals else []
         log.info("worker processes starting", processes=self.processes, pid=os.getpid())
         try:
             async with asyncio.TaskGroup() as group:
@@ -196,19 +196,6 @@ class ProcessSupervisor:
             os.close(read_fd)
         log.info("worker processes stopped", restarts=self.restarts, exit_code=self.exit_code)
         return self.exit_code
-
-    def _install_signals(self) -> list[Callable[[], object]]:
-        if not self.handle_signals:
-            return []
-        loop = asyncio.get_running_loop()
-        removers: list[Callable[[], object]] = []
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            try:
-                loop.add_signal_handler(sig, self._on_signal, sig)
-            except (NotImplementedError, RuntimeError):  # not the main thread, or no support
-                continue
-            removers.append(partial(loop.remove_signal_handler, sig))
-        return removers
 
     def _on_signal(self, sig: signal.Signals) -> None:
         if self._stops == 0:

@@ -53,12 +53,10 @@ import contextlib
 import os
 import signal
 import socket
-import threading
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import Coroutine, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from functools import partial
 from typing import Any, Final, TypeVar
 
 from client.connection import Connection
@@ -72,6 +70,7 @@ from client.log import get_logger
 from client.outcomes import OutcomeBuffer, describe_exception
 from client.reserving import Reserver
 from client.serializers import Serializer, get_serializer
+from client.signals import install_stop_signals
 from protocol.checks import MAX_WAIT_MS
 from protocol.replies import ReservedJob
 
@@ -231,7 +230,7 @@ class Worker:
             raise RuntimeError("a Worker runs once; make a new one")
         self._started = True
         self._loop = asyncio.get_running_loop()
-        removers = self._install_signals()
+        removers = install_stop_signals(self._on_signal) if self.handle_signals else []
         try:
             connect = asyncio.ensure_future(self.connection.connect(wait=True))
             stop = asyncio.ensure_future(self._stop_requested.wait())
@@ -274,19 +273,6 @@ class Worker:
             ) from self.connection.close_reason
 
     # ------------------------------------------------------------------ shutdown
-
-    def _install_signals(self) -> list[Callable[[], object]]:
-        if not self.handle_signals or threading.current_thread() is not threading.main_thread():
-            return []
-        loop = asyncio.get_running_loop()
-        removers: list[Callable[[], object]] = []
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            try:
-                loop.add_signal_handler(sig, self._on_signal, sig)
-            except (NotImplementedError, RuntimeError):  # not supported on this loop/platform
-                continue
-            removers.append(partial(loop.remove_signal_handler, sig))
-        return removers
 
     def _on_signal(self, sig: signal.Signals) -> None:
         log.info("signal received, shutting down", signal=sig.name, grace=self.grace)
