@@ -145,10 +145,14 @@ export class Connection extends EventEmitter {
     this.setMaxListeners(0);
   }
 
-  /** A connection for `input`, and whether the caller owns it (and so closes it). */
-  static from(input: ConnectionInput | undefined): { connection: Connection; owned: boolean } {
+  /**
+   * A connection for `input`, and whether the caller owns it (and so closes it). `logger` (a
+   * Queue's, Worker's or QueueEvents' own) goes to a connection made here from options.
+   */
+  static from(input: ConnectionInput | undefined, logger?: Logger): { connection: Connection; owned: boolean } {
     if (input instanceof Connection) return { connection: input, owned: false };
-    return { connection: new Connection(input ?? {}), owned: true };
+    const options = typeof input === 'string' ? input : { ...input, ...(logger ? { logger } : {}) };
+    return { connection: new Connection(options), owned: true };
   }
 
   /** Whether a handshaken socket is up. */

@@ -157,9 +157,7 @@ export class QueueEvents extends EventEmitter implements JobFollower {
   constructor(readonly name: string, opts: QueueEventsOptions = {}) {
     super();
     if (typeof name !== 'string' || name.length === 0) throw new TypeError('QueueEvents: a queue name is required');
-    const input = opts.connection instanceof Connection || typeof opts.connection === 'string'
-      ? opts.connection : { ...opts.connection, ...(opts.logger ? { logger: opts.logger } : {}) };
-    const { connection, owned } = Connection.from(input);
+    const { connection, owned } = Connection.from(opts.connection, opts.logger);
     this.connection = connection;
     this.ownsConnection = owned;
     this.serializer = getSerializer(opts.serializer);

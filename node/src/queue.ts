@@ -81,9 +81,7 @@ export class Queue<DataType = any, ResultType = any, NameType extends string = s
   constructor(readonly name: string, opts: QueueOptions = {}) {
     super();
     if (typeof name !== 'string' || name.length === 0) throw new TypeError('Queue: a name is required');
-    const input = opts.connection instanceof Connection || typeof opts.connection === 'string'
-      ? opts.connection : { ...opts.connection, ...(opts.logger ? { logger: opts.logger } : {}) };
-    const { connection, owned } = Connection.from(input);
+    const { connection, owned } = Connection.from(opts.connection, opts.logger);
     this.connection = connection;
     this.ownsConnection = owned;
     this.serializer = getSerializer(opts.serializer);

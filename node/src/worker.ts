@@ -158,9 +158,7 @@ export class Worker<DataType = any, ResultType = any, NameType extends string = 
     this.maxHeld = Math.max(this.concurrency + this.prefetch, opts.maxHeld ?? 8 * this.concurrency);
     this.limiter = opts.limiter === undefined ? undefined : checkLimiter(opts.limiter);
     this.logger = opts.logger ?? defaultLogger;
-    const input = opts.connection instanceof Connection || typeof opts.connection === 'string'
-      ? opts.connection : { ...opts.connection, ...(opts.logger ? { logger: opts.logger } : {}) };
-    const { connection, owned } = Connection.from(input);
+    const { connection, owned } = Connection.from(opts.connection, opts.logger);
     this.connection = connection;
     this.ownsConnection = owned;
     this.serializer = getSerializer(opts.serializer);
