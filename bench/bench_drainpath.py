@@ -19,7 +19,7 @@ import random
 import sys
 
 from broker.core import Core, CoreConfig
-from broker.schema import RowEncoder
+from broker.records import RowEncoder
 from protocol.model import AckItem, JobSpec
 
 BATCH = 50

@@ -15,12 +15,11 @@ writing, ``open_journal``:
    counts the frames after those that were written since the WAL last restarted (they carry the
    header's salts; frames left from before a restart do not). Two or more commit frames among
    them are transactions that recovery would drop although they were written whole: damage;
-3. opens the journal and loads it; every job row carries a checksum of its columns
-   (``broker.schema.row_checksum``) and every payload row one of its seq and payload
-   (``payload_checksum``), and a job whose row or payload fails its checksum (or whose payload
-   row is missing) is damage (SQLite
-   has no page checksums: a flipped byte in the database file otherwise changes a payload or a
-   state in silence).
+3. opens the journal and loads it; every job row carries a checksum of its record
+   (``broker.records``) and every payload row one of its seq and payload (``payload_checksum``),
+   and a job whose row or payload fails its checksum (or whose record sits under another seq, or
+   whose payload row is missing) is damage (SQLite has no page checksums: a flipped byte in the
+   database file otherwise changes a payload or a state in silence).
 
 On damage the files (``jobwire.db`` and its ``-wal``; the ``-shm`` is an index SQLite rebuilds)
 are copied into a ``damaged-<UTC time>`` folder beside them, the originals are left as they are,

@@ -59,7 +59,8 @@ from broker.journal_sql import (
     write_rows,
 )
 from broker.log import get_logger
-from broker.schema import RowDecoder, RowEncoder, SchemaError
+from broker.records import RowDecoder, RowEncoder
+from broker.schema import SchemaError
 from broker.schema_schedules import DamagedSchedule, schedule_row, scheduler_from_row
 from broker.walformat import WalIndex
 
@@ -76,7 +77,7 @@ _sched_yield: Final[Callable[[], None] | None] = getattr(os, "sched_yield", None
 
 
 class DamagedRows(JournalError):
-    """Job rows whose checksum does not match their columns (``broker.schema.row_checksum``).
+    """Job rows that fail their checksum or sit under another seq (``broker.records``).
 
     Attributes:
         rows: ``(seq, id)`` of each such row, in ``seq`` order.

@@ -10,7 +10,9 @@ control columns. 3 -> 4 (``_migrate_v3``): drop the UNIQUE index on ``id`` (a ta
 (``migrate_v5``): payloads move to their own table (``broker.schema``, "payloads"); the
 ``jobs`` table is rebuilt without them and every row's checksum is computed over its new
 columns. A row that failed its checksum before still fails it after (its new ``crc`` is 0), so
-a damaged v4 journal is refused as it would have been.
+a damaged v4 journal is refused as it would have been. 6 -> 7 (``migrate_v6``): each job row
+becomes one record, the msgpack array of its columns: exactly the bytes its schema 6 ``crc``
+was computed over, so every ``crc`` is copied as it is, and a damaged row stays damaged.
 """
 
 from __future__ import annotations
@@ -25,8 +27,8 @@ import msgpack
 from broker.schema import (
     CREATE_JOBS,
     CREATE_PAYLOADS,
-    JOB_COLUMNS,
     QUEUE_COLUMNS,
+    RECORD_FIELDS,
     SCHEMA_VERSION,
     payload_checksum,
 )
@@ -34,7 +36,9 @@ from broker.schema_schedules import migrate_v4 as add_schedules
 
 MIGRATE_BATCH: Final = 10_000
 
-V4_COLUMNS: Final = (*JOB_COLUMNS[:4], "payload", *JOB_COLUMNS[4:])
+V6_COLUMNS: Final = (*RECORD_FIELDS, "crc")
+"""The ``jobs`` columns of schema 6: one per record field, then ``crc``."""
+V4_COLUMNS: Final = (*V6_COLUMNS[:4], "payload", *V6_COLUMNS[4:])
 """The ``jobs`` columns of schemas 2 to 4: the payload was the fifth."""
 _V4_DATA: Final = len(V4_COLUMNS) - 1
 _V4_PAYLOAD: Final = V4_COLUMNS.index("payload")
@@ -63,6 +67,29 @@ CREATE_JOBS_V4: Final = """
     """
 """The ``jobs`` table of schemas 4 and 5 (``_migrate_v3`` builds it)."""
 
+CREATE_JOBS_V6: Final = """
+    CREATE TABLE jobs_v6 (
+        seq          INTEGER PRIMARY KEY,
+        id           TEXT    NOT NULL,
+        queue        TEXT    NOT NULL,
+        name         TEXT    NOT NULL,
+        priority     INTEGER NOT NULL,
+        run_at       INTEGER NOT NULL,
+        max_attempts INTEGER NOT NULL,
+        options      BLOB,
+        state        INTEGER NOT NULL,
+        created_at   INTEGER NOT NULL,
+        attempts     INTEGER NOT NULL,
+        started_at   INTEGER,
+        finished_at  INTEGER,
+        progress     BLOB,
+        result       BLOB,
+        error        TEXT,
+        crc          INTEGER NOT NULL DEFAULT 0
+    )
+    """
+"""The ``jobs`` table of schema 6 (``migrate_v5`` builds it)."""
+
 
 def v4_checksum(values: Sequence[Any], pack: Callable[[Any], bytes] | None = None) -> int:
     """The ``crc`` of a schema 2-4 ``jobs`` row: CRC-32 of its other columns as one msgpack
@@ -73,7 +100,7 @@ def v4_checksum(values: Sequence[Any], pack: Callable[[Any], bytes] | None = Non
 
 
 def migrate(conn: sqlite3.Connection, version: int) -> int:
-    """Bring a journal of schema ``version`` (1 to 5) to ``SCHEMA_VERSION``, step by step.
+    """Bring a journal of schema ``version`` (1 to 6) to ``SCHEMA_VERSION``, step by step.
 
     Returns:
         The number of job rows.
@@ -86,7 +113,9 @@ def migrate(conn: sqlite3.Connection, version: int) -> int:
         _migrate_v3(conn)
     if version <= 4:
         add_schedules(conn)
-    return migrate_v5(conn)
+    if version <= 5:
+        migrate_v5(conn)
+    return migrate_v6(conn)
 
 
 def _migrate_v1(conn: sqlite3.Connection) -> None:
@@ -140,14 +169,14 @@ def migrate_v5(conn: sqlite3.Connection) -> int:
         The number of job rows.
     """
     conn.execute(CREATE_PAYLOADS)
-    conn.execute(CREATE_JOBS.format(table="jobs_v6"))
+    conn.execute(CREATE_JOBS_V6)
     pack = msgpack.Packer(use_bin_type=True).pack
-    insert_job = (f"INSERT INTO jobs_v6 ({', '.join(JOB_COLUMNS)}) "
-                  f"VALUES ({', '.join('?' * len(JOB_COLUMNS))})")
+    insert_job = (f"INSERT INTO jobs_v6 ({', '.join(V6_COLUMNS)}) "
+                  f"VALUES ({', '.join('?' * len(V6_COLUMNS))})")
     insert_payload = "INSERT INTO payloads (seq, payload, crc) VALUES (?, ?, ?)"
     select = (f"SELECT {', '.join(V4_COLUMNS)} FROM jobs WHERE seq > ? "
               f"ORDER BY seq LIMIT {MIGRATE_BATCH}")
-    kept = ", ".join(JOB_COLUMNS[:-1])
+    kept = ", ".join(RECORD_FIELDS)
     count = 0
     last = -(1 << 63)
     text_factory = conn.text_factory
@@ -182,9 +211,52 @@ def migrate_v5(conn: sqlite3.Connection) -> int:
         conn.text_factory = text_factory
     conn.execute("DROP TABLE jobs")
     conn.execute("ALTER TABLE jobs_v6 RENAME TO jobs")
+    conn.execute("PRAGMA user_version = 6")
+    return count
+
+
+def migrate_v6(conn: sqlite3.Connection) -> int:
+    """Schema 6 -> 7: each job row becomes ``(seq, record, crc)``, ``record`` the msgpack array
+    of its columns (the bytes its ``crc`` was computed over: the ``crc`` is copied). Text that is
+    not UTF-8 (damage) is packed as its bytes, so that row keeps failing its checksum.
+
+    Returns:
+        The number of job rows.
+    """
+    conn.execute(CREATE_JOBS.format(table="jobs_v7"))
+    pack = msgpack.Packer(use_bin_type=True).pack
+    fields = len(RECORD_FIELDS)
+    select = (f"SELECT {', '.join(V6_COLUMNS)} FROM jobs WHERE seq > ? "
+              f"ORDER BY seq LIMIT {MIGRATE_BATCH}")
+    insert = "INSERT INTO jobs_v7 (seq, record, crc) VALUES (?, ?, ?)"
+    count = 0
+    last = -(1 << 63)
+    text_factory = conn.text_factory
+    conn.text_factory = _lenient
+    try:
+        while rows := conn.execute(select, (last,)).fetchall():
+            out: list[tuple[Any, bytes, Any]] = []
+            for row in rows:
+                values = row[:fields]
+                try:
+                    record = pack(values)
+                except ValueError:  # a str with surrogates: text that was not UTF-8
+                    record = pack(tuple(_lenient_bytes(value) for value in values))
+                out.append((row[0], record, row[fields]))
+            conn.executemany(insert, out)
+            count += len(rows)
+            last = rows[-1][0]
+    finally:
+        conn.text_factory = text_factory
+    conn.execute("DROP TABLE jobs")
+    conn.execute("ALTER TABLE jobs_v7 RENAME TO jobs")
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     return count
 
 
 def _lenient(data: bytes) -> str:
     return data.decode("utf-8", "surrogateescape")
+
+
+def _lenient_bytes(value: Any) -> Any:
+    return value.encode("utf-8", "surrogateescape") if isinstance(value, str) else value

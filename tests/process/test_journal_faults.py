@@ -33,6 +33,7 @@ from typing import Any
 
 import pytest
 
+from broker.records import decode_record
 from broker.schema import APPLICATION_ID, SCHEMA_VERSION, STATES
 from protocol.messages import ErrorReply, Reply
 from tests.conftest import HOST, RunningBroker, free_port, jobwire_command
@@ -47,8 +48,8 @@ def on_disk(data_dir: Path) -> dict[str, str]:
     """Job id -> state as committed in the journal file (read-only, beside the running broker)."""
     db = sqlite3.connect(f"file:{data_dir / 'jobwire.db'}?mode=ro", uri=True)
     try:
-        return {job_id: STATES[code].value for job_id, code in
-                db.execute("SELECT id, state FROM jobs")}
+        fields = [decode_record(record) for (record,) in db.execute("SELECT record FROM jobs")]
+        return {job["id"]: STATES[job["state"]].value for job in fields}
     finally:
         db.close()
 

@@ -26,7 +26,7 @@ async def test_jobwire_serve_migrates_a_schema_2_journal_and_keeps_every_job(
 
     broker = spawn_broker(data_dir=data_dir)
     migrated = [e for e in broker.log_lines() if e.get("event") == "journal_migrated"]
-    assert [(e["from_version"], e["to_version"], e["jobs"]) for e in migrated] == [(2, 6, 305)]
+    assert [(e["from_version"], e["to_version"], e["jobs"]) for e in migrated] == [(2, 7, 305)]
     async with Client(f"jobwire://{broker.host}:{broker.port}") as client:
         stats = await client.stats()
         assert stats["q"].paused and (stats["q"].total_completed, stats["q"].total_failed) == (
@@ -47,7 +47,7 @@ async def test_jobwire_serve_migrates_a_schema_2_journal_and_keeps_every_job(
     broker.terminate()
 
     with sqlite3.connect(data_dir / "jobwire.db") as db:
-        assert db.execute("PRAGMA user_version").fetchone() == (6,)
+        assert db.execute("PRAGMA user_version").fetchone() == (7,)
         assert db.execute("SELECT count(*) FROM jobs").fetchone() == (304,)  # 305 - 3, 4 + twin
         # Schema 6: one payload row per job, deleted with it.
         assert db.execute("SELECT count(*) FROM payloads").fetchone() == (304,)

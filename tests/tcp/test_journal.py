@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import zlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import msgpack
 import pytest
 
 from broker.committer import GroupCommitter
@@ -15,7 +17,8 @@ from broker.core import Changes, QueueMeta
 from broker.jobs import NO_OPTIONS, Job, JobOptions
 from broker.journal import Journal, JournalError, SyncMode
 from broker.journal_sql import upsert_rows
-from broker.schema import CREATE_STATEMENTS, JOB_COLUMNS, SCHEMA_VERSION, RowEncoder, row_checksum
+from broker.records import RowEncoder, decode_record
+from broker.schema import CREATE_STATEMENTS, RECORD_FIELDS, SCHEMA_VERSION
 from protocol.model import Backoff, BackoffKind, JobState, Retention
 from tests.tools.journaltools import (
     FIELDS,
@@ -92,8 +95,9 @@ async def test_no_options_is_stored_as_null(journal: Journal, tmp_path: Path) ->
     await journal.close()
 
     with sqlite3.connect(tmp_path / "jobwire.db") as db:
-        rows = db.execute("SELECT seq, options IS NULL FROM jobs ORDER BY seq").fetchall()
-    assert rows == [(1, 1), (2, 0)]
+        rows = db.execute("SELECT seq, record FROM jobs ORDER BY seq").fetchall()
+    assert [(seq, decode_record(record)["options"] is None) for seq, record in rows] == [
+        (1, True), (2, False)]
 
 
 async def test_upsert_replaces_the_row_with_the_jobs_latest_state(journal: Journal) -> None:
@@ -214,9 +218,11 @@ async def test_a_corrupt_row_fails_the_load_clearly(journal: Journal, tmp_path: 
     await journal.write(upserts(make_job(1)))
     await journal.close()
     with sqlite3.connect(tmp_path / "jobwire.db") as db:  # a bad row with a good checksum
-        row = list(db.execute(f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs").fetchone())
-        row[JOB_COLUMNS.index("state")] = 9
-        db.execute("UPDATE jobs SET state = 9, crc = ?", (row_checksum(row),))
+        (record,) = db.execute("SELECT record FROM jobs").fetchone()
+        fields = decode_record(record)
+        fields["state"] = 9
+        bad = msgpack.packb(tuple(fields[name] for name in RECORD_FIELDS), use_bin_type=True)
+        db.execute("UPDATE jobs SET record = ?, crc = ?", (bad, zlib.crc32(bad)))
     reopened = await Journal.open(tmp_path / "jobwire.db")
     try:
         with pytest.raises(JournalError, match="is corrupt: stored job '1' is not valid"):

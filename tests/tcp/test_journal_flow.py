@@ -24,7 +24,7 @@ async def test_an_old_journal_gains_the_flow_columns_with_no_limits(tmp_path: Pa
         await journal.close()
     assert snapshot.queues == [QueueMeta("q", True, 17, 3)]  # no limits, no pause
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (6,)
+        assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (7,)
         columns = [row[1] for row in db.execute("PRAGMA table_info(queues)")]
     assert columns == list(QUEUE_COLUMNS)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
+import zlib
 from pathlib import Path
 
 import msgpack
@@ -15,7 +16,8 @@ import pytest
 from broker import migrations, schema
 from broker.jobs import Job, JobOptions
 from broker.journal import DamagedRows, Journal, JournalError, SyncMode
-from broker.schema import JOB_COLUMNS, SCHEMA_VERSION, payload_checksum, row_checksum
+from broker.records import RowEncoder, decode_record
+from broker.schema import RECORD_FIELDS, SCHEMA_VERSION, payload_checksum
 from broker.walformat import read_wal_header
 from protocol.model import Backoff, BackoffKind, JobState, Retention
 from tests.tools.journaltools import NOW, as_tuple, make_job, upserts
@@ -140,7 +142,7 @@ async def test_a_version_2_journal_is_migrated_in_one_step_and_keeps_every_job(
         ("reports", "nightly-report"), ("other", "nightly-report")]
     assert _jobs_indexes(path) == []
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (6,)
+        assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (7,)
 
 
 async def test_a_failed_version_2_migration_leaves_the_journal_as_it_was(
@@ -171,36 +173,92 @@ async def test_a_failed_version_2_migration_leaves_the_journal_as_it_was(
 # --------------------------------------------------------------------------- row checksums
 
 
-@pytest.mark.parametrize("column", [c for c in JOB_COLUMNS if c not in ("seq", "crc")])
-async def test_a_change_to_any_column_fails_the_rows_checksum(tmp_path: Path,
-                                                              column: str) -> None:
+def _pack(fields: dict[str, object]) -> bytes:
+    return msgpack.packb(tuple(fields[name] for name in RECORD_FIELDS), use_bin_type=True)
+
+
+def _changed(value: object) -> object:
+    """A value that was never written, of the kind a flipped byte makes."""
+    if isinstance(value, int):
+        return value + 1
+    if isinstance(value, str):
+        return "x" + value
+    return b"x" + (value or b"")
+
+
+@pytest.mark.parametrize("field", [f for f in RECORD_FIELDS if f != "seq"])
+async def test_a_change_to_any_field_fails_the_rows_checksum(tmp_path: Path,
+                                                             field: str) -> None:
     path = tmp_path / "jobwire.db"
     journal = await Journal.open(path, sync=SyncMode.OFF)
     await journal.write(upserts(*v1_jobs()[:4]))
     await journal.close()
-    with sqlite3.connect(path) as db:  # what a flipped byte does: a value that was never written
-        db.execute(f"UPDATE jobs SET {column} = CASE WHEN typeof({column}) = 'integer' "
-                   f"THEN {column} + 1 ELSE CAST('x' AS BLOB) || coalesce({column}, '') END "
-                   "WHERE seq = 3")
+    with sqlite3.connect(path) as db:  # the record changed, its checksum not
+        (record,) = db.execute("SELECT record FROM jobs WHERE seq = 3").fetchone()
+        fields = decode_record(record)
+        fields[field] = _changed(fields[field])
+        db.execute("UPDATE jobs SET record = ? WHERE seq = 3", (_pack(fields),))
 
     journal = await Journal.open(path)
     try:
         with pytest.raises(DamagedRows, match="1 job rows") as raised:
             await journal.load()
-        assert [seq for seq, _ in raised.value.rows] == [3]
+        assert raised.value.rows == [(3, "x3" if field == "id" else "3")]
         kept = await journal.load(skip_damaged=True)
     finally:
         await journal.close()
     assert [job.seq for job in kept.jobs] == [1, 2, 4]
 
 
-def test_the_stored_checksum_is_row_checksum_of_the_other_columns(tmp_path: Path) -> None:
+async def test_a_flipped_byte_anywhere_in_a_record_is_damage(tmp_path: Path) -> None:
+    path = tmp_path / "jobwire.db"
+    journal = await Journal.open(path, sync=SyncMode.OFF)
+    await journal.write(upserts(*v1_jobs()[:2]))
+    await journal.close()
+    with sqlite3.connect(path) as db:
+        (record,) = db.execute("SELECT record FROM jobs WHERE seq = 2").fetchone()
+    for offset in range(len(record)):
+        flipped = bytearray(record)
+        flipped[offset] ^= 0x10
+        with sqlite3.connect(path) as db:
+            db.execute("UPDATE jobs SET record = ? WHERE seq = 2", (bytes(flipped),))
+        journal = await Journal.open(path)
+        try:
+            with pytest.raises(DamagedRows) as raised:
+                await journal.load()
+        finally:
+            await journal.close()
+        assert [seq for seq, _ in raised.value.rows] == [2], offset
+
+
+async def test_a_record_under_another_seq_is_damage(tmp_path: Path) -> None:
+    path = tmp_path / "jobwire.db"
+    journal = await Journal.open(path, sync=SyncMode.OFF)
+    await journal.write(upserts(*v1_jobs()[:3]))
+    await journal.close()
+    with sqlite3.connect(path) as db:  # row 2 gets row 3's record, checksum and all
+        db.execute("UPDATE jobs SET (record, crc) = (SELECT record, crc FROM jobs WHERE seq = 3) "
+                   "WHERE seq = 2")
+    journal = await Journal.open(path)
+    try:
+        with pytest.raises(DamagedRows) as raised:
+            await journal.load()
+    finally:
+        await journal.close()
+    assert raised.value.rows == [(2, "3")]
+
+
+def test_the_stored_checksum_is_the_crc_of_the_record(tmp_path: Path) -> None:
     job = make_job(7, payload=b"\x00" * 9, error="e")
-    row = schema.RowEncoder().job_row(job)
-    assert row[-1] == row_checksum(row) == row_checksum(row[:-1])
-    assert row_checksum(row) != row_checksum((*row[:4], 1, *row[5:]))
-    assert schema.RowEncoder.payload_row(job) == (7, b"\x00" * 9, payload_checksum(7, b"\x00" * 9))
+    seq, record, crc = RowEncoder().job_row(job)
+    fields = decode_record(record)
+    assert seq == fields["seq"] == 7 and fields["id"] == job.id and fields["error"] == "e"
+    assert crc == zlib.crc32(record) == zlib.crc32(_pack(fields))
+    assert crc != zlib.crc32(_pack({**fields, "priority": 1}))
+    assert RowEncoder.payload_row(job) == (7, b"\x00" * 9, payload_checksum(7, b"\x00" * 9))
     assert payload_checksum(7, b"\x00" * 9) != payload_checksum(8, b"\x00" * 9)
+    with pytest.raises(schema.SchemaError):
+        decode_record(b"\x93\x01\x02\x03")
 
 
 @pytest.mark.parametrize("change", ["payload = CAST('x' AS BLOB) || payload", "seq = 99",
@@ -230,11 +288,11 @@ async def test_a_version_4_journal_moves_its_payloads_and_keeps_damage_visible(
 ) -> None:
     path = tmp_path / "jobwire.db"
     shutil.copy(V2_JOURNAL, path)
-    journal = await Journal.open(path)  # 2 -> 6; then made a version 4 journal again below
+    journal = await Journal.open(path)  # 2 -> 7; then made a version 4 journal again below
     await journal.close()
     jobs = v2_jobs()
     _as_version_4(path, jobs, damage_seq=3)  # a damaged v4 row (seq 3)
-    journal = await Journal.open(path)  # 4 -> 5 -> 6
+    journal = await Journal.open(path)  # 4 -> 5 -> 6 -> 7
     try:
         with pytest.raises(DamagedRows) as raised:
             await journal.load()
@@ -245,10 +303,56 @@ async def test_a_version_4_journal_moves_its_payloads_and_keeps_damage_visible(
     expected = [as_tuple(job) for job in jobs if job.seq != 3]
     assert [as_tuple(job) for job in kept.jobs] == expected
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (6,)
+        assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (7,)
         assert db.execute("SELECT count(*) FROM payloads").fetchone() == (len(jobs),)
         columns = [row[1] for row in db.execute("PRAGMA table_info(jobs)")]
     assert "payload" not in columns
+
+
+def _as_version_6(path: Path, jobs: list[Job], damage_seq: int) -> None:
+    """Turn a journal into what schema 6 wrote, holding ``jobs``: one column per record field
+    and the checksum of their msgpack array, flipped for ``damage_seq``, whose ``error`` is
+    also made text that is not UTF-8 (what a flipped byte in a TEXT value leaves)."""
+    pack = msgpack.Packer(use_bin_type=True).pack
+    encoder = RowEncoder()
+    with sqlite3.connect(path) as db:
+        db.execute("DROP TABLE jobs")
+        db.execute(migrations.CREATE_JOBS_V6)
+        db.execute("ALTER TABLE jobs_v6 RENAME TO jobs")
+        for job in jobs:
+            values = tuple(decode_record(encoder.job_row(job)[1]).values())
+            db.execute(f"INSERT INTO jobs VALUES ({', '.join('?' * 17)})",
+                       (*values, zlib.crc32(pack(values)) ^ (job.seq == damage_seq)))
+        db.execute("UPDATE jobs SET error = CAST(X'ff00fe' AS TEXT) WHERE seq = ?", (damage_seq,))
+        db.execute("PRAGMA user_version = 6")
+
+
+async def test_a_version_6_journal_becomes_records_and_keeps_damage_visible(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "jobwire.db"
+    jobs = [make_job(seq, options=JobOptions(lease_ms=seq) if seq % 3 else JobOptions(),
+                     progress={"n": seq} if seq % 2 else None) for seq in range(1, 151)]
+    journal = await Journal.open(path)
+    await journal.write(upserts(*jobs))
+    await journal.close()
+    _as_version_6(path, jobs, damage_seq=42)
+    monkeypatch.setattr(migrations, "MIGRATE_BATCH", 64)  # several batches
+
+    journal = await Journal.open(path)  # 6 -> 7
+    try:
+        with pytest.raises(DamagedRows) as raised:
+            await journal.load()
+        assert [seq for seq, _ in raised.value.rows] == [42]  # still damaged after the move
+        kept = await journal.load(skip_damaged=True)
+    finally:
+        await journal.close()
+    assert [as_tuple(job) for job in kept.jobs] == [as_tuple(job) for job in jobs
+                                                     if job.seq != 42]
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (7,)
+        assert [row[1] for row in db.execute("PRAGMA table_info(jobs)")] == [
+            "seq", "record", "crc"]
 
 
 async def test_drop_rows_deletes_by_seq(tmp_path: Path) -> None:
@@ -333,7 +437,7 @@ async def test_a_version_4_journal_gains_the_schedules_table_in_place(tmp_path: 
     finally:
         await journal.close()
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (6,)
+        assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (7,)
 
 
 async def test_a_damaged_scheduler_row_stops_the_load(tmp_path: Path) -> None:
