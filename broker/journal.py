@@ -272,7 +272,7 @@ class Journal:
         payload_row = self._encoder.payload_row
         upserts: list[tuple[Any, ...]] = []
         deletes: list[int] = []
-        payloads: list[tuple[int, bytes, int]] = []
+        payloads: list[tuple[int, bytearray, int]] = []
         new_from = changes.new_from
         for seq, job in changes.jobs.items():
             if job is None:

@@ -209,7 +209,7 @@ def write_rows(
     queues: list[tuple[Any, ...] | str],
     next_seq: int,
     schedules: list[tuple[Any, ...]] | None = None,
-    payloads: list[tuple[int, bytes, int]] = [],  # noqa: B006  # read only
+    payloads: list[tuple[int, bytearray, int]] = [],  # noqa: B006  # read only
 ) -> None:
     """The statements of one journal transaction (``Journal.write``, through ``transaction``):
     a ``schedules`` item of two values is a deleted scheduler's ``(queue, key)``; ``payloads``
