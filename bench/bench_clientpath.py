@@ -92,13 +92,14 @@ def main(argv: list[str]) -> int:
         print(f"MODE is one of {', '.join(MODES)}", file=sys.stderr)
         return 2
     ops: QueueOperations[Job] = QueueOperations(Job, None, "q", RAW, {})
-    frames = reply_frames(total, 1 if mode == "add" else BATCH)
+    frames = reply_frames(total, BATCH)  # both sets in every mode: the same setup to subtract
+    singles = reply_frames(total, 1)
     gc.collect()
     gc.freeze()  # the collector stays on, as in a producer, but skips what setup made
     if mode == "setup":
         return 0
     started = time.process_time()
-    made = single(ops, frames) if mode == "add" else bulk(ops, frames, mode)
+    made = single(ops, singles) if mode == "add" else bulk(ops, frames, mode)
     spent = time.process_time() - started
     print(f"{mode}: {total} jobs ({made} handles), {spent / total * 1e6:.3f} µs/job",
           file=sys.stderr)
