@@ -174,7 +174,20 @@ def job_to_wire(job: JobSpec) -> tuple[Any, ...] | list[Any]:
 
 
 def jobs_to_wire(jobs: tuple[JobSpec, ...]) -> list[tuple[Any, ...] | list[Any]]:
-    """The ``jobs`` array of an enqueue request."""
+    """The ``jobs`` array of an enqueue request: ``job_to_wire`` of each job.
+
+    A client's bulk enqueue is usually all plain jobs (every option left to the broker): the
+    batch is checked and cut to ``(id, name, payload)`` column by column, in C (``zip`` and
+    ``tuple.count``, with ``==`` as ``job[3:] == PLAIN_TAIL`` compares), not job by job in Python:
+    a third of the per-job cost of encoding the request.
+    """
+    if len(jobs) > 1:
+        columns = tuple(zip(*jobs, strict=True))
+        count = len(jobs)
+        if columns[3].count(0) == count and all(
+            column.count(None) == count for column in columns[4:]
+        ):
+            return list(zip(columns[0], columns[1], columns[2], strict=True))
     return [job_to_wire(job) for job in jobs]
 
 
