@@ -15,24 +15,22 @@ from collections.abc import Iterable, Mapping, Sequence
 from functools import partial
 from typing import Any, Final, Generic, NamedTuple, TypeVar
 
+from client.bulk import plain_items, plain_specs, split_bulk
 from client.call import BulkCall, Call
 from client.endpoint import ServerInfo
 from client.errors import NotFoundError
 from client.job import JobHandle, cancel_call, check_retried, job_info_from_body
 from client.options import (
-    FRAME_BUDGET,
-    PER_JOB_OVERHEAD,
     Duration,
     build_spec,
     check_options,
     seconds_to_ms,
     spec_size,
-    split_batches,
 )
 from client.schedules import Scheduler, check_template_options, list_call, upsert_call
 from client.serializers import Serializer
 from protocol.checks import MAX_LIST_LIMIT
-from protocol.model import JobSpec, JobState, new_tuple
+from protocol.model import JobSpec, JobState
 from protocol.observing import Metrics, Workers, WorkersPage, parse_workers
 from protocol.operations import (
     Clean,
@@ -252,36 +250,20 @@ class QueueOperations(Generic[J]):
         """Requests of at most the broker's ``max_batch`` jobs and a share of its frame limit
         (the defaults before the first handshake).
 
-        Per job this is the client's share of a bulk enqueue, so the common case is short: a
-        ``(name, data)`` item of a queue without default options makes its spec directly (what
-        ``build_spec`` makes without options), every job's ``spec_size`` is summed on the way,
-        and a call that fits one request is not split job by job.
+        Per job this is the client's share of a bulk enqueue, so the common case, only
+        ``(name, data)`` items and no queue defaults, takes ``client/bulk.py``'s short path.
         """
-        specs: list[JobSpec] = []
-        datas: list[Any] = []
-        add_spec, add_data = specs.append, datas.append
-        dumps = self.serializer.dumps
-        plain = not self.defaults
-        size = 0  # the sum of spec_size()
-        for item in jobs:
-            if plain and type(item) is tuple and len(item) == 2:
-                name, data = item
-                payload = dumps(data)
-                add_spec(new_tuple(JobSpec, (None, name, payload, 0, None, None, None, None,
-                                             None, None, None, None)))
-                size += len(payload) + len(name) + PER_JOB_OVERHEAD
-            else:
-                name, data, options = bulk_item(item)
-                spec = self._spec(name, data, options)
-                add_spec(spec)
-                size += spec_size(spec)
-            add_data(data)
-        max_batch = server.max_batch if server else 10_000
-        max_bytes = int((server.max_frame if server else 8 << 20) * FRAME_BUDGET)
-        if len(specs) <= max_batch and size <= max_bytes:
-            batches = [specs] if specs else []  # what split_batches would give
+        items = jobs if type(jobs) is list else list(jobs)
+        if not self.defaults and plain_items(items):
+            specs, datas, size = plain_specs(items, self.serializer)
         else:
-            batches = split_batches(specs, max_batch, max_bytes)
+            specs, datas = [], []
+            for item in items:
+                name, data, options = bulk_item(item)
+                specs.append(self._spec(name, data, options))
+                datas.append(data)
+            size = sum(map(spec_size, specs))
+        batches = split_bulk(specs, size, server)
         requests = [Enqueue(self.name, tuple(batch)) for batch in batches]
         counts = [len(batch) for batch in batches]
         return BulkCall(requests, partial(self._enqueued, specs, datas, counts))
