@@ -157,6 +157,8 @@ def test_split_bulk_at_the_byte_limit() -> None:
     (JobSpec(None, "n", b"p"), JobSpec(None, "n", b"p", priority=1)),
     (JobSpec(None, "n", b"p"), JobSpec(None, "n", b"p", timeout_ms=5)),
     (JobSpec(None, "n", b"p", priority=-2), JobSpec(None, "n", b"p", delay_ms=0)),
+    (JobSpec(None, "n", b"p"), JobSpec(None, "n", b"p", lease_ms=9), JobSpec(None, "n", b"p")),
+    (JobSpec(None, "n", b"p"), JobSpec(None, "n", b"p", priority=2), JobSpec(None, "m", b"")),
 ])
 def test_jobs_to_wire_by_columns_is_job_to_wire_of_each(jobs: tuple[JobSpec, ...]) -> None:
     assert jobs_to_wire(jobs) == [job_to_wire(job) for job in jobs]
