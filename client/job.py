@@ -25,7 +25,7 @@ from client.errors import (
 )
 from client.serializers import Serializer
 from protocol.checks import MAX_WAIT_MS
-from protocol.model import JobState
+from protocol.model import JobSpec, JobState
 from protocol.operations import Cancel, Get, RetryFailed, Wait
 from protocol.replies import JobInfo
 
@@ -35,6 +35,9 @@ WAIT_CHUNK_S: Final = 30.0
 JOURNAL_RETRY_S: Final = 0.2
 """Pause before asking again after the broker answered a wait with ``JOURNAL_FAILURE``."""
 _UNSET: Final = object()
+_new: Final = object.__new__
+_DELAYED: Final = JobState.DELAYED
+_WAITING: Final = JobState.WAITING
 S = TypeVar("S")
 
 
@@ -229,6 +232,44 @@ class JobHandle(JobRecord, Generic[S]):
         JobRecord.__init__(self, job_id, queue, name, serializer, payload=payload, data=data,
                            state=state, priority=priority, duplicate=duplicate)
         self._sender = sender
+
+    @classmethod
+    def enqueued(
+        cls, sender: S, job_id: str, queue: str, serializer: Serializer, spec: JobSpec,
+        data: Any, duplicate: bool,
+    ) -> Self:
+        """The handle of a job just enqueued from ``spec`` (what ``__init__`` makes, plus the
+        state and ``max_attempts`` the spec implies; a duplicate's state is unknown).
+
+        The hot path of ``add`` and ``add_bulk`` (one call per job): it fills the slots directly,
+        without ``type.__call__`` and ``__init__``'s keywords (3x cheaper); a test checks that
+        it sets every slot ``__init__`` sets.
+        """
+        job = _new(cls)
+        job.id = job_id
+        job.queue = queue
+        job.name = spec[1]  # indexes, not attribute names: NamedTuple fields are slow to read
+        job._serializer = serializer
+        job._payload = spec[2]
+        job._data = data
+        job._result_raw = None
+        job._result = _UNSET
+        job.state = None if duplicate else _DELAYED if spec[4] or spec[5] else _WAITING
+        job.priority = spec[3]
+        job.attempts = 0
+        job.max_attempts = spec[6]
+        job.progress = None
+        job.error = None
+        job.created_at = None
+        job.run_at = None
+        job.started_at = None
+        job.finished_at = None
+        job.lease_deadline = None
+        job.owner = None
+        job.timeout = None
+        job.duplicate = duplicate
+        job._sender = sender
+        return job
 
     @classmethod
     def from_info(cls, sender: S, info: JobInfo, serializer: Serializer) -> Self:

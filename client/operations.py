@@ -15,18 +15,17 @@ from collections.abc import Iterable, Mapping, Sequence
 from functools import partial
 from typing import Any, Final, Generic, NamedTuple, TypeVar
 
+from client.bulk import plain_items, plain_specs, split_bulk
 from client.call import BulkCall, Call
 from client.endpoint import ServerInfo
 from client.errors import NotFoundError
 from client.job import JobHandle, cancel_call, check_retried, job_info_from_body
 from client.options import (
-    FRAME_BUDGET,
     Duration,
     build_spec,
     check_options,
-    enqueued_jobs,
     seconds_to_ms,
-    split_batches,
+    spec_size,
 )
 from client.schedules import Scheduler, check_template_options, list_call, upsert_call
 from client.serializers import Serializer
@@ -228,16 +227,8 @@ class QueueOperations(Generic[J]):
         return build_spec(name, self.serializer.dumps(data), merged)
 
     def _job(self, spec: JobSpec, job_id: str, data: Any, duplicate: bool) -> J:
-        state = None
-        if not duplicate:
-            state = JobState.DELAYED if spec.delay_ms or spec.run_at_ms else JobState.WAITING
-        job = self._job_type(
-            self._sender, job_id, self.name, spec.name, self.serializer,
-            payload=spec.payload, data=data, state=state, priority=spec.priority,
-            duplicate=duplicate,
-        )
-        job.max_attempts = spec.max_attempts
-        return job
+        return self._job_type.enqueued(
+            self._sender, job_id, self.name, self.serializer, spec, data, duplicate)
 
     # ``add`` is the one-at-a-time hot path: a request builder and a reply parser that both
     # flavours call directly, without a ``Call`` and its parser closure per job.
@@ -257,16 +248,50 @@ class QueueOperations(Generic[J]):
 
     def add_bulk_call(self, jobs: Iterable[Any], server: ServerInfo | None) -> BulkCall[list[J]]:
         """Requests of at most the broker's ``max_batch`` jobs and a share of its frame limit
-        (the defaults before the first handshake)."""
-        items: list[tuple[JobSpec, Any]] = []
-        for item in jobs:
-            name, data, options = bulk_item(item)
-            items.append((self._spec(name, data, options), data))
-        max_batch = server.max_batch if server else 10_000
-        max_bytes = int((server.max_frame if server else 8 << 20) * FRAME_BUDGET)
-        batches = split_batches([spec for spec, _ in items], max_batch, max_bytes)
+        (the defaults before the first handshake).
+
+        Per job this is the client's share of a bulk enqueue, so the common case, only
+        ``(name, data)`` items and no queue defaults, takes ``client/bulk.py``'s short path.
+        """
+        items = jobs if type(jobs) is list else list(jobs)
+        if not self.defaults and plain_items(items):
+            specs, datas, size = plain_specs(items, self.serializer)
+        else:
+            specs, datas = [], []
+            for item in items:
+                name, data, options = bulk_item(item)
+                specs.append(self._spec(name, data, options))
+                datas.append(data)
+            size = sum(map(spec_size, specs))
+        batches = split_bulk(specs, size, server)
         requests = [Enqueue(self.name, tuple(batch)) for batch in batches]
-        return BulkCall(requests, partial(enqueued_jobs, items, batches, make_job=self._job))
+        counts = [len(batch) for batch in batches]
+        return BulkCall(requests, partial(self._enqueued, specs, datas, counts))
+
+    def _enqueued(
+        self, specs: list[JobSpec], datas: list[Any], counts: list[int],
+        bodies: Sequence[Mapping[str, Any]],
+    ) -> list[J]:
+        """One handle per job of ``add_bulk``, in call order, from each request's reply body;
+        ``duplicate`` is true where the id already existed."""
+        out: list[J] = []
+        append = out.append
+        make = self._job_type.enqueued
+        sender, queue, serializer = self._sender, self.name, self.serializer
+        index = 0
+        for count, body in zip(counts, bodies, strict=True):
+            ids, duplicates = parse_enqueued(body)
+            if duplicates:
+                repeated = set(duplicates)
+                for offset, job_id in enumerate(ids):
+                    append(make(sender, job_id, queue, serializer, specs[index + offset],
+                                datas[index + offset], offset in repeated))
+            else:
+                for job_id, spec, data in zip(ids, specs[index:index + count],
+                                              datas[index:index + count], strict=False):
+                    append(make(sender, job_id, queue, serializer, spec, data, False))
+            index += count
+        return out
 
     def get_job_call(self, job_id: str) -> Call[J]:
         return get_job_call(self._job_type, self._sender, job_id, self.serializer, self.name)

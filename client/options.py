@@ -15,15 +15,12 @@ the broker's queue default.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from datetime import datetime, timedelta
-from typing import Any, Final, TypeVar
+from typing import Any, Final
 
 from protocol.checks import MAX_BATCH
 from protocol.model import KEEP_ALL, REMOVE_AT_ONCE, Backoff, BackoffKind, JobSpec, Retention
-from protocol.replies import parse_enqueued
-
-_J = TypeVar("_J")
 
 OPTION_NAMES: Final = frozenset({
     "priority", "delay", "run_at", "attempts", "backoff", "job_id", "lease",
@@ -220,31 +217,3 @@ def split_batches(
         batches.append(current)
     return batches
 
-
-def enqueued_jobs(
-    items: list[tuple[JobSpec, Any]],
-    batches: list[list[JobSpec]],
-    bodies: Sequence[Mapping[str, Any]],
-    make_job: Callable[[JobSpec, str, Any, bool], _J],
-) -> list[_J]:
-    """Pair each enqueued ``(spec, data)`` with the id the broker gave it, in order.
-
-    Args:
-        items: every job of the call, as ``(spec, data)``, in the order of ``batches``.
-        batches: the requests the jobs were split into (``split_batches``).
-        bodies: the broker's reply body for each batch.
-        make_job: builds a job handle from ``(spec, job_id, data, duplicate)``.
-
-    Returns:
-        One handle per job, in call order; ``duplicate`` is true where the id already existed.
-    """
-    out: list[_J] = []
-    index = 0
-    for batch, body in zip(batches, bodies, strict=True):
-        result = parse_enqueued(body)
-        duplicates = set(result.duplicates)
-        for offset, job_id in enumerate(result.ids):
-            spec, data = items[index + offset]
-            out.append(make_job(spec, job_id, data, offset in duplicates))
-        index += len(batch)
-    return out

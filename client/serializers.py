@@ -61,6 +61,8 @@ class RawSerializer:
 
     def dumps(self, value: Any) -> bytes:
         """Return ``value``, which must be bytes-like."""
+        if type(value) is bytes:  # the common case: bytes(value) would return it as well
+            return value
         if not isinstance(value, bytes | bytearray | memoryview):
             raise TypeError(f"RawSerializer needs bytes, got {type(value).__name__}")
         return bytes(value)

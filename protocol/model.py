@@ -174,7 +174,21 @@ def job_to_wire(job: JobSpec) -> tuple[Any, ...] | list[Any]:
 
 
 def jobs_to_wire(jobs: tuple[JobSpec, ...]) -> list[tuple[Any, ...] | list[Any]]:
-    """The ``jobs`` array of an enqueue request."""
+    """The ``jobs`` array of an enqueue request: ``job_to_wire`` of each job.
+
+    A client's bulk enqueue is usually all plain jobs (every option left to the broker): such a
+    batch is checked and cut to ``(id, name, payload)`` column by column, in C (``zip`` and
+    ``tuple.count``, comparing with ``==`` as ``job[3:] == PLAIN_TAIL`` does), for a third less
+    than ``job_to_wire`` job by job. A batch whose first or last job has options goes job by job
+    at once.
+    """
+    if len(jobs) > 1 and jobs[0][3:] == PLAIN_TAIL and jobs[-1][3:] == PLAIN_TAIL:
+        columns = tuple(zip(*jobs, strict=True))
+        count = len(jobs)
+        if columns[3].count(0) == count and all(
+            column.count(None) == count for column in columns[4:]
+        ):
+            return list(zip(columns[0], columns[1], columns[2], strict=True))
     return [job_to_wire(job) for job in jobs]
 
 
