@@ -8,16 +8,21 @@ creates the jobs waiting at priority 0. Both paths follow the rules in ``broker/
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from itertools import islice
+from collections.abc import Iterable, Sequence
+from itertools import repeat
+from operator import itemgetter
+from typing import Final
 
 from broker import core_lists
 from broker.core_state import DELAYED, WAITING, CoreError, CoreState, QueueState
-from broker.jobs import NO_OPTIONS, Job, JobOptions
+from broker.jobs import NO_OPTIONS, Job, JobOptions, new_waiting, seq_ids
 from protocol.errors import ErrorCode
-from protocol.model import PLAIN_TAIL, JobSpec
+from protocol.model import PLAIN_TAIL, JobSpec, PlainJobs
 from protocol.observing import EventKind
 from protocol.replies import EnqueueResult
+
+_NAME: Final = itemgetter(1)
+_PAYLOAD: Final = itemgetter(2)
 
 
 def enqueue(core: CoreState, queue: str, specs: Sequence[JobSpec], now: int) -> EnqueueResult:
@@ -140,20 +145,30 @@ def _enqueue_plain(
     core: CoreState, queue: str, specs: Sequence[JobSpec], now: int
 ) -> EnqueueResult | None:
     """``enqueue`` when no spec has an id or an option (the hot path, one job or a bulk
-    batch); ``None``, having changed nothing, when one does."""
+    batch); ``None``, having changed nothing, when one does.
+
+    The batch is handled as a whole: the jobs are built in one loop (``new_waiting``) and filed
+    in the job index, the changes, the lane and the ids with one C-level call each."""
     config = core.config
     max_payload = config.max_payload
-    for index, spec in enumerate(specs):
-        if spec[0] is not None or spec[3:] != PLAIN_TAIL:
-            return None
-        if len(spec[2]) > max_payload:
-            raise CoreError(
-                ErrorCode.PAYLOAD_TOO_LARGE,
-                f"jobs[{index}].payload: {len(spec[2])} bytes, limit {max_payload}",
-            )
-    fresh = len(specs)
+    if type(specs) is PlainJobs:  # parse_jobs checked every job: no id, no option
+        names: Sequence[str] = specs.names
+        payloads: Sequence[bytes] = specs.payloads
+    else:
+        for spec in specs:
+            if spec[0] is not None or spec[3:] != PLAIN_TAIL:
+                return None
+        names = list(map(_NAME, specs))
+        payloads = list(map(_PAYLOAD, specs))
+    fresh = len(payloads)
     if not fresh:
         return None
+    if max(map(len, payloads)) > max_payload:
+        index = next(i for i, payload in enumerate(payloads) if len(payload) > max_payload)
+        raise CoreError(
+            ErrorCode.PAYLOAD_TOO_LARGE,
+            f"jobs[{index}].payload: {len(payloads[index])} bytes, limit {max_payload}",
+        )
     q = core.queues.get(queue)
     _check_room(core, queue, q, fresh)
     entries = core.delayed.entries
@@ -162,41 +177,32 @@ def _enqueue_plain(
     if q is None:
         q = core.queue(queue)
     qname = q.name
-    lane = q.ready.lane(0, now)
-    jobs = core.jobs
-    changed = core.changed_jobs
-    names = core.names
-    attempts = config.default_max_attempts
+    first = names[0]
+    if names.count(first) == fresh:  # one name for the batch (the common case)
+        interned: Iterable[str] = repeat(core.intern(first), fresh)
+    else:
+        known = {name: core.intern(name) for name in set(names)}
+        interned = map(known.__getitem__, names)
     seq = core.seq
-    ids: list[str] = []
+    end = seq + fresh
+    ids = seq_ids(seq, end)
+    made = new_waiting(seq, ids, qname, interned, payloads, now, config.default_max_attempts)
+    q.ready.lane(0, now).extend(made)
+    core.jobs.update(zip(ids, made, strict=True))  # broker-assigned ids are unique: no add
+    core.changed_jobs.update(zip(range(seq, end), made, strict=True))
     events = core.events
-    for spec in specs:
-        name = spec[1]
-        interned = names.get(name)
-        if interned is None:
-            interned = core.intern(name)
-        job_id = str(seq)
-        job = Job(
-            seq, job_id, qname, interned, spec[2], priority=0, run_at=now,
-            max_attempts=attempts, options=NO_OPTIONS, state=WAITING, created_at=now,
-        )
-        lane.append(job)
-        jobs[job_id] = job  # a broker-assigned id is unique: no need for core.add
-        changed[seq] = job
-        ids.append(job_id)
-        seq += 1
-        if events is not None:
-            events.record(EventKind.ADDED, now, qname, job_id, interned, (WAITING, now))
-    core.seq = seq
+    if events is not None:
+        for job in made:
+            events.record(EventKind.ADDED, now, qname, job.id, job.name, (WAITING, now))
+    core.seq = end
     core.unfinished += fresh
     q.metrics.added.add(now, fresh)
     q.waiting += fresh
     if q.listing is not None and (listing := core_lists.kept(q, now)) is not None:
-        # the batch is the lane's last ``fresh`` entries
-        listing.add_all(reversed(list(islice(reversed(lane), fresh))))
+        listing.add_all(made)
     if not q.meta.paused:
         core.ready_names.add(qname)
-    return EnqueueResult(tuple(ids), ())
+    return EnqueueResult(ids, ())
 
 
 def _check_room(core: CoreState, queue: str, existing: QueueState | None, fresh: int) -> None:

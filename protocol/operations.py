@@ -21,7 +21,7 @@ each has a handler. Unknown keys in ``args`` are ignored; a nil value is the sam
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Final, NamedTuple, TypeVar
 
 from protocol.checks import (
@@ -158,7 +158,8 @@ TIME: Final[Operation[Time, int]] = declare(Operation(
 
 class Enqueue(NamedTuple):
     queue: str
-    jobs: tuple[JobSpec, ...]
+    jobs: Sequence[JobSpec]
+    """A tuple (the client's), or ``PlainJobs`` as the broker parses a batch of plain jobs."""
 
 
 ENQUEUE: Final[Operation[Enqueue, EnqueueResult]] = declare(Operation(

@@ -45,6 +45,7 @@ from broker.schedule import Rule, Scheduler
 from broker.timeouts import TIMEOUT_GRACE_MS
 from protocol.errors import ErrorCode
 from protocol.model import (
+    PLAIN_TAIL,
     AckItem,
     Backoff,
     BackoffKind,
@@ -52,8 +53,10 @@ from protocol.model import (
     FailItem,
     JobSpec,
     JobState,
+    PlainJobs,
     ReleaseItem,
     Retention,
+    parse_jobs,
 )
 
 W, D, A, C, F = (JobState.WAITING, JobState.DELAYED, JobState.ACTIVE, JobState.COMPLETED,
@@ -423,6 +426,10 @@ class CoreMachine(RuleBasedStateMachine):
             for (job_id, payload, priority, delay_ms, offset, attempts, backoff, lease_ms, remove,
                  timeout_ms) in raw
         ]
+        if all(spec.job_id is None and spec[3:] == PLAIN_TAIL for spec in specs):
+            # As the broker parses a batch of plain jobs off the wire: the core's fast path.
+            specs = parse_jobs(tuple(spec[:3] for spec in specs), "jobs")  # type: ignore[assignment]
+            assert type(specs) is PlainJobs
         expected_error: ErrorCode | None = None
         seen: set[str] = set()
         fresh = 0
