@@ -9,7 +9,7 @@ creates the jobs waiting at priority 0. Both paths follow the rules in ``broker/
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from itertools import repeat
+from itertools import islice, repeat
 from operator import itemgetter
 from typing import Final
 
@@ -17,7 +17,7 @@ from broker import core_lists
 from broker.core_state import DELAYED, WAITING, CoreError, CoreState, QueueState
 from broker.jobs import NO_OPTIONS, Job, JobOptions, new_waiting, seq_ids
 from protocol.errors import ErrorCode
-from protocol.model import PLAIN_TAIL, JobSpec, PlainJobs
+from protocol.model import BULK, PLAIN_TAIL, JobSpec, PlainJobs
 from protocol.observing import EventKind
 from protocol.replies import EnqueueResult
 
@@ -145,24 +145,79 @@ def _enqueue_plain(
     core: CoreState, queue: str, specs: Sequence[JobSpec], now: int
 ) -> EnqueueResult | None:
     """``enqueue`` when no spec has an id or an option (the hot path, one job or a bulk
-    batch); ``None``, having changed nothing, when one does.
-
-    The batch is handled as a whole: the jobs are built in one loop (``new_waiting``) and filed
-    in the job index, the changes, the lane and the ids with one C-level call each."""
+    batch); ``None``, having changed nothing, when one does. A batch of ``BULK`` jobs or more
+    is enqueued as a whole (``_enqueue_bulk``); fewer cost less one by one, here."""
+    if type(specs) is PlainJobs:  # parse_jobs checked every job: no id, no option
+        return _enqueue_bulk(core, queue, specs.names, specs.payloads, now)
     config = core.config
     max_payload = config.max_payload
-    if type(specs) is PlainJobs:  # parse_jobs checked every job: no id, no option
-        names: Sequence[str] = specs.names
-        payloads: Sequence[bytes] = specs.payloads
-    else:
-        for spec in specs:
-            if spec[0] is not None or spec[3:] != PLAIN_TAIL:
-                return None
-        names = list(map(_NAME, specs))
-        payloads = list(map(_PAYLOAD, specs))
-    fresh = len(payloads)
+    for index, spec in enumerate(specs):
+        if spec[0] is not None or spec[3:] != PLAIN_TAIL:
+            return None
+        if len(spec[2]) > max_payload:
+            raise CoreError(
+                ErrorCode.PAYLOAD_TOO_LARGE,
+                f"jobs[{index}].payload: {len(spec[2])} bytes, limit {max_payload}",
+            )
+    fresh = len(specs)
     if not fresh:
         return None
+    if fresh >= BULK:
+        return _enqueue_bulk(core, queue, list(map(_NAME, specs)), list(map(_PAYLOAD, specs)), now)
+    q = core.queues.get(queue)
+    _check_room(core, queue, q, fresh)
+    entries = core.delayed.entries
+    if entries and entries[0][0] <= now:
+        core.promote_due(now)
+    if q is None:
+        q = core.queue(queue)
+    qname = q.name
+    lane = q.ready.lane(0, now)
+    jobs = core.jobs
+    changed = core.changed_jobs
+    names = core.names
+    attempts = config.default_max_attempts
+    seq = core.seq
+    ids: list[str] = []
+    events = core.events
+    for spec in specs:
+        name = spec[1]
+        interned = names.get(name)
+        if interned is None:
+            interned = core.intern(name)
+        job_id = str(seq)
+        job = Job(
+            seq, job_id, qname, interned, spec[2], priority=0, run_at=now,
+            max_attempts=attempts, options=NO_OPTIONS, state=WAITING, created_at=now,
+        )
+        lane.append(job)
+        jobs[job_id] = job  # a broker-assigned id is unique: no need for core.add
+        changed[seq] = job
+        ids.append(job_id)
+        seq += 1
+        if events is not None:
+            events.record(EventKind.ADDED, now, qname, job_id, interned, (WAITING, now))
+    core.seq = seq
+    core.unfinished += fresh
+    q.metrics.added.add(now, fresh)
+    q.waiting += fresh
+    if q.listing is not None and (listing := core_lists.kept(q, now)) is not None:
+        # the batch is the lane's last ``fresh`` entries
+        listing.add_all(reversed(list(islice(reversed(lane), fresh))))
+    if not q.meta.paused:
+        core.ready_names.add(qname)
+    return EnqueueResult(tuple(ids), ())
+
+
+def _enqueue_bulk(
+    core: CoreState, queue: str, names: Sequence[str], payloads: Sequence[bytes], now: int
+) -> EnqueueResult:
+    """``_enqueue_plain`` of a batch, as a whole: the jobs are built in one loop
+    (``new_waiting``) and filed in the job index, the changes, the lane and the ids with one
+    C-level call each."""
+    config = core.config
+    max_payload = config.max_payload
+    fresh = len(payloads)
     if max(map(len, payloads)) > max_payload:
         index = next(i for i, payload in enumerate(payloads) if len(payload) > max_payload)
         raise CoreError(

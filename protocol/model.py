@@ -229,11 +229,11 @@ def parse_job(raw: Any, index: int) -> JobSpec:
 class PlainJobs(Sequence[JobSpec]):
     """An enqueue batch in which no job has an id or an option: job ``i`` is
     ``JobSpec(None, names[i], payloads[i], *PLAIN_TAIL)``, with a name and a payload that
-    ``parse_job`` accepts. ``parse_jobs`` gives one for such a batch (the producer's hot path):
-    it holds the decoded items as they are and builds a ``JobSpec`` only when one is asked for,
-    and the core reads ``names`` and ``payloads`` without looking at each job's options again.
-    Equal to (and hashes like) the tuple of its ``JobSpec``; any other sequence of ``JobSpec``
-    promises nothing.
+    ``parse_job`` accepts. ``parse_jobs`` gives one for such a batch of ``BULK`` jobs or more
+    (the producer's hot path): it holds the decoded items as they are and builds a ``JobSpec``
+    only when one is asked for, and the core reads ``names`` and ``payloads`` without looking
+    at each job's options again. Equal to (and hashes like) the tuple of its ``JobSpec``; any
+    other sequence of ``JobSpec`` promises nothing.
     """
 
     __slots__ = ("_raws", "names", "payloads")
@@ -278,6 +278,9 @@ class PlainJobs(Sequence[JobSpec]):
 
 
 _NONE: Final = type(None)
+BULK: Final = 4
+"""Batches of at least this many jobs take the whole-batch paths (``PlainJobs``, the core's
+bulk enqueue); smaller ones cost less one job at a time."""
 
 
 def _plain_jobs(raws: tuple[Any, ...]) -> PlainJobs | None:
@@ -308,9 +311,10 @@ def parse_jobs(value: Any, field: str) -> Sequence[JobSpec]:
         ``PlainJobs`` when no job has an id or an option, else a tuple of ``JobSpec``.
     """
     raws = check_array(value, field)
-    plain = _plain_jobs(raws)
-    if plain is not None:
-        return plain
+    if len(raws) >= BULK:
+        plain = _plain_jobs(raws)
+        if plain is not None:
+            return plain
     jobs: list[JobSpec] = []
     append = jobs.append
     for index, raw in enumerate(raws):

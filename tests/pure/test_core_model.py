@@ -45,6 +45,7 @@ from broker.schedule import Rule, Scheduler
 from broker.timeouts import TIMEOUT_GRACE_MS
 from protocol.errors import ErrorCode
 from protocol.model import (
+    BULK,
     PLAIN_TAIL,
     AckItem,
     Backoff,
@@ -416,8 +417,9 @@ class CoreMachine(RuleBasedStateMachine):
 
     # ------------------------------------------------------------------ producer
 
-    @rule(queue=st.sampled_from(("a", "a", "a", "b", "c")), raw=specs_strategy)
-    def enqueue(self, queue: str, raw: list[tuple[Any, ...]]) -> None:
+    @rule(queue=st.sampled_from(("a", "a", "a", "b", "c")), raw=specs_strategy,
+          parsed=st.booleans())
+    def enqueue(self, queue: str, raw: list[tuple[Any, ...]], parsed: bool = False) -> None:
         now, model = self.now, self.model
         specs = [
             JobSpec(job_id, "task", payload, priority, delay_ms,
@@ -426,10 +428,10 @@ class CoreMachine(RuleBasedStateMachine):
             for (job_id, payload, priority, delay_ms, offset, attempts, backoff, lease_ms, remove,
                  timeout_ms) in raw
         ]
-        if all(spec.job_id is None and spec[3:] == PLAIN_TAIL for spec in specs):
-            # As the broker parses a batch of plain jobs off the wire: the core's fast path.
+        if parsed and all(spec.job_id is None and spec[3:] == PLAIN_TAIL for spec in specs):
+            # As the broker parses plain jobs off the wire (PlainJobs: the core's bulk path).
             specs = parse_jobs(tuple(spec[:3] for spec in specs), "jobs")  # type: ignore[assignment]
-            assert type(specs) is PlainJobs
+            assert (type(specs) is PlainJobs) is (len(specs) >= BULK)
         expected_error: ErrorCode | None = None
         seen: set[str] = set()
         fresh = 0
@@ -480,11 +482,11 @@ class CoreMachine(RuleBasedStateMachine):
         assert result.ids == tuple(ids)
         assert result.duplicates == tuple(duplicates)
 
-    @rule(count=st.integers(1, 4), priority=st.sampled_from((0, 1)))
-    def enqueue_plain(self, count: int, priority: int) -> None:
+    @rule(count=st.integers(1, 6), priority=st.sampled_from((0, 1)), parsed=st.booleans())
+    def enqueue_plain(self, count: int, priority: int, parsed: bool) -> None:
         """Plain jobs into queue "a" (weights the runs towards long queues and finished lists)."""
         plain = (None, b"p", priority, None, None, None, None, None, False, None)
-        self.enqueue("a", [plain] * count)
+        self.enqueue("a", [plain] * count, parsed)
 
     # ------------------------------------------------------------------ worker
 

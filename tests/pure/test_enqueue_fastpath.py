@@ -12,7 +12,7 @@ import pytest
 from broker.core import Core, CoreConfig, CoreError
 from broker.jobs import NO_OPTIONS, Job, new_waiting, seq_ids
 from protocol.errors import ErrorCode, ProtocolError
-from protocol.model import PLAIN_TAIL, JobSpec, JobState, PlainJobs, parse_jobs
+from protocol.model import BULK, PLAIN_TAIL, JobSpec, JobState, PlainJobs, parse_jobs
 
 T0 = 1_700_000_000_000
 
@@ -22,14 +22,14 @@ def wire(*jobs: tuple[Any, ...]) -> tuple[tuple[Any, ...], ...]:
 
 
 def test_a_batch_of_plain_jobs_parses_as_plain_jobs_equal_to_its_job_specs() -> None:
-    raws = wire((None, "a", b"1"), (None, "b", b""), (None, "", b"3" * 10))
+    raws = wire((None, "a", b"1"), (None, "b", b""), (None, "", b"3" * 10), (None, "a", b"4"))
     jobs = parse_jobs(raws, "jobs")
     expected = tuple(JobSpec(None, name, payload) for _, name, payload in raws)
     assert type(jobs) is PlainJobs
-    assert jobs.names == ("a", "b", "") and jobs.payloads == (b"1", b"", b"3" * 10)
+    assert jobs.names == ("a", "b", "", "a") and jobs.payloads == (b"1", b"", b"3" * 10, b"4")
     assert jobs == expected and expected == jobs
     assert hash(jobs) == hash(expected)
-    assert len(jobs) == 3 and list(jobs) == list(expected)
+    assert len(jobs) == 4 and list(jobs) == list(expected)
     assert jobs[1] == expected[1] and type(jobs[1]) is JobSpec and jobs[-1] == expected[-1]
     assert jobs[1:] == expected[1:] and type(jobs[1:]) is tuple
     assert jobs.index(expected[2]) == 2 and expected[0] in jobs
@@ -37,10 +37,19 @@ def test_a_batch_of_plain_jobs_parses_as_plain_jobs_equal_to_its_job_specs() -> 
     assert jobs == parse_jobs(raws, "jobs") and jobs != expected[:2]
 
 
+def test_a_small_batch_parses_as_a_tuple() -> None:
+    raws = wire(*[(None, "a", b"1")] * (BULK - 1))
+    jobs = parse_jobs(raws, "jobs")
+    assert type(jobs) is tuple and jobs == (JobSpec(None, "a", b"1"),) * (BULK - 1)
+
+
+PLAIN = (None, "a", b"1")
+
+
 @pytest.mark.parametrize("raws", [
-    wire((None, "a", b"1"), ("id-1", "a", b"1")),  # an id
-    wire((None, "a", b"1"), (None, "a", b"1", 2)),  # a priority
-    wire((None, "a", b"1", 0), (None, "a", b"1", 0)),  # an explicit default: not the fast form
+    wire(*[PLAIN] * BULK, ("id-1", "a", b"1")),  # an id
+    wire(*[PLAIN] * BULK, (None, "a", b"1", 2)),  # a priority
+    wire(*[(None, "a", b"1", 0)] * BULK),  # an explicit default: not the fast form
 ])
 def test_a_batch_with_an_id_or_an_option_parses_as_a_tuple(raws: tuple[Any, ...]) -> None:
     jobs = parse_jobs(raws, "jobs")
@@ -49,12 +58,12 @@ def test_a_batch_with_an_id_or_an_option_parses_as_a_tuple(raws: tuple[Any, ...]
 
 
 @pytest.mark.parametrize("raws, field", [
-    (wire((None, "a", b"1"), [None, "a", b"1"]), "jobs[1]"),
-    (wire((None, "a", b"1"), (None, "a")), "jobs[1]"),
-    (wire((None, "a", b"1"), (None, 5, b"1")), "jobs[1].name"),
-    (wire((None, "a", "1"), (None, "a", b"1")), "jobs[0].payload"),
-    (wire((None, "a", b"1"), (None, "x" * 201, b"1")), "jobs[1].name"),
-    (wire((None, "a", b"1"), (b"id", "a", b"1")), "jobs[1].id"),
+    (wire(*[PLAIN] * BULK, [None, "a", b"1"]), f"jobs[{BULK}]"),
+    (wire(*[PLAIN] * BULK, (None, "a")), f"jobs[{BULK}]"),
+    (wire(*[PLAIN] * BULK, (None, 5, b"1")), f"jobs[{BULK}].name"),
+    (wire((None, "a", "1"), *[PLAIN] * BULK), "jobs[0].payload"),
+    (wire(*[PLAIN] * BULK, (None, "x" * 201, b"1")), f"jobs[{BULK}].name"),
+    (wire(*[PLAIN] * BULK, (b"id", "a", b"1")), f"jobs[{BULK}].id"),
 ])
 def test_the_fast_path_leaves_every_error_to_the_per_job_checks(
     raws: tuple[Any, ...], field: str
@@ -109,18 +118,20 @@ def state(made: Core) -> list[dict[str, Any]]:
                     "ready": sorted(made.take_ready())}]
 
 
-@pytest.mark.parametrize("names", [("a",) * 5, ("a", "b", "a", "c", "b")])
+@pytest.mark.parametrize("names", [("a",) * 5, ("a", "b", "a", "c", "b"), ("a", "b")])
 def test_plain_jobs_enqueue_as_their_job_specs_do(names: tuple[str, ...]) -> None:
+    """Batches of ``BULK`` jobs or more take the whole-batch path, smaller ones the other."""
     raws = tuple((None, name, bytes([i]) * i) for i, name in enumerate(names))
     fast, slow = core(), core()
     for made in (fast, slow):  # one job first: the batch's seqs do not start at 1
         made.enqueue("q", (JobSpec(None, "first", b""),), T0 - 1)
     plain = parse_jobs(raws, "jobs")
-    assert type(plain) is PlainJobs
+    assert (type(plain) is PlainJobs) is (len(names) >= BULK)
     specs = tuple(JobSpec(*raw, *PLAIN_TAIL) for raw in raws)
     got = fast.enqueue("q", plain, T0)
     assert got == slow.enqueue("q", specs, T0)
-    assert got.ids == ("2", "3", "4", "5", "6") and got.duplicates == ()
+    assert got.ids == tuple(str(seq) for seq in range(2, 2 + len(names)))
+    assert got.duplicates == ()
     assert state(fast) == state(slow)
     reserved = fast.reserve(("q",), 10, None, 1, T0)
     assert [job.job_id for job in reserved] == ["1", *got.ids]
@@ -131,8 +142,9 @@ def test_plain_jobs_enqueue_as_their_job_specs_do(names: tuple[str, ...]) -> Non
 
 def test_plain_jobs_payload_too_large_names_the_first_and_creates_nothing() -> None:
     made = core(max_payload=4)
-    plain = parse_jobs(wire((None, "a", b"1"), (None, "a", b"12345"), (None, "a", b"123456")),
-                       "jobs")
+    plain = parse_jobs(wire((None, "a", b"1"), (None, "a", b"12345"), (None, "a", b"123456"),
+                            *[PLAIN] * BULK), "jobs")
+    assert type(plain) is PlainJobs
     with pytest.raises(CoreError) as caught:
         made.enqueue("q", plain, T0)
     assert caught.value.code is ErrorCode.PAYLOAD_TOO_LARGE
@@ -141,8 +153,9 @@ def test_plain_jobs_payload_too_large_names_the_first_and_creates_nothing() -> N
 
 
 def test_plain_jobs_respect_the_queue_limit() -> None:
-    made = core(max_queue_jobs=2)
-    plain = parse_jobs(wire(*[(None, "a", b"")] * 3), "jobs")
+    made = core(max_queue_jobs=BULK - 1)
+    plain = parse_jobs(wire(*[(None, "a", b"")] * BULK), "jobs")
+    assert type(plain) is PlainJobs
     with pytest.raises(CoreError) as caught:
         made.enqueue("q", plain, T0)
     assert caught.value.code is ErrorCode.QUEUE_FULL and not made._state.jobs
