@@ -22,7 +22,7 @@ from broker.core_state import (
     CoreState,
     QueueState,
 )
-from broker.jobs import Job
+from broker.jobs import NO_OPTIONS, Job
 from broker.replysize import RESERVED_JOB_OVERHEAD, UTF8_MAX, packed_size
 from broker.timeouts import first_due, timed_out, timeout_error
 from protocol.errors import ErrorCode
@@ -72,11 +72,12 @@ def reserve(
         waits: list[int] = []  # the queue's wait_ms, counted once per queue
         wait = waits.append
         taken = 0
-        while len(out) < stop:
+        limit = stop - len(out)  # this queue's jobs to take at most: taken < limit
+        while taken < limit:
             lane = ready.front()
             if lane is None:
                 break
-            while lane and len(out) < stop:
+            while lane and taken < limit:
                 job = lane.popleft()
                 job_id = job.id
                 if job.state is not WAITING or jobs.get(job.key) is not job:
@@ -88,15 +89,19 @@ def reserve(
                         size += packed_size(job.progress)
                     if size > room and out:
                         lane.appendleft(job)  # stays first in line
-                        max_jobs = stop = len(out)
+                        max_jobs = len(out)
+                        limit = taken
                         break
                     room -= size
                 if listing is not None:
                     listing.take_first(job)
                 options = job.options
-                lease = options.lease_ms or default_lease
+                if options is NO_OPTIONS:  # most jobs: no NamedTuple field reads
+                    lease, timeout = default_lease, None
+                else:
+                    lease = options.lease_ms or default_lease
+                    timeout = options.timeout_ms
                 deadline = now + lease
-                timeout = options.timeout_ms
                 # WAITING -> ACTIVE is legal (TRANSITIONS); assigned directly on the hot path.
                 job.state = ACTIVE
                 attempts = job.attempts = job.attempts + 1

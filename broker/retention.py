@@ -124,10 +124,20 @@ class FinishedList:
             return False
         if self.count == 0 or limit < self.tightest:
             self.tightest = limit
-        self._entries.append(job)
+        entries = self._entries
+        entries.append(job)
         self.count += 1
         if self.count > self.tightest:
-            self.prune_count(live, remove)
+            # The common step of prune_count inlined (a full list of jobs without options
+            # drops its oldest); prune_count does the rest, if any.
+            head = entries[0]
+            if (head.options is NO_OPTIONS and self.count > self._default_limit
+                    and head.state is self.state and live.get(head.key) is head):
+                entries.popleft()
+                self.count -= 1
+                remove(head)
+            if self.count > self.tightest:
+                self.prune_count(live, remove)
         return True
 
     def prune_count(self, live: dict[JobKey, Job], remove: Callable[[Job], None]) -> None:
