@@ -26,7 +26,7 @@ from broker.jobs import NO_OPTIONS, Job
 from broker.replysize import RESERVED_JOB_OVERHEAD, UTF8_MAX, packed_size
 from broker.timeouts import first_due, timed_out, timeout_error
 from protocol.errors import ErrorCode
-from protocol.model import AckItem, ExtendItem, FailItem, JobState, ReleaseItem
+from protocol.model import AckBatch, AckItem, ExtendItem, FailItem, JobState, ReleaseItem
 from protocol.observing import EventKind
 from protocol.replies import OK, Outcome, ReservedJob
 
@@ -159,7 +159,7 @@ def ack(core: CoreState, items: Sequence[AckItem], now: int) -> list[Outcome]:
     done = 0
     q: QueueState | None = None
     ran: list[int] = []  # processing_ms of the queue's completions, counted once per queue
-    for job_id, token, result in items:
+    for job_id, token, result in items.columns() if type(items) is AckBatch else items:
         job = jobs.get(job_id)
         if job is None or job.lease_token != token:
             job = core.leased(job_id, token)  # user ids live in several queues (rare)

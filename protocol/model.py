@@ -17,7 +17,7 @@ from collections.abc import Iterator, Sequence
 from enum import StrEnum
 from itertools import repeat
 from operator import add
-from typing import Any, Final, NamedTuple, overload
+from typing import Any, Final, NamedTuple, TypeVar, overload
 
 from protocol.checks import (
     MAX_ATTEMPTS,
@@ -226,14 +226,49 @@ def parse_job(raw: Any, index: int) -> JobSpec:
                                timeout_ms))
 
 
-class PlainJobs(Sequence[JobSpec]):
+_T = TypeVar("_T", bound=tuple[Any, ...])
+
+
+class LazyBatch(Sequence[_T]):
+    """A batch of a request as the broker parses it on a hot path: checked as a whole, kept in
+    the columns the core reads, and building an item (a ``NamedTuple``) only when one is asked
+    for. Equal to (and hashes like) the tuple of its items. Subclasses give ``__len__``,
+    ``__iter__`` and ``_item``."""
+
+    __slots__ = ()
+
+    def _item(self, index: int) -> _T:
+        raise NotImplementedError
+
+    @overload
+    def __getitem__(self, index: int) -> _T: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> tuple[_T, ...]: ...
+
+    def __getitem__(self, index: int | slice) -> _T | tuple[_T, ...]:
+        if isinstance(index, slice):
+            return tuple(self)[index]
+        return self._item(index)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (tuple, LazyBatch)):
+            return tuple(self) == tuple(other)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(tuple(self))
+
+    def __repr__(self) -> str:
+        return repr(tuple(self))
+
+
+class PlainJobs(LazyBatch[JobSpec]):
     """An enqueue batch in which no job has an id or an option: job ``i`` is
     ``JobSpec(None, names[i], payloads[i], *PLAIN_TAIL)``, with a name and a payload that
     ``parse_job`` accepts. ``parse_jobs`` gives one for such a batch of ``BULK`` jobs or more
-    (the producer's hot path): it holds the decoded items as they are and builds a ``JobSpec``
-    only when one is asked for, and the core reads ``names`` and ``payloads`` without looking
-    at each job's options again. Equal to (and hashes like) the tuple of its ``JobSpec``; any
-    other sequence of ``JobSpec`` promises nothing.
+    (the producer's hot path), and the core reads ``names`` and ``payloads`` without looking at
+    each job's options again. Any other sequence of ``JobSpec`` promises nothing.
     """
 
     __slots__ = ("_raws", "names", "payloads")
@@ -249,32 +284,11 @@ class PlainJobs(Sequence[JobSpec]):
     def __len__(self) -> int:
         return len(self._raws)
 
-    @overload
-    def __getitem__(self, index: int) -> JobSpec: ...
-
-    @overload
-    def __getitem__(self, index: slice) -> tuple[JobSpec, ...]: ...
-
-    def __getitem__(self, index: int | slice) -> JobSpec | tuple[JobSpec, ...]:
-        if isinstance(index, slice):
-            return tuple(self)[index]
+    def _item(self, index: int) -> JobSpec:
         return new_tuple(JobSpec, self._raws[index] + PLAIN_TAIL)
 
     def __iter__(self) -> Iterator[JobSpec]:
         return map(new_tuple, repeat(JobSpec), map(add, self._raws, repeat(PLAIN_TAIL)))
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, PlainJobs):
-            return self._raws == other._raws
-        if isinstance(other, tuple):
-            return tuple(self) == other
-        return NotImplemented
-
-    def __hash__(self) -> int:
-        return hash(tuple(self))
-
-    def __repr__(self) -> str:
-        return repr(tuple(self))
 
 
 _NONE: Final = type(None)
@@ -379,11 +393,78 @@ def _item(raw: Any, index: int, low: int, high: int) -> tuple[Any, ...]:
     return raw
 
 
-def parse_ack_items(value: Any, field: str) -> tuple[AckItem, ...]:
-    """The ``items`` of an ack request (the worker's hot path)."""
+class AckBatch(LazyBatch[AckItem]):
+    """The items of an ack request as ``parse_ack_items`` gives a batch of ``BULK`` items or
+    more, every one valid: item ``i`` is ``AckItem(ids[i], tokens[i], results[i])``
+    (``results`` is ``None`` when no item has one). The core reads the columns."""
+
+    __slots__ = ("ids", "results", "tokens")
+
+    def __init__(
+        self, ids: tuple[str, ...], tokens: tuple[int, ...],
+        results: tuple[bytes | None, ...] | None,
+    ) -> None:
+        self.ids = ids
+        self.tokens = tokens
+        self.results = results
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def _item(self, index: int) -> AckItem:
+        result = None if self.results is None else self.results[index]
+        return AckItem(self.ids[index], self.tokens[index], result)
+
+    def __iter__(self) -> Iterator[AckItem]:
+        return map(new_tuple, repeat(AckItem), self.columns())
+
+    def columns(self) -> Iterator[tuple[str, int, bytes | None]]:
+        """``(id, token, result)`` per item, as plain tuples (the core's hot path)."""
+        results = repeat(None) if self.results is None else self.results
+        return zip(self.ids, self.tokens, results, strict=False)  # results may be a repeat()
+
+
+def _ack_items(raws: tuple[Any, ...]) -> AckBatch | None:
+    """``raws`` as an ``AckBatch`` if every item is a valid ``[id, token]`` (or every one a
+    valid ``[id, token, result]``), else ``None`` (the per-item checks then name what is
+    wrong). The checks run as C loops over the whole batch, as in ``_plain_jobs``."""
+    count = len(raws)
+    if list(map(type, raws)).count(tuple) != count:
+        return None
+    try:
+        columns = tuple(zip(*raws, strict=True))
+    except ValueError:  # items of several lengths
+        return None
+    results: tuple[Any, ...] | None = None
+    if len(columns) == 2:
+        ids, tokens = columns
+    elif len(columns) == 3:
+        ids, tokens, results = columns
+        if list(map(type, results)).count(bytes) + results.count(None) != count:
+            return None
+    else:
+        return None
+    if list(map(type, ids)).count(str) != count or list(map(type, tokens)).count(int) != count:
+        return None
+    lengths = list(map(len, ids))
+    if min(lengths) < 1 or max(lengths) > MAX_NAME_LEN or min(tokens) < 0 or (
+        max(tokens) > MAX_TOKEN
+    ):
+        return None
+    return AckBatch(ids, tokens, results)
+
+
+def parse_ack_items(value: Any, field: str) -> Sequence[AckItem]:
+    """The ``items`` of an ack request (the worker's hot path): an ``AckBatch`` for a batch of
+    ``BULK`` valid items or more, else a tuple of ``AckItem``."""
+    raws = check_array(value, field)
+    if len(raws) >= BULK:
+        fast = _ack_items(raws)
+        if fast is not None:
+            return fast
     items: list[AckItem] = []
     append = items.append
-    for i, raw in enumerate(check_array(value, field)):
+    for i, raw in enumerate(raws):
         # A well-formed item passes these checks inline; anything else takes the slow path
         # below, which names the offending field.
         if type(raw) is tuple and 2 <= len(raw) <= 3:

@@ -195,7 +195,8 @@ RESERVE: Final[Operation[Reserve, list[ReservedJob]]] = declare(Operation(
 
 
 class Ack(NamedTuple):
-    items: tuple[AckItem, ...]
+    items: Sequence[AckItem]
+    """A tuple (the client's), or ``AckBatch`` as the broker parses a batch."""
 
 
 ACK: Final[Operation[Ack, list[Outcome]]] = declare(Operation(

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +48,7 @@ from protocol.errors import ErrorCode
 from protocol.model import (
     BULK,
     PLAIN_TAIL,
+    AckBatch,
     AckItem,
     Backoff,
     BackoffKind,
@@ -57,6 +59,7 @@ from protocol.model import (
     PlainJobs,
     ReleaseItem,
     Retention,
+    parse_ack_items,
     parse_jobs,
 )
 
@@ -551,16 +554,27 @@ class CoreMachine(RuleBasedStateMachine):
         """Another weight towards completions in queue "a"."""
         self.reserve_and_ack("a", count, 1)
 
-    def _pick_leases(self, data: st.DataObject) -> list[tuple[str, int]]:
+    def _pick_leases(self, data: st.DataObject, most: int = 3) -> list[tuple[str, int]]:
         pool = [*self.leases[-8:], ("x", 12345), ("nope", 1)]
-        return data.draw(st.lists(st.sampled_from(pool), min_size=1, max_size=3))
+        return data.draw(st.lists(st.sampled_from(pool), min_size=1, max_size=most))
 
-    @rule(data=st.data())
-    def ack(self, data: st.DataObject) -> None:
+    @rule(data=st.data(), parsed=st.booleans())
+    def ack(self, data: st.DataObject, parsed: bool) -> None:
+        if parsed:  # as the broker parses a batch off the wire (AckBatch from BULK items on)
+            leases = self._pick_leases(data, 6)
+            if data.draw(st.booleans()):
+                wire: list[tuple[Any, ...]] = leases  # type: ignore[assignment]
+            else:
+                wire = [(job_id, token, data.draw(st.sampled_from(RESULTS)))
+                        for job_id, token in leases]
+            items = parse_ack_items(tuple(wire), "items")
+            assert (type(items) is AckBatch) is (len(items) >= BULK)
+            self._ack_items(items)
+            return
         self._ack_items([AckItem(job_id, token, data.draw(st.sampled_from(RESULTS)))
                          for job_id, token in self._pick_leases(data)])
 
-    def _ack_items(self, items: list[AckItem]) -> None:
+    def _ack_items(self, items: Sequence[AckItem]) -> None:
         now, model = self.now, self.model
         got = self.core.ack(items, now)
         expected = []

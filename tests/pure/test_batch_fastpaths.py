@@ -1,6 +1,7 @@
-"""The producer's fast path (issue 17, round 2): ``parse_jobs`` gives ``PlainJobs`` for a batch of
+"""The batch fast paths (issue 17, round 2): ``parse_jobs`` gives ``PlainJobs`` for a batch of
 plain jobs, the core enqueues it as a whole (``new_waiting``, ``seq_ids``), and the result is the
-same as the general path's, job by job and field by field."""
+same as the general path's, job by job and field by field; ``parse_ack_items`` gives an
+``AckBatch``, which acks as its ``AckItem`` s do."""
 
 from __future__ import annotations
 
@@ -12,7 +13,17 @@ import pytest
 from broker.core import Core, CoreConfig, CoreError
 from broker.jobs import NO_OPTIONS, Job, new_waiting, seq_ids
 from protocol.errors import ErrorCode, ProtocolError
-from protocol.model import BULK, PLAIN_TAIL, JobSpec, JobState, PlainJobs, parse_jobs
+from protocol.model import (
+    BULK,
+    PLAIN_TAIL,
+    AckBatch,
+    AckItem,
+    JobSpec,
+    JobState,
+    PlainJobs,
+    parse_ack_items,
+    parse_jobs,
+)
 
 T0 = 1_700_000_000_000
 
@@ -159,3 +170,56 @@ def test_plain_jobs_respect_the_queue_limit() -> None:
     with pytest.raises(CoreError) as caught:
         made.enqueue("q", plain, T0)
     assert caught.value.code is ErrorCode.QUEUE_FULL and not made._state.jobs
+
+
+@pytest.mark.parametrize("with_results", [False, True])
+def test_an_ack_batch_equals_its_ack_items(with_results: bool) -> None:
+    raws = tuple((str(i), 1 << 40 | i, *((b"r" if i % 2 else None,) if with_results else ()))
+                 for i in range(1, BULK + 2))
+    items = parse_ack_items(raws, "items")
+    expected = tuple(AckItem(*raw) for raw in raws)
+    assert type(items) is AckBatch and items == expected and hash(items) == hash(expected)
+    assert list(items) == list(expected) and type(items[0]) is AckItem
+    assert items[-1] == expected[-1] and items[1:3] == expected[1:3] and len(items) == BULK + 1
+    assert list(items.columns()) == [tuple(item) for item in expected]
+
+
+@pytest.mark.parametrize("bad, field", [
+    (("1", -1), "items[2].token"),
+    (("1", True), "items[2].token"),
+    (("", 1), "items[2].id"),
+    (("x" * 201, 1), "items[2].id"),
+    ((5, 1), "items[2].id"),
+    (("1", 1, "text"), "items[2].result"),
+    (("1",), "items[2]"),
+])
+def test_an_ack_batch_leaves_every_error_to_the_per_item_checks(
+    bad: tuple[Any, ...], field: str
+) -> None:
+    raws = (("a", 1), ("b", 2), bad, *[("c", 3)] * BULK)
+    with pytest.raises(ProtocolError) as caught:
+        parse_ack_items(raws, "items")
+    assert caught.value.code is ErrorCode.BAD_ARGUMENT and field in caught.value.message
+
+
+def test_mixed_lengths_and_small_batches_parse_as_tuples() -> None:
+    mixed = parse_ack_items((("a", 1), ("b", 2, b"r"), *[("c", 3)] * BULK), "items")
+    assert type(mixed) is tuple and mixed[1] == AckItem("b", 2, b"r")
+    small = parse_ack_items((("a", 1),) * (BULK - 1), "items")
+    assert type(small) is tuple and small == (AckItem("a", 1),) * (BULK - 1)
+
+
+def test_an_ack_batch_acks_as_its_items_do() -> None:
+    outcomes = []
+    for parsed in (True, False):
+        made = core()
+        made.enqueue("q", (JobSpec(None, "a", b""),) * 6, T0)
+        reserved = made.reserve(("q",), 5, None, 1, T0)
+        raws = (*[(job.job_id, job.token, b"r") for job in reserved], ("nope", 1, None),
+                (reserved[0].job_id, reserved[0].token, None))  # acked twice: stale
+        items = parse_ack_items(raws, "items") if parsed else tuple(AckItem(*raw) for raw in raws)
+        assert (type(items) is AckBatch) is parsed
+        outcomes.append((made.ack(items, T0 + 1), state(made)))
+    assert outcomes[0] == outcomes[1]
+    assert [outcome.code for outcome in outcomes[0][0]] == ["OK"] * 5 + ["NOT_FOUND",
+                                                                         "STALE_LEASE"]
