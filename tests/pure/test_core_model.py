@@ -486,7 +486,7 @@ class CoreMachine(RuleBasedStateMachine):
         assert result.duplicates == tuple(duplicates)
 
     @rule(count=st.integers(1, 6), priority=st.sampled_from((0, 1)), parsed=st.booleans())
-    def enqueue_plain(self, count: int, priority: int, parsed: bool) -> None:
+    def enqueue_plain(self, count: int, priority: int, parsed: bool = False) -> None:
         """Plain jobs into queue "a" (weights the runs towards long queues and finished lists)."""
         plain = (None, b"p", priority, None, None, None, None, None, False, None)
         self.enqueue("a", [plain] * count, parsed)
@@ -559,7 +559,7 @@ class CoreMachine(RuleBasedStateMachine):
         return data.draw(st.lists(st.sampled_from(pool), min_size=1, max_size=most))
 
     @rule(data=st.data(), parsed=st.booleans())
-    def ack(self, data: st.DataObject, parsed: bool) -> None:
+    def ack(self, data: st.DataObject, parsed: bool = False) -> None:
         if parsed:  # as the broker parses a batch off the wire (AckBatch from BULK items on)
             leases = self._pick_leases(data, 6)
             if data.draw(st.booleans()):
