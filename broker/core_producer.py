@@ -16,8 +16,9 @@ from typing import Final
 from broker import core_lists
 from broker.core_state import DELAYED, WAITING, CoreError, CoreState, QueueState
 from broker.jobs import NO_OPTIONS, Job, JobOptions, new_waiting, seq_ids
+from protocol.batches import BULK, PlainJobs
 from protocol.errors import ErrorCode
-from protocol.model import BULK, PLAIN_TAIL, JobSpec, PlainJobs
+from protocol.model import PLAIN_TAIL, JobSpec
 from protocol.observing import EventKind
 from protocol.replies import EnqueueResult
 

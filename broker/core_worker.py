@@ -25,8 +25,9 @@ from broker.core_state import (
 from broker.jobs import NO_OPTIONS, Job
 from broker.replysize import RESERVED_JOB_OVERHEAD, UTF8_MAX, packed_size
 from broker.timeouts import first_due, timed_out, timeout_error
+from protocol.batches import AckBatch
 from protocol.errors import ErrorCode
-from protocol.model import AckBatch, AckItem, ExtendItem, FailItem, JobState, ReleaseItem
+from protocol.model import AckItem, ExtendItem, FailItem, JobState, ReleaseItem
 from protocol.observing import EventKind
 from protocol.replies import OK, Outcome, ReservedJob
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Final, NamedTuple, TypeVar
 
+from protocol.batches import parse_ack_items, parse_jobs
 from protocol.checks import (
     MAX_AUTH_TOKEN_LEN,
     MAX_CONCURRENCY,
@@ -67,10 +68,8 @@ from protocol.model import (
     JobState,
     ReleaseItem,
     jobs_to_wire,
-    parse_ack_items,
     parse_extend_items,
     parse_fail_items,
-    parse_jobs,
     parse_release_items,
     release_items_to_wire,
 )

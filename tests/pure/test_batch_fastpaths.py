@@ -12,18 +12,9 @@ import pytest
 
 from broker.core import Core, CoreConfig, CoreError
 from broker.jobs import NO_OPTIONS, Job, new_waiting, seq_ids
+from protocol.batches import BULK, AckBatch, PlainJobs, parse_ack_items, parse_jobs
 from protocol.errors import ErrorCode, ProtocolError
-from protocol.model import (
-    BULK,
-    PLAIN_TAIL,
-    AckBatch,
-    AckItem,
-    JobSpec,
-    JobState,
-    PlainJobs,
-    parse_ack_items,
-    parse_jobs,
-)
+from protocol.model import PLAIN_TAIL, AckItem, JobSpec, JobState
 
 T0 = 1_700_000_000_000
 

@@ -44,11 +44,10 @@ from broker.jobs import Job
 from broker.replysize import RESERVED_JOB_OVERHEAD, UTF8_MAX
 from broker.schedule import Rule, Scheduler
 from broker.timeouts import TIMEOUT_GRACE_MS
+from protocol.batches import BULK, AckBatch, PlainJobs, parse_ack_items, parse_jobs
 from protocol.errors import ErrorCode
 from protocol.model import (
-    BULK,
     PLAIN_TAIL,
-    AckBatch,
     AckItem,
     Backoff,
     BackoffKind,
@@ -56,11 +55,8 @@ from protocol.model import (
     FailItem,
     JobSpec,
     JobState,
-    PlainJobs,
     ReleaseItem,
     Retention,
-    parse_ack_items,
-    parse_jobs,
 )
 
 W, D, A, C, F = (JobState.WAITING, JobState.DELAYED, JobState.ACTIVE, JobState.COMPLETED,
