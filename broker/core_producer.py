@@ -3,7 +3,10 @@
 
 ``enqueue`` has a fast path, ``_enqueue_plain``, for batches in which no job has an id or an
 option (one job at a time, or a bulk of plain jobs): it skips the per-field decisions and
-creates the jobs waiting at priority 0. Both paths follow the rules in ``broker/core``.
+creates the jobs waiting at priority 0. From ``BULK`` jobs on (``PlainJobs`` from the parser, or
+any such sequence) it takes the batch as a whole, ``_enqueue_bulk``: the jobs built by
+``broker.jobs.new_waiting`` and filed with one C-level call per index. Every path follows the
+rules in ``broker/core``.
 """
 
 from __future__ import annotations
