@@ -191,6 +191,9 @@ class ResourceUsage:
     rss_mb_peak: float
     rss_mb_end: float
     cpu_s: float
+    loop_cpu_s: float | None = None
+    """The CPU seconds of the process's main thread alone (the broker's event loop, without
+    the journal thread), if psutil could read it."""
 
 
 class ResourceSampler:
@@ -208,6 +211,7 @@ class ResourceSampler:
         self._thread: threading.Thread | None = None
         self._peak = 0
         self._cpu_start = 0.0
+        self._loop_start: float | None = None
 
     def _rss(self) -> int:
         try:
@@ -223,6 +227,16 @@ class ResourceSampler:
             return self._cpu_start
         return float(times.user + times.system)
 
+    def _loop_cpu(self) -> float | None:
+        """The main thread's CPU seconds (its thread id is the pid on Linux), or ``None``."""
+        try:
+            for thread in self._process.threads():
+                if thread.id == self._process.pid:
+                    return float(thread.user_time + thread.system_time)
+        except (psutil.Error, AttributeError, NotImplementedError):
+            return None
+        return None
+
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
             self._peak = max(self._peak, self._rss())
@@ -230,6 +244,7 @@ class ResourceSampler:
     def start(self) -> None:
         """Begin sampling; CPU time counts from now."""
         self._cpu_start = self._cpu()
+        self._loop_start = self._loop_cpu()
         self._peak = self._rss()
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="bench-rss", daemon=True)
@@ -247,8 +262,11 @@ class ResourceSampler:
             self._thread = None
         end = self._rss()
         peak = max(self._peak, end)
+        loop = self._loop_cpu()
         return ResourceUsage(
             rss_mb_peak=round(peak / MIB, 1),
             rss_mb_end=round(end / MIB, 1),
             cpu_s=round(self._cpu() - self._cpu_start, 3),
+            loop_cpu_s=None if loop is None or self._loop_start is None
+            else round(loop - self._loop_start, 3),
         )

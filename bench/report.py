@@ -104,6 +104,7 @@ def make_result(
             "rss_mb_end": usage.rss_mb_end if usage else None,
             "cpu_s": usage.cpu_s if usage else None,
             "cpu_us_per_job": _per_job_us(usage.cpu_s if usage else None, jobs),
+            "loop_cpu_us_per_job": _per_job_us(usage.loop_cpu_s if usage else None, jobs),
             "sync": sync,
             "managed": managed,
         },

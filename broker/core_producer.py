@@ -3,21 +3,30 @@
 
 ``enqueue`` has a fast path, ``_enqueue_plain``, for batches in which no job has an id or an
 option (one job at a time, or a bulk of plain jobs): it skips the per-field decisions and
-creates the jobs waiting at priority 0. Both paths follow the rules in ``broker/core``.
+creates the jobs waiting at priority 0. From ``BULK`` jobs on (``PlainJobs`` from the parser, or
+any such sequence) it takes the batch as a whole, ``_enqueue_bulk``: the jobs built by
+``broker.jobs.new_waiting`` and filed with one C-level call per index. Every path follows the
+rules in ``broker/core``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from itertools import islice
+from collections.abc import Iterable, Sequence
+from itertools import islice, repeat
+from operator import itemgetter
+from typing import Final
 
 from broker import core_lists
 from broker.core_state import DELAYED, WAITING, CoreError, CoreState, QueueState
-from broker.jobs import NO_OPTIONS, Job, JobOptions
+from broker.jobs import NO_OPTIONS, Job, JobOptions, new_waiting, seq_ids
+from protocol.batches import BULK, PlainJobs
 from protocol.errors import ErrorCode
 from protocol.model import PLAIN_TAIL, JobSpec
 from protocol.observing import EventKind
 from protocol.replies import EnqueueResult
+
+_NAME: Final = itemgetter(1)
+_PAYLOAD: Final = itemgetter(2)
 
 
 def enqueue(core: CoreState, queue: str, specs: Sequence[JobSpec], now: int) -> EnqueueResult:
@@ -140,7 +149,10 @@ def _enqueue_plain(
     core: CoreState, queue: str, specs: Sequence[JobSpec], now: int
 ) -> EnqueueResult | None:
     """``enqueue`` when no spec has an id or an option (the hot path, one job or a bulk
-    batch); ``None``, having changed nothing, when one does."""
+    batch); ``None``, having changed nothing, when one does. A batch of ``BULK`` jobs or more
+    is enqueued as a whole (``_enqueue_bulk``); fewer cost less one by one, here."""
+    if type(specs) is PlainJobs:  # parse_jobs checked every job: no id, no option
+        return _enqueue_bulk(core, queue, specs.names, specs.payloads, now)
     config = core.config
     max_payload = config.max_payload
     for index, spec in enumerate(specs):
@@ -154,6 +166,8 @@ def _enqueue_plain(
     fresh = len(specs)
     if not fresh:
         return None
+    if fresh >= BULK:
+        return _enqueue_bulk(core, queue, list(map(_NAME, specs)), list(map(_PAYLOAD, specs)), now)
     q = core.queues.get(queue)
     _check_room(core, queue, q, fresh)
     entries = core.delayed.entries
@@ -197,6 +211,57 @@ def _enqueue_plain(
     if not q.meta.paused:
         core.ready_names.add(qname)
     return EnqueueResult(tuple(ids), ())
+
+
+def _enqueue_bulk(
+    core: CoreState, queue: str, names: Sequence[str], payloads: Sequence[bytes], now: int
+) -> EnqueueResult:
+    """``_enqueue_plain`` of a batch, as a whole: the jobs are built in one loop
+    (``new_waiting``) and filed in the job index, the changes, the lane and the ids with one
+    C-level call each."""
+    config = core.config
+    max_payload = config.max_payload
+    fresh = len(payloads)
+    if max(map(len, payloads)) > max_payload:
+        index = next(i for i, payload in enumerate(payloads) if len(payload) > max_payload)
+        raise CoreError(
+            ErrorCode.PAYLOAD_TOO_LARGE,
+            f"jobs[{index}].payload: {len(payloads[index])} bytes, limit {max_payload}",
+        )
+    q = core.queues.get(queue)
+    _check_room(core, queue, q, fresh)
+    entries = core.delayed.entries
+    if entries and entries[0][0] <= now:
+        core.promote_due(now)
+    if q is None:
+        q = core.queue(queue)
+    qname = q.name
+    first = names[0]
+    if names.count(first) == fresh:  # one name for the batch (the common case)
+        interned: Iterable[str] = repeat(core.intern(first), fresh)
+    else:
+        known = {name: core.intern(name) for name in set(names)}
+        interned = map(known.__getitem__, names)
+    seq = core.seq
+    end = seq + fresh
+    ids = seq_ids(seq, end)
+    made = new_waiting(seq, ids, qname, interned, payloads, now, config.default_max_attempts)
+    q.ready.lane(0, now).extend(made)
+    core.jobs.update(zip(ids, made, strict=True))  # broker-assigned ids are unique: no add
+    core.changed_jobs.update(zip(range(seq, end), made, strict=True))
+    events = core.events
+    if events is not None:
+        for job in made:
+            events.record(EventKind.ADDED, now, qname, job.id, job.name, (WAITING, now))
+    core.seq = end
+    core.unfinished += fresh
+    q.metrics.added.add(now, fresh)
+    q.waiting += fresh
+    if q.listing is not None and (listing := core_lists.kept(q, now)) is not None:
+        listing.add_all(made)
+    if not q.meta.paused:
+        core.ready_names.add(qname)
+    return EnqueueResult(ids, ())
 
 
 def _check_room(core: CoreState, queue: str, existing: QueueState | None, fresh: int) -> None:

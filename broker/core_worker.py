@@ -22,9 +22,10 @@ from broker.core_state import (
     CoreState,
     QueueState,
 )
-from broker.jobs import Job
+from broker.jobs import NO_OPTIONS, Job
 from broker.replysize import RESERVED_JOB_OVERHEAD, UTF8_MAX, packed_size
 from broker.timeouts import first_due, timed_out, timeout_error
+from protocol.batches import AckBatch
 from protocol.errors import ErrorCode
 from protocol.model import AckItem, ExtendItem, FailItem, JobState, ReleaseItem
 from protocol.observing import EventKind
@@ -72,11 +73,12 @@ def reserve(
         waits: list[int] = []  # the queue's wait_ms, counted once per queue
         wait = waits.append
         taken = 0
-        while len(out) < stop:
+        limit = stop - len(out)  # this queue's jobs to take at most: taken < limit
+        while taken < limit:
             lane = ready.front()
             if lane is None:
                 break
-            while lane and len(out) < stop:
+            while lane and taken < limit:
                 job = lane.popleft()
                 job_id = job.id
                 if job.state is not WAITING or jobs.get(job.key) is not job:
@@ -88,15 +90,19 @@ def reserve(
                         size += packed_size(job.progress)
                     if size > room and out:
                         lane.appendleft(job)  # stays first in line
-                        max_jobs = stop = len(out)
+                        max_jobs = len(out)
+                        limit = taken
                         break
                     room -= size
                 if listing is not None:
                     listing.take_first(job)
                 options = job.options
-                lease = options.lease_ms or default_lease
+                if options is NO_OPTIONS:  # most jobs: no NamedTuple field reads
+                    lease, timeout = default_lease, None
+                else:
+                    lease = options.lease_ms or default_lease
+                    timeout = options.timeout_ms
                 deadline = now + lease
-                timeout = options.timeout_ms
                 # WAITING -> ACTIVE is legal (TRANSITIONS); assigned directly on the hot path.
                 job.state = ACTIVE
                 attempts = job.attempts = job.attempts + 1
@@ -154,7 +160,7 @@ def ack(core: CoreState, items: Sequence[AckItem], now: int) -> list[Outcome]:
     done = 0
     q: QueueState | None = None
     ran: list[int] = []  # processing_ms of the queue's completions, counted once per queue
-    for job_id, token, result in items:
+    for job_id, token, result in items.columns() if type(items) is AckBatch else items:
         job = jobs.get(job_id)
         if job is None or job.lease_token != token:
             job = core.leased(job_id, token)  # user ids live in several queues (rare)

@@ -18,6 +18,9 @@ Invariants:
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+from itertools import repeat
+from operator import add
 from typing import Any, Final, NamedTuple
 
 from protocol.model import Backoff, JobState, Retention
@@ -157,3 +160,55 @@ class Job:
 
     def __repr__(self) -> str:
         return f"<Job {self.id} {self.queue}/{self.name} {self.state} attempts={self.attempts}>"
+
+
+_new_job: Final = object.__new__
+_DIGITS3: Final = tuple(f"{i:03d}" for i in range(1000))
+
+
+def seq_ids(start: int, end: int) -> tuple[str, ...]:
+    """The broker-assigned ids of ``seq`` ``start`` to ``end - 1``: ``tuple(map(str, range(start,
+    end)))``, built a thousand at a time by joining each block's prefix to ready-made 3-digit
+    suffixes (half the cost of converting each number)."""
+    ids: list[str] = []
+    while start < end:
+        block, low = divmod(start, 1000)
+        high = min(1000, low + end - start)
+        if block:
+            ids.extend(map(add, repeat(repr(block)), _DIGITS3[low:high]))
+        else:  # below 1,000: no leading zeros
+            ids.extend(map(repr, range(low, high)))
+        start += high - low
+    return tuple(ids)
+
+
+def new_waiting(
+    seq: int, ids: Sequence[str], queue: str, names: Iterable[str], payloads: Iterable[bytes],
+    now: int, max_attempts: int,
+) -> list[Job]:
+    """Jobs just enqueued without options, waiting at priority 0 since ``now``, with the ``ids``
+    and consecutive ``seq`` from ``seq``: each equal to ``Job(seq, id, queue, name, payload,
+    priority=0, run_at=now, max_attempts=max_attempts, options=NO_OPTIONS,
+    state=JobState.WAITING, created_at=now)``. The producer's hot path: allocated in one C
+    loop and filled without ``__init__``'s call and keyword handling, a job costs a third of a
+    ``Job(...)`` call.
+    """
+    made: list[Job] = list(map(_new_job, repeat(Job, len(ids))))
+    waiting = JobState.WAITING
+    for job, job_seq, job_id, name, payload in zip(  # names may be an endless repeat()
+        made, range(seq, seq + len(made)), ids, names, payloads, strict=False
+    ):
+        job.seq = job_seq
+        job.id = job.key = job_id
+        job.queue = queue
+        job.name = name
+        job.payload = payload
+        job.priority = 0
+        job.run_at = job.created_at = now
+        job.max_attempts = max_attempts
+        job.options = NO_OPTIONS
+        job.state = waiting
+        job.attempts = 0
+        job.started_at = job.finished_at = job.progress = job.result = job.error = None
+        job.lease_token = job.lease_deadline = job.owner = None
+    return made

@@ -42,7 +42,7 @@ from collections.abc import Callable, Collection, Iterator
 from typing import Final
 
 from broker.heaps import COMPACT_MARGIN
-from broker.jobs import Job, JobKey
+from broker.jobs import NO_OPTIONS, Job, JobKey
 from protocol.model import JobState, Retention
 
 NO_LIMIT: Final = 1 << 62
@@ -66,12 +66,15 @@ class FinishedList:
     """The finished jobs of one queue in one state (completed or failed), oldest first."""
 
     __slots__ = (
-        "_completed", "_entries", "count", "default", "scheduled", "stale", "state", "tightest",
+        "_completed", "_default_limit", "_entries", "count", "default", "scheduled", "stale",
+        "state", "tightest",
     )
 
     def __init__(self, state: JobState, default: Retention) -> None:
         self.state = state
         self.default = default
+        self._default_limit = NO_LIMIT if default.count is None else default.count
+        """The count limit of a job without options (``NO_OPTIONS``: most jobs)."""
         self._completed = state is JobState.COMPLETED
         self._entries: deque[Job] = deque()
         self.count = 0
@@ -109,19 +112,32 @@ class FinishedList:
             the job is not in the list), else ``True``.
         """
         options = job.options
-        keep = options.keep_completed if self._completed else options.keep_failed
-        if keep is None:
-            keep = self.default
-        limit = NO_LIMIT if keep.count is None else keep.count
+        if options is NO_OPTIONS:  # the hot path: no NamedTuple field reads
+            limit = self._default_limit
+        else:
+            keep = options.keep_completed if self._completed else options.keep_failed
+            if keep is None:
+                keep = self.default
+            limit = NO_LIMIT if keep.count is None else keep.count
         if limit == 0:
             remove(job)
             return False
         if self.count == 0 or limit < self.tightest:
             self.tightest = limit
-        self._entries.append(job)
+        entries = self._entries
+        entries.append(job)
         self.count += 1
         if self.count > self.tightest:
-            self.prune_count(live, remove)
+            # The common step of prune_count inlined (a full list of jobs without options
+            # drops its oldest); prune_count does the rest, if any.
+            head = entries[0]
+            if (head.options is NO_OPTIONS and self.count > self._default_limit
+                    and head.state is self.state and live.get(head.key) is head):
+                entries.popleft()
+                self.count -= 1
+                remove(head)
+            if self.count > self.tightest:
+                self.prune_count(live, remove)
         return True
 
     def prune_count(self, live: dict[JobKey, Job], remove: Callable[[Job], None]) -> None:
@@ -143,9 +159,12 @@ class FinishedList:
                 self.stale -= 1
                 continue
             options = head.options
-            keep = (options.keep_completed if completed else options.keep_failed) or default
-            limit = keep.count
-            if limit is None or self.count <= limit:
+            if options is NO_OPTIONS:
+                limit = self._default_limit
+            else:
+                keep = (options.keep_completed if completed else options.keep_failed) or default
+                limit = NO_LIMIT if keep.count is None else keep.count
+            if self.count <= limit:
                 return  # the oldest job's own retention keeps it, and so the rest
             entries.popleft()
             self.count -= 1

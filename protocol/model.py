@@ -8,11 +8,12 @@ raising ``BAD_ARGUMENT`` that names the field). The values replies carry are in
 
 The hot paths (enqueue jobs, ack items) accept a well-formed item with inline checks and fall
 back to the per-field checks only to name what is wrong, so a valid batch costs one tuple per
-item and no dict churn.
+item and no dict churn; ``protocol.batches`` takes larger batches as a whole.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import StrEnum
 from typing import Any, Final, NamedTuple
 
@@ -25,7 +26,6 @@ from protocol.checks import (
     MAX_NAME_LEN,
     MAX_TIME_MS,
     MAX_TIMEOUT_MS,
-    MAX_TOKEN,
     MIN_LEASE_MS,
     MIN_TIMEOUT_MS,
     PRIORITY_MAX,
@@ -173,7 +173,7 @@ def job_to_wire(job: JobSpec) -> tuple[Any, ...] | list[Any]:
     return wire
 
 
-def jobs_to_wire(jobs: tuple[JobSpec, ...]) -> list[tuple[Any, ...] | list[Any]]:
+def jobs_to_wire(jobs: Sequence[JobSpec]) -> list[tuple[Any, ...] | list[Any]]:
     """The ``jobs`` array of an enqueue request: ``job_to_wire`` of each job.
 
     A client's bulk enqueue is usually all plain jobs (every option left to the broker): such a
@@ -237,21 +237,6 @@ def parse_job(raw: Any, index: int) -> JobSpec:
                                timeout_ms))
 
 
-def parse_jobs(value: Any, field: str) -> tuple[JobSpec, ...]:
-    """The ``jobs`` array of an enqueue request (the producer's hot path: keep it lean)."""
-    jobs: list[JobSpec] = []
-    append = jobs.append
-    for index, raw in enumerate(check_array(value, field)):
-        # The common job: no id, no options ([nil, name, payload]).
-        if type(raw) is tuple and len(raw) == 3 and raw[0] is None:
-            name, payload = raw[1], raw[2]
-            if type(payload) is bytes and type(name) is str and len(name) <= MAX_NAME_LEN:
-                append(new_tuple(JobSpec, (None, name, payload, *PLAIN_TAIL)))
-                continue
-        append(parse_job(raw, index))
-    return tuple(jobs)
-
-
 # --------------------------------------------------------------------------- batch items
 
 
@@ -294,7 +279,7 @@ class ReleaseItem(NamedTuple):
     pause_queue: bool = False
 
 
-def _item(raw: Any, index: int, low: int, high: int) -> tuple[Any, ...]:
+def batch_item(raw: Any, index: int, low: int, high: int) -> tuple[Any, ...]:
     """The checks every batch item shares: an array of ``low..high`` items, id, token."""
     if type(raw) is not tuple or not low <= len(raw) <= high:
         raise bad_argument(f"items[{index}]", f"array of {low}..{high} items")
@@ -303,36 +288,11 @@ def _item(raw: Any, index: int, low: int, high: int) -> tuple[Any, ...]:
     return raw
 
 
-def parse_ack_items(value: Any, field: str) -> tuple[AckItem, ...]:
-    """The ``items`` of an ack request (the worker's hot path)."""
-    items: list[AckItem] = []
-    append = items.append
-    for i, raw in enumerate(check_array(value, field)):
-        # A well-formed item passes these checks inline; anything else takes the slow path
-        # below, which names the offending field.
-        if type(raw) is tuple and 2 <= len(raw) <= 3:
-            job_id, token = raw[0], raw[1]
-            result = raw[2] if len(raw) == 3 else None
-            if (
-                type(job_id) is str and 0 < len(job_id) <= MAX_NAME_LEN
-                and type(token) is int and 0 <= token <= MAX_TOKEN
-                and (result is None or type(result) is bytes)
-            ):
-                append(new_tuple(AckItem, (job_id, token, result)))
-                continue
-        raw = _item(raw, i, 2, 3)
-        result = raw[2] if len(raw) > 2 else None
-        if result is not None and type(result) is not bytes:
-            raise bad_argument(f"items[{i}].result", "bin or nil")
-        append(new_tuple(AckItem, (raw[0], raw[1], result)))
-    return tuple(items)
-
-
 def parse_fail_items(value: Any, field: str) -> tuple[FailItem, ...]:
     """The ``items`` of a fail request."""
     items = []
     for i, raw in enumerate(check_array(value, field)):
-        raw = _item(raw, i, 3, 5)
+        raw = batch_item(raw, i, 3, 5)
         error = raw[2]
         if type(error) is not str or len(error) > MAX_ERROR_LEN:
             raise bad_argument(f"items[{i}].error", f"str of 0..{MAX_ERROR_LEN} characters")
@@ -350,7 +310,7 @@ def parse_extend_items(value: Any, field: str) -> tuple[ExtendItem, ...]:
     """The ``items`` of an extend request."""
     items = []
     for i, raw in enumerate(check_array(value, field)):
-        raw = _item(raw, i, 2, 3)
+        raw = batch_item(raw, i, 2, 3)
         lease_ms = raw[2] if len(raw) > 2 else None
         if lease_ms is not None:
             check_int(lease_ms, f"items[{i}].lease_ms", MIN_LEASE_MS, MAX_LEASE_MS)
@@ -362,7 +322,7 @@ def parse_release_items(value: Any, field: str) -> tuple[ReleaseItem, ...]:
     """The ``items`` of a release request."""
     items = []
     for i, raw in enumerate(check_array(value, field)):
-        raw = _item(raw, i, 2, 4)
+        raw = batch_item(raw, i, 2, 4)
         delay_ms = raw[2] if len(raw) > 2 else None
         if delay_ms is not None:
             check_int(delay_ms, f"items[{i}].delay_ms", 0, MAX_DELAY_MS)

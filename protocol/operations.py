@@ -21,9 +21,10 @@ each has a handler. Unknown keys in ``args`` are ignored; a nil value is the sam
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Final, NamedTuple, TypeVar
 
+from protocol.batches import parse_ack_items, parse_jobs
 from protocol.checks import (
     MAX_AUTH_TOKEN_LEN,
     MAX_CONCURRENCY,
@@ -67,10 +68,8 @@ from protocol.model import (
     JobState,
     ReleaseItem,
     jobs_to_wire,
-    parse_ack_items,
     parse_extend_items,
     parse_fail_items,
-    parse_jobs,
     parse_release_items,
     release_items_to_wire,
 )
@@ -158,7 +157,8 @@ TIME: Final[Operation[Time, int]] = declare(Operation(
 
 class Enqueue(NamedTuple):
     queue: str
-    jobs: tuple[JobSpec, ...]
+    jobs: Sequence[JobSpec]
+    """A tuple (the client's), or ``PlainJobs`` as the broker parses a batch of plain jobs."""
 
 
 ENQUEUE: Final[Operation[Enqueue, EnqueueResult]] = declare(Operation(
@@ -194,7 +194,8 @@ RESERVE: Final[Operation[Reserve, list[ReservedJob]]] = declare(Operation(
 
 
 class Ack(NamedTuple):
-    items: tuple[AckItem, ...]
+    items: Sequence[AckItem]
+    """A tuple (the client's), or ``AckBatch`` as the broker parses a batch."""
 
 
 ACK: Final[Operation[Ack, list[Outcome]]] = declare(Operation(

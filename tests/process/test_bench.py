@@ -46,11 +46,13 @@ def check_schema(
     assert result["seconds"] > 0
     assert result["jobs_per_s"] == pytest.approx(result["jobs"] / result["seconds"], rel=0.01)
     broker = result["broker"]
-    assert set(broker) == {"rss_mb_peak", "rss_mb_end", "cpu_s", "cpu_us_per_job", "sync",
-                           "managed"}
+    assert set(broker) == {"rss_mb_peak", "rss_mb_end", "cpu_s", "cpu_us_per_job",
+                           "loop_cpu_us_per_job", "sync", "managed"}
     assert broker["sync"] == "full" and broker["managed"] is True
     assert broker["rss_mb_peak"] >= broker["rss_mb_end"] > 1
     assert broker["cpu_s"] >= 0
+    loop = broker["loop_cpu_us_per_job"]  # the main thread's CPU (10 ms ticks: no upper bound
+    assert loop is None or loop >= 0        # in runs this short)
     assert result["cpus"] >= 1 and result["version"]
 
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,8 +44,10 @@ from broker.jobs import Job
 from broker.replysize import RESERVED_JOB_OVERHEAD, UTF8_MAX
 from broker.schedule import Rule, Scheduler
 from broker.timeouts import TIMEOUT_GRACE_MS
+from protocol.batches import BULK, AckBatch, PlainJobs, parse_ack_items, parse_jobs
 from protocol.errors import ErrorCode
 from protocol.model import (
+    PLAIN_TAIL,
     AckItem,
     Backoff,
     BackoffKind,
@@ -413,8 +416,9 @@ class CoreMachine(RuleBasedStateMachine):
 
     # ------------------------------------------------------------------ producer
 
-    @rule(queue=st.sampled_from(("a", "a", "a", "b", "c")), raw=specs_strategy)
-    def enqueue(self, queue: str, raw: list[tuple[Any, ...]]) -> None:
+    @rule(queue=st.sampled_from(("a", "a", "a", "b", "c")), raw=specs_strategy,
+          parsed=st.booleans())
+    def enqueue(self, queue: str, raw: list[tuple[Any, ...]], parsed: bool = False) -> None:
         now, model = self.now, self.model
         specs = [
             JobSpec(job_id, "task", payload, priority, delay_ms,
@@ -423,6 +427,10 @@ class CoreMachine(RuleBasedStateMachine):
             for (job_id, payload, priority, delay_ms, offset, attempts, backoff, lease_ms, remove,
                  timeout_ms) in raw
         ]
+        if parsed and all(spec.job_id is None and spec[3:] == PLAIN_TAIL for spec in specs):
+            # As the broker parses plain jobs off the wire (PlainJobs: the core's bulk path).
+            specs = parse_jobs(tuple(spec[:3] for spec in specs), "jobs")  # type: ignore[assignment]
+            assert (type(specs) is PlainJobs) is (len(specs) >= BULK)
         expected_error: ErrorCode | None = None
         seen: set[str] = set()
         fresh = 0
@@ -473,11 +481,11 @@ class CoreMachine(RuleBasedStateMachine):
         assert result.ids == tuple(ids)
         assert result.duplicates == tuple(duplicates)
 
-    @rule(count=st.integers(1, 4), priority=st.sampled_from((0, 1)))
-    def enqueue_plain(self, count: int, priority: int) -> None:
+    @rule(count=st.integers(1, 6), priority=st.sampled_from((0, 1)), parsed=st.booleans())
+    def enqueue_plain(self, count: int, priority: int, parsed: bool = False) -> None:
         """Plain jobs into queue "a" (weights the runs towards long queues and finished lists)."""
         plain = (None, b"p", priority, None, None, None, None, None, False, None)
-        self.enqueue("a", [plain] * count)
+        self.enqueue("a", [plain] * count, parsed)
 
     # ------------------------------------------------------------------ worker
 
@@ -542,16 +550,27 @@ class CoreMachine(RuleBasedStateMachine):
         """Another weight towards completions in queue "a"."""
         self.reserve_and_ack("a", count, 1)
 
-    def _pick_leases(self, data: st.DataObject) -> list[tuple[str, int]]:
+    def _pick_leases(self, data: st.DataObject, most: int = 3) -> list[tuple[str, int]]:
         pool = [*self.leases[-8:], ("x", 12345), ("nope", 1)]
-        return data.draw(st.lists(st.sampled_from(pool), min_size=1, max_size=3))
+        return data.draw(st.lists(st.sampled_from(pool), min_size=1, max_size=most))
 
-    @rule(data=st.data())
-    def ack(self, data: st.DataObject) -> None:
+    @rule(data=st.data(), parsed=st.booleans())
+    def ack(self, data: st.DataObject, parsed: bool = False) -> None:
+        if parsed:  # as the broker parses a batch off the wire (AckBatch from BULK items on)
+            leases = self._pick_leases(data, 6)
+            if data.draw(st.booleans()):
+                wire: list[tuple[Any, ...]] = leases  # type: ignore[assignment]
+            else:
+                wire = [(job_id, token, data.draw(st.sampled_from(RESULTS)))
+                        for job_id, token in leases]
+            items = parse_ack_items(tuple(wire), "items")
+            assert (type(items) is AckBatch) is (len(items) >= BULK)
+            self._ack_items(items)
+            return
         self._ack_items([AckItem(job_id, token, data.draw(st.sampled_from(RESULTS)))
                          for job_id, token in self._pick_leases(data)])
 
-    def _ack_items(self, items: list[AckItem]) -> None:
+    def _ack_items(self, items: Sequence[AckItem]) -> None:
         now, model = self.now, self.model
         got = self.core.ack(items, now)
         expected = []
