@@ -168,13 +168,7 @@ def _enqueue_plain(
         return None
     if fresh >= BULK:
         return _enqueue_bulk(core, queue, list(map(_NAME, specs)), list(map(_PAYLOAD, specs)), now)
-    q = core.queues.get(queue)
-    _check_room(core, queue, q, fresh)
-    entries = core.delayed.entries
-    if entries and entries[0][0] <= now:
-        core.promote_due(now)
-    if q is None:
-        q = core.queue(queue)
+    q = _plain_target(core, queue, fresh, now)
     qname = q.name
     lane = q.ready.lane(0, now)
     jobs = core.jobs
@@ -228,13 +222,7 @@ def _enqueue_bulk(
             ErrorCode.PAYLOAD_TOO_LARGE,
             f"jobs[{index}].payload: {len(payloads[index])} bytes, limit {max_payload}",
         )
-    q = core.queues.get(queue)
-    _check_room(core, queue, q, fresh)
-    entries = core.delayed.entries
-    if entries and entries[0][0] <= now:
-        core.promote_due(now)
-    if q is None:
-        q = core.queue(queue)
+    q = _plain_target(core, queue, fresh, now)
     qname = q.name
     first = names[0]
     if names.count(first) == fresh:  # one name for the batch (the common case)
@@ -262,6 +250,17 @@ def _enqueue_bulk(
     if not q.meta.paused:
         core.ready_names.add(qname)
     return EnqueueResult(ids, ())
+
+
+def _plain_target(core: CoreState, queue: str, fresh: int, now: int) -> QueueState:
+    """The queue that ``fresh`` plain jobs go to (made if new), once ``_check_room`` let them
+    in and due delayed jobs were promoted ahead of them."""
+    q = core.queues.get(queue)
+    _check_room(core, queue, q, fresh)
+    entries = core.delayed.entries
+    if entries and entries[0][0] <= now:
+        core.promote_due(now)
+    return q if q is not None else core.queue(queue)
 
 
 def _check_room(core: CoreState, queue: str, existing: QueueState | None, fresh: int) -> None:

@@ -67,27 +67,8 @@ CREATE_JOBS_V4: Final = """
     """
 """The ``jobs`` table of schemas 4 and 5 (``_migrate_v3`` builds it)."""
 
-CREATE_JOBS_V6: Final = """
-    CREATE TABLE jobs_v6 (
-        seq          INTEGER PRIMARY KEY,
-        id           TEXT    NOT NULL,
-        queue        TEXT    NOT NULL,
-        name         TEXT    NOT NULL,
-        priority     INTEGER NOT NULL,
-        run_at       INTEGER NOT NULL,
-        max_attempts INTEGER NOT NULL,
-        options      BLOB,
-        state        INTEGER NOT NULL,
-        created_at   INTEGER NOT NULL,
-        attempts     INTEGER NOT NULL,
-        started_at   INTEGER,
-        finished_at  INTEGER,
-        progress     BLOB,
-        result       BLOB,
-        error        TEXT,
-        crc          INTEGER NOT NULL DEFAULT 0
-    )
-    """
+CREATE_JOBS_V6: Final = CREATE_JOBS_V4.format(table="jobs_v6").replace(
+    "        payload      BLOB    NOT NULL,\n", "")
 """The ``jobs`` table of schema 6 (``migrate_v5`` builds it)."""
 
 
@@ -154,9 +135,7 @@ def _migrate_v3(conn: sqlite3.Connection) -> int:
     count = conn.execute(
         f"INSERT INTO jobs_v4 ({columns}) SELECT {columns} FROM jobs ORDER BY seq"
     ).rowcount
-    conn.execute("DROP TABLE jobs")
-    conn.execute("ALTER TABLE jobs_v4 RENAME TO jobs")
-    conn.execute("PRAGMA user_version = 4")
+    _replace_jobs(conn, "jobs_v4", 4)
     return int(count)
 
 
@@ -209,9 +188,7 @@ def migrate_v5(conn: sqlite3.Connection) -> int:
             last = rows[-1][0]
     finally:
         conn.text_factory = text_factory
-    conn.execute("DROP TABLE jobs")
-    conn.execute("ALTER TABLE jobs_v6 RENAME TO jobs")
-    conn.execute("PRAGMA user_version = 6")
+    _replace_jobs(conn, "jobs_v6", 6)
     return count
 
 
@@ -248,10 +225,15 @@ def migrate_v6(conn: sqlite3.Connection) -> int:
             last = rows[-1][0]
     finally:
         conn.text_factory = text_factory
-    conn.execute("DROP TABLE jobs")
-    conn.execute("ALTER TABLE jobs_v7 RENAME TO jobs")
-    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    _replace_jobs(conn, "jobs_v7", SCHEMA_VERSION)
     return count
+
+
+def _replace_jobs(conn: sqlite3.Connection, table: str, version: int) -> None:
+    """The rebuilt ``table`` becomes ``jobs``; the journal is now of schema ``version``."""
+    conn.execute("DROP TABLE jobs")
+    conn.execute(f"ALTER TABLE {table} RENAME TO jobs")
+    conn.execute(f"PRAGMA user_version = {version}")
 
 
 def _lenient(data: bytes) -> str:

@@ -210,6 +210,17 @@ async def test_a_change_to_any_field_fails_the_rows_checksum(tmp_path: Path,
     assert [job.seq for job in kept.jobs] == [1, 2, 4]
 
 
+async def _damaged_rows(path: Path) -> list[tuple[object, object]]:
+    """The ``(seq, id)`` rows that loading the journal at ``path`` finds damaged (it must)."""
+    journal = await Journal.open(path)
+    try:
+        with pytest.raises(DamagedRows) as raised:
+            await journal.load()
+    finally:
+        await journal.close()
+    return raised.value.rows
+
+
 async def test_a_flipped_byte_anywhere_in_a_record_is_damage(tmp_path: Path) -> None:
     path = tmp_path / "jobwire.db"
     journal = await Journal.open(path, sync=SyncMode.OFF)
@@ -222,13 +233,7 @@ async def test_a_flipped_byte_anywhere_in_a_record_is_damage(tmp_path: Path) -> 
         flipped[offset] ^= 0x10
         with sqlite3.connect(path) as db:
             db.execute("UPDATE jobs SET record = ? WHERE seq = 2", (bytes(flipped),))
-        journal = await Journal.open(path)
-        try:
-            with pytest.raises(DamagedRows) as raised:
-                await journal.load()
-        finally:
-            await journal.close()
-        assert [seq for seq, _ in raised.value.rows] == [2], offset
+        assert [seq for seq, _ in await _damaged_rows(path)] == [2], offset
 
 
 async def test_a_record_under_another_seq_is_damage(tmp_path: Path) -> None:
@@ -239,13 +244,7 @@ async def test_a_record_under_another_seq_is_damage(tmp_path: Path) -> None:
     with sqlite3.connect(path) as db:  # row 2 gets row 3's record, checksum and all
         db.execute("UPDATE jobs SET (record, crc) = (SELECT record, crc FROM jobs WHERE seq = 3) "
                    "WHERE seq = 2")
-    journal = await Journal.open(path)
-    try:
-        with pytest.raises(DamagedRows) as raised:
-            await journal.load()
-    finally:
-        await journal.close()
-    assert raised.value.rows == [(2, "3")]
+    assert await _damaged_rows(path) == [(2, "3")]
 
 
 def test_the_stored_checksum_is_the_crc_of_the_record(tmp_path: Path) -> None:
@@ -283,6 +282,17 @@ async def test_a_change_to_a_payload_row_fails_its_jobs_check(tmp_path: Path,
     assert [job.seq for job in kept.jobs] == [1, 3, 4]
 
 
+async def _migrated_with_damage(path: Path, damaged_seq: int) -> list[Job]:
+    """Open (migrating) the journal at ``path``: its load must name ``damaged_seq`` alone as
+    damaged; the jobs loaded without it."""
+    assert [seq for seq, _ in await _damaged_rows(path)] == [damaged_seq]  # still damaged
+    journal = await Journal.open(path)
+    try:
+        return (await journal.load(skip_damaged=True)).jobs
+    finally:
+        await journal.close()
+
+
 async def test_a_version_4_journal_moves_its_payloads_and_keeps_damage_visible(
     tmp_path: Path,
 ) -> None:
@@ -292,16 +302,8 @@ async def test_a_version_4_journal_moves_its_payloads_and_keeps_damage_visible(
     await journal.close()
     jobs = v2_jobs()
     _as_version_4(path, jobs, damage_seq=3)  # a damaged v4 row (seq 3)
-    journal = await Journal.open(path)  # 4 -> 5 -> 6 -> 7
-    try:
-        with pytest.raises(DamagedRows) as raised:
-            await journal.load()
-        assert [seq for seq, _ in raised.value.rows] == [3]  # still damaged after the move
-        kept = await journal.load(skip_damaged=True)
-    finally:
-        await journal.close()
-    expected = [as_tuple(job) for job in jobs if job.seq != 3]
-    assert [as_tuple(job) for job in kept.jobs] == expected
+    kept = await _migrated_with_damage(path, 3)  # 4 -> 5 -> 6 -> 7
+    assert [as_tuple(job) for job in kept] == [as_tuple(job) for job in jobs if job.seq != 3]
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (7,)
         assert db.execute("SELECT count(*) FROM payloads").fetchone() == (len(jobs),)
@@ -339,16 +341,8 @@ async def test_a_version_6_journal_becomes_records_and_keeps_damage_visible(
     _as_version_6(path, jobs, damage_seq=42)
     monkeypatch.setattr(migrations, "MIGRATE_BATCH", 64)  # several batches
 
-    journal = await Journal.open(path)  # 6 -> 7
-    try:
-        with pytest.raises(DamagedRows) as raised:
-            await journal.load()
-        assert [seq for seq, _ in raised.value.rows] == [42]  # still damaged after the move
-        kept = await journal.load(skip_damaged=True)
-    finally:
-        await journal.close()
-    assert [as_tuple(job) for job in kept.jobs] == [as_tuple(job) for job in jobs
-                                                     if job.seq != 42]
+    kept = await _migrated_with_damage(path, 42)  # 6 -> 7
+    assert [as_tuple(job) for job in kept] == [as_tuple(job) for job in jobs if job.seq != 42]
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (7,)
         assert [row[1] for row in db.execute("PRAGMA table_info(jobs)")] == [
