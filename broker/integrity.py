@@ -202,7 +202,8 @@ async def open_journal(
         try:
             snapshot = await journal.load()
         except DamagedRows as exc:
-            shown = ", ".join(repr(job_id) for _, job_id in exc.rows[:_SHOWN_IDS])
+            shown = ", ".join(repr(job_id) if job_id is not None else f"(unreadable, seq {seq})"
+                              for seq, job_id in exc.rows[:_SHOWN_IDS])
             more = f" and {len(exc.rows) - _SHOWN_IDS} more" if len(exc.rows) > _SHOWN_IDS else ""
             _damaged(db_path, f"{exc} (job ids {shown}{more})", accept_loss)
             snapshot = await journal.load(skip_damaged=True)

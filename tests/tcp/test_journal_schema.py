@@ -453,3 +453,20 @@ async def test_a_damaged_scheduler_row_stops_the_load(tmp_path: Path) -> None:
             await journal.load()
     finally:
         await journal.close()
+
+
+async def test_a_record_too_damaged_to_name_its_job_is_refused_by_seq(tmp_path: Path) -> None:
+    from broker.integrity import JournalDamaged, open_journal
+
+    path = tmp_path / "jobwire.db"
+    journal = await Journal.open(path, sync=SyncMode.OFF)
+    await journal.write(upserts(*v1_jobs()[:3]))
+    await journal.close()
+    with sqlite3.connect(path) as db:  # not msgpack at all: the id cannot be read
+        db.execute("UPDATE jobs SET record = X'c1c1c1' WHERE seq = 2")
+
+    with pytest.raises(JournalDamaged, match=r"job ids \(unreadable, seq 2\)"):
+        await open_journal(path, sync=SyncMode.OFF, accept_loss=False)
+    journal, snapshot = await open_journal(path, sync=SyncMode.OFF, accept_loss=True)
+    await journal.close()
+    assert [job.seq for job in snapshot.jobs] == [1, 3]
