@@ -28,6 +28,9 @@ test('a worker reconnects after a broker restart and goes on; a stale ack is cou
 
   const held = await queue.add('n', 'held', { attempts: 3, backoff: 0 });
   await eventually(() => runs.length === 1, 10_000, 'the first delivery');
+  // A reservation is journaled but its reply does not wait for the commit (SPEC §6.4): `get`'s
+  // reply does, so once it says active, the attempt is on disk and survives the kill.
+  assert.equal(await held.getState(), 'active');
   await broker.kill();
   await sleep(300);
   await broker.start();
