@@ -107,16 +107,18 @@ def run_http(args: argparse.Namespace) -> int:
     host, port = args.listen
 
     async def run() -> None:
+        # The handlers go in before the server answers: a signal that comes as soon as it does
+        # (a supervisor's health check, then a stop) must stop it cleanly, not interrupt it.
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
         server = GatewayServer(host, port, args.broker, token=args.http_token,
                                max_streams=args.http_max_streams,
                                serializer=args.http_serializer)
         await server.start()
         sys.stderr.write(f"jobwire http: serving http://{host}:{server.port}/ for "
                          f"{args.broker.split('@')[-1]}\n")
-        loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
         waiter = asyncio.ensure_future(server.wait())
         stopper = asyncio.ensure_future(stop.wait())
         await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
