@@ -34,9 +34,9 @@ from client.events import EventCallbacks
 from client.log import get_logger
 from protocol.checks import MAX_ERROR_LEN
 from protocol.errors import ErrorCode
-from protocol.model import AckItem, FailItem, ReleaseItem
+from protocol.model import AckItem, FailItem, ReleaseItem, new_tuple
 from protocol.operations import Ack, Fail, Release
-from protocol.replies import Outcome, parse_outcomes
+from protocol.replies import OK, Outcome, parse_outcomes
 
 if TYPE_CHECKING:
     from client.context import JobContext
@@ -122,7 +122,7 @@ class OutcomeBuffer:
 
     def ack(self, ctx: JobContext, result: bytes | None) -> None:
         """Buffer a completion."""
-        self._acks.append((ctx, AckItem(ctx.id, ctx.token, result)))
+        self._acks.append((ctx, new_tuple(AckItem, (ctx.id, ctx.token, result))))
         self._schedule()
 
     def fail(
@@ -159,7 +159,7 @@ class OutcomeBuffer:
             acks, self._acks = self._acks, []
             for start in range(0, len(acks), max_batch):
                 chunk = acks[start:start + max_batch]
-                if self._send(Ack(tuple(item for _, item in chunk)),
+                if self._send(Ack(tuple([item for _, item in chunk])),
                               partial(self._on_acked, chunk), (ctx for ctx, _ in chunk)):
                     self._acks_out += 1
         if self._fails and self._fails_out < MAX_IN_FLIGHT:
@@ -237,13 +237,17 @@ class OutcomeBuffer:
             return
         events = self._events
         callbacks = events.completed
+        completed = 0
         for (ctx, _), outcome in zip(chunk, outcomes, strict=False):
-            if outcome.ok:
-                self.completed += 1
-                if callbacks:
+            if outcome[0] == OK:  # outcome.ok, without the property's call
+                if callbacks:  # counted before each callback, which may read statistics()
+                    self.completed += 1
                     events.fire(callbacks, ctx, ctx.result)
+                else:
+                    completed += 1
             else:
                 self._refused(ctx, outcome, "ack")
+        self.completed += completed
 
     def _on_failed(
         self, chunk: list[tuple[JobContext, FailItem, BaseException]],
