@@ -123,7 +123,9 @@ class OutcomeBuffer:
     def ack(self, ctx: JobContext, result: bytes | None) -> None:
         """Buffer a completion."""
         self._acks.append((ctx, new_tuple(AckItem, (ctx.id, ctx.token, result))))
-        self._schedule()
+        if not self._flush_scheduled:  # self._schedule(), inlined: once per job
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush)
 
     def fail(
         self, ctx: JobContext, exc: BaseException, text: str, retry: bool, delay_ms: int | None
