@@ -54,7 +54,7 @@ class Reserver:
     __slots__ = (
         "_connection", "_deliver", "_lease_ms", "_min_overlap", "_pause", "_poll_wait_ms",
         "_queues", "_room", "_stop", "_stopping", "_wake", "asked", "done", "draining",
-        "outstanding", "requests",
+        "outstanding", "requests", "wake",
     )
 
     def __init__(
@@ -72,6 +72,9 @@ class Reserver:
         self._pause = 0.0
         """Seconds to wait before the next reserve after one failed (doubling, capped)."""
         self._wake = asyncio.Event()
+        self.wake: Callable[[], None] = self._wake.set
+        """Look again: room may have freed, or the connection changed (the event's own ``set``:
+        the worker calls it once per finished job)."""
         self._stop = asyncio.Event()
         self._stopping = False
         self.asked = 0
@@ -82,10 +85,6 @@ class Reserver:
         """Set while the broker said it is draining (until the connection comes back)."""
         self.requests = 0
         """Reserve requests sent so far."""
-
-    def wake(self) -> None:
-        """Look again: room may have freed, or the connection changed."""
-        self._wake.set()
 
     def stop(self) -> None:
         """Send no more reserves (the ones outstanding still deliver); ``run`` returns."""
