@@ -414,22 +414,20 @@ class Worker:
             self._not_now(ctx, exc)
         except Exception as exc:
             self._fail(ctx, exc)
-        else:
-            self._complete(ctx, result)
+        else:  # completed: the ack is buffered here, not in a method (once per job)
+            try:
+                raw = None if result is None else self.serializer.dumps(result)
+            except Exception as exc:
+                self._fail(ctx, exc, retry=False, why="result could not be serialized")
+                return
+            ctx.result = result
+            token = ctx.token
+            if token in self._held and token not in self._settling:
+                self._settling.add(token)
+                self._outcomes.ack(ctx, raw)
+                self._slot_freed()
         finally:
             self._running -= 1
-
-    def _complete(self, ctx: JobContext, result: Any) -> None:
-        try:
-            raw = None if result is None else self.serializer.dumps(result)
-        except Exception as exc:
-            self._fail(ctx, exc, retry=False, why="result could not be serialized")
-            return
-        ctx.result = result
-        if ctx.token in self._held and ctx.token not in self._settling:
-            self._settling.add(ctx.token)
-            self._outcomes.ack(ctx, raw)
-            self._slot_freed()
 
     def _fail(
         self, ctx: JobContext, exc: BaseException, *, retry: bool | None = None,
