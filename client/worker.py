@@ -372,7 +372,9 @@ class Worker:
     # ------------------------------------------------------------------ running
 
     async def _runner(self) -> None:
-        ready = self._ready
+        """Run jobs from ``_ready`` until cancelled; each in ``_execute``'s body, inlined (a
+        coroutine less per job)."""
+        ready, held = self._ready, self._held
         loop = asyncio.get_running_loop()
         while True:
             while not ready:
@@ -385,49 +387,47 @@ class Worker:
                         self._idle_runners.remove(waiter)
                     raise
             ctx = ready.popleft()
-            if ctx.token in self._held:
-                await self._execute(ctx)
-
-    async def _execute(self, ctx: JobContext) -> None:
-        handler = self._handlers.find(ctx.name)
-        if handler is None:
-            self._fail(ctx, LookupError(f"no handler for job name {ctx.name!r} on this worker"))
-            return
-        try:
-            ctx.data = self.serializer.loads(ctx.payload)
-        except Exception as exc:
-            self._fail(ctx, exc, retry=False, why="payload could not be decoded")
-            return
-        self._running += 1
-        try:
-            call = self._handlers.start(handler, ctx, self._executor)
-            if self.job_timeout is None and ctx.timeout_at is None:
-                result = await call  # no limit: no extra coroutine on the hot path
-            else:
-                result = await run_limited(call, ctx, self.job_timeout)
-        except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                raise  # shutdown: the job is handed back by _finish
-            self._fail(ctx, JobwireError("the handler was cancelled"))
-        except RateLimited as exc:
-            self._not_now(ctx, exc)
-        except Exception as exc:
-            self._fail(ctx, exc)
-        else:  # completed: the ack is buffered here, not in a method (once per job)
+            if ctx.token not in held:
+                continue
+            handler = self._handlers.find(ctx.name)
+            if handler is None:
+                self._fail(ctx, LookupError(f"no handler for job name {ctx.name!r} on this worker"))
+                continue
             try:
-                raw = None if result is None else self.serializer.dumps(result)
+                ctx.data = self.serializer.loads(ctx.payload)
             except Exception as exc:
-                self._fail(ctx, exc, retry=False, why="result could not be serialized")
-                return
-            ctx.result = result
-            token = ctx.token
-            if token in self._held and token not in self._settling:
-                self._settling.add(token)
-                self._outcomes.ack(ctx, raw)
-                self._slot_freed()
-        finally:
-            self._running -= 1
+                self._fail(ctx, exc, retry=False, why="payload could not be decoded")
+                continue
+            self._running += 1
+            try:
+                call = self._handlers.start(handler, ctx, self._executor)
+                if self.job_timeout is None and ctx.timeout_at is None:
+                    result = await call  # no limit: no extra coroutine on the hot path
+                else:
+                    result = await run_limited(call, ctx, self.job_timeout)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise  # shutdown: the job is handed back by _finish
+                self._fail(ctx, JobwireError("the handler was cancelled"))
+            except RateLimited as exc:
+                self._not_now(ctx, exc)
+            except Exception as exc:
+                self._fail(ctx, exc)
+            else:  # completed: the ack is buffered here, not in a method (once per job)
+                try:
+                    raw = None if result is None else self.serializer.dumps(result)
+                except Exception as exc:
+                    self._fail(ctx, exc, retry=False, why="result could not be serialized")
+                    continue
+                ctx.result = result
+                token = ctx.token
+                if token in self._held and token not in self._settling:
+                    self._settling.add(token)
+                    self._outcomes.ack(ctx, raw)
+                    self._slot_freed()
+            finally:
+                self._running -= 1
 
     def _fail(
         self, ctx: JobContext, exc: BaseException, *, retry: bool | None = None,
