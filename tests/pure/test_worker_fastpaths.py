@@ -54,7 +54,7 @@ async def _acked(results: Any, count: int = 3) -> tuple[OutcomeBuffer, list[Any]
     calls: list[Any] = []
     events.completed.append(lambda ctx, result: calls.append((ctx.id, result, buffer.completed)))
     settled: list[Any] = []
-    buffer = OutcomeBuffer(conn, events, settled.extend)  # type: ignore[arg-type]
+    buffer = OutcomeBuffer(conn, events, settled.extend)
     for ctx in _contexts(count):
         ctx.result = ctx.id.upper()
         buffer.ack(ctx, RAW.dumps(b"x"))
@@ -94,7 +94,7 @@ async def test_a_short_reply_counts_only_what_it_answers() -> None:
 async def test_a_lost_reply_counts_nothing_and_settles_every_job() -> None:
     conn = FakeConnection()
     settled: list[Any] = []
-    buffer = OutcomeBuffer(conn, EventCallbacks(), settled.extend)  # type: ignore[arg-type]
+    buffer = OutcomeBuffer(conn, EventCallbacks(), settled.extend)
     for ctx in _contexts(2):
         buffer.ack(ctx, None)
     buffer.flush()
@@ -106,7 +106,7 @@ async def test_a_lost_reply_counts_nothing_and_settles_every_job() -> None:
 @pytest.mark.parametrize("last", [("OK", "completed"), ("OK", "a later value")])
 async def test_without_callbacks_both_paths_count_alike(last: Any) -> None:
     conn = FakeConnection()
-    buffer = OutcomeBuffer(conn, EventCallbacks())  # type: ignore[arg-type]
+    buffer = OutcomeBuffer(conn, EventCallbacks())
     for ctx in _contexts(3):
         buffer.ack(ctx, None)
     buffer.flush()
