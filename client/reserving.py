@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Any
+from typing import Any, Final, cast
 
 from client.call import PipelinedSender
 from client.errors import ConnectionError_
@@ -35,6 +35,9 @@ from protocol.operations import Reserve
 from protocol.replies import ReservedJob, parse_reserved
 
 log = get_logger("jobwire.worker")
+
+_TUPLE: Final = frozenset({tuple})
+_FULL: Final = frozenset({len(ReservedJob._fields)})
 
 
 class Reserver:
@@ -60,7 +63,7 @@ class Reserver:
     def __init__(
         self, connection: PipelinedSender, queues: Sequence[str], poll_wait_ms: int,
         lease_ms: int | None, *, room: Callable[[], tuple[int, int]], min_overlap: int,
-        deliver: Callable[[list[ReservedJob]], None],
+        deliver: Callable[[Sequence[ReservedJob]], None],
     ) -> None:
         self._connection = connection
         self._queues = tuple(queues)
@@ -150,6 +153,14 @@ class Reserver:
                 log.warning("reserve failed", error=str(exc), retry_in=self._pause)
             return
         self._pause = 0.0
-        jobs = parse_reserved(future.result())
+        body = future.result()
+        raws = body.get("jobs")
+        jobs: Sequence[ReservedJob]
+        if type(raws) is tuple and set(map(type, raws)) <= _TUPLE and set(map(len, raws)) <= _FULL:
+            # Every job an array of this version's 12 items: ``parse_reserved`` would check
+            # them and wrap each, unchanged, in a ``ReservedJob``; ``JobContext`` reads either.
+            jobs = cast(tuple[ReservedJob, ...], raws)
+        else:
+            jobs = parse_reserved(body)
         if jobs:
             self._deliver(jobs)

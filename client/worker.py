@@ -352,7 +352,7 @@ class Worker:
         held = len(self._held)
         return self.concurrency - held + len(self._settling), self.max_held - held
 
-    def _deliver(self, jobs: list[ReservedJob]) -> None:
+    def _deliver(self, jobs: Sequence[ReservedJob]) -> None:
         """Hold freshly reserved jobs and wake idle runners, one per job."""
         now = time.monotonic()
         conn, loop = self.connection, self._loop
