@@ -15,8 +15,10 @@ import pytest
 from client.context import JobContext
 from client.events import EventCallbacks
 from client.outcomes import OutcomeBuffer
+from client.reserving import Reserver
 from client.serializers import RAW
-from protocol.replies import ReservedJob
+from protocol.errors import ProtocolError
+from protocol.replies import ReservedJob, parse_reserved
 
 
 class FakeConnection:
@@ -113,3 +115,50 @@ async def test_without_callbacks_both_paths_count_alike(last: Any) -> None:
     conn.sent[0][1].set_result({"results": (("OK", "completed"),) * 2 + (last,)})
     await asyncio.sleep(0)
     assert buffer.completed == 3 and buffer.refused == 0
+
+
+_SLOTS = [name for name in JobContext.__slots__ if not name.startswith("_")]
+
+
+def _view(ctx: JobContext) -> dict[str, Any]:
+    return {name: getattr(ctx, name) for name in _SLOTS}
+
+
+@pytest.mark.parametrize("width", [12, 11, 13])
+async def test_reserved_jobs_make_the_same_contexts_as_parse_reserved(width: int) -> None:
+    # 12 items: the fast path (no ReservedJob); 11 (an older broker) and 13 (a later one):
+    # parse_reserved. Either way the contexts must be those parse_reserved's jobs give.
+    loop = asyncio.get_running_loop()
+    raws = tuple(
+        (f"j{i}", "q", "n", bytes([i]), 1 + i, 3, 100 + i, 30_000 + i, 9, 1_700_000_000_000 + i,
+         {"p": i}, None if i % 2 else 5_000 + i, "later")[:width]
+        for i in range(4)
+    )
+    delivered: list[Any] = []
+    reserver = Reserver(FakeConnection(), ("q",), 1_000, None,
+                        room=lambda: (0, 0), min_overlap=1, deliver=delivered.extend)
+    reserver.asked, reserver.outstanding = 4, 1
+    future: asyncio.Future[dict[str, Any]] = loop.create_future()
+    future.set_result({"jobs": raws})
+    reserver._on_reserved(4, future)
+    assert reserver.asked == 0 and reserver.outstanding == 0 and reserver.done.is_set()
+    conn = FakeConnection()
+    got = [_view(JobContext(job, 5.0, conn, loop)) for job in delivered]  # type: ignore[arg-type]
+    want = [_view(JobContext(job, 5.0, conn, loop))  # type: ignore[arg-type]
+            for job in parse_reserved({"jobs": raws})]
+    assert got == want and len(got) == 4
+    assert got[1]["timeout"] is None and got[3]["token"] == 103
+    assert got[0]["timeout_at"] == (None if width == 11 else 10.0)
+
+
+async def test_a_malformed_reserve_reply_is_refused_as_before() -> None:
+    loop = asyncio.get_running_loop()
+    delivered: list[Any] = []
+    reserver = Reserver(FakeConnection(), ("q",), 1_000, None,
+                        room=lambda: (0, 0), min_overlap=1, deliver=delivered.extend)
+    reserver.asked, reserver.outstanding = 1, 1
+    future: asyncio.Future[dict[str, Any]] = loop.create_future()
+    future.set_result({"jobs": (("j", "q"),)})
+    with pytest.raises(ProtocolError):
+        reserver._on_reserved(1, future)
+    assert delivered == []
