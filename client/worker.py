@@ -374,7 +374,8 @@ class Worker:
     async def _runner(self) -> None:
         """Run jobs from ``_ready`` until cancelled; each in ``_execute``'s body, inlined (a
         coroutine less per job)."""
-        ready, held = self._ready, self._held
+        ready, held, settling = self._ready, self._held, self._settling
+        find, start, ack = self._handlers.find, self._handlers.start, self._outcomes.ack
         loop = asyncio.get_running_loop()
         while True:
             while not ready:
@@ -389,7 +390,7 @@ class Worker:
             ctx = ready.popleft()
             if ctx.token not in held:
                 continue
-            handler = self._handlers.find(ctx.name)
+            handler = find(ctx.name)
             if handler is None:
                 self._fail(ctx, LookupError(f"no handler for job name {ctx.name!r} on this worker"))
                 continue
@@ -400,7 +401,7 @@ class Worker:
                 continue
             self._running += 1
             try:
-                call = self._handlers.start(handler, ctx, self._executor)
+                call = start(handler, ctx, self._executor)
                 if self.job_timeout is None and ctx.timeout_at is None:
                     result = await call  # no limit: no extra coroutine on the hot path
                 else:
@@ -422,9 +423,9 @@ class Worker:
                     continue
                 ctx.result = result
                 token = ctx.token
-                if token in self._held and token not in self._settling:
-                    self._settling.add(token)
-                    self._outcomes.ack(ctx, raw)
+                if token in held and token not in settling:
+                    settling.add(token)
+                    ack(ctx, raw)
                     self._slot_freed()
             finally:
                 self._running -= 1
