@@ -21,13 +21,18 @@ event machinery). The fake broker's own work (splitting frames, reading a reques
 count from its bytes, joining ready-made reply bytes) is counted with the worker's: a few hundred
 instructions per request, under 20 a job.
 
-Usage: ``python -m bench.bench_workerpath JOBS MODE``, MODE ``setup`` (reply items only),
-``parse`` (decode the reserve reply frames and ``parse_reserved``, no loop), ``full``,
-``callback``. Instructions per job = (count of the mode - count of ``setup``) / JOBS::
+Usage: ``python -m bench.bench_workerpath JOBS MODE``, MODE ``setup`` (reply items, imports, an
+empty loop), ``reserve`` (reserve requests sent as ``Reserver._issue`` sends them, their reply
+frames of 50 jobs through ``Wire.data_received`` to the reserve's callback, the jobs dropped),
+``hold`` (and held and queued by ``Worker._deliver``, then forgotten), ``full`` (the whole path
+above) or ``callback`` (and an empty ``on_completed``, as the drain bench registers one);
+``parse`` is apart: the reply frames decoded and ``parse_reserved``, no loop. Instructions per job
+of a part = (count of the mode with it - count of the mode before; ``reserve`` and ``parse``
+minus ``setup``, ``full`` minus ``hold``: running, acks and their replies) / JOBS::
 
-    for m in setup parse full; do PYTHONHASHSEED=0 valgrind --tool=cachegrind --cache-sim=no \\
-        --cachegrind-out-file=/dev/null python -m bench.bench_workerpath 20000 $m 2>&1 \\
-        | grep refs
+    for m in setup reserve hold full callback; do PYTHONHASHSEED=0 valgrind --tool=cachegrind \\
+        --cache-sim=no --cachegrind-out-file=/dev/null python -m bench.bench_workerpath 20000 $m \\
+        2>&1 | grep refs
     done
 
 The µs/job printed on stderr is CPU time of the measured part (slower by ~50x under valgrind).
@@ -40,6 +45,7 @@ import gc
 import struct
 import sys
 import time
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import msgpack
@@ -53,7 +59,7 @@ from protocol.replies import parse_reserved
 
 CONCURRENCY = 50
 PAYLOAD = bytes(100)
-MODES = ("setup", "parse", "full", "callback")
+MODES = ("setup", "parse", "reserve", "hold", "full", "callback")
 SERVER = ServerInfo(1, "bench", 0, 8 << 20, 1 << 20, 10_000, 10_000)
 _PREFIX = struct.Struct(">I")
 _RESERVE = msgpack.packb("reserve")
@@ -77,7 +83,8 @@ def job_items(total: int) -> list[bytes]:
 
 def reply_frame(request_id: int, body: bytes) -> bytes:
     """A REPLY frame ``[1, request_id, body]`` around an already packed body."""
-    message = b"\x93\x01" + msgpack.packb(request_id) + body
+    packed_id: bytes = msgpack.packb(request_id)
+    message = b"\x93\x01" + packed_id + body
     return _PREFIX.pack(len(message)) + message
 
 
@@ -180,15 +187,13 @@ async def _handler(ctx: JobContext) -> None:
     return None
 
 
-async def run_worker(items: list[bytes], callback: bool) -> int:
-    """The real worker over a fake broker until every job is acked; returns jobs acked."""
+def _connected_worker(broker: FakeBroker, callback: bool) -> Worker:
+    """A ``Worker`` whose connection is up over a ``Wire`` with a fake transport."""
     worker = Worker("jobwire://127.0.0.1:1", "bench", _handler, concurrency=CONCURRENCY,
                     serializer="raw", handle_signals=False, poll_wait=1.0)
     if callback:
         worker.on_completed(lambda ctx, result: None)
     loop = asyncio.get_running_loop()
-    broker = FakeBroker(items)
-    broker.done = loop.create_future()
     conn = worker.connection
     wire = Wire(conn)
     wire.connection_made(FakeTransport(broker))  # type: ignore[arg-type]
@@ -196,6 +201,14 @@ async def run_worker(items: list[bytes], callback: bool) -> int:
     conn._wire, conn._loop, conn.server = wire, loop, SERVER
     conn._ready.set()
     worker._loop = loop
+    return worker
+
+
+async def run_worker(items: list[bytes], callback: bool) -> int:
+    """The real worker over a fake broker until every job is acked; returns jobs acked."""
+    broker = FakeBroker(items)
+    broker.done = asyncio.get_running_loop().create_future()
+    worker = _connected_worker(broker, callback)
     runners = [asyncio.ensure_future(worker._runner()) for _ in range(CONCURRENCY)]
     tasks = [*runners, asyncio.ensure_future(worker._leases.run()),
              asyncio.ensure_future(worker._reserver.run())]
@@ -206,6 +219,39 @@ async def run_worker(items: list[bytes], callback: bool) -> int:
     return worker.statistics().completed
 
 
+async def reserve_only(items: list[bytes], hold: bool) -> int:
+    """Reserve requests sent and their replies taken in as the worker does (``Reserver._issue``,
+    the reply frame through ``Wire.data_received`` to the reserve's callback), without running
+    anything: the jobs are dropped (``hold`` false) or held and queued by ``Worker._deliver``,
+    then forgotten; returns the jobs taken in."""
+    broker = FakeBroker(items)
+    broker.write = lambda data: None  # type: ignore[method-assign]  # replies fed below
+    worker = _connected_worker(broker, False)
+    reserver, wire = worker._reserver, broker.wire
+    assert wire is not None
+    taken = 0
+
+    def deliver(jobs: Any) -> None:
+        nonlocal taken
+        taken += len(jobs)
+        if hold:
+            worker._deliver(jobs)
+            worker._held.clear()
+            worker._ready.clear()
+            worker._leases.forget_all()
+
+    reserver._deliver = deliver
+    request_id = 0
+    for start in range(0, len(items), CONCURRENCY):
+        chunk = items[start:start + CONCURRENCY]
+        reserver._issue(len(chunk))
+        request_id = max(worker.connection._table.pending)
+        wire.data_received(reply_frame(request_id, b"\x81\xa4jobs" + _array_header(len(chunk))
+                                       + b"".join(chunk)))
+        await asyncio.sleep(0)  # the reply's future callback
+    return taken
+
+
 def parse_only(items: list[bytes]) -> int:
     """Decode reserve reply frames of 50 jobs as the wire does, and parse them."""
     decoder = FrameDecoder(CLIENT_MAX_FRAME, strict=False)
@@ -214,7 +260,7 @@ def parse_only(items: list[bytes]) -> int:
         chunk = items[start:start + CONCURRENCY]
         decoder.feed(reply_frame(start + 1, b"\x81\xa4jobs" + _array_header(len(chunk))
                                  + b"".join(chunk)))
-        message = decoder.next_message()
+        message: Any = decoder.next_message()
         parsed += len(parse_reserved(message[2]))
     return parsed
 
@@ -227,15 +273,23 @@ def main(argv: list[str]) -> int:
     items = job_items(total)
     gc.collect()
     gc.freeze()
+    run: Callable[[Coroutine[Any, Any, Any]], Any] = asyncio.run
     try:
-        from uvloop import run
+        import uvloop
     except ImportError:
-        run = asyncio.run
+        pass
+    else:
+        run = uvloop.run
     if mode == "setup":  # the same imports and an empty loop: what the other modes subtract
         run(asyncio.sleep(0))
         return 0
     started = time.process_time()
-    done = parse_only(items) if mode == "parse" else run(run_worker(items, mode == "callback"))
+    if mode == "parse":
+        done = parse_only(items)
+    elif mode in ("reserve", "hold"):
+        done = run(reserve_only(items, mode == "hold"))
+    else:
+        done = run(run_worker(items, mode == "callback"))
     spent = time.process_time() - started
     print(f"{mode}: {total} jobs ({done} done), {spent / total * 1e6:.3f} µs/job", file=sys.stderr)
     return 0 if done == total else 1
