@@ -13,8 +13,9 @@ a busy broker), the worker stops reserving instead of piling up finished jobs.
 
 * **Reserving** (``client/reserving.py``): the reserve task asks for
   ``free = min(concurrency - (held - settling), max_held - held) - asked`` jobs with a long-poll
-  ``reserve``, at most two requests at once. The jobs of a reply go to ``_ready`` and idle
-  runners are woken, one per job.
+  ``reserve``, at most two requests at once. The jobs of a reply go to ``_ready`` and one idle
+  runner is woken; one loop iteration later, one more per job still in ``_ready`` (so handlers
+  that suspend all start, and handlers that do not run in one runner without futile wake-ups).
 * **Running**: a runner takes jobs from ``_ready`` until it is empty, so a burst of fast
   handlers runs without task switches. Async handlers are awaited in the runner; plain ``def``
   handlers run in a thread pool (``client/handlers.py``). The job's ``timeout`` and the
@@ -153,6 +154,7 @@ class Worker:
         )
         self._ready: deque[JobContext] = deque()
         self._idle_runners: list[asyncio.Future[None]] = []
+        self._rest_scheduled = False
         self._running = 0
         self._stop_requested = asyncio.Event()
         self._idle_wake = asyncio.Event()
@@ -363,11 +365,26 @@ class Worker:
             held[ctx.token] = ctx
         self._ready.extend(fresh)
         self._leases.watch(fresh)
+        # One runner now; one per job still waiting an iteration later (a handler suspended).
+        # Fast handlers then run in one runner without waking 49 others for nothing.
+        if self._wake_idle(1) and len(jobs) > 1 and not self._rest_scheduled:
+            self._rest_scheduled = True
+            loop.call_soon(self._wake_rest)
+
+    def _wake_rest(self) -> None:
+        self._rest_scheduled = False
+        self._wake_idle(len(self._ready))
+
+    def _wake_idle(self, count: int) -> bool:
+        """Wake up to ``count`` idle runners; whether there was one."""
         idle = self._idle_runners
-        for _ in range(min(len(jobs), len(idle))):
+        found = bool(idle)
+        while count > 0 and idle:
             waiter = idle.pop()
-            if not waiter.done():
+            if not waiter.done():  # a runner cancelled meanwhile is skipped
                 waiter.set_result(None)
+                count -= 1
+        return found
 
     # ------------------------------------------------------------------ running
 
