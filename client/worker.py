@@ -355,7 +355,7 @@ class Worker:
         return self.concurrency - held + len(self._settling), self.max_held - held
 
     def _deliver(self, jobs: Sequence[ReservedJob]) -> None:
-        """Hold freshly reserved jobs and wake idle runners, one per job."""
+        """Hold freshly reserved jobs and wake idle runners for them (see ``_wake_rest``)."""
         now = time.monotonic()
         conn, loop = self.connection, self._loop
         assert loop is not None
@@ -372,6 +372,7 @@ class Worker:
             loop.call_soon(self._wake_rest)
 
     def _wake_rest(self) -> None:
+        """An idle runner per job still waiting one iteration after a delivery."""
         self._rest_scheduled = False
         self._wake_idle(len(self._ready))
 
@@ -389,8 +390,7 @@ class Worker:
     # ------------------------------------------------------------------ running
 
     async def _runner(self) -> None:
-        """Run jobs from ``_ready`` until cancelled; each in ``_execute``'s body, inlined (a
-        coroutine less per job)."""
+        """Run jobs from ``_ready`` until cancelled, each in this frame (no coroutine a job)."""
         ready, held, settling = self._ready, self._held, self._settling
         find, start, ack = self._handlers.find, self._handlers.start, self._outcomes.ack
         loop = asyncio.get_running_loop()
