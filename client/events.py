@@ -72,7 +72,7 @@ class EventCallbacks:
             except Exception:
                 log.exception("event callback failed", callback=getattr(callback, "__name__", ""))
                 continue
-            if inspect.isawaitable(result):
+            if result is not None and inspect.isawaitable(result):  # None: the usual, cheap
                 task = asyncio.ensure_future(result)
                 self._tasks.add(task)
                 task.add_done_callback(self._done)

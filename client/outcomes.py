@@ -26,6 +26,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterable
 from functools import partial
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any, Final
 
 from client.call import PipelinedSender
@@ -34,9 +35,9 @@ from client.events import EventCallbacks
 from client.log import get_logger
 from protocol.checks import MAX_ERROR_LEN
 from protocol.errors import ErrorCode
-from protocol.model import AckItem, FailItem, ReleaseItem
+from protocol.model import AckItem, FailItem, JobState, ReleaseItem, new_tuple
 from protocol.operations import Ack, Fail, Release
-from protocol.replies import Outcome, parse_outcomes
+from protocol.replies import OK, Outcome, parse_outcomes
 
 if TYPE_CHECKING:
     from client.context import JobContext
@@ -78,6 +79,22 @@ def describe_exception(exc: BaseException, why: str | None = None) -> tuple[str,
         tail = MAX_ERROR_LEN - _HEAD - 20
         text = text[:_HEAD] + "\n[... cut ...]\n" + text[-tail:]
     return text, retry, delay_ms
+
+
+_COMPLETED: Final = (OK, JobState.COMPLETED.value)
+"""An ``ack`` item's result as the broker sends it when the job was completed."""
+_first: Final = itemgetter(0)
+
+
+def _all_completed(future: asyncio.Future[dict[str, Any]], count: int) -> bool:
+    """Whether an ``ack`` reply answers each of its ``count`` items with ``["OK", "completed"]``
+    (then ``parse_outcomes`` would give ``count`` such outcomes: nothing else to look at)."""
+    if future.cancelled() or future.exception() is not None:
+        return False
+    results = future.result().get("results")
+    return type(results) is tuple and len(results) == count and (
+        results.count(_COMPLETED) == count
+    )
 
 
 class OutcomeBuffer:
@@ -122,8 +139,10 @@ class OutcomeBuffer:
 
     def ack(self, ctx: JobContext, result: bytes | None) -> None:
         """Buffer a completion."""
-        self._acks.append((ctx, AckItem(ctx.id, ctx.token, result)))
-        self._schedule()
+        self._acks.append((ctx, new_tuple(AckItem, (ctx.id, ctx.token, result))))
+        if not self._flush_scheduled:  # self._schedule(), inlined: once per job
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush)
 
     def fail(
         self, ctx: JobContext, exc: BaseException, text: str, retry: bool, delay_ms: int | None
@@ -159,7 +178,7 @@ class OutcomeBuffer:
             acks, self._acks = self._acks, []
             for start in range(0, len(acks), max_batch):
                 chunk = acks[start:start + max_batch]
-                if self._send(Ack(tuple(item for _, item in chunk)),
+                if self._send(Ack(tuple([item for _, item in chunk])),
                               partial(self._on_acked, chunk), (ctx for ctx, _ in chunk)):
                     self._acks_out += 1
         if self._fails and self._fails_out < MAX_IN_FLIGHT:
@@ -231,19 +250,31 @@ class OutcomeBuffer:
         self, chunk: list[tuple[JobContext, AckItem]], future: asyncio.Future[dict[str, Any]]
     ) -> None:
         self._reply_in(Ack)
-        self._settled(ctx for ctx, _ in chunk)
+        self._settled(map(_first, chunk))
+        events = self._events
+        callbacks = events.completed
+        if _all_completed(future, len(chunk)):  # the usual reply: no Outcome to parse
+            if not callbacks:
+                self.completed += len(chunk)
+                return
+            for ctx, _ in chunk:
+                self.completed += 1  # before each callback, which may read statistics()
+                events.fire(callbacks, ctx, ctx.result)
+            return
         outcomes = self._results(len(chunk), future)
         if outcomes is None:
             return
-        events = self._events
-        callbacks = events.completed
+        completed = 0
         for (ctx, _), outcome in zip(chunk, outcomes, strict=False):
-            if outcome.ok:
-                self.completed += 1
-                if callbacks:
+            if outcome[0] == OK:  # outcome.ok, without the property's call
+                if callbacks:  # counted before each callback, which may read statistics()
+                    self.completed += 1
                     events.fire(callbacks, ctx, ctx.result)
+                else:
+                    completed += 1
             else:
                 self._refused(ctx, outcome, "ack")
+        self.completed += completed
 
     def _on_failed(
         self, chunk: list[tuple[JobContext, FailItem, BaseException]],

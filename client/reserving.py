@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Any
+from typing import Any, Final, cast
 
 from client.call import PipelinedSender
 from client.errors import ConnectionError_
@@ -35,6 +35,9 @@ from protocol.operations import Reserve
 from protocol.replies import ReservedJob, parse_reserved
 
 log = get_logger("jobwire.worker")
+
+_TUPLE: Final = frozenset({tuple})
+_FULL: Final = frozenset({len(ReservedJob._fields)})
 
 
 class Reserver:
@@ -54,13 +57,13 @@ class Reserver:
     __slots__ = (
         "_connection", "_deliver", "_lease_ms", "_min_overlap", "_pause", "_poll_wait_ms",
         "_queues", "_room", "_stop", "_stopping", "_wake", "asked", "done", "draining",
-        "outstanding", "requests",
+        "outstanding", "requests", "wake",
     )
 
     def __init__(
         self, connection: PipelinedSender, queues: Sequence[str], poll_wait_ms: int,
         lease_ms: int | None, *, room: Callable[[], tuple[int, int]], min_overlap: int,
-        deliver: Callable[[list[ReservedJob]], None],
+        deliver: Callable[[Sequence[ReservedJob]], None],
     ) -> None:
         self._connection = connection
         self._queues = tuple(queues)
@@ -72,6 +75,9 @@ class Reserver:
         self._pause = 0.0
         """Seconds to wait before the next reserve after one failed (doubling, capped)."""
         self._wake = asyncio.Event()
+        self.wake: Callable[[], None] = self._wake.set
+        """Look again: room may have freed, or the connection changed (the event's own ``set``:
+        the worker calls it once per finished job)."""
         self._stop = asyncio.Event()
         self._stopping = False
         self.asked = 0
@@ -82,10 +88,6 @@ class Reserver:
         """Set while the broker said it is draining (until the connection comes back)."""
         self.requests = 0
         """Reserve requests sent so far."""
-
-    def wake(self) -> None:
-        """Look again: room may have freed, or the connection changed."""
-        self._wake.set()
 
     def stop(self) -> None:
         """Send no more reserves (the ones outstanding still deliver); ``run`` returns."""
@@ -151,6 +153,14 @@ class Reserver:
                 log.warning("reserve failed", error=str(exc), retry_in=self._pause)
             return
         self._pause = 0.0
-        jobs = parse_reserved(future.result())
+        body = future.result()
+        raws = body.get("jobs")
+        jobs: Sequence[ReservedJob]
+        if type(raws) is tuple and set(map(type, raws)) <= _TUPLE and set(map(len, raws)) <= _FULL:
+            # Every job an array of this version's 12 items: ``parse_reserved`` would check
+            # them and wrap each, unchanged, in a ``ReservedJob``; ``JobContext`` reads either.
+            jobs = cast(tuple[ReservedJob, ...], raws)
+        else:
+            jobs = parse_reserved(body)
         if jobs:
             self._deliver(jobs)

@@ -13,8 +13,9 @@ a busy broker), the worker stops reserving instead of piling up finished jobs.
 
 * **Reserving** (``client/reserving.py``): the reserve task asks for
   ``free = min(concurrency - (held - settling), max_held - held) - asked`` jobs with a long-poll
-  ``reserve``, at most two requests at once. The jobs of a reply go to ``_ready`` and idle
-  runners are woken, one per job.
+  ``reserve``, at most two requests at once. The jobs of a reply go to ``_ready`` and one idle
+  runner is woken; one loop iteration later, one more per job still in ``_ready`` (so handlers
+  that suspend all start, and handlers that do not run in one runner without futile wake-ups).
 * **Running**: a runner takes jobs from ``_ready`` until it is empty, so a burst of fast
   handlers runs without task switches. Async handlers are awaited in the runner; plain ``def``
   handlers run in a thread pool (``client/handlers.py``). The job's ``timeout`` and the
@@ -153,6 +154,7 @@ class Worker:
         )
         self._ready: deque[JobContext] = deque()
         self._idle_runners: list[asyncio.Future[None]] = []
+        self._rest_scheduled = False
         self._running = 0
         self._stop_requested = asyncio.Event()
         self._idle_wake = asyncio.Event()
@@ -352,8 +354,8 @@ class Worker:
         held = len(self._held)
         return self.concurrency - held + len(self._settling), self.max_held - held
 
-    def _deliver(self, jobs: list[ReservedJob]) -> None:
-        """Hold freshly reserved jobs and wake idle runners, one per job."""
+    def _deliver(self, jobs: Sequence[ReservedJob]) -> None:
+        """Hold freshly reserved jobs and wake idle runners for them (see ``_wake_rest``)."""
         now = time.monotonic()
         conn, loop = self.connection, self._loop
         assert loop is not None
@@ -363,16 +365,34 @@ class Worker:
             held[ctx.token] = ctx
         self._ready.extend(fresh)
         self._leases.watch(fresh)
+        # One runner now; one per job still waiting an iteration later (a handler suspended).
+        # Fast handlers then run in one runner without waking 49 others for nothing.
+        if self._wake_idle(1) and len(jobs) > 1 and not self._rest_scheduled:
+            self._rest_scheduled = True
+            loop.call_soon(self._wake_rest)
+
+    def _wake_rest(self) -> None:
+        """An idle runner per job still waiting one iteration after a delivery."""
+        self._rest_scheduled = False
+        self._wake_idle(len(self._ready))
+
+    def _wake_idle(self, count: int) -> bool:
+        """Wake up to ``count`` idle runners; whether there was one."""
         idle = self._idle_runners
-        for _ in range(min(len(jobs), len(idle))):
+        found = bool(idle)
+        while count > 0 and idle:
             waiter = idle.pop()
-            if not waiter.done():
+            if not waiter.done():  # a runner cancelled meanwhile is skipped
                 waiter.set_result(None)
+                count -= 1
+        return found
 
     # ------------------------------------------------------------------ running
 
     async def _runner(self) -> None:
-        ready = self._ready
+        """Run jobs from ``_ready`` until cancelled, each in this frame (no coroutine a job)."""
+        ready, held, settling = self._ready, self._held, self._settling
+        find, start, ack = self._handlers.find, self._handlers.start, self._outcomes.ack
         loop = asyncio.get_running_loop()
         while True:
             while not ready:
@@ -385,51 +405,47 @@ class Worker:
                         self._idle_runners.remove(waiter)
                     raise
             ctx = ready.popleft()
-            if ctx.token in self._held:
-                await self._execute(ctx)
-
-    async def _execute(self, ctx: JobContext) -> None:
-        handler = self._handlers.find(ctx.name)
-        if handler is None:
-            self._fail(ctx, LookupError(f"no handler for job name {ctx.name!r} on this worker"))
-            return
-        try:
-            ctx.data = self.serializer.loads(ctx.payload)
-        except Exception as exc:
-            self._fail(ctx, exc, retry=False, why="payload could not be decoded")
-            return
-        self._running += 1
-        try:
-            call = self._handlers.start(handler, ctx, self._executor)
-            if self.job_timeout is None and ctx.timeout_at is None:
-                result = await call  # no limit: no extra coroutine on the hot path
-            else:
-                result = await run_limited(call, ctx, self.job_timeout)
-        except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                raise  # shutdown: the job is handed back by _finish
-            self._fail(ctx, JobwireError("the handler was cancelled"))
-        except RateLimited as exc:
-            self._not_now(ctx, exc)
-        except Exception as exc:
-            self._fail(ctx, exc)
-        else:
-            self._complete(ctx, result)
-        finally:
-            self._running -= 1
-
-    def _complete(self, ctx: JobContext, result: Any) -> None:
-        try:
-            raw = None if result is None else self.serializer.dumps(result)
-        except Exception as exc:
-            self._fail(ctx, exc, retry=False, why="result could not be serialized")
-            return
-        ctx.result = result
-        if ctx.token in self._held and ctx.token not in self._settling:
-            self._settling.add(ctx.token)
-            self._outcomes.ack(ctx, raw)
-            self._slot_freed()
+            if ctx.token not in held:
+                continue
+            handler = find(ctx.name)
+            if handler is None:
+                self._fail(ctx, LookupError(f"no handler for job name {ctx.name!r} on this worker"))
+                continue
+            try:
+                ctx.data = self.serializer.loads(ctx.payload)
+            except Exception as exc:
+                self._fail(ctx, exc, retry=False, why="payload could not be decoded")
+                continue
+            self._running += 1
+            try:
+                call = start(handler, ctx, self._executor)
+                if self.job_timeout is None and ctx.timeout_at is None:
+                    result = await call  # no limit: no extra coroutine on the hot path
+                else:
+                    result = await run_limited(call, ctx, self.job_timeout)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise  # shutdown: the job is handed back by _finish
+                self._fail(ctx, JobwireError("the handler was cancelled"))
+            except RateLimited as exc:
+                self._not_now(ctx, exc)
+            except Exception as exc:
+                self._fail(ctx, exc)
+            else:  # completed: the ack is buffered here, not in a method (once per job)
+                try:
+                    raw = None if result is None else self.serializer.dumps(result)
+                except Exception as exc:
+                    self._fail(ctx, exc, retry=False, why="result could not be serialized")
+                    continue
+                ctx.result = result
+                token = ctx.token
+                if token in held and token not in settling:
+                    settling.add(token)
+                    ack(ctx, raw)
+                    self._slot_freed()
+            finally:
+                self._running -= 1
 
     def _fail(
         self, ctx: JobContext, exc: BaseException, *, retry: bool | None = None,

@@ -407,3 +407,26 @@ async def test_a_worker_waits_for_the_broker_and_can_be_stopped_meanwhile() -> N
     assert not task.done()  # still trying: a worker may start before its broker
     worker.stop()
     await asyncio.wait_for(task, 10)
+
+
+async def test_handlers_that_suspend_all_start_together(url: str, client: Client) -> None:
+    # One runner is woken per reserve reply at once, the others one loop iteration later when
+    # jobs still wait: every job of a reply must still get its own runner. The first job of
+    # each reply returns at once (it never suspends); the others wait until 12 run together.
+    together = asyncio.Event()
+    running_now = 0
+
+    async def handler(job: JobContext) -> None:
+        nonlocal running_now
+        if job.data == 0:
+            return
+        running_now += 1
+        if running_now == 12:
+            together.set()
+        await together.wait()
+
+    await client.queue("together").add_bulk([("w", i) for i in range(13)])
+    worker = make_worker(url, "together", handler, concurrency=13)
+    async with running(worker):
+        await until(lambda: worker.statistics().completed == 13, limit=30)
+    assert together.is_set()
