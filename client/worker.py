@@ -50,9 +50,7 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-import signal
 import socket
 import time
 from collections import deque
@@ -72,6 +70,7 @@ from client.outcomes import OutcomeBuffer, describe_exception
 from client.reserving import Reserver
 from client.serializers import Serializer, get_serializer
 from client.signals import install_stop_signals
+from client.worker_shutdown import ShutdownSteps
 from protocol.checks import MAX_WAIT_MS
 from protocol.replies import ReservedJob
 
@@ -82,7 +81,7 @@ HELD_PER_SLOT: Final = 8
 """Default ``max_held`` per ``concurrency``: throughput against latency (``bench/README.md``)."""
 
 
-class Worker:
+class Worker(ShutdownSteps):
     """Runs handlers for jobs from one or more queues.
 
     Args:
@@ -273,67 +272,6 @@ class Worker:
             raise ConnectionClosedError(
                 "the broker connection closed for good"
             ) from self.connection.close_reason
-
-    # ------------------------------------------------------------------ shutdown
-
-    def _on_signal(self, sig: signal.Signals) -> None:
-        log.info("signal received, shutting down", signal=sig.name, grace=self.grace)
-        self.stop()
-
-    async def _drain(self, runners: list[asyncio.Task[None]]) -> None:
-        """Stop reserving, let held jobs finish within the grace period, cancel the rest."""
-        deadline = time.monotonic() + self.grace
-        left, acks = self._running + len(self._ready), len(self._settling)  # acks need no grace
-        log.info(f"worker stopping: up to {self.grace:g} s for {left} jobs to finish" if left
-                 else "worker stopping: no job running", running=self._running,
-                 queued=len(self._ready), awaiting_ack=acks, grace=self.grace)
-        await self._until(self._reserver.done, deadline)  # jobs of sent reserves are ours too
-        while self._unfinished() and not self._force.is_set():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            self._idle_wake.clear()
-            await self._until(self._idle_wake, deadline)
-        for runner in runners:
-            runner.cancel()
-
-    async def _until(self, event: asyncio.Event, deadline: float) -> None:
-        """Wait for ``event`` until ``deadline`` or a forced stop, whichever comes first."""
-        remaining = deadline - time.monotonic()
-        if event.is_set() or remaining <= 0:
-            return
-        waiters = {asyncio.ensure_future(event.wait()), asyncio.ensure_future(self._force.wait())}
-        try:
-            await asyncio.wait(waiters, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiter in waiters:
-                waiter.cancel()
-
-    async def _finish(self) -> None:
-        """Hand back every job still held, then wait (bounded) for outcome replies."""
-        # A reserve still parked at the broker could take a job we hand back: wait it out
-        # first (at most one long-poll); whatever it brings is handed back too.
-        if not self._reserver.done.is_set():
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.poll_wait_ms / 1000 + 5.0):
-                    await self._reserver.done.wait()
-        self._ready.clear()
-        settling = self._settling
-        unfinished = [ctx for token, ctx in self._held.items() if token not in settling]
-        if unfinished:
-            self._handed_back += len(unfinished)
-            log.warning("handing back unfinished jobs", count=len(unfinished))
-            for ctx in unfinished:
-                settling.add(ctx.token)
-                self._outcomes.hand_back(ctx)
-        await self._outcomes.drain(max(5.0, self.connection.request_timeout))
-        self._held.clear()  # what is left was never answered: the broker redelivers it
-        settling.clear()
-        self._leases.forget_all()
-        if self._handed_back:
-            log.info("unfinished jobs handed back", count=self._handed_back,
-                     released=self._outcomes.released)
-        await self.events.drain(5.0)
 
     # ------------------------------------------------------------------ reserving
 
