@@ -7,19 +7,23 @@ one lease task. Every job the worker holds is in ``_held`` (keyed by lease token
 reservation until the broker *answered* its outcome: while it waits in ``_ready`` for a
 runner, while it runs, and while its ack/fail is buffered or in flight (then its token is also
 in ``_settling``). Jobs without an outcome yet (``held - settling``) count against
-``concurrency``; every held job counts against ``max_held`` (default ``8 * concurrency``), so
-the outcomes the broker has not answered yet are bounded too: when acks are slow (a slow disk,
-a busy broker), the worker stops reserving instead of piling up finished jobs.
+``concurrency`` plus the prefetch allowance (``client/prefetch.py``: jobs reserved ahead of free
+runners, sized by the handlers' measured speed); every held job counts against ``max_held``
+(default ``8 * concurrency``), so the outcomes the broker has not answered yet are bounded too:
+when acks are slow (a slow disk, a busy broker), the worker stops reserving instead of piling
+up finished jobs.
 
 * **Reserving** (``client/reserving.py``): the reserve task asks for
-  ``free = min(concurrency - (held - settling), max_held - held) - asked`` jobs with a long-poll
+  ``free = min(concurrency + allowance - (held - settling), max_held - held) - asked`` jobs
+  with a long-poll
   ``reserve``, at most two requests at once. The jobs of a reply go to ``_ready`` and one idle
   runner is woken; one loop iteration later, one more per job still in ``_ready`` (so handlers
   that suspend all start, and handlers that do not run in one runner without futile wake-ups).
 * **Running**: a runner takes jobs from ``_ready`` until it is empty, so a burst of fast
   handlers runs without task switches. Async handlers are awaited in the runner; plain ``def``
-  handlers run in a thread pool (``client/handlers.py``). The job's ``timeout`` and the
-  worker's ``job_timeout`` cancel the handler (``handlers.run_limited``).
+  handlers run in a thread pool (``client/handlers.py``). A runner that runs out of jobs reports
+  how many it ran back to back and for how long, which sizes the prefetch. The job's
+  ``timeout`` and the worker's ``job_timeout`` cancel the handler (``handlers.run_limited``).
 * **Outcomes** (``client/outcomes.py``): outcomes that finish in the same loop iteration go in
   one ``ack`` / ``fail`` request. The runner's slot frees at once, but the job stays held (and
   its lease extended) until the reply arrives; then it leaves ``_held``. ``on_completed`` /
@@ -40,7 +44,8 @@ Invariants:
 1. A job is in ``_held`` from its reservation until the broker answered its outcome (ack, fail
    or hand-back), or the request carrying it was lost with the connection; it is in
    ``_settling`` from the moment its outcome is buffered until then. ``settling ⊆ held``,
-   ``len(_held) - len(_settling) + asked <= concurrency`` and ``len(_held) + asked <= max_held``
+   ``len(_held) - len(_settling) + asked <= concurrency + allowance`` (the allowance when the
+   last reserve was sent: it may shrink later) and ``len(_held) + asked <= max_held``
    (``asked``: jobs asked for by reserves not answered yet).
 2. Each held job gets exactly one outcome from this worker: ack, fail or hand-back (a job in
    ``_settling`` gets no other).
@@ -67,6 +72,7 @@ from client.handlers import Handler, HandlerTable, run_limited
 from client.leases import LeaseKeeper
 from client.log import get_logger
 from client.outcomes import OutcomeBuffer, describe_exception
+from client.prefetch import Prefetch
 from client.reserving import Reserver
 from client.serializers import Serializer, get_serializer
 from client.signals import install_stop_signals
@@ -90,6 +96,10 @@ class Worker(ShutdownSteps):
         handler: one function for every job, or ``{job_name: function}``. ``async def``
             functions run on the event loop; plain ``def`` ones in a thread pool.
         concurrency: most jobs handled at once.
+        prefetch: jobs reserved ahead of free runners, past ``concurrency``: ``None``
+            (default) sizes it by the handlers' measured speed, so a prefetched job waits about
+            2 ms at most (fast handlers get up to ``concurrency``, slow ones none:
+            ``client/prefetch.py``); a number fixes it (``0``: never ahead).
         max_held: most jobs held at once, counting finished ones whose outcome the broker has
             not answered yet (default ``8 * concurrency``; at least ``concurrency``). Beyond it
             the worker stops reserving until outcome replies come back, so slow acks cannot
@@ -111,6 +121,7 @@ class Worker(ShutdownSteps):
         handler: Handler | Mapping[str, Handler] | None = None,
         *,
         concurrency: int = 10,
+        prefetch: int | None = None,
         max_held: int | None = None,
         lease: float | None = None,
         job_timeout: float | None = None,
@@ -127,6 +138,7 @@ class Worker(ShutdownSteps):
         if not self.queues:
             raise ValueError("Worker needs at least one queue")
         self.concurrency = concurrency
+        self.prefetch = Prefetch(prefetch, concurrency)
         self.max_held = HELD_PER_SLOT * concurrency if max_held is None else max_held
         if self.max_held < concurrency:
             raise ValueError("max_held must be >= concurrency")
@@ -290,7 +302,8 @@ class Worker(ShutdownSteps):
     def _room(self) -> tuple[int, int]:
         """``(slots, window)`` for the reserver: jobs it may still start, and still hold."""
         held = len(self._held)
-        return self.concurrency - held + len(self._settling), self.max_held - held
+        slots = self.concurrency + self.prefetch.allowance - held + len(self._settling)
+        return slots, self.max_held - held
 
     def _deliver(self, jobs: Sequence[ReservedJob]) -> None:
         """Hold freshly reserved jobs and wake idle runners for them (see ``_wake_rest``)."""
@@ -332,17 +345,24 @@ class Worker(ShutdownSteps):
         ready, held, settling = self._ready, self._held, self._settling
         find, start, ack = self._handlers.find, self._handlers.start, self._outcomes.ack
         loop = asyncio.get_running_loop()
+        ran, since, report = 0, 0.0, self.prefetch.ran
         while True:
-            while not ready:
-                waiter: asyncio.Future[None] = loop.create_future()
-                self._idle_runners.append(waiter)
-                try:
-                    await waiter
-                except asyncio.CancelledError:
-                    if waiter in self._idle_runners:
-                        self._idle_runners.remove(waiter)
-                    raise
+            if not ready:
+                if ran:  # a run of jobs back to back ends: its pace sizes the prefetch
+                    report(ran, loop.time() - since)
+                    ran = 0
+                while not ready:
+                    waiter: asyncio.Future[None] = loop.create_future()
+                    self._idle_runners.append(waiter)
+                    try:
+                        await waiter
+                    except asyncio.CancelledError:
+                        if waiter in self._idle_runners:
+                            self._idle_runners.remove(waiter)
+                        raise
+                since = loop.time()
             ctx = ready.popleft()
+            ran += 1
             if ctx.token not in held:
                 continue
             handler = find(ctx.name)

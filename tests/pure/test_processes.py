@@ -38,15 +38,16 @@ def test_exits_are_described_by_status_or_signal() -> None:
 
 def test_a_child_gets_the_same_worker_flags_without_processes() -> None:
     given = build_parser().parse_args([
-        "worker", "tasks:handlers", "-q", "a", "--queue", "b", "-c", "3", "--lease", "1.5",
+        "worker", "tasks:handlers", "-q", "a", "--queue", "b", "-c", "3", "--prefetch", "5",
+        "--lease", "1.5",
         "--timeout", "20", "--grace", "2", "--serializer", "json", "--url",
         "jobwire://tok@127.0.0.1:7401", "--log-level", "debug", "--processes", "4",
     ])
     command = child_command(given)
     assert command[:4] == [sys.executable, "-m", "client.worker_cli", "worker"]
     child = build_parser().parse_args([*command[3:], "--supervisor-fd", "7"])
-    for name in ("target", "queues", "concurrency", "lease", "timeout", "grace", "serializer",
-                 "url", "log_level"):
+    for name in ("target", "queues", "concurrency", "prefetch", "lease", "timeout", "grace",
+                 "serializer", "url", "log_level"):
         assert getattr(child, name) == getattr(given, name), name
     assert (given.processes, child.processes, child.supervisor_fd) == (4, 1, 7)
 

@@ -18,6 +18,7 @@ CONFIGURED = Worker("jobwire://127.0.0.1:7400", ["configured"], double, concurre
                     handle_signals=False)
 
 FLAGS = [["--queue", "q"], ["-q", "q"], ["--concurrency", "3"], ["-c", "3"], ["--lease", "5"],
+         ["--prefetch", "4"], ["--prefetch", "auto"],
          ["--timeout", "5"], ["--grace", "1"], ["--serializer", "json"],
          ["--url", "jobwire://127.0.0.1:7401"]]
 
@@ -50,3 +51,20 @@ def test_a_handler_gets_the_flags_or_the_defaults(monkeypatch: pytest.MonkeyPatc
                                       "2"])
     worker = build_worker(args, double)
     assert (worker.queues, worker.concurrency, worker.grace) == (("a",), 3, 2.0)
+
+
+def test_prefetch_is_auto_by_default_or_the_number_given() -> None:
+    worker = build_worker(build_parser().parse_args(["worker", "mod:double"]), double)
+    assert worker.prefetch.cap == 10 and worker.prefetch.allowance == 0  # auto: earned
+    auto = build_parser().parse_args(["worker", "mod:double", "--prefetch", "auto", "-c", "4"])
+    assert build_worker(auto, double).prefetch.cap == 4
+    fixed = build_worker(build_parser().parse_args(["worker", "mod:double", "--prefetch", "7"]),
+                         double)
+    assert fixed.prefetch.cap == fixed.prefetch.allowance == 7
+
+
+@pytest.mark.parametrize("bad", ["-1", "some", "1.5", ""])
+def test_a_bad_prefetch_is_refused(bad: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["worker", "mod:double", "--prefetch", bad])
+    assert "expected a number >= 0 or auto" in capsys.readouterr().err

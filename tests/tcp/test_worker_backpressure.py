@@ -69,14 +69,14 @@ async def test_unacknowledged_jobs_are_bounded_and_none_is_redelivered(
     worker = make_worker(url, "burst", instant, concurrency=5, lease=0.5)
     worker.on_completed(on_completed)
     assert worker.max_held == 40
-    held_peak = 0
+    held_peak = unfinished_peak = 0
 
     async def watch() -> None:
-        nonlocal held_peak
+        nonlocal held_peak, unfinished_peak
         while True:
             stats = worker.statistics()
             held_peak = max(held_peak, stats.held)
-            assert stats.held - stats.settling <= worker.concurrency
+            unfinished_peak = max(unfinished_peak, stats.held - stats.settling)
             await asyncio.sleep(0.005)
 
     async with running(worker):
@@ -90,6 +90,8 @@ async def test_unacknowledged_jobs_are_bounded_and_none_is_redelivered(
     # Handler started but outcome not yet answered: never more than the worker may hold.
     assert 0 < peak <= worker.max_held
     assert 0 < held_peak <= worker.max_held
+    # Without an outcome yet: at most the runners plus the jobs reserved ahead of them.
+    assert unfinished_peak <= worker.concurrency + worker.prefetch.cap
     assert stats.refused == 0 and stats.unacknowledged == 0
     assert len(runs) == total and set(runs.values()) == {1}, "a job was redelivered"
     assert stats.held == 0 and stats.settling == 0
