@@ -2,7 +2,8 @@
 
 Each step runs one scenario against a fresh broker of its own (so no step inherits another's
 backlog), checks its target and adds a row. Then the micro benchmarks that exist in ``bench/``
-(``bench_codec``, ``bench_core``, ``bench_journal``: codec, core and journal alone, written with
+(``bench_disk``: the disk's ``fdatasync`` alone, the floor of every durable latency;
+``bench_codec``, ``bench_core``, ``bench_journal``: codec, core and journal alone, written with
 the protocol and broker) run as subprocesses and their output is kept verbatim. ``--json``
 writes ``{"results": [...], "micro": [...], ...}``; ``--markdown`` writes the table
 ``bench/README.md`` shows. ``--scale`` multiplies job counts and durations (the smoke test runs
@@ -88,6 +89,8 @@ STANDARD: tuple[Step, ...] = (
 )
 
 MICRO: tuple[tuple[str, tuple[str, ...]], ...] = (
+    # First: the --sync full floor (fdatasync alone) beside latency-500, in the brokers' directory.
+    ("bench.bench_disk", ()),
     ("bench.bench_codec", ()),
     ("bench.bench_core", ("--jobs", "300000", "--repeat", "1", "--memory-jobs", "1000000")),
     ("bench.bench_journal", ("--jobs", "100000")),
@@ -205,6 +208,8 @@ def execute(args: argparse.Namespace, console: Console) -> SuiteRun:
         for module, extra in MICRO:
             if importlib.util.find_spec(module) is None:
                 continue
+            if module == "bench.bench_disk" and args.data_dir:
+                extra = (*extra, "--dir", args.data_dir)
             console.print(f"[bold]micro[/bold]: python -m {module} {' '.join(extra)}")
             out.micro.append(run_micro(module, extra))
     return out

@@ -1,11 +1,14 @@
 """The bench harness's pure parts: HDR histograms that merge through their encoding, and the
-median run of the suite. The scenarios themselves: ``tests/process/test_bench.py``.
+median run of the suite, the disk floor's timing. The scenarios themselves:
+``tests/process/test_bench.py``.
 """
 
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
+from bench import bench_disk
 from bench.hdr import Recorder, encode, merge, new_histogram, record_ns, summary_ms
 from bench.suite import median_run
 
@@ -41,3 +44,12 @@ def test_the_median_run_is_reported_with_every_runs_figure() -> None:
     chosen = median_run(runs)
     assert chosen["id"] == "c" and chosen["runs_jobs_per_s"] == [3.0, 1.0, 2.0, 4.0]
     assert "runs_jobs_per_s" not in median_run(runs[:1])
+
+
+def test_the_disk_floor_times_each_fdatasync(tmp_path: Path) -> None:
+    for overwrite in (False, True):
+        histogram = bench_disk.measure(tmp_path / "f", 20, 0.0, overwrite)
+        assert histogram.get_total_count() == 20
+        assert not (tmp_path / "f").exists()  # the file is removed
+        line = bench_disk.report("append", histogram)
+        assert line.startswith("fdatasync append") and "p99" in line and "(20 syncs)" in line
