@@ -126,20 +126,43 @@ async def test_a_repeated_job_id_in_one_batch_is_a_duplicate(broker: RunningBrok
         assert (await q.stats()).waiting == 2
 
 
-async def test_adds_made_while_an_enqueue_is_in_flight_wait_and_share(
+async def test_adds_made_while_the_pipe_is_full_wait_and_share(
     broker: RunningBroker,
 ) -> None:
     async with Client(url(broker)) as client:
+        assert client.batcher is not None and client.batcher.max_in_flight == 4
+        client.batcher.max_in_flight = 2
         q = client.queue("flight")
         before = client.statistics().requests_sent
-        first = asyncio.ensure_future(q.add("t", -1))
-        for _ in range(3):  # the batch is sent two loop iterations after the add
+        first = [asyncio.ensure_future(q.add("t", -1)), asyncio.ensure_future(q.add("t", -2))]
+        for _ in range(3):  # one batch, sent two loop iterations after the adds
             await asyncio.sleep(0)
-        assert client.statistics().requests_sent - before == 1 and not first.done()
-        rest = await asyncio.gather(*(q.add("t", i) for i in range(50)))
-        await first
+        second = asyncio.ensure_future(q.add("t", -3))
+        for _ in range(3):  # one in flight, so this one leaves at once too
+            await asyncio.sleep(0)
         assert client.statistics().requests_sent - before == 2
+        assert not any(add.done() for add in [*first, second])  # their commits are running
+        # Two enqueues in flight: these wait for one of them, then travel together.
+        rest = await asyncio.gather(*(q.add("t", i) for i in range(50)))
+        await asyncio.gather(*first, second)
+        assert client.statistics().requests_sent - before == 3
         assert [job.data for job in rest] == list(range(50))
+
+
+async def test_adds_are_not_held_while_fewer_than_four_enqueues_are_in_flight(
+    broker: RunningBroker,
+) -> None:
+    async with Client(url(broker)) as client:
+        q = client.queue("pipe")
+        before = client.statistics().requests_sent
+        sent = []
+        for i in range(3):  # three batches in a row, each sent without waiting for the last
+            sent.append(asyncio.ensure_future(q.add("t", i)))
+            for _ in range(3):
+                await asyncio.sleep(0)
+        assert client.statistics().requests_sent - before == 3
+        jobs = await asyncio.gather(*sent)
+        assert [job.data for job in jobs] == [0, 1, 2]
 
 
 async def test_a_cancelled_add_leaves_its_neighbours_alone(broker: RunningBroker) -> None:
