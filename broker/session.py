@@ -303,8 +303,7 @@ class Session(asyncio.Protocol):
         return self._outbox.unsent_bytes
 
     def _over_budget(self) -> bool:
-        """Whether the unsent replies exceed ``OUTPUT_BUDGET`` bytes (then no more of this
-        connection's requests are handled until they drain)."""
+        """Whether unsent replies exceed ``OUTPUT_BUDGET`` (then requests wait until they drain)."""
         return self.unsent_bytes > OUTPUT_BUDGET
 
     def _hold_input(self) -> None:
@@ -471,8 +470,7 @@ class Session(asyncio.Protocol):
         self._outbox.promise(request_id, reply_message(request_id, body), not_durable)
 
     def error_after_commit(self, request_id: int, code: ErrorCode, text: str) -> None:
-        """Send an error once everything the core changed so far is committed (a read whose
-        answer, such as "no such job", a crash could otherwise revert)."""
+        """``reply_after_commit`` for an error (a "no such job" a crash could revert)."""
         self.begin()
         self._outbox.promise(request_id, error_message(request_id, code, text), NOT_DURABLE)
 
@@ -489,9 +487,11 @@ class Session(asyncio.Protocol):
     # ------------------------------------------------------------------ parked requests
 
     def finish_reserve(self, request_id: int, jobs: list[ReservedJob]) -> None:
-        """Answer a parked reserve (woken with jobs, timed out or drained)."""
+        """Answer a parked reserve (woken with jobs, timed out or drained), written at once."""
         self._end()
         self.reply(request_id, {"jobs": jobs})
+        if not self._in_batch:  # not behind the commit handed over next (bench/README.md)
+            self._flush()
 
     def finish_wait(self, request_id: int, job_id: str, queue: str | None) -> None:
         """Answer a parked wait (its job finished or its time ran out)."""
