@@ -27,6 +27,13 @@ from typing import Any, Final
 
 import psutil
 
+_TREE: Final = Path(__file__).resolve().parent.parent
+"""The source tree of this harness (the parent of ``bench/``)."""
+_RUN_BROKER: Final = (
+    f"import runpy, sys; sys.path.insert(0, {str(_TREE)!r}); "
+    "runpy.run_module('broker', run_name='__main__', alter_sys=True)"
+)
+
 LOG_FILE: Final = "broker.log"
 MIB: Final = 1024 * 1024
 
@@ -86,7 +93,10 @@ class BrokerProcess:
         if self.running():
             raise RuntimeError("broker already running")
         command = [
-            sys.executable, "-m", "broker",
+            # ``python -m broker``, from the tree this harness runs from whatever the current
+            # directory (``-m`` would put it first): a before/after pair with PYTHONPATH at
+            # another tree otherwise timed this directory's broker on both sides.
+            sys.executable, "-c", _RUN_BROKER,
             "--host", self.host, "--port", str(self.port),
             "--data-dir", str(self.data_dir / "data"), "--sync", self.sync,
             "--log-format", "json", "--log-level", "info",
