@@ -13,20 +13,33 @@ from client import Client, JobContext, Worker
 from tests.conftest import RunningBroker
 from tests.tools.clienttools import running, until
 
+StartBroker = Callable[..., Awaitable[RunningBroker]]
+
+
+async def started(start_broker: StartBroker) -> str:
+    """A fresh broker's URL."""
+    broker = await start_broker()
+    return f"jobwire://{broker.host}:{broker.port}"
+
+
+def blocking(release: asyncio.Event) -> Callable[[JobContext], Awaitable[None]]:
+    """A handler that waits for ``release``."""
+
+    async def blocked(job: JobContext) -> None:
+        await release.wait()
+
+    return blocked
+
 
 async def active(client: Client, queue: str) -> int:
     return (await client.queue(queue).stats()).active
 
 
 async def test_a_fixed_prefetch_holds_that_many_more_than_run(
-    start_broker: Callable[..., Awaitable[RunningBroker]],
+    start_broker: StartBroker,
 ) -> None:
-    broker = await start_broker()
-    url = f"jobwire://{broker.host}:{broker.port}"
-    release = asyncio.Event()
-
-    async def blocked(job: JobContext) -> None:
-        await release.wait()
+    url, release = await started(start_broker), asyncio.Event()
+    blocked = blocking(release)
 
     async with Client(url) as client:
         await client.queue("pf").add_bulk([("w", i) for i in range(10)])
@@ -45,14 +58,10 @@ async def test_a_fixed_prefetch_holds_that_many_more_than_run(
 
 
 async def test_no_prefetch_holds_only_what_runs(
-    start_broker: Callable[..., Awaitable[RunningBroker]],
+    start_broker: StartBroker,
 ) -> None:
-    broker = await start_broker()
-    url = f"jobwire://{broker.host}:{broker.port}"
-    release = asyncio.Event()
-
-    async def blocked(job: JobContext) -> None:
-        await release.wait()
+    url, release = await started(start_broker), asyncio.Event()
+    blocked = blocking(release)
 
     async with Client(url) as client:
         # Automatic: no handler has finished yet, so nothing is reserved ahead either.
@@ -71,10 +80,9 @@ async def test_no_prefetch_holds_only_what_runs(
 
 
 async def test_fast_handlers_earn_the_whole_allowance_and_slow_ones_none(
-    start_broker: Callable[..., Awaitable[RunningBroker]],
+    start_broker: StartBroker,
 ) -> None:
-    broker = await start_broker()
-    url = f"jobwire://{broker.host}:{broker.port}"
+    url = await started(start_broker)
 
     async def instant(job: JobContext) -> None:
         return None
@@ -109,14 +117,10 @@ async def test_fast_handlers_earn_the_whole_allowance_and_slow_ones_none(
 
 
 async def test_prefetched_jobs_are_handed_back_on_stop_without_an_attempt(
-    start_broker: Callable[..., Awaitable[RunningBroker]],
+    start_broker: StartBroker,
 ) -> None:
-    broker = await start_broker()
-    url = f"jobwire://{broker.host}:{broker.port}"
-    release = asyncio.Event()
-
-    async def blocked(job: JobContext) -> None:
-        await release.wait()
+    url, release = await started(start_broker), asyncio.Event()
+    blocked = blocking(release)
 
     async with Client(url) as client:
         queue = client.queue("back")
