@@ -50,11 +50,10 @@ DEFAULT_MAX_BYTES: Final = 256 << 10
 """About the most payload bytes one automatic batch holds (small: a big batch delays its reply)."""
 
 DEFAULT_MAX_IN_FLIGHT: Final = 4
-"""Enqueues of one queue in flight before new adds wait for one of them. One made every add that
-came while a commit ran wait for that commit: the disk's fsync tail entered the latency of jobs
-sent at a low rate (latency-500 p99 2.4-3.8 ms -> 2.0 ms) and a closed loop of 100 concurrent
-adds stalled on each commit (1.4x jobs/s with 4). More than 4 split the batches finer for no
-gain (``bench/README.md``, "Enqueues in flight")."""
+"""Enqueues of one queue in flight before new adds wait for one of them. With one, every add made
+while a commit ran waited for that commit, so the disk's fsync tail entered the latency of jobs
+added at a steady rate (``latency-500``: every alternating pair favoured 4, e.g. p99 3.8 -> 2.0 ms;
+``bench/README.md``, "Enqueues in flight")."""
 
 _RESEND_ALONE: Final = frozenset({ErrorCode.BAD_ARGUMENT, ErrorCode.PAYLOAD_TOO_LARGE})
 """Refusals that may be caused by one job of a batch: its jobs are resent one by one."""
