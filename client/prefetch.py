@@ -71,4 +71,4 @@ class Prefetch:
         per_job = sample if per_job is None else per_job + _WEIGHT * (sample - per_job)
         self.per_job = per_job
         starts = HORIZON * self._concurrency / per_job if per_job > 0 else float(self.cap)
-        self.allowance = min(self.cap, int(starts))
+        self.allowance = self.cap if starts >= self.cap else int(starts)  # starts may be inf
