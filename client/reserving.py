@@ -2,16 +2,16 @@
 
 Theory of operation
 -------------------
-One task (``Reserver.run``, owned by the worker's task group) asks for
-``free = min(slots, window) - asked`` jobs with a long-poll ``reserve``, where ``room()`` gives
-``slots`` (``concurrency`` minus the jobs without an outcome yet) and ``window`` (``max_held``
-minus every held job). When the window is what limits it (outcomes in flight), it waits until a
-quarter of the slots (``min_overlap``) are free rather than reserving a few jobs per ack reply. A
-second request may overlap the first only when at least ``min_overlap`` slots are free, so a busy
-worker keeps its pipe full and an idle one holds one long-poll. Replies are handled in a future
-callback (no task per batch): the jobs go to ``deliver``. A failed reserve (not a lost
-connection) pauses reserving for a doubling delay, capped at 5 s. A ``draining`` broker pauses
-it until the connection comes back.
+One task (``Reserver.run``, owned by the worker's task group) asks for ``free = min(slots, window)
+- asked`` jobs with a long-poll ``reserve``, where ``room()`` gives ``slots`` (``concurrency`` plus
+the prefetch allowance, minus the jobs without an outcome yet) and ``window`` (``max_held`` minus
+every held job). When the window is what limits it (outcomes in flight), it waits until a quarter
+of the slots (``min_overlap``) are free rather than reserving a few jobs per ack reply. A second
+request may overlap the first only when at least ``min_overlap`` slots are free, so a busy worker
+keeps its pipe full and an idle one holds one long-poll. Replies are handled in a future callback
+(no task per batch): the jobs go to ``deliver``. A failed reserve (not a lost connection) pauses
+reserving for a doubling delay, capped at 5 s. A ``draining`` broker pauses it until the connection
+comes back.
 
 Invariants:
 1. ``asked`` is the number of jobs asked for by reserves whose reply has not arrived;

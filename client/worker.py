@@ -13,12 +13,11 @@ runners, sized by the handlers' measured speed); every held job counts against `
 when acks are slow (a slow disk, a busy broker), the worker stops reserving instead of piling
 up finished jobs.
 
-* **Reserving** (``client/reserving.py``): the reserve task asks for
-  ``free = min(concurrency + allowance - (held - settling), max_held - held) - asked`` jobs
-  with a long-poll
-  ``reserve``, at most two requests at once. The jobs of a reply go to ``_ready`` and one idle
-  runner is woken; one loop iteration later, one more per job still in ``_ready`` (so handlers
-  that suspend all start, and handlers that do not run in one runner without futile wake-ups).
+* **Reserving** (``client/reserving.py``): the reserve task asks for ``free = min(concurrency +
+  allowance - (held - settling), max_held - held) - asked`` jobs with a long-poll ``reserve``, at
+  most two requests at once. The jobs of a reply go to ``_ready`` and one idle runner is woken; one
+  loop iteration later, one more per job still in ``_ready`` (so handlers that suspend all start,
+  and handlers that do not run in one runner without futile wake-ups).
 * **Running**: a runner takes jobs from ``_ready`` until it is empty, so a burst of fast
   handlers runs without task switches. Async handlers are awaited in the runner; plain ``def``
   handlers run in a thread pool (``client/handlers.py``). A runner that runs out of jobs reports
