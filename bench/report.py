@@ -136,7 +136,8 @@ def _per_job_us(cpu_s: float | None, jobs: int) -> float | None:
     return round(cpu_s * 1e6 / jobs, 2)
 
 
-def _lookup(result: Mapping[str, Any], path: str) -> Any:
+def lookup(result: Mapping[str, Any], path: str) -> Any:
+    """The figure at dotted ``path`` in ``result`` (``"latency_ms.p99"``), or ``None``."""
     value: Any = result
     for key in path.split("."):
         if not isinstance(value, Mapping):
@@ -155,7 +156,7 @@ def check_target(
     """
     done = []
     for path, op, bound in checks:
-        actual = _lookup(result, path)
+        actual = lookup(result, path)
         met = actual is not None and _OPS[op](actual, bound)
         done.append({"metric": path, "op": op, "value": bound, "actual": actual, "met": met})
     target = {"text": text, "checks": done, "met": all(c["met"] for c in done)}

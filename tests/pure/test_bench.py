@@ -10,7 +10,7 @@ from pathlib import Path
 
 from bench import bench_disk
 from bench.hdr import Recorder, encode, merge, new_histogram, record_ns, summary_ms
-from bench.suite import median_run
+from bench.suite import median_run, runs_note
 
 
 def test_histograms_merge_through_their_encoding() -> None:
@@ -44,6 +44,19 @@ def test_the_median_run_is_reported_with_every_runs_figure() -> None:
     chosen = median_run(runs)
     assert chosen["id"] == "c" and chosen["runs_jobs_per_s"] == [3.0, 1.0, 2.0, 4.0]
     assert "runs_jobs_per_s" not in median_run(runs[:1])
+
+
+def test_a_latency_step_is_ranked_by_its_p99() -> None:
+    runs = [{"jobs_per_s": 500.0, "latency_ms": {"p99": 1.5}, "id": "a"},
+            {"jobs_per_s": 500.1, "latency_ms": {"p99": 0.7}, "id": "b"},
+            {"jobs_per_s": 499.9, "latency_ms": {"p99": 0.9}, "id": "c"}]
+    chosen = median_run(runs, "latency_ms.p99")
+    assert chosen["id"] == "c"
+    assert chosen["runs_of"] == "latency_ms.p99" and chosen["runs_figures"] == [1.5, 0.7, 0.9]
+    assert "runs_jobs_per_s" not in chosen
+    chosen["name"] = "latency-500"
+    assert runs_note(chosen) == ("latency-500: 3 runs, p99 ms 1.500, 0.700, 0.900 (in run "
+                                 "order); the row is the median run")
 
 
 def test_the_disk_floor_times_each_fdatasync(tmp_path: Path) -> None:
