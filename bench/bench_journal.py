@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -20,6 +21,7 @@ from broker.committer import GroupCommitter
 from broker.core import Changes, Snapshot
 from broker.jobs import NO_OPTIONS, Job
 from broker.journal import Journal, SyncMode
+from broker.log import configure_logging
 from protocol.model import JobState
 
 PAYLOAD = b"p" * 100
@@ -141,7 +143,12 @@ def main() -> None:
                         help="group-commit producers (0 skips that part)")
     parser.add_argument("--load", type=int, default=0, help="also time load() of this many jobs")
     parser.add_argument("--dir", default=".", help="where the temporary database goes")
-    asyncio.run(run(parser.parse_args()))
+    parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
+                        default="warning", help="the journal's own log lines, on stderr "
+                                                "(default warning: no checkpoint chatter)")
+    args = parser.parse_args()
+    configure_logging(args.log_level, stream=sys.stderr)
+    asyncio.run(run(args))
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import MutableMapping
-from typing import Any, Final, TextIO
+from typing import Any, Final, TextIO, cast
 
 import structlog
 from structlog.typing import FilteringBoundLogger
@@ -95,6 +95,13 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | N
 
 
 def get_logger(component: str) -> FilteringBoundLogger:
-    """A bound logger whose lines carry ``component`` (``server``, ``session``, ...)."""
-    logger: FilteringBoundLogger = structlog.get_logger().bind(component=component)
-    return logger
+    """A logger whose lines carry ``component`` (``server``, ``session``, ...).
+
+    Lazy: each line goes through the configuration in force when it is logged. A module makes
+    its logger at import, which may come before ``configure_logging`` (a tool importing the
+    journal, then configuring): a logger bound at once would keep structlog's defaults for
+    good (every level, to standard output). Every broker log call is off the hot path
+    (connections, checkpoints, failures), so assembling the logger per call costs nothing
+    that shows.
+    """
+    return cast(FilteringBoundLogger, structlog.get_logger(component=component))

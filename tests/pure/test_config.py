@@ -138,6 +138,19 @@ def test_json_logs_redact_secrets_and_payloads() -> None:
     configure_logging("info", "console", io.StringIO())
 
 
+@pytest.mark.usefixtures("restore_logging")
+def test_a_logger_made_before_logging_is_configured_follows_the_configuration() -> None:
+    early = get_logger("early")  # as a module's logger is made when it is imported
+    stream = io.StringIO()
+    configure_logging("warning", "json", stream)
+    early.debug("checkpoint_started")
+    early.info("hidden too")
+    early.warning("shown", n=1)
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [(line["event"], line["component"], line["n"]) for line in lines] == [
+        ("shown", "early", 1)]
+
+
 def test_serve_help_and_python_m_broker_parse() -> None:
     parser = build_parser()
     args = parser.parse_args(["serve", "--port", "0", "--sync", "off"])
