@@ -148,13 +148,17 @@ async def test_an_ack_for_a_lease_from_before_a_restart_is_refused_and_logged(
 
 
 WORKER_MODULE = textwrap.dedent("""
+    import gc
     import os
     from client import Worker
 
     async def double(job):
         return job.data * 2
 
-    worker = Worker(os.environ["JOBWIRE_URL"], "configured", {"double": double},
+    async def frozen(job):  # the CLI froze what existed when it started the worker
+        return gc.get_freeze_count()
+
+    worker = Worker(os.environ["JOBWIRE_URL"], "configured", {"double": double, "frozen": frozen},
                     concurrency=4, grace=5)
 """)
 
@@ -178,6 +182,8 @@ async def test_worker_command_runs_a_configured_worker_instance(
         async with Client(url_of(broker_process)) as client:
             job = await client.queue("configured").add("double", 21)
             assert await job.wait(timeout=30) == 42
+            frozen = await client.queue("configured").add("frozen", None)
+            assert await frozen.wait(timeout=30) > 1000  # the imports, out of the GC's scans
         proc.send_signal(signal.SIGTERM)
         await asyncio.wait_for(proc.communicate(), 30)
         assert proc.returncode == 0
