@@ -15,6 +15,7 @@ from typing import Any, Final
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from client.call import send
 from client.gateway.bodies import (
     SMALL_BODY,
     int_in,
@@ -90,17 +91,9 @@ async def set_limits(request: Request) -> Response:
         value = body["concurrency"]
         concurrency = False if value is None else int_in(value, "concurrency", 1,
                                                          MAX_CONCURRENCY)
-    queue = client.queue(name)
-    limits = None
-    if isinstance(rate, tuple):
-        limits = await queue.set_rate_limit(*rate)
-    elif rate is False:
-        limits = await queue.clear_rate_limit()
-    if concurrency is False:
-        limits = await queue.clear_concurrency()
-    elif isinstance(concurrency, int):
-        limits = await queue.set_concurrency(concurrency)
-    assert limits is not None  # the body named at least one of them
+    # One ``limit`` request for both fields: the broker applies them together or not at all
+    # (two requests could leave the rate changed and the concurrency not, if the second failed).
+    limits = await send(client.connection, client.queue(name).limit_call(rate, concurrency))
     return JSONResponse(limits_view(name, limits))
 
 
@@ -118,9 +111,8 @@ async def clear_limits(request: Request) -> Response:
     client = await gateway_of(request).ready()
     name = queue_param(request)
     await require_queue(client, name)
-    queue = client.queue(name)
-    await queue.clear_rate_limit()
-    return JSONResponse(limits_view(name, await queue.clear_concurrency()))
+    limits = await send(client.connection, client.queue(name).limit_call(False, False))
+    return JSONResponse(limits_view(name, limits))
 
 
 def key_param(request: Request) -> str:

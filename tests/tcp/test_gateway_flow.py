@@ -59,6 +59,21 @@ async def test_limits_are_set_read_changed_and_cleared(
     assert await client.queue("sms").limits() == (None, None, None, None, None)
 
 
+async def test_both_limits_change_in_one_broker_request(
+        http: httpx.AsyncClient, gateway: RunningGateway) -> None:
+    """The broker's ``limit`` op sets both or neither: one request, so a failure cannot leave
+    the rate changed and the concurrency not."""
+    connection = gateway.server.app.state.gateway.client.connection
+    before = connection.statistics().requests_sent
+    reply = await http.put("/api/queues/both/limits",
+                           json={"rate": {"max": 4, "per": 1000}, "concurrency": 2})
+    assert reply.status_code == 200, reply.text
+    assert connection.statistics().requests_sent - before == 1
+    before = connection.statistics().requests_sent
+    assert (await http.delete("/api/queues/both/limits")).status_code == 200
+    assert connection.statistics().requests_sent - before == 2  # the queue's lookup, then one
+
+
 async def test_a_not_now_pause_shows_as_paused_until(
         http: httpx.AsyncClient, client: Client, gateway: RunningGateway) -> None:
     await http.put("/api/queues/api/limits", json={"concurrency": 5})
